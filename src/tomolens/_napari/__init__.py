@@ -1,0 +1,1 @@
+"""napari glue without Qt: reader, writers, sample data, layer conversion."""

@@ -1,0 +1,98 @@
+"""Conversion between tomolens objects and napari layer-data tuples (no Qt).
+
+Layers carry the voxel size in Å as their ``scale`` (z, y, x) with ``units`` of
+``angstrom``; a layer whose voxel size is unknown has scale 1 and units ``pixel``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tomolens.io.coords import ParticleTable
+from tomolens.io.mrc import MrcVolume, contrast_limits
+
+ANGSTROM = "angstrom"
+PIXEL = "pixel"
+
+
+def scale_kwargs(voxel_size_A: tuple[float, ...] | float | None, ndim: int, kind: str = "volume") -> dict:
+    """``scale``, ``units`` and ``axis_labels`` for a layer of ``ndim`` dimensions."""
+    labels = {2: ("y", "x"), 3: ("z", "y", "x")}[ndim] if kind != "stack" else ("image", "y", "x")
+    if voxel_size_A is None:
+        return {"scale": (1.0,) * ndim, "units": (PIXEL,) * ndim, "axis_labels": labels}
+    vs = tuple(float(v) for v in np.broadcast_to(np.asarray(voxel_size_A, float), (ndim,)))
+    units = (ANGSTROM,) * ndim
+    if kind == "stack":
+        vs = (1.0,) + vs[1:]
+        units = (PIXEL,) + units[1:]
+    return {"scale": vs, "units": units, "axis_labels": labels}
+
+
+def voxel_size_from_layer(scale, units) -> tuple[float, ...] | None:
+    """The voxel size in Å from a layer's scale and units, or None when unknown."""
+    unit_names = [str(u) for u in (units or ())]
+    if not unit_names or not any(ANGSTROM in u for u in unit_names):
+        return None
+    return tuple(float(s) for s in scale)
+
+
+def volume_layer_data(vol: MrcVolume, name: str | None = None) -> tuple[Any, dict, str]:
+    """A napari layer-data tuple for an MRC volume (Image, or Labels when tagged)."""
+    meta = {
+        "path": str(vol.path) if vol.path else None,
+        "voxel_size_known": vol.voxel_size_A is not None,
+        "kind": vol.kind,
+    }
+    kwargs = {
+        "name": name or (vol.path.stem if vol.path else "tomogram"),
+        "metadata": meta,
+        **scale_kwargs(vol.voxel_size_A, vol.data.ndim, vol.kind),
+    }
+    if vol.is_labels:
+        return np.array(vol.data), kwargs, "labels"
+    kwargs["contrast_limits"] = contrast_limits(vol.data)
+    return vol.data, kwargs, "image"
+
+
+def points_layer_data(table: ParticleTable, name: str = "particles", color_by: str | None = None,
+                      size_px: float = 8.0) -> tuple[Any, dict, str]:
+    """A napari Points layer-data tuple: coordinates in voxels with per-point features."""
+    features = table.features.reset_index(drop=True)
+    kwargs: dict[str, Any] = {
+        "name": name,
+        "features": features,
+        "size": size_px,
+        "metadata": {"pixel_size_A": table.pixel_size_A},
+        "out_of_slice_display": True,
+        **scale_kwargs(table.pixel_size_A, 3),
+    }
+    if color_by is None:
+        color_by = next((c for c in ("class", "score", "cluster") if c in features.columns), None)
+    if color_by is not None and color_by in features.columns and len(features):
+        column = features[color_by]
+        if pd.api.types.is_numeric_dtype(column) and column.nunique() > 12:
+            kwargs["face_color"] = color_by
+            kwargs["face_colormap"] = "viridis"
+        else:
+            kwargs["face_color"] = color_by
+            kwargs["face_color_cycle"] = _CATEGORICAL
+    return table.coords_zyx, kwargs, "points"
+
+
+def table_from_points(data: np.ndarray, meta: dict) -> ParticleTable:
+    """A ParticleTable from a Points layer's data and state (as napari writers get it)."""
+    features = meta.get("features")
+    if features is None or not isinstance(features, pd.DataFrame):
+        features = pd.DataFrame(index=range(len(data)))
+    vs = voxel_size_from_layer(meta.get("scale", (1, 1, 1)), meta.get("units"))
+    pixel = meta.get("metadata", {}).get("pixel_size_A") if vs is None else vs[-1]
+    return ParticleTable(np.asarray(data, float)[:, -3:], features, pixel)
+
+
+_CATEGORICAL = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+    "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78",
+]

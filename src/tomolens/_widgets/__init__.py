@@ -1,0 +1,1 @@
+"""Dock widgets: thin magicgui/Qt front-ends over the core functions."""

@@ -1,0 +1,149 @@
+"""The one widget helper that runs a :mod:`tomolens.jobs` generator in a worker thread.
+
+:class:`JobRunner` is a small magicgui container (Run / Cancel buttons, a determinate
+progress bar, a status line).  ``start`` runs a job generator in a thread through
+superqt's ``create_worker`` (the engine behind ``napari.qt.threading``): the progress bar
+follows every :class:`~tomolens.jobs.Progress`, Cancel stops the job at its next yield
+(no result is delivered, so no partial layers appear), errors become napari error
+notifications, warnings become warning notifications, and the Run button is disabled
+while the job runs.  Result handlers run on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Generator
+from typing import Any
+
+from magicgui.widgets import Container, Label, ProgressBar, PushButton
+from napari.utils.notifications import show_error, show_info, show_warning
+from superqt.utils import create_worker
+
+from tomolens.jobs import Progress
+
+log = logging.getLogger(__name__)
+
+
+def _closing(job: Generator[Progress, None, Any]) -> Generator[Progress, None, Any]:
+    """Delegate to ``job`` and close it when the worker stops early (Cancel)."""
+    try:
+        result = yield from job
+    finally:
+        job.close()
+    return result
+
+
+class JobRunner(Container):
+    """Run / Cancel buttons, a progress bar and a status line for one task.
+
+    Parameters
+    ----------
+    run_text : str
+        Label of the Run button (for example "Detect particles").
+    title : str
+        Name used in notifications ("Detection failed: …").
+    """
+
+    def __init__(self, run_text: str = "Run", title: str | None = None) -> None:
+        self.title = title or run_text
+        self.run_button = PushButton(text=run_text, tooltip=f"Start: {run_text.lower()}")
+        self.cancel_button = PushButton(
+            text="Cancel", enabled=False, tooltip="Stop after the current tile, batch or epoch"
+        )
+        self.progress = ProgressBar(value=0, min=0, max=1000, label="progress")
+        self.status = Label(value="Ready")
+        buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False)
+        super().__init__(widgets=[buttons, self.progress, self.status], labels=False)
+        self.worker = None
+        self.last_progress: Progress | None = None
+        self.cancel_button.changed.connect(self.cancel)
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def cancel(self) -> None:
+        """Ask the running job to stop at its next yield."""
+        if self.worker is not None:
+            self.status.value = "Cancelling…"
+            self.worker.quit()
+
+    def start(
+        self,
+        job: Generator[Progress, None, Any],
+        on_result: Callable[[Any], None],
+        on_progress: Callable[[Progress], None] | None = None,
+        on_finish: Callable[[], None] | None = None,
+    ):
+        """Run ``job`` in a worker thread.
+
+        Parameters
+        ----------
+        job : generator
+            A job generator (already created; its body runs in the worker).  Snapshot
+            any layer data on the GUI thread before creating it.
+        on_result : callable
+            Called on the GUI thread with the job's return value, only if it finished.
+        on_progress : callable, optional
+            Called on the GUI thread with each Progress (live plots).
+        on_finish : callable, optional
+            Called on the GUI thread when the job ends in any way.
+
+        Returns
+        -------
+        superqt GeneratorWorker
+        """
+        if self.worker is not None:
+            show_warning(f"{self.title} is already running; wait for it or press Cancel.")
+            return None
+        worker = create_worker(_closing, job, _start_thread=False)
+        self.worker = worker
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self.progress.value = 0
+        self.status.value = "Starting…"
+
+        def _yielded(progress: Progress) -> None:
+            self.last_progress = progress
+            self.progress.value = int(round(1000 * progress.fraction))
+            self.status.value = f"{progress.message} ({progress.done}/{progress.total})"
+            if on_progress is not None:
+                on_progress(progress)
+
+        def _returned(result: Any) -> None:
+            self.progress.value = 1000
+            self.status.value = "Done"
+            try:
+                on_result(result)
+            except Exception as exc:  # shown to the user, logged with traceback
+                log.exception("%s: showing the result failed", self.title)
+                show_error(f"{self.title}: could not show the result: {exc}")
+                self.status.value = f"Failed: {exc}"
+
+        def _errored(exc: BaseException) -> None:
+            log.error("%s failed", self.title, exc_info=(type(exc), exc, exc.__traceback__))
+            self.status.value = f"Failed: {exc}"
+            show_error(f"{self.title} failed: {exc}")
+
+        def _aborted() -> None:
+            self.status.value = "Cancelled"
+            show_info(f"{self.title} cancelled.")
+
+        def _warned(args: tuple) -> None:
+            show_warning(str(args[0]))
+
+        def _finished() -> None:
+            self.worker = None
+            self.run_button.enabled = True
+            self.cancel_button.enabled = False
+            if on_finish is not None:
+                on_finish()
+
+        worker.yielded.connect(_yielded)
+        worker.returned.connect(_returned)
+        worker.errored.connect(_errored)
+        worker.aborted.connect(_aborted)
+        worker.warned.connect(_warned)
+        worker.finished.connect(_finished)
+        worker.start()
+        return worker

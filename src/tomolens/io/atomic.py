@@ -1,0 +1,45 @@
+"""Atomic writes: write to a temporary file beside the target, then rename."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
+
+    If the body raises, the temporary file is removed and ``path`` is left as it
+    was, so a failed write never leaves a half-written file nor destroys a good one.
+
+    Raises
+    ------
+    PermissionError, FileNotFoundError
+        With a message naming the folder when it cannot be written.
+    """
+    target = Path(path).expanduser().resolve()
+    folder = target.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"Cannot write {target.name!r}: the folder {str(folder)!r} does not exist. "
+            "Create it or choose another location."
+        )
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    except PermissionError as err:
+        raise PermissionError(
+            f"Cannot write to {str(folder)!r}: permission denied. "
+            "Choose a folder you can write to."
+        ) from err
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,299 @@
+"""Particle coordinates: RELION STAR (pixel and RELION 5 centred-Å forms), CSV, TXT.
+
+Inside tomolens a particle table holds coordinates in **voxels, z, y, x order,
+0-based** (the centre of the first voxel is 0, as in napari).  Files speak x, y, z:
+
+- **STAR, pixel form**: ``rlnCoordinateX/Y/Z`` in voxels (0-based, as Warp, crYOLO and
+  napari write them), optional ``rlnAngleRot/Tilt/Psi`` (ZYZ Euler angles in degrees,
+  the RELION convention), ``rlnTomoName``, ``rlnClassNumber``,
+  ``rlnAutopickFigureOfMerit`` (our ``score``), ``rlnImagePixelSize`` (Å); every other
+  feature is written as a column of its own name.
+- **STAR, RELION 5 centred form**: ``rlnCenteredCoordinateX/Y/ZAngst`` = (x − size_x / 2)
+  × pixel size, i.e. Å from the tomogram's centre.  Converting needs the tomogram
+  size and the pixel size.
+- **CSV**: a header with ``x, y, z``, a ``unit`` column (``px`` or ``A``) and one column
+  per feature.
+- **TXT**: whitespace-separated ``x y z`` in voxels, one particle per line, ``#``
+  comments allowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import starfile
+
+from tomolens.io.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+COORD_EXTENSIONS = (".star", ".csv", ".txt", ".coords")
+PIXEL_COLS = ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ")
+CENTRED_COLS = (
+    "rlnCenteredCoordinateXAngst",
+    "rlnCenteredCoordinateYAngst",
+    "rlnCenteredCoordinateZAngst",
+)
+#: STAR column ↔ tomolens feature name.
+STAR_FEATURES = {
+    "rlnAngleRot": "rot",
+    "rlnAngleTilt": "tilt",
+    "rlnAnglePsi": "psi",
+    "rlnTomoName": "tomo_name",
+    "rlnClassNumber": "class",
+    "rlnAutopickFigureOfMerit": "score",
+}
+PIXEL_SIZE_COLS = (
+    "rlnImagePixelSize",
+    "rlnTomoTiltSeriesPixelSize",
+    "rlnPixelSize",
+    "rlnDetectorPixelSize",
+    "rlnMicrographPixelSize",
+)
+
+
+class CoordinateFileError(ValueError):
+    """A coordinate file could not be read or written; the message says why."""
+
+
+@dataclass
+class ParticleTable:
+    """Particle positions with per-particle features.
+
+    Attributes
+    ----------
+    coords_zyx : ndarray, shape (N, 3), float64
+        Positions in voxels, z, y, x, 0-based.
+    features : pandas.DataFrame
+        N rows, one column per feature (``score``, ``class``, ``rot``/``tilt``/``psi``…).
+    pixel_size_A : float or None
+        Voxel size in Å when known.
+    """
+
+    coords_zyx: np.ndarray
+    features: pd.DataFrame = field(default_factory=pd.DataFrame)
+    pixel_size_A: float | None = None
+
+    def __post_init__(self) -> None:
+        self.coords_zyx = np.asarray(self.coords_zyx, dtype=np.float64).reshape(-1, 3)
+        if self.features is None or len(self.features.columns) == 0:
+            self.features = pd.DataFrame(index=range(len(self.coords_zyx)))
+        self.features = self.features.reset_index(drop=True)
+        if len(self.features) != len(self.coords_zyx):
+            raise ValueError(
+                f"{len(self.coords_zyx)} coordinates but {len(self.features)} feature rows."
+            )
+
+    def __len__(self) -> int:
+        return len(self.coords_zyx)
+
+
+def _read_star_table(path: Path) -> pd.DataFrame:
+    try:
+        blocks = starfile.read(path, always_dict=True)
+    except Exception as err:  # starfile raises several types for malformed files
+        raise CoordinateFileError(f"{path.name} is not a readable STAR file: {err}") from err
+    for name in ("particles", *blocks.keys()):
+        df = blocks.get(name)
+        if isinstance(df, pd.DataFrame) and (
+            set(PIXEL_COLS[:2]) <= set(df.columns) or set(CENTRED_COLS[:2]) <= set(df.columns)
+        ):
+            return df
+    found = sorted({c for df in blocks.values() if isinstance(df, pd.DataFrame) for c in df.columns})
+    raise CoordinateFileError(
+        f"{path.name} has no coordinate columns. Expected rlnCoordinateX/Y/Z (pixels) or "
+        f"rlnCenteredCoordinateX/Y/ZAngst (RELION 5); found: {', '.join(found) or 'no table'}."
+    )
+
+
+def _star_to_table(df: pd.DataFrame, path: Path, pixel_size_A, tomogram_shape_zyx):
+    file_px = next((float(df[c].iloc[0]) for c in PIXEL_SIZE_COLS if c in df.columns), None)
+    px = pixel_size_A if pixel_size_A is not None else file_px
+    if set(PIXEL_COLS[:2]) <= set(df.columns):
+        xyz = np.stack(
+            [df[c].to_numpy(float) if c in df else np.zeros(len(df)) for c in PIXEL_COLS], axis=1
+        )
+        used = set(PIXEL_COLS)
+    else:
+        if px is None or tomogram_shape_zyx is None:
+            raise CoordinateFileError(
+                f"{path.name} holds RELION 5 centred coordinates in Å; converting them to voxels "
+                "needs the pixel size and the tomogram size. Give both (choose the tomogram "
+                "layer, or pass --pixel-size and --tomogram-shape)."
+            )
+        size_xyz = np.asarray(tomogram_shape_zyx, float)[::-1]
+        ang = np.stack(
+            [df[c].to_numpy(float) if c in df else np.zeros(len(df)) for c in CENTRED_COLS], axis=1
+        )
+        xyz = ang / px + size_xyz / 2.0
+        used = set(CENTRED_COLS)
+    used |= set(PIXEL_SIZE_COLS)
+    features = pd.DataFrame(
+        {STAR_FEATURES.get(c, c): df[c].to_numpy() for c in df.columns if c not in used}
+    )
+    return ParticleTable(xyz[:, ::-1], features, px)
+
+
+def _read_csv(path: Path, pixel_size_A) -> ParticleTable:
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError as err:
+        raise CoordinateFileError(f"{path.name} is empty: it holds no particles.") from err
+    lower = {c.lower().strip(): c for c in df.columns}
+    if not {"x", "y", "z"} <= set(lower):
+        raise CoordinateFileError(
+            f"{path.name} needs a header with columns x, y, z; found: {', '.join(df.columns)}."
+        )
+    xyz = df[[lower["x"], lower["y"], lower["z"]]].to_numpy(float)
+    unit = str(df[lower["unit"]].iloc[0]).strip() if "unit" in lower and len(df) else "px"
+    file_px = float(df[lower["pixel_size_a"]].iloc[0]) if "pixel_size_a" in lower and len(df) else None
+    px = pixel_size_A if pixel_size_A is not None else file_px
+    if unit.lower() in ("a", "å", "angstrom"):
+        if px is None:
+            raise CoordinateFileError(
+                f"{path.name} gives coordinates in Å but no pixel size; give the pixel size."
+            )
+        xyz = xyz / px
+    drop = {lower[k] for k in ("x", "y", "z", "unit", "pixel_size_a") if k in lower}
+    features = df.drop(columns=list(drop))
+    return ParticleTable(xyz[:, ::-1], features, px)
+
+
+def _read_txt(path: Path, pixel_size_A) -> ParticleTable:
+    try:
+        xyz = np.loadtxt(path, comments="#", ndmin=2, dtype=float)
+    except ValueError as err:
+        raise CoordinateFileError(
+            f"{path.name} is not a plain 'x y z' text file: {err}"
+        ) from err
+    if xyz.size == 0:
+        return ParticleTable(np.zeros((0, 3)), pd.DataFrame(), pixel_size_A)
+    if xyz.shape[1] < 3:
+        raise CoordinateFileError(
+            f"{path.name} has {xyz.shape[1]} columns per line; expected 'x y z'."
+        )
+    return ParticleTable(xyz[:, 2::-1], pd.DataFrame(), pixel_size_A)
+
+
+def read_coordinates(
+    path: str | os.PathLike,
+    pixel_size_A: float | None = None,
+    tomogram_shape_zyx: tuple[int, int, int] | None = None,
+) -> ParticleTable:
+    """Read particle coordinates from STAR, CSV or TXT.
+
+    Parameters
+    ----------
+    path : path-like
+        ``.star``, ``.csv``, ``.txt`` or ``.coords`` (plain ``x y z``).
+    pixel_size_A : float, optional
+        Overrides the file's pixel size; needed for Å coordinates when the file lacks it.
+    tomogram_shape_zyx : tuple of int, optional
+        Tomogram size in voxels, needed for RELION 5 centred coordinates.
+
+    Returns
+    -------
+    ParticleTable
+
+    Raises
+    ------
+    CoordinateFileError
+        Missing coordinate columns, an empty file, or missing pixel/tomogram size.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No such file: {str(path)!r}")
+    if path.stat().st_size == 0:
+        raise CoordinateFileError(f"{path.name} is empty: it holds no particles.")
+    suffix = path.suffix.lower()
+    if suffix == ".star":
+        table = _star_to_table(_read_star_table(path), path, pixel_size_A, tomogram_shape_zyx)
+    elif suffix == ".csv":
+        table = _read_csv(path, pixel_size_A)
+    elif suffix in (".txt", ".coords"):
+        table = _read_txt(path, pixel_size_A)
+    else:
+        raise CoordinateFileError(
+            f"Unknown coordinate format {suffix!r}; use one of {', '.join(COORD_EXTENSIONS)}."
+        )
+    if len(table) == 0:
+        raise CoordinateFileError(f"{path.name} holds no particles.")
+    log.info("read %d particles from %s", len(table), path)
+    return table
+
+
+def _feature_columns(features: pd.DataFrame) -> dict[str, np.ndarray]:
+    reverse = {v: k for k, v in STAR_FEATURES.items()}
+    return {reverse.get(c, str(c)): features[c].to_numpy() for c in features.columns}
+
+
+def write_coordinates(
+    path: str | os.PathLike,
+    table: ParticleTable,
+    star_form: str = "pixels",
+    tomogram_shape_zyx: tuple[int, int, int] | None = None,
+    comment: str | None = None,
+) -> Path:
+    """Write a particle table atomically; the format follows the extension.
+
+    Parameters
+    ----------
+    path : path-like
+        ``.star``, ``.csv`` or ``.txt``/``.coords``.
+    table : ParticleTable
+    star_form : {"pixels", "centred"}
+        For STAR: ``rlnCoordinateX/Y/Z`` or RELION 5 ``rlnCenteredCoordinate*Angst``
+        (needs ``table.pixel_size_A`` and ``tomogram_shape_zyx``).
+    tomogram_shape_zyx : tuple of int, optional
+        Tomogram size in voxels, for the centred form.
+    comment : str, optional
+        Provenance written as a ``#`` comment line (STAR and TXT).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    xyz = table.coords_zyx[:, ::-1]
+    features = _feature_columns(table.features)
+    if suffix == ".star":
+        if star_form == "centred":
+            if table.pixel_size_A is None or tomogram_shape_zyx is None:
+                raise CoordinateFileError(
+                    "RELION 5 centred coordinates need the pixel size and the tomogram size."
+                )
+            size_xyz = np.asarray(tomogram_shape_zyx, float)[::-1]
+            ang = (xyz - size_xyz / 2.0) * table.pixel_size_A
+            cols = dict(zip(CENTRED_COLS, ang.T))
+        elif star_form == "pixels":
+            cols = dict(zip(PIXEL_COLS, xyz.T))
+        else:
+            raise ValueError(f"star_form must be 'pixels' or 'centred', not {star_form!r}.")
+        df = pd.DataFrame({**cols, **features})
+        if table.pixel_size_A is not None:
+            df["rlnImagePixelSize"] = table.pixel_size_A
+        with atomic_path(path) as tmp:
+            starfile.write({"particles": df}, tmp, overwrite=True)
+            if comment:
+                text = tmp.read_text()
+                tmp.write_text(f"# {comment}\n{text}")
+    elif suffix == ".csv":
+        df = pd.DataFrame({"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2], "unit": "px"})
+        if table.pixel_size_A is not None:
+            df["pixel_size_A"] = table.pixel_size_A
+        for name in table.features.columns:
+            df[str(name)] = table.features[name].to_numpy()
+        with atomic_path(path) as tmp:
+            df.to_csv(tmp, index=False)
+    elif suffix in (".txt", ".coords"):
+        with atomic_path(path) as tmp:
+            header = comment or "x y z (voxels, 0-based)"
+            np.savetxt(tmp, xyz, fmt="%.3f", header=header)
+    else:
+        raise CoordinateFileError(
+            f"Unknown coordinate format {suffix!r}; use one of {', '.join(COORD_EXTENSIONS)}."
+        )
+    log.info("wrote %d particles to %s", len(table), path)
+    return path

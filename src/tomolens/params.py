@@ -1,0 +1,153 @@
+"""One parameter definition shared by the CLI, the dock widgets and preset files.
+
+A capability lists its settings once as a tuple of :class:`Param`; the CLI builds its
+``argparse`` options from it (:func:`add_arguments`), a widget builds its magicgui
+controls from it (``tomolens._widgets._params.build_controls``) and presets are plain
+JSON/YAML dictionaries of ``{name: value}`` checked by :func:`validate_values`.  GUI and
+CLI therefore cannot drift: same names, same defaults, same limits, same help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tomolens.io.atomic import atomic_path
+
+
+@dataclass(frozen=True)
+class Param:
+    """One user-facing setting.
+
+    Attributes
+    ----------
+    name : str
+        Python identifier; the CLI option is ``--name-with-dashes``.
+    default : object
+        Default value; its type gives the parameter's type unless ``type`` is set.
+    help : str
+        One sentence shown as CLI help and widget tooltip; units in the text.
+    type : type, optional
+        ``int``, ``float``, ``str``, ``bool`` or ``pathlib.Path``.
+    choices : tuple, optional
+        Allowed values.
+    min, max : float, optional
+        Inclusive limits for numbers.
+    step : float, optional
+        Widget step for numbers.
+    advanced : bool
+        Shown in the widget's collapsed "Advanced" section.
+    """
+
+    name: str
+    default: Any
+    help: str
+    type: type | None = None
+    choices: tuple | None = None
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    advanced: bool = False
+
+    @property
+    def value_type(self) -> type:
+        if self.type is not None:
+            return self.type
+        return type(self.default) if self.default is not None else str
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def label(self) -> str:
+        return self.name.replace("_A3", " (Å³)").replace("_A", " (Å)").replace("_", " ")
+
+    def check(self, value: Any) -> Any:
+        """Convert ``value`` to this parameter's type and check its limits.
+
+        Raises
+        ------
+        ValueError
+            With the parameter's name, the value and the allowed range.
+        """
+        kind = self.value_type
+        if value is None:
+            return None
+        try:
+            if kind is bool and isinstance(value, str):
+                value = value.strip().lower() in ("1", "true", "yes", "on")
+            elif kind is Path:
+                value = Path(value)
+            else:
+                value = kind(value)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{self.name}: {value!r} is not a valid {kind.__name__}.") from err
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{self.name}: {value!r} is not one of {list(self.choices)}.")
+        if self.min is not None and value < self.min:
+            raise ValueError(f"{self.name}: {value} is below the minimum {self.min}.")
+        if self.max is not None and value > self.max:
+            raise ValueError(f"{self.name}: {value} is above the maximum {self.max}.")
+        return value
+
+
+def add_arguments(parser: argparse.ArgumentParser, params: Iterable[Param]) -> None:
+    """Add one ``--option`` per parameter to an argparse parser."""
+    for p in params:
+        kind = p.value_type
+        if kind is bool:
+            parser.add_argument(
+                p.option, dest=p.name, default=p.default, action=argparse.BooleanOptionalAction,
+                help=f"{p.help} (default: {p.default})",
+            )
+            continue
+        parser.add_argument(
+            p.option, dest=p.name, default=p.default, type=p.check, metavar=kind.__name__.upper(),
+            help=f"{p.help} (default: {p.default}"
+            + (f"; {p.min}..{p.max}" if p.min is not None or p.max is not None else "")
+            + (f"; one of {list(p.choices)}" if p.choices else "") + ")",
+        )
+
+
+def values_from_args(args: argparse.Namespace, params: Iterable[Param]) -> dict[str, Any]:
+    """Collect the parameters' values from parsed CLI arguments."""
+    return {p.name: getattr(args, p.name) for p in params}
+
+
+def validate_values(values: Mapping[str, Any], params: Iterable[Param]) -> dict[str, Any]:
+    """Fill defaults, convert types and check limits; unknown names are an error."""
+    params = list(params)
+    known = {p.name: p for p in params}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"Unknown settings {unknown}; known: {sorted(known)}.")
+    return {p.name: p.check(values.get(p.name, p.default)) for p in params}
+
+
+def save_preset(path: str | os.PathLike, task: str, values: Mapping[str, Any]) -> Path:
+    """Write a preset file ``{"task": ..., "params": {...}}`` as JSON, atomically."""
+    payload = {"task": task, "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}}
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2))
+    return Path(path)
+
+
+def load_preset(path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
+    """Read a preset written by :func:`save_preset` (JSON, or YAML if the name says so)."""
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        payload = yaml.safe_load(text)
+    else:
+        payload = json.loads(text)
+    if not isinstance(payload, dict) or "task" not in payload:
+        raise ValueError(f"{path.name} is not a tomolens preset (no 'task' key).")
+    return str(payload["task"]), dict(payload.get("params", {}))
