@@ -1,0 +1,37 @@
+"""Device choice for torch: CUDA → MPS → CPU, and CPU thread count."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+
+def choose_device(requested: str = "auto") -> str:
+    """Return ``"cuda"``, ``"mps"`` or ``"cpu"``.
+
+    ``"auto"`` picks the first available of CUDA, MPS, CPU; an explicit request for an
+    unavailable device raises ``ValueError`` saying which devices exist.
+    """
+    import torch
+
+    available = ["cpu"]
+    if torch.cuda.is_available():
+        available.insert(0, "cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        available.insert(len(available) - 1, "mps")
+    if requested == "auto":
+        return available[0]
+    if requested not in available:
+        raise ValueError(f"Device {requested!r} is not available here; available: {available}.")
+    return requested
+
+
+def set_cpu_threads(leave_free: int = 1) -> int:
+    """Use all cores but ``leave_free`` (at least 1) for torch; returns the count."""
+    import torch
+
+    n = max(1, (os.cpu_count() or 1) - leave_free)
+    torch.set_num_threads(n)
+    return n
