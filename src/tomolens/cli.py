@@ -18,6 +18,7 @@ from tomolens import __version__
 COMMAND_MODULES = (
     "tomolens.io.cli",
     "tomolens.models.cli",
+    "tomolens.detect.cli",
 )
 
 

@@ -1,0 +1,67 @@
+"""CLI: ``tomolens detect TOMO.mrc`` and ``tomolens evaluate PRED TRUE``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tomolens.detect.detector import DETECT_PARAMS, detect_particles
+from tomolens.evaluate import evaluate_tables
+from tomolens.io.coords import read_coordinates, write_coordinates
+from tomolens.io.mrc import read_mrc, write_mrc
+from tomolens.jobs import log_progress, run_job
+from tomolens.params import add_arguments, values_from_args
+
+
+def _detect(args: argparse.Namespace) -> int:
+    vol = read_mrc(args.tomogram)
+    voxel = args.voxel_size or (vol.voxel_size_A[-1] if vol.voxel_size_A else None)
+    params = values_from_args(args, DETECT_PARAMS)
+    model = params.pop("model")
+    result = run_job(detect_particles(vol.data, voxel, model=model, **params), on_progress=log_progress)
+    out = Path(args.out)
+    stem = out.with_suffix("") if out.suffix in (".mrc", ".star", ".csv") else out
+    labels_path = stem.with_name(stem.name + "_instances.mrc")
+    write_mrc(labels_path, result.instances, result.voxel_size_A, is_labels=True)
+    coords_path = stem.with_name(stem.name + f"_centres.{args.format}")
+    write_coordinates(coords_path, result.particles)
+    print(f"{len(result.particles)} particles; wrote {labels_path} and {coords_path}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    pred = read_coordinates(args.pred, pixel_size_A=args.pixel_size)
+    true = read_coordinates(args.true, pixel_size_A=args.pixel_size)
+    result = evaluate_tables(pred, true, tolerance_A=args.tolerance_A, radius_A=args.radius_A,
+                             voxel_size_A=args.pixel_size)
+    s = result.summary()
+    if args.json:
+        print(json.dumps(s, indent=2))
+    else:
+        print(f"tolerance {s['tolerance_A']:.1f} Å: TP {s['true_positives']}  FP {s['false_positives']}  "
+              f"FN {s['false_negatives']}")
+        print(f"precision {s['precision']:.3f}  recall {s['recall']:.3f}  F1 {s['f1']:.3f}  "
+              f"mean distance {s['mean_distance_A']:.1f} Å")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("detect", help="detect particles: instance-label MRC + centres (STAR/CSV)")
+    p.add_argument("tomogram", help="tomogram MRC (particles bright)")
+    p.add_argument("--out", required=True, help="output stem: writes STEM_instances.mrc and STEM_centres.star")
+    p.add_argument("--format", choices=("star", "csv"), default="star", help="centres file format")
+    p.add_argument("--voxel-size", type=float, default=None, help="voxel size in Å if the header lacks it")
+    add_arguments(p, DETECT_PARAMS)
+    p.set_defaults(func=_detect)
+
+    p = sub.add_parser("evaluate", help="precision/recall/F1 of picked centres against ground truth")
+    p.add_argument("pred", help="predicted centres (.star/.csv/.txt)")
+    p.add_argument("true", help="true centres (.star/.csv/.txt)")
+    p.add_argument("--tolerance-A", type=float, default=None,
+                   help="match distance in Å (default: half the particle radius)")
+    p.add_argument("--radius-A", type=float, default=None,
+                   help="particle radius in Å (used when no tolerance is given and TRUE has no radius_A)")
+    p.add_argument("--pixel-size", type=float, default=None, help="pixel size in Å if the files lack it")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=_evaluate)
