@@ -1,0 +1,139 @@
+"""Classification datasets: simulator splits on disk, or class-labelled particles.
+
+A dataset directory holds ``train.npz``, ``val.npz`` and ``test.npz`` as written by
+``tomolens.simulate.simulate_subtomograms`` (one directory per SNR): ``x`` float32
+``(N, b, b, b)``, ``y`` int64 ``(N,)``, ``class_names`` (strings), and a
+``dataset.json`` beside them with the voxel size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tomolens.classify.extract import extract_subtomograms, zscore
+from tomolens.jobs import Progress
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Split:
+    """One split of a classification dataset.
+
+    Attributes
+    ----------
+    x : ndarray, float32, shape (N, b, b, b)
+        Z-scored cubes.
+    y : ndarray, int64, shape (N,)
+        Class indices.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+@dataclass
+class ClassDataset:
+    """Train/validation/test splits with their class names and voxel size (Å)."""
+
+    train: Split
+    val: Split
+    test: Split
+    class_names: list[str]
+    voxel_size_A: float | None
+    source: str = ""
+
+    @property
+    def box(self) -> int:
+        return int(self.train.x.shape[1])
+
+
+def load_split(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Read one ``.npz`` split: cubes (z-scored here), labels, class names."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"No dataset split {path}; a dataset folder holds train.npz, val.npz and test.npz.")
+    with np.load(path, allow_pickle=False) as npz:
+        missing = {"x", "y", "class_names"} - set(npz.files)
+        if missing:
+            raise ValueError(f"{path.name} lacks {sorted(missing)}; it is not a subtomogram dataset split.")
+        x = np.array(npz["x"], np.float32)
+        y = np.array(npz["y"], np.int64)
+        names = [str(n) for n in npz["class_names"]]
+    return zscore(x), y, names
+
+
+def load_dataset(folder: str | os.PathLike) -> ClassDataset:
+    """Read a dataset folder (``train/val/test.npz`` + optional ``dataset.json``)."""
+    folder = Path(folder)
+    splits, names = {}, None
+    for split in SPLITS:
+        x, y, split_names = load_split(folder / f"{split}.npz")
+        if names is not None and split_names != names:
+            raise ValueError(f"{split}.npz has classes {split_names}, other splits {names}.")
+        names = split_names
+        splits[split] = Split(x, y)
+    voxel = None
+    meta_path = folder / "dataset.json"
+    if not meta_path.is_file():
+        meta_path = folder.parent / "dataset.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        voxel = meta.get("voxel_size_A") or (meta.get("config", {}) or {}).get("voxel_size_A")
+    return ClassDataset(splits["train"], splits["val"], splits["test"], names, voxel, str(folder))
+
+
+def dataset_from_points(
+    tomogram: np.ndarray, coords_zyx: np.ndarray, labels, box: int,
+    voxel_size_A: float | None = None, val_fraction: float = 0.15, test_fraction: float = 0.15,
+    seed: int = 0, edge: str = "pad",
+) -> Generator[Progress, None, ClassDataset]:
+    """Cut subtomograms at class-labelled particles and split them (a job).
+
+    Parameters
+    ----------
+    tomogram : array, shape (z, y, x)
+    coords_zyx : array, shape (N, 3), voxels
+    labels : sequence of N class names or numbers; empty/NaN labels are left out
+    box : int
+        Cube edge, voxels.
+    val_fraction, test_fraction : float
+        Stratified fractions for validation (early stopping) and test (scoring only).
+
+    Returns
+    -------
+    ClassDataset
+    """
+    from sklearn.model_selection import train_test_split
+
+    labels = np.asarray(labels, dtype=object)
+    if len(labels) != len(coords_zyx):
+        raise ValueError(f"{len(coords_zyx)} points but {len(labels)} labels.")
+    text = np.array(["" if (lab is None or (isinstance(lab, float) and np.isnan(lab))) else str(lab)
+                     for lab in labels])
+    keep = np.flatnonzero(text != "")
+    names = sorted(set(text[keep]))
+    if len(names) < 2:
+        raise ValueError(f"Training needs points of at least 2 classes; the labels hold {names or 'none'}.")
+    counts = {n: int(np.sum(text[keep] == n)) for n in names}
+    few = [n for n, c in counts.items() if c < 3]
+    if few:
+        raise ValueError(f"Classes {few} have fewer than 3 labelled points ({counts}); label more particles.")
+    extraction = yield from extract_subtomograms(tomogram, np.asarray(coords_zyx)[keep], box, edge=edge)
+    y = np.array([names.index(t) for t in text[keep][extraction.indices]], np.int64)
+    idx = np.arange(len(y))
+    rest, test = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=seed)
+    train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), stratify=y[rest],
+                                  random_state=seed)
+    x = extraction.subtomograms
+    return ClassDataset(Split(x[train], y[train]), Split(x[val], y[val]), Split(x[test], y[test]),
+                        names, voxel_size_A, "labelled points")

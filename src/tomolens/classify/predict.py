@@ -1,0 +1,168 @@
+"""Classify particles: subtomograms → class, per-class probabilities, confidence.
+
+:func:`classify_points` cuts a subtomogram at every position, runs a classifier and
+returns one feature row per input point — ``class`` (name), ``class_id``,
+``prob_<class>`` per class, ``confidence`` (the highest probability) — plus the
+penultimate-layer features used for subdivision.  Points whose box was skipped at the
+tomogram's edge get an empty class, NaN probabilities and confidence 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Generator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from tomolens.classify.extract import box_in_voxels, extract_subtomograms
+from tomolens.jobs import Progress
+
+log = logging.getLogger(__name__)
+
+#: Relative voxel-size mismatch tolerated between a model and a tomogram.
+VOXEL_TOLERANCE = 0.05
+
+
+@dataclass
+class Classification:
+    """Classifier output for a set of points.
+
+    Attributes
+    ----------
+    features : pandas.DataFrame
+        One row per input point: ``class``, ``class_id``, ``prob_<name>``…, ``confidence``.
+    embedding : ndarray, float32, shape (M, F)
+        Penultimate-layer features of the extracted points (rows follow ``indices``).
+    indices : ndarray, int64, shape (M,)
+        Input indices that were extracted.
+    subtomograms : ndarray, float32, shape (M, b, b, b)
+        The z-scored cubes (for averages).
+    padded, skipped : ndarray, int64
+        Input indices padded / skipped at the tomogram's edge.
+    class_names : list of str
+    """
+
+    features: pd.DataFrame
+    embedding: np.ndarray
+    indices: np.ndarray
+    subtomograms: np.ndarray
+    padded: np.ndarray
+    skipped: np.ndarray
+    class_names: list
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, float64, shape unchanged."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def model_box(card, voxel_size_A: float | None, box_A: float | None = None) -> int:
+    """The box (voxels) to cut for a model, after checking voxel size and box.
+
+    Raises
+    ------
+    ValueError
+        When the tomogram's voxel size differs from the model's by more than 5 %, or a
+        requested box in Å gives a box other than the model's.
+    """
+    box = int(card.patch_size[-1]) if card.patch_size else int(card.arch_kwargs.get("box", 32))
+    if card.voxel_size_A and voxel_size_A:
+        if abs(voxel_size_A - card.voxel_size_A) > VOXEL_TOLERANCE * card.voxel_size_A:
+            raise ValueError(
+                f"The model {card.name!r} was trained at {card.voxel_size_A:g} Å/voxel but the tomogram has "
+                f"{voxel_size_A:g} Å/voxel; bin or rescale the tomogram, or train a model at this voxel size."
+            )
+    if box_A and voxel_size_A:
+        wanted = box_in_voxels(box_A, voxel_size_A)
+        if wanted != box:
+            raise ValueError(
+                f"A box of {box_A:g} Å is {wanted} voxels, but the model {card.name!r} takes {box}-voxel boxes "
+                f"({box * (card.voxel_size_A or voxel_size_A):g} Å); leave the box at the model's size or "
+                "train a model for this box."
+            )
+    return box
+
+
+def classify_subtomograms(model, x: np.ndarray, batch_size: int = 64,
+                          device: str = "cpu") -> Generator[Progress, None, tuple[np.ndarray, np.ndarray]]:
+    """Probabilities and penultimate features of z-scored cubes (a job).
+
+    Parameters
+    ----------
+    x : ndarray, float32, shape (N, b, b, b)
+
+    Returns
+    -------
+    (ndarray float64 (N, C), ndarray float32 (N, F))
+    """
+    from tomolens.classify.train import predict_logits
+
+    logits, feats = [], []
+    n_steps = max(1, -(-len(x) // batch_size))
+    for step in range(n_steps):
+        chunk = x[step * batch_size:(step + 1) * batch_size]
+        if len(chunk):
+            lg, ft = predict_logits(model, chunk, batch_size, device, with_features=True)
+            logits.append(lg)
+            feats.append(ft)
+        yield Progress(step + 1, n_steps, "classifying subtomograms")
+    if not logits:
+        n_out = model.classifier[-1].out_features
+        return np.empty((0, n_out)), np.empty((0, 0), np.float32)
+    return softmax(np.concatenate(logits).astype(np.float64)), np.concatenate(feats)
+
+
+def features_table(probs: np.ndarray, indices: np.ndarray, n_points: int, class_names: list[str]) -> pd.DataFrame:
+    """One feature row per input point from the probabilities of the extracted ones."""
+    full = np.full((n_points, len(class_names)), np.nan)
+    full[indices] = probs
+    best = np.where(np.isnan(full).all(axis=1), -1, np.nan_to_num(full, nan=-1).argmax(axis=1))
+    names = np.array([class_names[i] if i >= 0 else "" for i in best], dtype=object)
+    table = pd.DataFrame({"class": pd.Categorical(names, categories=[*class_names, ""]), "class_id": best})
+    for j, name in enumerate(class_names):
+        table[f"prob_{name}"] = full[:, j]
+    table["confidence"] = np.nan_to_num(full, nan=0.0).max(axis=1)
+    return table
+
+
+def classify_points(
+    tomogram: np.ndarray, coords_zyx: np.ndarray, model: str | os.PathLike,
+    voxel_size_A: float | None = None, box_A: float | None = None, edge: str = "pad",
+    batch_size: int = 64, device: str = "cpu",
+) -> Generator[Progress, None, Classification]:
+    """Classify the particle at every position (a job).
+
+    Parameters
+    ----------
+    tomogram : array, shape (z, y, x)
+        Memory-mapped or in-memory tomogram.
+    coords_zyx : array, shape (N, 3)
+        Positions in voxels.
+    model : str or path
+        A shipped classifier's name or a ``.pt``/``.json`` model path.
+    voxel_size_A : float, optional
+        The tomogram's voxel size; checked against the model's.
+    box_A : float, optional
+        Box edge in Å; must give the model's box (default: the model's).
+    edge : {"pad", "skip"}
+    batch_size : int
+    device : str
+
+    Returns
+    -------
+    Classification
+    """
+    from tomolens.models.card import load_model
+
+    net, card = load_model(model, device=device, expected_task="classify")
+    box = model_box(card, voxel_size_A, box_A)
+    extraction = yield from extract_subtomograms(tomogram, coords_zyx, box, edge=edge, batch=batch_size * 4)
+    probs, feats = yield from classify_subtomograms(net, extraction.subtomograms, batch_size, device)
+    table = features_table(probs, extraction.indices, len(np.asarray(coords_zyx)), list(card.classes))
+    return Classification(table, feats, extraction.indices, extraction.subtomograms,
+                          extraction.padded, extraction.skipped, list(card.classes))

@@ -1,0 +1,73 @@
+"""Training a classifier briefly on two very different phantoms, saving, loading, predicting."""
+
+import numpy as np
+import pytest
+from classify_phantoms import phantom_set, torch_one_thread  # noqa: F401
+
+from tomolens.classify.predict import classify_points, model_box
+from tomolens.classify.train import TrainConfig, augment_batch, evaluate, save_classifier, train_classifier
+from tomolens.jobs import run_job
+from tomolens.models.card import load_model, read_card
+
+
+def test_augmentation_keeps_the_wedge_axis():
+    rng = np.random.default_rng(0)
+    cube = np.zeros((1, 8, 8, 8), np.float32)
+    cube[0, 1, 2, 3] = 1  # one voxel: z must stay at 1 or its mirror 6
+    seen = set()
+    for _ in range(50):
+        out = augment_batch(cube, rng)
+        z, y, x = np.argwhere(out[0])[0]
+        assert z in (1, 6)
+        assert {y, x} <= {2, 3, 4, 5}
+        seen.add((z, y, x))
+    assert len(seen) > 8  # several symmetries were drawn
+
+
+def test_seed_cnn_separates_two_phantoms(torch_one_thread):
+    names = ["sphere", "rod"]
+    xtr, ytr = phantom_set(names, 24, 12, seed=1)
+    xva, yva = phantom_set(names, 8, 12, seed=2)
+    xte, yte = phantom_set(names, 10, 12, seed=3)
+    cfg = TrainConfig(architecture="seed", epochs=4, patience=4, batch_size=8, learning_rate=1e-3, device="cpu")
+    result = run_job(train_classifier(xtr, ytr, xva, yva, names, cfg))
+    assert result.arch_kwargs == {"n_classes": 2, "box": 12}
+    assert evaluate(result.model, xte, yte, names)["accuracy"] >= 0.9
+
+
+def test_brief_training_separates_two_phantoms(tmp_path, torch_one_thread):
+    names = ["sphere", "rod"]
+    xtr, ytr = phantom_set(names, 24, 16, seed=1)
+    xva, yva = phantom_set(names, 8, 16, seed=2)
+    xte, yte = phantom_set(names, 10, 16, seed=3)
+    cfg = TrainConfig(architecture="resnet", epochs=6, patience=6, batch_size=8, learning_rate=3e-3, device="cpu")
+    progress = []
+    result = run_job(train_classifier(xtr, ytr, xva, yva, names, cfg), on_progress=progress.append)
+    assert len(progress) == len(result.history) >= 1
+    assert set(progress[-1].info) >= {"loss", "val_loss", "val_acc"}
+    assert result.history[0]["loss"] > min(h["loss"] for h in result.history)
+    metrics = evaluate(result.model, xte, yte, names)
+    assert metrics["accuracy"] >= 0.9, metrics
+    assert np.sum(metrics["confusion"]) == 20
+
+    save_classifier(result, str(tmp_path / "m.pt"), names, 10.0, "test", "phantoms", {"test": metrics})
+    model, card = load_model(tmp_path / "m.pt", expected_task="classify")
+    assert card.classes == names and card.patch_size == [16, 16, 16]
+    assert model_box(card, 10.2, 160) == 16
+    with pytest.raises(ValueError, match="trained at 10 Å/voxel"):
+        model_box(card, 14.0)
+    with pytest.raises(ValueError, match="16-voxel boxes"):
+        model_box(card, 10.0, 320)
+
+    # a tomogram with a sphere and a rod at known positions
+    tomo = np.zeros((20, 40, 40), np.float32) + 0.0
+    tomo[2:18, 2:18, 2:18] = xte[0]
+    tomo[2:18, 22:38, 22:38] = xte[10]
+    pts = np.array([[10, 10, 10], [10, 30, 30], [10, 39, 0]])
+    out = run_job(classify_points(tomo, pts, tmp_path / "m.pt", voxel_size_A=10.0, edge="skip"))
+    f = out.features
+    assert list(f["class"][:2]) == ["sphere", "rod"]
+    assert f["class"][2] == "" and f["confidence"][2] == 0 and list(out.skipped) == [2]
+    np.testing.assert_allclose(f[["prob_sphere", "prob_rod"]].to_numpy()[:2].sum(1), 1.0, rtol=1e-6)
+    assert out.embedding.shape[0] == 2
+    assert read_card(tmp_path / "m.json").metrics["test"]["accuracy"] == metrics["accuracy"]
