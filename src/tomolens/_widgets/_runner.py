@@ -96,7 +96,7 @@ class JobRunner(Container):
         if self.worker is not None:
             show_warning(f"{self.title} is already running; wait for it or press Cancel.")
             return None
-        worker = create_worker(_closing, job, _start_thread=False)
+        worker = create_worker(_closing, job, _start_thread=False, _ignore_errors=True)
         self.worker = worker
         self.run_button.enabled = False
         self.cancel_button.enabled = True
@@ -121,7 +121,7 @@ class JobRunner(Container):
                 self.status.value = f"Failed: {exc}"
 
         def _errored(exc: BaseException) -> None:
-            log.error("%s failed", self.title, exc_info=(type(exc), exc, exc.__traceback__))
+            log.warning("%s failed: %s", self.title, exc, exc_info=(type(exc), exc, exc.__traceback__))
             self.status.value = f"Failed: {exc}"
             show_error(f"{self.title} failed: {exc}")
 

@@ -146,7 +146,7 @@ def read_mrc(path: str | os.PathLike, check_finite: bool = True) -> MrcVolume:
             header = mrc.header.copy()
             voxel_size = mrc.voxel_size.copy()
             ext_bytes = int(mrc.header.nsymbt)
-            is_stack_header = mrc.is_image_stack()
+            is_stack_header = int(mrc.header.ispg) == 0 and int(mrc.header.nz) > 1
             labels = [
                 bytes(lab).decode("ascii", "replace").strip("\x00 ").strip()
                 for lab in mrc.header.label[: int(mrc.header.nlabl)]

@@ -1,0 +1,62 @@
+"""Open napari with every tomolens dock widget and the first tomolens sample loaded.
+
+``python -m tomolens._widgets.launch [--sample KEY] [--screenshot PNG]``; with
+``--screenshot`` the window is drawn, saved as a PNG and closed (for headless checks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import napari
+from npe2 import PluginManager
+
+PLUGIN = "napari-tomolens"
+
+
+def manifest():
+    pm = PluginManager.instance()
+    pm.discover()
+    return pm.get_manifest(PLUGIN)
+
+
+def open_workbench(viewer: napari.Viewer, sample: str | None = None) -> list[str]:
+    """Dock every tomolens widget (tabbed on the right) and open a sample; returns widget names."""
+    mf = manifest()
+    contributions = mf.contributions
+    samples = [s.key for s in (contributions.sample_data or [])]
+    if samples:
+        viewer.open_sample(PLUGIN, sample or samples[0])
+    names = [w.display_name for w in (contributions.widgets or [])]
+    docks = []
+    for name in names:
+        dock, _ = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=True)
+        docks.append(dock)
+    if docks:
+        docks[0].raise_()
+    return names
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sample", default=None, help="sample key (default: the first one)")
+    parser.add_argument("--screenshot", default=None, help="save a PNG of the window and exit")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    viewer = napari.Viewer(title="napari-tomolens")
+    open_workbench(viewer, args.sample)
+    if args.screenshot:
+        from qtpy.QtCore import QTimer
+
+        def shoot() -> None:
+            viewer.screenshot(args.screenshot, canvas_only=False)
+            logging.getLogger(__name__).info("saved %s", args.screenshot)
+            viewer.close()
+
+        QTimer.singleShot(1500, shoot)
+    napari.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Reader and writers through napari's own plugin machinery."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import starfile
+
+from tomolens.io.mrc import read_mrc, write_mrc
+
+
+def test_open_mrc_gives_layer_scaled_in_angstrom(make_napari_viewer, tmp_path):
+    vol = np.random.default_rng(0).normal(size=(12, 20, 30)).astype(np.float32)
+    write_mrc(tmp_path / "t.mrc", vol, voxel_size_A=(9.0, 8.0, 7.0))
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(tmp_path / "t.mrc"), plugin="napari-tomolens")
+    assert layer.data.shape == (12, 20, 30)
+    np.testing.assert_allclose(layer.scale, (9.0, 8.0, 7.0))
+    assert [str(u) for u in layer.units] == ["angstrom"] * 3
+    assert tuple(layer.axis_labels) == ("z", "y", "x")
+    lo, hi = layer.contrast_limits
+    assert lo < 0 < hi
+
+
+def test_painted_labels_saved_as_mrc_reopen_identically(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    labels = np.zeros((10, 16, 16), np.uint8)
+    layer = viewer.add_labels(labels, scale=(10.0, 10.0, 10.0), units=("angstrom",) * 3, name="painted")
+    layer.paint((5, 8, 8), 3)  # a brush stroke, as a user paints
+    layer.save(str(tmp_path / "painted.mrc"), plugin="napari-tomolens")
+    vol = read_mrc(tmp_path / "painted.mrc")
+    assert vol.is_labels and vol.voxel_size_A == pytest.approx((10.0, 10.0, 10.0))
+    [back] = viewer.open(str(tmp_path / "painted.mrc"), plugin="napari-tomolens")
+    assert back._type_string == "labels"
+    np.testing.assert_array_equal(back.data, layer.data)
+    assert (back.data == 3).sum() > 0
+    np.testing.assert_allclose(back.scale, layer.scale)
+
+
+def test_image_layer_saved_as_mrc_float32(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    layer = viewer.add_image(data, scale=(5.0, 5.0, 5.0), units=("angstrom",) * 3)
+    layer.save(str(tmp_path / "img.mrc"), plugin="napari-tomolens")
+    vol = read_mrc(tmp_path / "img.mrc")
+    assert vol.data.dtype == np.float32 and vol.voxel_size_A == pytest.approx((5.0,) * 3)
+    np.testing.assert_array_equal(vol.data, data)
+
+
+def test_points_saved_as_star_reopen_with_features(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    coords = np.array([[1.0, 2.0, 3.0], [10.5, 20.25, 30.0]])
+    features = pd.DataFrame({"score": [0.9, 0.4], "class": [1, 2], "rot": [10.0, 20.0],
+                             "tilt": [30.0, 40.0], "psi": [50.0, 60.0]})
+    layer = viewer.add_points(coords, features=features, scale=(10.0,) * 3, units=("angstrom",) * 3)
+    layer.save(str(tmp_path / "picks.star"), plugin="napari-tomolens")
+    df = starfile.read(tmp_path / "picks.star")
+    np.testing.assert_allclose(df["rlnCoordinateX"], [3.0, 30.0])
+    np.testing.assert_allclose(df["rlnAngleTilt"], [30.0, 40.0])
+    np.testing.assert_allclose(df["rlnAutopickFigureOfMerit"], [0.9, 0.4])
+    [back] = viewer.open(str(tmp_path / "picks.star"), plugin="napari-tomolens")
+    np.testing.assert_allclose(back.data, coords, atol=1e-5)
+    np.testing.assert_allclose(back.scale, (10.0,) * 3)
+    for name in features.columns:
+        np.testing.assert_allclose(back.features[name].to_numpy(float), features[name].to_numpy(float))
+
+
+@pytest.mark.parametrize("ext", [".csv", ".txt"])
+def test_points_csv_and_txt(make_napari_viewer, tmp_path, ext):
+    viewer = make_napari_viewer()
+    coords = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    layer = viewer.add_points(coords, features=pd.DataFrame({"score": [0.5, 0.7]}))
+    layer.save(str(tmp_path / f"p{ext}"), plugin="napari-tomolens")
+    [back] = viewer.open(str(tmp_path / f"p{ext}"), plugin="napari-tomolens")
+    np.testing.assert_allclose(back.data, coords, atol=1e-3)
+    if ext == ".csv":
+        np.testing.assert_allclose(back.features["score"], [0.5, 0.7])
+
+
+def test_bad_file_gives_clear_error_and_no_layer(make_napari_viewer, tmp_path):
+    (tmp_path / "fake.mrc").write_bytes(b"not an mrc" * 200)
+    viewer = make_napari_viewer()
+    with pytest.raises(Exception, match="not an MRC file"):
+        viewer.open(str(tmp_path / "fake.mrc"), plugin="napari-tomolens")
+    assert len(viewer.layers) == 0
+
+
+def test_stack_opens_as_image_stack(make_napari_viewer, tmp_path):
+    stack = np.random.default_rng(0).normal(size=(6, 16, 16)).astype(np.float32)
+    write_mrc(tmp_path / "s.mrcs", stack, voxel_size_A=2.5)
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(tmp_path / "s.mrcs"), plugin="napari-tomolens")
+    assert tuple(layer.axis_labels) == ("image", "y", "x")
+    np.testing.assert_allclose(layer.scale, (1.0, 2.5, 2.5))

@@ -1,0 +1,79 @@
+import time
+
+import numpy as np
+import pytest
+
+from tomolens import preprocess
+from tomolens._widgets.tomogram import TomogramWidget
+
+
+@pytest.fixture
+def widget_and_viewer(make_napari_viewer):
+    viewer = make_napari_viewer()
+    data = np.random.default_rng(0).normal(size=(64, 64, 64)).astype(np.float32)
+    layer = viewer.add_image(data, name="tomo")
+    widget = TomogramWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.reset_choices()
+    widget.layer_picker.value = layer
+    return widget, viewer, layer
+
+
+def test_info_and_voxel_size(widget_and_viewer):
+    widget, viewer, layer = widget_and_viewer
+    assert "(64, 64, 64)" in widget.info.value and "unknown" in widget.info.value
+    widget.voxel_size.value = 13.5
+    widget.set_voxel_size()
+    np.testing.assert_allclose(layer.scale, (13.5,) * 3)
+    assert "13.5" in widget.info.value
+
+
+def test_binning_job_adds_binned_layer(widget_and_viewer, qtbot):
+    widget, viewer, layer = widget_and_viewer
+    layer.scale = (10.0, 10.0, 10.0)
+    widget.bin_factor.value = 2
+    widget.start_binning()
+    assert not widget.runner.run_button.enabled
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=20000)
+    binned = viewer.layers["tomo bin2"]
+    assert binned.data.shape == (32, 32, 32)
+    np.testing.assert_allclose(binned.scale, (20.0, 20.0, 20.0))
+    np.testing.assert_allclose(binned.data[0, 0, 0], layer.data[:2, :2, :2].mean(), rtol=1e-5)
+    assert widget.runner.progress.value == 1000 and widget.runner.run_button.enabled
+
+
+def test_cancel_stops_binning_without_a_layer(widget_and_viewer, qtbot):
+    widget, viewer, layer = widget_and_viewer
+    big = np.random.default_rng(1).normal(size=(256, 128, 128)).astype(np.float32)
+    layer.data = big
+    calls = []
+
+    def slow_bin(data, factor, slab=1):
+        for progress in preprocess.bin_volume(data, factor, slab=1):
+            calls.append(progress)
+            time.sleep(0.02)
+            yield progress
+        return None
+
+    widget.runner.start(slow_bin(big, 2), lambda result: viewer.add_image(result, name="should not appear"))
+    qtbot.waitUntil(lambda: len(calls) >= 2, timeout=10000)
+    widget.runner.cancel()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=10000)
+    assert "should not appear" not in [l.name for l in viewer.layers]
+    assert len(calls) < 128
+    assert widget.runner.status.value == "Cancelled"
+
+
+def test_errors_become_notifications_not_crashes(widget_and_viewer, qtbot, monkeypatch):
+    widget, viewer, layer = widget_and_viewer
+    shown = []
+    monkeypatch.setattr("tomolens._widgets._runner.show_error", shown.append)
+
+    def failing():
+        yield from ()
+        raise ValueError("the volume is constant")
+
+    widget.runner.start(failing(), lambda r: None)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=10000)
+    assert shown and "the volume is constant" in shown[0]
+    assert widget.runner.run_button.enabled
