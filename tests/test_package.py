@@ -70,3 +70,10 @@ def test_cli_help_lists_commands():
     out = subprocess.run([sys.executable, "-m", "tomolens.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
     assert "info" in out.stdout and "convert-coords" in out.stdout
+
+
+def test_npe2_validate_passes():
+    npe2 = Path(sys.executable).with_name("npe2")
+    out = subprocess.run([str(npe2), "validate", "napari-tomolens"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "valid" in out.stdout
