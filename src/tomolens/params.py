@@ -97,21 +97,88 @@ class Param:
         return value
 
 
+#: Namespace attribute holding the names of options typed on the command line.
+EXPLICIT_ATTR = "_tomolens_explicit"
+
+
+def _mark_explicit(namespace: argparse.Namespace, name: str) -> None:
+    explicit = set(getattr(namespace, EXPLICIT_ATTR, set()))
+    explicit.add(name)
+    setattr(namespace, EXPLICIT_ATTR, explicit)
+
+
+class _StoreParam(argparse._StoreAction):
+    """Store a value and remember it was typed, so a ``--preset`` never overrides it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
+        _mark_explicit(namespace, self.dest)
+
+
+class _BoolParam(argparse.BooleanOptionalAction):
+    """``--name/--no-name`` that remembers it was typed."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
+        _mark_explicit(namespace, self.dest)
+
+
+class _PresetAction(argparse.Action):
+    """``--preset FILE``: set every parameter the file names, except those typed explicitly.
+
+    Options typed after ``--preset`` override it as usual; options typed before it are
+    remembered and kept.
+    """
+
+    def __init__(self, option_strings, dest, params=(), task="", **kwargs):
+        self.params: list[Param] = list(params)
+        self.task = task
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        try:
+            chosen = preset_values(values, self.params, task=self.task, fill_defaults=False)
+        except (OSError, ValueError) as err:
+            parser.error(f"--preset {values}: {err}")
+        explicit = getattr(namespace, EXPLICIT_ATTR, set())
+        for name, value in chosen.items():
+            if name not in explicit:
+                setattr(namespace, name, value)
+        setattr(namespace, self.dest, values)
+
+
 def add_arguments(parser: argparse.ArgumentParser, params: Iterable[Param]) -> None:
-    """Add one ``--option`` per parameter to an argparse parser."""
+    """Add one ``--option`` per parameter to an argparse parser, and ``--preset FILE``.
+
+    ``--preset`` loads a preset file (:func:`save_preset`, JSON or YAML) whose values
+    replace the defaults; options typed on the command line win over the preset.  Calling
+    this twice on one parser extends the same ``--preset`` option.
+    """
+    params = list(params)
     for p in params:
         kind = p.value_type
         if kind is bool:
             parser.add_argument(
-                p.option, dest=p.name, default=p.default, action=argparse.BooleanOptionalAction,
+                p.option, dest=p.name, default=p.default, action=_BoolParam,
                 help=f"{p.help} (default: {p.default})",
             )
             continue
         parser.add_argument(
             p.option, dest=p.name, default=p.default, type=p.check, metavar=kind.__name__.upper(),
+            action=_StoreParam,
             help=f"{p.help} (default: {p.default}"
             + (f"; {p.min}..{p.max}" if p.min is not None or p.max is not None else "")
             + (f"; one of {list(p.choices)}" if p.choices else "") + ")",
+        )
+    existing = parser._option_string_actions.get("--preset")
+    if isinstance(existing, _PresetAction):
+        existing.params.extend(params)
+    elif existing is None:
+        task = parser.prog.split()[-1] if " " in parser.prog else ""
+        parser.add_argument(
+            "--preset", metavar="FILE", action=_PresetAction, params=params, task=task, default=None,
+            help="preset file (JSON/YAML, e.g. saved from the widget's 'Save preset…'); its values replace "
+            "the defaults, options typed on the command line win",
         )
 
 
@@ -151,3 +218,34 @@ def load_preset(path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
     if not isinstance(payload, dict) or "task" not in payload:
         raise ValueError(f"{path.name} is not a tomolens preset (no 'task' key).")
     return str(payload["task"]), dict(payload.get("params", {}))
+
+
+def preset_values(
+    path: str | os.PathLike, params: Iterable[Param], task: str = "", fill_defaults: bool = True
+) -> dict[str, Any]:
+    """Load a preset file and check it against ``params``.
+
+    Parameters
+    ----------
+    path : path-like
+        Preset file (JSON, or YAML by extension).
+    params : iterable of Param
+        The settings the preset may hold.
+    task : str, optional
+        Expected task; a preset naming another task is an error.  Presets with an empty
+        task or ``"custom"`` are accepted anywhere.
+    fill_defaults : bool
+        Return every parameter (defaults for those the file omits) instead of only the
+        ones it names.
+
+    Raises
+    ------
+    ValueError
+        For another task's preset, unknown setting names or bad values.
+    """
+    preset_task, values = load_preset(path)
+    if task and preset_task not in ("", "custom", task):
+        raise ValueError(f"{Path(path).name} is a preset for {preset_task!r}, not for {task!r}.")
+    params = list(params)
+    checked = validate_values(values, params)
+    return checked if fill_defaults else {k: checked[k] for k in values}
