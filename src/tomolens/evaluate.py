@@ -29,6 +29,7 @@ class MatchResult:
     mean_distance_A : float
         Mean distance of the matched pairs, Å (NaN without matches).
     tolerance_A : float
+        The tolerance (median when given per true centre), Å.
     pairs : tuple of (int, int)
         (predicted index, true index) of every match.
     """
@@ -50,33 +51,36 @@ class MatchResult:
         return d
 
 
-def match_centres(pred_A: np.ndarray, true_A: np.ndarray, tolerance_A: float) -> MatchResult:
+def match_centres(pred_A: np.ndarray, true_A: np.ndarray, tolerance_A) -> MatchResult:
     """Match predicted to true centres (both in Å, shape (N, 3) / (M, 3)).
 
     Parameters
     ----------
     pred_A, true_A : array, shape (N, 3) and (M, 3)
         Centres in Å in the same frame (any axis order, the same for both).
-    tolerance_A : float
-        Largest distance of a true positive, Å (> 0).
+    tolerance_A : float or array of shape (M,)
+        Largest distance of a true positive, Å (> 0); one value, or one per true
+        centre (for example half of each particle's radius).
 
     Returns
     -------
     MatchResult
     """
-    if tolerance_A is None or tolerance_A <= 0:
-        raise ValueError(f"The matching tolerance must be a positive distance in Å; got {tolerance_A}.")
     pred = np.asarray(pred_A, float).reshape(-1, 3)
     true = np.asarray(true_A, float).reshape(-1, 3)
+    if tolerance_A is None or np.any(np.asarray(tolerance_A, float) <= 0):
+        raise ValueError(f"The matching tolerance must be a positive distance in Å; got {tolerance_A}.")
+    tol = np.broadcast_to(np.asarray(tolerance_A, float), (len(true),)) if np.ndim(tolerance_A) else float(tolerance_A)
     pairs: list[tuple[int, int]] = []
     distances: list[float] = []
     if len(pred) and len(true):
         d = cdist(pred, true)
         # forbid pairs beyond the tolerance so the assignment maximises matches within it
-        cost = np.where(d <= tolerance_A, d, 1e6 + d)
+        within = d <= (tol[None, :] if np.ndim(tol) else tol)
+        cost = np.where(within, d, 1e6 + d)
         rows, cols = linear_sum_assignment(cost)
         for r, c in zip(rows, cols):
-            if d[r, c] <= tolerance_A:
+            if within[r, c]:
                 pairs.append((int(r), int(c)))
                 distances.append(float(d[r, c]))
     tp = len(pairs)
@@ -85,7 +89,7 @@ def match_centres(pred_A: np.ndarray, true_A: np.ndarray, tolerance_A: float) ->
     recall = tp / len(true) if len(true) else float(len(pred) == 0)
     f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     return MatchResult(tp, fp, fn, precision, recall, f1,
-                       float(np.mean(distances)) if distances else float("nan"), float(tolerance_A),
+                       float(np.mean(distances)) if distances else float("nan"), float(np.median(tol)),
                        tuple(pairs))
 
 

@@ -5,14 +5,16 @@ probability maps and call it again whenever a threshold or the size range change
 Steps (scikit-image and scipy throughout):
 
 1. threshold the mask probability → foreground;
-2. peaks of the centre map inside the foreground (``skimage.feature.peak_local_max``,
-   minimum distance from the particle radius, minimum height ``centre_threshold``);
-3. marker watershed of the inverted centre map inside the foreground
-   (``skimage.segmentation.watershed``) → one instance per peak;
+2. peaks of the centre map (``skimage.feature.peak_local_max``, minimum distance from
+   the particle radius, minimum height ``centre_threshold``);
+3. marker watershed of the inverted centre map inside the foreground plus the
+   particles' hulls (centre map > 0.05, which covers the holes of rings and shells;
+   ``skimage.segmentation.watershed``) → one basin per peak; the instance is the
+   basin's part of the foreground;
 4. drop instances outside the size range (Å³) and fragments much smaller than the
    median particle (``fragment_fraction``), and those scoring below ``min_score``;
-5. per instance (``skimage.measure.regionprops``): centroid weighted by the centre
-   map, volume in Å³, score = mean mask probability × peak centre value.
+5. per instance (``skimage.measure.regionprops``): centroid of its basin weighted by
+   the centre map, volume in Å³, score = mean mask probability × peak centre value.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from tomolens.io.coords import ParticleTable
 from tomolens.params import Param, validate_values
 
 log = logging.getLogger(__name__)
+
+#: Centre-map level that bounds a particle's watershed basin outside the mask (ring holes).
+CENTRE_REGION = 0.05
 
 #: Post-processing settings shared by :func:`postprocess`, the CLI and the widget.
 POSTPROCESS_PARAMS = (
@@ -87,16 +92,19 @@ def postprocess(prob_maps: np.ndarray, voxel_size_A: float, params: dict[str, An
     mask = mask_prob > p["mask_threshold"]
     voxel_A3 = float(voxel_size_A) ** 3
     min_dist = min_distance_voxels(p["particle_radius_A"], voxel_size_A, p["min_distance_fraction"])
-    peaks = peak_local_max(
-        np.where(mask, centre, 0), min_distance=min_dist, threshold_abs=p["centre_threshold"],
-        exclude_border=False,
-    )
+    peaks = peak_local_max(centre, min_distance=min_dist, threshold_abs=p["centre_threshold"],
+                           exclude_border=False)
     markers = np.zeros(mask.shape, np.int32)
     if len(peaks):
         markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
-    instances = watershed(-centre, markers, mask=mask).astype(np.int32) if len(peaks) else markers
-    props = regionprops(instances, intensity_image=np.stack([centre, mask_prob], axis=-1))
-    volumes = np.array([r.area for r in props], float) * voxel_A3
+    # basins span the particle's hull (the centre map is > 0 in a ring's hole), instances only the mask
+    region = mask | (centre > CENTRE_REGION)
+    basins = watershed(-centre, markers, mask=region).astype(np.int32) if len(peaks) else markers
+    instances = np.where(mask, basins, 0).astype(np.int32)
+    props = regionprops(basins, intensity_image=centre)
+    mask_props = {r.label: r for r in regionprops(instances, intensity_image=mask_prob)}
+    props = [r for r in props if r.label in mask_props]
+    volumes = np.array([mask_props[r.label].area for r in props], float) * voxel_A3
     median = float(np.median(volumes)) if len(volumes) else 0.0
     keep_ids, rows, coords = [], [], []
     for r, vol in zip(props, volumes):
@@ -104,13 +112,13 @@ def postprocess(prob_maps: np.ndarray, voxel_size_A: float, params: dict[str, An
             continue
         if vol < p["fragment_fraction"] * median:
             continue
-        centre_value = float(r.intensity_max[0])
-        mask_mean = float(r.intensity_mean[1])
+        centre_value = float(r.intensity_max)
+        mask_mean = float(mask_props[r.label].intensity_mean)
         score = mask_mean * centre_value
         if score < p["min_score"]:
             continue
         keep_ids.append(r.label)
-        coords.append(np.asarray(r.centroid_weighted)[:, 0])
+        coords.append(np.asarray(r.centroid_weighted))
         rows.append({"score": score, "volume_A3": vol, "centre_value": centre_value,
                      "mask_probability": mask_mean})
     kept = np.zeros(int(instances.max()) + 1, np.int32)

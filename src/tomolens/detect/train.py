@@ -172,21 +172,83 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def held_out_metrics(net, card_like, args, post, radius_A, voxel_size_A, simulate) -> dict:
-    """F1/precision/recall on simulated tomograms with seeds never used for training or stopping."""
+    """F1/precision/recall on simulated tomograms with seeds never used for training or stopping.
+
+    Truth is the simulator's particle table; a prediction matches within half of each
+    particle's ``radius_A``.
+    """
     from tomolens.detect.postprocess import postprocess
 
     out = {}
     seed = args.sim_seed + args.sim_train + args.sim_val
     for snr in [float(s) for s in args.detect_test_snr.split(",")]:
         sub = argparse.Namespace(**{**vars(args), "sim_snr": str(snr)})
-        vols = simulate(sub, args.detect_test, seed, "instances")
+        sims = simulate(sub, args.detect_test, seed, "instances", keep_simulations=True)
+        seeds = f"{seed}..{seed + args.detect_test - 1}"
         seed += args.detect_test
         f1s, ps, rs = [], [], []
-        for img, lab, vs in vols:
-            maps = predict_maps(net, card_like, img, vs)
+        for sim in sims:
+            vs = sim.voxel_size_A
+            maps = predict_maps(net, card_like, sim.tomogram, vs)
             _, _, table = postprocess(maps, vs, post)
-            m = match_centres(table.coords_zyx * vs, true_centres(lab)[0] * vs, radius_A / 2)
+            truth = sim.particles
+            m = match_centres(table.coords_zyx * vs, truth.coords_zyx * vs,
+                              np.asarray(truth.features["radius_A"], float) / 2)
             f1s.append(m.f1), ps.append(m.precision), rs.append(m.recall)
         out[f"snr_{snr:g}"] = {"f1": round(float(np.mean(f1s)), 4), "precision": round(float(np.mean(ps)), 4),
-                               "recall": round(float(np.mean(rs)), 4), "tomograms": len(vols)}
+                               "recall": round(float(np.mean(rs)), 4), "tomograms": len(sims), "seeds": seeds}
     return out
+
+
+def split_regions(volume: np.ndarray, labels: np.ndarray, val_fraction: float = 0.25):
+    """Split one volume along y into a training and a validation region (no shared voxels)."""
+    ny = volume.shape[1]
+    cut = int(round(ny * (1 - val_fraction)))
+    if cut < 8 or ny - cut < 8:
+        raise ValueError(f"The volume is too small to split into training and validation regions (y = {ny}).")
+    return (volume[:, :cut], labels[:, :cut]), (volume[:, cut:], labels[:, cut:])
+
+
+def train_and_save(volume: np.ndarray, instances: np.ndarray, voxel_size_A: float, out, epochs: int = 20,
+                   device: str = "auto", patch: int = 32, base_channels: int = 8, depth: int = 2,
+                   seed: int = 0) -> Generator[Progress, None, Any]:
+    """Train on one annotated tomogram (y split 75/25 into training/validation regions), save, return the path.
+
+    The widget's "Train" action.  Post-processing thresholds are tuned on the
+    validation region and stored on the card.
+    """
+    from pathlib import Path
+
+    from tomolens.models.card import ModelCard, save_model
+    from tomolens.models.device import choose_device
+    from tomolens.models.training import TrainConfig
+
+    instances = np.asarray(instances).astype(np.int32)
+    if instances.max() == 0:
+        raise ValueError("The labels layer is empty: paint or load particle instances to train on.")
+    (tr_img, tr_lab), (va_img, va_lab) = split_regions(np.asarray(volume, np.float32), instances)
+    m = 2**depth
+    patch = max(m, min(patch, *(s // m * m for s in va_img.shape)))
+    device = choose_device(device)
+    config = TrainConfig(patch_size=(patch,) * 3, epochs=epochs, steps_per_epoch=20, batch_size=2,
+                         val_patches=8, patience=5, seed=seed, device=device)
+    result = yield from train_detection_model([(tr_img, tr_lab, voxel_size_A)], [(va_img, va_lab, voxel_size_A)],
+                                              config, base_channels, depth)
+    net = result.model.cpu()
+    centres, radius_vox = true_centres(va_lab)
+    radius_A = radius_vox * voxel_size_A
+    maps = predict_maps(net, {"patch": patch, "voxel_size_A": voxel_size_A}, va_img, voxel_size_A)
+    post, val_f1 = tune_postprocess([(maps, centres)], voxel_size_A, radius_A)
+    out = Path(out)
+    card = ModelCard(
+        name=out.stem, task="detect", architecture=ARCHITECTURE,
+        arch_kwargs={"in_channels": 1, "out_channels": 2, "base_channels": base_channels, "depth": depth},
+        classes=CLASSES, voxel_size_A=voxel_size_A, patch_size=[patch] * 3,
+        training_command="napari 'Detect particles' widget: Train (tomolens.detect.train.train_and_save)",
+        training_data=f"one annotated tomogram {volume.shape}, y split 75/25 into training/validation regions",
+        seed=seed, metrics={"validation_f1_tuned": round(val_f1, 4), "best_epoch": result.best_epoch},
+        extra={"postprocess": post, "history": result.history, "particle_radius_A": radius_A},
+    )
+    weights, _ = save_model(net, card, out)
+    yield Progress(1, 1, f"saved {weights.name} (validation F1 {val_f1:.2f})")
+    return weights

@@ -93,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="label volumes paired with --tomograms (instances for detect)")
     p.add_argument("--val-tomograms", nargs="*", default=[], metavar="MRC", help="validation tomograms")
     p.add_argument("--val-labels", nargs="*", default=[], metavar="MRC", help="validation labels")
-    add_arguments(p.add_argument_group("engine"), TRAIN_PARAMS)
+    add_arguments(p, TRAIN_PARAMS)
     for name in tasks:
         module = importlib.import_module(TRAIN_TASKS[name])
         if hasattr(module, "register_train_args"):
@@ -121,8 +121,13 @@ def _parse_floats(text: str) -> list[float]:
         raise ValueError(f"Expected comma-separated numbers, got {text!r}.") from err
 
 
-def simulated_volumes(args: argparse.Namespace, count: int, first_seed: int, labels_kind: str):
-    """``count`` simulated (tomogram, labels, voxel size) triples with consecutive seeds."""
+def simulated_volumes(args: argparse.Namespace, count: int, first_seed: int, labels_kind: str,
+                      keep_simulations: bool = False):
+    """``count`` simulated (tomogram, labels, voxel size) triples with consecutive seeds.
+
+    With ``keep_simulations`` the simulator's result objects are returned instead (with
+    their ground-truth particle tables, for evaluation).
+    """
     from tomolens.jobs import run_job
     from tomolens.simulate import SimulationConfig, simulate_tomogram
 
@@ -136,9 +141,12 @@ def simulated_volumes(args: argparse.Namespace, count: int, first_seed: int, lab
         snr = snrs[i % len(snrs)]
         cfg = SimulationConfig(shape_zyx=shape, voxel_size_A=args.sim_voxel_size_A,
                                volume_fraction=args.sim_volume_fraction,
-                               snr=None if not np.isfinite(snr) else snr, seed=seed)
+                               snr=snr, seed=seed)
         log.info("simulating tomogram seed %d, SNR %s", seed, snr)
         sim = run_job(simulate_tomogram(cfg))
+        if keep_simulations:
+            out.append(sim)
+            continue
         out.append((np.asarray(sim.tomogram, np.float32), np.asarray(getattr(sim, labels_kind)), sim.voxel_size_A))
     return out
 

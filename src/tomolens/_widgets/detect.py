@@ -1,0 +1,211 @@
+"""The "Detect particles" dock widget: detect, re-threshold live, evaluate, train."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import napari
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, SpinBox, create_widget
+from napari.utils.notifications import show_info, show_warning
+
+from tomolens._napari.layers import points_layer_data, scale_kwargs, voxel_size_from_layer
+from tomolens._widgets._params import ParamPanel
+from tomolens._widgets._runner import JobRunner
+from tomolens.detect.detector import DEFAULT_MODEL, DETECT_PARAMS, DetectionResult, detect_particles
+from tomolens.detect.postprocess import POSTPROCESS_PARAMS
+from tomolens.evaluate import match_centres
+from tomolens.models.card import read_card, resolve_model, shipped_models
+
+log = logging.getLogger(__name__)
+
+FROM_FILE = "model file…"
+_SPARK = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int = 30) -> str:
+    """A one-line text plot of ``values`` (last ``width`` of them) with block characters."""
+    vals = [v for v in values[-width:] if np.isfinite(v)]
+    if not vals:
+        return ""
+    lo, hi = min(vals), max(vals)
+    span = hi - lo or 1.0
+    return "".join(_SPARK[int(round((v - lo) / span * (len(_SPARK) - 1)))] for v in vals)
+
+
+class DetectWidget(Container):
+    """Detect particles with a mask + centre network; thresholds re-apply live.
+
+    Adds ``<image> mask`` and ``<image> instances`` Labels and a ``<image> centres``
+    Points layer (features score, volume_A3, instance_id; coloured by score).
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self.viewer = viewer
+        self.result: DetectionResult | None = None
+        self._source_name = ""
+        self.image = create_widget(annotation=napari.layers.Image, label="tomogram")
+        self.image.tooltip = "Tomogram to analyse (particles bright; 3D)."
+        names = list(shipped_models("detect")) + [FROM_FILE]
+        self.model_choice = ComboBox(choices=names, value=DEFAULT_MODEL if DEFAULT_MODEL in names else names[0],
+                                     label="model", tooltip="A shipped detection model, or a model file below.")
+        self.model_file = FileEdit(mode="r", filter="*.pt *.json", label="model file",
+                                   tooltip="A tomolens model (.pt with its .json card).")
+        self.params = ParamPanel(tuple(p for p in DETECT_PARAMS if p.name != "model"))
+        self.runner = JobRunner("Detect particles", title="Particle detection")
+        self.truth = create_widget(annotation=napari.layers.Points | None, label="ground truth",
+                                   options={"nullable": True})
+        self.truth.tooltip = "Optional Points layer of true centres: precision/recall/F1 are shown."
+        self.tolerance = FloatSpinBox(value=0.0, min=0.0, max=1000.0, step=5.0, label="tolerance (Å)",
+                                      tooltip="Match distance in Å (0 = half the particle radius).")
+        self.evaluation = Label(value="")
+        self.train_labels = create_widget(annotation=napari.layers.Labels, label="train labels")
+        self.train_labels.tooltip = "Instance labels of the tomogram (simulated truth or painted particles)."
+        self.train_epochs = SpinBox(value=20, min=1, max=1000, label="epochs", tooltip="Maximum epochs.")
+        self.train_out = FileEdit(mode="w", filter="*.pt", label="save model as",
+                                  value=str(Path(tempfile.gettempdir()) / "tomolens_detect_user.pt"),
+                                  tooltip="Where the trained model (.pt + .json card) is written.")
+        self.train_runner = JobRunner("Train", title="Detection training")
+        self.loss_text = Label(value="")
+        self._history: list[dict] = []
+        train_box = Container(widgets=[self.train_labels, self.train_epochs, self.train_out,
+                                       self.train_runner, self.loss_text], label="train")
+        super().__init__(widgets=[self.image, self.model_choice, self.model_file, self.params, self.runner,
+                                  self.truth, self.tolerance, self.evaluation, train_box])
+        self.runner.run_button.changed.connect(self.start_detection)
+        self.train_runner.run_button.changed.connect(self.start_training)
+        self.model_choice.changed.connect(self._model_changed)
+        for p in POSTPROCESS_PARAMS:
+            self.params.controls[p.name].changed.connect(self.reapply)
+        self.truth.changed.connect(self.update_evaluation)
+        self.tolerance.changed.connect(self.update_evaluation)
+        self._model_changed()
+
+    # ----------------------------------------------------------------- model
+    def model_path(self) -> str:
+        if self.model_choice.value == FROM_FILE:
+            path = Path(self.model_file.value)
+            if not path.is_file():
+                raise ValueError("Choose a model file (.pt or .json) or a shipped model.")
+            return str(path)
+        return str(self.model_choice.value)
+
+    def _model_changed(self, *_) -> None:
+        """Load the model card's tuned post-processing defaults into the controls."""
+        try:
+            card = read_card(resolve_model(self.model_path()))
+        except ValueError as err:
+            log.debug("no card to read defaults from: %s", err)
+            return
+        post = card.extra.get("postprocess", {}) if isinstance(card.extra, dict) else {}
+        self.params.set_values({k: v for k, v in post.items() if k in self.params.controls})
+
+    # ------------------------------------------------------------- detection
+    def start_detection(self, *_) -> None:
+        layer = self.image.value
+        if layer is None:
+            show_warning("Choose a tomogram layer first.")
+            return
+        if layer.ndim != 3:
+            show_warning(f"Detection needs a 3D tomogram; {layer.name!r} has {layer.ndim} dimensions.")
+            return
+        vs = voxel_size_from_layer(layer.scale, layer.units)
+        data = layer.data
+        self._source_name = layer.name
+        params = self.params.values()
+        model = self.model_path()
+        self.runner.start(detect_particles(data, vs[-1] if vs else None, model=model, **params), self._show)
+
+    def _show(self, result: DetectionResult) -> None:
+        self.result = result
+        self._update_layers()
+        show_info(f"Detected {len(result.particles)} particles.")
+
+    def _update_layers(self) -> None:
+        r = self.result
+        if r is None:
+            return
+        name = self._source_name
+        scale = scale_kwargs(r.voxel_size_A, 3)
+        for suffix, data in (("mask", r.mask), ("instances", r.instances)):
+            key = f"{name} {suffix}"
+            if key in self.viewer.layers:
+                self.viewer.layers[key].data = data
+            else:
+                self.viewer.add_labels(data, name=key, opacity=0.4, visible=suffix == "instances", **scale)
+        data, kwargs, _ = points_layer_data(r.particles, name=f"{name} centres", color_by=None)
+        key = kwargs["name"]
+        if key in self.viewer.layers:
+            self.viewer.layers.remove(key)
+        kwargs.pop("face_color", None), kwargs.pop("face_colormap", None), kwargs.pop("face_color_cycle", None)
+        layer = self.viewer.add_points(data, **kwargs)
+        if len(data):
+            layer.face_colormap = "viridis"
+            layer.face_color = "score"
+        self.update_evaluation()
+
+    def reapply(self, *_) -> None:
+        """Re-run post-processing on the kept probability maps (no network)."""
+        if self.result is None:
+            return
+        try:
+            post = {p.name: self.params.values()[p.name] for p in POSTPROCESS_PARAMS}
+        except ValueError as err:
+            show_warning(str(err))
+            return
+        self.result = self.result.reapply(**post)
+        self._update_layers()
+
+    def update_evaluation(self, *_) -> None:
+        """Precision/recall/F1 of the current centres against the ground-truth layer."""
+        truth = self.truth.value
+        if truth is None or self.result is None:
+            self.evaluation.value = ""
+            return
+        vs = self.result.voxel_size_A
+        truth_vs = voxel_size_from_layer(truth.scale, truth.units)
+        true_A = np.asarray(truth.data)[:, -3:] * (np.asarray(truth_vs[-3:]) if truth_vs else vs)
+        tol = self.tolerance.value or self.params.values()["particle_radius_A"] / 2
+        m = match_centres(self.result.particles.coords_zyx * vs, true_A, tol)
+        self.evaluation.value = (f"vs {truth.name} (tolerance {tol:.0f} Å): precision {m.precision:.3f}  "
+                                 f"recall {m.recall:.3f}  F1 {m.f1:.3f}  (TP {m.true_positives}, "
+                                 f"FP {m.false_positives}, FN {m.false_negatives})")
+
+    # -------------------------------------------------------------- training
+    def start_training(self, *_) -> None:
+        from tomolens.detect.train import train_and_save
+
+        image, labels = self.image.value, self.train_labels.value
+        if image is None or labels is None:
+            show_warning("Choose a tomogram and an instance Labels layer to train on.")
+            return
+        if image.data.shape != labels.data.shape or image.ndim != 3:
+            show_warning(f"The tomogram {image.data.shape} and labels {labels.data.shape} must be 3D of one shape.")
+            return
+        vs = voxel_size_from_layer(image.scale, image.units)
+        if not vs:
+            show_warning("Set the tomogram's voxel size (Tomogram widget) before training.")
+            return
+        volume, instances = np.asarray(image.data, np.float32), np.asarray(labels.data)
+        out = Path(self.train_out.value)
+        self._history = []
+        self.loss_text.value = "training…"
+        job = train_and_save(volume, instances, float(vs[-1]), out, epochs=int(self.train_epochs.value),
+                             device=self.params.values()["device"])
+        self.train_runner.start(job, self._trained, on_progress=self._train_progress)
+
+    def _train_progress(self, progress) -> None:
+        if not progress.info:
+            return
+        self._history.append(progress.info)
+        loss = [h["loss"] for h in self._history]
+        val = [h["val_loss"] for h in self._history]
+        self.loss_text.value = (f"epoch {progress.info['epoch']}: loss {loss[-1]:.4f}  val {val[-1]:.4f}\n"
+                                f"loss {sparkline(loss)}\nval  {sparkline(val)}")
+
+    def _trained(self, path: Path) -> None:
+        self.model_file.value = str(path)
+        self.model_choice.value = FROM_FILE
+        show_info(f"Model saved to {path}; it is now selected for detection.")
