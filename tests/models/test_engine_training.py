@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tomolens.jobs import run_job
+from tomolens.models.training import PatchSampler, TrainConfig, TrainingPair, train_model
+from tomolens.models.unet import UNet3D
+
+
+def _pair(seed, shape=(16, 24, 24)):
+    rng = np.random.default_rng(seed)
+    target = np.zeros(shape, np.float32)
+    target[4:12, 6:14, 8:18] = 1
+    image = target + rng.normal(0, 0.3, shape).astype(np.float32)
+    return TrainingPair(image, target[None])
+
+
+def bce(logits, target):
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def test_sampler_shapes_augmentation_keeps_pairs_aligned():
+    pair = _pair(0)
+    sampler = PatchSampler([pair], (8, 16, 16), foreground_fraction=1.0, augment=True)
+    x, y = sampler.sample(16, np.random.default_rng(0))
+    assert x.shape == (16, 1, 8, 16, 16) and y.shape == (16, 1, 8, 16, 16)
+    # the input is the (scaled, shifted) noisy target: correlation stays high after flips/rotations
+    for xi, yi in zip(x[:, 0], y[:, 0]):
+        if 0 < yi.mean() < 1:
+            assert np.corrcoef(xi.ravel(), yi.ravel())[0, 1] > 0.6
+    # foreground-centred patches contain foreground
+    assert (y.reshape(16, -1).max(axis=1) > 0).all()
+
+
+def test_training_learns_stops_early_and_resumes(tmp_path):
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    ckpt = tmp_path / "run.ckpt"
+    cfg = TrainConfig(patch_size=(8, 16, 16), batch_size=2, epochs=4, steps_per_epoch=6, val_patches=4,
+                      learning_rate=1e-2, patience=10, seed=0, checkpoint=ckpt)
+    infos = []
+    result = run_job(train_model(UNet3D(1, 1, base_channels=4, depth=1), [_pair(0)], [_pair(1)], bce, cfg),
+                     lambda p: p.info and infos.append(p.info))
+    assert [i["epoch"] for i in infos] == [1, 2, 3, 4]
+    assert infos[-1]["val_loss"] < infos[0]["val_loss"]
+    assert result.best_val_loss == min(i["val_loss"] for i in infos)
+    assert ckpt.is_file()
+    # resume continues at epoch 5 with the history kept
+    cfg2 = TrainConfig(**{**cfg.__dict__, "epochs": 5, "resume": True})
+    resumed = run_job(train_model(UNet3D(1, 1, base_channels=4, depth=1), [_pair(0)], [_pair(1)], bce, cfg2))
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4, 5]
+    assert resumed.history[:4] == result.history
+
+
+def test_early_stopping_on_validation_only():
+    torch.manual_seed(0)
+    # validation target is the opposite of the training target: val loss rises, training stops
+    good, bad = _pair(0), _pair(1)
+    bad = TrainingPair(bad.image, 1 - bad.target)
+    cfg = TrainConfig(patch_size=(8, 16, 16), batch_size=2, epochs=30, steps_per_epoch=4, val_patches=4,
+                      learning_rate=1e-2, patience=2, seed=0)
+    result = run_job(train_model(UNet3D(1, 1, base_channels=2, depth=1), [good], [bad], bce, cfg))
+    assert result.stopped_early and len(result.history) < 30
+    assert len(result.history) == result.best_epoch + 2
+
+
+def test_training_needs_validation_and_checkpoint_for_resume(tmp_path):
+    with pytest.raises(ValueError, match="validation"):
+        run_job(train_model(UNet3D(1, 1, base_channels=2, depth=1), [_pair(0)], [], bce, TrainConfig()))
+    cfg = TrainConfig(patch_size=(8, 16, 16), resume=True, checkpoint=tmp_path / "none.ckpt")
+    with pytest.raises(ValueError, match="resume"):
+        run_job(train_model(UNet3D(1, 1, base_channels=2, depth=1), [_pair(0)], [_pair(1)], bce, cfg))
