@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "tomolens.io.cli",
     "tomolens.models.cli",
     "tomolens.detect.cli",
+    "tomolens.classify.cli",
+    "tomolens.batch.cli",
 )
 
 

@@ -42,3 +42,18 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def labelled_tomogram(kinds, n_per_class, box, seed, noise=0.3):
+    """A tomogram with phantoms on a grid: (tomogram zyx float32, centres zyx (N, 3), class names (N,))."""
+    x, y = phantom_set(kinds, n_per_class, box, seed, noise)
+    order = np.random.default_rng(seed).permutation(len(x))
+    x, y = x[order], y[order]
+    side = int(np.ceil(np.sqrt(len(x))))
+    tomo = np.random.default_rng(seed + 1).normal(0, noise, (box + 4, side * box, side * box)).astype(np.float32)
+    centres = []
+    for i, cube in enumerate(x):
+        r, c = divmod(i, side)
+        tomo[2:2 + box, r * box:(r + 1) * box, c * box:(c + 1) * box] = cube
+        centres.append((2 + box // 2, r * box + box // 2, c * box + box // 2))
+    return tomo, np.array(centres, float), np.array([kinds[k] for k in y])

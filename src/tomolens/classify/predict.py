@@ -19,11 +19,22 @@ import pandas as pd
 
 from tomolens.classify.extract import box_in_voxels, extract_subtomograms
 from tomolens.jobs import Progress
+from tomolens.params import Param
 
 log = logging.getLogger(__name__)
 
 #: Relative voxel-size mismatch tolerated between a model and a tomogram.
 VOXEL_TOLERANCE = 0.05
+
+#: User settings of classification (CLI options and widget controls).
+CLASSIFY_PARAMS = (
+    Param("model", "classify_phantoms_resnet", "Shipped classifier name or a .pt/.json model file", type=str),
+    Param("box_A", 0.0, "Box edge in Å (0 = the model's box); must match the model", min=0.0, advanced=True),
+    Param("edge", "pad", "Boxes crossing the tomogram's edge: pad with their mean, or skip the point",
+          choices=("pad", "skip")),
+    Param("batch_size", 64, "Subtomograms per inference batch", min=1, max=4096, advanced=True),
+    Param("device", "auto", "Torch device", choices=("auto", "cpu", "cuda", "mps"), advanced=True),
+)
 
 
 @dataclass
@@ -159,6 +170,9 @@ def classify_points(
     """
     from tomolens.models.card import load_model
 
+    from tomolens.models.device import choose_device
+
+    device = choose_device(device)
     net, card = load_model(model, device=device, expected_task="classify")
     box = model_box(card, voxel_size_A, box_A)
     extraction = yield from extract_subtomograms(tomogram, coords_zyx, box, edge=edge, batch=batch_size * 4)

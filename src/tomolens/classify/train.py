@@ -311,3 +311,17 @@ def save_classifier(
         extra={"best_epoch": result.best_epoch, "history": result.history, "train_config": config_dict(result.config)},
     )
     return save_model(result.model, card, path)
+
+
+def register_train_args(group) -> None:
+    """Classification options of ``tomolens train`` (see :mod:`tomolens.classify.train_cli`)."""
+    from tomolens.classify.train_cli import register_train_args as register
+
+    register(group)
+
+
+def run_train(args) -> int:
+    """``tomolens train --task classify`` (see :mod:`tomolens.classify.train_cli`)."""
+    from tomolens.classify.train_cli import run_train as run
+
+    return run(args)

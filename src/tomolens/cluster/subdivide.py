@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from tomolens.jobs import Progress
+from tomolens.params import Param
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,16 @@ METHODS = ("kmeans", "agglomerative", "hdbscan")
 EMBEDDINGS = ("pca", "tsne")
 #: Fewest points that can be clustered.
 MIN_POINTS = 6
+
+#: User settings of subdivision (CLI options and widget controls).
+SUBDIVIDE_PARAMS = (
+    Param("method", "kmeans", "Clustering: k-means, agglomerative (Ward) or HDBSCAN", choices=METHODS),
+    Param("n_clusters", 0, "Clusters for k-means/agglomerative (0 = choose by silhouette score)", min=0, max=100),
+    Param("k_max", 12, "Largest k tried when choosing by silhouette", min=2, max=100, advanced=True),
+    Param("min_cluster_size", 10, "HDBSCAN: smallest cluster, particles", min=2, max=100000, advanced=True),
+    Param("embedding", "pca", "2D embedding for the plot: PCA, or t-SNE (slower)", choices=EMBEDDINGS),
+    Param("seed", 0, "Random seed of k-means and t-SNE", advanced=True),
+)
 
 
 @dataclass

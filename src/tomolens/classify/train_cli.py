@@ -1,0 +1,153 @@
+"""``tomolens train --task classify``: the classify task of the engine's training command.
+
+Data, one of:
+
+- ``--classify-data DIR``: a dataset folder with ``train/val/test.npz`` (as written by
+  the simulator, one folder per SNR);
+- ``--classify-simulate N``: simulate N subtomograms per class with
+  ``tomolens.simulate.simulate_subtomograms`` (built-in phantoms or
+  ``--classify-templates``) into ``OUT_dataset/`` and train on the SNR
+  ``--classify-snr``;
+- ``--classify-tomogram MRC --classify-points STAR``: class-labelled particles
+  (column ``--classify-label-column``, default ``class``), split 70/15/15 stratified.
+
+Training stops early on the validation split only; the card's metrics are the test
+split's accuracy and confusion matrix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from tomolens.jobs import run_job
+
+log = logging.getLogger(__name__)
+
+
+def register_train_args(group: argparse._ArgumentGroup) -> None:
+    """Classification-only options of ``tomolens train``."""
+    group.add_argument("--classify-arch", choices=("resnet", "seed"), default="resnet",
+                       help="network: small residual 3D CNN (resnet) or the seed's 3D CNN (seed) (default: resnet)")
+    group.add_argument("--classify-data", default="", metavar="DIR",
+                       help="dataset folder with train.npz, val.npz, test.npz")
+    group.add_argument("--classify-simulate", type=int, default=0, metavar="N",
+                       help="simulate N subtomograms per class with the simulator and train on them")
+    group.add_argument("--classify-templates", nargs="*", default=None, metavar="NAME_OR_MRC",
+                       help="simulator templates (built-in phantom names or MRC maps; default: built-in phantoms)")
+    group.add_argument("--classify-snr", type=float, default=0.05,
+                       help="SNR to simulate and train on (inf for noise-free) (default: 0.05)")
+    group.add_argument("--classify-box", type=int, default=32, help="simulated box edge, voxels (default: 32)")
+    group.add_argument("--classify-tomogram", default="", metavar="MRC", help="tomogram of labelled particles")
+    group.add_argument("--classify-points", default="", metavar="COORDS",
+                       help="class-labelled particles (.star/.csv) on --classify-tomogram")
+    group.add_argument("--classify-label-column", default="class",
+                       help="feature column holding the class (default: class, i.e. rlnClassNumber)")
+    group.add_argument("--classify-box-A", type=float, default=320.0,
+                       help="box edge in Å for labelled particles (default: 320)")
+    group.add_argument("--classify-dropout", type=float, default=None,
+                       help="dropout probability (default: 0.5 seed, 0.3 resnet)")
+
+
+def _dataset(args: argparse.Namespace):
+    from tomolens.classify.data import dataset_from_points, load_dataset
+
+    sources = [bool(args.classify_data), bool(args.classify_simulate), bool(args.classify_points)]
+    if sum(sources) != 1:
+        raise ValueError("Give exactly one data source: --classify-data DIR, --classify-simulate N, "
+                         "or --classify-tomogram MRC with --classify-points COORDS.")
+    if args.classify_data:
+        ds = load_dataset(args.classify_data)
+        return ds, f"dataset folder {args.classify_data}"
+    if args.classify_simulate:
+        from tomolens.simulate import SubtomogramConfig, simulate_subtomograms
+
+        out_dir = Path(args.out).with_suffix("").parent / (Path(args.out).stem + "_dataset")
+        snr = args.classify_snr
+        cfg = SubtomogramConfig(templates=args.classify_templates, n_per_class=args.classify_simulate,
+                                box=args.classify_box, voxel_size_A=args.sim_voxel_size_A, snrs=(snr,),
+                                seed=args.seed)
+        paths = run_job(simulate_subtomograms(cfg, out_dir))
+        folder = Path(paths[snr] if isinstance(paths, dict) and snr in paths else out_dir / _snr_folder(snr, out_dir))
+        ds = load_dataset(folder)
+        if ds.voxel_size_A is None:
+            ds.voxel_size_A = args.sim_voxel_size_A
+        return ds, (f"simulate_subtomograms(templates={args.classify_templates or 'built-in phantoms'}, "
+                    f"n_per_class={args.classify_simulate}, box={args.classify_box}, "
+                    f"voxel_size_A={args.sim_voxel_size_A}, snr={snr}, seed={args.seed}), split 70/15/15")
+    if not args.classify_tomogram:
+        raise ValueError("--classify-points needs --classify-tomogram (the tomogram the points are on).")
+    from tomolens.classify.extract import box_in_voxels
+    from tomolens.io.coords import read_coordinates
+    from tomolens.io.mrc import read_mrc
+
+    vol = read_mrc(args.classify_tomogram)
+    voxel = args.voxel_size_A or (vol.voxel_size_A[-1] if vol.voxel_size_A else None)
+    if voxel is None:
+        raise ValueError(f"{args.classify_tomogram} has no voxel size in its header; pass --voxel-size-A.")
+    table = read_coordinates(args.classify_points, pixel_size_A=voxel, tomogram_shape_zyx=vol.data.shape)
+    if args.classify_label_column not in table.features:
+        raise ValueError(f"{args.classify_points} has no column {args.classify_label_column!r}; columns: "
+                         f"{list(table.features.columns)}.")
+    box = box_in_voxels(args.classify_box_A, voxel)
+    ds = run_job(dataset_from_points(vol.data, table.coords_zyx, table.features[args.classify_label_column],
+                                     box, voxel, seed=args.seed))
+    return ds, f"{len(table)} labelled particles of {args.classify_points} on {args.classify_tomogram}"
+
+
+def _snr_folder(snr: float, out_dir: Path) -> str:
+    """The simulator's folder for an SNR (matched by value, since its naming is its own)."""
+    for d in sorted(p for p in out_dir.iterdir() if p.is_dir()):
+        try:
+            value = float(d.name.replace("snr", "").replace("_", "."))
+        except ValueError:
+            continue
+        if (math.isinf(snr) and math.isinf(value)) or math.isclose(value, snr):
+            return d.name
+    raise ValueError(f"The simulator wrote no folder for SNR {snr} under {out_dir}.")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train, evaluate on the test split, and save a classifier with its card."""
+    import torch
+
+    from tomolens.classify.train import TrainConfig, evaluate, save_classifier, train_classifier
+    from tomolens.models.cli import command_line
+    from tomolens.models.device import choose_device, set_cpu_threads
+
+    device = choose_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    elif device == "cpu":
+        set_cpu_threads()
+    ds, described = _dataset(args)
+    if args.voxel_size_A and not ds.voxel_size_A:
+        ds.voxel_size_A = args.voxel_size_A
+    arch_kwargs = {} if args.classify_dropout is None else {"dropout": args.classify_dropout}
+    cfg = TrainConfig(architecture=args.classify_arch, epochs=args.epochs, patience=args.patience,
+                      batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
+                      device=device, max_minutes=args.max_minutes or None, arch_kwargs=arch_kwargs)
+    print(f"{len(ds.train.y)} train / {len(ds.val.y)} val / {len(ds.test.y)} test subtomograms, "
+          f"{len(ds.class_names)} classes, box {ds.box}", flush=True)
+    result = run_job(
+        train_classifier(ds.train.x, ds.train.y, ds.val.x, ds.val.y, ds.class_names, cfg),
+        on_progress=lambda p: print(f"epoch {p.info['epoch']:3d}  loss {p.info['loss']:.4f}  val_loss "
+                                    f"{p.info['val_loss']:.4f}  val_acc {p.info['val_acc']:.3f}", flush=True),
+    )
+    test = evaluate(result.model, ds.test.x, ds.test.y, ds.class_names)
+    metrics = {"test_accuracy": round(test["accuracy"], 4), "test_n": test["n"],
+               "test_confusion": test["confusion"], "test_per_class_accuracy": test["per_class_accuracy"],
+               "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+               "best_val_acc": max(h["val_acc"] for h in result.history)}
+    weights, card = save_classifier(result, args.out, ds.class_names, ds.voxel_size_A,
+                                    training_command=command_line(None), training_data=described, metrics=metrics)
+    print(f"test accuracy {test['accuracy']:.3f} on {test['n']} held-out subtomograms")
+    print(json.dumps({"confusion (rows true, columns predicted)": test["confusion"]}))
+    print(f"wrote {weights} and {card}")
+    return 0
+

@@ -1,0 +1,44 @@
+"""CLI: train --task classify on labelled particles, classify, subdivide."""
+
+import numpy as np
+import pandas as pd
+from classify_phantoms import labelled_tomogram
+
+from tomolens.cli import main
+from tomolens.io import ParticleTable, read_coordinates, write_coordinates, write_mrc
+from tomolens.models.card import read_card
+
+
+def test_train_classify_subdivide_cli(tmp_path, capsys):
+    kinds = ["sphere", "rod", "ring"]
+    tomo, centres, names = labelled_tomogram(kinds, 24, 16, seed=5)
+    write_mrc(tmp_path / "t.mrc", tomo, 10.0)
+    write_coordinates(tmp_path / "lab.star", ParticleTable(centres, pd.DataFrame({"kind": names}), 10.0))
+    rc = main(["train", "--task", "classify", "--classify-tomogram", str(tmp_path / "t.mrc"),
+               "--classify-points", str(tmp_path / "lab.star"), "--classify-label-column", "kind",
+               "--classify-box-A", "160", "--epochs", "5", "--batch-size", "8", "--learning-rate", "3e-3",
+               "--threads", "1", "--device", "cpu", "--out", str(tmp_path / "m.pt")])
+    assert rc == 0
+    card = read_card(tmp_path / "m.json")
+    assert card.classes == sorted(kinds) and card.voxel_size_A == 10.0 and card.patch_size == [16] * 3
+    assert card.metrics["test_n"] == 11 and card.metrics["test_accuracy"] >= 0.75
+    assert card.training_command.startswith("tomolens")  # the engine records sys.argv
+
+    unlabelled = tmp_path / "picks.star"
+    write_coordinates(unlabelled, ParticleTable(centres, pd.DataFrame(index=range(len(centres))), 10.0))
+    assert main(["classify", str(tmp_path / "t.mrc"), str(unlabelled), "--model", str(tmp_path / "m.pt"),
+                 "--out", str(tmp_path / "cls.star"), "--device", "cpu"]) == 0
+    out = read_coordinates(tmp_path / "cls.star")
+    assert {"class", "confidence", "prob_sphere", "prob_rod", "prob_ring"} <= set(out.features.columns)
+    assert np.mean(out.features["class"].astype(str).to_numpy() == names) >= 0.8
+
+    assert main(["subdivide", str(tmp_path / "t.mrc"), str(unlabelled), "--model", str(tmp_path / "m.pt"),
+                 "--out", str(tmp_path / "sub.star"), "--n-clusters", "3", "--averages", str(tmp_path / "avg"),
+                 "--device", "cpu"]) == 0
+    sub = read_coordinates(tmp_path / "sub.star")
+    assert sorted(set(sub.features["cluster"])) == [0, 1, 2]
+    assert len(list((tmp_path / "avg").glob("cluster_*.mrc"))) == 3
+
+    assert main(["classify", str(tmp_path / "t.mrc"), str(unlabelled), "--model", str(tmp_path / "m.pt"),
+                 "--out", str(tmp_path / "x.star"), "--box-A", "320"]) == 1
+    assert "16-voxel boxes" in capsys.readouterr().err
