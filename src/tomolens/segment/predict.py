@@ -1,0 +1,237 @@
+"""Prediction: tiled class probabilities → class labels (argmax or threshold) → clean-up.
+
+A 2D (slice) model runs slice by slice along z, or along z, y and x with the three
+probability volumes averaged (``orthogonal=True``); a 3D model runs on overlapping cubes.
+Both use :func:`tomolens.models.tiling.predict_tiled` (Gaussian-blended tiles, rescaling
+to the model's voxel size, memory-mapped output for large volumes).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from tomolens.jobs import Progress
+from tomolens.params import Param
+from tomolens.segment.cleanup import clean_classes
+from tomolens.segment.labels import LABEL_OFFSET
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "segment_default"
+
+#: Post-processing settings: re-applied live on kept probabilities (no network).
+POSTPROCESS_PARAMS = (
+    Param("threshold", 0.0, "0 = most probable class (argmax); otherwise a voxel is a structure when "
+          "its most probable structure reaches this probability", min=0.0, max=1.0, step=0.05),
+    Param("min_size_voxels", 0, "Remove components smaller than this per class (0 = keep all)", min=0),
+    Param("max_hole_voxels", 0, "Fill holes up to this size inside each class (0 = none)", min=0),
+)
+
+#: Settings of :func:`segment_tomogram` (CLI options and widget controls).
+PREDICT_PARAMS = (
+    Param("model", DEFAULT_MODEL, "Shipped model name or a .pt/.json model file", type=str),
+    *POSTPROCESS_PARAMS,
+    Param("orthogonal", True, "2D models: average the predictions of slices along z, y and x"),
+    Param("overlap", 0.25, "Overlap of neighbouring tiles (fraction of the tile)", min=0.0, max=0.75,
+          advanced=True),
+    Param("batch_size", 4, "Tiles per forward pass", min=1, advanced=True),
+    Param("device", "auto", "Torch device", choices=("auto", "cpu", "cuda", "mps"), advanced=True),
+)
+
+
+@dataclass
+class SegmentationResult:
+    """Probabilities and labels of one tomogram.
+
+    Attributes
+    ----------
+    probabilities : ndarray float32, shape (C, z, y, x)
+        Class probabilities (sum 1 over C).
+    classes : ndarray uint8, shape (z, y, x)
+        Class index per voxel after threshold and clean-up.
+    class_names : list of str
+    voxel_size_A : float or None
+    """
+
+    probabilities: np.ndarray
+    classes: np.ndarray
+    class_names: list[str]
+    voxel_size_A: float | None
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Label values for a Labels layer / MRC: 0 background, class k as k + 1."""
+        return predicted_label_values(self.classes)
+
+    def reapply(self, threshold: float = 0.0, min_size_voxels: int = 0, max_hole_voxels: int = 0
+                ) -> SegmentationResult:
+        """The same probabilities with another threshold / clean-up (no network)."""
+        classes = clean_classes(classes_from_probabilities(self.probabilities, threshold),
+                                len(self.class_names), min_size_voxels, max_hole_voxels)
+        return SegmentationResult(self.probabilities, classes, self.class_names, self.voxel_size_A)
+
+
+def classes_from_probabilities(probabilities: np.ndarray, threshold: float = 0.0) -> np.ndarray:
+    """Class index per voxel from (C, z, y, x) probabilities.
+
+    ``threshold`` 0 takes the most probable class; otherwise a voxel gets its most probable
+    *structure* class (1..C-1) when that probability reaches ``threshold`` and background
+    (0) when not.  Returns uint8, shape (z, y, x).
+    """
+    probs = np.asarray(probabilities)
+    if not threshold:
+        return np.argmax(probs, axis=0).astype(np.uint8)
+    best = np.argmax(probs[1:], axis=0)
+    best_p = np.take_along_axis(probs[1:], best[None], axis=0)[0]
+    return np.where(best_p >= threshold, best + 1, 0).astype(np.uint8)
+
+
+def predicted_label_values(classes: np.ndarray) -> np.ndarray:
+    """Class indices → Labels values (0 background, class k ≥ 1 as k + 1), uint8."""
+    classes = np.asarray(classes)
+    return np.where(classes > 0, classes + LABEL_OFFSET, 0).astype(np.uint8)
+
+
+def check_model_classes(card, class_names: Sequence[str]) -> None:
+    """Raise ValueError when a model's classes differ from ``class_names``."""
+    if list(card.classes) != [str(n).strip() for n in class_names]:
+        raise ValueError(
+            f"The model {card.name!r} segments {list(card.classes)}, but the classes here are "
+            f"{list(class_names)}: use the model's classes, or train a new model for these classes."
+        )
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-int(n) // m) * m
+
+
+def _staged(job, stage: int, n_stages: int, message: str):
+    """Re-yield a sub-job's progress as stage ``stage`` of ``n_stages`` (steps of 1000)."""
+    try:
+        while True:
+            p = next(job)
+            yield Progress(stage * 1000 + int(1000 * p.fraction), n_stages * 1000, f"{message}: {p.message}")
+    except StopIteration as stop:
+        return stop.value
+
+
+def predict_probabilities(
+    model,
+    card,
+    volume: np.ndarray,
+    voxel_size_A: float | None = None,
+    orthogonal: bool | None = None,
+    overlap: float = 0.25,
+    batch_size: int = 4,
+    device: str = "cpu",
+) -> Generator[Progress, None, np.ndarray]:
+    """Class probabilities of a tomogram (job).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A segmentation U-Net (2D or 3D) with ``card.classes`` outputs.
+    card : ModelCard
+        Its card (``extra["model_kind"]``, ``patch_size``, ``voxel_size_A``).
+    volume : array, shape (z, y, x)
+        Tomogram (memory-mapped arrays are read tile by tile).
+    voxel_size_A : float, optional
+        Voxel size of ``volume``; the volume is rescaled to the model's when they differ.
+    orthogonal : bool, optional
+        2D models: average over slices along z, y and x (default: as trained — True when
+        the card's ``slice_axes`` is "zyx").  Ignored for 3D models.
+    overlap, batch_size, device
+        Tiling settings (see :func:`tomolens.models.tiling.predict_tiled`).
+
+    Returns
+    -------
+    ndarray float32, shape (C, z, y, x)
+    """
+    from tomolens.models.tiling import allocate_output, predict_tiled
+    from tomolens.preprocess import normalise
+
+    if np.ndim(volume) != 3:
+        raise ValueError(f"Segmentation needs a 3D tomogram; got shape {np.shape(volume)}.")
+    kind = (card.extra or {}).get("model_kind", "3d" if len(card.patch_size) == 3 else "2d")
+    n_classes = len(card.classes)
+    stats = normalise(volume)
+    common = dict(overlap=overlap, batch_size=batch_size, device=device, out_channels=n_classes,
+                  activation="softmax", voxel_size_A=voxel_size_A, model_voxel_size_A=card.voxel_size_A,
+                  normalisation=stats)
+    if kind == "3d":
+        m = model.size_multiple
+        patch = tuple(min(2 * int(p), _round_up(n, m)) for p, n in zip(card.patch_size, volume.shape))
+        probs = yield from _staged(predict_tiled(model, volume, patch, **common), 0, 1, "3D tiles")
+        return probs
+    from tomolens.segment.networks import SliceWise
+
+    wrapped = SliceWise(model)
+    m = wrapped.plane_multiple
+    if orthogonal is None:
+        orthogonal = (card.extra or {}).get("slice_axes") == "zyx"
+    axes = (0, 1, 2) if orthogonal else (0,)
+    total = allocate_output((n_classes, *volume.shape))
+    for stage, axis in enumerate(axes):
+        view = np.moveaxis(volume, axis, 0)
+        patch = (1, *(min(256, _round_up(n, m)) for n in view.shape[1:]))
+        probs = yield from _staged(predict_tiled(wrapped, view, patch, **{**common, "overlap": overlap}),
+                                   stage, len(axes), f"slices along {'zyx'[axis]}")
+        total += np.moveaxis(probs, 1, axis + 1)
+        del probs
+    if len(axes) > 1:
+        total /= len(axes)
+    return total
+
+
+def segment_tomogram(
+    volume: np.ndarray,
+    voxel_size_A: float | None,
+    model: str = DEFAULT_MODEL,
+    threshold: float = 0.0,
+    min_size_voxels: int = 0,
+    max_hole_voxels: int = 0,
+    orthogonal: bool = True,
+    overlap: float = 0.25,
+    batch_size: int = 4,
+    device: str = "auto",
+    class_names: Sequence[str] | None = None,
+) -> Generator[Progress, None, SegmentationResult]:
+    """Segment a tomogram with a saved model (job).
+
+    Parameters
+    ----------
+    volume : array, shape (z, y, x)
+        Tomogram, protein bright.
+    voxel_size_A : float or None
+        Its voxel size in Å (None: assume the model's).
+    model : str
+        Shipped model name or a ``.pt``/``.json`` path.
+    threshold, min_size_voxels, max_hole_voxels : see :data:`POSTPROCESS_PARAMS`.
+    orthogonal : bool
+        2D models: average slices along z, y and x.
+    class_names : sequence of str, optional
+        Expected classes; a model with other classes is refused with a clear message.
+
+    Returns
+    -------
+    SegmentationResult
+    """
+    from tomolens.models.card import load_model
+    from tomolens.models.device import choose_device
+
+    device = choose_device(device)
+    net, card = load_model(model, device=device, expected_task="segment")
+    if class_names is not None:
+        check_model_classes(card, class_names)
+    yield Progress(0, 1, f"loaded {card.name} ({', '.join(card.classes)})")
+    probs = yield from predict_probabilities(net, card, volume, voxel_size_A, orthogonal, overlap, batch_size,
+                                             device)
+    result = SegmentationResult(probs, np.zeros(0, np.uint8), list(card.classes),
+                                voxel_size_A or card.voxel_size_A)
+    result = result.reapply(threshold, min_size_voxels, max_hole_voxels)
+    yield Progress(1, 1, "labels ready")
+    return result

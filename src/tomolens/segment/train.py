@@ -1,0 +1,383 @@
+"""Training of segmentation models from painted (sparse) or complete labels.
+
+- :func:`train_segmenter` — the job behind the widget's Train button and the CLI: a 2D
+  slice U-Net (trained on painted slices) or a 3D U-Net, sparse cross-entropy + Dice,
+  the engine's training loop (:func:`tomolens.models.training.train_model`: augmentation,
+  validation-based early stopping, checkpoint/resume);
+- ``tomolens train --task segment`` — :func:`register_train_args` / :func:`run_train`.
+
+Validation: with separate validation volumes when given; otherwise each painted volume is
+split along y (the last quarter of every painted slice validates, the rest trains), so no
+voxel is used for both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tomolens.jobs import Progress
+from tomolens.params import Param
+from tomolens.segment.labels import (
+    DEFAULT_CLASSES,
+    LABEL_OFFSET,
+    check_class_names,
+    check_painted_labels,
+    evenly_spaced_slices,
+    painted_slices,
+    sparse_from_classes,
+)
+
+log = logging.getLogger(__name__)
+
+#: Settings of :func:`train_segmenter` shown by the widget (the CLI uses the engine options).
+TRAIN_PARAMS = (
+    Param("model_kind", "2d", "2d: slice U-Net trained on painted slices; 3d: volumetric U-Net",
+          choices=("2d", "3d")),
+    Param("epochs", 20, "Maximum training epochs (early stopping on the validation region)", min=1),
+    Param("steps_per_epoch", 20, "Optimiser steps per epoch", min=1),
+    Param("patch", 64, "Patch edge in voxels (divisible by 2**depth; 3D patches are cubes)", min=8, advanced=True),
+    Param("batch_size", 4, "Patches per optimiser step", min=1, advanced=True),
+    Param("base_channels", 16, "U-Net width of the first level", min=2, advanced=True),
+    Param("depth", 2, "U-Net down/up blocks", min=1, max=4, advanced=True),
+    Param("learning_rate", 2e-3, "AdamW learning rate", min=1e-6, max=1.0, advanced=True),
+    Param("dice_weight", 1.0, "Weight of the soft Dice term added to cross-entropy (0 = none)", min=0.0,
+          advanced=True),
+    Param("patience", 6, "Early stopping: epochs without validation improvement", min=1, advanced=True),
+    Param("slice_axes", "z", "2D only: learn from slices along z, or also from the orthogonal slices "
+          "through the painted voxels (zyx)", choices=("z", "zyx"), advanced=True),
+    Param("seed", 0, "Random seed", advanced=True),
+    Param("device", "auto", "Torch device", choices=("auto", "cpu", "cuda", "mps"), advanced=True),
+)
+
+
+@dataclass
+class TrainedSegmenter:
+    """A trained network with its (unsaved) card and training history."""
+
+    model: Any
+    card: Any
+    history: list[dict] = field(default_factory=list)
+
+
+def _split_y(volume: np.ndarray, labels: np.ndarray, val_fraction: float = 0.25):
+    ny = volume.shape[1]
+    cut = int(round(ny * (1 - val_fraction)))
+    if cut < 8 or ny - cut < 8:
+        raise ValueError(
+            f"The tomogram is too small (y = {ny}) to split into training and validation regions; "
+            "it needs at least 32 voxels along y."
+        )
+    return (volume[:, :cut], labels[:, :cut]), (volume[:, cut:], labels[:, cut:])
+
+
+def _foreground(labels: np.ndarray) -> np.ndarray:
+    """Where patches are centred: structures (≥ 2) when the labels are dense, painted voxels otherwise."""
+    painted = labels > 0
+    if painted.mean() > 0.5 and np.any(labels > LABEL_OFFSET):
+        return labels > LABEL_OFFSET
+    return painted
+
+
+def make_pairs(volume: np.ndarray, labels: np.ndarray, kind: str, slice_axes: str = "z") -> list:
+    """Training pairs of one (tomogram, painted labels) volume.
+
+    3D: one pair (the volume).  2D: one pair per painted slice along each axis in
+    ``slice_axes`` ("z", or "zyx" to add the orthogonal slices through the painted voxels).
+    """
+    from tomolens.models.training import TrainingPair
+
+    volume = np.asarray(volume, np.float32)
+    labels = np.asarray(labels, np.int16)
+    if kind == "3d":
+        return [TrainingPair(volume, labels, _foreground(labels))]
+    pairs = []
+    for axis in range(3) if slice_axes == "zyx" else (0,):
+        for i in painted_slices(labels, axis):
+            img = np.ascontiguousarray(np.take(volume, i, axis=axis))
+            lab = np.ascontiguousarray(np.take(labels, i, axis=axis))
+            pairs.append(TrainingPair(img, lab, _foreground(lab)))
+    return pairs
+
+
+def train_segmenter(
+    volumes: Sequence[tuple[np.ndarray, np.ndarray]],
+    class_names: Sequence[str],
+    voxel_size_A: float | None,
+    val_volumes: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    *,
+    model_kind: str = "2d",
+    epochs: int = 20,
+    steps_per_epoch: int = 20,
+    patch: int = 64,
+    batch_size: int = 4,
+    base_channels: int = 16,
+    depth: int = 2,
+    learning_rate: float = 2e-3,
+    dice_weight: float = 1.0,
+    patience: int = 6,
+    slice_axes: str = "z",
+    seed: int = 0,
+    device: str = "auto",
+    val_patches: int = 16,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    max_minutes: float | None = None,
+    name: str = "segment_user",
+    training_command: str = "",
+    training_data: str = "",
+) -> Generator[Progress, None, TrainedSegmenter]:
+    """Train a segmentation U-Net on painted labels (job).
+
+    Parameters
+    ----------
+    volumes : sequence of (tomogram, labels)
+        Tomograms float (z, y, x) and painted labels int (z, y, x): 0 = not painted
+        (ignored), class index k painted as k + 1 (:mod:`tomolens.segment.labels`).
+    class_names : sequence of str
+        Class names, background first.
+    voxel_size_A : float or None
+        Voxel size of the tomograms in Å (goes on the card; prediction rescales to it).
+    val_volumes : sequence of (tomogram, labels), optional
+        Separate validation data; by default the last quarter (in y) of each volume.
+    model_kind : {"2d", "3d"}
+        Slice U-Net or volumetric U-Net.
+    patch : int
+        Patch edge (2D: patch × patch slices; 3D: cubes).
+    dice_weight : float
+        Weight of the soft Dice term added to the cross-entropy.
+    slice_axes : {"z", "zyx"}
+        2D only: train on z-slices, or also on orthogonal slices through painted voxels.
+    checkpoint, resume : see :class:`tomolens.models.training.TrainConfig`.
+    Other parameters: see :data:`TRAIN_PARAMS`.
+
+    Yields
+    ------
+    Progress
+        Every few steps; at every epoch end with ``info`` (epoch, loss, val_loss).
+
+    Returns
+    -------
+    TrainedSegmenter
+        Network (best validation epoch, CPU, eval mode) and its card (not yet saved).
+
+    Raises
+    ------
+    ValueError
+        Bad labels (shape, nothing painted, one class, unknown values) or settings.
+    """
+    from functools import partial
+
+    from tomolens.models.card import ModelCard
+    from tomolens.models.device import choose_device
+    from tomolens.models.training import TrainConfig, train_model
+    from tomolens.segment.losses import sparse_segmentation_loss
+    from tomolens.segment.networks import build_segmentation_network
+
+    names = check_class_names(class_names)
+    if model_kind not in ("2d", "3d"):
+        raise ValueError(f"model_kind must be '2d' or '3d'; got {model_kind!r}.")
+    if not volumes:
+        raise ValueError("Training needs at least one (tomogram, labels) pair.")
+    multiple = 2**depth
+    if patch % multiple:
+        raise ValueError(f"The patch edge {patch} must be divisible by 2**depth = {multiple}.")
+    checked = []
+    for vol, lab in volumes:
+        if np.ndim(vol) != 3:
+            raise ValueError(f"Segmentation trains on 3D tomograms; got shape {np.shape(vol)}.")
+        checked.append((np.asarray(vol, np.float32), check_painted_labels(lab, np.shape(vol), names)))
+    if val_volumes:
+        val = [(np.asarray(v, np.float32), check_painted_labels(lab, np.shape(v), names)) for v, lab in val_volumes]
+        train = checked
+    else:
+        splits = [_split_y(v, lab) for v, lab in checked]
+        train, val = [s[0] for s in splits], [s[1] for s in splits]
+        if not any(np.any(lab > 0) for _, lab in val):
+            raise ValueError(
+                "The validation region (last quarter of the tomogram along y) has no painted voxels: "
+                "paint across the whole width of the slices."
+            )
+    train_pairs = [p for v, lab in train for p in make_pairs(v, lab, model_kind, slice_axes)]
+    val_pairs = [p for v, lab in val for p in make_pairs(v, lab, model_kind, slice_axes)]
+    if not val_pairs:
+        raise ValueError("No validation data with painted voxels.")
+    device = choose_device(device)
+    net, architecture, arch_kwargs = build_segmentation_network(model_kind, len(names), base_channels, depth)
+    patch_size = (patch,) * (2 if model_kind == "2d" else 3)
+    sparse = any(np.mean(lab > 0) < 0.5 for _, lab in train)
+    config = TrainConfig(
+        patch_size=patch_size, batch_size=batch_size, epochs=epochs, steps_per_epoch=steps_per_epoch,
+        val_patches=val_patches, learning_rate=learning_rate, patience=patience,
+        foreground_fraction=1.0 if sparse else 0.5, seed=seed, device=device,
+        checkpoint=checkpoint, resume=resume, max_minutes=max_minutes,
+    )
+    loss = partial(sparse_segmentation_loss, dice_weight=dice_weight)
+    result = yield from train_model(net, train_pairs, val_pairs, loss, config)
+    painted_counts = {n: int(sum(np.sum(lab == k + LABEL_OFFSET) for _, lab in checked)) for k, n in enumerate(names)}
+    card = ModelCard(
+        name=name, task="segment", architecture=architecture, arch_kwargs=arch_kwargs, classes=names,
+        voxel_size_A=None if voxel_size_A is None else float(voxel_size_A), patch_size=list(patch_size),
+        normalisation="zscore", training_command=training_command,
+        training_data=training_data or (
+            f"{len(checked)} painted tomogram(s) {[tuple(v.shape) for v, _ in checked]}; painted voxels per "
+            f"class {painted_counts}; validation: "
+            + ("separate volumes" if val_volumes else "last quarter along y of each tomogram")),
+        seed=seed,
+        metrics={"best_epoch": result.best_epoch, "best_val_loss": round(float(result.best_val_loss), 5),
+                 "epochs_run": len(result.history)},
+        extra={"model_kind": model_kind, "slice_axes": slice_axes if model_kind == "2d" else "zyx",
+               "label_offset": LABEL_OFFSET, "dice_weight": dice_weight, "history": result.history},
+    )
+    return TrainedSegmenter(result.model.cpu().eval(), card, result.history)
+
+
+def save_segmenter(trained: TrainedSegmenter, path: str | Path) -> Path:
+    """Write ``NAME.pt`` + ``NAME.json`` (card named after the file); returns the weights path."""
+    from tomolens.models.card import save_model
+
+    path = Path(path).with_suffix(".pt")
+    trained.card.name = path.stem
+    weights, _ = save_model(trained.model, trained.card, path)
+    return weights
+
+
+# ---------------------------------------------------------------------------------- CLI
+def register_train_args(group: argparse._ArgumentGroup) -> None:
+    """Segmentation-only options of ``tomolens train``."""
+    group.add_argument("--segment-model", choices=("2d", "3d"), default="3d",
+                       help="2d: slice U-Net; 3d: volumetric U-Net (default: 3d)")
+    group.add_argument("--segment-classes", default=",".join(DEFAULT_CLASSES),
+                       help="comma-separated class names, background first; label files hold class k as "
+                            "k + 1 and 0 = not painted (default: %(default)s; simulated data always uses it)")
+    group.add_argument("--segment-dice-weight", type=float, default=1.0,
+                       help="weight of the soft Dice term added to cross-entropy (default: 1.0)")
+    group.add_argument("--segment-slice-axes", choices=("z", "zyx"), default="z",
+                       help="2d only: train on z-slices or also on orthogonal slices (default: z)")
+    group.add_argument("--segment-slices", type=int, default=0, metavar="N",
+                       help="simulated data: keep the truth of only N evenly spaced z-slices per training "
+                            "volume, as if painted (0 = complete labels; default: 0)")
+    group.add_argument("--segment-membranes", type=int, default=2, help="simulated vesicles per tomogram (default: 2)")
+    group.add_argument("--segment-filaments", type=int, default=3, help="simulated filaments per tomogram (default: 3)")
+    group.add_argument("--segment-test", type=int, default=0, metavar="N",
+                       help="held-out simulated tomograms per SNR for the card's metrics, seeds after "
+                            "training and validation (default: 0)")
+    group.add_argument("--segment-test-snr", default="0.05,0.03", help="SNRs of the held-out tomograms")
+    group.add_argument("--segment-sim-cache", default="", metavar="DIR",
+                       help="cache simulated tomograms here (deterministic in their seed)")
+
+
+def _simulated(args: argparse.Namespace, count: int, first_seed: int, snrs: Sequence[float]):
+    from tomolens.segment.simulated import simulate_sample
+
+    shape = tuple(int(v) for v in args.sim_shape.split(","))
+    if len(shape) != 3:
+        raise ValueError(f"--sim-shape needs three numbers z,y,x; got {args.sim_shape!r}.")
+    return [simulate_sample(first_seed + i, shape, snrs[i % len(snrs)], args.sim_voxel_size_A,
+                            args.sim_volume_fraction, args.segment_membranes, args.segment_filaments,
+                            cache_dir=args.segment_sim_cache or None) for i in range(count)]
+
+
+def _snrs(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise ValueError(f"Expected comma-separated SNRs, got {text!r}.") from err
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """``tomolens train --task segment``: train, measure on held-out data, save with the card."""
+    import torch
+
+    from tomolens.jobs import run_job
+    from tomolens.models.cli import command_line, training_volumes
+    from tomolens.models.device import choose_device, set_cpu_threads
+
+    device = choose_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    elif device == "cpu":
+        set_cpu_threads()
+    names = check_class_names(args.segment_classes.split(","))
+    train, val = [], []
+    if args.tomograms:
+        file_args = argparse.Namespace(**{**vars(args), "sim_train": 0, "sim_val": 0})
+        t, v = training_volumes(file_args, labels_kind="semantic")
+        train += [(img, lab) for img, lab, _ in t]
+        val += [(img, lab) for img, lab, _ in v]
+        voxel = {round(vs, 3) for _, _, vs in t + v}
+    else:
+        voxel = set()
+    sim_data = ""
+    if args.sim_train:
+        names = list(DEFAULT_CLASSES)
+        snrs = _snrs(args.sim_snr)
+        sims = _simulated(args, args.sim_train + args.sim_val, args.sim_seed, snrs)
+        voxel.add(round(args.sim_voxel_size_A, 3))
+        for i, s in enumerate(sims):
+            dense = s.classes + LABEL_OFFSET
+            if i < args.sim_train and args.segment_slices:
+                dense = sparse_from_classes(s.classes, evenly_spaced_slices(args.segment_slices, s.classes.shape[0]))
+            (train if i < args.sim_train else val).append((s.tomogram, dense))
+        sim_data = (f"simulated seeds {args.sim_seed}..{args.sim_seed + args.sim_train - 1} (training), "
+                    f"{args.sim_seed + args.sim_train}..{args.sim_seed + args.sim_train + args.sim_val - 1} "
+                    f"(validation); shape {args.sim_shape}, SNR cycled over {args.sim_snr}, volume fraction "
+                    f"{args.sim_volume_fraction}, {args.segment_membranes} vesicles, {args.segment_filaments} "
+                    f"filaments, {args.sim_voxel_size_A} Å; "
+                    + (f"{args.segment_slices} painted z-slices per training volume" if args.segment_slices
+                       else "complete labels"))
+    if not train:
+        raise ValueError("No training data: give --tomograms/--labels (painted labels) or --sim-train N.")
+    if args.sim_train and not args.sim_val and not args.val_tomograms:
+        raise ValueError("Give --sim-val N (validation tomograms) with --sim-train.")
+    if len(voxel) != 1:
+        raise ValueError(f"All training volumes must share one voxel size; got {sorted(voxel)} Å.")
+    voxel_size_A = float(voxel.pop())
+    patch = args.patch if args.segment_model == "3d" else max(args.patch, 64)
+    job = train_segmenter(
+        train, names, voxel_size_A, val or None, model_kind=args.segment_model, epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch, patch=patch, batch_size=args.batch_size,
+        base_channels=args.base_channels, depth=args.depth, learning_rate=args.learning_rate,
+        dice_weight=args.segment_dice_weight, patience=args.patience, slice_axes=args.segment_slice_axes,
+        seed=args.seed, device=device, val_patches=args.val_patches,
+        checkpoint=args.checkpoint or str(Path(args.out).with_suffix(".ckpt")), resume=args.resume,
+        max_minutes=args.max_minutes or None, name=Path(args.out).stem,
+        training_command=command_line(None), training_data=sim_data or f"files {args.tomograms}",
+    )
+    trained = run_job(job, on_progress=lambda p: p.info and print(
+        f"epoch {p.info['epoch']:3d}  loss {p.info['loss']:.4f}  val {p.info['val_loss']:.4f}"
+        f"  ({p.info['seconds']:.0f} s)", flush=True))
+    if args.segment_test and args.sim_train:
+        trained.card.metrics["held_out_dice"] = held_out_dice(trained, args)
+        print(f"held-out Dice: {trained.card.metrics['held_out_dice']}")
+    weights = save_segmenter(trained, args.out)
+    print(f"wrote {weights} and {weights.with_suffix('.json')}")
+    return 0
+
+
+def held_out_dice(trained: TrainedSegmenter, args: argparse.Namespace) -> dict:
+    """Per-class Dice (argmax, no clean-up) on simulated tomograms never used for training or stopping."""
+    from tomolens.jobs import run_job
+    from tomolens.segment.predict import classes_from_probabilities, predict_probabilities
+    from tomolens.segment.simulated import dice_per_class
+
+    out = {}
+    seed = args.sim_seed + args.sim_train + args.sim_val
+    for snr in _snrs(args.segment_test_snr):
+        samples = _simulated(args, args.segment_test, seed, [snr])
+        seed += args.segment_test
+        scores = []
+        for s in samples:
+            probs = run_job(predict_probabilities(trained.model, trained.card, s.tomogram, s.voxel_size_A))
+            pred = classes_from_probabilities(probs)
+            scores.append(dice_per_class(pred, s.classes, trained.card.classes))
+        out[f"snr_{snr:g}"] = {n: round(float(np.nanmean([d[n] for d in scores])), 4)
+                               for n in trained.card.classes} | {"tomograms": len(samples),
+                                                                 "seeds": [s.seed for s in samples]}
+    return out
