@@ -8,13 +8,13 @@ Steps (scikit-image and scipy throughout):
 2. peaks of the centre map (``skimage.feature.peak_local_max``, minimum distance from
    the particle radius, minimum height ``centre_threshold``);
 3. marker watershed of the inverted centre map inside the foreground plus the
-   particles' hulls (centre map > 0.05, which covers the holes of rings and shells;
+   particles' hulls (centre map > 0.15, which covers the holes of rings and shells;
    ``skimage.segmentation.watershed``) → one basin per peak; the instance is the
    basin's part of the foreground;
 4. drop instances outside the size range (Å³) and fragments much smaller than the
    median particle (``fragment_fraction``), and those scoring below ``min_score``;
-5. per instance (``skimage.measure.regionprops``): centroid of its basin weighted by
-   the centre map, volume in Å³, score = mean mask probability × peak centre value.
+5. per instance (``skimage.measure.regionprops``): centroid of the top of its peak
+   (centre map ≥ half its maximum) weighted by the centre map, volume in Å³, score = mean mask probability × peak centre value.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 from skimage.feature import peak_local_max
 from skimage.measure import regionprops
 from skimage.segmentation import relabel_sequential, watershed
@@ -34,7 +35,7 @@ from tomolens.params import Param, validate_values
 log = logging.getLogger(__name__)
 
 #: Centre-map level that bounds a particle's watershed basin outside the mask (ring holes).
-CENTRE_REGION = 0.05
+CENTRE_REGION = 0.15
 
 #: Post-processing settings shared by :func:`postprocess`, the CLI and the widget.
 POSTPROCESS_PARAMS = (
@@ -101,7 +102,12 @@ def postprocess(prob_maps: np.ndarray, voxel_size_A: float, params: dict[str, An
     region = mask | (centre > CENTRE_REGION)
     basins = watershed(-centre, markers, mask=region).astype(np.int32) if len(peaks) else markers
     instances = np.where(mask, basins, 0).astype(np.int32)
-    props = regionprops(basins, intensity_image=centre)
+    # centroid from the top of each peak (centre map ≥ half its maximum in the basin)
+    peak_of = np.zeros(int(basins.max()) + 1, np.float32)
+    if len(peaks):
+        peak_of[1:] = ndimage.maximum(centre, basins, np.arange(1, basins.max() + 1))
+    top = np.where(centre >= 0.5 * peak_of[basins], centre, 0).astype(np.float32)
+    props = regionprops(basins, intensity_image=top)
     mask_props = {r.label: r for r in regionprops(instances, intensity_image=mask_prob)}
     props = [r for r in props if r.label in mask_props]
     volumes = np.array([mask_props[r.label].area for r in props], float) * voxel_A3
@@ -112,7 +118,7 @@ def postprocess(prob_maps: np.ndarray, voxel_size_A: float, params: dict[str, An
             continue
         if vol < p["fragment_fraction"] * median:
             continue
-        centre_value = float(r.intensity_max)
+        centre_value = float(peak_of[r.label])
         mask_mean = float(mask_props[r.label].intensity_mean)
         score = mask_mean * centre_value
         if score < p["min_score"]:

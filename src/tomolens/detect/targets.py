@@ -77,7 +77,7 @@ def _hull(inside: np.ndarray) -> np.ndarray:
     extent = np.ptp(np.argwhere(inside), axis=0) if inside.any() else np.zeros(3)
     if inside.sum() < 8 or np.any(extent < 2):
         return inside
-    return convex_hull_image(inside) | inside
+    return convex_hull_image(inside, offset_coordinates=False) | inside
 
 
 def detection_targets(instances: np.ndarray) -> np.ndarray:
