@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tomolens.batch.pipeline import Pipeline
-from tomolens.batch.process import process_tomogram
+from tomolens.batch.process import finished_record, fingerprint, process_tomogram, step_models
 from tomolens.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -203,10 +203,23 @@ def run_batch(
         bar.set_postfix_str(f"{path.name}: {result.status}")
         bar.update(1)
 
+    todo = list(paths)
+    if not force:
+        models = step_models(pipeline)
+        todo = []
+        for path in paths:
+            record = finished_record(path, out_root, fingerprint(path, pipeline, models))
+            if record is None:
+                todo.append(path)
+            else:
+                finish(path, _result(path, {**record, "status": "skipped"}, 0))
+        log.info("%d tomograms finished earlier (skipped), %d to run", len(paths) - len(todo), len(todo))
     with ExitStack() as stack:
         stack.callback(bar.close)
-        if not scheduler:
-            for path in paths:
+        if not todo:
+            pass
+        elif not scheduler:
+            for path in todo:
                 if should_stop is not None and should_stop():
                     raise BatchInterrupted(f"Stopped after {len(results)} of {len(paths)} tomograms.")
                 for attempt in range(1, retries + 2):
@@ -220,7 +233,7 @@ def run_batch(
                         finish(path, _result(path, record, attempt))
                         break
         else:
-            _run_distributed(_open_client(scheduler, stack), paths, pipeline, out_root, retries, force, finish)
+            _run_distributed(_open_client(scheduler, stack), todo, pipeline, out_root, retries, force, finish)
     summary = BatchSummary([results[p] for p in paths])
     summary.save(out_root / "batch_summary.json")
     return summary
