@@ -99,6 +99,8 @@ class Param:
 
 #: Namespace attribute holding the names of options typed on the command line.
 EXPLICIT_ATTR = "_tomolens_explicit"
+#: Namespace attribute holding the names of options set by ``--preset``.
+PRESET_ATTR = "_tomolens_from_preset"
 
 
 def _mark_explicit(namespace: argparse.Namespace, name: str) -> None:
@@ -141,9 +143,12 @@ class _PresetAction(argparse.Action):
         except (OSError, ValueError) as err:
             parser.error(f"--preset {values}: {err}")
         explicit = getattr(namespace, EXPLICIT_ATTR, set())
+        from_preset = set(getattr(namespace, PRESET_ATTR, set()))
         for name, value in chosen.items():
             if name not in explicit:
                 setattr(namespace, name, value)
+                from_preset.add(name)
+        setattr(namespace, PRESET_ATTR, from_preset)
         setattr(namespace, self.dest, values)
 
 
@@ -185,6 +190,16 @@ def add_arguments(parser: argparse.ArgumentParser, params: Iterable[Param]) -> N
 def values_from_args(args: argparse.Namespace, params: Iterable[Param]) -> dict[str, Any]:
     """Collect the parameters' values from parsed CLI arguments."""
     return {p.name: getattr(args, p.name) for p in params}
+
+
+def explicit_values(args: argparse.Namespace, params: Iterable[Param]) -> dict[str, Any]:
+    """Only the values typed on the command line or set by ``--preset`` (not the defaults).
+
+    Lets a command leave the rest to a capability's own defaults (e.g. thresholds tuned
+    on a model card), exactly like a widget that shows those defaults in its controls.
+    """
+    chosen = set(getattr(args, EXPLICIT_ATTR, set())) | set(getattr(args, PRESET_ATTR, set()))
+    return {p.name: getattr(args, p.name) for p in params if p.name in chosen}
 
 
 def validate_values(values: Mapping[str, Any], params: Iterable[Param]) -> dict[str, Any]:
