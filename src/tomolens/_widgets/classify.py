@@ -1,0 +1,293 @@
+"""The "Classify" and "Subdivide" dock widgets.
+
+Classify: run a classifier on a Points layer's particles (class, ``prob_<class>`` and
+``confidence`` become point features, points are coloured by class, a slider hides
+points below a confidence), or train one — from a dataset folder or from a
+class-labelled Points layer — with live loss and validation accuracy.
+
+Subdivide: cluster particles by the classifier's learned features; a ``cluster``
+feature, one small Image layer per cluster average, and a 2D embedding plot linked
+both ways to the Points layer's selection.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import napari
+import numpy as np
+import pandas as pd
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, LineEdit, create_widget
+from napari.utils.notifications import show_info, show_warning
+
+from tomolens._napari.layers import _CATEGORICAL, voxel_size_from_layer
+from tomolens._widgets._params import ParamPanel
+from tomolens._widgets._runner import JobRunner
+from tomolens._widgets.classify_scatter import ScatterPlot
+from tomolens.classify.predict import CLASSIFY_PARAMS, classify_points
+from tomolens.cluster.subdivide import SUBDIVIDE_PARAMS, subdivide_points
+from tomolens.params import Param
+
+log = logging.getLogger(__name__)
+
+TRAIN_WIDGET_PARAMS = (
+    Param("architecture", "resnet", "Small residual 3D CNN (resnet) or the seed's 3D CNN (seed)",
+          choices=("resnet", "seed")),
+    Param("epochs", 30, "Most training epochs (stops early on the validation loss)", min=1, max=1000),
+    Param("patience", 6, "Epochs without validation improvement before stopping", min=1, max=100, advanced=True),
+    Param("batch_size", 32, "Subtomograms per training step", min=2, max=512, advanced=True),
+    Param("learning_rate", 2e-3, "Peak learning rate (one-cycle schedule)", min=1e-6, max=1.0, step=1e-4,
+          advanced=True),
+    Param("box_A", 320.0, "Box edge in Å for training from labelled points", min=10.0),
+    Param("label_column", "class", "Points feature holding the class of labelled particles", type=str),
+)
+
+
+def _points_voxel(points, image) -> float | None:
+    vs = voxel_size_from_layer(image.scale, image.units) if image is not None else None
+    if vs is None and points is not None:
+        vs = voxel_size_from_layer(points.scale, points.units)
+    return float(vs[-1]) if vs else None
+
+
+def _snapshot(image, points):
+    """Tomogram array, point positions in the tomogram's voxels (z, y, x), voxel size."""
+    if image is None or points is None:
+        raise ValueError("Choose a tomogram (Image) and a particles (Points) layer.")
+    if image.ndim != 3:
+        raise ValueError(f"The tomogram must be 3D; {image.name!r} has {image.ndim} dimensions.")
+    data = np.asarray(points.data, float).reshape(-1, points.ndim)[:, -3:]
+    world = data * np.asarray(points.scale[-3:]) + np.asarray(points.translate[-3:])
+    coords = (world - np.asarray(image.translate[-3:])) / np.asarray(image.scale[-3:])
+    return image.data, coords, _points_voxel(points, image)
+
+
+def colour_by(layer, column: str) -> None:
+    """Colour a Points layer by a categorical feature with the project's palette."""
+    layer.face_color_cycle = _CATEGORICAL
+    layer.face_color = column
+    layer.refresh_colors(update_color_mapping=True)
+
+
+def merge_features(layer, new: pd.DataFrame) -> None:
+    """Replace/add feature columns of a Points layer (one row per point)."""
+    old = layer.features.reset_index(drop=True).drop(columns=[c for c in new.columns if c in layer.features])
+    layer.features = pd.concat([old, new.reset_index(drop=True)], axis=1)
+
+
+class ClassifyWidget(Container):
+    """Classify particles with a 3D CNN, filter by confidence, or train a classifier."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self.viewer = viewer
+        self.image_picker = create_widget(annotation=napari.layers.Image, label="tomogram")
+        self.image_picker.tooltip = "The tomogram the particles were picked on."
+        self.points_picker = create_widget(annotation=napari.layers.Points, label="particles")
+        self.points_picker.tooltip = "Points layer of picked particles; gets class/probability/confidence features."
+        self.params = ParamPanel(CLASSIFY_PARAMS)
+        self.runner = JobRunner("Classify", title="Classification")
+        self.min_confidence = FloatSlider(value=0.0, min=0.0, max=1.0, step=0.01, label="min confidence",
+                                          tooltip="Hide particles whose confidence is below this value.")
+        self.summary = Label(value="")
+        self.train_params = ParamPanel(TRAIN_WIDGET_PARAMS)
+        self.train_source = ComboBox(choices=["labelled points", "dataset folder"], value="labelled points",
+                                     label="train from", tooltip="Class-labelled particles of the chosen layers, "
+                                     "or a folder with train.npz/val.npz/test.npz from the simulator.")
+        self.dataset_dir = FileEdit(mode="d", label="dataset folder",
+                                    tooltip="Folder with train.npz, val.npz, test.npz.")
+        self.train_out = LineEdit(value=str(Path.home() / "tomolens_classifier.pt"), label="save as",
+                                  tooltip="Where to write the trained model (.pt, with its .json card beside it).")
+        self.train_runner = JobRunner("Train classifier", title="Training")
+        self.train_log = Label(value="")
+        train_box = Container(widgets=[self.train_source, self.dataset_dir, self.train_params, self.train_out,
+                                       self.train_runner, self.train_log], label="training")
+        super().__init__(widgets=[self.image_picker, self.points_picker, self.params, self.runner,
+                                  self.min_confidence, self.summary, Label(value="<b>Train a classifier</b>"),
+                                  train_box])
+        self.runner.run_button.changed.connect(self.start_classification)
+        self.min_confidence.changed.connect(self.apply_confidence_filter)
+        self.train_runner.run_button.changed.connect(self.start_training)
+        self.history: list[dict] = []
+        self.last_training = None
+
+    # ---------------------------------------------------------------- inference
+    def start_classification(self, *_) -> None:
+        try:
+            tomo, coords, voxel = _snapshot(self.image_picker.value, self.points_picker.value)
+            values = self.params.values()
+        except ValueError as err:
+            show_warning(str(err))
+            return
+        layer = self.points_picker.value
+        job = classify_points(tomo, coords, values["model"], voxel, box_A=values["box_A"] or None,
+                              edge=values["edge"], batch_size=values["batch_size"], device=values["device"])
+        self.runner.start(job, lambda result: self.show_classification(layer, result))
+
+    def show_classification(self, layer, result) -> None:
+        """Put the classifier's output on the layer as features and colours."""
+        merge_features(layer, result.features)
+        colour_by(layer, "class")
+        counts = result.features["class"].astype(str).value_counts()
+        self.summary.value = (f"{len(result.indices)} classified, {len(result.padded)} padded, "
+                              f"{len(result.skipped)} skipped at the edge\n"
+                              + ", ".join(f"{k or '(skipped)'}: {v}" for k, v in counts.items()))
+        self.apply_confidence_filter()
+
+    def apply_confidence_filter(self, *_) -> None:
+        """Show only particles whose confidence reaches the slider's value."""
+        layer = self.points_picker.value
+        if layer is None or "confidence" not in layer.features:
+            return
+        layer.shown = layer.features["confidence"].to_numpy(float) >= float(self.min_confidence.value)
+
+    # ---------------------------------------------------------------- training
+    def _training_data(self, values):
+        from tomolens.classify.data import dataset_from_points, load_dataset
+        from tomolens.classify.extract import box_in_voxels
+
+        if self.train_source.value == "dataset folder":
+            folder = Path(self.dataset_dir.value)
+            ds = load_dataset(folder)  # read on the GUI thread: small npz files
+            return ds, None
+        tomo, coords, voxel = _snapshot(self.image_picker.value, self.points_picker.value)
+        layer = self.points_picker.value
+        column = values["label_column"]
+        if column not in layer.features:
+            raise ValueError(f"The layer {layer.name!r} has no feature {column!r}; label the particles first "
+                             f"(features: {list(layer.features.columns)}).")
+        if voxel is None:
+            raise ValueError("The tomogram's voxel size is unknown; set it in the Tomogram widget.")
+        labels = layer.features[column].to_numpy()
+        return None, dataset_from_points(tomo, coords, labels, box_in_voxels(values["box_A"], voxel), voxel)
+
+    def start_training(self, *_) -> None:
+        from tomolens.classify.train import TrainConfig
+
+        try:
+            values = self.train_params.values()
+            ds, extract_job = self._training_data(values)
+        except ValueError as err:
+            show_warning(str(err))
+            return
+        config = TrainConfig(architecture=values["architecture"], epochs=values["epochs"],
+                             patience=values["patience"], batch_size=values["batch_size"],
+                             learning_rate=values["learning_rate"])
+        out = self.train_out.value
+        self.history = []
+        self.train_log.value = "extracting…" if extract_job is not None else "training…"
+        self.train_runner.start(self._train_job(ds, extract_job, config, out), self._trained,
+                                on_progress=self._show_epoch)
+
+    @staticmethod
+    def _train_job(ds, extract_job, config, out):
+        from tomolens.classify.train import evaluate, save_classifier, train_classifier
+
+        if ds is None:
+            ds = yield from extract_job
+        result = yield from train_classifier(ds.train.x, ds.train.y, ds.val.x, ds.val.y, ds.class_names, config)
+        test = evaluate(result.model, ds.test.x, ds.test.y, ds.class_names)
+        metrics = {"test_accuracy": round(test["accuracy"], 4), "test_n": test["n"],
+                   "test_confusion": test["confusion"], "best_epoch": result.best_epoch}
+        save_classifier(result, out, ds.class_names, ds.voxel_size_A,
+                        training_command=f"napari Classify widget: {config}", training_data=ds.source,
+                        metrics=metrics)
+        return out, metrics
+
+    def _show_epoch(self, progress) -> None:
+        if not progress.info or "val_acc" not in progress.info:
+            return
+        self.history.append(progress.info)
+        lines = [f"epoch {h['epoch']:3d}  loss {h['loss']:.3f}  val loss {h['val_loss']:.3f}  "
+                 f"val acc {h['val_acc']:.3f}" for h in self.history[-8:]]
+        self.train_log.value = "\n".join(lines)
+
+    def _trained(self, result) -> None:
+        out, metrics = result
+        self.last_training = result
+        self.train_log.value += (f"\ntest accuracy {metrics['test_accuracy']:.3f} on {metrics['test_n']} "
+                                 f"held-out particles; saved {out}")
+        self.params.controls["model"].value = str(Path(out).with_suffix(".pt"))
+        show_info(f"Classifier saved to {out}")
+
+
+class SubdivideWidget(Container):
+    """Cluster particles by learned features; averages; embedding plot linked to the layer."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self.viewer = viewer
+        self.image_picker = create_widget(annotation=napari.layers.Image, label="tomogram")
+        self.image_picker.tooltip = "The tomogram the particles were picked on."
+        self.points_picker = create_widget(annotation=napari.layers.Points, label="particles")
+        self.points_picker.tooltip = "Points layer to subdivide; gets a 'cluster' feature."
+        self.params = ParamPanel(CLASSIFY_PARAMS[:1] + SUBDIVIDE_PARAMS + CLASSIFY_PARAMS[1:])
+        self.runner = JobRunner("Subdivide", title="Subdivision")
+        self.summary = Label(value="")
+        self.plot = ScatterPlot()
+        super().__init__(widgets=[self.image_picker, self.points_picker, self.params, self.runner, self.summary])
+        self.native.layout().addWidget(self.plot)
+        self.runner.run_button.changed.connect(self.start)
+        self.plot.selection_changed.connect(self._plot_selected)
+        self.linked_layer = None
+        self.result = None
+        self._syncing = False
+
+    def start(self, *_) -> None:
+        try:
+            tomo, coords, voxel = _snapshot(self.image_picker.value, self.points_picker.value)
+            v = self.params.values()
+        except ValueError as err:
+            show_warning(str(err))
+            return
+        layer, image = self.points_picker.value, self.image_picker.value
+        job = subdivide_points(tomo, coords, v["model"], voxel, method=v["method"], n_clusters=v["n_clusters"],
+                               k_max=v["k_max"], min_cluster_size=v["min_cluster_size"], embedding=v["embedding"],
+                               edge=v["edge"], batch_size=v["batch_size"], seed=v["seed"], device=v["device"])
+        self.runner.start(job, lambda result: self.show_result(layer, image, result))
+
+    def show_result(self, layer, image, result) -> None:
+        """Cluster feature and colours, average Image layers, embedding plot, selection link."""
+        self.result = result
+        merge_features(layer, result.features[["cluster"]])
+        colour_by(layer, "cluster")
+        scale = tuple(image.scale[-3:]) if image is not None else (1.0, 1.0, 1.0)
+        for k, cube in result.averages.items():
+            name = f"{layer.name} cluster {k} average"
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+            self.viewer.add_image(cube, name=name, scale=scale, units=image.units if image else None,
+                                  visible=False, metadata={"cluster": k, "n": int(np.sum(result.features["cluster"] == k))})
+        clusters = result.features["cluster"].to_numpy()
+        colours = [_CATEGORICAL[c % len(_CATEGORICAL)] if c >= 0 else "#999999" for c in clusters]
+        tips = [f"particle {i}, cluster {c}" for i, c in enumerate(clusters)]
+        self.plot.set_data(result.embedding_2d, colours, tips)
+        self.link(layer)
+        sizes = np.bincount(clusters[clusters >= 0]) if np.any(clusters >= 0) else []
+        self.summary.value = (f"{result.clustering.n_clusters} clusters ({result.clustering.method}): "
+                              + ", ".join(f"{k}: {n}" for k, n in enumerate(sizes))
+                              + (f"; noise {int(np.sum(clusters < 0))}" if np.any(clusters < 0) else ""))
+
+    def link(self, layer) -> None:
+        """Link the plot's selection with ``layer.selected_data`` both ways."""
+        if self.linked_layer is not None:
+            self.linked_layer.selected_data.events.items_changed.disconnect(self._layer_selected)
+        self.linked_layer = layer
+        layer.selected_data.events.items_changed.connect(self._layer_selected)
+
+    def _plot_selected(self, indices: np.ndarray) -> None:
+        if self.linked_layer is None or self._syncing:
+            return
+        self._syncing = True
+        try:
+            self.linked_layer.selected_data = {int(i) for i in indices}
+        finally:
+            self._syncing = False
+
+    def _layer_selected(self, *_) -> None:
+        if self._syncing or self.linked_layer is None:
+            return
+        self._syncing = True
+        try:
+            self.plot.select(sorted(self.linked_layer.selected_data))
+        finally:
+            self._syncing = False

@@ -1,0 +1,116 @@
+"""Classify and Subdivide dock widgets: features, colours, confidence filter, plot↔layer link."""
+
+import functools
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from classify_phantoms import labelled_tomogram, phantom_set
+
+from tomolens.jobs import run_job
+
+KINDS = ["sphere", "rod", "ring"]
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_model() -> str:
+    """A small classifier trained once for these tests (box 16, 10 Å/voxel)."""
+    import torch
+
+    from tomolens.classify.train import TrainConfig, save_classifier, train_classifier
+
+    torch.set_num_threads(1)
+    xtr, ytr = phantom_set(KINDS, 20, 16, seed=11)
+    xva, yva = phantom_set(KINDS, 5, 16, seed=12)
+    cfg = TrainConfig(epochs=5, patience=5, batch_size=8, learning_rate=3e-3, device="cpu")
+    result = run_job(train_classifier(xtr, ytr, xva, yva, KINDS, cfg))
+    path = Path(tempfile.mkdtemp(prefix="tomolens_classify_test_")) / "tiny.pt"
+    save_classifier(result, str(path), KINDS, 10.0, "test fixture", "phantoms")
+    return str(path)
+
+
+@pytest.fixture
+def scene(make_napari_viewer):
+    viewer = make_napari_viewer()
+    tomo, centres, names = labelled_tomogram(KINDS, 8, 16, seed=21)
+    image = viewer.add_image(tomo, scale=(10, 10, 10), units=("angstrom",) * 3, name="tomo")
+    points = viewer.add_points(centres, scale=(10, 10, 10), units=("angstrom",) * 3, name="picks")
+    return viewer, image, points, names
+
+
+def test_classify_widget_features_colours_and_confidence_filter(scene, qtbot):
+    from tomolens._widgets.classify import ClassifyWidget
+
+    viewer, image, points, names = scene
+    widget = ClassifyWidget(viewer)
+    widget.image_picker.value, widget.points_picker.value = image, points
+    widget.params.controls["model"].value = tiny_model()
+    widget.params.controls["device"].value = "cpu"
+    widget.start_classification()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+    f = points.features
+    assert {"class", "confidence", "prob_sphere", "prob_rod", "prob_ring"} <= set(f.columns)
+    assert np.mean(f["class"].astype(str).to_numpy() == names) >= 0.8
+    # coloured by class: points of one class share a colour, different classes differ
+    colours = {tuple(np.round(c, 3)) for c in points.face_color}
+    assert len(colours) == len(set(f["class"].astype(str)))
+    threshold = float(np.median(f["confidence"]))
+    widget.min_confidence.value = threshold
+    np.testing.assert_array_equal(points.shown, f["confidence"].to_numpy() >= threshold)
+    assert 0 < points.shown.sum() < len(points.data) or np.all(f["confidence"] == threshold)
+
+
+def test_classify_widget_trains_from_labelled_points(scene, qtbot, tmp_path):
+    from tomolens._widgets.classify import ClassifyWidget
+    from tomolens.models.card import read_card
+
+    viewer, image, points, names = scene
+    points.features = {"class": names}
+    widget = ClassifyWidget(viewer)
+    widget.image_picker.value, widget.points_picker.value = image, points
+    widget.train_params.controls["epochs"].value = 2
+    widget.train_params.controls["batch_size"].value = 8
+    widget.train_params.controls["box_A"].value = 160.0
+    widget.train_out.value = str(tmp_path / "trained.pt")
+    widget.start_training()
+    qtbot.waitUntil(lambda: not widget.train_runner.running, timeout=60000)
+    assert len(widget.history) == 2 and {"loss", "val_loss", "val_acc"} <= set(widget.history[-1])
+    assert "val acc" in widget.train_log.value and "test accuracy" in widget.train_log.value
+    card = read_card(tmp_path / "trained.json")
+    assert card.classes == sorted(KINDS) and card.metrics["test_n"] > 0
+    assert widget.params.controls["model"].value == str(tmp_path / "trained.pt")
+
+
+def test_subdivide_widget_plot_and_layer_selection_are_linked(scene, qtbot):
+    from tomolens._widgets.classify import SubdivideWidget
+
+    viewer, image, points, names = scene
+    widget = SubdivideWidget(viewer)
+    widget.image_picker.value, widget.points_picker.value = image, points
+    widget.params.controls["model"].value = tiny_model()
+    widget.params.controls["device"].value = "cpu"
+    widget.params.controls["n_clusters"].value = 3
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+    clusters = points.features["cluster"].to_numpy()
+    assert sorted(set(clusters)) == [0, 1, 2]
+    averages = [layer for layer in viewer.layers if layer.name.startswith("picks cluster")]
+    assert len(averages) == 3 and averages[0].data.shape == (16, 16, 16)
+    assert widget.plot.n_points == len(points.data)
+
+    # plot → layer: a rubber band around the dots of particles 0 and 1 selects exactly them
+    (x0, y0), (x1, y1) = widget.plot.scene_position(0), widget.plot.scene_position(1)
+    others = [widget.plot.scene_position(i) for i in range(2, len(points.data))]
+    inside = [p for p in others if min(x0, x1) - 4 <= p[0] <= max(x0, x1) + 4
+              and min(y0, y1) - 4 <= p[1] <= max(y0, y1) + 4]
+    widget.plot.select_rect(min(x0, x1) - 1, min(y0, y1) - 1, max(x0, x1) + 1, max(y0, y1) + 1)
+    assert {0, 1} <= set(points.selected_data)
+    assert len(points.selected_data) == 2 + len(inside) or len(points.selected_data) >= 2
+    assert set(points.selected_data) == set(widget.plot.selected_indices())
+
+    # layer → plot
+    points.selected_data = {3, 5, 7}
+    assert list(widget.plot.selected_indices()) == [3, 5, 7]
+    points.selected_data = set()
+    assert len(widget.plot.selected_indices()) == 0
