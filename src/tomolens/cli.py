@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "tomolens.detect.cli",
     "tomolens.classify.cli",
     "tomolens.batch.cli",
+    "tomolens.segment.cli",
 )
 
 
