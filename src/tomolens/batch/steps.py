@@ -172,6 +172,27 @@ def run_classify(ctx: TomogramContext, params: dict[str, Any]) -> Generator[Prog
                                "classes": {str(k or "(skipped)"): int(v) for k, v in counts.items()}})
 
 
+def run_subdivide(ctx: TomogramContext, params: dict[str, Any]) -> Generator[Progress, None, StepOutput]:
+    """Cluster the particles by a classifier's features; writes ``STEM_subdivided.star`` and cluster averages."""
+    from tomolens.classify.predict import CLASSIFY_PARAMS
+    from tomolens.cluster.subdivide import SUBDIVIDE_PARAMS, subdivide_points
+    from tomolens.params import validate_values
+
+    table = _need_particles(ctx, "subdivide")
+    p = validate_values(params, CLASSIFY_PARAMS + SUBDIVIDE_PARAMS)
+    if p["box_A"]:
+        raise ValueError("subdivide uses the classifier's own box; leave box_A at 0.")
+    del p["box_A"]
+    result = yield from subdivide_points(ctx.volume.data, table.coords_zyx, voxel_size_A=ctx.voxel(), **p)
+    features = result.features.copy()
+    features["embed_x"], features["embed_y"] = result.embedding_2d[:, 0], result.embedding_2d[:, 1]
+    ctx.particles = _merge_features(table, features)
+    files = [write_coordinates(ctx.output("_subdivided.star"), ctx.particles, comment=ctx.star_comment())]
+    for k, cube in result.averages.items():
+        files.append(write_mrc(ctx.output(f"_cluster_{k:02d}.mrc"), cube, ctx.voxel(), labels=ctx.mrc_labels()))
+    return StepOutput(files, {"clusters": int(result.clustering.n_clusters)})
+
+
 def run_export(ctx: TomogramContext, params: dict[str, Any]) -> Generator[Progress, None, StepOutput]:
     """Write the particles with every column gathered so far as ``STEM_particles.<format>``."""
     from tomolens.params import validate_values
