@@ -1,0 +1,98 @@
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_spheres
+from tomolens._widgets.detect import FROM_FILE, DetectWidget, sparkline
+from tomolens.models.card import ModelCard, save_model
+from tomolens.models.unet import UNet3D
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    torch.manual_seed(0)
+    net = UNet3D(1, 2, base_channels=2, depth=2)
+    card = ModelCard(name="tiny", task="detect", architecture="tomolens.models.unet:UNet3D",
+                     arch_kwargs={"in_channels": 1, "out_channels": 2, "base_channels": 2, "depth": 2},
+                     classes=["mask", "centre"], voxel_size_A=10.0, patch_size=[16, 16, 16])
+    weights, _ = save_model(net, card, tmp_path / "tiny.pt")
+    return weights
+
+
+@pytest.fixture
+def widget(make_napari_viewer):
+    torch.set_num_threads(1)
+    viewer = make_napari_viewer()
+    tomo, inst, centres = make_spheres(shape=(32, 48, 48), n=10, min_sep=9.0, seed=4)
+    scale = {"scale": (10.0, 10.0, 10.0), "units": ("angstrom",) * 3}
+    image = viewer.add_image(tomo, name="tomo", **scale)
+    viewer.add_labels(inst, name="truth labels", **scale)
+    viewer.add_points(centres, name="truth", **scale)
+    w = DetectWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.reset_choices()
+    w.image.value = image
+    return w, viewer
+
+
+def test_sparkline():
+    assert sparkline([3, 2, 1]) == "█▅▁"
+    assert sparkline([]) == ""
+
+
+def test_detect_with_model_file_adds_layers_and_reapplies(widget, tiny_model, qtbot):
+    w, viewer = widget
+    w.model_choice.value = FROM_FILE
+    w.model_file.value = str(tiny_model)
+    w.params.controls["mask_threshold"].value = 0.3
+    w.params.controls["centre_threshold"].value = 0.0
+    w.start_detection()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60000)
+    assert w.result is not None, w.runner.status.value
+    for name in ("tomo mask", "tomo instances", "tomo centres"):
+        assert name in viewer.layers
+    points = viewer.layers["tomo centres"]
+    assert list(points.features.columns[:3]) == ["score", "volume_A3", "instance_id"]
+    np.testing.assert_allclose(points.scale, (10.0, 10.0, 10.0))
+    n_before = len(points.data)
+    # evaluation against the ground-truth Points layer appears in the widget
+    w.truth.value = viewer.layers["truth"]
+    assert "F1" in w.evaluation.value
+    # thresholds re-apply live from the kept maps: no new job is started
+    maps = w.result.prob_maps
+    w.params.controls["centre_threshold"].value = 1.0
+    assert not w.runner.running and w.result.prob_maps is maps
+    assert len(viewer.layers["tomo centres"].data) <= n_before
+    assert len(viewer.layers["tomo centres"].data) == 0
+
+
+def test_cancel_leaves_no_partial_layers(widget, tiny_model, qtbot):
+    w, viewer = widget
+    w.model_choice.value = FROM_FILE
+    w.model_file.value = str(tiny_model)
+    w.params.controls["batch_size"].value = 1
+    w.params.controls["patch"].value = 16
+    w.params.controls["overlap"].value = 0.75
+    n_layers = len(viewer.layers)
+    w.start_detection()
+    qtbot.waitUntil(lambda: w.runner.last_progress is not None, timeout=30000)
+    w.runner.cancel()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=30000)
+    assert w.runner.status.value == "Cancelled"
+    assert len(viewer.layers) == n_layers and w.result is None
+
+
+def test_train_action_shows_loss_and_selects_model(widget, qtbot, tmp_path):
+    w, viewer = widget
+    w.train_labels.value = viewer.layers["truth labels"]
+    w.train_epochs.value = 2
+    w.train_out.value = str(tmp_path / "mine.pt")
+    t0 = time.monotonic()
+    w.start_training()
+    qtbot.waitUntil(lambda: not w.train_runner.running, timeout=120000)
+    assert (tmp_path / "mine.pt").is_file() and (tmp_path / "mine.json").is_file(), w.train_runner.status.value
+    assert "epoch 2" in w.loss_text.value and "val" in w.loss_text.value
+    assert w.model_choice.value == FROM_FILE and str(w.model_file.value).endswith("mine.pt")
+    assert time.monotonic() - t0 < 120
