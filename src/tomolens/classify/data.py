@@ -59,16 +59,13 @@ class ClassDataset:
 
 def load_split(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Read one ``.npz`` split: cubes (z-scored here), labels, class names."""
+    from tomolens.simulate import load_subtomogram_split
+
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"No dataset split {path}; a dataset folder holds train.npz, val.npz and test.npz.")
-    with np.load(path, allow_pickle=False) as npz:
-        missing = {"x", "y", "class_names"} - set(npz.files)
-        if missing:
-            raise ValueError(f"{path.name} lacks {sorted(missing)}; it is not a subtomogram dataset split.")
-        x = np.array(npz["x"], np.float32)
-        y = np.array(npz["y"], np.int64)
-        names = [str(n) for n in npz["class_names"]]
+    x, y, names = load_subtomogram_split(path)
+    x = np.array(x, np.float32)
     return zscore(x), y, names
 
 

@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
 
-from tomolens.jobs import run_job
+from tomolens.jobs import log_progress, run_job
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +39,13 @@ def register_train_args(group: argparse._ArgumentGroup) -> None:
                        help="simulate N subtomograms per class with the simulator and train on them")
     group.add_argument("--classify-templates", nargs="*", default=None, metavar="NAME_OR_MRC",
                        help="simulator templates (built-in phantom names or MRC maps; default: built-in phantoms)")
-    group.add_argument("--classify-snr", type=float, default=0.05,
-                       help="SNR to simulate and train on (inf for noise-free) (default: 0.05)")
+    group.add_argument("--classify-snr", default="0.05",
+                       help="SNR(s) to simulate and train on, comma-separated, inf = noise-free; several SNRs "
+                            "are pooled split by split (default: 0.05)")
+    group.add_argument("--classify-dataset-out", default="", metavar="DIR",
+                       help="where --classify-simulate writes its dataset (default: OUT_dataset beside --out)")
+    group.add_argument("--classify-crowding", action="store_true",
+                       help="simulate crowded neighbours around each particle (about 20x slower)")
     group.add_argument("--classify-box", type=int, default=32, help="simulated box edge, voxels (default: 32)")
     group.add_argument("--classify-tomogram", default="", metavar="MRC", help="tomogram of labelled particles")
     group.add_argument("--classify-points", default="", metavar="COORDS",
@@ -66,20 +70,21 @@ def _dataset(args: argparse.Namespace):
         return ds, f"dataset folder {args.classify_data}"
     if args.classify_simulate:
         from tomolens.simulate import SubtomogramConfig, simulate_subtomograms
+        from tomolens.simulate.subtomograms import snr_name
 
-        out_dir = Path(args.out).with_suffix("").parent / (Path(args.out).stem + "_dataset")
-        snr = args.classify_snr
+        out_dir = Path(args.classify_dataset_out or
+                       Path(args.out).parent / (Path(args.out).with_suffix("").name + "_dataset"))
+        snrs = tuple(float(v) for v in str(args.classify_snr).split(",") if v.strip())
         cfg = SubtomogramConfig(templates=args.classify_templates, n_per_class=args.classify_simulate,
-                                box=args.classify_box, voxel_size_A=args.sim_voxel_size_A, snrs=(snr,),
-                                seed=args.seed)
-        paths = run_job(simulate_subtomograms(cfg, out_dir))
-        folder = Path(paths[snr] if isinstance(paths, dict) and snr in paths else out_dir / _snr_folder(snr, out_dir))
-        ds = load_dataset(folder)
-        if ds.voxel_size_A is None:
-            ds.voxel_size_A = args.sim_voxel_size_A
+                                box=args.classify_box, voxel_size_A=args.sim_voxel_size_A, snrs=snrs,
+                                crowding=args.classify_crowding, seed=args.seed)
+        run_job(simulate_subtomograms(cfg, out_dir), on_progress=log_progress)
+        ds = pool_datasets([load_dataset(out_dir / snr_name(s)) for s in snrs])
+        ds.voxel_size_A = ds.voxel_size_A or args.sim_voxel_size_A
         return ds, (f"simulate_subtomograms(templates={args.classify_templates or 'built-in phantoms'}, "
                     f"n_per_class={args.classify_simulate}, box={args.classify_box}, "
-                    f"voxel_size_A={args.sim_voxel_size_A}, snr={snr}, seed={args.seed}), split 70/15/15")
+                    f"voxel_size_A={args.sim_voxel_size_A}, snrs={snrs}, crowding={args.classify_crowding}, "
+                    f"seed={args.seed}); split 70/15/15 per particle, shared by all SNRs")
     if not args.classify_tomogram:
         raise ValueError("--classify-points needs --classify-tomogram (the tomogram the points are on).")
     from tomolens.classify.extract import box_in_voxels
@@ -100,16 +105,19 @@ def _dataset(args: argparse.Namespace):
     return ds, f"{len(table)} labelled particles of {args.classify_points} on {args.classify_tomogram}"
 
 
-def _snr_folder(snr: float, out_dir: Path) -> str:
-    """The simulator's folder for an SNR (matched by value, since its naming is its own)."""
-    for d in sorted(p for p in out_dir.iterdir() if p.is_dir()):
-        try:
-            value = float(d.name.replace("snr", "").replace("_", "."))
-        except ValueError:
-            continue
-        if (math.isinf(snr) and math.isinf(value)) or math.isclose(value, snr):
-            return d.name
-    raise ValueError(f"The simulator wrote no folder for SNR {snr} under {out_dir}.")
+def pool_datasets(datasets):
+    """Concatenate datasets of the same classes split by split (e.g. several SNRs)."""
+    from tomolens.classify.data import ClassDataset, Split
+
+    first = datasets[0]
+    for ds in datasets[1:]:
+        if ds.class_names != first.class_names or ds.box != first.box:
+            raise ValueError("Datasets to pool must share classes and box size.")
+    if len(datasets) == 1:
+        return first
+    splits = [Split(np.concatenate([getattr(d, k).x for d in datasets]), np.concatenate([getattr(d, k).y for d in datasets]))
+              for k in ("train", "val", "test")]
+    return ClassDataset(*splits, first.class_names, first.voxel_size_A, " + ".join(d.source for d in datasets))
 
 
 def run_train(args: argparse.Namespace) -> int:
