@@ -49,7 +49,7 @@ def test_reapply_uses_kept_maps():
     _, inst, centres = make_spheres(n=12, min_sep=9.0, seed=2)
     maps = _noisy_maps(inst, noise=0.05)
     mask, instances, table = postprocess(maps, 10.0, {"particle_radius_A": 40.0})
-    result = DetectionResult(maps, mask, instances, table, 10.0, {"particle_radius_A": 40.0})
+    result = DetectionResult(maps, mask, instances, table, 10.0, 10.0, {"particle_radius_A": 40.0})
     stricter = result.reapply(centre_threshold=0.99)
     assert len(stricter.particles) < len(table)
     assert stricter.prob_maps is maps

@@ -49,15 +49,25 @@ DETECT_PARAMS = INFERENCE_PARAMS + POSTPROCESS_PARAMS
 class DetectionResult:
     """What :func:`detect_particles` returns.
 
+    The network runs — and post-processing works — on the model's grid (the tomogram
+    rescaled to the model's voxel size); mask, instances and centres are then mapped
+    onto the tomogram's own grid.
+
     Attributes
     ----------
-    prob_maps : ndarray, float32, shape (2, z, y, x)
-        Mask probability and centre map, kept for live re-thresholding.
+    prob_maps : ndarray, float32, shape (2, z', y', x')
+        Mask probability and centre map on the model's grid, kept for live
+        re-thresholding.
     mask : ndarray, uint8, shape (z, y, x)
+        On the tomogram's grid.
     instances : ndarray, int32, shape (z, y, x)
+        On the tomogram's grid.
     particles : ParticleTable
-        Centres with ``score``, ``volume_A3``, ``instance_id``.
+        Centres in the tomogram's voxels with ``score``, ``volume_A3``, ``instance_id``.
     voxel_size_A : float
+        The tomogram's voxel size, Å.
+    map_voxel_size_A : float
+        Voxel size of ``prob_maps``, Å (the model's).
     params : dict
         The settings used.
     """
@@ -67,14 +77,33 @@ class DetectionResult:
     instances: np.ndarray
     particles: ParticleTable
     voxel_size_A: float
+    map_voxel_size_A: float
     params: dict[str, Any] = field(default_factory=dict)
 
     def reapply(self, **changes: Any) -> DetectionResult:
         """A new result with changed post-processing settings, from the kept maps."""
         params = {**self.params, **changes}
         post = {k: v for k, v in params.items() if k in {p.name for p in POSTPROCESS_PARAMS}}
-        mask, instances, particles = postprocess(self.prob_maps, self.voxel_size_A, post)
-        return DetectionResult(self.prob_maps, mask, instances, particles, self.voxel_size_A, params)
+        mask, instances, particles = to_image_grid(
+            *postprocess(self.prob_maps, self.map_voxel_size_A, post), self.mask.shape, self.voxel_size_A)
+        return DetectionResult(self.prob_maps, mask, instances, particles, self.voxel_size_A,
+                               self.map_voxel_size_A, params)
+
+
+def to_image_grid(mask: np.ndarray, instances: np.ndarray, particles: ParticleTable,
+                  shape: tuple[int, ...], voxel_size_A: float):
+    """Map post-processing output from the model's grid onto the tomogram's grid.
+
+    Labels are resampled nearest-neighbour; centres scale by (n − 1)/(n' − 1) per axis
+    (``scipy.ndimage.zoom``'s corner convention, used by the rescaling too).
+    """
+    from tomolens.models.tiling import rescale_labels
+
+    if tuple(mask.shape) == tuple(shape):
+        return mask, instances, ParticleTable(particles.coords_zyx, particles.features, voxel_size_A)
+    factors = np.array([(n - 1) / max(m - 1, 1) for n, m in zip(shape, mask.shape)])
+    table = ParticleTable(particles.coords_zyx * factors, particles.features, voxel_size_A)
+    return rescale_labels(mask, shape), rescale_labels(instances, shape), table
 
 
 def detect_particles(
@@ -142,13 +171,15 @@ def detect_particles(
     prob_maps = yield from predict_tiled(
         net, volume, patch, overlap=p["overlap"], batch_size=p["batch_size"], device=device,
         out_channels=2, activation="sigmoid", voxel_size_A=voxel_size_A, model_voxel_size_A=model_vs,
+        map_back=False,
     )
+    map_vs = model_vs if tuple(prob_maps.shape[1:]) != tuple(volume.shape) else float(voxel_size_A)
     post = {k: p[k] for k in (q.name for q in POSTPROCESS_PARAMS)}
     defaults = card.extra.get("postprocess", {}) if isinstance(card.extra, dict) else {}
     for key, value in defaults.items():
         if key in post and key not in params:
             post[key] = value
-    mask, instances, particles = postprocess(prob_maps, voxel_size_A, post)
+    mask, instances, particles = to_image_grid(*postprocess(prob_maps, map_vs, post), volume.shape, voxel_size_A)
     yield Progress(1, 1, f"found {len(particles)} particles")
-    return DetectionResult(np.asarray(prob_maps), mask, instances, particles, float(voxel_size_A),
+    return DetectionResult(np.asarray(prob_maps), mask, instances, particles, float(voxel_size_A), float(map_vs),
                            {**p, **post, "model": card.name})

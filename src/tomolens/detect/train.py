@@ -2,10 +2,12 @@
 
 Targets come from instance labels (:func:`tomolens.detect.targets.detection_targets`);
 the loss is BCE on the mask head plus ``centre_weight`` × MSE of the sigmoid centre head
-against the normalised distance map.  After training, post-processing thresholds are
-tuned on the validation volumes (the same ones that chose when to stop) and the model is
-measured on *held-out* volumes — simulated with seeds used neither for training nor for
-validation — whose figures go on the model card.
+against the centre map.  With ``--bin N`` the model learns at N × the data's voxel size
+(inference rescales inputs the same way).  After training, post-processing thresholds
+are tuned on the validation volumes (the ones that chose when to stop) through the full
+:func:`~tomolens.detect.detect_particles` path, and — with ``--detect-test N`` — the
+model is measured on *held-out* simulated tomograms whose seeds were used neither for
+training nor for validation; those figures go on the model card.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import argparse
 import logging
 from collections.abc import Generator, Sequence
 from itertools import product
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from skimage.measure import regionprops
 
+from tomolens.detect.detector import detect_particles
 from tomolens.detect.targets import detection_targets
 from tomolens.evaluate import match_centres
 from tomolens.jobs import Progress, run_job
@@ -27,6 +31,8 @@ log = logging.getLogger(__name__)
 
 ARCHITECTURE = "tomolens.models.unet:UNet3D"
 CLASSES = ["mask", "centre"]
+#: Post-processing grid searched on the validation volumes.
+TUNING_GRID = {"mask_threshold": (0.3, 0.4, 0.5, 0.6), "centre_threshold": (0.2, 0.3, 0.4, 0.5)}
 
 
 def detection_loss(logits, target, centre_weight: float = 2.0):
@@ -50,6 +56,18 @@ def true_centres(instances: np.ndarray) -> tuple[np.ndarray, float]:
     return centres, float(np.median(radii)) if radii else 0.0
 
 
+def new_card(name: str, voxel_size_A: float, patch: int, base_channels: int, depth: int, **fields):
+    """A detection :class:`~tomolens.models.card.ModelCard` for a UNet3D with mask + centre outputs."""
+    from tomolens.models.card import ModelCard
+
+    return ModelCard(
+        name=name, task="detect", architecture=ARCHITECTURE,
+        arch_kwargs={"in_channels": 1, "out_channels": 2, "base_channels": base_channels, "depth": depth},
+        classes=list(CLASSES), voxel_size_A=float(voxel_size_A), patch_size=[int(patch)] * 3,
+        normalisation="zscore", **fields,
+    )
+
+
 def train_detection_model(
     volumes: Sequence[tuple[np.ndarray, np.ndarray, float]],
     val_volumes: Sequence[tuple[np.ndarray, np.ndarray, float]],
@@ -60,7 +78,8 @@ def train_detection_model(
 ) -> Generator[Progress, None, Any]:
     """Train a fresh mask+centre U-Net on (tomogram, instance labels, voxel size) triples.
 
-    Returns the :class:`~tomolens.models.training.TrainResult` (job protocol).
+    The triples must already be at the model's voxel size.  Returns the
+    :class:`~tomolens.models.training.TrainResult` (job protocol).
     """
     from functools import partial
 
@@ -76,30 +95,20 @@ def train_detection_model(
     return result
 
 
-def predict_maps(net, card_like: dict, volume: np.ndarray, voxel_size_A: float, device: str = "cpu") -> np.ndarray:
-    """Probability maps (2, z, y, x) of a trained network on one volume (no post-processing)."""
-    from tomolens.models.tiling import predict_tiled
+def tune_postprocess(results_and_truth, radius_A: float) -> tuple[dict, float]:
+    """Grid-search mask/centre thresholds for the best mean F1.
 
-    edge = 2 * card_like["patch"]
-    m = getattr(net, "size_multiple", 4)
-    patch = tuple(min(edge, -(-n // m) * m) for n in volume.shape)
-    return run_job(predict_tiled(net, volume, patch, overlap=0.25, batch_size=2, device=device,
-                                 out_channels=2, voxel_size_A=voxel_size_A,
-                                 model_voxel_size_A=card_like.get("voxel_size_A") or voxel_size_A))
-
-
-def tune_postprocess(maps_and_truth, voxel_size_A: float, radius_A: float) -> tuple[dict, float]:
-    """Grid-search mask/centre thresholds for the best mean F1 on (maps, true centres) pairs."""
-    from tomolens.detect.postprocess import postprocess
-
+    ``results_and_truth``: (DetectionResult, true centres in the tomogram's voxels) pairs.
+    """
     best, best_f1 = {}, -1.0
-    for mask_t, centre_t in product((0.3, 0.4, 0.5, 0.6), (0.2, 0.3, 0.4, 0.5)):
+    for mask_t, centre_t in product(TUNING_GRID["mask_threshold"], TUNING_GRID["centre_threshold"]):
         params = {"mask_threshold": mask_t, "centre_threshold": centre_t, "particle_radius_A": radius_A,
                   "min_volume_A3": 0.15 * 4 / 3 * np.pi * radius_A**3}
         f1s = []
-        for maps, truth in maps_and_truth:
-            _, _, table = postprocess(maps, voxel_size_A, params)
-            f1s.append(match_centres(table.coords_zyx * voxel_size_A, truth * voxel_size_A, radius_A / 2).f1)
+        for result, truth in results_and_truth:
+            found = result.reapply(**params).particles
+            vs = result.voxel_size_A
+            f1s.append(match_centres(found.coords_zyx * vs, truth * vs, radius_A / 2).f1)
         if np.mean(f1s) > best_f1:
             best, best_f1 = params, float(np.mean(f1s))
     return best, best_f1
@@ -116,12 +125,18 @@ def register_train_args(group: argparse._ArgumentGroup) -> None:
                        help="SNRs of the held-out tomograms (default: 0.05,0.03)")
 
 
+def _print_epoch(p: Progress) -> None:
+    if p.info:
+        print(f"epoch {p.info['epoch']:3d}  loss {p.info['loss']:.4f}  val {p.info['val_loss']:.4f}"
+              f"  ({p.info['seconds']:.0f} s)", flush=True)
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Train, tune, measure and save a detection model with its card."""
     import torch
 
-    from tomolens.models.card import ModelCard, save_model
-    from tomolens.models.cli import command_line, simulated_volumes, train_config, training_volumes
+    from tomolens.models.card import save_model
+    from tomolens.models.cli import bin_volumes, command_line, simulated_volumes, train_config, training_volumes
     from tomolens.models.device import choose_device, set_cpu_threads
 
     device = choose_device(args.device)
@@ -133,52 +148,46 @@ def run_train(args: argparse.Namespace) -> int:
     voxel = {round(v, 3) for _, _, v in train + val}
     if len(voxel) != 1:
         raise ValueError(f"All training volumes must share one voxel size; got {sorted(voxel)} Å.")
-    voxel_size_A = voxel.pop()
+    data_vs = voxel.pop()
+    model_vs = data_vs * args.bin
     config = train_config(args, device)
-    result = run_job(train_detection_model(train, val, config, args.base_channels, args.depth,
-                                           args.detect_centre_weight),
-                     on_progress=lambda p: p.info and print(
-                         f"epoch {p.info['epoch']:3d}  loss {p.info['loss']:.4f}  val {p.info['val_loss']:.4f}"
-                         f"  ({p.info['seconds']:.0f} s)", flush=True))
+    result = run_job(train_detection_model(bin_volumes(train, args.bin), bin_volumes(val, args.bin), config,
+                                           args.base_channels, args.depth, args.detect_centre_weight),
+                     on_progress=_print_epoch)
     net = result.model.cpu()
-    card_like = {"patch": args.patch, "voxel_size_A": voxel_size_A}
-    radius_vox = float(np.median([true_centres(lab)[1] for _, lab, _ in val]))
-    radius_A = radius_vox * voxel_size_A
-    val_sets = [(predict_maps(net, card_like, img, voxel_size_A), true_centres(lab)[0]) for img, lab, _ in val]
-    post, val_f1 = tune_postprocess(val_sets, voxel_size_A, radius_A)
-    print(f"validation F1 {val_f1:.3f} with {post}")
-    metrics: dict[str, Any] = {"validation_f1_tuned": round(val_f1, 4), "best_epoch": result.best_epoch,
-                               "best_val_loss": round(result.best_val_loss, 5), "epochs_run": len(result.history)}
-    if args.detect_test:
-        metrics["held_out"] = held_out_metrics(net, card_like, args, post, radius_A, voxel_size_A,
-                                               simulated_volumes)
-        print(f"held-out: {metrics['held_out']}")
     first_test = args.sim_seed + args.sim_train + args.sim_val
-    card = ModelCard(
-        name=__import__("pathlib").Path(args.out).stem, task="detect", architecture=ARCHITECTURE,
-        arch_kwargs={"in_channels": 1, "out_channels": 2, "base_channels": args.base_channels, "depth": args.depth},
-        classes=CLASSES, voxel_size_A=voxel_size_A, patch_size=[args.patch] * 3, normalisation="zscore",
-        training_command=command_line(None),
-        training_data=(f"{len(train)} training / {len(val)} validation volumes; simulated seeds "
-                       f"{args.sim_seed}..{args.sim_seed + args.sim_train + args.sim_val - 1}, shape {args.sim_shape}, "
-                       f"SNR {args.sim_snr}, volume fraction {args.sim_volume_fraction}; held-out seeds from "
-                       f"{first_test}" if args.sim_train else f"files {args.tomograms}"),
-        seed=args.seed, metrics=metrics,
-        extra={"postprocess": post, "history": result.history, "particle_radius_A": radius_A},
+    card = new_card(
+        Path(args.out).stem, model_vs, args.patch, args.base_channels, args.depth,
+        training_command=command_line(None), seed=args.seed,
+        training_data=(f"{len(train)} training / {len(val)} validation volumes at {data_vs:g} Å"
+                       + (f", resampled to {model_vs:g} Å" if args.bin > 1 else "")
+                       + (f"; simulated (tomolens.simulate) seeds {args.sim_seed}..{first_test - 1}, shape "
+                          f"{args.sim_shape}, SNR {args.sim_snr}, volume fraction {args.sim_volume_fraction}, "
+                          "all built-in phantoms" if args.sim_train else f"; files {args.tomograms}")),
     )
+    radius_A = float(np.median([true_centres(lab)[1] for _, lab, _ in val])) * data_vs
+    val_sets = [(run_job(detect_particles(img, vs, model=(net, card), device="cpu")), true_centres(lab)[0])
+                for img, lab, vs in val]
+    post, val_f1 = tune_postprocess(val_sets, radius_A)
+    print(f"validation F1 {val_f1:.3f} with {post}")
+    card.metrics = {"validation_f1_tuned": round(val_f1, 4), "best_epoch": result.best_epoch,
+                    "best_val_loss": round(result.best_val_loss, 5), "epochs_run": len(result.history),
+                    "stopped_early": result.stopped_early}
+    card.extra = {"postprocess": post, "history": result.history, "particle_radius_A": radius_A}
+    if args.detect_test:
+        card.metrics["held_out"] = held_out_metrics(net, card, args, post, simulated_volumes)
+        print(f"held-out: {card.metrics['held_out']}")
     weights, card_path = save_model(net, card, args.out)
     print(f"wrote {weights} and {card_path}")
     return 0
 
 
-def held_out_metrics(net, card_like, args, post, radius_A, voxel_size_A, simulate) -> dict:
+def held_out_metrics(net, card, args, post, simulate) -> dict:
     """F1/precision/recall on simulated tomograms with seeds never used for training or stopping.
 
     Truth is the simulator's particle table; a prediction matches within half of each
     particle's ``radius_A``.
     """
-    from tomolens.detect.postprocess import postprocess
-
     out = {}
     seed = args.sim_seed + args.sim_train + args.sim_val
     for snr in [float(s) for s in args.detect_test_snr.split(",")]:
@@ -189,10 +198,9 @@ def held_out_metrics(net, card_like, args, post, radius_A, voxel_size_A, simulat
         f1s, ps, rs = [], [], []
         for sim in sims:
             vs = sim.voxel_size_A
-            maps = predict_maps(net, card_like, sim.tomogram, vs)
-            _, _, table = postprocess(maps, vs, post)
+            found = run_job(detect_particles(sim.tomogram, vs, model=(net, card), device="cpu", **post)).particles
             truth = sim.particles
-            m = match_centres(table.coords_zyx * vs, truth.coords_zyx * vs,
+            m = match_centres(found.coords_zyx * vs, truth.coords_zyx * vs,
                               np.asarray(truth.features["radius_A"], float) / 2)
             f1s.append(m.f1), ps.append(m.precision), rs.append(m.recall)
         out[f"snr_{snr:g}"] = {"f1": round(float(np.mean(f1s)), 4), "precision": round(float(np.mean(ps)), 4),
@@ -211,15 +219,13 @@ def split_regions(volume: np.ndarray, labels: np.ndarray, val_fraction: float = 
 
 def train_and_save(volume: np.ndarray, instances: np.ndarray, voxel_size_A: float, out, epochs: int = 20,
                    device: str = "auto", patch: int = 32, base_channels: int = 8, depth: int = 2,
-                   seed: int = 0) -> Generator[Progress, None, Any]:
+                   seed: int = 0, steps_per_epoch: int = 20) -> Generator[Progress, None, Any]:
     """Train on one annotated tomogram (y split 75/25 into training/validation regions), save, return the path.
 
-    The widget's "Train" action.  Post-processing thresholds are tuned on the
-    validation region and stored on the card.
+    The widget's "Train" action, at the tomogram's own voxel size.  Post-processing
+    thresholds are tuned on the validation region and stored on the card.
     """
-    from pathlib import Path
-
-    from tomolens.models.card import ModelCard, save_model
+    from tomolens.models.card import save_model
     from tomolens.models.device import choose_device
     from tomolens.models.training import TrainConfig
 
@@ -230,25 +236,21 @@ def train_and_save(volume: np.ndarray, instances: np.ndarray, voxel_size_A: floa
     m = 2**depth
     patch = max(m, min(patch, *(s // m * m for s in va_img.shape)))
     device = choose_device(device)
-    config = TrainConfig(patch_size=(patch,) * 3, epochs=epochs, steps_per_epoch=20, batch_size=2,
+    config = TrainConfig(patch_size=(patch,) * 3, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=2,
                          val_patches=8, patience=5, seed=seed, device=device)
     result = yield from train_detection_model([(tr_img, tr_lab, voxel_size_A)], [(va_img, va_lab, voxel_size_A)],
                                               config, base_channels, depth)
     net = result.model.cpu()
+    out = Path(out)
+    card = new_card(out.stem, voxel_size_A, patch, base_channels, depth, seed=seed,
+                    training_command="napari 'Detect particles' widget: Train (tomolens.detect.train.train_and_save)",
+                    training_data=f"one annotated tomogram {volume.shape}, y split 75/25 into training/validation")
     centres, radius_vox = true_centres(va_lab)
     radius_A = radius_vox * voxel_size_A
-    maps = predict_maps(net, {"patch": patch, "voxel_size_A": voxel_size_A}, va_img, voxel_size_A)
-    post, val_f1 = tune_postprocess([(maps, centres)], voxel_size_A, radius_A)
-    out = Path(out)
-    card = ModelCard(
-        name=out.stem, task="detect", architecture=ARCHITECTURE,
-        arch_kwargs={"in_channels": 1, "out_channels": 2, "base_channels": base_channels, "depth": depth},
-        classes=CLASSES, voxel_size_A=voxel_size_A, patch_size=[patch] * 3,
-        training_command="napari 'Detect particles' widget: Train (tomolens.detect.train.train_and_save)",
-        training_data=f"one annotated tomogram {volume.shape}, y split 75/25 into training/validation regions",
-        seed=seed, metrics={"validation_f1_tuned": round(val_f1, 4), "best_epoch": result.best_epoch},
-        extra={"postprocess": post, "history": result.history, "particle_radius_A": radius_A},
-    )
+    found = yield from detect_particles(va_img, voxel_size_A, model=(net, card), device="cpu")
+    post, val_f1 = tune_postprocess([(found, centres)], radius_A)
+    card.metrics = {"validation_f1_tuned": round(val_f1, 4), "best_epoch": result.best_epoch}
+    card.extra = {"postprocess": post, "history": result.history, "particle_radius_A": radius_A}
     weights, _ = save_model(net, card, out)
     yield Progress(1, 1, f"saved {weights.name} (validation F1 {val_f1:.2f})")
     return weights

@@ -56,6 +56,8 @@ TRAIN_PARAMS = (
     Param("max_minutes", 0.0, "Stop after this many minutes (0 = no limit)", min=0.0),
     Param("checkpoint", "", "Checkpoint file written every epoch (default: OUT.ckpt)", type=str),
     Param("resume", False, "Continue from the checkpoint"),
+    Param("bin", 1, "Train at bin × the voxel size (anti-aliased resampling; the card records the "
+          "coarser size; inference rescales inputs to it)", min=1, max=8),
     Param("voxel_size_A", 0.0, "Voxel size of the training files in Å (0 = from the MRC header)", min=0.0),
     Param("sim_train", 0, "Simulated training tomograms (instead of / besides files)", min=0),
     Param("sim_val", 0, "Simulated validation tomograms", min=0),
@@ -184,6 +186,23 @@ def training_volumes(args: argparse.Namespace, labels_kind: str = "instances"):
     if not val:
         raise ValueError("No validation data: give --val-tomograms/--val-labels or --sim-val N.")
     return train, val
+
+
+def bin_volumes(volumes, factor: int):
+    """(tomogram, labels, voxel size) triples resampled to ``factor`` × coarser voxels.
+
+    Tomograms go through :func:`tomolens.models.tiling.rescale_volume` — the same
+    resampling inference applies — and labels nearest-neighbour onto the same grid.
+    """
+    from tomolens.models.tiling import rescale_labels, rescale_volume
+
+    if factor == 1:
+        return list(volumes)
+    out = []
+    for image, labels, vs in volumes:
+        small = rescale_volume(image, 1.0 / factor)
+        out.append((small, rescale_labels(labels, small.shape), vs * factor))
+    return out
 
 
 def train_config(args: argparse.Namespace, device: str):
