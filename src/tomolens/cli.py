@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "tomolens.classify.cli",
     "tomolens.batch.cli",
     "tomolens.segment.cli",
+    "tomolens.orient.cli",
 )
 
 

@@ -137,17 +137,20 @@ def project_map(
     half = m // 2
     k = np.arange(m, dtype=np.float64) - half
     ky, kx = np.meshgrid(k, k, indexing="ij")
-    plane = np.stack([kx.ravel(), ky.ravel(), np.zeros(kx.size)], axis=0)  # (3, m²) xyz
+    inside = (kx**2 + ky**2) < (0.5 * m) ** 2  # the Nyquist disc: nothing outside it is sampled
+    plane = np.stack([kx[inside], ky[inside], np.zeros(int(inside.sum()))], axis=0)  # (3, P) xyz
     mats = matrices(quats)
     total = len(mats)
     out = np.empty((total, n, n), np.float32)
     a = m // 2 - n // 2
     for start in range(0, total, batch):
         stop = min(total, start + batch)
-        xyz = np.einsum("bji,jp->bip", mats[start:stop], plane)  # Aᵀ k, shape (b, 3, m²)
+        xyz = np.einsum("bji,jp->bip", mats[start:stop], plane).astype(np.float32)  # Aᵀ k, (b, 3, P)
         coords = np.stack([xyz[:, 2], xyz[:, 1], xyz[:, 0]], axis=0).reshape(3, -1) + half
-        slices = ndimage.map_coordinates(spectrum, coords, order=1, mode="constant", cval=0.0)
-        slices = slices.reshape(stop - start, m, m)
+        slices = np.zeros((stop - start, m, m), np.complex64)
+        slices[:, inside] = ndimage.map_coordinates(
+            spectrum, coords, order=1, mode="constant", cval=0.0
+        ).reshape(stop - start, -1)
         if ctf is not None:
             slices = slices * (ctf if ctf.ndim == 2 else ctf[start:stop])
         if shifts_px is not None:

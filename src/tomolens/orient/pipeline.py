@@ -1,0 +1,206 @@
+"""Orientation recovery end to end: settings, and the one function behind the CLI and widget.
+
+``recover_from_stack`` embeds the projections with a distance network, recovers their
+orientations, and, when the true orientations are known, aligns the result to them
+(O(4), see :func:`tomolens.orient.rotations.align_orientations`) and reports the errors;
+it then reconstructs a map (from the aligned orientations when the truth is known) and,
+given the true map, its FSC.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tomolens.jobs import Progress
+from tomolens.params import Param
+
+log = logging.getLogger(__name__)
+
+#: The distance model shipped with tomolens (trained on the 10 Å SHREC maps, not on 5j0n).
+DEFAULT_MODEL = "orient_distance_shrec10A"
+
+SIMULATE_PARAMS = (
+    Param("n_projections", 1000, "number of projections", int, min=10, max=1_000_000),
+    Param("seed", 0, "random seed of orientations, shifts, defoci and noise", int, min=0),
+    Param("noise_variance", 0.0, "variance of added Gaussian noise (0: none; the paper uses 16)", float, min=0.0),
+    Param("snr", 0.0, "alternatively, noise from an SNR (signal variance / noise variance; 0: unused)", float, min=0.0),
+    Param("max_shift_A", 0.0, "in-plane shifts uniform in ± this, Å", float, min=0.0, advanced=True),
+    Param("defocus_A", 0.0, "apply a CTF at this defocus ±20 % (Å; 0: no CTF)", float, min=0.0, advanced=True),
+    Param("full_sphere", False, "viewing directions on the whole sphere (default: one hemisphere, "
+          "which removes the mirror ambiguity as the paper does)", bool, advanced=True),
+)
+
+TRAIN_PARAMS = (
+    Param("pixel_size_A", 8.5, "pixel size of the network input, Å", float, min=0.5, max=50.0),
+    Param("input_size", 32, "network input side, pixels (multiple of 8)", int, min=16, max=128, step=8),
+    Param("projections_per_map", 1500, "clean projections simulated per training map", int, min=100),
+    Param("train_steps", 3000, "training steps (one map, a batch of images and all their pairs each)", int, min=1),
+    Param("batch_size", 64, "images per training step", int, min=8, max=512, advanced=True),
+    Param("learning_rate", 1e-3, "Adam step size for training", float, min=1e-6, max=1.0, advanced=True),
+    Param("max_minutes", 0.0, "stop training after this many minutes (0: no limit)", float, min=0.0),
+    Param("seed", 0, "random seed of training", int, min=0, advanced=True),
+)
+
+RECOVER_PARAMS = (
+    Param("model", DEFAULT_MODEL, "distance model: a shipped name or a .pt/.json path", str),
+    Param("initialisation", "spectral", "start of the Adam recovery: 'spectral' (closed form from anchor "
+          "distances) or 'random' (the paper)", str, choices=("spectral", "random")),
+    Param("recover_steps", 1000, "Adam steps of the recovery", int, min=1),
+    Param("pairs_per_step", 20000, "random pairs per Adam step", int, min=100, advanced=True),
+    Param("recover_learning_rate", 0.01, "Adam step size of the recovery", float, min=1e-6, max=1.0, advanced=True),
+    Param("n_anchors", 500, "images of the spectral start", int, min=10, advanced=True),
+    Param("local_scale", 0.0, "weight pairs by exp(-d/local_scale) (radians; 0: equal weights as the paper)",
+          float, min=0.0, advanced=True),
+    Param("seed", 0, "random seed of the recovery", int, min=0, advanced=True),
+    Param("reconstruct", True, "reconstruct a map from the projections and recovered orientations", bool),
+    Param("recon_pad_factor", 1.0, "zero padding of the Fourier reconstruction (2: fewer artefacts, slower)",
+          float, min=1.0, max=3.0, advanced=True),
+)
+
+
+@dataclass
+class OrientationResult:
+    """What ``recover_from_stack`` found.
+
+    Attributes
+    ----------
+    quats : ndarray, shape (N, 4)
+        Recovered orientations; aligned to the truth when it was given.
+    errors_deg : ndarray, shape (N,) or None
+        Per-projection error after alignment, degrees (truth given).
+    reconstruction : ndarray, shape (n, n, n) or None
+    fsc : tomolens.orient.reconstruct.FSCResult or None
+    timings_s : dict
+        Wall time of each stage, seconds.
+    distance_errors : dict
+        Mean/median absolute error of the estimated distances, degrees (truth given).
+    loss_history : list of float
+    """
+
+    quats: np.ndarray
+    errors_deg: np.ndarray | None = None
+    reconstruction: np.ndarray | None = None
+    fsc: object | None = None
+    timings_s: dict = field(default_factory=dict)
+    distance_errors: dict = field(default_factory=dict)
+    loss_history: list = field(default_factory=list)
+
+    def summary(self) -> str:
+        """A few lines for the CLI and the widget's status."""
+        lines = [f"{len(self.quats)} orientations recovered in {sum(self.timings_s.values()):.1f} s"]
+        if self.errors_deg is not None:
+            lines.append(f"mean orientation error {self.errors_deg.mean():.2f}° (median {np.median(self.errors_deg):.2f}°)")
+        if self.fsc is not None:
+            lines.append(f"FSC resolution {self.fsc.resolution_05_A:.1f} Å (0.5), {self.fsc.resolution_0143_A:.1f} Å (0.143)")
+        return "\n".join(lines)
+
+
+def recover_from_stack(
+    images: np.ndarray,
+    pixel_size_A: float,
+    values: dict,
+    truth_quats: np.ndarray | None = None,
+    reference_map: np.ndarray | None = None,
+    model=None,
+) -> Generator[Progress, None, OrientationResult]:
+    """Recover the orientations of a projection stack (job).
+
+    Parameters
+    ----------
+    images : ndarray, shape (N, n, n)
+        Projections (square).
+    pixel_size_A : float
+        Their pixel size, Å.
+    values : dict
+        Settings named as in :data:`RECOVER_PARAMS` (missing ones take their defaults).
+    truth_quats : ndarray, shape (N, 4), optional
+        True orientations: the result is aligned to them and errors are measured.
+    reference_map : ndarray, shape (z, y, x), optional
+        The true map (padded to a cube of side n) for the FSC of the reconstruction.
+    model : (network, ModelCard), optional
+        A loaded distance model; otherwise ``values["model"]`` is loaded.
+
+    Returns
+    -------
+    OrientationResult
+    """
+    import torch
+
+    from tomolens.models.card import load_model
+    from tomolens.orient.files import check_stack
+    from tomolens.orient.network import distance_errors_deg, embed_images
+    from tomolens.orient.project import pad_to_cube
+    from tomolens.orient.reconstruct import fourier_shell_correlation, reconstruct_fourier
+    from tomolens.orient.recover import EmbeddingDistances, recover_orientations
+    from tomolens.orient.rotations import align_orientations, geodesic_distance
+    from tomolens.params import validate_values
+
+    settings = validate_values(values, RECOVER_PARAMS)
+    images = check_stack(images)
+    if not pixel_size_A or pixel_size_A <= 0:
+        raise ValueError("The stack's pixel size is unknown; set it (Å) before recovering orientations.")
+    if truth_quats is not None and len(truth_quats) != len(images):
+        raise ValueError(f"The truth has {len(truth_quats)} orientations for {len(images)} images.")
+    reference = None
+    if reference_map is not None:
+        reference = pad_to_cube(reference_map)
+        if reference.shape[0] != images.shape[1]:
+            raise ValueError(
+                f"The reference map pads to a {reference.shape[0]}³ cube but the images are "
+                f"{images.shape[1]}² pixels; the FSC needs the map at the images' pixel size and box."
+            )
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+    net, card = model if model is not None else load_model(settings["model"], "cpu", expected_task="orient")
+    with torch.inference_mode(False):
+        embeddings = yield from embed_images(net, card, images, float(pixel_size_A))
+    timings["embedding"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    result = yield from recover_orientations(
+        EmbeddingDistances(embeddings), initialisation=settings["initialisation"],
+        steps=settings["recover_steps"], pairs_per_step=settings["pairs_per_step"],
+        learning_rate=settings["recover_learning_rate"], n_anchors=settings["n_anchors"],
+        local_scale=settings["local_scale"] or None, seed=settings["seed"],
+    )
+    timings["recovery"] = time.monotonic() - t0
+    out = OrientationResult(result.quats, timings_s=timings, loss_history=result.loss_history)
+    if truth_quats is not None:
+        aligned, _ = align_orientations(result.quats, truth_quats)
+        out.quats = aligned
+        out.errors_deg = np.degrees(geodesic_distance(aligned, truth_quats))
+        out.distance_errors = distance_errors_deg(embeddings, np.asarray(truth_quats))
+    elif settings["reconstruct"]:
+        log.warning(
+            "No true orientations: the reconstruction uses the recovered orientations as they are, "
+            "which distances define only up to a global transform; it may be distorted."
+        )
+    if settings["reconstruct"]:
+        t0 = time.monotonic()
+        out.reconstruction = yield from reconstruct_fourier(images, out.quats, pad_factor=settings["recon_pad_factor"])
+        timings["reconstruction"] = time.monotonic() - t0
+        if reference is not None:
+            out.fsc = fourier_shell_correlation(out.reconstruction, reference, float(pixel_size_A))
+    log.info("%s", out.summary())
+    return out
+
+
+def load_training_maps(paths: list[str | Path]):
+    """Read maps for training: a list of :class:`tomolens.orient.network.TrainingMap`."""
+    from tomolens.io import read_mrc
+    from tomolens.orient.network import TrainingMap
+
+    out = []
+    for p in paths:
+        vol = read_mrc(p)
+        if vol.kind != "volume" or vol.data.ndim != 3:
+            raise ValueError(f"{Path(p).name} is a {vol.kind}, not a 3D map; train on density maps (.mrc).")
+        if vol.voxel_size_A is None:
+            raise ValueError(f"{Path(p).name} has no voxel size in its header; set it before training.")
+        out.append(TrainingMap(np.asarray(vol.data, np.float32), float(vol.voxel_size_A[-1]), Path(p).stem))
+    return out
