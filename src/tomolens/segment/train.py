@@ -305,6 +305,7 @@ def run_train(args: argparse.Namespace) -> int:
     elif device == "cpu":
         set_cpu_threads()
     names = check_class_names(args.segment_classes.split(","))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     train, val = [], []
     if args.tomograms:
         file_args = argparse.Namespace(**{**vars(args), "sim_train": 0, "sim_val": 0})

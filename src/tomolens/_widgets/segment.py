@@ -1,0 +1,293 @@
+"""The "Segment" dock widget: paint a few slices, train a U-Net, segment the whole tomogram.
+
+Painting convention (shown in the dock): in the painted Labels layer 0 = not painted
+(ignored), 1 = background, 2 = the second class name, 3 = the third, …; the predicted
+Labels layer uses the same values (background left at 0, transparent).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import napari
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, create_widget
+from napari.utils.notifications import show_info, show_warning
+from qtpy.QtCore import QPointF
+from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
+from qtpy.QtWidgets import QSizePolicy, QWidget
+
+from tomolens._napari.layers import scale_kwargs, voxel_size_from_layer
+from tomolens._widgets._params import ParamPanel
+from tomolens._widgets._runner import JobRunner
+from tomolens.models.card import read_card, resolve_model, shipped_models
+from tomolens.segment.labels import DEFAULT_CLASSES, check_painted_labels, label_value, parse_class_names
+from tomolens.segment.predict import (
+    DEFAULT_MODEL,
+    POSTPROCESS_PARAMS,
+    PREDICT_PARAMS,
+    SegmentationResult,
+    check_model_classes,
+    segment_tomogram,
+)
+from tomolens.segment.train import TRAIN_PARAMS, save_segmenter, train_segmenter
+
+log = logging.getLogger(__name__)
+
+FROM_FILE = "model file…"
+
+
+class LossPlot(QWidget):
+    """A small live plot of training (blue) and validation (orange) loss per epoch (QPainter)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setMinimumHeight(70)
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+        self.series: dict[str, list[float]] = {"loss": [], "val_loss": []}
+
+    def set_history(self, history: list[dict]) -> None:
+        """Plot ``history`` (dicts with ``loss`` and ``val_loss``)."""
+        self.series = {k: [float(h[k]) for h in history if k in h] for k in ("loss", "val_loss")}
+        self.update()
+
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt name)
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.Antialiasing)
+        w, h, pad = self.width(), self.height(), 6
+        painter.setPen(QPen(QColor("#666666")))
+        painter.drawRect(0, 0, w - 1, h - 1)
+        values = [v for s in self.series.values() for v in s if np.isfinite(v)]
+        n = max((len(s) for s in self.series.values()), default=0)
+        if not values or n < 1:
+            painter.drawText(pad, h // 2, "loss curve appears during training")
+            painter.end()
+            return
+        lo, hi = min(values), max(values)
+        span = hi - lo or 1.0
+        for key, colour in (("loss", "#4c9be8"), ("val_loss", "#f39c12")):
+            pts = [QPointF(pad + (w - 2 * pad) * (i / max(n - 1, 1)), h - pad - (h - 2 * pad) * (v - lo) / span)
+                   for i, v in enumerate(self.series[key])]
+            painter.setPen(QPen(QColor(colour), 2))
+            if len(pts) == 1:
+                painter.drawEllipse(pts[0], 2, 2)
+            else:
+                painter.drawPolyline(QPolygonF(pts))
+        painter.setPen(QPen(QColor("#bbbbbb")))
+        painter.drawText(pad, pad + 10, f"{hi:.3g}")
+        painter.drawText(pad, h - pad, f"{lo:.3g}")
+        painter.end()
+
+
+class SegmentWidget(Container):
+    """Train a segmentation U-Net on painted slices and segment the whole tomogram.
+
+    Adds ``<image> segmentation`` (Labels) and one ``<image> P(<class>)`` probability Image
+    per class; threshold and clean-up controls re-apply live without the network.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self.viewer = viewer
+        self.result: SegmentationResult | None = None
+        self.trained = None
+        self._source = ""
+        self._history: list[dict] = []
+        self.image = create_widget(annotation=napari.layers.Image, label="tomogram")
+        self.image.tooltip = "The tomogram to paint on and segment (3D, protein bright)."
+        self.class_names = LineEdit(value=", ".join(DEFAULT_CLASSES), label="classes",
+                                    tooltip="Class names, background first, comma-separated.")
+        self.legend = Label(value="")
+        self.painted = create_widget(annotation=napari.layers.Labels, label="painted labels")
+        self.painted.tooltip = "A Labels layer of the tomogram's shape with a few painted slices."
+        self.new_labels = PushButton(text="New painting layer",
+                                     tooltip="Add an empty Labels layer of the tomogram's shape to paint in.")
+        self.train_params = ParamPanel(TRAIN_PARAMS)
+        self.save_path = FileEdit(mode="w", filter="*.pt", label="save model as",
+                                  value=str(Path(tempfile.gettempdir()) / "tomolens_segment_user.pt"),
+                                  tooltip="Trained model file (.pt + .json card); the checkpoint goes beside it.")
+        self.resume = CheckBox(value=False, text="resume from checkpoint",
+                               tooltip="Continue the training saved in the checkpoint beside 'save model as'.")
+        self.train_runner = JobRunner("Train", title="Segmentation training")
+        self.loss_plot = LossPlot()
+        self.loss_text = Label(value="")
+        shipped = list(shipped_models("segment"))
+        self.model_choice = ComboBox(choices=shipped + [FROM_FILE],
+                                     value=DEFAULT_MODEL if DEFAULT_MODEL in shipped else FROM_FILE,
+                                     label="model", tooltip="A shipped segmentation model, or a model file.")
+        self.model_file = FileEdit(mode="r", filter="*.pt *.json", label="model file",
+                                   tooltip="A tomolens segmentation model (.pt with its .json card).")
+        self.model_info = Label(value="")
+        self.predict_params = ParamPanel(tuple(p for p in PREDICT_PARAMS if p.name != "model"))
+        self.predict_runner = JobRunner("Predict", title="Segmentation")
+        train_box = Container(widgets=[self.train_params, self.save_path, self.resume, self.train_runner,
+                                       self.loss_text], label="train")
+        train_box.native.layout().addWidget(self.loss_plot)
+        super().__init__(widgets=[self.image, self.class_names, self.legend, self.painted, self.new_labels,
+                                  train_box, self.model_choice, self.model_file, self.model_info,
+                                  self.predict_params, self.predict_runner])
+        self.class_names.changed.connect(self._update_legend)
+        self.new_labels.changed.connect(self.add_painting_layer)
+        self.train_runner.run_button.changed.connect(self.start_training)
+        self.predict_runner.run_button.changed.connect(self.start_prediction)
+        self.model_choice.changed.connect(self._model_changed)
+        self.model_file.changed.connect(self._model_changed)
+        for p in POSTPROCESS_PARAMS:
+            self.predict_params.controls[p.name].changed.connect(self.reapply)
+        self._update_legend()
+        self._model_changed()
+
+    # ---------------------------------------------------------------- classes
+    def names(self) -> list[str]:
+        """Class names from the text field (ValueError if fewer than two or duplicated)."""
+        return parse_class_names(self.class_names.value)
+
+    def _update_legend(self, *_) -> None:
+        try:
+            names = self.names()
+        except ValueError as err:
+            self.legend.value = str(err)
+            return
+        self.legend.value = "paint: 0 = not painted, " + ", ".join(
+            f"{label_value(k)} = {n}" for k, n in enumerate(names))
+
+    def add_painting_layer(self, *_) -> None:
+        """An empty Labels layer with the tomogram's shape and scale, selected for painting."""
+        image = self.image.value
+        if image is None:
+            show_warning("Choose a tomogram first.")
+            return
+        layer = self.viewer.add_labels(np.zeros(image.data.shape, np.uint8), name=f"{image.name} painted",
+                                       scale=image.scale, units=image.units, axis_labels=image.axis_labels)
+        layer.selected_label = 1
+        layer.brush_size = 5
+        layer.mode = "paint"
+        self.painted.value = layer
+
+    # ------------------------------------------------------------------ model
+    def model_path(self) -> str:
+        if self.model_choice.value == FROM_FILE:
+            path = Path(self.model_file.value)
+            if not path.is_file():
+                raise ValueError("Choose a model file (.pt or .json), train one, or pick a shipped model.")
+            return str(path)
+        return str(self.model_choice.value)
+
+    def _model_changed(self, *_) -> None:
+        try:
+            card = read_card(resolve_model(self.model_path()))
+        except ValueError as err:
+            self.model_info.value = str(err)
+            return
+        held = card.metrics.get("held_out_dice", {}) if isinstance(card.metrics, dict) else {}
+        figures = "; ".join(f"{k}: " + ", ".join(f"{n} {v:.2f}" for n, v in d.items() if n in card.classes[1:])
+                            for k, d in held.items())
+        self.model_info.value = (f"{card.extra.get('model_kind', '?')} U-Net, classes {', '.join(card.classes)}, "
+                                 f"{card.voxel_size_A} Å" + (f"\nheld-out Dice {figures}" if figures else ""))
+
+    # --------------------------------------------------------------- training
+    def start_training(self, *_) -> None:
+        """Snapshot tomogram and painted labels, then train in a worker thread."""
+        image, painted = self.image.value, self.painted.value
+        if image is None or painted is None:
+            show_warning("Choose a tomogram and a painted Labels layer (or press 'New painting layer').")
+            return
+        try:
+            names = self.names()
+            labels = check_painted_labels(np.asarray(painted.data), image.data.shape, names)
+            params = self.train_params.values()
+        except ValueError as err:
+            show_warning(str(err))
+            return
+        vs = voxel_size_from_layer(image.scale, image.units)
+        volume = np.asarray(image.data, np.float32)
+        out = Path(self.save_path.value).with_suffix(".pt")
+        self._history = []
+        self.loss_plot.set_history([])
+        self.loss_text.value = "training…"
+        job = train_segmenter([(volume, labels)], names, vs[-1] if vs else None,
+                              checkpoint=out.with_suffix(".ckpt"), resume=bool(self.resume.value),
+                              name=out.stem, training_command="napari 'Segment' widget: Train", **params)
+        self.train_runner.start(self._train_and_save(job, out), self._trained, on_progress=self._train_progress)
+
+    @staticmethod
+    def _train_and_save(job, out: Path):
+        trained = yield from job
+        save_segmenter(trained, out)
+        return trained, out
+
+    def _train_progress(self, progress) -> None:
+        if not progress.info:
+            return
+        self._history.append(progress.info)
+        self.loss_plot.set_history(self._history)
+        self.loss_text.value = (f"epoch {progress.info['epoch']}: loss {progress.info['loss']:.4f}, "
+                                f"validation {progress.info['val_loss']:.4f}")
+
+    def _trained(self, result) -> None:
+        self.trained, out = result
+        self.model_file.value = str(out)
+        self.model_choice.value = FROM_FILE
+        self._model_changed()
+        show_info(f"Model saved to {out}; it is now selected for prediction.")
+
+    # ------------------------------------------------------------- prediction
+    def start_prediction(self, *_) -> None:
+        """Check the model's classes, then segment the tomogram in a worker thread."""
+        image = self.image.value
+        if image is None:
+            show_warning("Choose a tomogram first.")
+            return
+        if image.ndim != 3:
+            show_warning(f"Segmentation needs a 3D tomogram; {image.name!r} has {image.ndim} dimensions.")
+            return
+        try:
+            names = self.names()
+            model = self.model_path()
+            check_model_classes(read_card(resolve_model(model)), names)
+            params = self.predict_params.values()
+        except ValueError as err:
+            show_warning(str(err))
+            return
+        vs = voxel_size_from_layer(image.scale, image.units)
+        self._source = image.name
+        self.predict_runner.start(segment_tomogram(image.data, vs[-1] if vs else None, model=model,
+                                                   class_names=names, **params), self._show)
+
+    def _show(self, result: SegmentationResult) -> None:
+        self.result = result
+        scale = scale_kwargs(result.voxel_size_A, 3)
+        for k, name in enumerate(result.class_names):
+            key = f"{self._source} P({name})"
+            if key in self.viewer.layers:
+                self.viewer.layers[key].data = result.probabilities[k]
+            else:
+                self.viewer.add_image(result.probabilities[k], name=key, colormap="inferno", blending="additive",
+                                      contrast_limits=(0.0, 1.0), visible=False, **scale)
+        self._update_labels()
+        counts = ", ".join(f"{n} {int((result.classes == k).sum())}" for k, n in enumerate(result.class_names[1:], 1))
+        show_info(f"Segmented {self._source}: voxels {counts}.")
+
+    def _update_labels(self) -> None:
+        key = f"{self._source} segmentation"
+        if key in self.viewer.layers:
+            self.viewer.layers[key].data = self.result.labels
+        else:
+            self.viewer.add_labels(self.result.labels, name=key, opacity=0.5,
+                                   **scale_kwargs(self.result.voxel_size_A, 3))
+
+    def reapply(self, *_) -> None:
+        """Re-apply threshold and clean-up on the kept probabilities (no network)."""
+        if self.result is None:
+            return
+        try:
+            values = self.predict_params.values()
+        except ValueError as err:
+            show_warning(str(err))
+            return
+        self.result = self.result.reapply(**{p.name: values[p.name] for p in POSTPROCESS_PARAMS})
+        self._update_labels()
+
+
+__all__ = ["LossPlot", "SegmentWidget"]
