@@ -17,6 +17,7 @@ from tomolens import __version__
 #: Modules with a ``register(subparsers)`` function, one per capability.
 COMMAND_MODULES = (
     "tomolens.io.cli",
+    "tomolens.simulate.cli",
     "tomolens.models.cli",
     "tomolens.detect.cli",
     "tomolens.classify.cli",

@@ -190,6 +190,7 @@ class _Candidate:
     test_lo: np.ndarray  # offset of `test` in the box
     frac: np.ndarray  # sub-voxel offset of the centre (voxels)
     core_radius: float  # voxels; free space this deep around the centre is needed (heuristic)
+    probes: np.ndarray  # (k, 3) int: a subset of test-mask voxels (box coordinates) for quick rejection
 
 
 def _make_candidate(index: int, template: Template, rng: np.random.Generator, gap: int) -> _Candidate:
@@ -208,7 +209,8 @@ def _render_candidate(index: int, template: Template, euler, frac, gap: int) -> 
     lo, hi = idx.min(0), idx.max(0) + 1
     test = test[tuple(slice(a, b) for a, b in zip(lo, hi))]
     spread = np.sqrt(((idx - (np.array(mask.shape) - 1) / 2.0) ** 2).sum(1).mean())
-    return _Candidate(index, euler, dens.astype(np.float32), mask, test, lo, frac, 0.5 * float(spread))
+    probes = idx[np.linspace(0, len(idx) - 1, min(len(idx), 48)).astype(int)]
+    return _Candidate(index, euler, dens.astype(np.float32), mask, test, lo, frac, 0.5 * float(spread), probes)
 
 
 class _FreeSpace:
@@ -223,18 +225,22 @@ class _FreeSpace:
 
     def __init__(self, instances: np.ndarray) -> None:
         self.shape = np.array(instances.shape)
-        self.factor = max(1, int(np.ceil((instances.size / 1e6) ** (1 / 3))))
+        self.factor = max(2, int(np.ceil((instances.size / 1e6) ** (1 / 3))))
         f = self.factor
         pad = (-self.shape) % f
         occ = np.pad(instances > 0, [(0, p) for p in pad])
         c = occ.reshape(occ.shape[0] // f, f, occ.shape[1] // f, f, occ.shape[2] // f, f).any(axis=(1, 3, 5))
-        self.depth = ndimage.distance_transform_edt(~c) * f  # voxels to the nearest occupied cell
+        depth = ndimage.distance_transform_edt(~c).ravel() * f  # voxels to the nearest occupied cell
+        order = np.argsort(-depth, kind="stable")
+        self.sorted_depth = depth[order]
+        self.sorted_cells = np.stack(np.unravel_index(order, c.shape), axis=1)
 
     def sample(self, rng: np.random.Generator, core_radius: float, lo: np.ndarray, hi: np.ndarray,
                n: int) -> np.ndarray:
         """``n`` integer centres in [lo, hi) favouring cells at least ``core_radius`` deep."""
         f = self.factor
-        cells = np.argwhere(self.depth >= max(core_radius, f))
+        n_deep = int(np.searchsorted(-self.sorted_depth, -max(core_radius, f), side="right"))
+        cells = self.sorted_cells[:n_deep]
         if len(cells):
             pick = cells[rng.integers(len(cells), size=n)]
             pts = pick * f + rng.integers(0, f, size=(n, 3))
@@ -263,7 +269,8 @@ def _paste(vol: np.ndarray, corner: np.ndarray, block: np.ndarray, where=None, v
 def pack_particles(scene: Scene, templates: list[Template], rng: np.random.Generator,
                    n_particles: int | None, volume_fraction: float | None, first_class: int = 1,
                    gap_voxels: int = 1, max_trials: int = 400, max_failures: int = 150,
-                   allow_partial: bool = False) -> Generator[Progress, None, None]:
+                   allow_partial: bool = False, pool: list[_Candidate] | None = None,
+                   ) -> Generator[Progress, None, None]:
     """Place particles at uniformly random orientations without overlap (job).
 
     Parameters
@@ -288,6 +295,9 @@ def pack_particles(scene: Scene, templates: list[Template], rng: np.random.Gener
         Consecutive particles that found no room before giving up.
     allow_partial : bool
         On giving up, stop quietly (log at debug level) instead of raising.
+    pool : list, optional
+        Pre-rendered rotated particles (from :func:`candidate_pool`) to draw from instead
+        of rendering a new orientation for every particle (fast crowding neighbours).
 
     Raises
     ------
@@ -312,8 +322,12 @@ def pack_particles(scene: Scene, templates: list[Template], rng: np.random.Gener
         if done >= next_report:
             yield Progress(int(1000 * done / goal), 1000, f"packing particles: {len(scene.particles)} placed")
             next_report = done + goal / 20
-        ti = int(rng.integers(len(templates)))
-        cand = _make_candidate(ti, templates[ti], rng, gap_voxels)
+        if pool:
+            cand = pool[int(rng.integers(len(pool)))]
+            ti = cand.template_index
+        else:
+            ti = int(rng.integers(len(templates)))
+            cand = _make_candidate(ti, templates[ti], rng, gap_voxels)
         n_box = np.array(cand.mask.shape)
         half = (n_box - 1) // 2
         # centre voxel c: box corner = c - half; the test region must stay inside the volume
@@ -322,12 +336,16 @@ def pack_particles(scene: Scene, templates: list[Template], rng: np.random.Gener
         if np.any(c_hi <= c_lo):
             raise PackingError(f"Template {templates[ti].name!r} does not fit in a volume of "
                                f"{tuple(shape)} voxels; use a larger volume or a smaller template.")
-        if free_map is None or since_map >= remap_every:
+        if free_map is None or since_map >= remap_every or (failures and failures % 4 == 0 and since_map):
             free_map = _FreeSpace(scene.instances)
             since_map = 0
         cs = free_map.sample(rng, cand.core_radius, c_lo, c_hi, max_trials)
+        # vectorised pre-filter: a few probe voxels of the candidate at every proposed centre
+        probes = cand.probes - half
+        pts = cs[:, None, :] + probes[None, :, :]
+        hit = scene.instances[pts[..., 0], pts[..., 1], pts[..., 2]].any(axis=1)
         ok_centre = None
-        for c in cs:
+        for c in cs[~hit]:
             t0 = c - half + cand.test_lo
             region = scene.instances[t0[0]:t0[0] + cand.test.shape[0], t0[1]:t0[1] + cand.test.shape[1],
                                      t0[2]:t0[2] + cand.test.shape[2]]
@@ -336,7 +354,6 @@ def pack_particles(scene: Scene, templates: list[Template], rng: np.random.Gener
                 break
         if ok_centre is None:
             failures += 1
-            since_map += remap_every // 4 + 1
             if failures >= max_failures and allow_partial:
                 log.debug("packing stopped at %d particles", len(scene.particles))
                 break
@@ -363,6 +380,12 @@ def pack_particles(scene: Scene, templates: list[Template], rng: np.random.Gener
             "instance_id": inst, "mask_voxels": n_vox,
         })
     yield Progress(1000, 1000, f"packing particles: {len(scene.particles)} placed")
+
+
+def candidate_pool(templates: list[Template], n_per_template: int, rng: np.random.Generator,
+                   gap_voxels: int = 1) -> list[_Candidate]:
+    """Pre-render ``n_per_template`` random orientations of every template for ``pool``."""
+    return [_make_candidate(i, t, rng, gap_voxels) for i, t in enumerate(templates) for _ in range(n_per_template)]
 
 
 def place_particle(scene: Scene, templates: list[Template], template_index: int, euler_deg,

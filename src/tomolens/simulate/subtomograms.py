@@ -38,7 +38,7 @@ from scipy.spatial.transform import Rotation
 from tomolens.io.atomic import atomic_path
 from tomolens.jobs import Progress
 from tomolens.simulate.imaging import CtfParams, fourier_filter, missing_wedge_mask, wedge_noise
-from tomolens.simulate.scene import Scene, pack_particles, place_particle
+from tomolens.simulate.scene import Scene, candidate_pool, pack_particles, place_particle
 from tomolens.simulate.templates import load_templates
 
 log = logging.getLogger(__name__)
@@ -133,12 +133,14 @@ def simulate_subtomograms(cfg: SubtomogramConfig, out_dir: str | os.PathLike,
     names = [t.name for t in templates]
     n_cls, n_per, box = len(templates), int(cfg.n_per_class), int(cfg.box)
     max_half = max(t.density.shape[0] for t in templates) // 2
-    margin = max(4, min(max_half, box // 2))
+    margin = max(4, min(max_half, box // 4))
     scene_n = box + 2 * margin
     shape = (scene_n,) * 3
     filt = fourier_filter(shape, cfg.voxel_size_A, cfg.tilt_range_deg, cfg.ctf)
     wedge = missing_wedge_mask(shape, cfg.tilt_range_deg)
     total = n_cls * n_per
+    # neighbours come from a pool of pre-rendered orientations (their identity is not a label)
+    pool = candidate_pool(templates, 16, rng) if cfg.crowding and cfg.crowding_fraction > 0 else None
     x = {snr_name(s): np.empty((total, box, box, box), np.float32) for s in cfg.snrs}
     measured = {snr_name(s): [] for s in cfg.snrs}
     y = np.repeat(np.arange(n_cls, dtype=np.int64), n_per)
@@ -156,7 +158,7 @@ def simulate_subtomograms(cfg: SubtomogramConfig, out_dir: str | os.PathLike,
         if cfg.crowding and cfg.crowding_fraction > 0:
             target = min(0.45, cfg.crowding_fraction + rec["mask_voxels"] / float(np.prod(shape)))
             for _ in pack_particles(scene, templates, rng, None, target, max_trials=60, max_failures=8,
-                                    allow_partial=True):
+                                    allow_partial=True, pool=pool):
                 pass
         signal = np.fft.irfftn(np.fft.rfftn(scene.density) * filt, s=shape).astype(np.float32)
         for s in cfg.snrs:
