@@ -33,8 +33,9 @@ def register_train_args(group: argparse._ArgumentGroup) -> None:
     """Classification-only options of ``tomolens train``."""
     group.add_argument("--classify-arch", choices=("resnet", "seed"), default="resnet",
                        help="network: small residual 3D CNN (resnet) or the seed's 3D CNN (seed) (default: resnet)")
-    group.add_argument("--classify-data", default="", metavar="DIR",
-                       help="dataset folder with train.npz, val.npz, test.npz")
+    group.add_argument("--classify-data", default="", metavar="DIR[,DIR…]",
+                       help="dataset folder(s) with train.npz, val.npz, test.npz; several (e.g. one per SNR, "
+                            "comma-separated) are pooled split by split")
     group.add_argument("--classify-simulate", type=int, default=0, metavar="N",
                        help="simulate N subtomograms per class with the simulator and train on them")
     group.add_argument("--classify-templates", nargs="*", default=None, metavar="NAME_OR_MRC",
@@ -54,6 +55,8 @@ def register_train_args(group: argparse._ArgumentGroup) -> None:
                        help="feature column holding the class (default: class, i.e. rlnClassNumber)")
     group.add_argument("--classify-box-A", type=float, default=320.0,
                        help="box edge in Å for labelled particles (default: 320)")
+    group.add_argument("--classify-width", type=int, default=None,
+                       help="resnet: channels of the first stage, then 2x and 4x (default: 16)")
     group.add_argument("--classify-dropout", type=float, default=None,
                        help="dropout probability (default: 0.5 seed, 0.3 resnet)")
 
@@ -66,8 +69,8 @@ def _dataset(args: argparse.Namespace):
         raise ValueError("Give exactly one data source: --classify-data DIR, --classify-simulate N, "
                          "or --classify-tomogram MRC with --classify-points COORDS.")
     if args.classify_data:
-        ds = load_dataset(args.classify_data)
-        return ds, f"dataset folder {args.classify_data}"
+        ds = pool_datasets([load_dataset(d) for d in args.classify_data.split(",") if d.strip()])
+        return ds, f"dataset folder(s) {args.classify_data}"
     if args.classify_simulate:
         from tomolens.simulate import SubtomogramConfig, simulate_subtomograms
         from tomolens.simulate.subtomograms import snr_name
@@ -137,6 +140,10 @@ def run_train(args: argparse.Namespace) -> int:
     if args.voxel_size_A and not ds.voxel_size_A:
         ds.voxel_size_A = args.voxel_size_A
     arch_kwargs = {} if args.classify_dropout is None else {"dropout": args.classify_dropout}
+    if args.classify_width is not None:
+        if args.classify_arch != "resnet":
+            raise ValueError("--classify-width applies to --classify-arch resnet only.")
+        arch_kwargs["width"] = args.classify_width
     cfg = TrainConfig(architecture=args.classify_arch, epochs=args.epochs, patience=args.patience,
                       batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
                       device=device, max_minutes=args.max_minutes or None, arch_kwargs=arch_kwargs)
