@@ -34,7 +34,11 @@ def open_workbench(viewer: napari.Viewer, sample: str | None = None) -> list[str
         dock, _ = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=True)
         docks.append(dock)
     if docks:
-        docks[0].raise_()
+        from qtpy.QtCore import QTimer
+
+        # Tabified docks show the last one added; bring the first (Tomogram) forward
+        # once the window has been laid out.
+        QTimer.singleShot(0, docks[0].raise_)
     return names
 
 
@@ -45,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     viewer = napari.Viewer(title="napari-tomolens")
+    viewer.window.resize(1600, 1000)
     open_workbench(viewer, args.sample)
     if args.screenshot:
         from qtpy.QtCore import QTimer
