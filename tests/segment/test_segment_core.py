@@ -1,0 +1,183 @@
+"""Segmentation core: sparse loss, label checks, clean-up, training, prediction, cancel, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from segment_toy import TOY_CLASSES, make_toy
+
+from tomolens.jobs import JobCancelled, run_job
+from tomolens.segment.cleanup import clean_classes, fill_small_holes, instances_from_classes
+from tomolens.segment.labels import (
+    check_painted_labels,
+    class_lookup,
+    evenly_spaced_slices,
+    sparse_from_classes,
+)
+from tomolens.segment.losses import sparse_segmentation_loss
+from tomolens.segment.predict import (
+    check_model_classes,
+    classes_from_probabilities,
+    predict_probabilities,
+    predicted_label_values,
+    segment_tomogram,
+)
+from tomolens.segment.simulated import dice_per_class
+from tomolens.segment.train import save_segmenter, train_segmenter
+
+FAST = dict(model_kind="2d", patch=32, batch_size=4, base_channels=8, depth=2, learning_rate=5e-3,
+            val_patches=4, device="cpu", seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("dice_weight", [0.0, 1.0])
+def test_sparse_loss_ignores_unpainted_voxels(dice_weight):
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, generator=gen, requires_grad=True)
+    target = torch.randint(1, 4, (2, 8, 8), generator=gen)
+    target[:, :4] = 0  # top half not painted
+    loss = sparse_segmentation_loss(logits, target, dice_weight=dice_weight)
+    loss.backward()
+    grad = logits.grad
+    assert torch.count_nonzero(grad[:, :, :4]) == 0  # exactly zero gradient where unpainted
+    assert torch.count_nonzero(grad[:, :, 4:]) > 0
+    # changing the logits of unpainted voxels does not change the loss
+    changed = logits.detach().clone()
+    changed[:, :, :4] = 100 * torch.randn(2, 3, 4, 8, generator=gen)
+    assert float(sparse_segmentation_loss(changed, target, dice_weight=dice_weight)) == pytest.approx(float(loss))
+    if dice_weight == 0:
+        expected = torch.nn.functional.cross_entropy(
+            logits.detach().permute(0, 2, 3, 1)[:, 4:].reshape(-1, 3), (target[:, 4:] - 1).reshape(-1))
+        assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_sparse_loss_nothing_painted_is_zero_with_zero_gradient():
+    logits = torch.randn(1, 2, 4, 4, requires_grad=True)
+    loss = sparse_segmentation_loss(logits, torch.zeros(1, 4, 4, dtype=torch.long), dice_weight=1.0)
+    loss.backward()
+    assert float(loss) == 0.0 and torch.count_nonzero(logits.grad) == 0
+
+
+def test_sparse_loss_rejects_labels_beyond_the_classes():
+    with pytest.raises(ValueError, match="has no output channel"):
+        sparse_segmentation_loss(torch.randn(1, 2, 4, 4), torch.full((1, 4, 4), 3))
+
+
+def test_painted_label_checks_say_what_is_wrong():
+    names = ["background", "membrane"]
+    good = np.zeros((4, 8, 8), np.uint8)
+    good[1, :4], good[1, 4:] = 1, 2
+    assert check_painted_labels(good, (4, 8, 8), names).dtype == np.int16
+    with pytest.raises(ValueError, match=r"shape \(4, 8, 9\).*tomogram has \(4, 8, 8\)"):
+        check_painted_labels(np.zeros((4, 8, 9), np.uint8), (4, 8, 8), names)
+    with pytest.raises(ValueError, match="No voxels are painted.*1 = background, 2 = membrane"):
+        check_painted_labels(np.zeros((4, 8, 8), np.uint8), (4, 8, 8), names)
+    single = np.zeros((4, 8, 8), np.uint8)
+    single[2] = 2
+    with pytest.raises(ValueError, match="Only one class \\('membrane', value 2\\)"):
+        check_painted_labels(single, (4, 8, 8), names)
+    with pytest.raises(ValueError, match=r"Label values \[3\] have no class"):
+        check_painted_labels(good * 0 + np.where(good == 2, 3, good).astype(np.uint8), (4, 8, 8), names)
+    with pytest.raises(ValueError, match="at least two classes"):
+        check_painted_labels(good, (4, 8, 8), ["background"])
+
+
+def test_ground_truth_conversions():
+    lut = class_lookup(["background", "ring7", "membrane", "barrel", "filament"])
+    assert lut.tolist() == [0, 3, 1, 3, 2]
+    classes = np.arange(3 * 4 * 4).reshape(3, 4, 4) % 3
+    sparse = sparse_from_classes(classes, [1])
+    assert np.all(sparse[[0, 2]] == 0) and np.array_equal(sparse[1], classes[1] + 1)
+    assert evenly_spaced_slices(5, 100) == [15, 32, 50, 67, 84]
+
+
+def test_cleanup_removes_small_components_fills_small_holes_keeps_lumen():
+    classes = np.zeros((20, 20, 20), np.uint8)
+    classes[2:8, 2:8, 2:8] = 1
+    classes[4, 4, 4] = 0  # a one-voxel hole
+    classes[15, 15, 15] = 1  # a speck
+    shell = np.zeros_like(classes, bool)
+    shell[10:19, 10:19, 1:10] = True
+    shell[11:18, 11:18, 2:9] = False  # a closed box with a 343-voxel lumen
+    classes[shell] = 2
+    out = clean_classes(classes, 3, min_size_voxels=5, max_hole_voxels=10)
+    assert out[15, 15, 15] == 0 and out[4, 4, 4] == 1
+    assert np.all(out[11:18, 11:18, 2:9] == 0)  # the lumen is larger than 10 voxels: not filled
+    assert fill_small_holes(shell, 1000)[14, 14, 5]
+    instances, table = instances_from_classes(out, ["background", "a", "b"], voxel_size_A=10.0)
+    assert len(table) == 2 and sorted(table["class_name"]) == ["a", "b"]
+    assert table.loc[table["class_name"] == "a", "voxels"].item() == 216
+    assert table["volume_A3"].iloc[0] == table["voxels"].iloc[0] * 1000
+    assert set(np.unique(instances)) == {0, 1, 2}
+
+
+def test_threshold_and_label_values():
+    probs = np.array([[0.5, 0.2, 0.7], [0.3, 0.5, 0.1], [0.2, 0.3, 0.2]], np.float32)[:, None, None, :]
+    assert classes_from_probabilities(probs).ravel().tolist() == [0, 1, 0]
+    assert classes_from_probabilities(probs, 0.25).ravel().tolist() == [1, 1, 0]
+    assert predicted_label_values(np.array([0, 1, 2])).tolist() == [0, 2, 3]
+
+
+def test_training_on_painted_slices_lowers_loss_and_segments_a_new_volume(tmp_path):
+    tomo, classes = make_toy(0)
+    painted = sparse_from_classes(classes, [3, 8, 12])
+    trained = run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=5, steps_per_epoch=10,
+                                      patience=10, **FAST))
+    losses = [h["loss"] for h in trained.history]
+    assert losses[-1] < 0.7 * losses[0]
+    test_tomo, test_classes = make_toy(1)
+    probs = run_job(predict_probabilities(trained.model, trained.card, test_tomo, 10.0, orthogonal=False))
+    assert probs.shape == (3, *test_tomo.shape)
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-4)
+    dice = dice_per_class(classes_from_probabilities(probs), test_classes, TOY_CLASSES)
+    assert dice["background"] > 0.9 and dice["membrane"] > 0.5 and dice["filament"] > 0.5, dice
+    # save → load → segment gives the same probabilities; the card records the convention
+    weights = save_segmenter(trained, tmp_path / "toy.pt")
+    result = run_job(segment_tomogram(test_tomo, 10.0, model=str(weights), orthogonal=False, device="cpu",
+                                      class_names=TOY_CLASSES))
+    np.testing.assert_allclose(result.probabilities, probs, atol=1e-5)
+    assert result.labels.max() == 3 and 1 not in np.unique(result.labels)
+    assert result.reapply(threshold=0.99).classes.sum() < result.classes.sum()
+    with pytest.raises(ValueError, match="segments \\['background', 'membrane', 'filament'\\].*train a new model"):
+        run_job(segment_tomogram(test_tomo, 10.0, model=str(weights), device="cpu",
+                                 class_names=["background", "membrane"]))
+
+
+def test_cancel_training_and_prediction_then_resume(tmp_path):
+    tomo, classes = make_toy(0)
+    painted = sparse_from_classes(classes, [4, 11])
+    ckpt = tmp_path / "toy.ckpt"
+    with pytest.raises(JobCancelled):
+        run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=3, steps_per_epoch=10,
+                                checkpoint=ckpt, **FAST),
+                should_stop=lambda: True)
+    assert not ckpt.exists()  # cancelled before the first epoch ended
+    seen = []
+    with pytest.raises(JobCancelled):
+        run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=3, steps_per_epoch=5,
+                                checkpoint=ckpt, **FAST),
+                on_progress=seen.append, should_stop=lambda: bool(seen and seen[-1].info))
+    assert ckpt.is_file()
+    resumed = run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=2, steps_per_epoch=5,
+                                      checkpoint=ckpt, resume=True, **FAST))
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    check_model_classes(resumed.card, TOY_CLASSES)
+    with pytest.raises(JobCancelled):
+        run_job(predict_probabilities(resumed.model, resumed.card, tomo, 10.0), should_stop=lambda: True)
+
+
+def test_training_refuses_bad_labels():
+    tomo, classes = make_toy(0)
+    with pytest.raises(ValueError, match="No voxels are painted"):
+        run_job(train_segmenter([(tomo, np.zeros_like(classes))], TOY_CLASSES, 10.0, **FAST))
+    with pytest.raises(ValueError, match="labels have shape"):
+        run_job(train_segmenter([(tomo, classes[:, :-1] + 1)], TOY_CLASSES, 10.0, **FAST))
+    single = np.zeros_like(classes)
+    single[5] = 1
+    with pytest.raises(ValueError, match="Only one class"):
+        run_job(train_segmenter([(tomo, single)], TOY_CLASSES, 10.0, **FAST))
