@@ -217,7 +217,7 @@ def render_phantom(name: str, voxel_size_A: float) -> Template:
     if not voxel_size_A > 0:
         raise ValueError(f"voxel_size_A must be positive, got {voxel_size_A}.")
     sdf, bound = phantoms[name]
-    coarse = 4.0
+    coarse = 6.0
     dens = _render_sdf(sdf, bound, coarse)
     com_zyx = (np.array(ndimage.center_of_mass(dens)) - (dens.shape[0] - 1) / 2.0) * coarse
     density = _render_sdf(sdf, bound + np.linalg.norm(com_zyx), voxel_size_A, offset_A=com_zyx[::-1])
