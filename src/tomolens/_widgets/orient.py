@@ -1,0 +1,208 @@
+"""The "Orientation recovery" dock widget: distance model, recovery, reconstruction, export."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import napari
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, create_widget
+from napari.utils.notifications import show_info, show_warning
+
+from tomolens._napari.layers import ANGSTROM, voxel_size_from_layer
+from tomolens._widgets._params import ParamPanel
+from tomolens._widgets._runner import JobRunner
+from tomolens.io.mrc import contrast_limits
+from tomolens.models.card import shipped_models
+from tomolens.orient.pipeline import DEFAULT_MODEL, RECOVER_PARAMS, TRAIN_PARAMS
+
+log = logging.getLogger(__name__)
+
+FROM_FILE = "(model file below)"
+TRAINED_HERE = "(trained here)"
+
+
+class OrientationWidget(Container):
+    """Recover projection orientations with a Siamese distance network (Banjac et al. 2021).
+
+    Pick an ``.mrcs`` stack layer, a distance model (shipped, from a file, or trained
+    here on maps), press *Recover orientations*.  The result is a Points layer of the
+    viewing directions on a sphere (coloured by error when a truth STAR is given) and,
+    optionally, the reconstruction as an Image layer; *Export* writes a STAR with the
+    angles and the reconstruction as MRC.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self.viewer = viewer
+        self.stack_picker = create_widget(annotation=napari.layers.Image, label="stack")
+        self.stack_picker.tooltip = "The projection stack (an .mrcs opened as an image stack: axis 0 = image)."
+        names = list(shipped_models("orient")) or [DEFAULT_MODEL]
+        self.model_choice = ComboBox(choices=names + [FROM_FILE, TRAINED_HERE], value=names[0], label="model",
+                                     tooltip="Distance network: shipped, from a .pt file, or trained below.")
+        self.model_file = FileEdit(mode="r", filter="*.pt *.json", label="model file",
+                                   tooltip="A distance model (.pt with its .json card).")
+        self.train_maps = FileEdit(mode="rm", filter="*.mrc *.map", label="training maps",
+                                   tooltip="3D maps (.mrc) whose simulated projections train a new distance network.")
+        self.train_panel = ParamPanel(TRAIN_PARAMS)
+        self.train_runner = JobRunner("Train distance model", title="Training the distance model")
+        self.truth_star = FileEdit(mode="r", filter="*.star", label="truth STAR (optional)",
+                                   tooltip="True angles (RELION STAR): align the result and colour points by error.")
+        self.reference = FileEdit(mode="r", filter="*.mrc *.map", label="true map (optional)",
+                                  tooltip="The true map at the stack's pixel size, for the FSC of the reconstruction.")
+        self.panel = ParamPanel([p for p in RECOVER_PARAMS if p.name != "model"])
+        self.runner = JobRunner("Recover orientations", title="Orientation recovery")
+        self.summary = Label(value="")
+        self.export_star = FileEdit(mode="w", filter="*.star", label="export STAR",
+                                    tooltip="Where to write the recovered angles (RELION STAR).")
+        self.export_map = FileEdit(mode="w", filter="*.mrc", label="export map",
+                                   tooltip="Where to write the reconstruction (MRC).")
+        self.export_button = PushButton(text="Export", tooltip="Write the STAR and the reconstruction")
+        super().__init__(widgets=[
+            self.stack_picker, self.model_choice, self.model_file, self.train_maps, self.train_panel,
+            self.train_runner, self.truth_star, self.reference, self.panel, self.runner, self.summary,
+            self.export_star, self.export_map, self.export_button,
+        ])
+        self.trained_model = None
+        self.result = None
+        self._result_meta: dict = {}
+        self.runner.run_button.changed.connect(self.start_recovery)
+        self.train_runner.run_button.changed.connect(self.start_training)
+        self.export_button.changed.connect(self.export)
+
+    # -- inputs ---------------------------------------------------------------------------
+    def snapshot_stack(self) -> tuple[np.ndarray, float, str]:
+        """The selected stack's images (N, n, n) float32, pixel size (Å) and name.
+
+        Raises
+        ------
+        ValueError
+            No layer, a 3D volume instead of a stack, non-square or too few images, or an
+            unknown pixel size.
+        """
+        from tomolens.orient.files import check_stack
+
+        layer = self.stack_picker.value
+        if layer is None:
+            raise ValueError("Choose the projection stack layer (open an .mrcs file).")
+        kind = layer.metadata.get("kind")
+        if layer.ndim != 3 or kind not in (None, "stack"):
+            raise ValueError(
+                f"{layer.name!r} is a {kind or f'{layer.ndim}D image'}, not a stack of projections. "
+                "Open a particle stack (.mrcs); a 3D map can be projected with `tomolens orient simulate`."
+            )
+        images = check_stack(np.asarray(layer.data), repr(layer.name))
+        vs = voxel_size_from_layer(layer.scale, layer.units)
+        if not vs:
+            raise ValueError(f"{layer.name!r} has no pixel size; set it (Å) in the Tomogram widget first.")
+        return images, float(vs[-1]), layer.name
+
+    def _model(self):
+        from tomolens.models.card import load_model
+
+        choice = self.model_choice.value
+        if choice == TRAINED_HERE:
+            if self.trained_model is None:
+                raise ValueError("No model has been trained here yet; train one or choose another model.")
+            return self.trained_model
+        source = self.model_file.value if choice == FROM_FILE else choice
+        if choice == FROM_FILE and (not source or Path(source).is_dir()):
+            raise ValueError("Choose a model file (.pt) or a shipped model.")
+        return load_model(source, "cpu", expected_task="orient")
+
+    # -- actions --------------------------------------------------------------------------
+    def start_training(self, *_) -> None:
+        from tomolens.orient.network import train_distance_model
+        from tomolens.orient.pipeline import load_training_maps
+
+        paths = [p for p in (self.train_maps.value or []) if Path(p).is_file()]
+        if not paths:
+            show_warning("Choose one or more 3D maps (.mrc) to train on.")
+            return
+        v = self.train_panel.values()
+        maps = load_training_maps(paths)
+        job = train_distance_model(
+            maps, pixel_size_A=v["pixel_size_A"], input_size=v["input_size"],
+            projections_per_map=v["projections_per_map"], steps=v["train_steps"], batch_size=v["batch_size"],
+            learning_rate=v["learning_rate"], max_minutes=v["max_minutes"] or None, seed=v["seed"],
+            name="orient_trained_in_napari",
+        )
+
+        def done(result) -> None:
+            self.trained_model = result
+            self.model_choice.value = TRAINED_HERE
+            show_info(f"Distance model trained ({result[1].metrics.get('train_steps')} steps).")
+
+        self.train_runner.start(job, done)
+
+    def start_recovery(self, *_) -> None:
+        from tomolens.io import read_mrc
+        from tomolens.orient.files import read_angles_star
+        from tomolens.orient.pipeline import recover_from_stack
+
+        try:
+            images, pixel, name = self.snapshot_stack()
+            model = self._model()
+            truth = None
+            if self.truth_star.value and Path(self.truth_star.value).is_file():
+                truth = read_angles_star(self.truth_star.value)[0]
+            reference = None
+            if self.reference.value and Path(self.reference.value).is_file():
+                reference = np.asarray(read_mrc(self.reference.value).data, np.float32)
+        except ValueError as err:
+            show_warning(str(err))
+            self.runner.status.value = f"Not started: {err}"
+            return
+        values = {"model": "unused", **self.panel.values()}
+        self._result_meta = {"name": name, "pixel": pixel, "n": images.shape[1], "has_truth": truth is not None}
+        self.runner.start(recover_from_stack(images, pixel, values, truth, reference, model=model), self.show_result)
+
+    def show_result(self, result) -> None:
+        """Add the orientations (Points on a sphere) and the reconstruction (Image)."""
+        from tomolens.orient.rotations import matrices
+
+        self.result = result
+        meta = self._result_meta
+        pixel, n = meta["pixel"], meta["n"]
+        radius = 0.5 * n
+        directions = matrices(result.quats)[:, 2, :]  # viewing directions Aᵀ e_z (x, y, z)
+        points = directions[:, ::-1] * radius + radius  # z, y, x in pixels around the box centre
+        features = {"index": np.arange(len(points))}
+        kwargs = {}
+        if result.errors_deg is not None:
+            features["error_deg"] = result.errors_deg
+            kwargs = {"face_color": "error_deg", "face_colormap": "viridis"}
+        self.viewer.add_points(
+            points, name=f"{meta['name']} orientations", features=features, size=1.5,
+            scale=(pixel,) * 3, units=(ANGSTROM,) * 3, out_of_slice_display=True, **kwargs,
+        )
+        if result.reconstruction is not None:
+            self.viewer.add_image(
+                result.reconstruction, name=f"{meta['name']} reconstruction", scale=(pixel,) * 3,
+                units=(ANGSTROM,) * 3, contrast_limits=contrast_limits(result.reconstruction),
+            )
+        self.summary.value = result.summary()
+
+    def export(self, *_) -> None:
+        """Write the recovered angles (STAR) and the reconstruction (MRC)."""
+        from tomolens.io import write_mrc
+        from tomolens.orient.files import write_angles_star
+
+        if self.result is None:
+            show_warning("Recover orientations first.")
+            return
+        written = []
+        star = self.export_star.value
+        if star and not Path(star).is_dir():
+            extra = {"tlOrientErrorDeg": self.result.errors_deg} if self.result.errors_deg is not None else None
+            write_angles_star(star, self.result.quats, f"{self._result_meta['name']}.mrcs",
+                              self._result_meta["pixel"], extra=extra)
+            written.append(str(star))
+        mrc = self.export_map.value
+        if mrc and not Path(mrc).is_dir() and self.result.reconstruction is not None:
+            write_mrc(mrc, self.result.reconstruction, self._result_meta["pixel"])
+            written.append(str(mrc))
+        if written:
+            show_info("Wrote " + ", ".join(written))
+        else:
+            show_warning("Choose where to write the STAR and/or the map.")

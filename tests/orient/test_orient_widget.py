@@ -1,0 +1,87 @@
+"""The Orientation recovery dock widget: train a tiny model, recover, show layers, export, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from tomolens.io import write_mrc
+from tomolens.jobs import run_job
+from tomolens.orient.files import read_angles_star, write_projection_set
+from tomolens.orient.project import simulate_projections
+
+
+def _blob_map(n=24, seed=0):
+    rng = np.random.default_rng(seed)
+    vol = np.zeros((n, n, n), np.float32)
+    for _ in range(6):
+        vol[tuple(rng.integers(n // 4, 3 * n // 4, 3))] += rng.uniform(0.5, 2.0)
+    return ndimage.gaussian_filter(vol, 1.5) * 10
+
+
+@pytest.fixture
+def orient_widget(make_napari_viewer, tmp_path):
+    import torch
+
+    torch.set_num_threads(1)
+    from tomolens._widgets.orient import OrientationWidget
+
+    viewer = make_napari_viewer()
+    vol = _blob_map()
+    write_mrc(tmp_path / "train.mrc", _blob_map(seed=1), 8.0)
+    pset = run_job(simulate_projections(vol, 8.0, 40, seed=3))
+    write_projection_set(tmp_path / "stack.mrcs", tmp_path / "truth.star", pset)
+    from tomolens._napari.reader import read_mrc_layers
+
+    data, kwargs, _ = read_mrc_layers(str(tmp_path / "stack.mrcs"))[0]
+    layer = viewer.add_image(np.asarray(data), **kwargs)
+    widget = OrientationWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.reset_choices()
+    widget.stack_picker.value = layer
+    return widget, viewer, tmp_path, vol
+
+
+def test_train_recover_show_and_export(orient_widget, qtbot):
+    widget, viewer, tmp_path, vol = orient_widget
+    widget.train_maps.value = [str(tmp_path / "train.mrc")]
+    widget.train_panel.set_values({"pixel_size_A": 8.0, "input_size": 24, "projections_per_map": 100,
+                                   "train_steps": 10, "batch_size": 16})
+    widget.start_training()
+    qtbot.waitUntil(lambda: not widget.train_runner.running, timeout=60000)
+    assert widget.trained_model is not None and widget.model_choice.value == "(trained here)"
+
+    widget.truth_star.value = str(tmp_path / "truth.star")
+    widget.panel.set_values({"recover_steps": 20, "pairs_per_step": 500, "n_anchors": 20})
+    widget.start_recovery()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+    assert widget.result is not None, widget.runner.status.value
+    points = viewer.layers["stack orientations"]
+    assert points.data.shape == (40, 3)
+    radius = np.linalg.norm(points.data - 12.0, axis=1)
+    np.testing.assert_allclose(radius, 12.0, atol=1e-6)  # on a sphere around the box centre
+    errors = points.features["error_deg"].to_numpy()
+    assert errors.shape == (40,) and np.all((errors >= 0) & (errors <= 180))
+    recon = viewer.layers["stack reconstruction"]
+    assert recon.data.shape == (24, 24, 24)
+    assert "mean orientation error" in widget.summary.value
+
+    widget.export_star.value = str(tmp_path / "out.star")
+    widget.export_map.value = str(tmp_path / "out.mrc")
+    widget.export()
+    quats, _ = read_angles_star(tmp_path / "out.star")
+    assert quats.shape == (40, 4)
+    assert (tmp_path / "out.mrc").is_file()
+
+
+def test_volume_layer_is_refused_with_a_clear_message(orient_widget):
+    widget, viewer, tmp_path, vol = orient_widget
+    layer = viewer.add_image(vol, name="map", scale=(8.0,) * 3, units=("angstrom",) * 3,
+                             metadata={"kind": "volume"})
+    widget.reset_choices()
+    widget.stack_picker.value = layer
+    with pytest.raises(ValueError, match="not a stack of projections"):
+        widget.snapshot_stack()
+    widget.start_recovery()  # shows a warning instead of starting
+    assert not widget.runner.running and "Not started" in widget.runner.status.value
