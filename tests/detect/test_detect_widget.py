@@ -88,6 +88,7 @@ def test_train_action_shows_loss_and_selects_model(widget, qtbot, tmp_path):
     w, viewer = widget
     w.train_labels.value = viewer.layers["truth labels"]
     w.train_epochs.value = 2
+    w.train_steps.value = 3
     w.train_out.value = str(tmp_path / "mine.pt")
     t0 = time.monotonic()
     w.start_training()

@@ -64,13 +64,15 @@ class DetectWidget(Container):
         self.train_labels = create_widget(annotation=napari.layers.Labels, label="train labels")
         self.train_labels.tooltip = "Instance labels of the tomogram (simulated truth or painted particles)."
         self.train_epochs = SpinBox(value=20, min=1, max=1000, label="epochs", tooltip="Maximum epochs.")
+        self.train_steps = SpinBox(value=20, min=1, max=10000, label="steps per epoch",
+                                   tooltip="Optimiser steps (batches of 2 patches) per epoch.")
         self.train_out = FileEdit(mode="w", filter="*.pt", label="save model as",
                                   value=str(Path(tempfile.gettempdir()) / "tomolens_detect_user.pt"),
                                   tooltip="Where the trained model (.pt + .json card) is written.")
         self.train_runner = JobRunner("Train", title="Detection training")
         self.loss_text = Label(value="")
         self._history: list[dict] = []
-        train_box = Container(widgets=[self.train_labels, self.train_epochs, self.train_out,
+        train_box = Container(widgets=[self.train_labels, self.train_epochs, self.train_steps, self.train_out,
                                        self.train_runner, self.loss_text], label="train")
         super().__init__(widgets=[self.image, self.model_choice, self.model_file, self.params, self.runner,
                                   self.truth, self.tolerance, self.evaluation, train_box])
@@ -193,7 +195,7 @@ class DetectWidget(Container):
         self._history = []
         self.loss_text.value = "training…"
         job = train_and_save(volume, instances, float(vs[-1]), out, epochs=int(self.train_epochs.value),
-                             device=self.params.values()["device"])
+                             device=self.params.values()["device"], steps_per_epoch=int(self.train_steps.value))
         self.train_runner.start(job, self._trained, on_progress=self._train_progress)
 
     def _train_progress(self, progress) -> None:

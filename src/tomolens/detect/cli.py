@@ -11,14 +11,16 @@ from tomolens.evaluate import evaluate_tables
 from tomolens.io.coords import read_coordinates, write_coordinates
 from tomolens.io.mrc import read_mrc, write_mrc
 from tomolens.jobs import log_progress, run_job
-from tomolens.params import add_arguments, values_from_args
+from tomolens.params import add_arguments, explicit_values
 
 
 def _detect(args: argparse.Namespace) -> int:
     vol = read_mrc(args.tomogram)
     voxel = args.voxel_size or (vol.voxel_size_A[-1] if vol.voxel_size_A else None)
-    params = values_from_args(args, DETECT_PARAMS)
-    model = params.pop("model")
+    # options not typed (or set by a preset) fall back to the model card's tuned values
+    params = explicit_values(args, DETECT_PARAMS)
+    params.pop("model", None)
+    model = args.model
     result = run_job(detect_particles(vol.data, voxel, model=model, **params), on_progress=log_progress)
     out = Path(args.out)
     stem = out.with_suffix("") if out.suffix in (".mrc", ".star", ".csv") else out
