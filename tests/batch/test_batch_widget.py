@@ -49,8 +49,10 @@ def test_param_panel_presets_round_trip_and_errors(qtbot, tmp_path):
     with pytest.raises(ValueError, match="above the maximum"):
         other.load_preset(tmp_path / "bad.json")
     assert other.values()["mask_threshold"] == 0.8  # a bad preset changes nothing
-    custom = ParamPanel((Param("weird_setting", 1, "not any task's"),))
+    custom = ParamPanel((Param("weird_setting", 1, "not any task's"),
+                         Param("learning_rate", 2e-3, "small float", min=1e-6, max=1.0)))
     assert custom.task == "custom"
+    assert custom.values()["learning_rate"] == pytest.approx(2e-3)  # not rounded to the spin box's 2 decimals
 
 
 def test_widget_preset_gives_same_outputs_through_cli_and_batch(make_napari_viewer, qtbot, batch_data, tmp_path):

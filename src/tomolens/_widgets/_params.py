@@ -9,6 +9,7 @@ preset…" buttons: the panel's values are written as a preset file
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -34,6 +35,8 @@ def build_control(p: Param):
         options["max"] = p.max if p.max is not None else (1e9 if kind is float else 2**31 - 1)
         if p.step is not None:
             options["step"] = p.step
+        elif kind is float:
+            options["step"] = float_step(p)
     if kind is Path:
         options["mode"] = "r"
     widget = create_widget(
@@ -41,6 +44,19 @@ def build_control(p: Param):
     )
     widget.tooltip = p.help
     return widget
+
+
+def float_step(p: Param) -> float:
+    """A spin-box step fine enough to show the default (magicgui shows as many decimals as the step has).
+
+    0.01 unless the default (or, for a zero default, the minimum) is smaller: then one
+    tenth of its order of magnitude, so that e.g. a learning rate of 2e-3 is not shown
+    (and returned) as 0.0.
+    """
+    for value in (p.default, p.min):
+        if value:
+            return min(0.01, 10.0 ** (math.floor(math.log10(abs(float(value)))) - 1))
+    return 0.01
 
 
 def infer_task(names: Iterable[str]) -> str:

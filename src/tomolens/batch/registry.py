@@ -89,6 +89,8 @@ TASKS: dict[str, TaskSpec] = {
     for spec in (
         TaskSpec("detect", ("tomolens.detect.detector:DETECT_PARAMS",), "tomolens.batch.steps:run_detect",
                  "detect particles: STEM_instances.mrc + STEM_detected.star"),
+        TaskSpec("segment", ("tomolens.segment.predict:PREDICT_PARAMS",), "tomolens.batch.steps:run_segment",
+                 "semantic segmentation: STEM_labels.mrc (0 background, class k as k + 1)"),
         TaskSpec("classify", (_CLASSIFY,), "tomolens.batch.steps:run_classify",
                  "classify the particles: class, prob_<class>, confidence columns → STEM_classified.star",
                  needs_particles=True),
@@ -141,6 +143,13 @@ class WidgetAction:
 PARITY: tuple[WidgetAction, ...] = (
     WidgetAction("detect", ("tomolens.detect.detector:DETECT_PARAMS",), "detect",
                  "tomolens._widgets.detect:DetectWidget", outside_panel={"model": "model_choice"}),
+    WidgetAction("segment", ("tomolens.segment.predict:PREDICT_PARAMS",), "segment",
+                 "tomolens._widgets.segment:SegmentWidget", panel_attr="predict_params",
+                 outside_panel={"model": "model_choice"}),
+    WidgetAction("segment-train", ("tomolens.segment.train:TRAIN_PARAMS",), "train",
+                 "tomolens._widgets.segment:SegmentWidget", panel_attr="train_params",
+                 known_gap="the segmentation-training settings (TRAIN_PARAMS of tomolens.segment.train) are the "
+                 "widget's only; 'tomolens train --task segment' has its own --segment-* options and defaults"),
     WidgetAction("classify", (_CLASSIFY,), "classify", "tomolens._widgets.classify:ClassifyWidget"),
     WidgetAction("subdivide", (_CLASSIFY, "tomolens.cluster.subdivide:SUBDIVIDE_PARAMS"), "subdivide",
                  "tomolens._widgets.classify:SubdivideWidget"),

@@ -144,6 +144,19 @@ def run_detect(ctx: TomogramContext, params: dict[str, Any]) -> Generator[Progre
     return StepOutput([labels_path, star_path], {"particles": len(result.particles)})
 
 
+def run_segment(ctx: TomogramContext, params: dict[str, Any]) -> Generator[Progress, None, StepOutput]:
+    """Semantic segmentation; writes ``STEM_labels.mrc`` (0 background, class k as k + 1)."""
+    from tomolens.segment.predict import PREDICT_PARAMS, segment_tomogram
+    from tomolens.params import validate_values
+
+    result = yield from segment_tomogram(ctx.volume.data, ctx.voxel(), **validate_values(params, PREDICT_PARAMS))
+    legend = " ".join(f"{k + 1 if k else 0}={n}" for k, n in enumerate(result.class_names))
+    labels = (*ctx.mrc_labels()[:8], legend[:80])
+    path = write_mrc(ctx.output("_labels.mrc"), result.labels, result.voxel_size_A, is_labels=True, labels=labels)
+    counts = {n: int((result.classes == k).sum()) for k, n in enumerate(result.class_names)}
+    return StepOutput([path], {"voxels_per_class": counts})
+
+
 def _merge_features(table: ParticleTable, features: pd.DataFrame) -> ParticleTable:
     kept = table.features.drop(columns=[c for c in features.columns if c in table.features.columns])
     features = features.copy()
