@@ -89,29 +89,48 @@ def test_cli_options_are_the_shared_params(action):
     assert "--preset" in {o for a in actions.values() for o in a.option_strings}
 
 
-@pytest.mark.parametrize("action", list(_actions(mark_gaps=False)))
-def test_widget_controls_are_the_shared_params(action, make_napari_viewer):
-    params = action_params(action)
-    try:
-        widget_cls = import_object(action.widget_ref)
-    except ImportError as err:
-        pytest.skip(f"the {action.name} widget has not landed yet ({err})")
-    widget = widget_cls(make_napari_viewer())
-    panel = getattr(widget, action.panel_attr)
-    assert isinstance(panel, ParamPanel), f"{action.widget_ref}.{action.panel_attr} is not a ParamPanel"
-    assert any(panel is p for p in find_panels(widget)), "the panel is not shown in the widget"
+def widget_problems(action, widget) -> list[str]:
+    """What differs between one widget action's controls and its shared PARAMS (empty = parity)."""
+    params = action.params()
+    panel = getattr(widget, action.panel_attr, None)
+    if not isinstance(panel, ParamPanel):
+        return [f"{action.widget_ref}.{action.panel_attr} is not a ParamPanel"]
+    problems = []
+    if not any(panel is p for p in find_panels(widget)):
+        problems.append("the panel is not shown in the widget")
     in_panel = {p.name: p for p in panel.params}
     expected = {p.name: p for p in params}
     outside = action.outside_panel
-    assert set(in_panel) | set(outside) == set(expected), "widget controls and PARAMS differ"
-    assert not set(in_panel) & set(outside)
-    for name, p in in_panel.items():
-        assert p == expected[name], f"{name}: the widget's Param differs from the shared one"
-    for name in outside:
-        assert hasattr(widget, outside[name]), f"{action.widget_ref} has no control {outside[name]!r} for {name}"
+    if set(in_panel) | set(outside) != set(expected) or set(in_panel) & set(outside):
+        problems.append(f"controls {sorted(set(in_panel) | set(outside))} != PARAMS {sorted(expected)}")
+    problems += [f"{n}: the widget's Param differs from the shared one" for n, p in in_panel.items()
+                 if n in expected and p != expected[n]]
+    problems += [f"no control {attr!r} for {n}" for n, attr in outside.items() if not hasattr(widget, attr)]
     # what the widget shows at start is what the CLI uses when no option is typed
-    for p in panel.params:
-        assert p.check(panel.controls[p.name].value) == p.default, (
-            f"{action.name} widget starts {p.name} at {panel.controls[p.name].value!r}, the CLI at {p.default!r}")
-    if action.name in TASKS:
-        assert panel.task == action.name, "presets saved from this panel would name the wrong task"
+    problems += [f"starts {p.name} at {panel.controls[p.name].value!r}, the CLI at {p.default!r}"
+                 for p in panel.params if p.check(panel.controls[p.name].value) != p.default]
+    if action.name in TASKS and panel.task != action.name:
+        problems.append(f"presets from this panel would name task {panel.task!r}")
+    return problems
+
+
+def test_widget_controls_are_the_shared_params(make_napari_viewer):
+    viewer = make_napari_viewer()
+    widgets, checked, problems, missing = {}, [], {}, []
+    for action in PARITY:
+        try:
+            action.params()
+            widget_cls = import_object(action.widget_ref)
+        except ImportError as err:
+            missing.append(f"{action.name} ({err})")
+            continue
+        if action.widget_ref not in widgets:
+            widgets[action.widget_ref] = widget_cls(viewer)
+        checked.append(action.name)
+        found = widget_problems(action, widgets[action.widget_ref])
+        if found:
+            problems[action.name] = found
+    if not checked:
+        pytest.skip(f"no widget has landed yet: {missing}")
+    assert "detect" in checked
+    assert not problems, problems
