@@ -208,11 +208,11 @@ def build_scene(cfg: SimulationConfig, templates: list[Template], rng: np.random
     check_packing_request(cfg.shape_zyx, templates, cfg.n_particles,
                           None if cfg.n_particles is not None else cfg.volume_fraction)
     scene = Scene.empty(cfg.shape_zyx)
+    yield Progress(0, 10, "placing membranes and filaments")
     if cfg.n_membranes:
         add_vesicles(scene, cfg.n_membranes, cfg.voxel_size_A, membrane_class, rng)
     if cfg.n_filaments:
         add_filaments(scene, cfg.n_filaments, cfg.voxel_size_A, filament_class, rng)
-    yield Progress(1, 10, "membranes and filaments placed")
     yield from pack_particles(scene, templates, rng, cfg.n_particles,
                               None if cfg.n_particles is not None else cfg.volume_fraction)
     # particles first (1..N), then membranes and filaments (N+1..)
