@@ -152,6 +152,11 @@ class _PresetAction(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+def _escape(text: str) -> str:
+    """Escape ``%`` for argparse, which %-formats help texts."""
+    return text.replace("%", "%%")
+
+
 def add_arguments(parser: argparse.ArgumentParser, params: Iterable[Param]) -> None:
     """Add one ``--option`` per parameter to an argparse parser, and ``--preset FILE``.
 
@@ -165,13 +170,13 @@ def add_arguments(parser: argparse.ArgumentParser, params: Iterable[Param]) -> N
         if kind is bool:
             parser.add_argument(
                 p.option, dest=p.name, default=p.default, action=_BoolParam,
-                help=f"{p.help} (default: {p.default})",
+                help=f"{_escape(p.help)} (default: {_escape(str(p.default))})",
             )
             continue
         parser.add_argument(
             p.option, dest=p.name, default=p.default, type=p.check, metavar=kind.__name__.upper(),
             action=_StoreParam,
-            help=f"{p.help} (default: {p.default}"
+            help=f"{_escape(p.help)} (default: {_escape(str(p.default))}"
             + (f"; {p.min}..{p.max}" if p.min is not None or p.max is not None else "")
             + (f"; one of {list(p.choices)}" if p.choices else "") + ")",
         )
