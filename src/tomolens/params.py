@@ -157,6 +157,16 @@ def _escape(text: str) -> str:
     return text.replace("%", "%%")
 
 
+def _range_text(p: Param) -> str:
+    if p.min is not None and p.max is not None:
+        return f"; {p.min}..{p.max}"
+    if p.min is not None:
+        return f"; at least {p.min}"
+    if p.max is not None:
+        return f"; at most {p.max}"
+    return ""
+
+
 def add_arguments(parser: argparse.ArgumentParser, params: Iterable[Param]) -> None:
     """Add one ``--option`` per parameter to an argparse parser, and ``--preset FILE``.
 
@@ -177,7 +187,7 @@ def add_arguments(parser: argparse.ArgumentParser, params: Iterable[Param]) -> N
             p.option, dest=p.name, default=p.default, type=p.check, metavar=kind.__name__.upper(),
             action=_StoreParam,
             help=f"{_escape(p.help)} (default: {_escape(str(p.default))}"
-            + (f"; {p.min}..{p.max}" if p.min is not None or p.max is not None else "")
+            + _range_text(p)
             + (f"; one of {list(p.choices)}" if p.choices else "") + ")",
         )
     existing = parser._option_string_actions.get("--preset")
