@@ -14,10 +14,24 @@ from tomolens.batch.registry import PARITY, TASKS, import_object
 from tomolens.cli import build_parser, main
 
 
+def _children(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
 def subcommands() -> dict[str, argparse.ArgumentParser]:
-    parser = build_parser()
-    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(action.choices)
+    """Every sub-command of ``tomolens``, nested ones as "orient recover"."""
+    found: dict[str, argparse.ArgumentParser] = {}
+
+    def walk(parser, prefix):
+        for name, child in _children(parser).items():
+            found[f"{prefix}{name}"] = child
+            walk(child, f"{prefix}{name} ")
+
+    walk(build_parser(), "")
+    return found
 
 
 def task_params(spec):
@@ -52,7 +66,7 @@ def test_every_command_has_help():
     for name in commands:
         out = io.StringIO()
         with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as stop:
-            main([name, "--help"])
+            main([*name.split(), "--help"])
         assert stop.value.code == 0, name
         text = out.getvalue()
         assert text.startswith(f"usage: tomolens {name}") and "-h, --help" in text, name

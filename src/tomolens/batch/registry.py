@@ -116,7 +116,7 @@ class WidgetAction:
     params_refs : tuple of str
         The shared ``PARAMS`` tuples of the action.
     cli_command : str
-        ``tomolens`` sub-command built from them.
+        ``tomolens`` sub-command built from them (nested ones space-separated: ``"orient recover"``).
     widget_ref : str
         Import path of the dock widget.
     panel_attr : str
@@ -141,6 +141,13 @@ class WidgetAction:
 
 
 PARITY: tuple[WidgetAction, ...] = (
+    WidgetAction("simulate", ("tomolens.simulate.cli:PARAMS",), "simulate",
+                 "tomolens._widgets.simulate:SimulateWidget", panel_attr="panel"),
+    WidgetAction("orient-train", ("tomolens.orient.pipeline:TRAIN_PARAMS",), "orient train",
+                 "tomolens._widgets.orient:OrientationWidget", panel_attr="train_panel"),
+    WidgetAction("orient-recover", ("tomolens.orient.pipeline:RECOVER_PARAMS",), "orient recover",
+                 "tomolens._widgets.orient:OrientationWidget", panel_attr="panel",
+                 outside_panel={"model": "model_choice"}),
     WidgetAction("detect", ("tomolens.detect.detector:DETECT_PARAMS",), "detect",
                  "tomolens._widgets.detect:DetectWidget", outside_panel={"model": "model_choice"}),
     WidgetAction("segment", ("tomolens.segment.predict:PREDICT_PARAMS",), "segment",
