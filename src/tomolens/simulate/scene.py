@@ -88,10 +88,11 @@ def add_vesicles(scene: Scene, n: int, voxel_size_A: float, class_index: int, rn
             b0 = np.maximum(np.floor(centre - reach).astype(int), 0)
             b1 = np.minimum(np.ceil(centre + reach).astype(int) + 1, shape)
             sl = tuple(slice(a, b) for a, b in zip(b0, b1))
-            grid = np.ogrid[sl]
-            dist_A = np.sqrt(sum((g - c) ** 2 for g, c in zip(grid, centre))) * voxel_size_A
+            grid = [np.arange(s.start, s.stop, dtype=np.float32) for s in sl]
+            grid = [g.reshape([-1 if i == j else 1 for j in range(3)]) for i, g in enumerate(grid)]
+            dist_A = np.sqrt(sum((g - np.float32(c)) ** 2 for g, c in zip(grid, centre))) * np.float32(voxel_size_A)
             wall = np.abs(dist_A - r_A) <= half_wall
-            if np.any(scene.instances[sl][ndimage.binary_dilation(wall)]):
+            if np.any(scene.instances[sl][np.abs(dist_A - r_A) <= half_wall + 1.5 * voxel_size_A]):
                 continue
             dens = sum(np.exp(-0.5 * ((dist_A - (r_A + s * bilayer_spacing_A / 2)) / leaflet_sigma_A) ** 2)
                        for s in (-1, 1))
@@ -143,33 +144,16 @@ def add_filaments(scene: Scene, n: int, voxel_size_A: float, class_index: int, r
             lo = np.array([r_out_v + 2, 0, 0])
             hi = shape - 1 - np.array([r_out_v + 2, 0, 0])
             p0 = rng.uniform(lo, hi)
-            # z range that the tube spans inside the volume (it must not leave the slab in z)
-            t_max = np.linalg.norm(shape)
-            z_ends = p0[0] + np.array([-t_max, t_max]) * d[0]
-            z0 = int(max(0, np.floor(min(z_ends) - r_out_v - 1)))
-            z1 = int(min(shape[0], np.ceil(max(z_ends) + r_out_v + 2)))
-            sl = (slice(z0, z1), slice(None), slice(None))
-            zz, yy, xx = np.ogrid[z0:z1, 0:shape[1], 0:shape[2]]
-            rel = [zz - p0[0], yy - p0[1], xx - p0[2]]
-            t = rel[0] * d[0] + rel[1] * d[1] + rel[2] * d[2]
-            dist_v = np.sqrt(np.maximum(sum(r * r for r in rel) - t * t, 0.0)).astype(np.float32)
-            # clip the tube where it would leave the slab through the top or bottom
-            zc = p0[0] + t * d[0]
-            inside_slab = (zc >= r_out_v + 1) & (zc <= shape[0] - 2 - r_out_v)
-            wall = (dist_v <= r_out_v) & (dist_v >= r_in_v) & inside_slab
-            if not wall.any():
+            pieces = _tube_pieces(shape, p0, d, r_out_v, r_in_v)
+            if not pieces or not any(w.any() for _, w, _, _ in pieces):
                 continue
-            if np.any(scene.instances[sl][ndimage.binary_dilation(wall)]):
+            if any(np.any(scene.instances[sl][near]) for sl, _, near, _ in pieces):
                 continue
-            # anti-aliased density: one-voxel linear ramp at the outer and inner surfaces
-            dens = np.clip(r_out_v + 0.5 - dist_v, 0, 1)
-            if r_in_v > 0:
-                dens = np.minimum(dens, np.clip(dist_v - r_in_v + 0.5, 0, 1))
-            dens *= inside_slab
             inst = len(scene.structures) + 1
-            scene.density[sl] += dens.astype(np.float32)
-            scene.semantic[sl][wall] = class_index
-            scene.instances[sl][wall] = inst
+            for sl, wall, _, dens in pieces:
+                scene.density[sl] += dens
+                scene.semantic[sl][wall] = class_index
+                scene.instances[sl][wall] = inst
             scene.structures.append({"kind": kind, "instance_id": inst,
                                      "centre_zyx": tuple(float(c) for c in p0),
                                      "direction_zyx": tuple(float(c) for c in d), "radius_A": float(r_out)})
@@ -177,6 +161,46 @@ def add_filaments(scene: Scene, n: int, voxel_size_A: float, class_index: int, r
         else:
             raise PackingError(f"Could not place filament {i + 1} of {n} without overlap; "
                                "ask for fewer filaments or membranes.")
+
+
+def _tube_pieces(shape: np.ndarray, p0: np.ndarray, d: np.ndarray, r_out_v: float, r_in_v: float,
+                 step: float = 32.0) -> list[tuple]:
+    """Rasterise a straight tube through ``p0`` along unit ``d`` (voxels) piece by piece.
+
+    Each piece covers a stretch of ``step`` voxels of the axis and only its bounding box, and
+    owns the voxels whose projection on the axis falls in its stretch, so pieces never
+    write a voxel twice.  The tube is cut where it would leave the slab through the top
+    or bottom.  Returns a list of (slices, wall mask, test mask, density float32).
+    """
+    reach = r_out_v + 2.0
+    t_lo, t_hi = -np.inf, np.inf
+    for axis in range(3):  # clip the axis line to the volume grown by the tube radius
+        if abs(d[axis]) < 1e-9:
+            continue
+        a, b = (-reach - p0[axis]) / d[axis], (shape[axis] - 1 + reach - p0[axis]) / d[axis]
+        t_lo, t_hi = max(t_lo, min(a, b)), min(t_hi, max(a, b))
+    pieces = []
+    for t0 in np.arange(t_lo, t_hi, step):
+        t1 = min(t0 + step, t_hi)
+        ends = np.stack([p0 + t0 * d, p0 + t1 * d])
+        b0 = np.maximum(np.floor(ends.min(0) - reach).astype(int), 0)
+        b1 = np.minimum(np.ceil(ends.max(0) + reach).astype(int) + 1, shape)
+        if np.any(b1 <= b0):
+            continue
+        sl = tuple(slice(int(a), int(b)) for a, b in zip(b0, b1))
+        rel = [(np.arange(a, b, dtype=np.float32) - np.float32(p)).reshape([-1 if i == j else 1 for j in range(3)])
+               for i, (a, b, p) in enumerate(zip(b0, b1, p0))]
+        t = rel[0] * np.float32(d[0]) + rel[1] * np.float32(d[1]) + rel[2] * np.float32(d[2])
+        dist = np.sqrt(np.maximum(sum(r * r for r in rel) - t * t, 0.0))
+        zc = np.float32(p0[0]) + t * np.float32(d[0])
+        own = (t >= t0) & (t < t1) & (zc >= r_out_v + 1) & (zc <= shape[0] - 2 - r_out_v)
+        wall = (dist <= r_out_v) & (dist >= r_in_v) & own
+        near = (dist <= r_out_v + 1.5) & (dist >= r_in_v - 1.5) & own
+        dens = np.clip(r_out_v + 0.5 - dist, 0, 1)
+        if r_in_v > 0:
+            dens = np.minimum(dens, np.clip(dist - r_in_v + 0.5, 0, 1))
+        pieces.append((sl, wall, near, (dens * own).astype(np.float32)))
+    return pieces
 
 
 # ----------------------------------------------------------------------------- particles
