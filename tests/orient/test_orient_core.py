@@ -148,3 +148,39 @@ def test_recovery_from_exact_distances_within_one_degree(n_anchors):
     errors = orientation_errors_deg(result.quats, truth)
     assert errors.mean() < 1.0 and errors.max() < 3.0
     assert result.loss_history[-1] < 1e-3
+
+
+def test_reconstruction_from_true_orientations_reaches_high_fsc():
+    from tomolens.orient.reconstruct import fourier_shell_correlation, reconstruct_fourier
+
+    vol = blob_map(24)
+    pset = run_job(simulate_projections(vol, 4.0, 400, seed=6))
+    recon = run_job(reconstruct_fourier(pset.images, pset.quats))
+    fsc = fourier_shell_correlation(recon, vol, 4.0)
+    assert fsc.fsc[: int(0.8 * len(fsc.fsc))].min() > 0.9
+    assert fsc.resolution_0143_A == pytest.approx(1 / fsc.frequency_per_A[-1])  # never drops: the last shell
+    wrong = run_job(reconstruct_fourier(pset.images, random_orientations(400, seed=99)))
+    assert fourier_shell_correlation(wrong, vol, 4.0).resolution_05_A > 2 * fsc.resolution_05_A
+    with pytest.raises(ValueError, match="one orientation per image"):
+        run_job(reconstruct_fourier(pset.images, pset.quats[:10]))
+
+
+def test_distance_network_trains_and_round_trips(tmp_path):
+    import torch
+
+    torch.set_num_threads(1)
+    from tomolens.models.card import load_model, save_model
+    from tomolens.orient.network import TrainingMap, embed_images, train_distance_model
+
+    losses = []
+    job = train_distance_model([TrainingMap(blob_map(24), 8.0, "blob")], pixel_size_A=8.0, input_size=24,
+                               projections_per_map=120, steps=60, batch_size=24, learning_rate=3e-3, seed=1)
+    model, card = run_job(job, on_progress=lambda p: losses.append(p.info["loss"]) if p.info else None)
+    assert losses[-1] < losses[0]  # the distance regression learns
+    weights, _ = save_model(model, card, tmp_path / "orient_test.pt")
+    loaded, card2 = load_model(weights, expected_task="orient")
+    images = run_job(simulate_projections(blob_map(24), 8.0, 12, seed=5)).images
+    e1 = run_job(embed_images(model, card, images, 8.0))
+    e2 = run_job(embed_images(loaded, card2, images, 8.0))
+    assert e1.shape == (12, 32)
+    np.testing.assert_allclose(e1, e2, atol=1e-5)

@@ -49,13 +49,13 @@ def test_train_recover_show_and_export(orient_widget, qtbot):
     widget.train_panel.set_values({"pixel_size_A": 8.0, "input_size": 24, "projections_per_map": 100,
                                    "train_steps": 10, "batch_size": 16})
     widget.start_training()
-    qtbot.waitUntil(lambda: not widget.train_runner.running, timeout=60000)
+    qtbot.waitUntil(lambda: not widget.train_runner.running, timeout=600000)
     assert widget.trained_model is not None and widget.model_choice.value == "(trained here)"
 
     widget.truth_star.value = str(tmp_path / "truth.star")
     widget.panel.set_values({"recover_steps": 20, "pairs_per_step": 500, "n_anchors": 20})
     widget.start_recovery()
-    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=600000)
     assert widget.result is not None, widget.runner.status.value
     points = viewer.layers["stack orientations"]
     assert points.data.shape == (40, 3)
