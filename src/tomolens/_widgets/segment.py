@@ -163,6 +163,7 @@ class SegmentWidget(Container):
         layer.selected_label = 1
         layer.brush_size = 5
         layer.mode = "paint"
+        self.painted.reset_choices()
         self.painted.value = layer
 
     # ------------------------------------------------------------------ model

@@ -40,6 +40,7 @@ PREDICT_PARAMS = (
           advanced=True),
     Param("batch_size", 4, "Tiles per forward pass", min=1, advanced=True),
     Param("device", "auto", "Torch device", choices=("auto", "cpu", "cuda", "mps"), advanced=True),
+    Param("threads", 0, "CPU threads for torch (0 = all cores but one)", min=0, advanced=True),
 )
 
 
@@ -199,6 +200,7 @@ def segment_tomogram(
     batch_size: int = 4,
     device: str = "auto",
     class_names: Sequence[str] | None = None,
+    threads: int = 0,
 ) -> Generator[Progress, None, SegmentationResult]:
     """Segment a tomogram with a saved model (job).
 
@@ -215,6 +217,8 @@ def segment_tomogram(
         2D models: average slices along z, y and x.
     class_names : sequence of str, optional
         Expected classes; a model with other classes is refused with a clear message.
+    threads : int
+        CPU threads for torch in the thread running the job (0 = all cores but one).
 
     Returns
     -------
@@ -223,7 +227,10 @@ def segment_tomogram(
     from tomolens.models.card import load_model
     from tomolens.models.device import choose_device
 
+    from tomolens.segment.train import set_torch_threads
+
     device = choose_device(device)
+    set_torch_threads(device, threads)
     net, card = load_model(model, device=device, expected_task="segment")
     if class_names is not None:
         check_model_classes(card, class_names)

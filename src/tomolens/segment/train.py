@@ -54,6 +54,7 @@ TRAIN_PARAMS = (
           "through the painted voxels (zyx)", choices=("z", "zyx"), advanced=True),
     Param("seed", 0, "Random seed", advanced=True),
     Param("device", "auto", "Torch device", choices=("auto", "cpu", "cuda", "mps"), advanced=True),
+    Param("threads", 0, "CPU threads for torch (0 = all cores but one)", min=0, advanced=True),
 )
 
 
@@ -125,6 +126,7 @@ def train_segmenter(
     slice_axes: str = "z",
     seed: int = 0,
     device: str = "auto",
+    threads: int = 0,
     val_patches: int = 16,
     checkpoint: str | Path | None = None,
     resume: bool = False,
@@ -154,6 +156,8 @@ def train_segmenter(
         Weight of the soft Dice term added to the cross-entropy.
     slice_axes : {"z", "zyx"}
         2D only: train on z-slices, or also on orthogonal slices through painted voxels.
+    threads : int
+        CPU threads for torch, set in the thread that runs the job (0 = all cores but one).
     checkpoint, resume : see :class:`tomolens.models.training.TrainConfig`.
     Other parameters: see :data:`TRAIN_PARAMS`.
 
@@ -209,6 +213,7 @@ def train_segmenter(
     if not val_pairs:
         raise ValueError("No validation data with painted voxels.")
     device = choose_device(device)
+    set_torch_threads(device, threads)
     net, architecture, arch_kwargs = build_segmentation_network(model_kind, len(names), base_channels, depth)
     patch_size = (patch,) * (2 if model_kind == "2d" else 3)
     sparse = any(np.mean(lab > 0) < 0.5 for _, lab in train)
@@ -236,6 +241,19 @@ def train_segmenter(
                "label_offset": LABEL_OFFSET, "dice_weight": dice_weight, "history": result.history},
     )
     return TrainedSegmenter(result.model.cpu().eval(), card, result.history)
+
+
+def set_torch_threads(device: str, threads: int) -> None:
+    """Torch CPU threads for the calling thread (a widget's worker thread does not inherit them)."""
+    import torch
+
+    from tomolens.models.device import set_cpu_threads
+
+    if device == "cpu":
+        if threads:
+            torch.set_num_threads(int(threads))
+        else:
+            set_cpu_threads()
 
 
 def save_segmenter(trained: TrainedSegmenter, path: str | Path) -> Path:
@@ -346,7 +364,7 @@ def run_train(args: argparse.Namespace) -> int:
         steps_per_epoch=args.steps_per_epoch, patch=patch, batch_size=args.batch_size,
         base_channels=args.base_channels, depth=args.depth, learning_rate=args.learning_rate,
         dice_weight=args.segment_dice_weight, patience=args.patience, slice_axes=args.segment_slice_axes,
-        seed=args.seed, device=device, val_patches=args.val_patches,
+        seed=args.seed, device=device, threads=args.threads, val_patches=args.val_patches,
         checkpoint=args.checkpoint or str(Path(args.out).with_suffix(".ckpt")), resume=args.resume,
         max_minutes=args.max_minutes or None, name=Path(args.out).stem,
         training_command=command_line(None), training_data=sim_data or f"files {args.tomograms}",

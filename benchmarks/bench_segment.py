@@ -1,0 +1,137 @@
+"""Segmentation benchmark: per-class Dice on held-out simulated tomograms, and speed.
+
+(a) the shipped model ``segment_default``; (b) a 2D slice U-Net trained from scratch on
+5 z-slices of ground truth of the tomogram itself (standing in for 5 painted slices;
+Dice is measured on all the other slices).  Held-out tomograms use simulator seeds after
+the shipped model's training (5000–5005) and validation (5006–5007) seeds: 5008–5009 at
+SNR 0.05 and 5010–5011 at SNR 0.03 (64×128×128, 10 Å, 2 vesicles, 3 filaments, volume
+fraction 0.15).  Speed: seconds to segment a 200×512×512 volume with the shipped model.
+
+Usage::
+
+    python benchmarks/bench_segment.py [--parts shipped,scratch,timing] [--cache DIR] [--threads 1]
+
+Writes ``benchmarks/results/segment.json`` (parts not run are kept from an earlier run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tomolens.io.atomic import atomic_path
+from tomolens.jobs import run_job
+from tomolens.segment.labels import DEFAULT_CLASSES, evenly_spaced_slices, sparse_from_classes
+from tomolens.segment.predict import classes_from_probabilities, predict_probabilities, segment_tomogram
+from tomolens.segment.simulated import dice_per_class, simulate_sample
+from tomolens.segment.train import train_segmenter
+
+THREADS = [1]  # set from --threads
+RESULTS = Path(__file__).parent / "results" / "segment.json"
+HELD_OUT = {0.05: (5008, 5009), 0.03: (5010, 5011)}
+SIM = dict(shape_zyx=(64, 128, 128), voxel_size_A=10.0, volume_fraction=0.15, n_membranes=2, n_filaments=3)
+FROM_SCRATCH = dict(model_kind="2d", epochs=8, steps_per_epoch=15, patch=64, batch_size=8, base_channels=16,
+                    depth=2, learning_rate=2e-3, dice_weight=1.0, patience=6, device="cpu", seed=0)
+
+
+def _mean(scores: list[dict]) -> dict:
+    return {n: round(float(np.nanmean([s[n] for s in scores])), 4) for n in DEFAULT_CLASSES}
+
+
+def accuracy(model: str, cache: str | None, parts: set[str], previous: dict, n_slices: int = 5) -> dict:
+    """Dice per class, averaged over the held-out tomograms of each SNR, for the parts asked for."""
+    out = previous or {}
+    for snr, seeds in HELD_OUT.items():
+        entry = out.setdefault(f"snr_{snr:g}", {})
+        rows = {r["seed"]: r for r in entry.get("tomograms", [])}
+        for seed in seeds:
+            s = simulate_sample(seed, snr=snr, cache_dir=cache, **SIM)
+            row = rows.setdefault(seed, {"seed": seed})
+            if "shipped" in parts:
+                t0 = time.time()
+                res = run_job(segment_tomogram(s.tomogram, s.voxel_size_A, model=model, device="cpu", threads=THREADS[0]))
+                row["shipped"] = dice_per_class(res.classes, s.classes, DEFAULT_CLASSES)
+                row["seconds_shipped"] = round(time.time() - t0, 1)
+                print(f"SNR {snr} seed {seed}: shipped {row['shipped']}", flush=True)
+            if "scratch" in parts:
+                slices = evenly_spaced_slices(n_slices, s.classes.shape[0])
+                painted = sparse_from_classes(s.classes, slices)
+                t0 = time.time()
+                trained = run_job(train_segmenter([(s.tomogram, painted)], DEFAULT_CLASSES, s.voxel_size_A,
+                                                  threads=THREADS[0], **FROM_SCRATCH))
+                probs = run_job(predict_probabilities(trained.model, trained.card, s.tomogram, s.voxel_size_A,
+                                                      orthogonal=False))
+                keep = np.ones(s.classes.shape[0], bool)
+                keep[slices] = False  # score only the slices that were not "painted"
+                row["from_5_slices"] = dice_per_class(classes_from_probabilities(probs)[keep], s.classes[keep],
+                                                      DEFAULT_CLASSES)
+                row.update({"painted_slices": slices, "epochs_run_5_slices": len(trained.history),
+                            "seconds_train_and_predict_5_slices": round(time.time() - t0, 1)})
+                print(f"SNR {snr} seed {seed}: 5 slices {row['from_5_slices']}", flush=True)
+        entry["tomograms"] = [rows[k] for k in sorted(rows)]
+        for kind in ("shipped", "from_5_slices"):
+            scores = [r[kind] for r in entry["tomograms"] if kind in r]
+            if scores:
+                entry[kind] = _mean(scores)
+    return out
+
+
+def timing(model: str, shape=(200, 512, 512)) -> dict:
+    data = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    out = {}
+    for orthogonal in (False, True):
+        load = os.getloadavg()[0]
+        t0, c0 = time.time(), time.process_time()
+        run_job(segment_tomogram(data, 10.0, model=model, orthogonal=orthogonal, device="cpu", threads=THREADS[0]))
+        key = "zyx_averaged" if orthogonal else "z_slices"
+        out[key] = {"wall_s": round(time.time() - t0, 1), "cpu_s": round(time.process_time() - c0, 1),
+                    "load_average_before": round(load, 1)}
+        print(f"{shape} {key}: {out[key]}", flush=True)
+    return {"shape_zyx": list(shape), "measured_at_full_size": True, **out}
+
+
+def main() -> None:
+    import torch
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="segment_default")
+    p.add_argument("--cache", default=None, help="directory caching simulated tomograms")
+    p.add_argument("--parts", default="shipped,scratch,timing",
+                   help="comma-separated: shipped (a), scratch (b: 5 slices), timing")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is faster on a shared 2-core box)")
+    args = p.parse_args()
+    parts = {x.strip() for x in args.parts.split(",") if x.strip()}
+    torch.set_num_threads(args.threads)
+    THREADS[0] = args.threads
+    result = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    result.update({"benchmark": "segment", "machine": "2-core CPU, no GPU (shared with other jobs)",
+                   "cpu": platform.processor() or platform.machine(), "torch_threads": args.threads,
+                   "model": args.model})
+    result.setdefault("commands", {})[",".join(sorted(parts))] = (
+        f"python benchmarks/bench_segment.py --parts {args.parts} --threads {args.threads}"
+        + (f" --cache {args.cache}" if args.cache else "") + (f" --model {args.model}" if args.model != "segment_default" else ""))
+    if parts & {"shipped", "scratch"}:
+        result["dice"] = accuracy(args.model, args.cache, parts, result.get("dice", {}))
+        result["from_5_slices_settings"] = FROM_SCRATCH
+        result["held_out"] = {f"snr_{k:g}": list(v) for k, v in HELD_OUT.items()} | {"simulation": {
+            k: list(v) if isinstance(v, tuple) else v for k, v in SIM.items()}}
+    if "timing" in parts:
+        result["timing"] = timing(args.model)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(RESULTS) as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
+    print(f"\n{'SNR':>6} {'model':>14} " + " ".join(f"{n:>10}" for n in DEFAULT_CLASSES[1:]))
+    for snr, d in result.get("dice", {}).items():
+        for kind in (k for k in ("shipped", "from_5_slices") if k in d):
+            print(f"{snr:>6} {kind:>14} " + " ".join(f"{d[kind][n]:>10.3f}" for n in DEFAULT_CLASSES[1:]))
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
