@@ -337,6 +337,7 @@ def pack_particles(scene: Scene, templates: list[Template], rng: np.random.Gener
     next_report = 0.0
     free_map = None
     since_map = 0
+    occupied_start = float(np.count_nonzero(scene.instances))
     remap_every = max(10, int(goal if n_particles is not None else goal / max(
         1.0, np.mean([t.mask.sum() for t in templates]))) // 25)
     while True:
@@ -360,10 +361,13 @@ def pack_particles(scene: Scene, templates: list[Template], rng: np.random.Gener
         if np.any(c_hi <= c_lo):
             raise PackingError(f"Template {templates[ti].name!r} does not fit in a volume of "
                                f"{tuple(shape)} voxels; use a larger volume or a smaller template.")
-        if free_map is None or since_map >= remap_every or (failures and failures % 4 == 0 and since_map):
-            free_map = _FreeSpace(scene.instances)
-            since_map = 0
-        cs = free_map.sample(rng, cand.core_radius, c_lo, c_hi, max_trials)
+        if (occupied_start + placed_voxels) / total_voxels < 0.08 and failures < 3:
+            cs = rng.integers(c_lo, c_hi, size=(max_trials, 3))  # sparse: uniform proposals succeed
+        else:
+            if free_map is None or since_map >= remap_every or (failures and failures % 4 == 0 and since_map):
+                free_map = _FreeSpace(scene.instances)
+                since_map = 0
+            cs = free_map.sample(rng, cand.core_radius, c_lo, c_hi, max_trials)
         # vectorised pre-filter: a few probe voxels of the candidate at every proposed centre
         probes = cand.probes - half
         pts = cs[:, None, :] + probes[None, :, :]
