@@ -1,0 +1,106 @@
+"""The Segment dock widget through the viewer: paint, train, predict, re-threshold, cancel, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from segment_toy import TOY_CLASSES, make_toy
+
+from tomolens._widgets.segment import FROM_FILE, SegmentWidget
+from tomolens.segment.labels import sparse_from_classes
+
+SMALL = {"model_kind": "2d", "epochs": 2, "steps_per_epoch": 6, "patch": 32, "batch_size": 4, "base_channels": 4,
+         "learning_rate": 5e-3, "device": "cpu"}
+
+
+@pytest.fixture
+def setup(make_napari_viewer, tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    shown = []
+    monkeypatch.setattr("tomolens._widgets.segment.show_warning", shown.append)
+    viewer = make_napari_viewer()
+    tomo, classes = make_toy(0)
+    image = viewer.add_image(tomo, name="toy", scale=(10.0,) * 3, units=("angstrom",) * 3)
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.reset_choices()
+    widget.image.value = image
+    widget.class_names.value = ", ".join(TOY_CLASSES)
+    widget.train_params.set_values(SMALL)
+    widget.save_path.value = str(tmp_path / "painted_model.pt")
+    return widget, viewer, classes, shown
+
+
+def _paint(widget, classes, slices):
+    widget.add_painting_layer()
+    layer = widget.painted.value
+    painted = sparse_from_classes(classes, slices)
+    for z in slices:  # as a user would: slice by slice
+        layer.data[z] = painted[z]
+    layer.refresh()
+    return layer
+
+
+def test_paint_train_predict_and_rethreshold(setup, qtbot, tmp_path):
+    widget, viewer, classes, shown = setup
+    assert "1 = background, 2 = membrane, 3 = filament" in widget.legend.value
+    layer = _paint(widget, classes, [3, 8, 12])
+    assert layer.data.shape == classes.shape and layer.name == "toy painted"
+    widget.start_training()
+    assert not widget.train_runner.run_button.enabled
+    qtbot.waitUntil(lambda: not widget.train_runner.running, timeout=300000)
+    assert not shown, shown
+    assert (tmp_path / "painted_model.pt").is_file() and (tmp_path / "painted_model.json").is_file()
+    assert (tmp_path / "painted_model.ckpt").is_file()
+    assert len(widget.loss_plot.series["loss"]) == 2 and "epoch 2" in widget.loss_text.value
+    assert widget.model_choice.value == FROM_FILE and "2d U-Net" in widget.model_info.value
+    widget.predict_params.set_values({"orthogonal": False, "device": "cpu"})
+    widget.start_prediction()
+    qtbot.waitUntil(lambda: not widget.predict_runner.running, timeout=300000)
+    assert not shown, shown
+    seg = viewer.layers["toy segmentation"]
+    assert seg.data.shape == classes.shape and set(np.unique(seg.data)) <= {0, 2, 3}
+    for name in TOY_CLASSES:
+        prob = viewer.layers[f"toy P({name})"]
+        assert prob.data.shape == classes.shape and 0 <= prob.data.min() and prob.data.max() <= 1
+    np.testing.assert_allclose(seg.scale, (10.0,) * 3)
+    before = int((seg.data > 0).sum())
+    widget.predict_params.controls["threshold"].value = 0.95  # live, no network
+    assert int((viewer.layers["toy segmentation"].data > 0).sum()) < before
+    widget.class_names.value = "background, membrane"  # the model has three classes
+    widget.start_prediction()
+    assert "segments ['background', 'membrane', 'filament']" in shown[-1] and not widget.predict_runner.running
+
+
+def test_cancel_training_and_prediction(setup, qtbot, tmp_path):
+    widget, viewer, classes, shown = setup
+    _paint(widget, classes, [4, 11])
+    widget.train_params.set_values({"epochs": 50})
+    widget.start_training()
+    widget.train_runner.cancel()
+    qtbot.waitUntil(lambda: not widget.train_runner.running, timeout=300000)
+    assert widget.train_runner.status.value == "Cancelled"
+    assert not (tmp_path / "painted_model.pt").exists()
+    widget.model_choice.value = FROM_FILE
+    widget.model_file.value = str(tmp_path / "painted_model.pt")
+    widget.start_prediction()  # no model file yet: a clear warning, nothing starts
+    assert "Choose a model file" in shown[-1] and not widget.predict_runner.running
+
+
+def test_bad_input_messages(setup, qtbot):
+    widget, viewer, classes, shown = setup
+    widget.add_painting_layer()
+    widget.start_training()
+    assert "No voxels are painted" in shown[-1]
+    widget.painted.value.data[5] = 1
+    widget.start_training()
+    assert "Only one class" in shown[-1]
+    other = viewer.add_labels(np.ones((4, 8, 8), np.uint8), name="wrong shape")
+    widget.reset_choices()
+    widget.painted.value = other
+    widget.start_training()
+    assert "labels have shape (4, 8, 8)" in shown[-1]
+    widget.class_names.value = "background"
+    assert "at least two classes" in widget.legend.value
+    assert not widget.train_runner.running
