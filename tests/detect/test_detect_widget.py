@@ -97,3 +97,22 @@ def test_train_action_shows_loss_and_selects_model(widget, qtbot, tmp_path):
     assert "epoch 2" in w.loss_text.value and "val" in w.loss_text.value
     assert w.model_choice.value == FROM_FILE and str(w.model_file.value).endswith("mine.pt")
     assert time.monotonic() - t0 < 120
+
+
+def test_shipped_model_on_the_sample_through_the_viewer(make_napari_viewer, qtbot):
+    torch.set_num_threads(1)
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-tomolens", "phantom")
+    w = DetectWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.reset_choices()
+    assert w.model_choice.value == "detect_default"
+    w.image.value = viewer.layers["phantom tomogram"]
+    w.start_detection()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120000)
+    assert w.result is not None, w.runner.status.value
+    points = viewer.layers["phantom tomogram centres"]
+    labels = viewer.layers["phantom tomogram instances"]
+    assert labels.data.shape == viewer.layers["phantom tomogram"].data.shape
+    assert len(points.data) == labels.data.max() > 0
+    np.testing.assert_allclose(points.scale, (10.0, 10.0, 10.0))
