@@ -71,3 +71,16 @@ def test_brief_training_separates_two_phantoms(tmp_path, torch_one_thread):
     np.testing.assert_allclose(f[["prob_sphere", "prob_rod"]].to_numpy()[:2].sum(1), 1.0, rtol=1e-6)
     assert out.embedding.shape[0] == 2
     assert read_card(tmp_path / "m.json").metrics["test"]["accuracy"] == metrics["accuracy"]
+
+
+def test_shipped_classifier_loads_with_an_honest_card():
+    from tomolens.models.card import shipped_models
+    from tomolens.simulate import builtin_template_names
+
+    assert "classify_phantoms_resnet" in shipped_models("classify")
+    model, card = load_model("classify_phantoms_resnet", expected_task="classify")
+    assert card.classes == builtin_template_names() and card.voxel_size_A == 10.0 and card.patch_size == [32] * 3
+    assert 0 < card.metrics["test_accuracy"] <= 1 and card.metrics["test_n"] == 234
+    assert np.sum(card.metrics["test_confusion"]) == 234
+    logits = model(__import__("torch").zeros(2, 1, 32, 32, 32))
+    assert tuple(logits.shape) == (2, 13)

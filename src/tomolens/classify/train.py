@@ -41,7 +41,8 @@ class TrainConfig:
         Stop after this many epochs without a lower validation loss.
     batch_size : int
     learning_rate : float
-        Adam's learning rate (cosine-decayed over ``epochs``).
+        Peak AdamW learning rate: warm-up, then cosine decay over the run (see
+        :func:`learning_rate_at`).
     weight_decay : float
     augment : bool
         Wedge-preserving rotations/flips of the training cubes.
@@ -111,6 +112,22 @@ def augment_batch(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             cube = cube[::-1]
         out[i] = cube  # rot90 and a y flip together cover the x/y flips
     return out
+
+
+def learning_rate_at(step: int, total_steps: int, elapsed_s: float, config: TrainConfig) -> float:
+    """Warm-up then cosine decay over the run's progress.
+
+    Progress is the larger of the step fraction and, with a time budget, the fraction of
+    ``max_minutes`` used — so a run cut short by its budget still anneals its rate.
+    """
+    progress = step / max(total_steps, 1)
+    if config.max_minutes:
+        progress = max(progress, elapsed_s / (60.0 * config.max_minutes))
+    progress = min(progress, 1.0)
+    warm = 0.1
+    if progress < warm:
+        return config.learning_rate * (0.1 + 0.9 * progress / warm)
+    return config.learning_rate * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * (progress - warm) / (1 - warm))))
 
 
 def check_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, name: str) -> None:
@@ -209,12 +226,13 @@ def train_classifier(
     device = choose_device(config.device)
     model = build_network(card).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, math.ceil(len(x_train) / config.batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=config.learning_rate, total_steps=config.epochs * steps_per_epoch, pct_start=0.15)
+    total_steps = config.epochs * max(1, math.ceil(len(x_train) / config.batch_size))
     loss_fn = nn.CrossEntropyLoss()
     best_loss, best_state, best_epoch, history = math.inf, None, 0, []
     t0 = time.monotonic()
+    step = 0
+    for group in opt.param_groups:
+        group["lr"] = learning_rate_at(0, total_steps, 0.0, config)
     for epoch in range(1, config.epochs + 1):
         model.train()
         total, seen = 0.0, 0
@@ -230,7 +248,9 @@ def train_classifier(
             opt.zero_grad()
             loss.backward()
             opt.step()
-            sched.step()
+            step += 1
+            for group in opt.param_groups:
+                group["lr"] = learning_rate_at(step, total_steps, time.monotonic() - t0, config)
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
         logits = predict_logits(model, x_val, config.batch_size * 2, device)
