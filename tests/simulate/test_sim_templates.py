@@ -7,7 +7,14 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from tomolens.io import write_mrc
-from tomolens.simulate import builtin_template_names, load_template, rotation_matrix_zyx
+from tomolens.jobs import run_job
+from tomolens.simulate import (
+    SimulationConfig,
+    builtin_template_names,
+    load_template,
+    rotation_matrix_zyx,
+    simulate_tomogram,
+)
 from tomolens.simulate.templates import rotate_density
 
 MAPS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "maps_10A"
@@ -48,7 +55,11 @@ def test_mrc_template_resampled(tmp_path):
 @pytest.mark.skipif(not MAPS.is_dir(), reason="../shared/data/maps_10A (real 10 Å maps) is absent")
 def test_real_map_template():
     t = load_template(MAPS / "1bxn.mrc", 10.0)
-    assert 40 < 2 * t.radius_A / 10 * 10 < 300 and t.mask.sum() > 500
+    assert 80 < 2 * t.radius_A < 300 and t.mask.sum() > 500
+    cfg = SimulationConfig(shape_zyx=(32, 64, 64), templates=(str(MAPS / "1bxn.mrc"), str(MAPS / "3qm1.mrc")),
+                           n_particles=6, mode="fourier", seed=0)
+    sim = run_job(simulate_tomogram(cfg))
+    assert sim.class_names == ["background", "1bxn", "3qm1"] and len(sim.particles) == 6
 
 
 def test_bad_templates_are_clear_errors(tmp_path):
