@@ -12,6 +12,7 @@ from magicgui.widgets import Container
 from tomolens._widgets._params import ParamPanel
 from tomolens.batch.registry import PARITY, TASKS, import_object
 from tomolens.cli import build_parser, main
+from tomolens.models.card import read_card, shipped_models
 
 
 def _children(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -103,6 +104,13 @@ def test_cli_options_are_the_shared_params(action):
     assert "--preset" in {o for a in actions.values() for o in a.option_strings}
 
 
+def _same(shown, expected) -> bool:
+    """Equal; numbers within the widget's display rounding (e.g. 54.2558 shown as 54.26)."""
+    if isinstance(expected, float) and isinstance(shown, (int, float)):
+        return shown == pytest.approx(expected, rel=1e-3)
+    return shown == expected
+
+
 def widget_problems(action, widget) -> list[str]:
     """What differs between one widget action's controls and its shared PARAMS (empty = parity)."""
     params = action.params()
@@ -120,9 +128,13 @@ def widget_problems(action, widget) -> list[str]:
     problems += [f"{n}: the widget's Param differs from the shared one" for n, p in in_panel.items()
                  if n in expected and p != expected[n]]
     problems += [f"no control {attr!r} for {n}" for n, attr in outside.items() if not hasattr(widget, attr)]
-    # what the widget shows at start is what the CLI uses when no option is typed
-    problems += [f"starts {p.name} at {panel.controls[p.name].value!r}, the CLI at {p.default!r}"
-                 for p in panel.params if p.check(panel.controls[p.name].value) != p.default]
+    # what the widget shows at start: the shared defaults, or the shipped model card's tuned values
+    start = {p.name: p.default for p in panel.params}
+    if action.card_defaults and action.card_defaults in shipped_models():
+        card = read_card(shipped_models()[action.card_defaults])
+        start.update({k: v for k, v in card.extra.get("postprocess", {}).items() if k in start})
+    problems += [f"starts {p.name} at {panel.controls[p.name].value!r}, expected {start[p.name]!r}"
+                 for p in panel.params if not _same(p.check(panel.controls[p.name].value), start[p.name])]
     if action.name in TASKS and panel.task != action.name:
         problems.append(f"presets from this panel would name task {panel.task!r}")
     return problems

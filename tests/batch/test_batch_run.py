@@ -185,3 +185,31 @@ def test_batch_cli_exit_status_and_summary(batch_data, tmp_path, capsys):
     assert "No such tomogram" in capsys.readouterr().err
     assert main(["batch", str(preset), str(batch_data["paths"][0]), "--out", str(out), "--force", "--scheduler", "local:x"]) == 1
     assert "local:N" in capsys.readouterr().err
+
+
+def test_segment_detect_classify_export_with_shipped_models(batch_data, tmp_path):
+    from tomolens.io.coords import read_coordinates
+    from tomolens.models.card import shipped_models
+
+    needed = {"segment_default", "detect_default", "classify_phantoms_resnet"}
+    if not needed <= set(shipped_models()):
+        pytest.skip(f"shipped models missing: {sorted(needed - set(shipped_models()))}")
+    pipe = pipeline_from_dict({"task": "batch", "pipeline": [
+        {"task": "segment", "params": {"device": "cpu"}},
+        {"task": "detect", "params": {"device": "cpu"}},
+        {"task": "classify", "params": {"device": "cpu"}},
+        {"task": "export", "params": {"format": "csv", "min_confidence": 0.2}}]})
+    tomo = batch_data["paths"][2]
+    summary = run_batch(pipe, [tomo], tmp_path, progress=False)
+    assert summary.results[0].status == "done", summary.results[0].error
+    folder = tmp_path / tomo.stem
+    with mrcfile.open(folder / f"{tomo.stem}_labels.mrc", permissive=True) as mrc:
+        assert mrc.data.shape == read_mrc(tomo).data.shape
+    classified = read_coordinates(folder / f"{tomo.stem}_classified.star")
+    exported = read_coordinates(folder / f"{tomo.stem}_particles.csv")
+    assert {"class", "confidence"} <= set(classified.features.columns)
+    assert len(exported) == int((classified.features["confidence"] >= 0.2).sum())
+    record = json.loads(sidecar_path(tomo, tmp_path).read_text())
+    shas = {s["task"]: s.get("model_sha256") for s in record["steps"]}
+    assert shas["classify"] == sha256_of(shipped_models()["classify_phantoms_resnet"].with_suffix(".pt"))
+    assert all(shas[t] for t in ("segment", "detect", "classify")) and not shas["export"]

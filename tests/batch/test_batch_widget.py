@@ -89,3 +89,26 @@ def test_widget_preset_gives_same_outputs_through_cli_and_batch(make_napari_view
     assert summary.results[0].status == "done" and summary.results[0].particles == len(gui)
     np.testing.assert_allclose(read_centres(tmp_path / "batch" / tomo.stem / f"{tomo.stem}_particles.star"), gui,
                                atol=1e-3)
+
+
+def test_detect_defaults_give_same_result_in_widget_and_cli(make_napari_viewer, qtbot, batch_data, tmp_path):
+    from tomolens._widgets.detect import DetectWidget
+    from tomolens.models.card import shipped_models
+
+    if "detect_default" not in shipped_models("detect"):
+        pytest.skip("no shipped detect_default model yet")
+    tomo = batch_data["paths"][1]
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.asarray(read_mrc(tomo).data), name="tomo", scale=(VOXEL_A,) * 3,
+                             units=("angstrom",) * 3)
+    widget = DetectWidget(viewer)
+    widget.image.value = layer
+    widget.params.set_values({"device": "cpu"})  # the default "auto" is the CPU here too
+    widget.start_detection()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+    gui = widget.result.particles.coords_zyx
+    gui = gui[np.lexsort(gui.T[::-1])]
+    assert main(["detect", str(tomo), "--out", str(tmp_path / "tomo")]) == 0
+    cli = read_centres(tmp_path / "tomo_centres.star")
+    assert len(gui) > 0 and cli.shape == gui.shape
+    np.testing.assert_allclose(cli, gui, atol=1e-3)

@@ -126,6 +126,9 @@ class WidgetAction:
     known_gap : str
         Why the CLI and widget do not share one definition yet (the test is expected to
         fail until the owner fixes it); empty when they do.
+    card_defaults : str
+        Shipped model whose card's ``extra["postprocess"]`` the widget loads into its
+        controls at start (tuned thresholds); those are then the expected start values.
     """
 
     name: str
@@ -135,6 +138,7 @@ class WidgetAction:
     panel_attr: str = "params"
     outside_panel: dict[str, str] = field(default_factory=dict)
     known_gap: str = ""
+    card_defaults: str = ""
 
     def params(self) -> tuple[Param, ...]:
         return import_params(self.params_refs)
@@ -149,7 +153,8 @@ PARITY: tuple[WidgetAction, ...] = (
                  "tomolens._widgets.orient:OrientationWidget", panel_attr="panel",
                  outside_panel={"model": "model_choice"}),
     WidgetAction("detect", ("tomolens.detect.detector:DETECT_PARAMS",), "detect",
-                 "tomolens._widgets.detect:DetectWidget", outside_panel={"model": "model_choice"}),
+                 "tomolens._widgets.detect:DetectWidget", outside_panel={"model": "model_choice"},
+                 card_defaults="detect_default"),
     WidgetAction("segment", ("tomolens.segment.predict:PREDICT_PARAMS",), "segment",
                  "tomolens._widgets.segment:SegmentWidget", panel_attr="predict_params",
                  outside_panel={"model": "model_choice"}),
