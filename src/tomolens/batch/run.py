@@ -259,7 +259,7 @@ def _run_distributed(client, paths, pipeline, out_root, retries, force, finish) 
         if future.status == "finished":
             finish(path, _result(path, future.result(), attempts[path]))
             continue
-        err = future.exception()
+        err = future.exception() if future.status == "error" else RuntimeError(f"dask task {future.status}")
         log.warning("%s: attempt %d failed: %s", path.name, attempts[path], err)
         if attempts[path] <= retries:
             queue.add(submit(path))
