@@ -102,17 +102,19 @@ def test_train_action_shows_loss_and_selects_model(widget, qtbot, tmp_path):
 def test_shipped_model_on_the_sample_through_the_viewer(make_napari_viewer, qtbot):
     torch.set_num_threads(1)
     viewer = make_napari_viewer()
-    viewer.open_sample("napari-tomolens", "phantom")
+    viewer.open_sample("napari-tomolens", "crowded")
     w = DetectWidget(viewer)
     viewer.window.add_dock_widget(w)
     w.reset_choices()
     assert w.model_choice.value == "detect_default"
-    w.image.value = viewer.layers["phantom tomogram"]
+    w.image.value = viewer.layers["sample tomogram"]
     w.start_detection()
     qtbot.waitUntil(lambda: not w.runner.running, timeout=120000)
     assert w.result is not None, w.runner.status.value
-    points = viewer.layers["phantom tomogram centres"]
-    labels = viewer.layers["phantom tomogram instances"]
-    assert labels.data.shape == viewer.layers["phantom tomogram"].data.shape
+    points = viewer.layers["sample tomogram centres"]
+    labels = viewer.layers["sample tomogram instances"]
+    assert labels.data.shape == viewer.layers["sample tomogram"].data.shape
     assert len(points.data) == labels.data.max() > 0
     np.testing.assert_allclose(points.scale, (10.0, 10.0, 10.0))
+    w.truth.value = viewer.layers["sample particles"]
+    assert "F1" in w.evaluation.value
