@@ -63,6 +63,9 @@ def test_batch_presets_json_yaml_and_errors(batch_data, tmp_path):
     assert load_pipeline(tmp_path / "copy.json") == pipe
     # a widget's single-task preset is a one-step pipeline
     assert [s.task for s in load_pipeline(detect_preset).steps] == ["detect"]
+    from tomolens.batch.cli import EXAMPLE  # what 'tomolens batch-example' prints is a valid preset
+
+    assert [s.task for s in pipeline_from_dict(EXAMPLE).steps] == ["detect", "classify", "export"]
     with pytest.raises(ValueError, match="Unknown batch task 'segmentt'"):
         pipeline_from_dict({"task": "batch", "pipeline": [{"task": "segmentt"}]})
     with pytest.raises(ValueError, match=r"step 1 \(detect\).*Unknown settings \['mask_treshold'\]"):
