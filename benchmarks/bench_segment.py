@@ -84,12 +84,15 @@ def accuracy(model: str, cache: str | None, parts: set[str], previous: dict, n_s
 
 def timing(model: str, shape=(200, 512, 512)) -> dict:
     data = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    from tomolens.models.card import read_card, resolve_model
+
     out = {}
-    for orthogonal in (False, True):
+    kind = read_card(resolve_model(model)).extra.get("model_kind", "3d")
+    for orthogonal in ((False, True) if kind == "2d" else (False,)):
         load = os.getloadavg()[0]
         t0, c0 = time.time(), time.process_time()
         run_job(segment_tomogram(data, 10.0, model=model, orthogonal=orthogonal, device="cpu", threads=THREADS[0]))
-        key = "zyx_averaged" if orthogonal else "z_slices"
+        key = "3d_tiles" if kind == "3d" else ("zyx_averaged" if orthogonal else "z_slices")
         out[key] = {"wall_s": round(time.time() - t0, 1), "cpu_s": round(time.process_time() - c0, 1),
                     "load_average_before": round(load, 1)}
         print(f"{shape} {key}: {out[key]}", flush=True)
