@@ -65,9 +65,11 @@ def test_paint_train_predict_and_rethreshold(setup, qtbot, tmp_path):
         prob = viewer.layers[f"toy P({name})"]
         assert prob.data.shape == classes.shape and 0 <= prob.data.min() and prob.data.max() <= 1
     np.testing.assert_allclose(seg.scale, (10.0,) * 3)
-    before = int((seg.data > 0).sum())
-    widget.predict_params.controls["threshold"].value = 0.95  # live, no network
-    assert int((viewer.layers["toy segmentation"].data > 0).sum()) < before
+    widget.predict_params.controls["threshold"].value = 0.01  # live, no network
+    low = int((viewer.layers["toy segmentation"].data > 0).sum())
+    widget.predict_params.controls["threshold"].value = 0.99
+    high = int((viewer.layers["toy segmentation"].data > 0).sum())
+    assert low > high and low > 0
     widget.class_names.value = "background, membrane"  # the model has three classes
     widget.start_prediction()
     assert "segments ['background', 'membrane', 'filament']" in shown[-1] and not widget.predict_runner.running
