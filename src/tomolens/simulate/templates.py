@@ -266,8 +266,9 @@ def load_template(name_or_path: str | os.PathLike, voxel_size_A: float) -> Templ
     Parameters
     ----------
     name_or_path : str or path
-        One of :func:`builtin_template_names`, or a ``.mrc``/``.map`` file (any voxel
-        size; resampled).
+        One of :func:`builtin_template_names`, a ``.mrc``/``.map`` file (any voxel
+        size; resampled), or a ``.pdb``/``.cif`` atomic model (needs the optional
+        gemmi extra; see :mod:`tomolens.simulate.atomic`).
     voxel_size_A : float
         Target voxel size in Å.
 
@@ -287,6 +288,12 @@ def load_template(name_or_path: str | os.PathLike, voxel_size_A: float) -> Templ
             f"Unknown template {text!r}: not a built-in phantom ({', '.join(_phantoms())}) "
             "and not a file path."
         )
+    from tomolens.simulate.atomic import ATOMIC_EXTENSIONS, template_from_atomic_model
+
+    if path.suffix.lower() in ATOMIC_EXTENSIONS:
+        if not path.is_file():
+            raise ValueError(f"Cannot use {text!r} as a template: no such file.")
+        return template_from_atomic_model(path, voxel_size_A)
     from tomolens.io.mrc import MrcReadError, read_mrc
 
     try:
