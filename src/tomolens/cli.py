@@ -14,6 +14,9 @@ import sys
 
 from tomolens import __version__
 
+#: Namespace attribute holding the argument list that :func:`main` parsed.
+ARGV_ATTR = "_tomolens_argv"
+
 #: Modules with a ``register(subparsers)`` function, one per capability.
 COMMAND_MODULES = (
     "tomolens.io.cli",
@@ -43,7 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tomolens`` command; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    typed = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(typed)
+    # the argv actually parsed, for model cards (``tomolens.models.cli.command_line``)
+    setattr(args, ARGV_ATTR, typed)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

@@ -71,7 +71,7 @@ def test_classify_widget_trains_from_labelled_points(scene, qtbot, tmp_path):
     widget.image_picker.value, widget.points_picker.value = image, points
     widget.train_params.controls["epochs"].value = 2
     widget.train_params.controls["batch_size"].value = 8
-    widget.train_params.controls["box_A"].value = 160.0
+    widget.train_params.controls["classify_box_A"].value = 160.0
     widget.train_out.value = str(tmp_path / "trained.pt")
     widget.start_training()
     qtbot.waitUntil(lambda: not widget.train_runner.running, timeout=60000)

@@ -39,6 +39,8 @@ def test_train_dispatches_by_task_and_writes_model_with_card(tmp_path, capsys):
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["task"] == "detect" and card["voxel_size_A"] == 10.0 and card["arch_kwargs"]["base_channels"] == 2
     assert len(card["extra"]["history"]) == 2 and "postprocess" in card["extra"]
+    # the command parsed in-process, not pytest's sys.argv
+    assert card["training_command"] == "tomolens " + " ".join(argv)
     net, c = load_model(out, expected_task="detect")
     assert c.sha256 and net.out_channels == 2
     assert out.with_suffix(".ckpt").is_file()
@@ -53,3 +55,15 @@ def test_train_needs_a_known_task_and_validation(tmp_path, capsys):
     rc = main(["train", "--task", "detect", "--tomograms", str(tmp_path / "a.mrc"), "--labels",
                str(tmp_path / "l.mrc"), "--out", str(tmp_path / "m.pt")])
     assert rc == 1 and "validation" in capsys.readouterr().err
+
+
+def test_command_line_comes_from_the_parsed_argv(monkeypatch):
+    from tomolens.cli import ARGV_ATTR
+    from tomolens.models.cli import command_line
+
+    monkeypatch.setattr("sys.argv", ["pytest", "-q"])
+    args = build_parser().parse_args(["train", "--task", "detect", "--out", "a b.pt"])
+    setattr(args, ARGV_ATTR, ["train", "--task", "detect", "--out", "a b.pt"])
+    assert command_line(args) == "tomolens train --task detect --out 'a b.pt'"
+    assert command_line(["info", "x.mrc"]) == "tomolens info x.mrc"
+    assert command_line(None) == "tomolens -q"

@@ -26,23 +26,10 @@ from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner
 from tomolens._widgets.classify_scatter import ScatterPlot
 from tomolens.classify.predict import CLASSIFY_PARAMS, classify_points
+from tomolens.classify.train import TRAIN_PARAMS
 from tomolens.cluster.subdivide import SUBDIVIDE_PARAMS, subdivide_points
-from tomolens.params import Param
 
 log = logging.getLogger(__name__)
-
-TRAIN_WIDGET_PARAMS = (
-    Param("architecture", "resnet", "Small residual 3D CNN (resnet) or the seed's 3D CNN (seed)",
-          choices=("resnet", "seed")),
-    Param("epochs", 30, "Most training epochs (stops early on the validation loss)", min=1, max=1000),
-    Param("patience", 6, "Epochs without validation improvement before stopping", min=1, max=100, advanced=True),
-    Param("batch_size", 32, "Subtomograms per training step", min=2, max=512, advanced=True),
-    Param("learning_rate", 2e-3, "Peak learning rate (one-cycle schedule)", min=1e-6, max=1.0, step=1e-4,
-          advanced=True),
-    Param("box_A", 320.0, "Box edge in Å for training from labelled points", min=10.0),
-    Param("label_column", "class", "Points feature holding the class of labelled particles", type=str),
-)
-
 
 def _points_voxel(points, image) -> float | None:
     vs = voxel_size_from_layer(image.scale, image.units) if image is not None else None
@@ -90,7 +77,7 @@ class ClassifyWidget(Container):
         self.min_confidence = FloatSlider(value=0.0, min=0.0, max=1.0, step=0.01, label="min confidence",
                                           tooltip="Hide particles whose confidence is below this value.")
         self.summary = Label(value="")
-        self.train_params = ParamPanel(TRAIN_WIDGET_PARAMS)
+        self.train_params = ParamPanel(TRAIN_PARAMS)
         self.train_source = ComboBox(choices=["labelled points", "dataset folder"], value="labelled points",
                                      label="train from", tooltip="Class-labelled particles of the chosen layers, "
                                      "or a folder with train.npz/val.npz/test.npz from the simulator.")
@@ -152,14 +139,14 @@ class ClassifyWidget(Container):
             return ds, None
         tomo, coords, voxel = _snapshot(self.image_picker.value, self.points_picker.value)
         layer = self.points_picker.value
-        column = values["label_column"]
+        column = values["classify_label_column"]
         if column not in layer.features:
             raise ValueError(f"The layer {layer.name!r} has no feature {column!r}; label the particles first "
                              f"(features: {list(layer.features.columns)}).")
         if voxel is None:
             raise ValueError("The tomogram's voxel size is unknown; set it in the Tomogram widget.")
         labels = layer.features[column].to_numpy()
-        return None, dataset_from_points(tomo, coords, labels, box_in_voxels(values["box_A"], voxel), voxel)
+        return None, dataset_from_points(tomo, coords, labels, box_in_voxels(values["classify_box_A"], voxel), voxel)
 
     def start_training(self, *_) -> None:
         from tomolens.classify.train import TrainConfig
@@ -170,7 +157,7 @@ class ClassifyWidget(Container):
         except ValueError as err:
             show_warning(str(err))
             return
-        config = TrainConfig(architecture=values["architecture"], epochs=values["epochs"],
+        config = TrainConfig(architecture=values["classify_arch"], epochs=values["epochs"],
                              patience=values["patience"], batch_size=values["batch_size"],
                              learning_rate=values["learning_rate"])
         out = self.train_out.value

@@ -32,7 +32,7 @@ from tomolens.segment.predict import (
     check_model_classes,
     segment_tomogram,
 )
-from tomolens.segment.train import TRAIN_PARAMS, save_segmenter, train_segmenter
+from tomolens.segment.train import TRAIN_PARAMS, save_segmenter, train_kwargs, train_segmenter
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,8 @@ class SegmentWidget(Container):
         self.loss_text.value = "training…"
         job = train_segmenter([(volume, labels)], names, vs[-1] if vs else None,
                               checkpoint=out.with_suffix(".ckpt"), resume=bool(self.resume.value),
-                              name=out.stem, training_command="napari 'Segment' widget: Train", **params)
+                              name=out.stem, training_command="napari 'Segment' widget: Train",
+                              **train_kwargs(params))
         self.train_runner.start(self._train_and_save(job, out), self._trained, on_progress=self._train_progress)
 
     @staticmethod

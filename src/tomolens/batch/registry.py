@@ -159,16 +159,12 @@ PARITY: tuple[WidgetAction, ...] = (
                  "tomolens._widgets.segment:SegmentWidget", panel_attr="predict_params",
                  outside_panel={"model": "model_choice"}),
     WidgetAction("segment-train", ("tomolens.segment.train:TRAIN_PARAMS",), "train",
-                 "tomolens._widgets.segment:SegmentWidget", panel_attr="train_params",
-                 known_gap="the segmentation-training settings (TRAIN_PARAMS of tomolens.segment.train) are the "
-                 "widget's only; 'tomolens train --task segment' has its own --segment-* options and defaults"),
+                 "tomolens._widgets.segment:SegmentWidget", panel_attr="train_params"),
     WidgetAction("classify", (_CLASSIFY,), "classify", "tomolens._widgets.classify:ClassifyWidget"),
     WidgetAction("subdivide", (_CLASSIFY, "tomolens.cluster.subdivide:SUBDIVIDE_PARAMS"), "subdivide",
                  "tomolens._widgets.classify:SubdivideWidget"),
-    WidgetAction("classify-train", ("tomolens._widgets.classify:TRAIN_WIDGET_PARAMS",), "train",
-                 "tomolens._widgets.classify:ClassifyWidget", panel_attr="train_params",
-                 known_gap="the classifier-training settings are defined in the widget module "
-                 "(TRAIN_WIDGET_PARAMS), not shared with 'tomolens train --task classify'"),
+    WidgetAction("classify-train", ("tomolens.classify.train:TRAIN_PARAMS",), "train",
+                 "tomolens._widgets.classify:ClassifyWidget", panel_attr="train_params"),
 )
 
 

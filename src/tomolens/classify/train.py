@@ -22,8 +22,27 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from tomolens.jobs import Progress
+from tomolens.models.cli import engine_param
+from tomolens.params import Param
 
 log = logging.getLogger(__name__)
+
+#: Settings of classifier training, shared by the Classify widget's training box and
+#: ``tomolens train --task classify`` (the classify-only options are prefixed; epochs,
+#: patience, batch size and learning rate are the engine's options with its defaults).
+TRAIN_PARAMS = (
+    Param("classify_arch", "resnet", "Small residual 3D CNN (resnet) or the seed's 3D CNN (seed)",
+          choices=("resnet", "seed")),
+    engine_param("epochs", help="Maximum training epochs (stops early on the validation loss)"),
+    engine_param("patience", advanced=True),
+    engine_param("batch_size", help="Subtomograms per optimiser step (default 4, the engine's, shared with the "
+                 "U-Net tasks; 16-32 gives faster epochs on large datasets)", advanced=True),
+    engine_param("learning_rate", help="Peak AdamW learning rate of the warm-up + cosine schedule (default 1e-3, "
+                 "the engine's; it suits both networks)", step=1e-4, advanced=True),
+    Param("classify_box_A", 320.0, "Box edge in Å for training from labelled points", min=10.0),
+    Param("classify_label_column", "class", "Points feature holding the class of labelled particles "
+          "(class = rlnClassNumber)", type=str),
+)
 
 
 @dataclass

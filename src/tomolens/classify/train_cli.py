@@ -31,8 +31,11 @@ log = logging.getLogger(__name__)
 
 def register_train_args(group: argparse._ArgumentGroup) -> None:
     """Classification-only options of ``tomolens train``."""
-    group.add_argument("--classify-arch", choices=("resnet", "seed"), default="resnet",
-                       help="network: small residual 3D CNN (resnet) or the seed's 3D CNN (seed) (default: resnet)")
+    from tomolens.classify.train import TRAIN_PARAMS
+    from tomolens.params import add_arguments
+
+    # the shared Params (widget and CLI); the engine's ones are on the parser already
+    add_arguments(group, [p for p in TRAIN_PARAMS if p.name.startswith("classify_")])
     group.add_argument("--classify-data", default="", metavar="DIR[,DIR…]",
                        help="dataset folder(s) with train.npz, val.npz, test.npz; several (e.g. one per SNR, "
                             "comma-separated) are pooled split by split")
@@ -51,10 +54,6 @@ def register_train_args(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--classify-tomogram", default="", metavar="MRC", help="tomogram of labelled particles")
     group.add_argument("--classify-points", default="", metavar="COORDS",
                        help="class-labelled particles (.star/.csv) on --classify-tomogram")
-    group.add_argument("--classify-label-column", default="class",
-                       help="feature column holding the class (default: class, i.e. rlnClassNumber)")
-    group.add_argument("--classify-box-A", type=float, default=320.0,
-                       help="box edge in Å for labelled particles (default: 320)")
     group.add_argument("--classify-width", type=int, default=None,
                        help="resnet: channels of the first stage, then 2x and 4x (default: 16)")
     group.add_argument("--classify-dropout", type=float, default=None,
@@ -160,7 +159,7 @@ def run_train(args: argparse.Namespace) -> int:
                "best_epoch": result.best_epoch, "epochs_run": len(result.history),
                "best_val_acc": max(h["val_acc"] for h in result.history)}
     weights, card = save_classifier(result, args.out, ds.class_names, ds.voxel_size_A,
-                                    training_command=command_line(None), training_data=described, metrics=metrics)
+                                    training_command=command_line(args), training_data=described, metrics=metrics)
     print(f"test accuracy {test['accuracy']:.3f} on {test['n']} held-out subtomograms")
     print(json.dumps({"confusion (rows true, columns predicted)": test["confusion"]}))
     print(f"wrote {weights} and {card}")

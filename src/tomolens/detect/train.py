@@ -158,7 +158,7 @@ def run_train(args: argparse.Namespace) -> int:
     first_test = args.sim_seed + args.sim_train + args.sim_val
     card = new_card(
         Path(args.out).stem, model_vs, args.patch, args.base_channels, args.depth,
-        training_command=command_line(None), seed=args.seed,
+        training_command=command_line(args), seed=args.seed,
         training_data=(f"{len(train)} training / {len(val)} validation volumes at {data_vs:g} Å"
                        + (f", resampled to {model_vs:g} Å" if args.bin > 1 else "")
                        + (f"; simulated (tomolens.simulate) seeds {args.sim_seed}..{first_test - 1}, shape "

@@ -69,6 +69,19 @@ TRAIN_PARAMS = (
 )
 
 
+def engine_param(name: str, **changes) -> Param:
+    """One of :data:`TRAIN_PARAMS` for a task's shared Param tuple.
+
+    Name and default must stay the engine's (the CLI has one option per name for every
+    task); ``changes`` may set e.g. ``help`` or ``advanced`` for the task's widget.
+    """
+    from dataclasses import replace
+
+    if {"name", "default"} & set(changes):
+        raise ValueError(f"engine_param({name!r}): the name and default of an engine option cannot change.")
+    return replace(next(p for p in TRAIN_PARAMS if p.name == name), **changes)
+
+
 def available_tasks() -> list[str]:
     """Task names whose training module exists in this installation."""
     out = []
@@ -108,12 +121,25 @@ def _dispatch(args: argparse.Namespace) -> int:
     return int(module.run_train(args) or 0)
 
 
-def command_line(argv: Sequence[str] | None) -> str:
-    """The command as typed (for model cards)."""
+def command_line(args: argparse.Namespace | Sequence[str] | None) -> str:
+    """The command as typed (for model cards).
+
+    Parameters
+    ----------
+    args : argparse.Namespace or sequence of str or None
+        The namespace parsed by :func:`tomolens.cli.main` (which records the argument
+        list it parsed, so an in-process ``main([...])`` is reported right), an argument
+        list, or None for ``sys.argv``.
+    """
     import shlex
     import sys
 
-    return "tomolens " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    from tomolens.cli import ARGV_ATTR
+
+    if isinstance(args, argparse.Namespace):
+        args = getattr(args, ARGV_ATTR, None)
+    argv = sys.argv[1:] if args is None else args
+    return "tomolens " + " ".join(shlex.quote(str(a)) for a in argv)
 
 
 def _parse_floats(text: str) -> list[float]:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from tomolens.jobs import Progress
+from tomolens.models.cli import engine_param
 from tomolens.params import Param
 from tomolens.segment.labels import (
     DEFAULT_CLASSES,
@@ -36,26 +37,54 @@ from tomolens.segment.labels import (
 
 log = logging.getLogger(__name__)
 
-#: Settings of :func:`train_segmenter` shown by the widget (the CLI uses the engine options).
-TRAIN_PARAMS = (
-    Param("model_kind", "2d", "2d: slice U-Net trained on painted slices; 3d: volumetric U-Net",
+#: Segmentation-only settings: ``tomolens train --task segment`` options and widget controls.
+SEGMENT_TRAIN_PARAMS = (
+    Param("segment_model", "2d", "2d: slice U-Net trained on painted slices (the default: painted labels are "
+          "sparse z-slices, in the widget and in label files); 3d: volumetric U-Net, for complete labels",
           choices=("2d", "3d")),
-    Param("epochs", 20, "Maximum training epochs (early stopping on the validation region)", min=1),
-    Param("steps_per_epoch", 20, "Optimiser steps per epoch", min=1),
-    Param("patch", 64, "Patch edge in voxels (divisible by 2**depth; 3D patches are cubes)", min=8, advanced=True),
-    Param("batch_size", 4, "Patches per optimiser step", min=1, advanced=True),
-    Param("base_channels", 16, "U-Net width of the first level", min=2, advanced=True),
-    Param("depth", 2, "U-Net down/up blocks", min=1, max=4, advanced=True),
-    Param("learning_rate", 2e-3, "AdamW learning rate", min=1e-6, max=1.0, advanced=True),
-    Param("dice_weight", 1.0, "Weight of the soft Dice term added to cross-entropy (0 = none)", min=0.0,
+    Param("segment_dice_weight", 1.0, "Weight of the soft Dice term added to cross-entropy (0 = none)", min=0.0,
           advanced=True),
-    Param("patience", 6, "Early stopping: epochs without validation improvement", min=1, advanced=True),
-    Param("slice_axes", "z", "2D only: learn from slices along z, or also from the orthogonal slices "
+    Param("segment_slice_axes", "z", "2D only: learn from slices along z, or also from the orthogonal slices "
           "through the painted voxels (zyx)", choices=("z", "zyx"), advanced=True),
-    Param("seed", 0, "Random seed", advanced=True),
-    Param("device", "auto", "Torch device", choices=("auto", "cpu", "cuda", "mps"), advanced=True),
-    Param("threads", 0, "CPU threads for torch (0 = all cores but one)", min=0, advanced=True),
 )
+
+#: Settings of segmentation training, shared by the Segment widget's Train box and
+#: ``tomolens train --task segment``: the segment-only options above plus the engine's
+#: options with the engine's names and defaults (epochs 30, 40 steps per epoch, patch 32,
+#: learning rate 1e-3; 2D models train on patches of at least 64, see :func:`train_kwargs`).
+TRAIN_PARAMS = (
+    SEGMENT_TRAIN_PARAMS[0],
+    engine_param("epochs"),
+    engine_param("steps_per_epoch"),
+    engine_param("patch", help="Patch edge in voxels (divisible by 2**depth; 3D patches are cubes; 2D models use "
+            "at least 64)", advanced=True),
+    engine_param("batch_size", advanced=True),
+    engine_param("base_channels", advanced=True),
+    engine_param("depth", advanced=True),
+    engine_param("learning_rate", advanced=True),
+    SEGMENT_TRAIN_PARAMS[1],
+    engine_param("patience", advanced=True),
+    SEGMENT_TRAIN_PARAMS[2],
+    engine_param("seed", advanced=True),
+    engine_param("device", advanced=True),
+    engine_param("threads", advanced=True),
+)
+
+#: Parameter names of :data:`TRAIN_PARAMS` that :func:`train_segmenter` calls otherwise.
+_KWARG_NAMES = {"segment_model": "model_kind", "segment_dice_weight": "dice_weight",
+                "segment_slice_axes": "slice_axes"}
+
+
+def train_kwargs(values: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of :func:`train_segmenter` from :data:`TRAIN_PARAMS` values.
+
+    Renames the segment-only settings and applies the 2D patch rule (2D slice patches
+    are at least 64 voxels wide, as they are cheap and need context).
+    """
+    kwargs = {_KWARG_NAMES.get(k, k): v for k, v in values.items()}
+    if kwargs.get("model_kind") == "2d" and "patch" in kwargs:
+        kwargs["patch"] = max(int(kwargs["patch"]), 64)
+    return kwargs
 
 
 @dataclass
@@ -269,15 +298,12 @@ def save_segmenter(trained: TrainedSegmenter, path: str | Path) -> Path:
 # ---------------------------------------------------------------------------------- CLI
 def register_train_args(group: argparse._ArgumentGroup) -> None:
     """Segmentation-only options of ``tomolens train``."""
-    group.add_argument("--segment-model", choices=("2d", "3d"), default="3d",
-                       help="2d: slice U-Net; 3d: volumetric U-Net (default: 3d)")
+    from tomolens.params import add_arguments
+
+    add_arguments(group, SEGMENT_TRAIN_PARAMS)  # --preset exists already: the engine's options added it
     group.add_argument("--segment-classes", default=",".join(DEFAULT_CLASSES),
                        help="comma-separated class names, background first; label files hold class k as "
                             "k + 1 and 0 = not painted (default: %(default)s; simulated data always uses it)")
-    group.add_argument("--segment-dice-weight", type=float, default=1.0,
-                       help="weight of the soft Dice term added to cross-entropy (default: 1.0)")
-    group.add_argument("--segment-slice-axes", choices=("z", "zyx"), default="z",
-                       help="2d only: train on z-slices or also on orthogonal slices (default: z)")
     group.add_argument("--segment-slices", type=int, default=0, metavar="N",
                        help="simulated data: keep the truth of only N evenly spaced z-slices per training "
                             "volume, as if painted (0 = complete labels; default: 0)")
@@ -367,7 +393,7 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed, device=device, threads=args.threads, val_patches=args.val_patches,
         checkpoint=args.checkpoint or str(Path(args.out).with_suffix(".ckpt")), resume=args.resume,
         max_minutes=args.max_minutes or None, name=Path(args.out).stem,
-        training_command=command_line(None), training_data=sim_data or f"files {args.tomograms}",
+        training_command=command_line(args), training_data=sim_data or f"files {args.tomograms}",
     )
     trained = run_job(job, on_progress=lambda p: p.info and print(
         f"epoch {p.info['epoch']:3d}  loss {p.info['loss']:.4f}  val {p.info['val_loss']:.4f}"
