@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
-import numpy as np
 import pytest
 
-VOXEL_A = 10.0
-SHAPE = (32, 48, 48)
+from batch_helpers import SHAPE, VOXEL_A
 
 
 @pytest.fixture(scope="session")
@@ -58,11 +55,3 @@ def batch_data(tmp_path_factory) -> dict:
     weights, _ = save_model(result.model.cpu(), card, root / "batch_test_detect.pt")
     return {"root": root, "tomo_dir": tomo_dir, "paths": paths, "model": str(weights),
             "truth": [s.particles for s in sims[:4]]}
-
-
-def read_centres(path: Path) -> np.ndarray:
-    """Particle centres (voxels, z, y, x) of a coordinates file, sorted for comparison."""
-    from tomolens.io.coords import read_coordinates
-
-    coords = read_coordinates(path).coords_zyx
-    return coords[np.lexsort(coords.T[::-1])] if len(coords) else coords

@@ -7,7 +7,7 @@ import json
 import mrcfile
 import numpy as np
 import pytest
-from conftest import read_centres
+from batch_helpers import read_centres
 
 from tomolens.batch import (
     BatchInterrupted,

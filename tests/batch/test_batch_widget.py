@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import VOXEL_A, read_centres
+from batch_helpers import VOXEL_A, read_centres
 
 from tomolens._widgets._params import ParamPanel
 from tomolens.batch import pipeline_from_dict, run_batch

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_spheres
+from detect_helpers import make_spheres
 from tomolens.cli import main
 from tomolens.detect import detect_particles
 from tomolens.io.coords import ParticleTable, read_coordinates, write_coordinates

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import make_spheres
+from detect_helpers import make_spheres
 from tomolens.detect import DetectionResult, detection_targets, postprocess
 from tomolens.evaluate import match_centres
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_spheres
+from detect_helpers import make_spheres
 from tomolens._widgets.detect import FROM_FILE, DetectWidget, sparkline
 from tomolens.models.card import ModelCard, save_model
 from tomolens.models.unet import UNet3D
