@@ -124,17 +124,11 @@ def pool_datasets(datasets):
 
 def run_train(args: argparse.Namespace) -> int:
     """Train, evaluate on the test split, and save a classifier with its card."""
-    import torch
-
     from tomolens.classify.train import TrainConfig, evaluate, save_classifier, train_classifier
     from tomolens.models.cli import command_line
-    from tomolens.models.device import choose_device, set_cpu_threads
+    from tomolens.models.device import prepare_device
 
-    device = choose_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    elif device == "cpu":
-        set_cpu_threads()
+    device = prepare_device(args.device, args.threads)
     ds, described = _dataset(args)
     if args.voxel_size_A and not ds.voxel_size_A:
         ds.voxel_size_A = args.voxel_size_A

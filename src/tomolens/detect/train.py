@@ -133,17 +133,11 @@ def _print_epoch(p: Progress) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train, tune, measure and save a detection model with its card."""
-    import torch
-
     from tomolens.models.card import save_model
     from tomolens.models.cli import bin_volumes, command_line, simulated_volumes, train_config, training_volumes
-    from tomolens.models.device import choose_device, set_cpu_threads
+    from tomolens.models.device import prepare_device
 
-    device = choose_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    elif device == "cpu":
-        set_cpu_threads()
+    device = prepare_device(args.device, args.threads)
     train, val = training_volumes(args, labels_kind="instances")
     voxel = {round(v, 3) for _, _, v in train + val}
     if len(voxel) != 1:

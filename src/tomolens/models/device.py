@@ -35,3 +35,28 @@ def set_cpu_threads(leave_free: int = 1) -> int:
     n = max(1, (os.cpu_count() or 1) - leave_free)
     torch.set_num_threads(n)
     return n
+
+
+def prepare_device(requested: str = "auto", threads: int = 0) -> str:
+    """Choose the device and set torch's CPU threads for a training or inference run.
+
+    Parameters
+    ----------
+    requested : str
+        ``"auto"``, ``"cuda"``, ``"mps"`` or ``"cpu"`` (see :func:`choose_device`).
+    threads : int
+        CPU threads for torch; 0 = all cores but one when running on the CPU.
+
+    Returns
+    -------
+    str
+        The chosen device.
+    """
+    import torch
+
+    device = choose_device(requested)
+    if threads:
+        torch.set_num_threads(threads)
+    elif device == "cpu":
+        set_cpu_threads()
+    return device

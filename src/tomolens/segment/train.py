@@ -337,17 +337,11 @@ def _snrs(text: str) -> list[float]:
 
 def run_train(args: argparse.Namespace) -> int:
     """``tomolens train --task segment``: train, measure on held-out data, save with the card."""
-    import torch
-
     from tomolens.jobs import run_job
     from tomolens.models.cli import command_line, training_volumes
-    from tomolens.models.device import choose_device, set_cpu_threads
+    from tomolens.models.device import prepare_device
 
-    device = choose_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    elif device == "cpu":
-        set_cpu_threads()
+    device = prepare_device(args.device, args.threads)
     names = check_class_names(args.segment_classes.split(","))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     train, val = [], []
