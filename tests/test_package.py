@@ -11,9 +11,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = yaml.safe_load((ROOT / "napari.yaml").read_text())
 CORE_PACKAGES = ["tomolens", "tomolens.io", "tomolens.jobs", "tomolens.params", "tomolens.cli",
-                 "tomolens.models", "tomolens.preprocess"]
-OPTIONAL_CORE = ["tomolens.simulate", "tomolens.detect", "tomolens.segment", "tomolens.classify",
-                 "tomolens.cluster", "tomolens.orient", "tomolens.evaluate", "tomolens.batch"]
+                 "tomolens.models", "tomolens.preprocess", "tomolens.simulate", "tomolens.detect",
+                 "tomolens.segment", "tomolens.classify", "tomolens.cluster", "tomolens.orient",
+                 "tomolens.evaluate", "tomolens.batch"]
 
 
 @pytest.mark.parametrize("command", MANIFEST["contributions"]["commands"], ids=lambda c: c["id"])
@@ -55,15 +55,6 @@ def test_core_imports_no_napari_or_qt(module):
 def test_import_tomolens_loads_no_torch():
     loaded = _loaded_modules("tomolens")
     assert "torch" not in loaded and "napari" not in loaded
-
-
-@pytest.mark.parametrize("module", OPTIONAL_CORE)
-def test_capability_packages_import_no_napari_or_qt(module):
-    if importlib.util.find_spec(module) is None:
-        pytest.skip(f"{module} not built yet")
-    loaded = _loaded_modules(module)
-    heavy = {m for m in loaded if m.split(".")[0] in {"napari", "qtpy", "PyQt5", "magicgui"}}
-    assert not heavy, f"{module} imports {sorted(heavy)[:5]}"
 
 
 def test_cli_help_lists_commands():
