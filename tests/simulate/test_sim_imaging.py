@@ -80,7 +80,7 @@ def test_ground_truth_centres_are_correlation_peaks(clean_sim):
         h = (np.array(ref.shape) - 1) // 2
         idx = np.argwhere(ref > 0)
         full[tuple(((idx - h) % shape).T)] = ref[tuple(idx.T)]  # centred on voxel 0, wrapped
-        cc = np.fft.irfftn(tomo_f * np.conj(np.fft.rfftn(full) * filt), s=shape)
+        cc = np.fft.irfftn(tomo_f * np.conj(np.fft.rfftn(full) * filt), s=shape, axes=(0, 1, 2))
         near = np.array([[dz, dy, dx] for dz in range(-3, 4) for dy in range(-3, 4) for dx in range(-3, 4)])
         scores = cc[tuple(((c + near) % shape).T)]
         best = near[int(np.argmax(scores))]

@@ -224,7 +224,7 @@ def wedge_noise(signal: np.ndarray, wedge: np.ndarray, snr: float, rng: np.rando
     if var_s == 0:
         raise ValueError("The volume is empty (no signal), so an SNR cannot be set; add particles.")
     noise = rng.standard_normal(signal.shape, dtype=np.float32)
-    noise = np.fft.irfftn(np.fft.rfftn(noise) * wedge, s=signal.shape).astype(np.float32)
+    noise = np.fft.irfftn(np.fft.rfftn(noise) * wedge, s=signal.shape, axes=(0, 1, 2)).astype(np.float32)
     noise *= np.float32(np.sqrt(var_s / (snr * float(np.var(noise, dtype=np.float64)))))
     measured = var_s / float(np.var(noise, dtype=np.float64))
     return signal + noise, measured
@@ -244,5 +244,5 @@ def fourier_image(volume: np.ndarray, voxel_size_A: float, tilt_range_deg: float
     """
     shape = volume.shape
     filt = fourier_filter(shape, voxel_size_A, tilt_range_deg, ctf)
-    signal = np.fft.irfftn(np.fft.rfftn(volume) * filt, s=shape).astype(np.float32)
+    signal = np.fft.irfftn(np.fft.rfftn(volume) * filt, s=shape, axes=(0, 1, 2)).astype(np.float32)
     return wedge_noise(signal, missing_wedge_mask(shape, tilt_range_deg), snr, rng)

@@ -160,7 +160,7 @@ def simulate_subtomograms(cfg: SubtomogramConfig, out_dir: str | os.PathLike,
             for _ in pack_particles(scene, templates, rng, None, target, max_trials=60, max_failures=8,
                                     allow_partial=True, pool=pool):
                 pass
-        signal = np.fft.irfftn(np.fft.rfftn(scene.density) * filt, s=shape).astype(np.float32)
+        signal = np.fft.irfftn(np.fft.rfftn(scene.density) * filt, s=shape, axes=(0, 1, 2)).astype(np.float32)
         for s in cfg.snrs:
             noisy, snr_m = wedge_noise(signal, wedge, s, rng)
             sub = noisy[crop]
