@@ -87,8 +87,7 @@ def test_cancel_leaves_no_partial_layers(widget, tiny_model, qtbot):
 def test_train_action_shows_loss_and_selects_model(widget, qtbot, tmp_path):
     w, viewer = widget
     w.train_labels.value = viewer.layers["truth labels"]
-    w.train_epochs.value = 2
-    w.train_steps.value = 3
+    w.train_params.set_values({"epochs": 2, "steps_per_epoch": 3, "batch_size": 2, "base_channels": 8})
     w.train_out.value = str(tmp_path / "mine.pt")
     t0 = time.monotonic()
     w.start_training()

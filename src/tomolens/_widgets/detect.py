@@ -8,7 +8,7 @@ from pathlib import Path
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, SpinBox, create_widget
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, create_widget
 from napari.utils.notifications import show_info, show_warning
 
 from tomolens._napari.layers import points_layer_data, scale_kwargs, voxel_size_from_layer
@@ -16,6 +16,7 @@ from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner
 from tomolens.detect.detector import DEFAULT_MODEL, DETECT_PARAMS, DetectionResult, detect_particles
 from tomolens.detect.postprocess import POSTPROCESS_PARAMS
+from tomolens.detect.train import TRAIN_PARAMS
 from tomolens.evaluate import match_centres
 from tomolens.models.card import read_card, resolve_model, shipped_models
 
@@ -63,16 +64,14 @@ class DetectWidget(Container):
         self.evaluation = Label(value="")
         self.train_labels = create_widget(annotation=napari.layers.Labels, label="train labels")
         self.train_labels.tooltip = "Instance labels of the tomogram (simulated truth or painted particles)."
-        self.train_epochs = SpinBox(value=20, min=1, max=1000, label="epochs", tooltip="Maximum epochs.")
-        self.train_steps = SpinBox(value=20, min=1, max=10000, label="steps per epoch",
-                                   tooltip="Optimiser steps (batches of 2 patches) per epoch.")
+        self.train_params = ParamPanel(TRAIN_PARAMS)
         self.train_out = FileEdit(mode="w", filter="*.pt", label="save model as",
                                   value=str(Path(tempfile.gettempdir()) / "tomolens_detect_user.pt"),
                                   tooltip="Where the trained model (.pt + .json card) is written.")
         self.train_runner = JobRunner("Train", title="Detection training")
         self.loss_text = Label(value="")
         self._history: list[dict] = []
-        train_box = Container(widgets=[self.train_labels, self.train_epochs, self.train_steps, self.train_out,
+        train_box = Container(widgets=[self.train_labels, self.train_params, self.train_out,
                                        self.train_runner, self.loss_text], label="train")
         super().__init__(widgets=[self.image, self.model_choice, self.model_file, self.params, self.runner,
                                   self.truth, self.tolerance, self.evaluation, train_box])
@@ -194,8 +193,8 @@ class DetectWidget(Container):
         out = Path(self.train_out.value)
         self._history = []
         self.loss_text.value = "training…"
-        job = train_and_save(volume, instances, float(vs[-1]), out, epochs=int(self.train_epochs.value),
-                             device=self.params.values()["device"], steps_per_epoch=int(self.train_steps.value))
+        job = train_and_save(volume, instances, float(vs[-1]), out, device=self.params.values()["device"],
+                             **self.train_params.values())
         self.train_runner.start(job, self._trained, on_progress=self._train_progress)
 
     def _train_progress(self, progress) -> None:

@@ -155,6 +155,8 @@ PARITY: tuple[WidgetAction, ...] = (
     WidgetAction("detect", ("tomolens.detect.detector:DETECT_PARAMS",), "detect",
                  "tomolens._widgets.detect:DetectWidget", outside_panel={"model": "model_choice"},
                  card_defaults="detect_default"),
+    WidgetAction("detect-train", ("tomolens.detect.train:TRAIN_PARAMS",), "train",
+                 "tomolens._widgets.detect:DetectWidget", panel_attr="train_params"),
     WidgetAction("segment", ("tomolens.segment.predict:PREDICT_PARAMS",), "segment",
                  "tomolens._widgets.segment:SegmentWidget", panel_attr="predict_params",
                  outside_panel={"model": "model_choice"}),

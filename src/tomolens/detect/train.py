@@ -26,12 +26,27 @@ from tomolens.detect.detector import detect_particles
 from tomolens.detect.targets import detection_targets
 from tomolens.evaluate import match_centres
 from tomolens.jobs import Progress, run_job
+from tomolens.models.cli import engine_param
 
 log = logging.getLogger(__name__)
 
 ARCHITECTURE = "tomolens.models.unet:UNet3D"
 CLASSES = ["mask", "centre"]
 #: Post-processing grid searched on the validation volumes.
+#: Settings of the Detect widget's one-tomogram "Train" action: the engine's own options
+#: of ``tomolens train`` (same names and defaults), so GUI and CLI cannot drift.
+TRAIN_PARAMS = (
+    engine_param("epochs"),
+    engine_param("steps_per_epoch"),
+    engine_param("batch_size", advanced=True),
+    engine_param("patch", advanced=True),
+    engine_param("base_channels", advanced=True),
+    engine_param("depth", advanced=True),
+    engine_param("learning_rate", advanced=True),
+    engine_param("patience", advanced=True),
+    engine_param("seed", advanced=True),
+)
+
 TUNING_GRID = {"mask_threshold": (0.3, 0.4, 0.5, 0.6), "centre_threshold": (0.2, 0.3, 0.4, 0.5)}
 
 
@@ -211,13 +226,15 @@ def split_regions(volume: np.ndarray, labels: np.ndarray, val_fraction: float = 
     return (volume[:, :cut], labels[:, :cut]), (volume[:, cut:], labels[:, cut:])
 
 
-def train_and_save(volume: np.ndarray, instances: np.ndarray, voxel_size_A: float, out, epochs: int = 20,
-                   device: str = "auto", patch: int = 32, base_channels: int = 8, depth: int = 2,
-                   seed: int = 0, steps_per_epoch: int = 20) -> Generator[Progress, None, Any]:
+def train_and_save(volume: np.ndarray, instances: np.ndarray, voxel_size_A: float, out, epochs: int = 30,
+                   device: str = "auto", patch: int = 32, base_channels: int = 16, depth: int = 2,
+                   seed: int = 0, steps_per_epoch: int = 40, batch_size: int = 4, learning_rate: float = 1e-3,
+                   patience: int = 6) -> Generator[Progress, None, Any]:
     """Train on one annotated tomogram (y split 75/25 into training/validation regions), save, return the path.
 
-    The widget's "Train" action, at the tomogram's own voxel size.  Post-processing
-    thresholds are tuned on the validation region and stored on the card.
+    The widget's "Train" action, at the tomogram's own voxel size, with the settings of
+    :data:`TRAIN_PARAMS` (defaults = ``tomolens train``'s).  Post-processing thresholds
+    are tuned on the validation region and stored on the card.
     """
     from tomolens.models.card import save_model
     from tomolens.models.device import choose_device
@@ -230,8 +247,9 @@ def train_and_save(volume: np.ndarray, instances: np.ndarray, voxel_size_A: floa
     m = 2**depth
     patch = max(m, min(patch, *(s // m * m for s in va_img.shape)))
     device = choose_device(device)
-    config = TrainConfig(patch_size=(patch,) * 3, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=2,
-                         val_patches=8, patience=5, seed=seed, device=device)
+    config = TrainConfig(patch_size=(patch,) * 3, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                         batch_size=batch_size, learning_rate=learning_rate, val_patches=8, patience=patience,
+                         seed=seed, device=device)
     result = yield from train_detection_model([(tr_img, tr_lab, voxel_size_A)], [(va_img, va_lab, voxel_size_A)],
                                               config, base_channels, depth)
     net = result.model.cpu()
