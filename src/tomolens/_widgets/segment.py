@@ -119,6 +119,8 @@ class SegmentWidget(Container):
         self.model_file = FileEdit(mode="r", filter="*.pt *.json", label="model file",
                                    tooltip="A tomolens segmentation model (.pt with its .json card).")
         self.model_info = Label(value="")
+        for label in (self.legend, self.loss_text, self.model_info):
+            label.native.setWordWrap(True)  # long lines would widen every tabbed dock
         self.predict_params = ParamPanel(tuple(p for p in PREDICT_PARAMS if p.name != "model"))
         self.predict_runner = JobRunner("Predict", title="Segmentation")
         train_box = Container(widgets=[self.train_params, self.save_path, self.resume, self.train_runner,
