@@ -161,3 +161,18 @@ def test_write_onto_a_folder_fails_cleanly(tmp_path):
         write_mrc(tmp_path / "taken.mrc", make_volume())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.mrc"]
     assert (tmp_path / "taken.mrc").is_dir()
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        write_mrc(tmp_path / "p.mrc", make_volume())
+        assert stat.S_IMODE((tmp_path / "p.mrc").stat().st_mode) == 0o644
+        (tmp_path / "p.mrc").chmod(0o640)
+        write_mrc(tmp_path / "p.mrc", make_volume())  # replacing keeps the old file's mode
+        assert stat.S_IMODE((tmp_path / "p.mrc").stat().st_mode) == 0o640
+    finally:
+        os.umask(umask)
