@@ -12,6 +12,7 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label,
 from napari.utils.notifications import show_info, show_warning
 
 from tomolens._napari.layers import points_layer_data, scale_kwargs, voxel_size_from_layer
+from tomolens._widgets._model import FROM_FILE, chosen_model
 from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner
 from tomolens.detect.detector import DEFAULT_MODEL, DETECT_PARAMS, DetectionResult, detect_particles
@@ -22,7 +23,6 @@ from tomolens.models.card import read_card, resolve_model, shipped_models
 
 log = logging.getLogger(__name__)
 
-FROM_FILE = "model file…"
 _SPARK = "▁▂▃▄▅▆▇█"
 
 
@@ -86,12 +86,7 @@ class DetectWidget(Container):
 
     # ----------------------------------------------------------------- model
     def model_path(self) -> str:
-        if self.model_choice.value == FROM_FILE:
-            path = Path(self.model_file.value)
-            if not path.is_file():
-                raise ValueError("Choose a model file (.pt or .json) or a shipped model.")
-            return str(path)
-        return str(self.model_choice.value)
+        return chosen_model(self.model_choice.value, self.model_file.value, "Choose a model file (.pt or .json) or a shipped model.")
 
     def _model_changed(self, *_) -> None:
         """Load the model card's tuned post-processing defaults into the controls."""

@@ -20,6 +20,7 @@ from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from tomolens._napari.layers import scale_kwargs, voxel_size_from_layer
+from tomolens._widgets._model import FROM_FILE, chosen_model
 from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner
 from tomolens.models.card import read_card, resolve_model, shipped_models
@@ -36,7 +37,6 @@ from tomolens.segment.train import TRAIN_PARAMS, save_segmenter, train_kwargs, t
 
 log = logging.getLogger(__name__)
 
-FROM_FILE = "model file…"
 
 
 class LossPlot(QWidget):
@@ -170,12 +170,7 @@ class SegmentWidget(Container):
 
     # ------------------------------------------------------------------ model
     def model_path(self) -> str:
-        if self.model_choice.value == FROM_FILE:
-            path = Path(self.model_file.value)
-            if not path.is_file():
-                raise ValueError("Choose a model file (.pt or .json), train one, or pick a shipped model.")
-            return str(path)
-        return str(self.model_choice.value)
+        return chosen_model(self.model_choice.value, self.model_file.value, "Choose a model file (.pt or .json), train one, or pick a shipped model.")
 
     def _model_changed(self, *_) -> None:
         try:
