@@ -26,6 +26,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import platform
 import sys
 import tempfile
@@ -185,7 +186,8 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     t_start = time.monotonic()
     data = simulate(Path(args.data), args.n_per_class, args.seed)
-    results = {"machine": "2-core CPU, no GPU (shared with other jobs)", "python": platform.python_version(),
+    results = {"machine": "2-core CPU, no GPU", "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
+               "python": platform.python_version(),
                "torch": torch.__version__, "classes": CLASSES, "maps_not_used": ["4cr2", "5mrc"],
                "n_per_class_per_snr": args.n_per_class, "resnet_width": args.resnet_width,
                "budgets_minutes": {"resnet": args.resnet_minutes, "seed": args.seed_minutes}, "subtomograms_per_snr": 10 * args.n_per_class,

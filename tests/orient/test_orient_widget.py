@@ -85,3 +85,18 @@ def test_volume_layer_is_refused_with_a_clear_message(orient_widget):
         widget.snapshot_stack()
     widget.start_recovery()  # shows a warning instead of starting
     assert not widget.runner.running and "Not started" in widget.runner.status.value
+
+
+def test_model_choice_without_a_model_says_what_to_do(orient_widget):
+    from tomolens._widgets._model import FROM_FILE
+
+    widget, viewer, tmp_path, vol = orient_widget
+    widget.model_choice.value = FROM_FILE
+    widget.model_file.value = str(tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="Choose a model file"):
+        widget._model()
+    widget.model_choice.value = "(trained here)"
+    with pytest.raises(ValueError, match="No model has been trained here yet"):
+        widget._model()
+    widget.start_recovery()
+    assert not widget.runner.running and "Not started" in widget.runner.status.value

@@ -11,6 +11,7 @@ from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, c
 from napari.utils.notifications import show_info, show_warning
 
 from tomolens._napari.layers import ANGSTROM, voxel_size_from_layer
+from tomolens._widgets._model import FROM_FILE, chosen_model
 from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner
 from tomolens.io.mrc import contrast_limits
@@ -19,7 +20,6 @@ from tomolens.orient.pipeline import DEFAULT_MODEL, RECOVER_PARAMS, TRAIN_PARAMS
 
 log = logging.getLogger(__name__)
 
-FROM_FILE = "(model file below)"
 TRAINED_HERE = "(trained here)"
 
 
@@ -105,9 +105,8 @@ class OrientationWidget(Container):
             if self.trained_model is None:
                 raise ValueError("No model has been trained here yet; train one or choose another model.")
             return self.trained_model
-        source = self.model_file.value if choice == FROM_FILE else choice
-        if choice == FROM_FILE and (not source or Path(source).is_dir()):
-            raise ValueError("Choose a model file (.pt) or a shipped model.")
+        source = chosen_model(choice, self.model_file.value, "Choose a model file (.pt or .json), train one, "
+                              "or pick a shipped model.")
         return load_model(source, "cpu", expected_task="orient")
 
     # -- actions --------------------------------------------------------------------------
