@@ -91,3 +91,40 @@ def test_stack_opens_as_image_stack(make_napari_viewer, tmp_path):
     [layer] = viewer.open(str(tmp_path / "s.mrcs"), plugin="napari-tomolens")
     assert tuple(layer.axis_labels) == ("image", "y", "x")
     np.testing.assert_allclose(layer.scale, (1.0, 2.5, 2.5))
+
+
+def test_points_coloured_by_class_and_shown_within_a_particle_slab(make_napari_viewer):
+    from tomolens._napari.layers import particle_slab_A, points_layer_data, show_particles_in_slab
+    from tomolens.io.coords import ParticleTable
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((40, 30, 30), np.float32), scale=(10.0,) * 3, units=("angstrom",) * 3)
+    feats = pd.DataFrame({"class_name": ["ring", "barrel", "ring"], "score": [0.2, 0.9, 0.5],
+                          "radius_A": [40.0, 60.0, 50.0]})
+    table = ParticleTable(np.array([[10.0, 5, 5], [20, 15, 15], [30, 25, 25]]), feats, 10.0)
+    data, kwargs, kind = points_layer_data(table, name="picks")
+    layer = viewer.add_points(data, **kwargs)
+    assert str(layer.projection_mode) == "rescale_spherical"
+    colours = layer.face_color
+    assert np.allclose(colours[0], colours[2]) and not np.allclose(colours[0], colours[1])  # by class name
+    data, kwargs, _ = points_layer_data(table, name="scored", color_by="score")
+    scored = viewer.add_points(data, **kwargs)
+    assert len({tuple(c) for c in np.round(scored.face_color, 3)}) == 3  # a colormap over the floats
+
+    assert particle_slab_A(table) == 100.0  # median diameter
+    show_particles_in_slab(viewer, particle_slab_A(table))
+    assert viewer.dims.thickness[0] == 100.0
+    show_particles_in_slab(viewer, 20.0)  # never narrows what is already wider
+    assert viewer.dims.thickness[0] == 100.0
+
+
+def test_workbench_docks_every_widget_and_shows_the_sample_picks(make_napari_viewer):
+    from tomolens._widgets.launch import open_workbench
+
+    viewer = make_napari_viewer()
+    names = open_workbench(viewer)
+    assert {"Tomogram", "Simulate", "Detect particles", "Classify", "Subdivide", "Segment"} <= set(names)
+    assert len(viewer.window.dock_widgets) >= len(names)
+    particles = viewer.layers["sample particles"]
+    expected = 2 * float(particles.features["radius_A"].median())
+    assert viewer.dims.thickness[0] == pytest.approx(expected)

@@ -59,27 +59,59 @@ def volume_layer_data(vol: MrcVolume, name: str | None = None) -> tuple[Any, dic
 
 def points_layer_data(table: ParticleTable, name: str = "particles", color_by: str | None = None,
                       size_px: float = 8.0) -> tuple[Any, dict, str]:
-    """A napari Points layer-data tuple: coordinates in voxels with per-point features."""
+    """A napari Points layer-data tuple: coordinates in voxels with per-point features.
+
+    Points use the ``rescale_spherical`` projection mode (napari 0.9's replacement for
+    ``out_of_slice_display``): with a z slice thickness of about one particle diameter
+    (see :func:`show_particles_in_slab`) each pick shows on the slices its particle spans,
+    drawn smaller the farther the slice is from its centre.  Colour: float columns (score)
+    by the viridis colormap, other columns (class names, cluster numbers) by a categorical
+    cycle; by default ``class_name``, ``class``, ``score`` or ``cluster``, whichever exists.
+    """
     features = table.features.reset_index(drop=True)
     kwargs: dict[str, Any] = {
         "name": name,
         "features": features,
         "size": size_px,
         "metadata": {"pixel_size_A": table.pixel_size_A},
-        "out_of_slice_display": True,
+        "projection_mode": "rescale_spherical",
         **scale_kwargs(table.pixel_size_A, 3),
     }
     if color_by is None:
-        color_by = next((c for c in ("class", "score", "cluster") if c in features.columns), None)
+        color_by = next((c for c in ("class_name", "class", "score", "cluster") if c in features.columns), None)
     if color_by is not None and color_by in features.columns and len(features):
-        column = features[color_by]
-        if pd.api.types.is_numeric_dtype(column) and column.nunique() > 12:
-            kwargs["face_color"] = color_by
+        kwargs["face_color"] = color_by
+        if pd.api.types.is_float_dtype(features[color_by]):
             kwargs["face_colormap"] = "viridis"
         else:
-            kwargs["face_color"] = color_by
             kwargs["face_color_cycle"] = _CATEGORICAL
     return table.coords_zyx, kwargs, "points"
+
+
+def particle_slab_A(table: ParticleTable, default_A: float = 100.0) -> float:
+    """A z slice thickness (Å) that shows each pick on the slices its particle spans: the
+    median particle diameter from a ``radius_A`` feature, else ``default_A``."""
+    if "radius_A" in table.features.columns and len(table.features):
+        diameter = 2.0 * float(np.nanmedian(table.features["radius_A"].to_numpy(float)))
+        if np.isfinite(diameter) and diameter > 0:
+            return diameter
+    return float(default_A)
+
+
+def show_particles_in_slab(viewer, thickness_A: float) -> None:
+    """Widen the viewer's slice along the first non-displayed axis to at least ``thickness_A``
+    (world units, Å for tomolens layers), so Points layers in ``rescale_spherical`` mode show
+    particles within half that distance of the slice; image layers in napari's default
+    ``mean`` projection then show the mean of that slab.  Never narrows a thicker slice the
+    user chose.  Right-click the z slider in napari to change it."""
+    dims = viewer.dims
+    if dims.ndisplay != 2 or not dims.not_displayed:
+        return
+    axis = dims.not_displayed[0]
+    thickness = list(dims.thickness)
+    if thickness[axis] < thickness_A:
+        thickness[axis] = float(thickness_A)
+        dims.thickness = tuple(thickness)
 
 
 def table_from_points(data: np.ndarray, meta: dict) -> ParticleTable:

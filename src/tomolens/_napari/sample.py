@@ -30,7 +30,7 @@ def simulation_layers(sim, prefix: str = "simulated") -> list[tuple[Any, dict, s
     class_table = pd.DataFrame({"index": np.arange(len(names)), "class_name": names})
     meta = {"class_names": names, "voxel_size_A": sim.voxel_size_A, "measured_snr": sim.measured_snr,
             "snr_domain": sim.snr_domain, "config": sim.config.to_dict()}
-    points, points_kwargs, _ = points_layer_data(sim.particles, name=f"{prefix} particles", color_by="class")
+    points, points_kwargs, _ = points_layer_data(sim.particles, name=f"{prefix} particles", color_by="class_name")
     points_kwargs["size"] = 6.0
     return [
         (sim.tomogram, {"name": f"{prefix} tomogram", "contrast_limits": contrast_limits(sim.tomogram),

@@ -11,7 +11,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, create_widget
 from napari.utils.notifications import show_info, show_warning
 
-from tomolens._napari.layers import points_layer_data, scale_kwargs, voxel_size_from_layer
+from tomolens._napari.layers import points_layer_data, scale_kwargs, show_particles_in_slab, voxel_size_from_layer
 from tomolens._widgets._model import FROM_FILE, chosen_model
 from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner
@@ -140,6 +140,7 @@ class DetectWidget(Container):
         if len(data):
             layer.face_colormap = "viridis"
             layer.face_color = "score"
+            show_particles_in_slab(self.viewer, 2 * float(self.params.values()["particle_radius_A"] or 0))
         self.update_evaluation()
 
     def reapply(self, *_) -> None:
