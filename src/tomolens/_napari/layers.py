@@ -98,6 +98,16 @@ def particle_slab_A(table: ParticleTable, default_A: float = 100.0) -> float:
     return float(default_A)
 
 
+def show_layer_particles(viewer, layer) -> None:
+    """:func:`show_particles_in_slab` with one median particle diameter from a Points layer's
+    ``radius_A`` feature (layers scaled in Å only; otherwise nothing changes)."""
+    units = [str(u) for u in (layer.units or ())]
+    if "radius_A" in layer.features.columns and len(layer.data) and units and all(ANGSTROM in u for u in units):
+        diameter = 2.0 * float(np.nanmedian(layer.features["radius_A"].to_numpy(float)))
+        if np.isfinite(diameter) and diameter > 0:
+            show_particles_in_slab(viewer, diameter)
+
+
 def show_particles_in_slab(viewer, thickness_A: float) -> None:
     """Widen the viewer's slice along the first non-displayed axis to at least ``thickness_A``
     (world units, Å for tomolens layers), so Points layers in ``rescale_spherical`` mode show

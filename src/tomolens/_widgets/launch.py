@@ -12,6 +12,8 @@ import logging
 import napari
 from npe2 import PluginManager
 
+from tomolens._napari.layers import show_layer_particles
+
 PLUGIN = "napari-tomolens"
 
 
@@ -28,7 +30,9 @@ def open_workbench(viewer: napari.Viewer, sample: str | None = None) -> list[str
     samples = [s.key for s in (contributions.sample_data or [])]
     if samples:
         viewer.open_sample(PLUGIN, sample or samples[0])
-        _show_sample_particles(viewer)
+        for layer in viewer.layers:
+            if isinstance(layer, napari.layers.Points):
+                show_layer_particles(viewer, layer)
     names = [w.display_name for w in (contributions.widgets or [])]
     docks = []
     for name in names:
@@ -41,17 +45,6 @@ def open_workbench(viewer: napari.Viewer, sample: str | None = None) -> list[str
         # once the window has been laid out.
         QTimer.singleShot(0, docks[0].raise_)
     return names
-
-
-def _show_sample_particles(viewer: napari.Viewer) -> None:
-    """Widen the z slice to a particle diameter so the sample's ground-truth picks show."""
-    from tomolens._napari.layers import show_particles_in_slab
-
-    for layer in viewer.layers:
-        if isinstance(layer, napari.layers.Points) and "radius_A" in layer.features.columns and len(layer.data):
-            radius_px = float(layer.features["radius_A"].median()) / float(layer.scale[-1])
-            show_particles_in_slab(viewer, 2 * radius_px * float(layer.scale[0]))
-            return
 
 
 def main(argv: list[str] | None = None) -> None:

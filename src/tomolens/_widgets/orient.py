@@ -171,9 +171,11 @@ class OrientationWidget(Container):
         if result.errors_deg is not None:
             features["error_deg"] = result.errors_deg
             kwargs = {"face_color": "error_deg", "face_colormap": "viridis"}
+        # projection_mode "all": in 2D every direction shows (the sphere seen along z); the
+        # 3D view (Ctrl+Y) shows the sphere itself.
         self.viewer.add_points(
             points, name=f"{meta['name']} orientations", features=features, size=1.5,
-            scale=(pixel,) * 3, units=(ANGSTROM,) * 3, out_of_slice_display=True, **kwargs,
+            scale=(pixel,) * 3, units=(ANGSTROM,) * 3, projection_mode="all", **kwargs,
         )
         if result.reconstruction is not None:
             self.viewer.add_image(

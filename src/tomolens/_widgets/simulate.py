@@ -6,6 +6,7 @@ import napari
 from magicgui.widgets import Container, Label
 from napari.utils.notifications import show_error, show_info
 
+from tomolens._napari.layers import show_layer_particles
 from tomolens._napari.sample import simulation_layers
 from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner
@@ -41,7 +42,9 @@ class SimulateWidget(Container):
     def _add_layers(self, sim, prefix: str) -> None:
         self.last_result = sim
         for data, kwargs, kind in simulation_layers(sim, prefix=prefix):
-            getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+            layer = getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+            if kind == "points":
+                show_layer_particles(self.viewer, layer)
         text = (f"{len(sim.particles)} particles, volume fraction {sim.volume_fraction:.3f}, "
                 f"SNR {sim.measured_snr:.3g} (on the {sim.snr_domain})")
         self.summary.value = text
