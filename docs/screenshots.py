@@ -1,12 +1,16 @@
-"""Regenerate the README screenshots: ``xvfb-run -a python docs/screenshots.py``.
+"""Regenerate the README screenshots: ``xvfb-run -a python docs/screenshots.py [NAME ...]``.
 
 Opens the crowded sample, runs each widget's main job through its own buttons the way a
 user would, waits for the worker, and saves the window as ``docs/img/<widget>.png``.
+Names: tomogram, detect, segment, classify, subdivide, orient (default: all).  The
+orientation shot simulates 300 projections of ``../shared/data/5j0n.mrc`` (skipped when
+the shared data is absent).
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,6 +18,8 @@ import napari
 from qtpy.QtWidgets import QApplication
 
 OUT = Path(__file__).parent / "img"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ALL = ["tomogram", "detect", "segment", "classify", "subdivide", "orient"]
 
 
 def wait_for(runner, timeout_s: float = 600.0) -> None:
@@ -27,19 +33,43 @@ def wait_for(runner, timeout_s: float = 600.0) -> None:
 
 
 def shoot(viewer, name: str) -> None:
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+
     OUT.mkdir(parents=True, exist_ok=True)
+    for toast in viewer.window._qt_window.findChildren(NapariQtNotification):  # noqa: SLF001
+        toast.close()  # no toasts over the canvas
+    QApplication.processEvents()
+
     viewer.screenshot(str(OUT / f"{name}.png"), canvas_only=False)
     print("saved", OUT / f"{name}.png")
 
 
+def only(viewer, visible: list[str]) -> None:
+    """Show only the layers whose names are in ``visible``."""
+    for layer in viewer.layers:
+        layer.visible = layer.name in visible
+
+
+def add_dock(viewer, widget, name: str):
+    d = viewer.window.add_dock_widget(widget, name=name)
+    widget.reset_choices()
+    return d
+
+
 def main(which: list[str]) -> None:
+    from tomolens._widgets.classify import ClassifyWidget, SubdivideWidget
     from tomolens._widgets.detect import DetectWidget
+    from tomolens._widgets.orient import OrientationWidget
+    from tomolens._widgets.segment import SegmentWidget
     from tomolens._widgets.tomogram import TomogramWidget
 
     viewer = napari.Viewer(title="napari-tomolens")
     viewer.window.resize(1500, 950)
     viewer.open_sample("napari-tomolens", "crowded")
     tomo = viewer.layers["sample tomogram"] if "sample tomogram" in viewer.layers else viewer.layers[0]
+    from tomolens._napari.layers import show_layer_particles
+
+    show_layer_particles(viewer, viewer.layers["sample particles"])  # as the workbench does
     if "tomogram" in which:
         widget = TomogramWidget(viewer)
         dock = viewer.window.add_dock_widget(widget, name="Tomogram")
@@ -50,7 +80,7 @@ def main(which: list[str]) -> None:
         viewer.window.remove_dock_widget(dock)
     if "detect" in which:
         widget = DetectWidget(viewer)
-        viewer.window.add_dock_widget(widget, name="Detect particles")
+        d = viewer.window.add_dock_widget(widget, name="Detect particles")
         widget.reset_choices()
         widget.start_detection()
         wait_for(widget.runner)
@@ -61,8 +91,76 @@ def main(which: list[str]) -> None:
             if layer.name.endswith(("instances", "centres")) and layer.name.startswith(tomo.name):
                 layer.visible = True
         shoot(viewer, "detect")
+        viewer.window.remove_dock_widget(d)
+    if "segment" in which:
+        widget = SegmentWidget(viewer)
+        d = add_dock(viewer, widget, "Segment")
+        widget.image.value = tomo
+        widget.start_prediction()
+        wait_for(widget.predict_runner)
+        only(viewer, [tomo.name, f"{tomo.name} segmentation"])
+        shoot(viewer, "segment")
+        viewer.window.remove_dock_widget(d)
+    if "classify" in which:
+        widget = ClassifyWidget(viewer)
+        d = add_dock(viewer, widget, "Classify")
+        widget.image_picker.value = tomo
+        widget.points_picker.value = viewer.layers["sample particles"]
+        widget.start_classification()
+        wait_for(widget.runner)
+        only(viewer, [tomo.name, "sample particles"])
+        viewer.layers.selection.active = viewer.layers["sample particles"]
+        shoot(viewer, "classify")
+        viewer.window.remove_dock_widget(d)
+    if "subdivide" in which:
+        widget = SubdivideWidget(viewer)
+        d = add_dock(viewer, widget, "Subdivide")
+        widget.image_picker.value = tomo
+        points = viewer.layers["sample particles"]
+        widget.points_picker.value = points
+        widget.start()
+        wait_for(widget.runner)
+        only(viewer, [tomo.name, "sample particles"])
+        viewer.layers.selection.active = points
+        widget.plot.select(list(range(0, len(points.data), 4))[:12])  # a selection made in the plot
+        wait_for(widget.runner)
+        shoot(viewer, "subdivide")
+        viewer.window.remove_dock_widget(d)
+    if "orient" in which and (SHARED / "5j0n.mrc").is_file():
+        shoot_orientation(viewer, OrientationWidget)
     viewer.close()
 
 
+def shoot_orientation(viewer, widget_class) -> None:
+    """300 noise-free projections of 5j0n, recovered with the shipped distance model."""
+    from tomolens.io import read_mrc
+    from tomolens.jobs import run_job
+    from tomolens.orient.files import write_projection_set
+    from tomolens.orient.project import simulate_projections
+
+    tmp = Path(tempfile.mkdtemp())
+    vol = read_mrc(SHARED / "5j0n.mrc")
+    pset = run_job(simulate_projections(vol.data, float(vol.voxel_size_A[0]), 300, seed=1))
+    write_projection_set(tmp / "5j0n.mrcs", tmp / "5j0n_truth.star", pset)
+    for layer in list(viewer.layers):
+        viewer.layers.remove(layer)
+    viewer.open(str(tmp / "5j0n.mrcs"), plugin="napari-tomolens")
+    widget = widget_class(viewer)
+    d = add_dock(viewer, widget, "Orientation recovery")
+    widget.stack_picker.value = viewer.layers["5j0n"]
+    widget.truth_star.value = str(tmp / "5j0n_truth.star")
+    widget.reference.value = str(SHARED / "5j0n.mrc")
+    widget.panel.set_values({"recover_steps": 300})
+    widget.start_recovery()
+    wait_for(widget.runner)
+    only(viewer, ["5j0n orientations"])
+    viewer.dims.ndisplay = 3
+    viewer.camera.angles = (0, 30, 60)
+    viewer.reset_view()
+    shoot(viewer, "orient")
+    viewer.dims.ndisplay = 2
+    viewer.window.remove_dock_widget(d)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["tomogram", "detect"])
+    main(sys.argv[1:] or ALL)
