@@ -42,3 +42,26 @@ def test_train_classify_subdivide_cli(tmp_path, capsys):
     assert main(["classify", str(tmp_path / "t.mrc"), str(unlabelled), "--model", str(tmp_path / "m.pt"),
                  "--out", str(tmp_path / "x.star"), "--box-A", "320"]) == 1
     assert "16-voxel boxes" in capsys.readouterr().err
+
+
+def test_training_pools_labelled_particles_of_several_tomograms(tmp_path, capsys):
+    from tomolens.classify.data import dataset_from_tomograms
+    from tomolens.jobs import run_job
+
+    a, ca, na = labelled_tomogram(["sphere", "rod", "ring"], 24, 16, seed=5)
+    b, cb, nb = labelled_tomogram(["sphere", "rod"], 24, 16, seed=6)  # no rings in this one
+    ds = run_job(dataset_from_tomograms([(a, ca, na), (b, cb, nb)], 16, 10.0))
+    assert ds.class_names == ["ring", "rod", "sphere"]
+    n = len(ds.train.y) + len(ds.val.y) + len(ds.test.y)
+    assert n == len(na) + len(nb)
+    # the pooled labels keep each particle's class: count of rods equals the rods placed
+    all_y = np.concatenate([ds.train.y, ds.val.y, ds.test.y])
+    assert np.sum(all_y == 1) == np.sum(np.asarray(na) == "rod") + np.sum(np.asarray(nb) == "rod")
+
+    write_mrc(tmp_path / "a.mrc", a, 10.0)
+    write_coordinates(tmp_path / "a.star", ParticleTable(ca, pd.DataFrame({"kind": na}), 10.0))
+    rc = main(["train", "--task", "classify", "--classify-tomogram", str(tmp_path / "a.mrc"), str(tmp_path / "a.mrc"),
+               "--classify-points", str(tmp_path / "a.star"), "--classify-label-column", "kind",
+               "--out", str(tmp_path / "m.pt")])
+    assert rc != 0
+    assert "one coordinate file per tomogram" in capsys.readouterr().err

@@ -94,7 +94,7 @@ def dataset_from_points(
     voxel_size_A: float | None = None, val_fraction: float = 0.15, test_fraction: float = 0.15,
     seed: int = 0, edge: str = "pad",
 ) -> Generator[Progress, None, ClassDataset]:
-    """Cut subtomograms at class-labelled particles and split them (a job).
+    """Cut subtomograms at class-labelled particles of one tomogram and split them (a job).
 
     Parameters
     ----------
@@ -110,27 +110,67 @@ def dataset_from_points(
     -------
     ClassDataset
     """
+    return (yield from dataset_from_tomograms([(tomogram, coords_zyx, labels)], box, voxel_size_A,
+                                              val_fraction, test_fraction, seed, edge))
+
+
+def dataset_from_tomograms(
+    items, box: int, voxel_size_A: float | None = None, val_fraction: float = 0.15,
+    test_fraction: float = 0.15, seed: int = 0, edge: str = "pad",
+) -> Generator[Progress, None, ClassDataset]:
+    """Cut subtomograms at the class-labelled particles of several tomograms, pool them and
+    split them stratified by class (a job).
+
+    Parameters
+    ----------
+    items : sequence of (tomogram (z, y, x) array, coords_zyx (N, 3) voxels, N labels)
+        Labels are class names or numbers; empty/NaN labels are left out.  The classes are
+        the union over all tomograms (sorted by name); a class may be absent from some.
+    box : int
+        Cube edge, voxels.
+    val_fraction, test_fraction : float
+        Stratified fractions of the pooled particles for validation (early stopping) and
+        test (scoring only).
+
+    Returns
+    -------
+    ClassDataset
+    """
     from sklearn.model_selection import train_test_split
 
-    labels = np.asarray(labels, dtype=object)
-    if len(labels) != len(coords_zyx):
-        raise ValueError(f"{len(coords_zyx)} points but {len(labels)} labels.")
-    text = np.array(["" if (lab is None or (isinstance(lab, float) and np.isnan(lab))) else str(lab)
-                     for lab in labels])
-    keep = np.flatnonzero(text != "")
-    names = sorted(set(text[keep]))
+    texts = []
+    for k, (_, coords_zyx, labels) in enumerate(items):
+        labels = np.asarray(labels, dtype=object)
+        if len(labels) != len(coords_zyx):
+            where = f" (tomogram {k + 1})" if len(items) > 1 else ""
+            raise ValueError(f"{len(coords_zyx)} points but {len(labels)} labels{where}.")
+        texts.append(np.array(["" if (lab is None or (isinstance(lab, float) and np.isnan(lab))) else str(lab)
+                               for lab in labels]))
+    names = sorted(set(np.concatenate(texts)) - {""})
     if len(names) < 2:
         raise ValueError(f"Training needs points of at least 2 classes; the labels hold {names or 'none'}.")
-    counts = {n: int(np.sum(text[keep] == n)) for n in names}
+    counts = {n: int(sum(np.sum(t == n) for t in texts)) for n in names}
     few = [n for n, c in counts.items() if c < 3]
     if few:
         raise ValueError(f"Classes {few} have fewer than 3 labelled points ({counts}); label more particles.")
-    extraction = yield from extract_subtomograms(tomogram, np.asarray(coords_zyx)[keep], box, edge=edge)
-    y = np.array([names.index(t) for t in text[keep][extraction.indices]], np.int64)
+    cubes, ys = [], []
+    for k, ((tomogram, coords_zyx, _), text) in enumerate(zip(items, texts)):
+        keep = np.flatnonzero(text != "")
+        job = extract_subtomograms(tomogram, np.asarray(coords_zyx)[keep], box, edge=edge)
+        try:
+            while True:
+                p = next(job)
+                yield Progress(p.done, p.total, p.message if len(items) == 1 else
+                               f"tomogram {k + 1}/{len(items)}: {p.message}", p.info)
+        except StopIteration as stop:
+            extraction = stop.value
+        cubes.append(extraction.subtomograms)
+        ys.append(np.array([names.index(t) for t in text[keep][extraction.indices]], np.int64))
+    x, y = np.concatenate(cubes), np.concatenate(ys)
     idx = np.arange(len(y))
     rest, test = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=seed)
     train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), stratify=y[rest],
                                   random_state=seed)
-    x = extraction.subtomograms
+    source = "labelled points" if len(items) == 1 else f"labelled points of {len(items)} tomograms"
     return ClassDataset(Split(x[train], y[train]), Split(x[val], y[val]), Split(x[test], y[test]),
-                        names, voxel_size_A, "labelled points")
+                        names, voxel_size_A, source)

@@ -8,8 +8,9 @@ Data, one of:
   ``tomolens.simulate.simulate_subtomograms`` (built-in phantoms or
   ``--classify-templates``) into ``OUT_dataset/`` and train on the SNR
   ``--classify-snr``;
-- ``--classify-tomogram MRC --classify-points STAR``: class-labelled particles
-  (column ``--classify-label-column``, default ``class``), split 70/15/15 stratified.
+- ``--classify-tomogram MRC [MRC …] --classify-points STAR [STAR …]``: class-labelled
+  particles (column ``--classify-label-column``, default ``class``) of one or several
+  tomograms, paired in order, pooled and split 70/15/15 stratified by class.
 
 Training stops early on the validation split only; the card's metrics are the test
 split's accuracy and confusion matrix.
@@ -51,9 +52,10 @@ def register_train_args(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--classify-crowding", action="store_true",
                        help="simulate crowded neighbours around each particle (about 20x slower)")
     group.add_argument("--classify-box", type=int, default=32, help="simulated box edge, voxels (default: 32)")
-    group.add_argument("--classify-tomogram", default="", metavar="MRC", help="tomogram of labelled particles")
-    group.add_argument("--classify-points", default="", metavar="COORDS",
-                       help="class-labelled particles (.star/.csv) on --classify-tomogram")
+    group.add_argument("--classify-tomogram", nargs="+", default=[], metavar="MRC",
+                       help="tomogram(s) of labelled particles")
+    group.add_argument("--classify-points", nargs="+", default=[], metavar="COORDS",
+                       help="class-labelled particles (.star/.csv), one file per --classify-tomogram, same order")
     group.add_argument("--classify-width", type=int, default=None,
                        help="resnet: channels of the first stage, then 2x and 4x (default: 16)")
     group.add_argument("--classify-dropout", type=float, default=None,
@@ -87,24 +89,35 @@ def _dataset(args: argparse.Namespace):
                     f"n_per_class={args.classify_simulate}, box={args.classify_box}, "
                     f"voxel_size_A={args.sim_voxel_size_A}, snrs={snrs}, crowding={args.classify_crowding}, "
                     f"seed={args.seed}); split 70/15/15 per particle, shared by all SNRs")
-    if not args.classify_tomogram:
-        raise ValueError("--classify-points needs --classify-tomogram (the tomogram the points are on).")
+    if len(args.classify_tomogram) != len(args.classify_points):
+        raise ValueError(f"--classify-points gives {len(args.classify_points)} file(s) but --classify-tomogram "
+                         f"{len(args.classify_tomogram)}: give one coordinate file per tomogram, in the same order.")
+    from tomolens.classify.data import dataset_from_tomograms
     from tomolens.classify.extract import box_in_voxels
     from tomolens.io.coords import read_coordinates
     from tomolens.io.mrc import read_mrc
 
-    vol = read_mrc(args.classify_tomogram)
-    voxel = args.voxel_size_A or (vol.voxel_size_A[-1] if vol.voxel_size_A else None)
-    if voxel is None:
-        raise ValueError(f"{args.classify_tomogram} has no voxel size in its header; pass --voxel-size-A.")
-    table = read_coordinates(args.classify_points, pixel_size_A=voxel, tomogram_shape_zyx=vol.data.shape)
-    if args.classify_label_column not in table.features:
-        raise ValueError(f"{args.classify_points} has no column {args.classify_label_column!r}; columns: "
-                         f"{list(table.features.columns)}.")
+    items, voxels, n_points = [], set(), 0
+    for tomo_path, points_path in zip(args.classify_tomogram, args.classify_points):
+        vol = read_mrc(tomo_path)
+        voxel = args.voxel_size_A or (vol.voxel_size_A[-1] if vol.voxel_size_A else None)
+        if voxel is None:
+            raise ValueError(f"{tomo_path} has no voxel size in its header; pass --voxel-size-A.")
+        voxels.add(round(float(voxel), 3))
+        table = read_coordinates(points_path, pixel_size_A=voxel, tomogram_shape_zyx=vol.data.shape)
+        if args.classify_label_column not in table.features:
+            raise ValueError(f"{points_path} has no column {args.classify_label_column!r}; columns: "
+                             f"{list(table.features.columns)}.")
+        items.append((vol.data, table.coords_zyx, table.features[args.classify_label_column]))
+        n_points += len(table)
+    if len(voxels) > 1:
+        raise ValueError(f"The tomograms have different voxel sizes {sorted(voxels)} Å; bin them to one first.")
+    voxel = voxels.pop()
     box = box_in_voxels(args.classify_box_A, voxel)
-    ds = run_job(dataset_from_points(vol.data, table.coords_zyx, table.features[args.classify_label_column],
-                                     box, voxel, seed=args.seed))
-    return ds, f"{len(table)} labelled particles of {args.classify_points} on {args.classify_tomogram}"
+    ds = run_job(dataset_from_tomograms(items, box, voxel, seed=args.seed), on_progress=log_progress)
+    where = (f"{args.classify_points[0]} on {args.classify_tomogram[0]}" if len(items) == 1 else
+             f"{len(items)} tomograms ({args.classify_tomogram[0]} … {args.classify_tomogram[-1]})")
+    return ds, f"{n_points} labelled particles of {where}"
 
 
 def pool_datasets(datasets):
