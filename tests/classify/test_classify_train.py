@@ -79,8 +79,10 @@ def test_shipped_classifier_loads_with_an_honest_card():
 
     assert "classify_phantoms_resnet" in shipped_models("classify")
     model, card = load_model("classify_phantoms_resnet", expected_task="classify")
-    assert card.classes == builtin_template_names() and card.voxel_size_A == 10.0 and card.patch_size == [32] * 3
-    assert 0 < card.metrics["test_accuracy"] <= 1 and card.metrics["test_n"] == 234
-    assert np.sum(card.metrics["test_confusion"]) == 234
+    assert sorted(card.classes) == sorted(builtin_template_names())
+    assert card.voxel_size_A == 10.0 and card.patch_size == [32] * 3
+    confusion = np.asarray(card.metrics["test_confusion"])
+    assert confusion.shape == (13, 13) and confusion.sum() == card.metrics["test_n"] >= 200
+    assert card.metrics["test_accuracy"] == pytest.approx(np.trace(confusion) / confusion.sum(), abs=1e-4)
     logits = model(__import__("torch").zeros(2, 1, 32, 32, 32))
     assert tuple(logits.shape) == (2, 13)
