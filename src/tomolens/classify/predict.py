@@ -3,7 +3,7 @@
 :func:`classify_points` cuts a subtomogram at every position, runs a classifier and
 returns one feature row per input point — ``class`` (name), ``class_id``,
 ``prob_<class>`` per class, ``confidence`` (the highest probability) — plus the
-penultimate-layer features used for subdivision.  Points whose box was skipped at the
+embedding (``forward_with_embedding``) used for subdivision.  Points whose box was skipped at the
 tomogram's edge get an empty class, NaN probabilities and confidence 0.
 """
 
@@ -101,7 +101,7 @@ def model_box(card, voxel_size_A: float | None, box_A: float | None = None) -> i
 
 def classify_subtomograms(model, x: np.ndarray, batch_size: int = 64,
                           device: str = "cpu") -> Generator[Progress, None, tuple[np.ndarray, np.ndarray]]:
-    """Probabilities and penultimate features of z-scored cubes (a job).
+    """Probabilities and subdivision embeddings of z-scored cubes (a job).
 
     Parameters
     ----------

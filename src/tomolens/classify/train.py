@@ -167,7 +167,7 @@ def _batches(n: int, size: int, rng: np.random.Generator | None):
 
 def predict_logits(model, x: np.ndarray, batch_size: int = 64, device: str = "cpu",
                    with_features: bool = False):
-    """Logits (and penultimate features) of ``model`` for cubes ``x``.
+    """Logits (and the subdivision embedding, see ``forward_with_embedding``) of ``model`` for cubes ``x``.
 
     Parameters
     ----------
@@ -184,8 +184,8 @@ def predict_logits(model, x: np.ndarray, batch_size: int = 64, device: str = "cp
     with torch.no_grad():
         for idx in _batches(len(x), batch_size, None):
             xb = torch.from_numpy(np.ascontiguousarray(x[idx], np.float32)[:, None]).to(device)
-            f = model.features(xb)
-            logits.append(model.classifier(f).cpu().numpy())
+            lg, f = model.forward_with_embedding(xb)
+            logits.append(lg.cpu().numpy())
             if with_features:
                 feats.append(f.cpu().numpy())
     n_out = model.classifier[-1].out_features

@@ -1,4 +1,7 @@
-"""Subdivide particles by clustering a classifier's penultimate-layer features.
+"""Subdivide particles by clustering a classifier's embedding.
+
+The embedding is ``forward_with_embedding`` of the network: for the ResNet the pooled
+outputs of its three stages, for the seed CNN its penultimate layer.
 
 Following Xu et al. 2017 (seed 003): a supervised 3D CNN learns structural features;
 those features, clustered without labels, split the particles into homogeneous subsets —
