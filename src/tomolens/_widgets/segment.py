@@ -180,7 +180,7 @@ class SegmentWidget(Container):
             return
         held = card.metrics.get("held_out_dice", {}) if isinstance(card.metrics, dict) else {}
         figures = "; ".join(f"{k}: " + ", ".join(f"{n} {v:.2f}" for n, v in d.items() if n in card.classes[1:])
-                            for k, d in held.items())
+                            for k, d in held.items() if isinstance(d, dict))
         self.model_info.value = (f"{card.extra.get('model_kind', '?')} U-Net, classes {', '.join(card.classes)}, "
                                  f"{card.voxel_size_A} Å" + (f"\nheld-out Dice {figures}" if figures else ""))
 
