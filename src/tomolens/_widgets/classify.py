@@ -77,6 +77,7 @@ class ClassifyWidget(Container):
         self.min_confidence = FloatSlider(value=0.0, min=0.0, max=1.0, step=0.01, label="min confidence",
                                           tooltip="Hide particles whose confidence is below this value.")
         self.summary = Label(value="")
+        self.summary.native.setWordWrap(True)  # a long class list would widen every tabbed dock
         self.train_params = ParamPanel(TRAIN_PARAMS)
         self.train_source = ComboBox(choices=["labelled points", "dataset folder"], value="labelled points",
                                      label="train from", tooltip="Class-labelled particles of the chosen layers, "
@@ -210,6 +211,7 @@ class SubdivideWidget(Container):
         self.params = ParamPanel(CLASSIFY_PARAMS[:1] + SUBDIVIDE_PARAMS + CLASSIFY_PARAMS[1:])
         self.runner = JobRunner("Subdivide", title="Subdivision")
         self.summary = Label(value="")
+        self.summary.native.setWordWrap(True)
         self.plot = ScatterPlot()
         super().__init__(widgets=[self.image_picker, self.points_picker, self.params, self.runner, self.summary])
         self.native.layout().addWidget(self.plot)
