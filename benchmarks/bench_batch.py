@@ -30,7 +30,7 @@ from tomolens.jobs import run_job
 from tomolens.models.card import shipped_models
 from tomolens.simulate.tomogram import SimulationConfig, simulate_tomogram
 
-MACHINE = "2-core CPU, no GPU (shared with other jobs)"
+MACHINE = "2-core CPU, no GPU"
 VOXEL_A = 10.0
 
 
