@@ -175,7 +175,7 @@ def main(argv=None) -> int:
     tune_sims = [simulate(s, TRAIN_SNRS[i % len(TRAIN_SNRS)], cache=cache)
                  for i, s in enumerate(TRAIN_SEEDS[: args.tune_n])]
     dog_params, dog_train_f1 = tune_dog(tune_sims)
-    print(f"baseline DoG tuned on training seeds {TRAIN_SEEDS[:args.tune_n]}: {dog_params} (F1 {dog_train_f1:.3f})")
+    print(f"baseline DoG tuned on seeds {TRAIN_SEEDS[:args.tune_n]} (never in the test set): {dog_params} (F1 {dog_train_f1:.3f})")
     templates = {"phantoms": (None, False)}
     if MAPS.is_dir():
         templates["real maps"] = (sorted(str(p) for p in MAPS.glob("*.mrc")), False)

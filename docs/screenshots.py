@@ -51,6 +51,7 @@ def only(viewer, visible: list[str]) -> None:
 
 
 def add_dock(viewer, widget, name: str):
+    """Dock ``widget`` on the right and refresh its layer pickers."""
     d = viewer.window.add_dock_widget(widget, name=name)
     widget.reset_choices()
     return d

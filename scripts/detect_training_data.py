@@ -23,11 +23,13 @@ from tomolens.jobs import run_job
 from tomolens.simulate.tomogram import SimulationConfig, simulate_tomogram
 
 SNRS = (0.03, 0.05, 0.1, math.inf)
+#: Settings cycle with the seed's offset from this one, so any seed range reproduces the same files.
+FIRST_SEED = 700
 
 
-def config_for(seed: int, first: int) -> SimulationConfig:
+def config_for(seed: int) -> SimulationConfig:
     """The simulation settings of one training seed (see the module docstring)."""
-    i = seed - first
+    i = seed - FIRST_SEED
     cell = i % 2 == 0
     return SimulationConfig(shape_zyx=(64, 128, 128), voxel_size_A=10.0, volume_fraction=0.15 if cell else 0.2,
                             snr=SNRS[(i // 2) % 4], n_membranes=1 if cell else 0, n_filaments=2 if cell else 0,
@@ -37,12 +39,13 @@ def config_for(seed: int, first: int) -> SimulationConfig:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="output folder")
-    parser.add_argument("--seeds", default="700-719", help="first-last seed (inclusive)")
+    parser.add_argument("--seeds", default="700-719", help="first-last seed (inclusive), or one seed")
     args = parser.parse_args(argv)
-    first, last = (int(v) for v in args.seeds.split("-"))
+    parts = [int(v) for v in args.seeds.split("-")]
+    first, last = parts[0], parts[-1]
     args.out.mkdir(parents=True, exist_ok=True)
     for seed in range(first, last + 1):
-        cfg = config_for(seed, first)
+        cfg = config_for(seed)
         sim = run_job(simulate_tomogram(cfg))
         particle_classes = [k for k, n in enumerate(sim.class_names) if n not in ("background", "membrane", "filament")]
         labels = np.where(np.isin(sim.semantic, particle_classes), sim.instances, 0).astype(np.int32)

@@ -60,8 +60,31 @@ def test_training_pools_labelled_particles_of_several_tomograms(tmp_path, capsys
 
     write_mrc(tmp_path / "a.mrc", a, 10.0)
     write_coordinates(tmp_path / "a.star", ParticleTable(ca, pd.DataFrame({"kind": na}), 10.0))
+    write_mrc(tmp_path / "b.mrc", b, 10.0)
+    write_coordinates(tmp_path / "b.star", ParticleTable(cb, pd.DataFrame({"kind": nb}), 10.0))
+    rc = main(["train", "--task", "classify", "--classify-tomogram", str(tmp_path / "a.mrc"), str(tmp_path / "b.mrc"),
+               "--classify-points", str(tmp_path / "a.star"), str(tmp_path / "b.star"), "--classify-label-column",
+               "kind", "--classify-box-A", "160", "--epochs", "1", "--batch-size", "8", "--threads", "1",
+               "--device", "cpu", "--out", str(tmp_path / "m.pt")])
+    assert rc == 0
+    card = read_card(tmp_path / "m.json")
+    assert card.classes == ["ring", "rod", "sphere"] and f"{len(na) + len(nb)} labelled particles" in card.training_data
     rc = main(["train", "--task", "classify", "--classify-tomogram", str(tmp_path / "a.mrc"), str(tmp_path / "a.mrc"),
                "--classify-points", str(tmp_path / "a.star"), "--classify-label-column", "kind",
                "--out", str(tmp_path / "m.pt")])
     assert rc != 0
     assert "one coordinate file per tomogram" in capsys.readouterr().err
+
+
+def test_integer_and_float_labels_name_the_same_class():
+    from tomolens.classify.data import dataset_from_tomograms
+    from tomolens.jobs import run_job
+
+    a, ca, na = labelled_tomogram(["sphere", "rod"], 24, 16, seed=5)
+    b, cb, nb = labelled_tomogram(["sphere", "rod"], 24, 16, seed=6)
+    ints = [1 if n == "sphere" else 2 for n in na]
+    floats = [1.0 if n == "sphere" else 2.0 for n in nb]  # as pandas reads a class column with a blank
+    ds = run_job(dataset_from_tomograms([(a, ca, ints), (b, cb, floats)], 16, 10.0))
+    assert ds.class_names == ["1", "2"]
+    with np.testing.assert_raises(ValueError):
+        run_job(dataset_from_tomograms([], 16, 10.0))

@@ -104,15 +104,16 @@ def test_points_coloured_by_class_and_shown_within_a_particle_slab(make_napari_v
     table = ParticleTable(np.array([[10.0, 5, 5], [20, 15, 15], [30, 25, 25]]), feats, 10.0)
     data, kwargs, kind = points_layer_data(table, name="picks")
     layer = viewer.add_points(data, **kwargs)
-    assert str(layer.projection_mode) == "rescale_spherical"
+    assert str(layer.projection_mode) == "rescale_linear"
     colours = layer.face_color
     assert np.allclose(colours[0], colours[2]) and not np.allclose(colours[0], colours[1])  # by class name
     data, kwargs, _ = points_layer_data(table, name="scored", color_by="score")
     scored = viewer.add_points(data, **kwargs)
     assert len({tuple(c) for c in np.round(scored.face_color, 3)}) == 3  # a colormap over the floats
 
-    assert particle_slab_A(table) == 100.0  # median diameter
-    show_particles_in_slab(viewer, particle_slab_A(table))
+    assert particle_slab_A(feats["radius_A"]) == 100.0  # median diameter
+    assert particle_slab_A([], default_A=80.0) == 80.0
+    show_particles_in_slab(viewer, particle_slab_A(feats["radius_A"]))
     assert viewer.dims.thickness[0] == 100.0
     show_particles_in_slab(viewer, 20.0)  # never narrows what is already wider
     assert viewer.dims.thickness[0] == 100.0

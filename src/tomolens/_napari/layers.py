@@ -54,6 +54,7 @@ def volume_layer_data(vol: MrcVolume, name: str | None = None) -> tuple[Any, dic
     if vol.is_labels:
         return np.array(vol.data), kwargs, "labels"
     kwargs["contrast_limits"] = contrast_limits(vol.data)
+    kwargs["projection_mode"] = "none"  # the slice itself, also when the slab is widened for picks
     return vol.data, kwargs, "image"
 
 
@@ -61,12 +62,13 @@ def points_layer_data(table: ParticleTable, name: str = "particles", color_by: s
                       size_px: float = 8.0) -> tuple[Any, dict, str]:
     """A napari Points layer-data tuple: coordinates in voxels with per-point features.
 
-    Points use the ``rescale_spherical`` projection mode (napari 0.9's replacement for
+    Points use the ``rescale_linear`` projection mode (one of napari 0.9's replacements for
     ``out_of_slice_display``): with a z slice thickness of about one particle diameter
-    (see :func:`show_particles_in_slab`) each pick shows on the slices its particle spans,
+    (see :func:`show_particles_in_slab`) each pick shows on every slice of that slab,
     drawn smaller the farther the slice is from its centre.  Colour: float columns (score)
     by the viridis colormap, other columns (class names, cluster numbers) by a categorical
-    cycle; by default ``class_name``, ``class``, ``score`` or ``cluster``, whichever exists.
+    cycle of 20 colours; by default ``class_name``, ``class``, ``score`` or ``cluster``,
+    whichever exists.
     """
     features = table.features.reset_index(drop=True)
     kwargs: dict[str, Any] = {
@@ -74,7 +76,7 @@ def points_layer_data(table: ParticleTable, name: str = "particles", color_by: s
         "features": features,
         "size": size_px,
         "metadata": {"pixel_size_A": table.pixel_size_A},
-        "projection_mode": "rescale_spherical",
+        "projection_mode": "rescale_linear",
         **scale_kwargs(table.pixel_size_A, 3),
     }
     if color_by is None:
@@ -88,32 +90,34 @@ def points_layer_data(table: ParticleTable, name: str = "particles", color_by: s
     return table.coords_zyx, kwargs, "points"
 
 
-def particle_slab_A(table: ParticleTable, default_A: float = 100.0) -> float:
-    """A z slice thickness (Å) that shows each pick on the slices its particle spans: the
-    median particle diameter from a ``radius_A`` feature, else ``default_A``."""
-    if "radius_A" in table.features.columns and len(table.features):
-        diameter = 2.0 * float(np.nanmedian(table.features["radius_A"].to_numpy(float)))
+def particle_slab_A(radius_A, default_A: float | None = None) -> float | None:
+    """A z slice thickness (Å) that shows each pick on the slices its particle spans: twice
+    the median of ``radius_A`` (values in Å), else ``default_A``."""
+    radii = np.asarray(radius_A, float)
+    if radii.size:
+        diameter = 2.0 * float(np.nanmedian(radii))
         if np.isfinite(diameter) and diameter > 0:
             return diameter
-    return float(default_A)
+    return default_A
 
 
-def show_layer_particles(viewer, layer) -> None:
+def show_layer_particles(viewer: Any, layer: Any) -> None:
     """:func:`show_particles_in_slab` with one median particle diameter from a Points layer's
     ``radius_A`` feature (layers scaled in Å only; otherwise nothing changes)."""
     units = [str(u) for u in (layer.units or ())]
     if "radius_A" in layer.features.columns and len(layer.data) and units and all(ANGSTROM in u for u in units):
-        diameter = 2.0 * float(np.nanmedian(layer.features["radius_A"].to_numpy(float)))
-        if np.isfinite(diameter) and diameter > 0:
+        diameter = particle_slab_A(layer.features["radius_A"])
+        if diameter:
             show_particles_in_slab(viewer, diameter)
 
 
-def show_particles_in_slab(viewer, thickness_A: float) -> None:
+def show_particles_in_slab(viewer: Any, thickness_A: float) -> None:
     """Widen the viewer's slice along the first non-displayed axis to at least ``thickness_A``
-    (world units, Å for tomolens layers), so Points layers in ``rescale_spherical`` mode show
-    particles within half that distance of the slice; image layers in napari's default
-    ``mean`` projection then show the mean of that slab.  Never narrows a thicker slice the
-    user chose.  Right-click the z slider in napari to change it."""
+    (world units, Å for tomolens layers), so Points layers in ``rescale_linear`` mode show
+    particles within half that distance of the slice.  tomolens image layers use the
+    ``none`` projection mode and keep showing the single slice (a user can choose ``mean``
+    in the layer controls for a slab average).  Never narrows a thicker slice the user
+    chose.  Right-click the z slider in napari to change it."""
     dims = viewer.dims
     if dims.ndisplay != 2 or not dims.not_displayed:
         return
@@ -134,7 +138,7 @@ def table_from_points(data: np.ndarray, meta: dict) -> ParticleTable:
     return ParticleTable(np.asarray(data, float)[:, -3:], features, pixel)
 
 
-_CATEGORICAL = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
-    "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78",
+_CATEGORICAL = [  # matplotlib's tab20, strong colours first: the 13 built-in phantoms get distinct colours
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
 ]

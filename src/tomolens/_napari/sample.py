@@ -34,7 +34,7 @@ def simulation_layers(sim, prefix: str = "simulated") -> list[tuple[Any, dict, s
     points_kwargs["size"] = 6.0
     return [
         (sim.tomogram, {"name": f"{prefix} tomogram", "contrast_limits": contrast_limits(sim.tomogram),
-                        "metadata": meta, **scale}, "image"),
+                        "projection_mode": "none", "metadata": meta, **scale}, "image"),
         (sim.semantic, {"name": f"{prefix} semantic", "features": class_table, "opacity": 0.4,
                         "visible": False, "metadata": {"class_names": names}, **scale}, "labels"),
         (sim.instances, {"name": f"{prefix} instances", "opacity": 0.4, "visible": False, **scale}, "labels"),

@@ -47,6 +47,7 @@ class DetectWidget(Container):
         self.viewer = viewer
         self.result: DetectionResult | None = None
         self._source_name = ""
+        self._source_in_A = False
         self.image = create_widget(annotation=napari.layers.Image, label="tomogram")
         self.image.tooltip = "Tomogram to analyse (particles bright; 3D)."
         names = list(shipped_models("detect")) + [FROM_FILE]
@@ -110,6 +111,7 @@ class DetectWidget(Container):
         vs = voxel_size_from_layer(layer.scale, layer.units)
         data = layer.data
         self._source_name = layer.name
+        self._source_in_A = vs is not None
         params = self.params.values()
         model = self.model_path()
         self.runner.start(detect_particles(data, vs[-1] if vs else None, model=model, **params), self._show)
@@ -140,7 +142,8 @@ class DetectWidget(Container):
         if len(data):
             layer.face_colormap = "viridis"
             layer.face_color = "score"
-            show_particles_in_slab(self.viewer, 2 * float(self.params.values()["particle_radius_A"] or 0))
+            if self._source_in_A:  # the slab is in Å: only for layers scaled in Å
+                show_particles_in_slab(self.viewer, 2 * float(self.params.values()["particle_radius_A"] or 0))
         self.update_evaluation()
 
     def reapply(self, *_) -> None:

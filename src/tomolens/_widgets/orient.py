@@ -10,7 +10,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, create_widget
 from napari.utils.notifications import show_info, show_warning
 
-from tomolens._napari.layers import ANGSTROM, voxel_size_from_layer
+from tomolens._napari.layers import ANGSTROM, show_particles_in_slab, voxel_size_from_layer
 from tomolens._widgets._model import FROM_FILE, chosen_model
 from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner
@@ -171,16 +171,18 @@ class OrientationWidget(Container):
         if result.errors_deg is not None:
             features["error_deg"] = result.errors_deg
             kwargs = {"face_color": "error_deg", "face_colormap": "viridis"}
-        # projection_mode "all": in 2D every direction shows (the sphere seen along z); the
-        # 3D view (Ctrl+Y) shows the sphere itself.
+        # projection_mode "all" with a slab as thick as the sphere: in 2D every direction
+        # shows (the sphere seen along z); the 3D view (Ctrl+Y) shows the sphere itself.
         self.viewer.add_points(
             points, name=f"{meta['name']} orientations", features=features, size=1.5,
             scale=(pixel,) * 3, units=(ANGSTROM,) * 3, projection_mode="all", **kwargs,
         )
+        show_particles_in_slab(self.viewer, 2 * radius * pixel)
         if result.reconstruction is not None:
             self.viewer.add_image(
                 result.reconstruction, name=f"{meta['name']} reconstruction", scale=(pixel,) * 3,
                 units=(ANGSTROM,) * 3, contrast_limits=contrast_limits(result.reconstruction),
+                projection_mode="none",
             )
         self.summary.value = result.summary()
 

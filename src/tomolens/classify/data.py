@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,8 +114,18 @@ def dataset_from_points(
                                               val_fraction, test_fraction, seed, edge))
 
 
+def _label_text(label) -> str:
+    """A label as a class name: '' for missing, '3' for 3 and 3.0 alike (pandas turns an integer
+    column with a blank into floats)."""
+    if label is None or (isinstance(label, float) and np.isnan(label)):
+        return ""
+    if isinstance(label, (float, np.floating)) and float(label).is_integer():
+        return str(int(label))
+    return str(label)
+
+
 def dataset_from_tomograms(
-    items, box: int, voxel_size_A: float | None = None, val_fraction: float = 0.15,
+    items: Sequence[tuple[np.ndarray, np.ndarray, Sequence]], box: int, voxel_size_A: float | None = None, val_fraction: float = 0.15,
     test_fraction: float = 0.15, seed: int = 0, edge: str = "pad",
 ) -> Generator[Progress, None, ClassDataset]:
     """Cut subtomograms at the class-labelled particles of several tomograms, pool them and
@@ -138,14 +148,15 @@ def dataset_from_tomograms(
     """
     from sklearn.model_selection import train_test_split
 
+    if not items:
+        raise ValueError("No tomograms given: training from points needs at least one tomogram with labelled points.")
     texts = []
     for k, (_, coords_zyx, labels) in enumerate(items):
         labels = np.asarray(labels, dtype=object)
         if len(labels) != len(coords_zyx):
             where = f" (tomogram {k + 1})" if len(items) > 1 else ""
             raise ValueError(f"{len(coords_zyx)} points but {len(labels)} labels{where}.")
-        texts.append(np.array(["" if (lab is None or (isinstance(lab, float) and np.isnan(lab))) else str(lab)
-                               for lab in labels]))
+        texts.append(np.array([_label_text(lab) for lab in labels], dtype=object).astype(str))
     names = sorted(set(np.concatenate(texts)) - {""})
     if len(names) < 2:
         raise ValueError(f"Training needs points of at least 2 classes; the labels hold {names or 'none'}.")

@@ -117,7 +117,8 @@ def _dataset(args: argparse.Namespace):
     ds = run_job(dataset_from_tomograms(items, box, voxel, seed=args.seed), on_progress=log_progress)
     where = (f"{args.classify_points[0]} on {args.classify_tomogram[0]}" if len(items) == 1 else
              f"{len(items)} tomograms ({args.classify_tomogram[0]} … {args.classify_tomogram[-1]})")
-    return ds, f"{n_points} labelled particles of {where}"
+    n_labelled = len(ds.train.y) + len(ds.val.y) + len(ds.test.y)
+    return ds, f"{n_labelled} labelled particles (of {n_points} points) of {where}"
 
 
 def pool_datasets(datasets):
