@@ -98,3 +98,17 @@ def run_job(
 def log_progress(progress: Progress) -> None:
     """An ``on_progress`` callback for scripts and the CLI: log one line per step."""
     log.info("[%d/%d] %s", progress.done, progress.total, progress.message)
+
+
+def relay(job: Generator[Progress, None, T], transform: Callable[[Progress], Progress]
+          ) -> Generator[Progress, None, T]:
+    """Re-yield a sub-job's progress mapped by ``transform`` and return the sub-job's result.
+
+    For a job made of sub-jobs: ``result = yield from relay(sub, lambda p: Progress(...))``
+    puts the sub-job's steps on the outer job's scale or prefixes its messages.
+    """
+    try:
+        while True:
+            yield transform(next(job))
+    except StopIteration as stop:
+        return stop.value

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tomolens.classify.extract import extract_subtomograms, zscore
-from tomolens.jobs import Progress
+from tomolens.jobs import Progress, relay
 
 log = logging.getLogger(__name__)
 
@@ -167,14 +167,9 @@ def dataset_from_tomograms(
     cubes, ys = [], []
     for k, ((tomogram, coords_zyx, _), text) in enumerate(zip(items, texts)):
         keep = np.flatnonzero(text != "")
-        job = extract_subtomograms(tomogram, np.asarray(coords_zyx)[keep], box, edge=edge)
-        try:
-            while True:
-                p = next(job)
-                yield Progress(p.done, p.total, p.message if len(items) == 1 else
-                               f"tomogram {k + 1}/{len(items)}: {p.message}", p.info)
-        except StopIteration as stop:
-            extraction = stop.value
+        prefix = "" if len(items) == 1 else f"tomogram {k + 1}/{len(items)}: "
+        extraction = yield from relay(extract_subtomograms(tomogram, np.asarray(coords_zyx)[keep], box, edge=edge),
+                                      lambda p: Progress(p.done, p.total, prefix + p.message, p.info))
         cubes.append(extraction.subtomograms)
         ys.append(np.array([names.index(t) for t in text[keep][extraction.indices]], np.int64))
     x, y = np.concatenate(cubes), np.concatenate(ys)

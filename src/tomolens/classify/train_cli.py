@@ -63,7 +63,7 @@ def register_train_args(group: argparse._ArgumentGroup) -> None:
 
 
 def _dataset(args: argparse.Namespace):
-    from tomolens.classify.data import dataset_from_points, load_dataset
+    from tomolens.classify.data import load_dataset
 
     sources = [bool(args.classify_data), bool(args.classify_simulate), bool(args.classify_points)]
     if sum(sources) != 1:

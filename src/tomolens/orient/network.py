@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tomolens.jobs import Progress
+from tomolens.jobs import Progress, relay
 from tomolens.models.card import ModelCard
 from tomolens.orient.project import simulate_projections
 from tomolens.orient.rotations import geodesic_distance
@@ -266,12 +266,7 @@ def train_distance_model(
 
 
 def _relabel(job: Generator[Progress, None, object], message: str) -> Generator[Progress, None, object]:
-    try:
-        while True:
-            p = next(job)
-            yield Progress(p.done, p.total, message, p.info)
-    except StopIteration as stop:
-        return stop.value
+    return (yield from relay(job, lambda p: Progress(p.done, p.total, message, p.info)))
 
 
 def evaluate_pool(model: SiameseDistanceNet, pool: _Pool, snr_range: tuple[float, float], seed: int) -> dict:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tomolens.jobs import Progress
+from tomolens.jobs import Progress, relay
 from tomolens.orient.project import MIN_PROJECTIONS
 from tomolens.orient.rotations import canonical
 
@@ -300,12 +300,7 @@ def recover_orientations(
     offset = total - steps
     job = _optimise(distances, full, start, None, steps, pairs_per_step, learning_rate, local_scale, gen,
                     "recovering orientations (Adam)", log_every, history)
-    try:
-        while True:
-            p = next(job)
-            yield Progress(offset + p.done, total, p.message, p.info)
-    except StopIteration as stop:
-        quats = stop.value
+    quats = yield from relay(job, lambda p: Progress(offset + p.done, total, p.message, p.info))
     settings = {
         "initialisation": initialisation, "steps": steps, "pairs_per_step": pairs_per_step,
         "learning_rate": learning_rate, "n_anchors": n_anchors, "local_scale": local_scale, "seed": seed,

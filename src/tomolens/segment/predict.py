@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tomolens.jobs import Progress
+from tomolens.jobs import Progress, relay
 from tomolens.params import Param
 from tomolens.segment.cleanup import clean_classes
 from tomolens.segment.labels import LABEL_OFFSET
@@ -112,12 +112,8 @@ def _round_up(n: int, m: int) -> int:
 
 def _staged(job, stage: int, n_stages: int, message: str):
     """Re-yield a sub-job's progress as stage ``stage`` of ``n_stages`` (steps of 1000)."""
-    try:
-        while True:
-            p = next(job)
-            yield Progress(stage * 1000 + int(1000 * p.fraction), n_stages * 1000, f"{message}: {p.message}")
-    except StopIteration as stop:
-        return stop.value
+    return (yield from relay(job, lambda p: Progress(stage * 1000 + int(1000 * p.fraction), n_stages * 1000,
+                                                     f"{message}: {p.message}")))
 
 
 def predict_probabilities(

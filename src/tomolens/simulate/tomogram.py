@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from tomolens.io import ParticleTable, atomic_path, write_coordinates, write_mrc
-from tomolens.jobs import Progress
+from tomolens.jobs import Progress, relay
 from tomolens.simulate.imaging import (
     CtfParams,
     TiltProjector,
@@ -184,12 +184,7 @@ class SimulatedTomogram:
 
 def _stage(job, start: int, span: int, total: int = 1000):
     """Re-yield a sub-job's progress mapped onto [start, start + span] of ``total``."""
-    try:
-        while True:
-            p = next(job)
-            yield Progress(start + int(span * p.fraction), total, p.message)
-    except StopIteration as stop:
-        return stop.value
+    return (yield from relay(job, lambda p: Progress(start + int(span * p.fraction), total, p.message)))
 
 
 def build_scene(cfg: SimulationConfig, templates: list[Template], rng: np.random.Generator,
