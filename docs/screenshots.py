@@ -73,16 +73,14 @@ def main(which: list[str]) -> None:
     show_layer_particles(viewer, viewer.layers["sample particles"])  # as the workbench does
     if "tomogram" in which:
         widget = TomogramWidget(viewer)
-        dock = viewer.window.add_dock_widget(widget, name="Tomogram")
-        widget.reset_choices()
+        d = add_dock(viewer, widget, "Tomogram")
         widget.layer_picker.value = tomo
         wait_for(widget.runner)
         shoot(viewer, "tomogram")
-        viewer.window.remove_dock_widget(dock)
+        viewer.window.remove_dock_widget(d)
     if "detect" in which:
         widget = DetectWidget(viewer)
-        d = viewer.window.add_dock_widget(widget, name="Detect particles")
-        widget.reset_choices()
+        d = add_dock(viewer, widget, "Detect particles")
         widget.start_detection()
         wait_for(widget.runner)
         for name in ("sample particles", "sample instances", "sample semantic"):
