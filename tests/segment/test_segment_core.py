@@ -181,3 +181,30 @@ def test_training_refuses_bad_labels():
     single[5] = 1
     with pytest.raises(ValueError, match="Only one class"):
         run_job(train_segmenter([(tomo, single)], TOY_CLASSES, 10.0, **FAST))
+
+
+def test_fine_tuning_starts_from_the_given_model(tmp_path):
+    tomo, classes = make_toy(0)
+    painted = sparse_from_classes(classes, [3, 8, 12])
+    source = run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=2, steps_per_epoch=5, **FAST))
+    weights = save_segmenter(source, tmp_path / "source.pt")
+    fresh = run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=1, steps_per_epoch=1,
+                                    **{**FAST, "learning_rate": 1e-6}))
+    # the kind, width and depth come from the starting model, whatever was asked for
+    tuned = run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=1, steps_per_epoch=1,
+                                    start_from=str(weights),
+                                    **{**FAST, "learning_rate": 1e-6, "model_kind": "3d", "base_channels": 4}))
+    assert tuned.card.arch_kwargs == source.card.arch_kwargs and tuned.card.extra["model_kind"] == "2d"
+    assert tuned.card.extra["start_from"]["sha256"] == source.card.sha256
+    assert "fine-tuned from source" in tuned.card.training_data
+    # one step at a tiny learning rate: the weights are still the starting model's, not a fresh network's
+    src = dict(source.model.state_dict())
+    for name, value in tuned.model.state_dict().items():
+        if value.dtype.is_floating_point and value.ndim > 1:
+            assert torch.allclose(value, src[name], atol=1e-4), name
+    assert any(not torch.allclose(v, src[k], atol=1e-3) for k, v in fresh.model.state_dict().items()
+               if v.dtype.is_floating_point and v.ndim > 1)
+    assert fresh.card.extra.get("start_from") is None
+    with pytest.raises(ValueError, match="Cannot start from source: it segments .*'none' to train a new network"):
+        run_job(train_segmenter([(tomo, painted)], ["background", "membrane"], 10.0, start_from=str(weights),
+                                **FAST))

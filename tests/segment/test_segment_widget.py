@@ -106,3 +106,16 @@ def test_bad_input_messages(setup, qtbot):
     widget.class_names.value = "background"
     assert "at least two classes" in widget.legend.value
     assert not widget.train_runner.running
+
+
+def test_start_from_follows_the_class_names(setup):
+    widget, viewer, classes, shown = setup
+    start = widget.train_params.controls["segment_start_from"]
+    assert start.value == "none"  # the toy's classes are not the shipped model's
+    widget.class_names.value = "background, membrane, filament, particle"
+    assert start.value == "segment_default"  # fine-tune the shipped model by default
+    widget.class_names.value = "background, membrane"
+    assert start.value == "none"
+    start.value = "/data/my_model.pt"  # a user's choice is kept
+    widget.class_names.value = "background, membrane, filament, particle"
+    assert start.value == "/data/my_model.pt"

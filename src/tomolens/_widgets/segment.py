@@ -33,7 +33,7 @@ from tomolens.segment.predict import (
     check_model_classes,
     segment_tomogram,
 )
-from tomolens.segment.train import TRAIN_PARAMS, save_segmenter, train_kwargs, train_segmenter
+from tomolens.segment.train import NEW_NETWORK, TRAIN_PARAMS, save_segmenter, train_kwargs, train_segmenter
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ class SegmentWidget(Container):
         self.new_labels = PushButton(text="New painting layer",
                                      tooltip="Add an empty Labels layer of the tomogram's shape to paint in.")
         self.train_params = ParamPanel(TRAIN_PARAMS)
+        self._start_from = self.train_params.controls["segment_start_from"]
         self.save_path = FileEdit(mode="w", filter="*.pt", label="save model as",
                                   value=str(Path(tempfile.gettempdir()) / "tomolens_segment_user.pt"),
                                   tooltip="Trained model file (.pt + .json card); the checkpoint goes beside it.")
@@ -153,6 +154,20 @@ class SegmentWidget(Container):
             return
         self.legend.value = "paint: 0 = not painted, " + ", ".join(
             f"{label_value(k)} = {n}" for k, n in enumerate(names))
+        self._default_start(names)
+
+    def _default_start(self, names: list[str]) -> None:
+        """Fine-tune the shipped model when the named classes are its classes, else a new network.
+
+        Only switches between those two automatic choices; a model file typed in stays.
+        """
+        if str(self._start_from.value).strip() not in (NEW_NETWORK, DEFAULT_MODEL, ""):
+            return
+        try:
+            shipped_classes = read_card(resolve_model(DEFAULT_MODEL)).classes
+        except ValueError:
+            shipped_classes = None
+        self._start_from.value = DEFAULT_MODEL if list(names) == list(shipped_classes or []) else NEW_NETWORK
 
     def add_painting_layer(self, *_) -> None:
         """An empty Labels layer with the tomogram's shape and scale, selected for painting."""

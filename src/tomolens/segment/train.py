@@ -46,15 +46,23 @@ SEGMENT_TRAIN_PARAMS = (
           advanced=True),
     Param("segment_slice_axes", "z", "2D only: learn from slices along z, or also from the orthogonal slices "
           "through the painted voxels (zyx)", choices=("z", "zyx"), advanced=True),
+    Param("segment_start_from", "none", "Fine-tune this model instead of training a new network: a shipped "
+          "name (segment_default) or a .pt file whose classes are the ones named; none = a new network "
+          "(its kind, width and depth are then the model's)", type=str),
 )
+
+#: ``segment_start_from`` value meaning "a new network".
+NEW_NETWORK = "none"
 
 #: Settings of segmentation training, shared by the Segment widget's Train box and
 #: ``tomolens train --task segment``: the segment-only options above plus the engine's
 #: options with the engine's names and defaults (epochs 30, 40 steps per epoch, patch 32,
 #: learning rate 1e-3; 2D models train on patches of at least 64, see :func:`train_kwargs`).
 TRAIN_PARAMS = (
+    SEGMENT_TRAIN_PARAMS[3],
     SEGMENT_TRAIN_PARAMS[0],
     engine_param("epochs"),
+    engine_param("max_minutes", help="Stop training after this many minutes, keeping the best epoch (0 = no limit)"),
     engine_param("steps_per_epoch"),
     engine_param("patch", help="Patch edge in voxels (divisible by 2**depth; 3D patches are cubes; 2D models use "
             "at least 64)", advanced=True),
@@ -72,7 +80,29 @@ TRAIN_PARAMS = (
 
 #: Parameter names of :data:`TRAIN_PARAMS` that :func:`train_segmenter` calls otherwise.
 _KWARG_NAMES = {"segment_model": "model_kind", "segment_dice_weight": "dice_weight",
-                "segment_slice_axes": "slice_axes"}
+                "segment_slice_axes": "slice_axes", "segment_start_from": "start_from"}
+
+
+def start_model(value: str | Path | None) -> str | None:
+    """The model to fine-tune named by a ``segment_start_from`` value, None for a new network."""
+    text = str(value or "").strip()
+    return None if text.lower() in ("", NEW_NETWORK) else text
+
+
+def trained_kind(model_kind: str, start_from: str | Path | None) -> str:
+    """The kind ("2d"/"3d") training will produce: the starting model's, else ``model_kind``.
+
+    An unreadable starting model returns ``model_kind``; :func:`train_segmenter` then
+    reports the problem.
+    """
+    if not start_model(start_from):
+        return model_kind
+    from tomolens.models.card import read_card, resolve_model
+
+    try:
+        return str(read_card(resolve_model(start_model(start_from))).extra.get("model_kind", "3d"))
+    except (ValueError, OSError):
+        return model_kind
 
 
 def train_kwargs(values: dict[str, Any]) -> dict[str, Any]:
@@ -82,7 +112,11 @@ def train_kwargs(values: dict[str, Any]) -> dict[str, Any]:
     are at least 64 voxels wide, as they are cheap and need context).
     """
     kwargs = {_KWARG_NAMES.get(k, k): v for k, v in values.items()}
-    if kwargs.get("model_kind") == "2d" and "patch" in kwargs:
+    if "start_from" in kwargs:
+        kwargs["start_from"] = start_model(kwargs["start_from"])
+    if "max_minutes" in kwargs:
+        kwargs["max_minutes"] = kwargs["max_minutes"] or None
+    if trained_kind(kwargs.get("model_kind", "2d"), kwargs.get("start_from")) == "2d" and "patch" in kwargs:
         kwargs["patch"] = max(int(kwargs["patch"]), 64)
     return kwargs
 
@@ -153,6 +187,7 @@ def train_segmenter(
     dice_weight: float = 1.0,
     patience: int = 6,
     slice_axes: str = "z",
+    start_from: str | Path | None = None,
     seed: int = 0,
     device: str = "auto",
     threads: int = 0,
@@ -185,6 +220,11 @@ def train_segmenter(
         Weight of the soft Dice term added to the cross-entropy.
     slice_axes : {"z", "zyx"}
         2D only: train on z-slices, or also on orthogonal slices through painted voxels.
+    start_from : str or path, optional
+        Fine-tune an existing segmentation model (a shipped name or a ``.pt``) instead of
+        a fresh network: its architecture, kind and weights are used (``model_kind``,
+        ``base_channels`` and ``depth`` are then ignored) and its classes must be
+        ``class_names`` in the same order.  Empty or None: train from scratch.
     threads : int
         CPU threads for torch, set in the thread that runs the job (0 = all cores but one).
     checkpoint, resume : see :class:`tomolens.models.training.TrainConfig`.
@@ -214,6 +254,11 @@ def train_segmenter(
     from tomolens.segment.networks import build_segmentation_network
 
     names = check_class_names(class_names)
+    start_from = start_model(start_from)
+    init = _starting_model(start_from, names) if start_from else None
+    if init is not None:
+        model_kind = init[2]
+        depth = int(init[1].arch_kwargs.get("depth", depth))
     if model_kind not in ("2d", "3d"):
         raise ValueError(f"model_kind must be '2d' or '3d'; got {model_kind!r}.")
     if not volumes:
@@ -243,7 +288,10 @@ def train_segmenter(
         raise ValueError("No validation data with painted voxels.")
     device = choose_device(device)
     set_torch_threads(device, threads)
-    net, architecture, arch_kwargs = build_segmentation_network(model_kind, len(names), base_channels, depth)
+    if init is None:
+        net, architecture, arch_kwargs = build_segmentation_network(model_kind, len(names), base_channels, depth)
+    else:
+        net, architecture, arch_kwargs = init[0], init[1].architecture, dict(init[1].arch_kwargs)
     patch_size = (patch,) * (2 if model_kind == "2d" else 3)
     sparse = any(np.mean(lab > 0) < 0.5 for _, lab in train)
     config = TrainConfig(
@@ -262,14 +310,30 @@ def train_segmenter(
         training_data=training_data or (
             f"{len(checked)} painted tomogram(s) {[tuple(v.shape) for v, _ in checked]}; painted voxels per "
             f"class {painted_counts}; validation: "
-            + ("separate volumes" if val_volumes else "last quarter along y of each tomogram")),
+            + ("separate volumes" if val_volumes else "last quarter along y of each tomogram")
+            + (f"; fine-tuned from {init[1].name} (sha256 {init[1].sha256[:12]}…)" if init else "")),
         seed=seed,
         metrics={"best_epoch": result.best_epoch, "best_val_loss": round(float(result.best_val_loss), 5),
                  "epochs_run": len(result.history)},
         extra={"model_kind": model_kind, "slice_axes": slice_axes if model_kind == "2d" else "zyx",
-               "label_offset": LABEL_OFFSET, "dice_weight": dice_weight, "history": result.history},
+               "label_offset": LABEL_OFFSET, "dice_weight": dice_weight, "history": result.history,
+               **({"start_from": {"name": init[1].name, "sha256": init[1].sha256}} if init else {})},
     )
     return TrainedSegmenter(result.model.cpu().eval(), card, result.history)
+
+
+def _starting_model(start_from: str | Path, names: list[str]):
+    """(network, card, kind) of the model to fine-tune; its classes must be ``names``."""
+    from tomolens.models.card import load_model
+
+    net, card = load_model(start_from, expected_task="segment")
+    if list(card.classes) != list(names):
+        raise ValueError(
+            f"Cannot start from {card.name}: it segments {list(card.classes)}, but the classes named for "
+            f"this training are {list(names)}. Name the same classes in the same order, or set 'start from' to "
+            f"{NEW_NETWORK!r} to train a new network."
+        )
+    return net.train(), card, card.extra.get("model_kind", "3d")
 
 
 def set_torch_threads(device: str, threads: int) -> None:
@@ -378,13 +442,15 @@ def run_train(args: argparse.Namespace) -> int:
     if len(voxel) != 1:
         raise ValueError(f"All training volumes must share one voxel size; got {sorted(voxel)} Å.")
     voxel_size_A = float(voxel.pop())
-    patch = args.patch if args.segment_model == "3d" else max(args.patch, 64)
+    start_from = start_model(args.segment_start_from)
+    kind = trained_kind(args.segment_model, start_from)
+    patch = args.patch if kind == "3d" else max(args.patch, 64)
     job = train_segmenter(
         train, names, voxel_size_A, val or None, model_kind=args.segment_model, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, patch=patch, batch_size=args.batch_size,
         base_channels=args.base_channels, depth=args.depth, learning_rate=args.learning_rate,
         dice_weight=args.segment_dice_weight, patience=args.patience, slice_axes=args.segment_slice_axes,
-        seed=args.seed, device=device, threads=args.threads, val_patches=args.val_patches,
+        start_from=start_from, seed=args.seed, device=device, threads=args.threads, val_patches=args.val_patches,
         checkpoint=args.checkpoint or str(Path(args.out).with_suffix(".ckpt")), resume=args.resume,
         max_minutes=args.max_minutes or None, name=Path(args.out).stem,
         training_command=command_line(args), training_data=sim_data or f"files {args.tomograms}",
