@@ -2,14 +2,16 @@
 
 (a) the shipped model ``segment_default``; (b) a 2D slice U-Net trained from scratch, with the
 Segment widget's default training settings, on 5 z-slices of ground truth of the tomogram itself (standing in for 5 painted slices;
-Dice is measured on all the other slices).  Held-out tomograms use simulator seeds after
+Dice is measured on all the other slices); (c) the shipped model fine-tuned on the same 5 slices
+with the widget's default settings (what Train does when the class names are the shipped
+model's: ``segment_start_from = segment_default``, 5-minute limit).  Held-out tomograms use simulator seeds after
 the shipped model's training (5000–5005) and validation (5006–5007) seeds: 5008–5009 at
 SNR 0.05 and 5010–5011 at SNR 0.03 (64×128×128, 10 Å, 2 vesicles, 3 filaments, volume
 fraction 0.15).  Speed: seconds to segment a 200×512×512 volume with the shipped model.
 
 Usage::
 
-    python benchmarks/bench_segment.py [--parts shipped,scratch,timing] [--cache DIR] [--threads 1]
+    python benchmarks/bench_segment.py [--parts shipped,scratch,finetune,timing] [--cache DIR] [--threads 1]
 
 Writes ``benchmarks/results/segment.json`` (parts not run are kept from an earlier run).
 """
@@ -30,16 +32,28 @@ from tomolens.jobs import run_job
 from tomolens.segment.labels import DEFAULT_CLASSES, evenly_spaced_slices, sparse_from_classes
 from tomolens.segment.predict import classes_from_probabilities, predict_probabilities, segment_tomogram
 from tomolens.segment.simulated import dice_per_class, simulate_sample
-from tomolens.segment.train import TRAIN_PARAMS, train_kwargs, train_segmenter
+from tomolens.segment.train import NEW_NETWORK, TRAIN_PARAMS, WIDGET_TRAIN_VALUES, train_kwargs, train_segmenter
 
 THREADS = [1]  # set from --threads
 RESULTS = Path(__file__).parent / "results" / "segment.json"
 HELD_OUT = {0.05: (5008, 5009), 0.03: (5010, 5011)}
 SIM = dict(shape_zyx=(64, 128, 128), voxel_size_A=10.0, volume_fraction=0.15, n_membranes=2, n_filaments=3)
 #: (b) trains exactly what a user gets by pressing Train in the Segment widget with its
-#: default settings (the shared TRAIN_PARAMS: 2D slice U-Net, 30 epochs × 40 steps, …).
-FROM_SCRATCH = {k: v for k, v in train_kwargs({p.name: p.default for p in TRAIN_PARAMS}).items() if k != "threads"}
-FROM_SCRATCH.update(device="cpu", seed=0)
+#: default settings (the shared TRAIN_PARAMS with the widget's WIDGET_TRAIN_VALUES: 2D slice
+#: U-Net, 30 epochs × 40 steps, 5-minute limit, …) and "start from" none.
+WIDGET_DEFAULTS = {p.name: p.default for p in TRAIN_PARAMS} | WIDGET_TRAIN_VALUES
+
+
+def painted_settings(start_from: str) -> dict:
+    """train_segmenter keyword arguments of the widget's defaults, starting from ``start_from``."""
+    kwargs = train_kwargs({**WIDGET_DEFAULTS, "segment_start_from": start_from})
+    return {k: v for k, v in kwargs.items() if k != "threads"} | {"device": "cpu", "seed": 0}
+
+
+FROM_SCRATCH = painted_settings(NEW_NETWORK)
+#: parts trained on 5 painted slices → (result key, settings given the shipped model's name)
+PAINTED = {"scratch": ("from_5_slices", lambda model: FROM_SCRATCH),
+           "finetune": ("finetuned_5_slices", painted_settings)}
 
 
 def _mean(scores: list[dict]) -> dict:
@@ -61,27 +75,31 @@ def accuracy(model: str, cache: str | None, parts: set[str], previous: dict, n_s
                 row["shipped"] = dice_per_class(res.classes, s.classes, DEFAULT_CLASSES)
                 row["seconds_shipped"] = round(time.time() - t0, 1)
                 print(f"SNR {snr} seed {seed}: shipped {row['shipped']}", flush=True)
-            if "scratch" in parts:
+            for part in sorted(parts & set(PAINTED)):
+                key, settings = PAINTED[part][0], PAINTED[part][1](model)
                 slices = evenly_spaced_slices(n_slices, s.classes.shape[0])
                 painted = sparse_from_classes(s.classes, slices)
                 t0 = time.time()
                 trained = run_job(train_segmenter([(s.tomogram, painted)], DEFAULT_CLASSES, s.voxel_size_A,
-                                                  threads=THREADS[0], **FROM_SCRATCH))
+                                                  threads=THREADS[0], **settings))
                 probs = run_job(predict_probabilities(trained.model, trained.card, s.tomogram, s.voxel_size_A,
                                                       orthogonal=False))
                 keep = np.ones(s.classes.shape[0], bool)
                 keep[slices] = False  # score only the slices that were not "painted"
-                row["from_5_slices"] = dice_per_class(classes_from_probabilities(probs)[keep], s.classes[keep],
-                                                      DEFAULT_CLASSES)
-                row.update({"painted_slices": slices, "epochs_run_5_slices": len(trained.history),
-                            "seconds_train_and_predict_5_slices": round(time.time() - t0, 1)})
-                print(f"SNR {snr} seed {seed}: 5 slices {row['from_5_slices']}", flush=True)
+                row[key] = dice_per_class(classes_from_probabilities(probs)[keep], s.classes[keep], DEFAULT_CLASSES)
+                suffix = "5_slices" if part == "scratch" else "finetuned"
+                row.update({"painted_slices": slices, f"epochs_run_{suffix}": len(trained.history),
+                            f"seconds_train_and_predict_{suffix}": round(time.time() - t0, 1)})
+                print(f"SNR {snr} seed {seed}: {key} {row[key]}", flush=True)
         entry["tomograms"] = [rows[k] for k in sorted(rows)]
-        for kind in ("shipped", "from_5_slices"):
+        for kind in RESULT_KINDS:
             scores = [r[kind] for r in entry["tomograms"] if kind in r]
             if scores:
                 entry[kind] = _mean(scores)
     return out
+
+
+RESULT_KINDS = ("shipped", "from_5_slices", "finetuned_5_slices")
 
 
 def timing(model: str, shape=(200, 512, 512)) -> dict:
@@ -107,8 +125,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="segment_default")
     p.add_argument("--cache", default=None, help="directory caching simulated tomograms")
-    p.add_argument("--parts", default="shipped,scratch,timing",
-                   help="comma-separated: shipped (a), scratch (b: 5 slices), timing")
+    p.add_argument("--parts", default="shipped,scratch,finetune,timing",
+                   help="comma-separated: shipped (a), scratch (b: 5 slices), finetune (c: shipped + 5 slices), "
+                        "timing")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is faster on a shared 2-core box)")
     args = p.parse_args()
     parts = {x.strip() for x in args.parts.split(",") if x.strip()}
@@ -122,9 +141,11 @@ def main() -> None:
     result.setdefault("commands", {})[",".join(sorted(parts))] = (
         f"python benchmarks/bench_segment.py --parts {args.parts} --threads {args.threads}"
         + (f" --cache {args.cache}" if args.cache else "") + (f" --model {args.model}" if args.model != "segment_default" else ""))
-    if parts & {"shipped", "scratch"}:
+    if parts & ({"shipped"} | set(PAINTED)):
         result["dice"] = accuracy(args.model, args.cache, parts, result.get("dice", {}))
         result["from_5_slices_settings"] = FROM_SCRATCH
+        if "finetune" in parts:
+            result["finetuned_5_slices_settings"] = painted_settings(args.model)
         result["held_out"] = {f"snr_{k:g}": list(v) for k, v in HELD_OUT.items()} | {"simulation": {
             k: list(v) if isinstance(v, tuple) else v for k, v in SIM.items()}}
     if "timing" in parts:
@@ -132,10 +153,10 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(RESULTS) as tmp:
         tmp.write_text(json.dumps(result, indent=2))
-    print(f"\n{'SNR':>6} {'model':>14} " + " ".join(f"{n:>10}" for n in DEFAULT_CLASSES[1:]))
+    print(f"\n{'SNR':>6} {'model':>18} " + " ".join(f"{n:>10}" for n in DEFAULT_CLASSES[1:]))
     for snr, d in result.get("dice", {}).items():
-        for kind in (k for k in ("shipped", "from_5_slices") if k in d):
-            print(f"{snr:>6} {kind:>14} " + " ".join(f"{d[kind][n]:>10.3f}" for n in DEFAULT_CLASSES[1:]))
+        for kind in (k for k in RESULT_KINDS if k in d):
+            print(f"{snr:>6} {kind:>18} " + " ".join(f"{d[kind][n]:>10.3f}" for n in DEFAULT_CLASSES[1:]))
     print(f"wrote {RESULTS}")
 
 

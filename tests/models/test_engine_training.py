@@ -71,3 +71,19 @@ def test_training_needs_validation_and_checkpoint_for_resume(tmp_path):
     cfg = TrainConfig(patch_size=(8, 16, 16), resume=True, checkpoint=tmp_path / "none.ckpt")
     with pytest.raises(ValueError, match="resume"):
         run_job(train_model(UNet3D(1, 1, base_channels=2, depth=1), [_pair(0)], [_pair(1)], bce, cfg))
+
+
+def test_fine_tuning_keeps_the_starting_weights_when_no_epoch_beats_them():
+    torch.manual_seed(0)
+    cfg = TrainConfig(patch_size=(8, 16, 16), batch_size=2, epochs=4, steps_per_epoch=6, val_patches=4,
+                      learning_rate=1e-2, patience=10, seed=0)
+    good = run_job(train_model(UNet3D(1, 1, base_channels=4, depth=1), [_pair(0)], [_pair(1)], bce, cfg)).model
+    start = {k: v.clone() for k, v in good.state_dict().items()}
+    # now train it on the opposite target: every epoch is worse on the (original) validation data
+    flipped = TrainingPair(_pair(0).image, 1 - _pair(0).target)
+    tuned = run_job(train_model(good, [flipped], [_pair(1)], bce,
+                                TrainConfig(**{**cfg.__dict__, "keep_start_if_best": True})))
+    assert tuned.best_epoch == 0 and tuned.start_val_loss == tuned.best_val_loss
+    assert all(h["val_loss"] > tuned.start_val_loss for h in tuned.history)
+    for k, v in tuned.model.state_dict().items():
+        assert torch.equal(v, start[k]), k

@@ -33,7 +33,14 @@ from tomolens.segment.predict import (
     check_model_classes,
     segment_tomogram,
 )
-from tomolens.segment.train import NEW_NETWORK, TRAIN_PARAMS, save_segmenter, train_kwargs, train_segmenter
+from tomolens.segment.train import (
+    NEW_NETWORK,
+    TRAIN_PARAMS,
+    WIDGET_TRAIN_VALUES,
+    save_segmenter,
+    train_kwargs,
+    train_segmenter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +111,7 @@ class SegmentWidget(Container):
         self.new_labels = PushButton(text="New painting layer",
                                      tooltip="Add an empty Labels layer of the tomogram's shape to paint in.")
         self.train_params = ParamPanel(TRAIN_PARAMS)
+        self.train_params.set_values(WIDGET_TRAIN_VALUES)
         self._start_from = self.train_params.controls["segment_start_from"]
         self.save_path = FileEdit(mode="w", filter="*.pt", label="save model as",
                                   value=str(Path(tempfile.gettempdir()) / "tomolens_segment_user.pt"),

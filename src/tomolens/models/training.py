@@ -76,6 +76,9 @@ class TrainConfig:
     checkpoint: str | Path | None = None
     resume: bool = False
     max_minutes: float | None = None
+    #: Fine-tuning: score the starting weights on the validation patches first, so that
+    #: training returns them unchanged when no epoch beats them (best_epoch 0).
+    keep_start_if_best: bool = False
 
 
 @dataclass
@@ -87,6 +90,7 @@ class TrainResult:
     best_epoch: int = 0
     best_val_loss: float = float("inf")
     stopped_early: bool = False
+    start_val_loss: float | None = None
 
 
 class PatchSampler:
@@ -244,6 +248,10 @@ def train_model(
         start_epoch = state["epoch"]
         rng.bit_generator.state = state["rng"]
         log.info("resumed from %s at epoch %d", ckpt, start_epoch)
+    start_val = None
+    if config.keep_start_if_best and not config.resume:
+        start_val = best_val = _evaluate(model, loss_fn, val_x, val_y, config.batch_size, device)
+        log.info("validation loss of the starting weights: %.4f", start_val)
 
     total = config.epochs * config.steps_per_epoch
     t0 = time.monotonic()
@@ -292,7 +300,7 @@ def train_model(
             break
     model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(model, history, best_epoch, best_val, stopped)
+    return TrainResult(model, history, best_epoch, best_val, stopped, start_val)
 
 
 def _evaluate(model, loss_fn, x: np.ndarray, y: np.ndarray, batch_size: int, device: str) -> float:

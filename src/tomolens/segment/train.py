@@ -78,6 +78,12 @@ TRAIN_PARAMS = (
     engine_param("threads", advanced=True),
 )
 
+#: Where the Segment widget's Train box starts from other values than ``tomolens train``: a
+#: time limit, so that Train with the widget's defaults returns within minutes on a laptop
+#: CPU (the best epoch so far is kept).  The widget also sets ``segment_start_from`` from the
+#: class names: the shipped ``segment_default`` when they are its classes, else a new network.
+WIDGET_TRAIN_VALUES = {"max_minutes": 5.0}
+
 #: Parameter names of :data:`TRAIN_PARAMS` that :func:`train_segmenter` calls otherwise.
 _KWARG_NAMES = {"segment_model": "model_kind", "segment_dice_weight": "dice_weight",
                 "segment_slice_axes": "slice_axes", "segment_start_from": "start_from"}
@@ -298,7 +304,7 @@ def train_segmenter(
         patch_size=patch_size, batch_size=batch_size, epochs=epochs, steps_per_epoch=steps_per_epoch,
         val_patches=val_patches, learning_rate=learning_rate, patience=patience,
         foreground_fraction=1.0 if sparse else 0.5, seed=seed, device=device,
-        checkpoint=checkpoint, resume=resume, max_minutes=max_minutes,
+        checkpoint=checkpoint, resume=resume, max_minutes=max_minutes, keep_start_if_best=init is not None,
     )
     loss = partial(sparse_segmentation_loss, dice_weight=dice_weight)
     result = yield from train_model(net, train_pairs, val_pairs, loss, config)
@@ -314,7 +320,8 @@ def train_segmenter(
             + (f"; fine-tuned from {init[1].name} (sha256 {init[1].sha256[:12]}…)" if init else "")),
         seed=seed,
         metrics={"best_epoch": result.best_epoch, "best_val_loss": round(float(result.best_val_loss), 5),
-                 "epochs_run": len(result.history)},
+                 "epochs_run": len(result.history)}
+        | ({"start_val_loss": round(float(result.start_val_loss), 5)} if result.start_val_loss is not None else {}),
         extra={"model_kind": model_kind, "slice_axes": slice_axes if model_kind == "2d" else "zyx",
                "label_offset": LABEL_OFFSET, "dice_weight": dice_weight, "history": result.history,
                **({"start_from": {"name": init[1].name, "sha256": init[1].sha256}} if init else {})},
