@@ -46,9 +46,9 @@ SEGMENT_TRAIN_PARAMS = (
           advanced=True),
     Param("segment_slice_axes", "z", "2D only: learn from slices along z, or also from the orthogonal slices "
           "through the painted voxels (zyx)", choices=("z", "zyx"), advanced=True),
-    Param("segment_start_from", "none", "Fine-tune this model instead of training a new network: a shipped "
-          "name (segment_default) or a .pt file whose classes are the ones named; none = a new network "
-          "(its kind, width and depth are then the model's)", type=str),
+    Param("segment_start_from", "none", "Fine-tune this model (a shipped name such as segment_default, or a .pt "
+          "file whose classes are the ones named; kind, width and depth are then the model's), or none to train "
+          "a new network", type=str),
 )
 
 #: ``segment_start_from`` value meaning "a new network".
