@@ -38,8 +38,12 @@ class OrientationWidget(Container):
         self.stack_picker = create_widget(annotation=napari.layers.Image, label="stack")
         self.stack_picker.tooltip = "The projection stack (an .mrcs opened as an image stack: axis 0 = image)."
         names = list(shipped_models("orient")) or [DEFAULT_MODEL]
-        self.model_choice = ComboBox(choices=names + [FROM_FILE, TRAINED_HERE], value=names[0], label="model",
-                                     tooltip="Distance network: shipped, from a .pt file, or trained below.")
+        self.model_choice = ComboBox(choices=names + [FROM_FILE, TRAINED_HERE],
+                                     value=DEFAULT_MODEL if DEFAULT_MODEL in names else names[0], label="model",
+                                     tooltip="Distance network: shipped, from a .pt file, or trained below. A "
+                                             "distance network knows the particle it was trained on "
+                                             "(orient_distance_5j0n: 5j0n): for another particle, train one on "
+                                             "its map (a few CPU minutes).")
         self.model_file = FileEdit(mode="r", filter="*.pt *.json", label="model file",
                                    tooltip="A distance model (.pt with its .json card).")
         self.train_maps = FileEdit(mode="rm", filter="*.mrc *.map", label="training maps",

@@ -22,8 +22,9 @@ from tomolens.params import Param
 
 log = logging.getLogger(__name__)
 
-#: The distance model shipped with tomolens (trained on the 10 Å SHREC maps, not on 5j0n).
-DEFAULT_MODEL = "orient_distance_shrec10A"
+#: The default distance model: trained on projections of 5j0n (the shipped orient_distance_shrec10A
+#: was trained on the 10 Å SHREC maps and never saw 5j0n). Distance networks are particle-specific.
+DEFAULT_MODEL = "orient_distance_5j0n"
 
 SIMULATE_PARAMS = (
     Param("n_projections", 1000, "number of projections", int, min=10, max=1_000_000),
