@@ -3,7 +3,7 @@
 Opens the crowded sample, runs each widget's main job through its own buttons the way a
 user would, waits for the worker, and saves the window as ``docs/img/<widget>.png``.
 Names: tomogram, detect, segment, classify, subdivide, orient (default: all).  The
-orientation shot simulates 300 projections of ``../shared/data/5j0n.mrc`` (skipped when
+orientation shot simulates 1,000 projections of ``../shared/data/5j0n.mrc`` (skipped when
 the shared data is absent).
 """
 
@@ -131,7 +131,7 @@ def main(which: list[str]) -> None:
 
 
 def shoot_orientation(viewer, widget_class) -> None:
-    """300 noise-free projections of 5j0n, recovered with the shipped distance model."""
+    """1,000 noise-free projections of 5j0n, recovered with the default distance model."""
     from tomolens.io import read_mrc
     from tomolens.jobs import run_job
     from tomolens.orient.files import write_projection_set
@@ -139,7 +139,7 @@ def shoot_orientation(viewer, widget_class) -> None:
 
     tmp = Path(tempfile.mkdtemp())
     vol = read_mrc(SHARED / "5j0n.mrc")
-    pset = run_job(simulate_projections(vol.data, float(vol.voxel_size_A[0]), 300, seed=1))
+    pset = run_job(simulate_projections(vol.data, float(vol.voxel_size_A[0]), 1000, seed=1))
     write_projection_set(tmp / "5j0n.mrcs", tmp / "5j0n_truth.star", pset)
     for layer in list(viewer.layers):
         viewer.layers.remove(layer)
@@ -149,7 +149,6 @@ def shoot_orientation(viewer, widget_class) -> None:
     widget.stack_picker.value = viewer.layers["5j0n"]
     widget.truth_star.value = str(tmp / "5j0n_truth.star")
     widget.reference.value = str(SHARED / "5j0n.mrc")
-    widget.panel.set_values({"recover_steps": 300})
     widget.start_recovery()
     wait_for(widget.runner)
     only(viewer, ["5j0n orientations"])
