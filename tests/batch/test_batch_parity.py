@@ -133,6 +133,11 @@ def widget_problems(action, widget) -> list[str]:
     if action.card_defaults and action.card_defaults in shipped_models():
         card = read_card(shipped_models()[action.card_defaults])
         start.update({k: v for k, v in card.extra.get("postprocess", {}).items() if k in start})
+    if action.start_values:
+        declared = import_object(action.start_values)
+        problems += [f"declares a start value for {k!r}, which is not one of its controls" for k in declared
+                     if k not in start]
+        start.update({k: v for k, v in declared.items() if k in start})
     problems += [f"starts {p.name} at {panel.controls[p.name].value!r}, expected {start[p.name]!r}"
                  for p in panel.params if not _same(p.check(panel.controls[p.name].value), start[p.name])]
     if action.name in TASKS and panel.task != action.name:

@@ -129,6 +129,9 @@ class WidgetAction:
     card_defaults : str
         Shipped model whose card's ``extra["postprocess"]`` the widget loads into its
         controls at start (tuned thresholds); those are then the expected start values.
+    start_values : str
+        Import path of a dict of the values the widget deliberately starts from instead of
+        the shared defaults (e.g. a time limit for training from the GUI); empty: none.
     """
 
     name: str
@@ -139,6 +142,7 @@ class WidgetAction:
     outside_panel: dict[str, str] = field(default_factory=dict)
     known_gap: str = ""
     card_defaults: str = ""
+    start_values: str = ""
 
     def params(self) -> tuple[Param, ...]:
         return import_params(self.params_refs)
@@ -161,7 +165,8 @@ PARITY: tuple[WidgetAction, ...] = (
                  "tomolens._widgets.segment:SegmentWidget", panel_attr="predict_params",
                  outside_panel={"model": "model_choice"}),
     WidgetAction("segment-train", ("tomolens.segment.train:TRAIN_PARAMS",), "train",
-                 "tomolens._widgets.segment:SegmentWidget", panel_attr="train_params"),
+                 "tomolens._widgets.segment:SegmentWidget", panel_attr="train_params",
+                 start_values="tomolens.segment.train:WIDGET_START_VALUES"),
     WidgetAction("classify", (_CLASSIFY,), "classify", "tomolens._widgets.classify:ClassifyWidget"),
     WidgetAction("subdivide", (_CLASSIFY, "tomolens.cluster.subdivide:SUBDIVIDE_PARAMS"), "subdivide",
                  "tomolens._widgets.classify:SubdivideWidget"),

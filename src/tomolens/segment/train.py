@@ -84,6 +84,10 @@ TRAIN_PARAMS = (
 #: class names: the shipped ``segment_default`` when they are its classes, else a new network.
 WIDGET_TRAIN_VALUES = {"max_minutes": 5.0}
 
+#: What the Train box shows when the widget opens (with the default class names, which are
+#: the shipped model's): :data:`WIDGET_TRAIN_VALUES` and fine-tuning ``segment_default``.
+WIDGET_START_VALUES = {**WIDGET_TRAIN_VALUES, "segment_start_from": "segment_default"}
+
 #: Parameter names of :data:`TRAIN_PARAMS` that :func:`train_segmenter` calls otherwise.
 _KWARG_NAMES = {"segment_model": "model_kind", "segment_dice_weight": "dice_weight",
                 "segment_slice_axes": "slice_axes", "segment_start_from": "start_from"}
