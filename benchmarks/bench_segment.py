@@ -4,9 +4,9 @@
 Segment widget's default training settings, on 5 z-slices of ground truth of the tomogram itself (standing in for 5 painted slices;
 Dice is measured on all the other slices); (c) the shipped model fine-tuned on the same 5 slices
 with the widget's default settings (what Train does when the class names are the shipped
-model's: ``segment_start_from = segment_default``, 5-minute limit).  Held-out tomograms use simulator seeds after
-the shipped model's training (5000–5005) and validation (5006–5007) seeds: 5008–5009 at
-SNR 0.05 and 5010–5011 at SNR 0.03 (64×128×128, 10 Å, 2 vesicles, 3 filaments, volume
+model's: ``segment_start_from = segment_default``, 5-minute limit).  Held-out tomograms: simulator
+seeds 5008–5009 at SNR 0.05 and 5010–5011 at SNR 0.03, never used for training or stopping (the
+shipped model trained on seeds 6000–6013 and stopped on 6014–6015) (64×128×128, 10 Å, 2 vesicles, 3 filaments, volume
 fraction 0.15).  Speed: seconds to segment a 200×512×512 volume with the shipped model.
 
 Usage::
@@ -32,7 +32,14 @@ from tomolens.jobs import run_job
 from tomolens.segment.labels import DEFAULT_CLASSES, evenly_spaced_slices, sparse_from_classes
 from tomolens.segment.predict import classes_from_probabilities, predict_probabilities, segment_tomogram
 from tomolens.segment.simulated import dice_per_class, simulate_sample
-from tomolens.segment.train import NEW_NETWORK, TRAIN_PARAMS, WIDGET_TRAIN_VALUES, train_kwargs, train_segmenter
+from tomolens.segment.train import (
+    NEW_NETWORK,
+    TRAIN_PARAMS,
+    WIDGET_TRAIN_VALUES,
+    train_kwargs,
+    train_segmenter,
+    trained_kind,
+)
 
 THREADS = [1]  # set from --threads
 RESULTS = Path(__file__).parent / "results" / "segment.json"
@@ -143,9 +150,12 @@ def main() -> None:
         + (f" --cache {args.cache}" if args.cache else "") + (f" --model {args.model}" if args.model != "segment_default" else ""))
     if parts & ({"shipped"} | set(PAINTED)):
         result["dice"] = accuracy(args.model, args.cache, parts, result.get("dice", {}))
-        result["from_5_slices_settings"] = FROM_SCRATCH
+        if "scratch" in parts:
+            result["from_5_slices_settings"] = FROM_SCRATCH | {"threads": args.threads}
         if "finetune" in parts:
-            result["finetuned_5_slices_settings"] = painted_settings(args.model)
+            tuned = painted_settings(args.model)
+            result["finetuned_5_slices_settings"] = tuned | {
+                "threads": args.threads, "model_kind": trained_kind(tuned["model_kind"], tuned["start_from"])}
         result["held_out"] = {f"snr_{k:g}": list(v) for k, v in HELD_OUT.items()} | {"simulation": {
             k: list(v) if isinstance(v, tuple) else v for k, v in SIM.items()}}
     if "timing" in parts:

@@ -205,6 +205,28 @@ def test_fine_tuning_starts_from_the_given_model(tmp_path):
     assert any(not torch.allclose(v, src[k], atol=1e-3) for k, v in fresh.model.state_dict().items()
                if v.dtype.is_floating_point and v.ndim > 1)
     assert fresh.card.extra.get("start_from") is None
-    with pytest.raises(ValueError, match="Cannot start from source: it segments .*'none' to train a new network"):
+    with pytest.raises(ValueError, match="Cannot start from source: it segments .*--segment-start-from none"):
         run_job(train_segmenter([(tomo, painted)], ["background", "membrane"], 10.0, start_from=str(weights),
                                 **FAST))
+
+
+def test_start_model_sets_kind_patch_rule_voxel_size_and_resume_checks(tmp_path):
+    from tomolens.segment.train import train_kwargs
+
+    # the 2D patch rule follows the kind training will produce: the shipped 3D model keeps 32³ patches
+    assert train_kwargs({"segment_model": "2d", "patch": 32, "segment_start_from": "segment_default"})["patch"] == 32
+    assert train_kwargs({"segment_model": "2d", "patch": 32, "segment_start_from": "none"})["patch"] == 64
+    assert train_kwargs({"segment_start_from": "none"})["start_from"] is None
+    tomo, classes = make_toy(0)
+    painted = sparse_from_classes(classes, [3, 8, 12])
+    source = run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=1, steps_per_epoch=2, **FAST))
+    weights = save_segmenter(source, tmp_path / "src.pt")
+    with pytest.raises(ValueError, match="10 Å voxels\\) on a tomogram of 20 Å voxels: rescale"):
+        run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 20.0, start_from=str(weights), **FAST))
+    # resuming a checkpoint written by another network: a clear message, not a torch size mismatch
+    ckpt = tmp_path / "run.ckpt"
+    run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=1, steps_per_epoch=2, checkpoint=ckpt,
+                            **FAST))
+    with pytest.raises(ValueError, match="written by a different network"):
+        run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=2, steps_per_epoch=2, checkpoint=ckpt,
+                                resume=True, **{**FAST, "base_channels": 4}))

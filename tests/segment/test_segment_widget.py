@@ -119,3 +119,6 @@ def test_start_from_follows_the_class_names(setup):
     start.value = "/data/my_model.pt"  # a user's choice is kept
     widget.class_names.value = "background, membrane, filament, particle"
     assert start.value == "/data/my_model.pt"
+    start.value = "none"  # even "none" with the shipped classes
+    widget.class_names.value = "background, membrane, filament, particle "
+    assert start.value == "none"

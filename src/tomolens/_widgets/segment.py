@@ -113,6 +113,8 @@ class SegmentWidget(Container):
         self.train_params = ParamPanel(TRAIN_PARAMS)
         self.train_params.set_values(WIDGET_TRAIN_VALUES)
         self._start_from = self.train_params.controls["segment_start_from"]
+        self._start_chosen, self._setting_start = False, False
+        self._start_from.changed.connect(self._start_edited)
         self.save_path = FileEdit(mode="w", filter="*.pt", label="save model as",
                                   value=str(Path(tempfile.gettempdir()) / "tomolens_segment_user.pt"),
                                   tooltip="Trained model file (.pt + .json card); the checkpoint goes beside it.")
@@ -167,15 +169,25 @@ class SegmentWidget(Container):
     def _default_start(self, names: list[str]) -> None:
         """Fine-tune the shipped model when the named classes are its classes, else a new network.
 
-        Only switches between those two automatic choices; a model file typed in stays.
+        Changes only a value this method set itself: whatever the user typed (a model file,
+        or "none" with the shipped classes) stays.
         """
-        if str(self._start_from.value).strip() not in (NEW_NETWORK, DEFAULT_MODEL, ""):
+        if self._start_chosen:
             return
         try:
             shipped_classes = read_card(resolve_model(DEFAULT_MODEL)).classes
         except ValueError:
             shipped_classes = None
-        self._start_from.value = DEFAULT_MODEL if list(names) == list(shipped_classes or []) else NEW_NETWORK
+        self._setting_start = True
+        try:
+            self._start_from.value = DEFAULT_MODEL if list(names) == list(shipped_classes or []) else NEW_NETWORK
+        finally:
+            self._setting_start = False
+
+    def _start_edited(self, value) -> None:
+        """A start value typed by the user is kept; clearing the field hands it back to the class names."""
+        if not self._setting_start:
+            self._start_chosen = bool(str(value).strip())
 
     def add_painting_layer(self, *_) -> None:
         """An empty Labels layer with the tomogram's shape and scale, selected for painting."""

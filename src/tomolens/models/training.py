@@ -240,7 +240,13 @@ def train_model(
         if ckpt is None or not ckpt.is_file():
             raise ValueError(f"Cannot resume: no checkpoint at {ckpt}. Train without --resume first.")
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as err:
+            raise ValueError(
+                f"Cannot resume: the checkpoint {ckpt.name} was written by a different network (another kind, "
+                "width, depth, classes or starting model). Train without resume, or save to another file."
+            ) from err
         optimiser.load_state_dict(state["optimiser"])
         best_state = state["best_state"]
         history = list(state["history"])

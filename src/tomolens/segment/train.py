@@ -34,6 +34,7 @@ from tomolens.segment.labels import (
     painted_slices,
     sparse_from_classes,
 )
+from tomolens.segment.predict import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ SEGMENT_TRAIN_PARAMS = (
 
 #: ``segment_start_from`` value meaning "a new network".
 NEW_NETWORK = "none"
+#: The shipped model the widget fine-tunes when the class names are its classes.
+SHIPPED_START = DEFAULT_MODEL
 
 #: Settings of segmentation training, shared by the Segment widget's Train box and
 #: ``tomolens train --task segment``: the segment-only options above plus the engine's
@@ -86,7 +89,7 @@ WIDGET_TRAIN_VALUES = {"max_minutes": 5.0}
 
 #: What the Train box shows when the widget opens (with the default class names, which are
 #: the shipped model's): :data:`WIDGET_TRAIN_VALUES` and fine-tuning ``segment_default``.
-WIDGET_START_VALUES = {**WIDGET_TRAIN_VALUES, "segment_start_from": "segment_default"}
+WIDGET_START_VALUES = {**WIDGET_TRAIN_VALUES, "segment_start_from": SHIPPED_START}
 
 #: Parameter names of :data:`TRAIN_PARAMS` that :func:`train_segmenter` calls otherwise.
 _KWARG_NAMES = {"segment_model": "model_kind", "segment_dice_weight": "dice_weight",
@@ -267,6 +270,7 @@ def train_segmenter(
     start_from = start_model(start_from)
     init = _starting_model(start_from, names) if start_from else None
     if init is not None:
+        voxel_size_A = check_start_voxel_size(init[1], voxel_size_A)
         model_kind = init[2]
         depth = int(init[1].arch_kwargs.get("depth", depth))
     if model_kind not in ("2d", "3d"):
@@ -317,11 +321,11 @@ def train_segmenter(
         name=name, task="segment", architecture=architecture, arch_kwargs=arch_kwargs, classes=names,
         voxel_size_A=None if voxel_size_A is None else float(voxel_size_A), patch_size=list(patch_size),
         normalisation="zscore", training_command=training_command,
-        training_data=training_data or (
+        training_data=(training_data or (
             f"{len(checked)} painted tomogram(s) {[tuple(v.shape) for v, _ in checked]}; painted voxels per "
             f"class {painted_counts}; validation: "
-            + ("separate volumes" if val_volumes else "last quarter along y of each tomogram")
-            + (f"; fine-tuned from {init[1].name} (sha256 {init[1].sha256[:12]}…)" if init else "")),
+            + ("separate volumes" if val_volumes else "last quarter along y of each tomogram")))
+        + (f"; fine-tuned from {init[1].name} (sha256 {init[1].sha256[:12]}…)" if init else ""),
         seed=seed,
         metrics={"best_epoch": result.best_epoch, "best_val_loss": round(float(result.best_val_loss), 5),
                  "epochs_run": len(result.history)}
@@ -341,10 +345,27 @@ def _starting_model(start_from: str | Path, names: list[str]):
     if list(card.classes) != list(names):
         raise ValueError(
             f"Cannot start from {card.name}: it segments {list(card.classes)}, but the classes named for "
-            f"this training are {list(names)}. Name the same classes in the same order, or set 'start from' to "
-            f"{NEW_NETWORK!r} to train a new network."
+            f"this training are {list(names)}. Name the same classes in the same order, or train a new network "
+            f"(widget: 'segment start from' = {NEW_NETWORK}; CLI: --segment-start-from {NEW_NETWORK})."
         )
     return net.train(), card, card.extra.get("model_kind", "3d")
+
+
+def check_start_voxel_size(card, voxel_size_A: float | None) -> float:
+    """The voxel size to fine-tune at: the tomogram's, which must be the starting model's within 10 %.
+
+    A tomogram without a voxel size takes the model's.  Raises ValueError when they differ
+    (the network would learn at another scale than it was trained at).
+    """
+    model_vs = card.voxel_size_A
+    if voxel_size_A is None or not model_vs:
+        return voxel_size_A if voxel_size_A is not None else model_vs
+    if abs(float(voxel_size_A) / float(model_vs) - 1) > 0.1:
+        raise ValueError(
+            f"Cannot fine-tune {card.name} ({float(model_vs):g} Å voxels) on a tomogram of {float(voxel_size_A):g} Å "
+            f"voxels: rescale (bin) the tomogram to {float(model_vs):g} Å first, or train a new network."
+        )
+    return float(voxel_size_A)
 
 
 def set_torch_threads(device: str, threads: int) -> None:
