@@ -114,6 +114,10 @@ class SegmentWidget(Container):
         self.train_params.set_values(WIDGET_TRAIN_VALUES)
         self._start_from = self.train_params.controls["segment_start_from"]
         self._start_chosen, self._setting_start = False, False
+        try:  # read once: the class names change at every keystroke
+            self._shipped_classes = list(read_card(resolve_model(DEFAULT_MODEL)).classes)
+        except ValueError:
+            self._shipped_classes = []
         self._start_from.changed.connect(self._start_edited)
         self.save_path = FileEdit(mode="w", filter="*.pt", label="save model as",
                                   value=str(Path(tempfile.gettempdir()) / "tomolens_segment_user.pt"),
@@ -174,13 +178,9 @@ class SegmentWidget(Container):
         """
         if self._start_chosen:
             return
-        try:
-            shipped_classes = read_card(resolve_model(DEFAULT_MODEL)).classes
-        except ValueError:
-            shipped_classes = None
         self._setting_start = True
         try:
-            self._start_from.value = DEFAULT_MODEL if list(names) == list(shipped_classes or []) else NEW_NETWORK
+            self._start_from.value = DEFAULT_MODEL if list(names) == self._shipped_classes else NEW_NETWORK
         finally:
             self._setting_start = False
 

@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "segment_default"
 
+
+def model_kind_of(card) -> str:
+    """"2d" (slice U-Net) or "3d": the card's ``extra["model_kind"]``, else from its patch's dimensions."""
+    return str((card.extra or {}).get("model_kind", "3d" if len(card.patch_size or (0, 0, 0)) == 3 else "2d"))
+
 #: Post-processing settings: re-applied live on kept probabilities (no network).
 POSTPROCESS_PARAMS = (
     Param("threshold", 0.0, "0 = most probable class (argmax); otherwise a voxel is a structure when "
@@ -153,7 +158,7 @@ def predict_probabilities(
 
     if np.ndim(volume) != 3:
         raise ValueError(f"Segmentation needs a 3D tomogram; got shape {np.shape(volume)}.")
-    kind = (card.extra or {}).get("model_kind", "3d" if len(card.patch_size) == 3 else "2d")
+    kind = model_kind_of(card)
     n_classes = len(card.classes)
     stats = normalise(volume)
     common = dict(overlap=overlap, batch_size=batch_size, device=device, out_channels=n_classes,

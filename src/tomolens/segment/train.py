@@ -34,7 +34,7 @@ from tomolens.segment.labels import (
     painted_slices,
     sparse_from_classes,
 )
-from tomolens.segment.predict import DEFAULT_MODEL
+from tomolens.segment.predict import DEFAULT_MODEL, model_kind_of
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,6 @@ SEGMENT_TRAIN_PARAMS = (
 
 #: ``segment_start_from`` value meaning "a new network".
 NEW_NETWORK = "none"
-#: The shipped model the widget fine-tunes when the class names are its classes.
-SHIPPED_START = DEFAULT_MODEL
 
 #: Settings of segmentation training, shared by the Segment widget's Train box and
 #: ``tomolens train --task segment``: the segment-only options above plus the engine's
@@ -89,7 +87,7 @@ WIDGET_TRAIN_VALUES = {"max_minutes": 5.0}
 
 #: What the Train box shows when the widget opens (with the default class names, which are
 #: the shipped model's): :data:`WIDGET_TRAIN_VALUES` and fine-tuning ``segment_default``.
-WIDGET_START_VALUES = {**WIDGET_TRAIN_VALUES, "segment_start_from": SHIPPED_START}
+WIDGET_START_VALUES = {**WIDGET_TRAIN_VALUES, "segment_start_from": DEFAULT_MODEL}
 
 #: Parameter names of :data:`TRAIN_PARAMS` that :func:`train_segmenter` calls otherwise.
 _KWARG_NAMES = {"segment_model": "model_kind", "segment_dice_weight": "dice_weight",
@@ -113,9 +111,14 @@ def trained_kind(model_kind: str, start_from: str | Path | None) -> str:
     from tomolens.models.card import read_card, resolve_model
 
     try:
-        return str(read_card(resolve_model(start_model(start_from))).extra.get("model_kind", "3d"))
+        return model_kind_of(read_card(resolve_model(start_model(start_from))))
     except (ValueError, OSError):
         return model_kind
+
+
+def patch_for(kind: str, patch: int) -> int:
+    """The training patch edge: 2D slice patches are at least 64 (cheap, and they need context)."""
+    return max(int(patch), 64) if kind == "2d" else int(patch)
 
 
 def train_kwargs(values: dict[str, Any]) -> dict[str, Any]:
@@ -129,8 +132,9 @@ def train_kwargs(values: dict[str, Any]) -> dict[str, Any]:
         kwargs["start_from"] = start_model(kwargs["start_from"])
     if "max_minutes" in kwargs:
         kwargs["max_minutes"] = kwargs["max_minutes"] or None
-    if trained_kind(kwargs.get("model_kind", "2d"), kwargs.get("start_from")) == "2d" and "patch" in kwargs:
-        kwargs["patch"] = max(int(kwargs["patch"]), 64)
+    if "patch" in kwargs:
+        kwargs["patch"] = patch_for(trained_kind(kwargs.get("model_kind", "2d"), kwargs.get("start_from")),
+                                    kwargs["patch"])
     return kwargs
 
 
@@ -268,11 +272,11 @@ def train_segmenter(
 
     names = check_class_names(class_names)
     start_from = start_model(start_from)
-    init = _starting_model(start_from, names) if start_from else None
-    if init is not None:
-        voxel_size_A = check_start_voxel_size(init[1], voxel_size_A)
-        model_kind = init[2]
-        depth = int(init[1].arch_kwargs.get("depth", depth))
+    start_net, start_card = _starting_model(start_from, names) if start_from else (None, None)
+    if start_card is not None:
+        voxel_size_A = check_start_voxel_size(start_card, voxel_size_A)
+        model_kind = model_kind_of(start_card)
+        depth = int(start_card.arch_kwargs.get("depth", depth))
     if model_kind not in ("2d", "3d"):
         raise ValueError(f"model_kind must be '2d' or '3d'; got {model_kind!r}.")
     if not volumes:
@@ -302,17 +306,17 @@ def train_segmenter(
         raise ValueError("No validation data with painted voxels.")
     device = choose_device(device)
     set_torch_threads(device, threads)
-    if init is None:
+    if start_card is None:
         net, architecture, arch_kwargs = build_segmentation_network(model_kind, len(names), base_channels, depth)
     else:
-        net, architecture, arch_kwargs = init[0], init[1].architecture, dict(init[1].arch_kwargs)
+        net, architecture, arch_kwargs = start_net, start_card.architecture, dict(start_card.arch_kwargs)
     patch_size = (patch,) * (2 if model_kind == "2d" else 3)
     sparse = any(np.mean(lab > 0) < 0.5 for _, lab in train)
     config = TrainConfig(
         patch_size=patch_size, batch_size=batch_size, epochs=epochs, steps_per_epoch=steps_per_epoch,
         val_patches=val_patches, learning_rate=learning_rate, patience=patience,
         foreground_fraction=1.0 if sparse else 0.5, seed=seed, device=device,
-        checkpoint=checkpoint, resume=resume, max_minutes=max_minutes, keep_start_if_best=init is not None,
+        checkpoint=checkpoint, resume=resume, max_minutes=max_minutes, keep_start_if_best=start_card is not None,
     )
     loss = partial(sparse_segmentation_loss, dice_weight=dice_weight)
     result = yield from train_model(net, train_pairs, val_pairs, loss, config)
@@ -325,20 +329,20 @@ def train_segmenter(
             f"{len(checked)} painted tomogram(s) {[tuple(v.shape) for v, _ in checked]}; painted voxels per "
             f"class {painted_counts}; validation: "
             + ("separate volumes" if val_volumes else "last quarter along y of each tomogram")))
-        + (f"; fine-tuned from {init[1].name} (sha256 {init[1].sha256[:12]}…)" if init else ""),
+        + (f"; fine-tuned from {start_card.name} (sha256 {start_card.sha256[:12]}…)" if start_card else ""),
         seed=seed,
         metrics={"best_epoch": result.best_epoch, "best_val_loss": round(float(result.best_val_loss), 5),
                  "epochs_run": len(result.history)}
         | ({"start_val_loss": round(float(result.start_val_loss), 5)} if result.start_val_loss is not None else {}),
         extra={"model_kind": model_kind, "slice_axes": slice_axes if model_kind == "2d" else "zyx",
                "label_offset": LABEL_OFFSET, "dice_weight": dice_weight, "history": result.history,
-               **({"start_from": {"name": init[1].name, "sha256": init[1].sha256}} if init else {})},
+               **({"start_from": {"name": start_card.name, "sha256": start_card.sha256}} if start_card else {})},
     )
     return TrainedSegmenter(result.model.cpu().eval(), card, result.history)
 
 
 def _starting_model(start_from: str | Path, names: list[str]):
-    """(network, card, kind) of the model to fine-tune; its classes must be ``names``."""
+    """(network in training mode, card) of the model to fine-tune; its classes must be ``names``."""
     from tomolens.models.card import load_model
 
     net, card = load_model(start_from, expected_task="segment")
@@ -348,7 +352,7 @@ def _starting_model(start_from: str | Path, names: list[str]):
             f"this training are {list(names)}. Name the same classes in the same order, or train a new network "
             f"(widget: 'segment start from' = {NEW_NETWORK}; CLI: --segment-start-from {NEW_NETWORK})."
         )
-    return net.train(), card, card.extra.get("model_kind", "3d")
+    return net.train(), card
 
 
 def check_start_voxel_size(card, voxel_size_A: float | None) -> float:
@@ -475,8 +479,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise ValueError(f"All training volumes must share one voxel size; got {sorted(voxel)} Å.")
     voxel_size_A = float(voxel.pop())
     start_from = start_model(args.segment_start_from)
-    kind = trained_kind(args.segment_model, start_from)
-    patch = args.patch if kind == "3d" else max(args.patch, 64)
+    patch = patch_for(trained_kind(args.segment_model, start_from), args.patch)
     job = train_segmenter(
         train, names, voxel_size_A, val or None, model_kind=args.segment_model, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, patch=patch, batch_size=args.batch_size,
