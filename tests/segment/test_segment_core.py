@@ -193,9 +193,12 @@ def test_fine_tuning_starts_from_the_given_model(tmp_path):
     # the kind, width and depth come from the starting model, whatever was asked for
     tuned = run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=1, steps_per_epoch=1,
                                     start_from=str(weights),
-                                    **{**FAST, "learning_rate": 1e-6, "model_kind": "3d", "base_channels": 4}))
+                                    **{**FAST, "learning_rate": 1e-6, "model_kind": "3d", "base_channels": 4,
+                                       "patch": 16}))
     assert tuned.card.arch_kwargs == source.card.arch_kwargs and tuned.card.extra["model_kind"] == "2d"
     assert tuned.card.extra["start_from"]["sha256"] == source.card.sha256
+    # it predicts with its starting model's tiles, whatever patch it was fine-tuned on
+    assert tuned.card.patch_size == source.card.patch_size == [32, 32] and tuned.card.extra["training_patch"] == [16, 16]
     assert "fine-tuned from source" in tuned.card.training_data
     # one step at a tiny learning rate: the weights are still the starting model's, not a fresh network's
     src = dict(source.model.state_dict())

@@ -321,9 +321,12 @@ def train_segmenter(
     loss = partial(sparse_segmentation_loss, dice_weight=dice_weight)
     result = yield from train_model(net, train_pairs, val_pairs, loss, config)
     painted_counts = {n: int(sum(np.sum(lab == k + LABEL_OFFSET) for _, lab in checked)) for k, n in enumerate(names)}
+    # a fine-tuned model predicts like its starting model (tiles of twice the card's patch); the
+    # patch it was fine-tuned on is a training detail, kept in extra["training_patch"]
+    card_patch = list(start_card.patch_size) if start_card is not None and start_card.patch_size else list(patch_size)
     card = ModelCard(
         name=name, task="segment", architecture=architecture, arch_kwargs=arch_kwargs, classes=names,
-        voxel_size_A=None if voxel_size_A is None else float(voxel_size_A), patch_size=list(patch_size),
+        voxel_size_A=None if voxel_size_A is None else float(voxel_size_A), patch_size=card_patch,
         normalisation="zscore", training_command=training_command,
         training_data=(training_data or (
             f"{len(checked)} painted tomogram(s) {[tuple(v.shape) for v, _ in checked]}; painted voxels per "
@@ -336,6 +339,7 @@ def train_segmenter(
         | ({"start_val_loss": round(float(result.start_val_loss), 5)} if result.start_val_loss is not None else {}),
         extra={"model_kind": model_kind, "slice_axes": slice_axes if model_kind == "2d" else "zyx",
                "label_offset": LABEL_OFFSET, "dice_weight": dice_weight, "history": result.history,
+               "training_patch": list(patch_size),
                **({"start_from": {"name": start_card.name, "sha256": start_card.sha256}} if start_card else {})},
     )
     return TrainedSegmenter(result.model.cpu().eval(), card, result.history)
