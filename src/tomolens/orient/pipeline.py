@@ -1,10 +1,14 @@
 """Orientation recovery end to end: settings, and the one function behind the CLI and widget.
 
 ``recover_from_stack`` embeds the projections with a distance network, recovers their
-orientations, and, when the true orientations are known, aligns the result to them
-(O(4), see :func:`tomolens.orient.rotations.align_orientations`) and reports the errors;
-it then reconstructs a map (from the aligned orientations when the truth is known) and,
-given the true map, its FSC.
+orientations, then (``refine``, on by default) fixes the frame that distances leave open by
+common lines and refines the orientations by projection matching
+(:mod:`tomolens.orient.refine`); when the true orientations are known it aligns the result
+to them (O(4), see :func:`tomolens.orient.rotations.align_orientations`) and reports the
+errors; it then reconstructs a map (from the aligned orientations when the truth is known)
+and, given the true map, its FSC.  Without refinement and without the truth, the
+reconstruction uses orientations that distances define only up to a left factor, and is
+blurred.
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ RECOVER_PARAMS = (
     Param("local_scale", 0.0, "weight pairs by exp(-d/local_scale) (radians; 0: equal weights as the paper)",
           float, min=0.0, advanced=True),
     Param("seed", 0, "random seed of the recovery", int, min=0, advanced=True),
+    Param("refine", True, "after recovery, fix the frame by common lines and refine by projection matching "
+          "against the reconstruction (for centred projections without CTF)", bool),
     Param("reconstruct", True, "reconstruct a map from the projections and recovered orientations", bool),
     Param("recon_pad_factor", 1.0, "zero padding of the Fourier reconstruction (2: fewer artefacts, slower)",
           float, min=1.0, max=3.0, advanced=True),
@@ -82,6 +88,11 @@ class OrientationResult:
     distance_errors : dict
         Mean/median absolute error of the estimated distances, degrees (truth given).
     loss_history : list of float
+    errors_before_refinement_deg : ndarray, shape (N,) or None
+        Errors of the orientations from distances alone (truth given, refinement run).
+    refinement : dict
+        ``frame`` (common-line scores, see :func:`tomolens.orient.refine.fix_frame`) and
+        ``passes`` (projection-matching history); empty without refinement.
     """
 
     quats: np.ndarray
@@ -91,12 +102,17 @@ class OrientationResult:
     timings_s: dict = field(default_factory=dict)
     distance_errors: dict = field(default_factory=dict)
     loss_history: list = field(default_factory=list)
+    errors_before_refinement_deg: np.ndarray | None = None
+    refinement: dict = field(default_factory=dict)
 
     def summary(self) -> str:
         """A few lines for the CLI and the widget's status."""
         lines = [f"{len(self.quats)} orientations recovered in {sum(self.timings_s.values()):.1f} s"]
         if self.errors_deg is not None:
             lines.append(f"mean orientation error {self.errors_deg.mean():.2f}° (median {np.median(self.errors_deg):.2f}°)")
+            if self.errors_before_refinement_deg is not None:
+                lines.append(f"before refinement {self.errors_before_refinement_deg.mean():.2f}° "
+                             f"(median {np.median(self.errors_before_refinement_deg):.2f}°)")
         if self.fsc is not None:
             lines.append(f"FSC resolution {self.fsc.resolution_05_A:.1f} Å (0.5), {self.fsc.resolution_0143_A:.1f} Å (0.143)")
         return "\n".join(lines)
@@ -139,6 +155,7 @@ def recover_from_stack(
     from tomolens.orient.project import pad_to_cube
     from tomolens.orient.reconstruct import fourier_shell_correlation, reconstruct_fourier
     from tomolens.orient.recover import EmbeddingDistances, recover_orientations
+    from tomolens.orient.refine import fix_frame, refine_orientations
     from tomolens.orient.rotations import align_orientations, geodesic_distance
     from tomolens.params import validate_values
 
@@ -171,12 +188,25 @@ def recover_from_stack(
     )
     timings["recovery"] = time.monotonic() - t0
     out = OrientationResult(result.quats, timings_s=timings, loss_history=result.loss_history)
+    quats = result.quats
+    if settings["refine"]:
+        if truth_quats is not None:
+            aligned, _ = align_orientations(quats, truth_quats)
+            out.errors_before_refinement_deg = np.degrees(geodesic_distance(aligned, truth_quats))
+        t0 = time.monotonic()
+        quats, frame = yield from fix_frame(images, quats, float(pixel_size_A), seed=settings["seed"])
+        timings["frame"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        with torch.inference_mode(False):
+            quats, passes = yield from refine_orientations(images, quats, float(pixel_size_A))
+        timings["refinement"] = time.monotonic() - t0
+        out.quats, out.refinement = quats, {"frame": frame, "passes": passes}
     if truth_quats is not None:
-        aligned, _ = align_orientations(result.quats, truth_quats)
+        aligned, _ = align_orientations(quats, truth_quats)
         out.quats = aligned
         out.errors_deg = np.degrees(geodesic_distance(aligned, truth_quats))
         out.distance_errors = distance_errors_deg(embeddings, np.asarray(truth_quats))
-    elif settings["reconstruct"]:
+    elif settings["reconstruct"] and not settings["refine"]:
         log.warning(
             "No true orientations: the reconstruction uses the recovered orientations as they are, "
             "which distances define only up to a global transform; it may be distorted."
