@@ -70,7 +70,7 @@ def test_projection_matching_reduces_the_error(projections):
     before = errors_deg(start, truth)
     progress = []
     refined, history = run_job(refine_orientations(projections.images, start, 5.0,
-                                                   schedule=((4.0, 15.0, 2), (2.0, 12.0, 2), (1.0, 12.0, 1))),
+                                                   schedule=(("local", 4.0, 15.0, 2), ("local", 2.0, 12.0, 2), ("local", 1.0, 12.0, 1))),
                                on_progress=progress.append)
     after = errors_deg(refined, truth)
     assert before.mean() > 6.0
@@ -78,5 +78,27 @@ def test_projection_matching_reduces_the_error(projections):
     assert [h["step_deg"] for h in history] == [4.0, 4.0, 2.0, 2.0, 1.0] and history[0]["moved"] > 100
     assert progress[-1].done == progress[-1].total == 5
     # a schedule finer than the pixels allow is clamped to 2.5 pixels, not refused
-    _, clamped = run_job(refine_orientations(projections.images, refined, 5.0, schedule=((1.0, 2.0, 1),)))
+    _, clamped = run_job(refine_orientations(projections.images, refined, 5.0, schedule=(("local", 1.0, 2.0, 1),)))
     assert clamped[0]["resolution_A"] == pytest.approx(12.5)
+
+
+def test_global_pass_brings_back_orientations_far_off(projections):
+    from tomolens.orient.refine import global_grid
+
+    grid = global_grid(15.0)
+    # the grid covers SO(3): every random rotation has a grid point within about the step
+    probe = Rotation.random(200, random_state=np.random.default_rng(0)).as_quat()
+    nearest = np.degrees(geodesic_distance(probe[:, None], Rotation.from_matrix(grid).as_quat()[None]).min(axis=1))
+    assert nearest.max() < 15.0
+    truth = projections.quats
+    rng = np.random.default_rng(5)
+    start = (Rotation.from_rotvec(rng.normal(size=(len(truth), 3)) * np.radians(2.0)) * Rotation.from_quat(truth)).as_quat()
+    lost = rng.choice(len(truth), 60, replace=False)  # a fifth of them anywhere at all
+    start[lost] = Rotation.random(60, random_state=rng).as_quat()
+    schedule = (("global", 15.0, 15.0, 1), ("local", 6.0, 15.0, 2), ("local", 3.0, 12.0, 1))
+    local_only, _ = run_job(refine_orientations(projections.images, start, 5.0, schedule=schedule[1:]))
+    refined, history = run_job(refine_orientations(projections.images, start, 5.0, schedule=schedule))
+    assert history[0]["mode"] == "global" and history[0]["moved"] >= 40
+    assert np.median(errors_deg(refined, truth)[lost]) < 6.0 < np.median(errors_deg(local_only, truth)[lost])
+    with pytest.raises(ValueError, match="'local' or 'global'"):
+        run_job(refine_orientations(projections.images, start, 5.0, schedule=(("everywhere", 5.0, 15.0, 1),)))

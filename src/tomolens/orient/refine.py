@@ -47,9 +47,11 @@ FINEST = 2.5
 #: Steps (degrees) of the local search that polishes the frame found on the grid.
 LOCAL_STEPS_DEG = (6.0, 3.0, 3.0, 1.5, 1.5)
 
-#: Projection-matching passes: (step δ in degrees, resolution limit in Å, passes).
-REFINE_SCHEDULE: tuple[tuple[float, float, int], ...] = ((6.0, 20.0, 2), (3.0, 15.0, 2), (1.5, 12.0, 1),
-                                                           (0.75, 10.0, 1))
+#: Projection-matching passes: (mode, step in degrees, resolution limit in Å, passes); see
+#: :func:`refine_orientations`.
+REFINE_SCHEDULE: tuple[tuple[str, float, float, int], ...] = (
+    ("global", 10.0, 20.0, 1), ("local", 6.0, 20.0, 2), ("global", 10.0, 15.0, 1), ("local", 3.0, 15.0, 2),
+    ("local", 1.5, 12.0, 1), ("local", 0.75, 10.0, 1))
 
 
 def _centred_fft2(images: np.ndarray, m: int) -> np.ndarray:
@@ -199,30 +201,75 @@ def _rotation_grid(step_rad: float) -> np.ndarray:
     return Rotation.from_rotvec(grid * step_rad).as_matrix()
 
 
-def _match_pass(images_ft: np.ndarray, mats: np.ndarray, spectrum: np.ndarray, plane: np.ndarray,
-                candidates: np.ndarray, batch: int):
-    """One projection-matching pass; returns the new matrices and how many moved."""
+def _slices(spec, mats: np.ndarray, plane: np.ndarray):
+    """Central slices of a 3D spectrum (torch (1, 2, m, m, m)) at orientations: (2, len(mats), P)."""
     import torch
 
-    m = spectrum.shape[0]
-    half = m // 2
-    spec = torch.from_numpy(np.stack([spectrum.real, spectrum.imag])[None].astype(np.float32))  # (1, 2, m, m, m)
-    ft = torch.from_numpy(np.stack([images_ft.real, images_ft.imag], axis=1).astype(np.float32))  # (N, 2, P)
+    m = spec.shape[-1]
+    xyz = np.einsum("bji,jp->bpi", mats, plane)  # Aᵀ k as (x, y, z): grid_sample's order
+    grid = torch.from_numpy(((xyz + m // 2) / (m - 1) * 2 - 1).astype(np.float32)).reshape(1, 1, 1, -1, 3)
+    out = torch.nn.functional.grid_sample(spec, grid, mode="bilinear", align_corners=True)
+    return out.reshape(2, len(mats), -1)
+
+
+def _unit(slices):
+    """Slices (2, K, P) scaled to unit norm over (real, imaginary, points)."""
+    import torch
+
+    return slices / torch.sqrt((slices**2).sum(dim=(0, 2), keepdim=True) + 1e-12)
+
+
+def global_grid(step_deg: float) -> np.ndarray:
+    """Orientations covering SO(3) about ``step_deg`` apart: (K, 3, 3) matrices.
+
+    Viewing directions ``Aᵀ e_z`` on a Fibonacci sphere (about 4π/step² of them) × in-plane
+    angles every ``step_deg``.
+    """
+    step = np.radians(step_deg)
+    directions = _fibonacci_sphere(max(8, int(round(4 * np.pi / step**2))))
+    to_z = np.stack([_rotation_to_ez(u) for u in directions])  # R u = e_z, so (Rz R)ᵀ e_z = u
+    in_plane = Rotation.from_euler("z", np.arange(0.0, 2 * np.pi, step)[:, None]).as_matrix()
+    return np.einsum("aij,djk->daik", in_plane, to_z).reshape(-1, 3, 3)
+
+
+def _match_pass(images_ft: np.ndarray, mats: np.ndarray, spec, plane: np.ndarray,
+                candidates: np.ndarray, batch: int):
+    """Local projection matching: each orientation to the best of ``Δ A`` (Δ in candidates)."""
+    import torch
+
+    ft = torch.from_numpy(np.stack([images_ft.real, images_ft.imag]).astype(np.float32))  # (2, N, P)
     out = mats.copy()
     moved = 0
     centre = len(candidates) // 2
     for start in range(0, len(mats), batch):
         cur = mats[start : start + batch]
         cand = np.einsum("cij,bjk->bcik", candidates, cur).reshape(-1, 3, 3)  # Δ A
-        xyz = np.einsum("bji,jp->bpi", cand, plane)  # Aᵀ k as (x, y, z): grid_sample's order
-        grid = torch.from_numpy(((xyz + half) / (m - 1) * 2 - 1).astype(np.float32)).reshape(1, 1, 1, -1, 3)
-        slices = torch.nn.functional.grid_sample(spec, grid, mode="bilinear", align_corners=True)
-        slices = slices.reshape(2, len(cur), len(candidates), -1)
-        img = ft[start : start + batch].permute(1, 0, 2)[:, :, None, :]  # (2, b, 1, P)
-        score = (slices * img).sum(dim=(0, 3)) / torch.sqrt((slices**2).sum(dim=(0, 3)) + 1e-12)
+        slices = _unit(_slices(spec, cand, plane)).reshape(2, len(cur), len(candidates), -1)
+        score = (slices * ft[:, start : start + batch, None, :]).sum(dim=(0, 3))
         best = score.argmax(dim=1).numpy()
         moved += int(np.sum(best != centre))
         out[start : start + batch] = cand.reshape(len(cur), len(candidates), 3, 3)[np.arange(len(cur)), best]
+    return out, moved
+
+
+def _global_pass(images_ft: np.ndarray, mats: np.ndarray, spec, plane: np.ndarray, grid: np.ndarray,
+                 batch: int = 500):
+    """Global projection matching: an orientation moves to the best of ``grid`` if that scores higher."""
+    import torch
+
+    ft = torch.from_numpy(np.concatenate([images_ft.real, images_ft.imag], axis=1).astype(np.float32))  # (N, 2P)
+    refs = _unit(torch.cat([_slices(spec, grid[i : i + 2000], plane) for i in range(0, len(grid), 2000)], dim=1))
+    refs = refs.permute(0, 2, 1).reshape(-1, len(grid))  # (2P, K), rows real then imaginary like ft
+    current = _unit(_slices(spec, mats, plane))
+    current_score = (current.permute(1, 0, 2).reshape(len(mats), -1) * ft).sum(dim=1)
+    out = mats.copy()
+    moved = 0
+    for start in range(0, len(mats), batch):
+        score, best = (ft[start : start + batch] @ refs).max(dim=1)
+        better = (score > current_score[start : start + batch]).numpy()
+        idx = np.flatnonzero(better) + start
+        out[idx] = grid[best.numpy()[better]]
+        moved += int(better.sum())
     return out, moved
 
 
@@ -230,7 +277,7 @@ def refine_orientations(
     images: np.ndarray,
     quats: np.ndarray,
     pixel_size_A: float,
-    schedule: Sequence[tuple[float, float, int]] = REFINE_SCHEDULE,
+    schedule: Sequence[tuple[str, float, float, int]] = REFINE_SCHEDULE,
     pad_factor: float = 1.0,
     batch: int = 100,
 ) -> Generator[Progress, None, tuple[np.ndarray, list[dict]]]:
@@ -245,10 +292,13 @@ def refine_orientations(
         :func:`fix_frame`, or aligned to a known truth).
     pixel_size_A : float
         Pixel size, Å.
-    schedule : sequence of (step_deg, resolution_A, passes)
-        Each pass reconstructs, then moves every orientation to the best of the 27 rotations
-        ``Δ A`` with ``Δ`` on a grid of rotation vectors of spacing ``step_deg``, scored up
-        to ``resolution_A`` (at most :data:`FINEST` pixels).
+    schedule : sequence of (mode, step_deg, resolution_A, passes)
+        Each pass reconstructs, then scores candidate orientations up to ``resolution_A``
+        (at most :data:`FINEST` pixels).  ``"local"``: every orientation moves to the best of
+        the 27 rotations ``Δ A`` with ``Δ`` on a grid of rotation vectors of spacing
+        ``step_deg``.  ``"global"``: an orientation moves to the best of
+        :func:`global_grid` (``step_deg`` apart over all of SO(3)) when that beats it, which
+        brings back orientations too far off for local steps.
     pad_factor : float
         Zero padding of reconstruction and slices (1 is enough for matching).
     batch : int
@@ -270,10 +320,14 @@ def refine_orientations(
     a = half - n // 2
     k = np.arange(m, dtype=np.float64) - half
     ky, kx = np.meshgrid(k, k, indexing="ij")
-    passes = [(step, res) for step, res, count in schedule for _ in range(int(count))]
+    import torch
+
+    passes = [(mode, step, res) for mode, step, res, count in schedule for _ in range(int(count))]
+    if any(mode not in ("local", "global") for mode, _, _ in passes):
+        raise ValueError(f"Refinement passes are 'local' or 'global'; got {[p[0] for p in passes]}.")
     history = []
     spectra = _centred_fft2(images, m)
-    for p, (step, resolution) in enumerate(passes):
+    for p, (mode, step, resolution) in enumerate(passes):
         resolution = max(resolution, FINEST * pixel_size_A)
         quats_now = canonical(Rotation.from_matrix(mats).as_quat())
         volume = yield from relay(reconstruct_fourier(images, quats_now, pad_factor=pad_factor), lambda _s, p=p: Progress(
@@ -283,9 +337,14 @@ def refine_orientations(
         spectrum = np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(padded)))
         disc = (kx**2 + ky**2) <= (m * pixel_size_A / resolution) ** 2
         plane = np.stack([kx[disc], ky[disc], np.zeros(int(disc.sum()))])
-        mats, moved = _match_pass(spectra[:, disc], mats, spectrum, plane, _rotation_grid(np.radians(step)), batch)
-        history.append({"step_deg": step, "resolution_A": resolution, "moved": moved})
-        log.info("refinement pass %d: step %.2f°, %.0f Å, %d of %d moved", p + 1, step, resolution, moved, n_img)
+        spec = torch.from_numpy(np.stack([spectrum.real, spectrum.imag])[None].astype(np.float32))
+        if mode == "global":
+            mats, moved = _global_pass(spectra[:, disc], mats, spec, plane, global_grid(step))
+        else:
+            mats, moved = _match_pass(spectra[:, disc], mats, spec, plane, _rotation_grid(np.radians(step)), batch)
+        history.append({"mode": mode, "step_deg": step, "resolution_A": resolution, "moved": moved})
+        log.info("refinement pass %d (%s): step %.2f°, %.0f Å, %d of %d moved", p + 1, mode, step, resolution,
+                 moved, n_img)
         yield Progress(p + 1, len(passes), f"projection matching: pass {p + 1} of {len(passes)} ({moved} moved)")
     return canonical(Rotation.from_matrix(mats).as_quat()), history
 
