@@ -234,7 +234,7 @@ def global_grid(step_deg: float) -> np.ndarray:
 
 def _match_pass(images_ft: np.ndarray, mats: np.ndarray, spec, plane: np.ndarray,
                 candidates: np.ndarray, batch: int):
-    """Local projection matching: each orientation to the best of ``Δ A`` (Δ in candidates)."""
+    """Local projection matching (job): each orientation to the best of ``Δ A`` (Δ in candidates)."""
     import torch
 
     ft = torch.from_numpy(np.stack([images_ft.real, images_ft.imag]).astype(np.float32))  # (2, N, P)
@@ -249,12 +249,13 @@ def _match_pass(images_ft: np.ndarray, mats: np.ndarray, spec, plane: np.ndarray
         best = score.argmax(dim=1).numpy()
         moved += int(np.sum(best != centre))
         out[start : start + batch] = cand.reshape(len(cur), len(candidates), 3, 3)[np.arange(len(cur)), best]
+        yield Progress(start + len(cur), len(mats), "local matching")
     return out, moved
 
 
 def _global_pass(images_ft: np.ndarray, mats: np.ndarray, spec, plane: np.ndarray, grid: np.ndarray,
                  batch: int = 500):
-    """Global projection matching: an orientation moves to the best of ``grid`` if that scores higher."""
+    """Global projection matching (job): an orientation moves to the best of ``grid`` if that scores higher."""
     import torch
 
     ft = torch.from_numpy(np.concatenate([images_ft.real, images_ft.imag], axis=1).astype(np.float32))  # (N, 2P)
@@ -270,6 +271,7 @@ def _global_pass(images_ft: np.ndarray, mats: np.ndarray, spec, plane: np.ndarra
         idx = np.flatnonzero(better) + start
         out[idx] = grid[best.numpy()[better]]
         moved += int(better.sum())
+        yield Progress(min(start + batch, len(mats)), len(mats), "global matching")
     return out, moved
 
 
@@ -338,10 +340,10 @@ def refine_orientations(
         disc = (kx**2 + ky**2) <= (m * pixel_size_A / resolution) ** 2
         plane = np.stack([kx[disc], ky[disc], np.zeros(int(disc.sum()))])
         spec = torch.from_numpy(np.stack([spectrum.real, spectrum.imag])[None].astype(np.float32))
-        if mode == "global":
-            mats, moved = _global_pass(spectra[:, disc], mats, spec, plane, global_grid(step))
-        else:
-            mats, moved = _match_pass(spectra[:, disc], mats, spec, plane, _rotation_grid(np.radians(step)), batch)
+        match = (_global_pass(spectra[:, disc], mats, spec, plane, global_grid(step)) if mode == "global" else
+                 _match_pass(spectra[:, disc], mats, spec, plane, _rotation_grid(np.radians(step)), batch))
+        mats, moved = yield from relay(match, lambda s, p=p, mode=mode: Progress(
+            p, len(passes), f"projection matching: pass {p + 1} of {len(passes)}, {mode} ({s.done}/{s.total})"))
         history.append({"mode": mode, "step_deg": step, "resolution_A": resolution, "moved": moved})
         log.info("refinement pass %d (%s): step %.2f°, %.0f Å, %d of %d moved", p + 1, mode, step, resolution,
                  moved, n_img)
