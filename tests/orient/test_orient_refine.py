@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
@@ -24,6 +25,7 @@ def blob_map(n: int = 32, seed: int = 1) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def projections():
+    torch.set_num_threads(1)
     return run_job(simulate_projections(blob_map(), 5.0, 300, seed=7, snr=1.0))
 
 
@@ -76,7 +78,7 @@ def test_projection_matching_reduces_the_error(projections):
     assert before.mean() > 6.0
     assert after.mean() < 0.5 * before.mean() and np.median(after) < 4.0
     assert [h["step_deg"] for h in history] == [4.0, 4.0, 2.0, 2.0, 1.0] and history[0]["moved"] > 100
-    assert progress[-1].done == progress[-1].total == 5
+    assert progress[-1].done == progress[-1].total == 5000 and len({q.done for q in progress}) > 20
     # a schedule finer than the pixels allow is clamped to 2.5 pixels, not refused
     _, clamped = run_job(refine_orientations(projections.images, refined, 5.0, schedule=(("local", 1.0, 2.0, 1),)))
     assert clamped[0]["resolution_A"] == pytest.approx(12.5)
@@ -102,3 +104,45 @@ def test_global_pass_brings_back_orientations_far_off(projections):
     assert np.median(errors_deg(refined, truth)[lost]) < 6.0 < np.median(errors_deg(local_only, truth)[lost])
     with pytest.raises(ValueError, match="'local' or 'global'"):
         run_job(refine_orientations(projections.images, start, 5.0, schedule=(("everywhere", 5.0, 15.0, 1),)))
+
+
+def test_odd_boxes_offsets_and_blank_images(projections):
+    from tomolens.orient.reconstruct import reconstruct_fourier
+
+    truth = projections.quats
+    rng = np.random.default_rng(8)
+    start = (Rotation.from_rotvec(rng.normal(size=(len(truth), 3)) * np.radians(5.0)) * Rotation.from_quat(truth)).as_quat()
+    schedule = (("local", 4.0, 15.0, 2), ("local", 2.0, 12.0, 1))
+    clean, _ = run_job(refine_orientations(projections.images, start, 5.0, schedule=schedule))
+    # a constant added to every image (an unknown mean, as in real data) changes nothing
+    offset, _ = run_job(refine_orientations(projections.images + 5.0, start, 5.0, schedule=schedule))
+    assert errors_deg(offset, truth).mean() < errors_deg(clean, truth).mean() + 0.5 < errors_deg(start, truth).mean()
+    # a box of 33 (n ≡ 1 mod 4) pads to an even FFT size ≥ n at pad factor 1
+    odd = np.pad(projections.images[:40], ((0, 0), (0, 1), (0, 1)))
+    assert run_job(reconstruct_fourier(odd, truth[:40], pad_factor=1.0)).shape == (33, 33, 33)
+    run_job(refine_orientations(odd, truth[:40], 5.0, schedule=(("local", 2.0, 15.0, 1),)))
+    # blank images: every score ties, and nothing moves (the input wins ties)
+    blank = np.zeros((20, 32, 32), np.float32)
+    same, history = run_job(refine_orientations(blank, truth[:20], 5.0, schedule=(("local", 4.0, 15.0, 1),)))
+    assert history[0]["moved"] == 0 and errors_deg(same, truth[:20]).max() < 1e-3
+    fixed, info = run_job(fix_frame(blank, truth[:20], 5.0, n_pairs=50, n_directions=20))
+    assert np.degrees(geodesic_distance(fixed, canonical(truth[:20]))).max() < 1e-3
+    with pytest.raises(ValueError, match="one orientation per image"):
+        run_job(fix_frame(projections.images, truth[:-1], 5.0))
+    with pytest.raises(ValueError, match="one orientation per image"):
+        run_job(refine_orientations(projections.images, truth[:-1], 5.0))
+
+
+def test_pipeline_with_and_without_refinement(projections):
+    from tomolens.orient.pipeline import recover_from_stack
+
+    values = {"recover_steps": 30, "pairs_per_step": 2000, "n_anchors": 50, "reconstruct": False}
+    plain = run_job(recover_from_stack(projections.images, 5.0, {**values, "refine": False}, projections.quats))
+    assert plain.errors_before_refinement_deg is None and plain.refinement == {}
+    assert "refinement" not in plain.timings_s
+    refined = run_job(recover_from_stack(projections.images, 5.0, values, projections.quats))
+    # the same recovery underneath, then the frame and projection matching improve on it
+    np.testing.assert_allclose(refined.errors_before_refinement_deg, plain.errors_deg, atol=1e-6)
+    assert refined.errors_deg.mean() < plain.errors_deg.mean()
+    assert {"frame", "refinement"} <= set(refined.timings_s) and len(refined.refinement["passes"]) == 8
+    assert "before refinement" in refined.summary()

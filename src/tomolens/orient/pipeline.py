@@ -197,8 +197,7 @@ def recover_from_stack(
         quats, frame = yield from fix_frame(images, quats, float(pixel_size_A), seed=settings["seed"])
         timings["frame"] = time.monotonic() - t0
         t0 = time.monotonic()
-        with torch.inference_mode(False):
-            quats, passes = yield from refine_orientations(images, quats, float(pixel_size_A))
+        quats, passes = yield from refine_orientations(images, quats, float(pixel_size_A))
         timings["refinement"] = time.monotonic() - t0
         out.quats, out.refinement = quats, {"frame": frame, "passes": passes}
     if truth_quats is not None:

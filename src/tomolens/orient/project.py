@@ -72,10 +72,43 @@ def pad_to_cube(volume: np.ndarray) -> np.ndarray:
     return out
 
 
+def padded_size(n: int, pad_factor: float) -> int:
+    """FFT size of a box of n zero-padded by ``pad_factor``: about ``pad_factor·n``, even, and ≥ n."""
+    return max(n + n % 2, int(2 * round(pad_factor * n / 2)))
+
+
+def fourier_plane(m: int, radius: float, min_radius: float = 0.0):
+    """The central plane of a centred m×m Fourier grid between two radii (grid units).
+
+    Returns
+    -------
+    kx, ky : ndarray, float64, shape (m, m)
+        Frequencies of the centred grid (origin at m // 2).
+    disc : ndarray, bool, shape (m, m)
+        ``min_radius ≤ |k| < radius``.
+    plane : ndarray, float64, shape (3, P)
+        The disc's points as (x, y, z = 0) rows, P = disc.sum().
+    """
+    k = np.arange(m, dtype=np.float64) - m // 2
+    ky, kx = np.meshgrid(k, k, indexing="ij")
+    k2 = kx**2 + ky**2
+    disc = (k2 < radius**2) & (k2 >= min_radius**2)
+    return kx, ky, disc, np.stack([kx[disc], ky[disc], np.zeros(int(disc.sum()))])
+
+
+def centred_fft2(images: np.ndarray, m: int) -> np.ndarray:
+    """Centred 2D FFTs of images (N, n, n) zero-padded to m×m (pixel n//2 on the origin), complex."""
+    n = images.shape[1]
+    a = m // 2 - n // 2
+    padded = np.zeros((len(images), m, m), np.float32)
+    padded[:, a : a + n, a : a + n] = images
+    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(padded, axes=(1, 2))), axes=(1, 2))
+
+
 def centred_fft3(volume: np.ndarray, pad_factor: float = 2.0) -> np.ndarray:
-    """Centred 3D FFT of a cube zero-padded to ``m = round(pad_factor·n)`` (even), complex64."""
+    """Centred 3D FFT of a cube zero-padded to ``m = padded_size(n, pad_factor)``, complex64."""
     n = volume.shape[0]
-    m = int(2 * round(pad_factor * n / 2))
+    m = padded_size(n, pad_factor)
     padded = np.zeros((m, m, m), np.float32)
     a = m // 2 - n // 2  # the cube's centre voxel n//2 lands on the FFT origin m//2
     padded[a : a + n, a : a + n, a : a + n] = volume
@@ -135,10 +168,7 @@ def project_map(
     spectrum = centred_fft3(cube, pad_factor)
     m = spectrum.shape[0]
     half = m // 2
-    k = np.arange(m, dtype=np.float64) - half
-    ky, kx = np.meshgrid(k, k, indexing="ij")
-    inside = (kx**2 + ky**2) < (0.5 * m) ** 2  # the Nyquist disc: nothing outside it is sampled
-    plane = np.stack([kx[inside], ky[inside], np.zeros(int(inside.sum()))], axis=0)  # (3, P) xyz
+    kx, ky, inside, plane = fourier_plane(m, 0.5 * m)  # the Nyquist disc: nothing outside it is sampled
     mats = matrices(quats)
     total = len(mats)
     out = np.empty((total, n, n), np.float32)
@@ -215,7 +245,7 @@ def simulate_projections(
     cube = pad_to_cube(volume)
     ctf = None
     if defocus_A:
-        m = int(2 * round(pad_factor * cube.shape[0] / 2))
+        m = padded_size(cube.shape[0], pad_factor)
         defoci = rng.uniform(0.8, 1.2, n_projections) * defocus_A
         ctf = np.stack([ctf_2d(m, voxel_size_A, d) for d in defoci])
     shifts_px = None if shifts_A is None else shifts_A / voxel_size_A

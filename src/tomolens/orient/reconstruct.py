@@ -16,6 +16,7 @@ import numpy as np
 
 from tomolens.jobs import Progress
 from tomolens.orient.files import check_stack
+from tomolens.orient.project import centred_fft2, fourier_plane, padded_size
 from tomolens.orient.rotations import matrices
 
 log = logging.getLogger(__name__)
@@ -56,13 +57,10 @@ def reconstruct_fourier(
     if len(quats) != len(images):
         raise ValueError(f"{len(images)} images but {len(quats)} orientations; give one orientation per image.")
     n_img, n, _ = images.shape
-    m = int(2 * round(pad_factor * n / 2))
+    m = padded_size(n, pad_factor)
     half = m // 2
     a0 = half - n // 2
-    k = np.arange(m, dtype=np.float64) - half
-    ky, kx = np.meshgrid(k, k, indexing="ij")
-    inside = (kx**2 + ky**2) < (0.5 * m - 2) ** 2
-    plane = np.stack([kx[inside], ky[inside], np.zeros(int(inside.sum()))])  # (3, P) xyz
+    kx, ky, inside, plane = fourier_plane(m, 0.5 * m - 2)
     mats = matrices(quats)
     size = m**3
     acc_re = np.zeros(size)
@@ -70,9 +68,7 @@ def reconstruct_fourier(
     acc_w = np.zeros(size)
     for start in range(0, n_img, batch):
         stop = min(n_img, start + batch)
-        padded = np.zeros((stop - start, m, m), np.float32)
-        padded[:, a0 : a0 + n, a0 : a0 + n] = images[start:stop]
-        spec = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(padded, axes=(1, 2))), axes=(1, 2))
+        spec = centred_fft2(images[start:stop], m)
         if shifts_px is not None:
             sx = shifts_px[start:stop, 0][:, None, None]
             sy = shifts_px[start:stop, 1][:, None, None]

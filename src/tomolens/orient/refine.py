@@ -16,11 +16,17 @@ blurred.  Two steps that use the images themselves follow the recovery:
    single-particle reconstruction (a mirrored map with mirrored orientations scores the
    same).
 2. :func:`refine_orientations` — projection matching, the classical refinement of
-   single-particle analysis: reconstruct from the current orientations, then move each
+   single-particle analysis: reconstruct from the current orientations, then score
+   candidate orientations by the normalised correlation of each image's Fourier transform
+   with the map's central slice within a resolution limit.  *Global* passes try a grid
+   over all of SO(3) and move an orientation only when the grid's best beats it (this
+   brings back orientations too far off for small steps); *local* passes move each
    orientation to the best of 27 small rotations around it (a 3×3×3 grid of rotation
-   vectors of step ``δ``), scored by the normalised correlation of the image's Fourier
-   transform with the map's central slice within a resolution limit; δ shrinks and the
-   resolution limit rises over the passes (:data:`REFINE_SCHEDULE`).
+   vectors of step ``δ``; it stays unless another scores strictly higher).  δ shrinks
+   and the resolution limit rises over the passes (:data:`REFINE_SCHEDULE`).
+
+Images are compared without their mean (the zero frequency and the lowest ring are left
+out), and at least :data:`MIN_RADIUS` Fourier pixels are always compared.
 
 In-plane shifts are not refined (the projections are assumed centred, as in the paper's
 benchmark) and no CTF is modelled.
@@ -36,6 +42,8 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from tomolens.jobs import Progress, relay
+from tomolens.orient.files import check_stack
+from tomolens.orient.project import centred_fft2, fourier_plane, padded_size
 from tomolens.orient.rotations import canonical, matrices
 
 log = logging.getLogger(__name__)
@@ -43,6 +51,13 @@ log = logging.getLogger(__name__)
 #: Finest resolution compared, in pixels (2 = Nyquist): limits of a schedule or of the frame
 #: search finer than this × the pixel size are raised to it.
 FINEST = 2.5
+
+#: Fewest Fourier pixels compared along a radius: coarser resolution limits are lowered to it.
+MIN_RADIUS = 4.0
+
+#: Frequencies below this radius (Fourier pixels) are not compared (the images' mean and
+#: the slowest ring carry no orientation information).
+LOW_CUT = 1.5
 
 #: Steps (degrees) of the local search that polishes the frame found on the grid.
 LOCAL_STEPS_DEG = (6.0, 3.0, 3.0, 1.5, 1.5)
@@ -52,15 +67,6 @@ LOCAL_STEPS_DEG = (6.0, 3.0, 3.0, 1.5, 1.5)
 REFINE_SCHEDULE: tuple[tuple[str, float, float, int], ...] = (
     ("global", 10.0, 20.0, 1), ("local", 6.0, 20.0, 2), ("global", 10.0, 15.0, 1), ("local", 3.0, 15.0, 2),
     ("local", 1.5, 12.0, 1), ("local", 0.75, 10.0, 1))
-
-
-def _centred_fft2(images: np.ndarray, m: int) -> np.ndarray:
-    """Centred 2D FFTs of images (N, n, n) zero-padded to m×m (image centre on the origin)."""
-    n = images.shape[1]
-    a = m // 2 - n // 2
-    padded = np.zeros((len(images), m, m), np.float32)
-    padded[:, a : a + n, a : a + n] = images
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(padded, axes=(1, 2))), axes=(1, 2))
 
 
 def _fibonacci_sphere(k: int) -> np.ndarray:
@@ -78,18 +84,30 @@ def _rotation_to_ez(u: np.ndarray) -> np.ndarray:
     return rot.as_matrix()
 
 
+def _radius(m: int, pixel_size_A: float, resolution_A: float) -> float:
+    """Fourier radius (pixels of an m grid) of a resolution limit, within [MIN_RADIUS, m / FINEST]."""
+    return float(np.clip(m * pixel_size_A / resolution_A, MIN_RADIUS, m / FINEST))
+
+
+def _zero_mean(images: np.ndarray) -> np.ndarray:
+    """Images (N, n, n) minus each one's mean, float32."""
+    images = np.asarray(images, np.float32)
+    return images - images.mean(axis=(1, 2), keepdims=True)
+
+
 def _central_lines(images: np.ndarray, pixel_size_A: float, resolution_A: float, n_angles: int) -> np.ndarray:
     """Unit-norm central half-lines of the images' Fourier transforms, (N, n_angles, R) complex64."""
     n = images.shape[1]
     m = 2 * n
     half = m // 2
-    radii = np.arange(2, max(3, int(m * pixel_size_A / max(resolution_A, FINEST * pixel_size_A))) + 1)
+    radius = _radius(m, pixel_size_A, resolution_A)
+    radii = np.arange(2, int(radius) + 1)
     angles = np.arange(n_angles) * 2 * np.pi / n_angles
     xs = half + radii[None] * np.cos(angles)[:, None]
     ys = half + radii[None] * np.sin(angles)[:, None]
     lines = np.empty((len(images), n_angles, len(radii)), np.complex64)
     for start in range(0, len(images), 200):
-        spec = _centred_fft2(images[start : start + 200] - images[start : start + 200].mean(axis=(1, 2), keepdims=True), m)
+        spec = centred_fft2(_zero_mean(images[start : start + 200]), m)
         for i, f in enumerate(spec):
             lines[start + i] = (ndimage.map_coordinates(f.real, [ys, xs], order=1)
                                 + 1j * ndimage.map_coordinates(f.imag, [ys, xs], order=1))
@@ -142,30 +160,44 @@ def fix_frame(
         Random image pairs scored.
     n_directions, n_angles : int
         Candidate grid: viewing directions ``Lᵀ e_z`` (Fibonacci sphere) × in-plane angles.
+    seed : int
+        Seed of the pair sample.
 
     Returns
     -------
     quats : ndarray, shape (N, 4)
-        ``L A_i`` or ``L A_iᵀ``, whichever scores best (canonical).
+        ``L A_i`` or ``L A_iᵀ``, whichever scores best — the input itself when nothing beats
+        it (canonical).
     info : dict
         ``score`` (best mean line correlation), ``score_before``, ``transposed``.
+
+    Raises
+    ------
+    ValueError
+        Not a stack of at least 10 square images, or not one orientation per image.
     """
+    images = check_stack(images, "the projections")
+    mats_all = matrices(quats)
     n_img = len(images)
-    if n_img < 3:
-        raise ValueError(f"Fixing the frame by common lines needs at least 3 projections; got {n_img}.")
+    if len(mats_all) != n_img:
+        raise ValueError(f"{n_img} images but {len(mats_all)} orientations; give one orientation per image.")
     rng = np.random.default_rng(seed)
+    n_pairs = min(n_pairs, n_img * (n_img - 1) // 2)  # small stacks: about as many draws as distinct pairs
     first, second = rng.integers(0, n_img, n_pairs), rng.integers(0, n_img, n_pairs)
     keep = first != second
-    first, second = first[keep], second[keep]
-    lines = _central_lines(images, pixel_size_A, resolution_A, n_angles)
+    # only the images of the sampled pairs are needed: index them 0..U-1
+    used, inverse = np.unique(np.concatenate([first[keep], second[keep]]), return_inverse=True)
+    first, second = np.split(inverse, 2)
+    lines = _central_lines(images[used], pixel_size_A, resolution_A, n_angles)
+    mats = mats_all[used]
+    total = 2 * n_directions + len(LOCAL_STEPS_DEG)
+    yield Progress(0, total, "common lines")
     # correlation of every angle pair of every image pair: (P, n_angles, n_angles)
-    table = np.einsum("par,pbr->pab", lines[first], np.conj(lines[second])).real.astype(np.float32)
-    yield Progress(0, 2 * n_directions, "common lines")
-    mats = matrices(quats)
+    table = np.matmul(lines[first], np.conj(lines[second]).transpose(0, 2, 1)).real.astype(np.float32)
     before = common_line_score(lines, mats, first, second)
     shifts = np.arange(n_angles)
     rows = np.arange(len(first))[None]
-    best = (-np.inf, None, False)
+    best = (before, np.eye(3), False)  # the input is a candidate too
     directions = _fibonacci_sphere(n_directions)
     for b, transposed in enumerate((False, True)):
         base = np.transpose(mats, (0, 2, 1)) if transposed else mats
@@ -179,25 +211,28 @@ def fix_frame(
             if scores[k] > best[0]:
                 phi = k * 2 * np.pi / n_angles
                 best = (float(scores[k]), Rotation.from_euler("z", phi).as_matrix() @ left, transposed)
-            if d % 20 == 0:
-                yield Progress(b * n_directions + d + 1, 2 * n_directions, "common lines: searching the frame")
+            if d % 20 == 0 or d == n_directions - 1:
+                yield Progress(b * n_directions + d + 1, total, "common lines: searching the frame")
     score, left, transposed = best
     base = np.transpose(mats, (0, 2, 1)) if transposed else mats
-    # polish L around the grid's best: 27 small rotations ΔL per round, steps halving
-    for step in LOCAL_STEPS_DEG:
+    # polish L around the best so far: 27 small rotations ΔL per round (the first is ΔL = L)
+    for r, step in enumerate(LOCAL_STEPS_DEG):
         candidates = _rotation_grid(np.radians(step)) @ left
         scores = [common_line_score(lines, c[None] @ base, first, second) for c in candidates]
         k = int(np.argmax(scores))
         if scores[k] > score:
             score, left = float(scores[k]), candidates[k]
-    fixed = canonical(Rotation.from_matrix(left[None] @ base).as_quat())
+        yield Progress(2 * n_directions + r + 1, total, "common lines: polishing the frame")
+    base_all = np.transpose(mats_all, (0, 2, 1)) if transposed else mats_all
+    fixed = canonical(Rotation.from_matrix(left[None] @ base_all).as_quat())
     log.info("frame from common lines: score %.4f (before %.4f), transposed %s", score, before, transposed)
-    return fixed, {"score": score, "score_before": before, "transposed": transposed}
+    return fixed, {"score": score, "score_before": float(before), "transposed": transposed}
 
 
 def _rotation_grid(step_rad: float) -> np.ndarray:
-    """27 rotation matrices: rotation vectors on a 3×3×3 grid of spacing ``step_rad`` (centre = identity)."""
+    """27 rotation matrices: rotation vectors on a 3×3×3 grid of spacing ``step_rad``, the identity first."""
     grid = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    grid = grid[np.argsort(np.abs(grid).sum(axis=1), kind="stable")]  # (0, 0, 0) first
     return Rotation.from_rotvec(grid * step_rad).as_matrix()
 
 
@@ -233,45 +268,50 @@ def global_grid(step_deg: float) -> np.ndarray:
 
 
 def _match_pass(images_ft: np.ndarray, mats: np.ndarray, spec, plane: np.ndarray,
-                candidates: np.ndarray, batch: int):
-    """Local projection matching (job): each orientation to the best of ``Δ A`` (Δ in candidates)."""
+                candidates: np.ndarray, batch: int) -> Generator[Progress, None, tuple[np.ndarray, int]]:
+    """Local projection matching (job): each orientation to the best of ``Δ A`` (Δ in candidates).
+
+    ``candidates[0]`` is the identity: an orientation stays unless another scores strictly higher.
+    """
     import torch
 
-    ft = torch.from_numpy(np.stack([images_ft.real, images_ft.imag]).astype(np.float32))  # (2, N, P)
     out = mats.copy()
     moved = 0
-    centre = len(candidates) // 2
     for start in range(0, len(mats), batch):
         cur = mats[start : start + batch]
+        ft = torch.from_numpy(np.stack([images_ft[start : start + batch].real, images_ft[start : start + batch].imag]))
         cand = np.einsum("cij,bjk->bcik", candidates, cur).reshape(-1, 3, 3)  # Δ A
         slices = _unit(_slices(spec, cand, plane)).reshape(2, len(cur), len(candidates), -1)
-        score = (slices * ft[:, start : start + batch, None, :]).sum(dim=(0, 3))
-        best = score.argmax(dim=1).numpy()
-        moved += int(np.sum(best != centre))
+        score = (slices * ft[:, :, None, :]).sum(dim=(0, 3))
+        best = score.argmax(dim=1).numpy()  # the first maximum: ties keep the identity
+        moved += int(np.sum(best != 0))
         out[start : start + batch] = cand.reshape(len(cur), len(candidates), 3, 3)[np.arange(len(cur)), best]
         yield Progress(start + len(cur), len(mats), "local matching")
     return out, moved
 
 
 def _global_pass(images_ft: np.ndarray, mats: np.ndarray, spec, plane: np.ndarray, grid: np.ndarray,
-                 batch: int = 500):
+                 batch: int) -> Generator[Progress, None, tuple[np.ndarray, int]]:
     """Global projection matching (job): an orientation moves to the best of ``grid`` if that scores higher."""
     import torch
 
-    ft = torch.from_numpy(np.concatenate([images_ft.real, images_ft.imag], axis=1).astype(np.float32))  # (N, 2P)
-    refs = _unit(torch.cat([_slices(spec, grid[i : i + 2000], plane) for i in range(0, len(grid), 2000)], dim=1))
-    refs = refs.permute(0, 2, 1).reshape(-1, len(grid))  # (2P, K), rows real then imaginary like ft
-    current = _unit(_slices(spec, mats, plane))
-    current_score = (current.permute(1, 0, 2).reshape(len(mats), -1) * ft).sum(dim=1)
+    refs = []
+    for i in range(0, len(grid), 2000):
+        refs.append(_unit(_slices(spec, grid[i : i + 2000], plane)))
+        yield Progress(0, len(mats), "global matching: reference slices")
+    refs = torch.cat(refs, dim=1).permute(0, 2, 1).reshape(-1, len(grid))  # (2P, K): real rows, then imaginary
     out = mats.copy()
     moved = 0
     for start in range(0, len(mats), batch):
-        score, best = (ft[start : start + batch] @ refs).max(dim=1)
-        better = (score > current_score[start : start + batch]).numpy()
-        idx = np.flatnonzero(better) + start
-        out[idx] = grid[best.numpy()[better]]
+        chunk = images_ft[start : start + batch]
+        ft = torch.from_numpy(np.concatenate([chunk.real, chunk.imag], axis=1))  # (b, 2P), same layout
+        current = _unit(_slices(spec, mats[start : start + batch], plane))
+        current_score = (current.permute(1, 0, 2).reshape(len(chunk), -1) * ft).sum(dim=1)
+        score, best = (ft @ refs).max(dim=1)
+        better = (score > current_score).numpy()
+        out[np.flatnonzero(better) + start] = grid[best.numpy()[better]]
         moved += int(better.sum())
-        yield Progress(min(start + batch, len(mats)), len(mats), "global matching")
+        yield Progress(start + len(chunk), len(mats), "global matching")
     return out, moved
 
 
@@ -296,57 +336,69 @@ def refine_orientations(
         Pixel size, Å.
     schedule : sequence of (mode, step_deg, resolution_A, passes)
         Each pass reconstructs, then scores candidate orientations up to ``resolution_A``
-        (at most :data:`FINEST` pixels).  ``"local"``: every orientation moves to the best of
-        the 27 rotations ``Δ A`` with ``Δ`` on a grid of rotation vectors of spacing
-        ``step_deg``.  ``"global"``: an orientation moves to the best of
-        :func:`global_grid` (``step_deg`` apart over all of SO(3)) when that beats it, which
-        brings back orientations too far off for local steps.
+        (kept between :data:`MIN_RADIUS` Fourier pixels and :data:`FINEST` pixels).
+        ``"local"``: every orientation moves to the best of the 27 rotations ``Δ A`` with
+        ``Δ`` on a grid of rotation vectors of spacing ``step_deg``.  ``"global"``: an
+        orientation moves to the best of :func:`global_grid` (``step_deg`` apart over all of
+        SO(3)) when that beats it, which brings back orientations too far off for local steps.
     pad_factor : float
         Zero padding of reconstruction and slices (1 is enough for matching).
     batch : int
-        Images per matching batch (memory ≈ batch × 27 × slice points × 12 bytes).
+        Images per local batch (memory ≈ batch × 27 × slice points × 12 bytes); global
+        passes score 5 × batch images at a time.
 
     Returns
     -------
     quats : ndarray, shape (N, 4)
     history : list of dict
-        Per pass: step_deg, resolution_A, moved (orientations that changed).
-    """
-    from tomolens.orient.reconstruct import reconstruct_fourier
+        Per pass: mode, step_deg, resolution_A (as compared), moved (orientations that changed).
 
-    images = np.asarray(images, np.float32)
-    n_img, n, _ = images.shape
-    mats = matrices(quats)
-    m = int(2 * round(pad_factor * n / 2))
-    half = m // 2
-    a = half - n // 2
-    k = np.arange(m, dtype=np.float64) - half
-    ky, kx = np.meshgrid(k, k, indexing="ij")
+    Raises
+    ------
+    ValueError
+        Not a stack of at least 10 square images, not one orientation per image, or an
+        unknown pass mode.
+    """
     import torch
 
+    from tomolens.orient.project import centred_fft3
+    from tomolens.orient.reconstruct import reconstruct_fourier
+
+    images = _zero_mean(check_stack(images, "the projections"))
+    n_img, n, _ = images.shape
+    mats = matrices(quats)
+    if len(mats) != n_img:
+        raise ValueError(f"{n_img} images but {len(mats)} orientations; give one orientation per image.")
     passes = [(mode, step, res) for mode, step, res, count in schedule for _ in range(int(count))]
     if any(mode not in ("local", "global") for mode, _, _ in passes):
         raise ValueError(f"Refinement passes are 'local' or 'global'; got {[p[0] for p in passes]}.")
+    m = padded_size(n, pad_factor)
+    radii = [_radius(m, pixel_size_A, res) for _, _, res in passes]
+    # the images' spectra once, on the disc of the finest pass (batches keep the peak low)
+    _, _, disc, plane_all = fourier_plane(m, max(radii, default=MIN_RADIUS), LOW_CUT)
+    spectra = np.empty((n_img, int(disc.sum())), np.complex64)
+    for start in range(0, n_img, 500):
+        spectra[start : start + 500] = centred_fft2(images[start : start + 500], m)[:, disc]
+    radius_of_point = np.hypot(plane_all[0], plane_all[1])
+    steps = 1000 * len(passes)
     history = []
-    spectra = _centred_fft2(images, m)
-    for p, (mode, step, resolution) in enumerate(passes):
-        resolution = max(resolution, FINEST * pixel_size_A)
+    for p, ((mode, step, _), radius) in enumerate(zip(passes, radii)):
+        label = f"projection matching: pass {p + 1} of {len(passes)}"
         quats_now = canonical(Rotation.from_matrix(mats).as_quat())
-        volume = yield from relay(reconstruct_fourier(images, quats_now, pad_factor=pad_factor), lambda _s, p=p: Progress(
-            p, len(passes), f"projection matching: pass {p + 1} of {len(passes)}, reconstructing"))
-        padded = np.zeros((m, m, m), np.float32)
-        padded[a : a + n, a : a + n, a : a + n] = volume
-        spectrum = np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(padded)))
-        disc = (kx**2 + ky**2) <= (m * pixel_size_A / resolution) ** 2
-        plane = np.stack([kx[disc], ky[disc], np.zeros(int(disc.sum()))])
-        spec = torch.from_numpy(np.stack([spectrum.real, spectrum.imag])[None].astype(np.float32))
-        match = (_global_pass(spectra[:, disc], mats, spec, plane, global_grid(step)) if mode == "global" else
-                 _match_pass(spectra[:, disc], mats, spec, plane, _rotation_grid(np.radians(step)), batch))
-        mats, moved = yield from relay(match, lambda s, p=p, mode=mode: Progress(
-            p, len(passes), f"projection matching: pass {p + 1} of {len(passes)}, {mode} ({s.done}/{s.total})"))
+        volume = yield from relay(reconstruct_fourier(images, quats_now, pad_factor=pad_factor),
+                                  lambda s, p=p, label=label: Progress(
+                                      1000 * p + 300 * s.done // max(s.total, 1), steps, f"{label}, reconstructing"))
+        spectrum = centred_fft3(volume, pad_factor)
+        spec = torch.from_numpy(np.stack([spectrum.real, spectrum.imag])[None])
+        sel = radius_of_point < radius
+        plane, ft = plane_all[:, sel], spectra[:, sel]
+        match = (_global_pass(ft, mats, spec, plane, global_grid(step), 5 * batch) if mode == "global" else
+                 _match_pass(ft, mats, spec, plane, _rotation_grid(np.radians(step)), batch))
+        mats, moved = yield from relay(match, lambda s, p=p, label=label, mode=mode: Progress(
+            1000 * p + 300 + 700 * s.done // max(s.total, 1), steps, f"{label}, {mode} ({s.done}/{s.total})"))
+        resolution = m * pixel_size_A / radius
         history.append({"mode": mode, "step_deg": step, "resolution_A": resolution, "moved": moved})
-        log.info("refinement pass %d (%s): step %.2f°, %.0f Å, %d of %d moved", p + 1, mode, step, resolution,
+        log.info("refinement pass %d (%s): step %.2f°, %.1f Å, %d of %d moved", p + 1, mode, step, resolution,
                  moved, n_img)
-        yield Progress(p + 1, len(passes), f"projection matching: pass {p + 1} of {len(passes)} ({moved} moved)")
+        yield Progress(1000 * (p + 1), steps, f"{label} ({moved} moved)")
     return canonical(Rotation.from_matrix(mats).as_quat()), history
-
