@@ -71,7 +71,7 @@ def test_projection_matching_reduces_the_error(projections):
     start = (kicks * Rotation.from_quat(truth)).as_quat()
     before = errors_deg(start, truth)
     progress = []
-    refined, history = run_job(refine_orientations(projections.images, start, 5.0,
+    refined, _, history = run_job(refine_orientations(projections.images, start, 5.0,
                                                    schedule=(("local", 4.0, 15.0, 2), ("local", 2.0, 12.0, 2), ("local", 1.0, 12.0, 1))),
                                on_progress=progress.append)
     after = errors_deg(refined, truth)
@@ -80,7 +80,7 @@ def test_projection_matching_reduces_the_error(projections):
     assert [h["step_deg"] for h in history] == [4.0, 4.0, 2.0, 2.0, 1.0] and history[0]["moved"] > 100
     assert progress[-1].done == progress[-1].total == 5000 and len({q.done for q in progress}) > 20
     # a schedule finer than the pixels allow is clamped to 2.5 pixels, not refused
-    _, clamped = run_job(refine_orientations(projections.images, refined, 5.0, schedule=(("local", 1.0, 2.0, 1),)))
+    _, _, clamped = run_job(refine_orientations(projections.images, refined, 5.0, schedule=(("local", 1.0, 2.0, 1),)))
     assert clamped[0]["resolution_A"] == pytest.approx(12.5)
 
 
@@ -98,8 +98,8 @@ def test_global_pass_brings_back_orientations_far_off(projections):
     lost = rng.choice(len(truth), 60, replace=False)  # a fifth of them anywhere at all
     start[lost] = Rotation.random(60, random_state=rng).as_quat()
     schedule = (("global", 15.0, 15.0, 1), ("local", 6.0, 15.0, 2), ("local", 3.0, 12.0, 1))
-    local_only, _ = run_job(refine_orientations(projections.images, start, 5.0, schedule=schedule[1:]))
-    refined, history = run_job(refine_orientations(projections.images, start, 5.0, schedule=schedule))
+    local_only, _, _ = run_job(refine_orientations(projections.images, start, 5.0, schedule=schedule[1:]))
+    refined, _, history = run_job(refine_orientations(projections.images, start, 5.0, schedule=schedule))
     assert history[0]["mode"] == "global" and history[0]["moved"] >= 40
     assert np.median(errors_deg(refined, truth)[lost]) < 6.0 < np.median(errors_deg(local_only, truth)[lost])
     with pytest.raises(ValueError, match="'local' or 'global'"):
@@ -113,9 +113,9 @@ def test_odd_boxes_offsets_and_blank_images(projections):
     rng = np.random.default_rng(8)
     start = (Rotation.from_rotvec(rng.normal(size=(len(truth), 3)) * np.radians(5.0)) * Rotation.from_quat(truth)).as_quat()
     schedule = (("local", 4.0, 15.0, 2), ("local", 2.0, 12.0, 1))
-    clean, _ = run_job(refine_orientations(projections.images, start, 5.0, schedule=schedule))
+    clean, _, _ = run_job(refine_orientations(projections.images, start, 5.0, schedule=schedule))
     # a constant added to every image (an unknown mean, as in real data) changes nothing
-    offset, _ = run_job(refine_orientations(projections.images + 5.0, start, 5.0, schedule=schedule))
+    offset, _, _ = run_job(refine_orientations(projections.images + 5.0, start, 5.0, schedule=schedule))
     assert errors_deg(offset, truth).mean() < errors_deg(clean, truth).mean() + 0.5 < errors_deg(start, truth).mean()
     # a box of 33 (n ≡ 1 mod 4) pads to an even FFT size ≥ n at pad factor 1
     odd = np.pad(projections.images[:40], ((0, 0), (0, 1), (0, 1)))
@@ -123,7 +123,7 @@ def test_odd_boxes_offsets_and_blank_images(projections):
     run_job(refine_orientations(odd, truth[:40], 5.0, schedule=(("local", 2.0, 15.0, 1),)))
     # blank images: every score ties, and nothing moves (the input wins ties)
     blank = np.zeros((20, 32, 32), np.float32)
-    same, history = run_job(refine_orientations(blank, truth[:20], 5.0, schedule=(("local", 4.0, 15.0, 1),)))
+    same, _, history = run_job(refine_orientations(blank, truth[:20], 5.0, schedule=(("local", 4.0, 15.0, 1),)))
     assert history[0]["moved"] == 0 and errors_deg(same, truth[:20]).max() < 1e-3
     fixed, info = run_job(fix_frame(blank, truth[:20], 5.0, n_pairs=50, n_directions=20))
     assert np.degrees(geodesic_distance(fixed, canonical(truth[:20]))).max() < 1e-3
@@ -146,3 +146,23 @@ def test_pipeline_with_and_without_refinement(projections):
     assert refined.errors_deg.mean() < plain.errors_deg.mean()
     assert {"frame", "refinement"} <= set(refined.timings_s) and len(refined.refinement["passes"]) == 8
     assert "before refinement" in refined.summary()
+
+
+def test_shift_search_finds_in_plane_shifts():
+    vol = blob_map(seed=2)
+    shifted = run_job(simulate_projections(vol, 5.0, 300, seed=9, snr=1.0, max_shift_A=10.0))
+    truth, true_px = shifted.quats, shifted.shifts_A / 5.0
+    rng = np.random.default_rng(4)
+    start = (Rotation.from_rotvec(rng.normal(size=(len(truth), 3)) * np.radians(5.0)) * Rotation.from_quat(truth)).as_quat()
+    schedule = (("local", 4.0, 15.0, 2), ("local", 2.0, 12.0, 2), ("local", 1.0, 12.0, 2))
+    blind, none, _ = run_job(refine_orientations(shifted.images, start, 5.0, schedule=schedule))
+    found, shifts, history = run_job(refine_orientations(shifted.images, start, 5.0, schedule=schedule,
+                                                          max_shift_px=3.0))
+    assert not np.any(none) and np.abs(shifts).max() <= 3.0 and "mean_shift_px" in history[-1]
+    # shifts are defined up to a translation t of the map (image i sees (A_i t)_xy): remove the best t
+    a_xy = matrices(truth)[:, :2, :]
+    t, *_ = np.linalg.lstsq(a_xy.reshape(-1, 3), (shifts - true_px).reshape(-1), rcond=None)
+    residual = shifts - true_px - a_xy @ t
+    assert np.median(np.hypot(*residual.T)) < 0.6  # shifts of up to ±2 px, found to a fraction of a pixel
+    # without the search, refinement makes shifted projections worse than the start; with it, better
+    assert errors_deg(found, truth).mean() < errors_deg(start, truth).mean() < errors_deg(blind, truth).mean()

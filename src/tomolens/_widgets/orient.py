@@ -203,7 +203,7 @@ class OrientationWidget(Container):
         if star and not Path(star).is_dir():
             extra = {"tlOrientErrorDeg": self.result.errors_deg} if self.result.errors_deg is not None else None
             write_angles_star(star, self.result.quats, f"{self._result_meta['name']}.mrcs",
-                              self._result_meta["pixel"], extra=extra)
+                              self._result_meta["pixel"], shifts_A=self.result.shifts_A, extra=extra)
             written.append(str(star))
         mrc = self.export_map.value
         if mrc and not Path(mrc).is_dir() and self.result.reconstruction is not None:

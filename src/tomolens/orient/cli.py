@@ -74,7 +74,7 @@ def _recover(args: argparse.Namespace) -> int:
     result = run_job(recover_from_stack(images, pixel, v, truth, reference), on_progress=log_progress)
     out_star = Path(args.out_star) if args.out_star else Path(args.stack).with_name(Path(args.stack).stem + "_orient.star")
     extra = {"tlOrientErrorDeg": result.errors_deg} if result.errors_deg is not None else None
-    write_angles_star(out_star, result.quats, Path(args.stack).name, pixel, extra=extra)
+    write_angles_star(out_star, result.quats, Path(args.stack).name, pixel, shifts_A=result.shifts_A, extra=extra)
     print(result.summary())
     print(f"wrote orientations to {out_star}")
     if result.reconstruction is not None and args.reconstruction:

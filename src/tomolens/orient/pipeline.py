@@ -64,7 +64,9 @@ RECOVER_PARAMS = (
           float, min=0.0, advanced=True),
     Param("seed", 0, "random seed of the recovery", int, min=0, advanced=True),
     Param("refine", True, "after recovery, fix the frame by common lines and refine by projection matching "
-          "against the reconstruction (for centred projections without CTF)", bool),
+          "against the reconstruction (for projections without CTF)", bool),
+    Param("refine_max_shift_A", 0.0, "refinement also searches each projection's in-plane shift up to this "
+          "(Å; 0: the projections are centred)", float, min=0.0, advanced=True),
     Param("reconstruct", True, "reconstruct a map from the projections and recovered orientations", bool),
     Param("recon_pad_factor", 1.0, "zero padding of the Fourier reconstruction (2: fewer artefacts, slower)",
           float, min=1.0, max=3.0, advanced=True),
@@ -93,6 +95,9 @@ class OrientationResult:
     refinement : dict
         ``frame`` (common-line scores, see :func:`tomolens.orient.refine.fix_frame`) and
         ``passes`` (projection-matching history); empty without refinement.
+    shifts_A : ndarray, shape (N, 2) or None
+        In-plane shifts (x, y) of the image content found by refinement, Å (with
+        ``refine_max_shift_A`` > 0).
     """
 
     quats: np.ndarray
@@ -104,6 +109,7 @@ class OrientationResult:
     loss_history: list = field(default_factory=list)
     errors_before_refinement_deg: np.ndarray | None = None
     refinement: dict = field(default_factory=dict)
+    shifts_A: np.ndarray | None = None
 
     def summary(self) -> str:
         """A few lines for the CLI and the widget's status."""
@@ -197,9 +203,12 @@ def recover_from_stack(
         quats, frame = yield from fix_frame(images, quats, float(pixel_size_A), seed=settings["seed"])
         timings["frame"] = time.monotonic() - t0
         t0 = time.monotonic()
-        quats, passes = yield from refine_orientations(images, quats, float(pixel_size_A))
+        quats, shifts_px, passes = yield from refine_orientations(
+            images, quats, float(pixel_size_A), max_shift_px=settings["refine_max_shift_A"] / float(pixel_size_A))
         timings["refinement"] = time.monotonic() - t0
         out.quats, out.refinement = quats, {"frame": frame, "passes": passes}
+        if settings["refine_max_shift_A"] > 0:
+            out.shifts_A = shifts_px * float(pixel_size_A)
     if truth_quats is not None:
         aligned, _ = align_orientations(quats, truth_quats)
         out.quats = aligned
@@ -212,7 +221,9 @@ def recover_from_stack(
         )
     if settings["reconstruct"]:
         t0 = time.monotonic()
-        out.reconstruction = yield from reconstruct_fourier(images, out.quats, pad_factor=settings["recon_pad_factor"])
+        shifts = None if out.shifts_A is None else out.shifts_A / float(pixel_size_A)
+        out.reconstruction = yield from reconstruct_fourier(images, out.quats, shifts,
+                                                            pad_factor=settings["recon_pad_factor"])
         timings["reconstruction"] = time.monotonic() - t0
         if reference is not None:
             out.fsc = fourier_shell_correlation(out.reconstruction, reference, float(pixel_size_A))

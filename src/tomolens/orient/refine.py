@@ -315,6 +315,34 @@ def _global_pass(images_ft: np.ndarray, mats: np.ndarray, spec, plane: np.ndarra
     return out, moved
 
 
+def _shift_pass(images_ft: np.ndarray, mats: np.ndarray, spec, plane: np.ndarray, offsets: np.ndarray,
+                m: int, batch: int) -> Generator[Progress, None, np.ndarray]:
+    """Best in-plane shift offset (pixels, x y) of each image against its central slice (job).
+
+    ``images_ft`` already has the current shifts undone; the offset ``o`` maximising
+    ``Re Σ Î(k) S*(k) exp(2πi k·o / m)`` is returned per image, shape (N, 2).
+    """
+    import torch
+
+    phase = np.exp(2j * np.pi * (np.outer(plane[0], offsets[:, 0]) + np.outer(plane[1], offsets[:, 1])) / m)
+    phase = torch.from_numpy(phase.astype(np.complex64))  # (P, G)
+    out = np.zeros((len(mats), 2))
+    for start in range(0, len(mats), batch):
+        ref = _unit(_slices(spec, mats[start : start + batch], plane))
+        cross = torch.from_numpy(images_ft[start : start + batch]) * torch.complex(ref[0], -ref[1])
+        out[start : start + batch] = offsets[(cross @ phase).real.argmax(dim=1).numpy()]
+        yield Progress(start + len(cross), len(mats), "shift search")
+    return out
+
+
+def _undo_shifts(images_ft: np.ndarray, plane: np.ndarray, shifts: np.ndarray, m: int) -> np.ndarray:
+    """Image spectra on ``plane`` with in-plane shifts (N, 2) px (x, y) of their content undone."""
+    if not np.any(shifts):
+        return images_ft
+    ramp = np.exp(2j * np.pi * (np.outer(shifts[:, 0], plane[0]) + np.outer(shifts[:, 1], plane[1])) / m)
+    return (images_ft * ramp).astype(np.complex64)
+
+
 def refine_orientations(
     images: np.ndarray,
     quats: np.ndarray,
@@ -322,7 +350,8 @@ def refine_orientations(
     schedule: Sequence[tuple[str, float, float, int]] = REFINE_SCHEDULE,
     pad_factor: float = 1.0,
     batch: int = 100,
-) -> Generator[Progress, None, tuple[np.ndarray, list[dict]]]:
+    max_shift_px: float = 0.0,
+) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray, list[dict]]]:
     """Refine orientations by projection matching against their own reconstruction (job).
 
     Parameters
@@ -346,12 +375,20 @@ def refine_orientations(
     batch : int
         Images per local batch (memory ≈ batch × 27 × slice points × 12 bytes); global
         passes score 5 × batch images at a time.
+    max_shift_px : float
+        0: the projections are centred.  Otherwise each pass also moves every image's
+        in-plane shift by the best offset on a grid (±2 px in steps of 1 in the first half of
+        the passes, ±1 px in steps of 0.5 after), kept within ±max_shift_px; shifts are
+        undone in matching and reconstruction.
 
     Returns
     -------
     quats : ndarray, shape (N, 4)
+    shifts_px : ndarray, shape (N, 2)
+        In-plane shifts (x, y) of the image content, pixels (zeros without a shift search).
     history : list of dict
-        Per pass: mode, step_deg, resolution_A (as compared), moved (orientations that changed).
+        Per pass: mode, step_deg, resolution_A (as compared), moved (orientations that
+        changed), and with a shift search ``mean_shift_px``.
 
     Raises
     ------
@@ -380,25 +417,39 @@ def refine_orientations(
     for start in range(0, n_img, 500):
         spectra[start : start + 500] = centred_fft2(images[start : start + 500], m)[:, disc]
     radius_of_point = np.hypot(plane_all[0], plane_all[1])
+    shifts = np.zeros((n_img, 2))
     steps = 1000 * len(passes)
     history = []
     for p, ((mode, step, _), radius) in enumerate(zip(passes, radii)):
         label = f"projection matching: pass {p + 1} of {len(passes)}"
         quats_now = canonical(Rotation.from_matrix(mats).as_quat())
-        volume = yield from relay(reconstruct_fourier(images, quats_now, pad_factor=pad_factor),
+        volume = yield from relay(reconstruct_fourier(images, quats_now, shifts if np.any(shifts) else None,
+                                                      pad_factor=pad_factor),
                                   lambda s, p=p, label=label: Progress(
                                       1000 * p + 300 * s.done // max(s.total, 1), steps, f"{label}, reconstructing"))
         spectrum = centred_fft3(volume, pad_factor)
         spec = torch.from_numpy(np.stack([spectrum.real, spectrum.imag])[None])
         sel = radius_of_point < radius
-        plane, ft = plane_all[:, sel], spectra[:, sel]
+        plane = plane_all[:, sel]
+        ft = _undo_shifts(spectra[:, sel], plane, shifts, m)
         match = (_global_pass(ft, mats, spec, plane, global_grid(step), 5 * batch) if mode == "global" else
                  _match_pass(ft, mats, spec, plane, _rotation_grid(np.radians(step)), batch))
         mats, moved = yield from relay(match, lambda s, p=p, label=label, mode=mode: Progress(
-            1000 * p + 300 + 700 * s.done // max(s.total, 1), steps, f"{label}, {mode} ({s.done}/{s.total})"))
+            1000 * p + 300 + 600 * s.done // max(s.total, 1), steps, f"{label}, {mode} ({s.done}/{s.total})"))
         resolution = m * pixel_size_A / radius
         history.append({"mode": mode, "step_deg": step, "resolution_A": resolution, "moved": moved})
+        if max_shift_px > 0:
+            reach, spacing = (2.0, 1.0) if 2 * p < len(passes) else (1.0, 0.5)
+            grid = np.arange(-reach, reach + spacing / 2, spacing)
+            offsets = np.stack(np.meshgrid(grid, grid, indexing="xy"), axis=-1).reshape(-1, 2)
+            offsets = offsets[np.argsort(np.abs(offsets).sum(axis=1), kind="stable")]  # (0, 0) wins ties
+            found = yield from relay(_shift_pass(ft, mats, spec, plane, offsets, m, batch),
+                                     lambda s, p=p, label=label: Progress(
+                                         1000 * p + 900 + 100 * s.done // max(s.total, 1), steps,
+                                         f"{label}, shifts ({s.done}/{s.total})"))
+            shifts = np.clip(shifts + found, -max_shift_px, max_shift_px)
+            history[-1]["mean_shift_px"] = float(np.mean(np.hypot(shifts[:, 0], shifts[:, 1])))
         log.info("refinement pass %d (%s): step %.2f°, %.1f Å, %d of %d moved", p + 1, mode, step, resolution,
                  moved, n_img)
         yield Progress(1000 * (p + 1), steps, f"{label} ({moved} moved)")
-    return canonical(Rotation.from_matrix(mats).as_quat()), history
+    return canonical(Rotation.from_matrix(mats).as_quat()), shifts, history
