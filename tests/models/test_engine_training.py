@@ -65,6 +65,21 @@ def test_early_stopping_on_validation_only():
     assert len(result.history) == result.best_epoch + 2
 
 
+def test_resuming_an_early_stopped_run_trains_another_patience_window(tmp_path):
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    good, bad = _pair(0), _pair(1)
+    bad = TrainingPair(bad.image, 1 - bad.target)
+    cfg = TrainConfig(patch_size=(8, 16, 16), batch_size=2, epochs=30, steps_per_epoch=2, val_patches=4,
+                      learning_rate=1e-2, patience=2, seed=0, checkpoint=tmp_path / "run.ckpt")
+    first = run_job(train_model(UNet3D(1, 1, base_channels=2, depth=1), [good], [bad], bce, cfg))
+    assert first.stopped_early
+    again = run_job(train_model(UNet3D(1, 1, base_channels=2, depth=1), [good], [bad], bce,
+                                TrainConfig(**{**cfg.__dict__, "resume": True})))
+    # not one epoch and out: two more epochs without improvement, then it stops again
+    assert len(again.history) == len(first.history) + 2 and again.stopped_early
+
+
 def test_training_needs_validation_and_checkpoint_for_resume(tmp_path):
     with pytest.raises(ValueError, match="validation"):
         run_job(train_model(UNet3D(1, 1, base_channels=2, depth=1), [_pair(0)], [], bce, TrainConfig()))

@@ -10,7 +10,8 @@ training and validation (image, target) pairs and a loss; the loop does the rest
   regions), without augmentation;
 - early stopping watches the validation loss only; the best weights are restored;
 - a checkpoint (model, optimiser, history, random states) is written atomically after
-  every epoch and ``resume=True`` continues from it;
+  every epoch and ``resume=True`` continues from it (a run that had stopped early gets a fresh
+  patience window: resuming it asks for more training);
 - it yields :class:`~tomolens.jobs.Progress` every few steps and, at the end of every
   epoch, one with ``info={"epoch", "loss", "val_loss"}`` for live loss plots.
 """
@@ -254,6 +255,10 @@ def train_model(
         start_epoch = state["epoch"]
         rng.bit_generator.state = state["rng"]
         log.info("resumed from %s at epoch %d", ckpt, start_epoch)
+        if bad_epochs >= config.patience:
+            # the run had stopped early: resuming asks for more training, so give it a fresh patience window
+            log.info("the run had stopped early; resuming allows %d more epochs without improvement", config.patience)
+            bad_epochs = 0
     start_val = None
     if config.keep_start_if_best and not config.resume:
         start_val = best_val = _evaluate(model, loss_fn, val_x, val_y, config.batch_size, device)
