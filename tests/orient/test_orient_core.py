@@ -111,6 +111,16 @@ def test_simulation_noise_variance_and_files(tmp_path):
     quats, shifts = read_angles_star(star)
     assert np.degrees(geodesic_distance(quats, pset.quats)).max() < 1e-3
     np.testing.assert_allclose(shifts, pset.shifts_A, atol=1e-4)
+    # a shift is the content's (the particle moves by +shift); RELION's origin brings it back: −shift in the file
+    import starfile
+
+    table = starfile.read(star)["particles"]
+    np.testing.assert_allclose(table["rlnOriginXAngst"].to_numpy(), -pset.shifts_A[:, 0], atol=1e-4)
+    one = np.array([[0.0, 0.0, 0.0, 1.0]])
+    centred = run_job(project_map(vol, one))[0]
+    moved = run_job(project_map(vol, one, shifts_px=np.array([[2.0, 0.0]])))[0]
+    x_of = lambda img: (img.sum(axis=0) * np.arange(img.shape[1])).sum() / img.sum()  # noqa: E731
+    assert x_of(moved) - x_of(centred) == pytest.approx(2.0, abs=0.2)
 
 
 def test_bad_input_messages(tmp_path):

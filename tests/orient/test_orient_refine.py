@@ -166,3 +166,14 @@ def test_shift_search_finds_in_plane_shifts():
     assert np.median(np.hypot(*residual.T)) < 0.6  # shifts of up to ±2 px, found to a fraction of a pixel
     # without the search, refinement makes shifted projections worse than the start; with it, better
     assert errors_deg(found, truth).mean() < errors_deg(start, truth).mean() < errors_deg(blind, truth).mean()
+
+
+def test_image_frame_half_turn_is_detected():
+    from tomolens.orient.refine import image_frame_turned
+
+    truth = Rotation.random(50, random_state=np.random.default_rng(1)).as_quat()
+    g = Rotation.from_euler("zyz", [10, 50, 80], degrees=True).as_matrix()
+    turn = np.diag([-1.0, -1.0, 1.0])
+    same_hand = Rotation.from_matrix(matrices(truth) @ g).as_quat()
+    other_hand = Rotation.from_matrix(turn[None] @ matrices(truth) @ g).as_quat()
+    assert not image_frame_turned(truth, same_hand) and image_frame_turned(truth, other_hand)

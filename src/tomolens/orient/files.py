@@ -3,8 +3,10 @@
 STAR files hold one row per image: ``rlnImageName`` (``000001@stack.mrcs``, 1-based),
 ``rlnAngleRot``, ``rlnAngleTilt``, ``rlnAnglePsi`` (RELION ZYZ Euler angles, degrees;
 see :mod:`tomolens.orient.rotations` for the matrix convention) and, when shifts are
-known, ``rlnOriginXAngst``/``rlnOriginYAngst`` (the in-plane shift of the particle from
-the box centre, Å).  An optics block gives ``rlnImagePixelSize``.
+known, ``rlnOriginXAngst``/``rlnOriginYAngst``.  Inside tomolens a shift is that of the image
+*content* (the particle sits at box centre + shift, Å); RELION's origin is the translation that
+brings the particle back to the box centre, i.e. minus that shift, so the sign flips here, at the
+file boundary.  An optics block gives ``rlnImagePixelSize``.
 """
 
 from __future__ import annotations
@@ -93,7 +95,8 @@ def write_angles_star(
     pixel_size_A : float, optional
         Written in the optics block.
     shifts_A : ndarray, shape (N, 2), optional
-        Particle shifts (x, y) in Å → ``rlnOriginXAngst``/``rlnOriginYAngst``.
+        Content shifts (x, y) in Å (particle at box centre + shift); written as RELION origins,
+        ``rlnOriginXAngst``/``rlnOriginYAngst`` = −shift.
     extra : dict, optional
         More per-image columns (for example ``{"tlOrientErrorDeg": errors}``).
     """
@@ -105,8 +108,8 @@ def write_angles_star(
     for j, col in enumerate(ANGLE_COLUMNS):
         table[col] = angles[:, j]
     if shifts_A is not None:
-        table["rlnOriginXAngst"] = shifts_A[:, 0]
-        table["rlnOriginYAngst"] = shifts_A[:, 1]
+        table["rlnOriginXAngst"] = -np.asarray(shifts_A)[:, 0]
+        table["rlnOriginYAngst"] = -np.asarray(shifts_A)[:, 1]
     table["rlnOpticsGroup"] = 1
     for key, values in (extra or {}).items():
         table[key] = np.asarray(values)
@@ -140,7 +143,7 @@ def read_angles_star(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | 
     quats = quats_from_relion(table[list(ANGLE_COLUMNS)].to_numpy(float))
     shifts = None
     if {"rlnOriginXAngst", "rlnOriginYAngst"} <= set(table.columns):
-        shifts = table[["rlnOriginXAngst", "rlnOriginYAngst"]].to_numpy(float)
+        shifts = -table[["rlnOriginXAngst", "rlnOriginYAngst"]].to_numpy(float)  # RELION origin = −content shift
     return quats, shifts
 
 
