@@ -168,12 +168,16 @@ def test_shift_search_finds_in_plane_shifts():
     assert errors_deg(found, truth).mean() < errors_deg(start, truth).mean() < errors_deg(blind, truth).mean()
 
 
-def test_image_frame_half_turn_is_detected():
-    from tomolens.orient.refine import image_frame_turned
 
-    truth = Rotation.random(50, random_state=np.random.default_rng(1)).as_quat()
-    g = Rotation.from_euler("zyz", [10, 50, 80], degrees=True).as_matrix()
-    turn = np.diag([-1.0, -1.0, 1.0])
-    same_hand = Rotation.from_matrix(matrices(truth) @ g).as_quat()
-    other_hand = Rotation.from_matrix(turn[None] @ matrices(truth) @ g).as_quat()
-    assert not image_frame_turned(truth, same_hand) and image_frame_turned(truth, other_hand)
+def test_pipeline_shifts_are_the_images_own_after_alignment_to_the_truth():
+    from tomolens.orient.pipeline import recover_from_stack
+
+    shifted = run_job(simulate_projections(blob_map(seed=2), 5.0, 300, seed=9, snr=1.0, max_shift_A=10.0))
+    values = {"recover_steps": 30, "pairs_per_step": 2000, "n_anchors": 50, "reconstruct": False,
+              "refine_max_shift_A": 15.0}
+    out = run_job(recover_from_stack(shifted.images, 5.0, values, shifted.quats))
+    # aligning the orientations to the truth must not touch the shifts: they stay those of the images (a sign
+    # flip there gave a correlation of about −0.6; the start from a distance network that never saw this map is
+    # poor, hence a loose bound)
+    for axis in (0, 1):
+        assert np.corrcoef(out.shifts_A[:, axis], shifted.shifts_A[:, axis])[0, 1] > 0.4

@@ -161,7 +161,7 @@ def recover_from_stack(
     from tomolens.orient.project import pad_to_cube
     from tomolens.orient.reconstruct import fourier_shell_correlation, reconstruct_fourier
     from tomolens.orient.recover import EmbeddingDistances, recover_orientations
-    from tomolens.orient.refine import fix_frame, image_frame_turned, refine_orientations
+    from tomolens.orient.refine import fix_frame, refine_orientations
     from tomolens.orient.rotations import align_orientations, geodesic_distance
     from tomolens.params import validate_values
 
@@ -210,9 +210,8 @@ def recover_from_stack(
         if settings["refine_max_shift_A"] > 0:
             out.shifts_A = shifts_px * float(pixel_size_A)
     if truth_quats is not None:
+        # shifts are the images' own (content offset in pixels): aligning the orientations leaves them as they are
         aligned, _ = align_orientations(quats, truth_quats)
-        if out.shifts_A is not None and image_frame_turned(quats, aligned):
-            out.shifts_A = -out.shifts_A  # the alignment turned the image frame (the other hand)
         out.quats = aligned
         out.errors_deg = np.degrees(geodesic_distance(aligned, truth_quats))
         out.distance_errors = distance_errors_deg(embeddings, np.asarray(truth_quats))

@@ -454,23 +454,3 @@ def refine_orientations(
         yield Progress(1000 * (p + 1), steps, f"{label} ({moved} moved)")
     return canonical(Rotation.from_matrix(mats).as_quat()), shifts, history
 
-
-def image_frame_turned(before: np.ndarray, after: np.ndarray) -> bool:
-    """Whether ``after`` is ``before`` turned by a half turn of the image frame.
-
-    Consistent orientation sets are related by ``A' = L A G`` with a global map rotation G and
-    L either the identity or ``Rz(π)`` (the other hand of the map: in-plane coordinates
-    change sign).  In-plane shifts follow L: when this returns True they change sign too.
-
-    Parameters
-    ----------
-    before, after : ndarray, shape (N, 4)
-        The same orientations in two frames (e.g. refined, then aligned to a truth).
-    """
-    a, b = matrices(before), matrices(after)
-    residual = []
-    for left in (np.eye(3), np.diag([-1.0, -1.0, 1.0])):
-        u, _, vt = np.linalg.svd(np.einsum("nji,njk->ik", left[None] @ a, b))  # Σ (L A)ᵀ A'
-        g = u @ vt
-        residual.append(float(np.mean(np.abs(left[None] @ a @ g - b))))
-    return residual[1] < residual[0]
