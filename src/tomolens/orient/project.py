@@ -96,6 +96,12 @@ def fourier_plane(m: int, radius: float, min_radius: float = 0.0):
     return kx, ky, disc, np.stack([kx[disc], ky[disc], np.zeros(int(disc.sum()))])
 
 
+def shift_phase(kx, ky, shift_x, shift_y, m: int) -> np.ndarray:
+    """``exp(−2πi (kx·sx + ky·sy) / m)``: multiplying a centred m-grid spectrum by it moves the
+    image content by (sx, sy) pixels; its conjugate undoes that shift.  Arguments broadcast."""
+    return np.exp(-2j * np.pi * (kx * shift_x + ky * shift_y) / m)
+
+
 def centred_fft2(images: np.ndarray, m: int) -> np.ndarray:
     """Centred 2D FFTs of images (N, n, n) zero-padded to m×m (pixel n//2 on the origin), complex."""
     n = images.shape[1]
@@ -186,7 +192,7 @@ def project_map(
         if shifts_px is not None:
             sx = shifts_px[start:stop, 0][:, None, None]
             sy = shifts_px[start:stop, 1][:, None, None]
-            slices = slices * np.exp(-2j * np.pi * (kx * sx + ky * sy) / m).astype(np.complex64)
+            slices = slices * shift_phase(kx, ky, sx, sy, m).astype(np.complex64)
         images = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(slices, axes=(1, 2))), axes=(1, 2)).real
         out[start:stop] = images[:, a : a + n, a : a + n]
         yield Progress(stop, total, "projecting")

@@ -16,7 +16,7 @@ import numpy as np
 
 from tomolens.jobs import Progress
 from tomolens.orient.files import check_stack
-from tomolens.orient.project import centred_fft2, fourier_plane, padded_size
+from tomolens.orient.project import centred_fft2, fourier_plane, padded_size, shift_phase
 from tomolens.orient.rotations import matrices
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def reconstruct_fourier(
         if shifts_px is not None:
             sx = shifts_px[start:stop, 0][:, None, None]
             sy = shifts_px[start:stop, 1][:, None, None]
-            spec = spec * np.exp(2j * np.pi * (kx * sx + ky * sy) / m)
+            spec = spec * np.conj(shift_phase(kx, ky, sx, sy, m))
         values = spec[:, inside].ravel()  # (b·P,)
         xyz = np.einsum("bji,jp->bip", mats[start:stop], plane)  # Aᵀ k, (b, 3, P)
         zyx = np.stack([xyz[:, 2].ravel(), xyz[:, 1].ravel(), xyz[:, 0].ravel()]) + half

@@ -43,7 +43,7 @@ from scipy.spatial.transform import Rotation
 
 from tomolens.jobs import Progress, relay
 from tomolens.orient.files import check_stack
-from tomolens.orient.project import centred_fft2, fourier_plane, padded_size
+from tomolens.orient.project import centred_fft2, fourier_plane, padded_size, shift_phase
 from tomolens.orient.rotations import canonical, matrices
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,11 @@ def _line_angles(mats: np.ndarray, first: np.ndarray, second: np.ndarray, n_angl
             np.round(np.arctan2(kj[:, 1], kj[:, 0]) / step).astype(np.int64))
 
 
+def _branch(mats: np.ndarray, transposed: bool) -> np.ndarray:
+    """The orientation matrices (N, 3, 3), or their transposes."""
+    return np.transpose(mats, (0, 2, 1)) if transposed else mats
+
+
 def common_line_score(lines: np.ndarray, mats: np.ndarray, first: np.ndarray, second: np.ndarray) -> float:
     """Mean correlation of the pairs' central lines along their predicted common lines."""
     ai, aj = _line_angles(mats, first, second, lines.shape[1])
@@ -200,7 +205,7 @@ def fix_frame(
     best = (before, np.eye(3), False)  # the input is a candidate too
     directions = _fibonacci_sphere(n_directions)
     for b, transposed in enumerate((False, True)):
-        base = np.transpose(mats, (0, 2, 1)) if transposed else mats
+        base = _branch(mats, transposed)
         for d, u in enumerate(directions):
             left = _rotation_to_ez(u)
             ai, aj = _line_angles(left[None] @ base, first, second, n_angles)
@@ -214,7 +219,7 @@ def fix_frame(
             if d % 20 == 0 or d == n_directions - 1:
                 yield Progress(b * n_directions + d + 1, total, "common lines: searching the frame")
     score, left, transposed = best
-    base = np.transpose(mats, (0, 2, 1)) if transposed else mats
+    base = _branch(mats, transposed)
     # polish L around the best so far: 27 small rotations ΔL per round (the first is ΔL = L)
     for r, step in enumerate(LOCAL_STEPS_DEG):
         candidates = _rotation_grid(np.radians(step)) @ left
@@ -223,17 +228,20 @@ def fix_frame(
         if scores[k] > score:
             score, left = float(scores[k]), candidates[k]
         yield Progress(2 * n_directions + r + 1, total, "common lines: polishing the frame")
-    base_all = np.transpose(mats_all, (0, 2, 1)) if transposed else mats_all
-    fixed = canonical(Rotation.from_matrix(left[None] @ base_all).as_quat())
+    fixed = canonical(Rotation.from_matrix(left[None] @ _branch(mats_all, transposed)).as_quat())
     log.info("frame from common lines: score %.4f (before %.4f), transposed %s", score, before, transposed)
     return fixed, {"score": score, "score_before": float(before), "transposed": transposed}
+
+
+def _centre_first(points: np.ndarray) -> np.ndarray:
+    """Grid points (K, d) ordered by their L1 distance from the origin: the origin first, so it wins ties."""
+    return points[np.argsort(np.abs(points).sum(axis=1), kind="stable")]
 
 
 def _rotation_grid(step_rad: float) -> np.ndarray:
     """27 rotation matrices: rotation vectors on a 3×3×3 grid of spacing ``step_rad``, the identity first."""
     grid = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
-    grid = grid[np.argsort(np.abs(grid).sum(axis=1), kind="stable")]  # (0, 0, 0) first
-    return Rotation.from_rotvec(grid * step_rad).as_matrix()
+    return Rotation.from_rotvec(_centre_first(grid) * step_rad).as_matrix()
 
 
 def _slices(spec, mats: np.ndarray, plane: np.ndarray):
@@ -324,7 +332,7 @@ def _shift_pass(images_ft: np.ndarray, mats: np.ndarray, spec, plane: np.ndarray
     """
     import torch
 
-    phase = np.exp(2j * np.pi * (np.outer(plane[0], offsets[:, 0]) + np.outer(plane[1], offsets[:, 1])) / m)
+    phase = np.conj(shift_phase(plane[0][:, None], plane[1][:, None], offsets[:, 0], offsets[:, 1], m))
     phase = torch.from_numpy(phase.astype(np.complex64))  # (P, G)
     out = np.zeros((len(mats), 2))
     for start in range(0, len(mats), batch):
@@ -339,7 +347,7 @@ def _undo_shifts(images_ft: np.ndarray, plane: np.ndarray, shifts: np.ndarray, m
     """Image spectra on ``plane`` with in-plane shifts (N, 2) px (x, y) of their content undone."""
     if not np.any(shifts):
         return images_ft
-    ramp = np.exp(2j * np.pi * (np.outer(shifts[:, 0], plane[0]) + np.outer(shifts[:, 1], plane[1])) / m)
+    ramp = np.conj(shift_phase(plane[0], plane[1], shifts[:, :1], shifts[:, 1:], m))  # (N, P)
     return (images_ft * ramp).astype(np.complex64)
 
 
@@ -441,8 +449,7 @@ def refine_orientations(
         if max_shift_px > 0:
             reach, spacing = (2.0, 1.0) if 2 * p < len(passes) else (1.0, 0.5)
             grid = np.arange(-reach, reach + spacing / 2, spacing)
-            offsets = np.stack(np.meshgrid(grid, grid, indexing="xy"), axis=-1).reshape(-1, 2)
-            offsets = offsets[np.argsort(np.abs(offsets).sum(axis=1), kind="stable")]  # (0, 0) wins ties
+            offsets = _centre_first(np.stack(np.meshgrid(grid, grid, indexing="xy"), axis=-1).reshape(-1, 2))
             found = yield from relay(_shift_pass(ft, mats, spec, plane, offsets, m, batch),
                                      lambda s, p=p, label=label: Progress(
                                          1000 * p + 900 + 100 * s.done // max(s.total, 1), steps,
