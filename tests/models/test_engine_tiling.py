@@ -58,3 +58,24 @@ def test_tiled_rejects_2d_image_for_3d_model(net):
         run_job(predict_tiled(net, np.zeros((64, 64), np.float32), (32, 32, 32)))
     with pytest.raises(ValueError, match="divisible by 4"):
         run_job(predict_tiled(net, np.ones((30, 30, 30), np.float32), (30, 30, 30)))
+
+
+class _SlabMean(torch.nn.Module):
+    """(N, 1, 1 + 2h, y, x) → (N, 2, 1, y, x): the slab's mean and its first slice."""
+
+    out_channels = 2
+
+    def forward(self, x):
+        return torch.stack([x[:, 0].mean(1), x[:, 0, 0]], 1)[:, :, None]
+
+
+def test_tiled_context_reads_neighbouring_slices_and_repeats_the_faces():
+    rng = np.random.default_rng(3)
+    vol = rng.normal(size=(7, 40, 24)).astype(np.float32)
+    h = 2
+    out = run_job(predict_tiled(_SlabMean(), vol, (1, 16, 16), overlap=0.25, activation=None,
+                                normalisation=(0.0, 1.0), context=(h, 0, 0)))
+    idx = np.clip(np.arange(-h, vol.shape[0] + h), 0, vol.shape[0] - 1)
+    slabs = np.stack([vol[idx[z : z + 2 * h + 1]] for z in range(vol.shape[0])])  # (z, 2h+1, y, x)
+    np.testing.assert_allclose(out[0], slabs.mean(1), atol=1e-5)
+    np.testing.assert_allclose(out[1], slabs[:, 0], atol=1e-6)  # the face slice repeated below z = 0

@@ -102,3 +102,28 @@ def test_fine_tuning_keeps_the_starting_weights_when_no_epoch_beats_them():
     assert all(h["val_loss"] > tuned.start_val_loss for h in tuned.history)
     for k, v in tuned.model.state_dict().items():
         assert torch.equal(v, start[k]), k
+
+
+def test_sampler_keeps_input_channels_aligned_with_the_target():
+    """Channels-first pairs (a 2.5D slab of K slices): patches keep K and stay aligned under augmentation."""
+    rng = np.random.default_rng(1)
+    target = (rng.random((40, 48)) > 0.7).astype(np.int64)
+    # channel k is the target plus 10·k: the order of the channels is visible in their means
+    image = np.stack([target + 10.0 * k + 0.1 * rng.normal(size=target.shape) for k in range(3)])
+    sampler = PatchSampler([TrainingPair(image, target, channels=True)], (16, 16), augment=True)
+    x, y = sampler.sample(12, np.random.default_rng(0))
+    assert x.shape == (12, 3, 16, 16) and y.shape == (12, 1, 16, 16)
+    for xi, yi in zip(x, y[:, 0]):
+        means = xi.reshape(3, -1).mean(axis=1)
+        assert means[0] < means[1] < means[2]  # channels are never flipped or mixed
+        for channel in xi:
+            assert np.corrcoef(channel.ravel(), yi.ravel())[0, 1] > 0.9
+
+
+def test_pairs_with_different_channel_counts_are_refused():
+    a = TrainingPair(np.zeros((3, 16, 16), np.float32), np.zeros((16, 16), np.int64), channels=True)
+    b = TrainingPair(np.zeros((5, 16, 16), np.float32), np.zeros((16, 16), np.int64), channels=True)
+    with pytest.raises(ValueError, match="input channels"):
+        PatchSampler([a, b], (16, 16))
+    with pytest.raises(ValueError, match="does not match"):
+        TrainingPair(np.zeros((3, 16, 16), np.float32), np.zeros((3, 16, 16), np.int64)[:, :8], channels=True)

@@ -100,10 +100,21 @@ def rescale_labels(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 
 
 def _read_patch(volume: np.ndarray, start: Sequence[int], patch: Sequence[int], mean: float,
-                std: float) -> np.ndarray:
-    sl = tuple(slice(s, s + p) for s, p in zip(start, patch))
+                std: float, context: Sequence[int] | None = None) -> np.ndarray:
+    """The normalised patch at ``start``, with ``context`` extra voxels on both sides per axis.
+
+    A patch running past the end of a volume smaller than it is reflect-padded; context
+    beyond the volume's faces repeats the face (as ``np.clip`` on indices would).
+    """
+    context = tuple(context or (0,) * len(patch))
+    lo = [s - c for s, c in zip(start, context)]
+    hi = [s + p + c for s, p, c in zip(start, patch, context)]
+    sl = tuple(slice(max(a, 0), min(b, n)) for a, b, n in zip(lo, hi, volume.shape))
     block = (np.asarray(volume[sl], np.float32) - mean) / std
-    pad = [(0, p - b) for p, b in zip(patch, block.shape)]
+    if any(context):
+        edge = [(max(0, -a), max(0, b - n)) if c else (0, 0) for a, b, n, c in zip(lo, hi, volume.shape, context)]
+        block = np.pad(block, edge, mode="edge")
+    pad = [(0, p + 2 * c - b) for p, c, b in zip(patch, context, block.shape)]
     if any(after for _, after in pad):
         block = np.pad(block, pad, mode="reflect" if min(block.shape) > 1 else "edge")
     return block
@@ -144,6 +155,7 @@ def predict_tiled(
     tmp_dir: str | Path | None = None,
     memmap_above_bytes: int = MEMMAP_ABOVE_BYTES,
     map_back: bool = True,
+    context: Sequence[int] | None = None,
 ) -> Generator[Progress, None, np.ndarray]:
     """Run ``model`` over ``volume`` in overlapping, Gaussian-blended patches.
 
@@ -181,6 +193,11 @@ def predict_tiled(
     map_back : bool
         When the volume was rescaled, map the outputs back onto the input grid (True)
         or return them on the model's grid, shape ``(C, *round(volume.shape × zoom))``.
+    context : sequence of int, optional
+        Voxels of context the model reads on both sides of every patch, per axis: it then
+        maps (N, 1, *(patch + 2·context)) to (N, C, *patch) (a 2.5D slice network reads
+        the neighbouring slices of each slice).  Beyond the volume's faces the face slice
+        is repeated.
 
     Yields
     ------
@@ -230,7 +247,7 @@ def predict_tiled(
     model.to(device)
     log.info("tiled inference: %d patches of %s in %d batches on %s", len(starts), patch, len(batches), device)
     for i, batch_starts in enumerate(batches):
-        x = np.stack([_read_patch(source, s, patch, mean, std) for s in batch_starts])[:, None]
+        x = np.stack([_read_patch(source, s, patch, mean, std, context) for s in batch_starts])[:, None]
         try:
             y = _forward(model, x, device, act)
         except torch.cuda.OutOfMemoryError:

@@ -38,23 +38,34 @@ class TrainingPair:
 
     Attributes
     ----------
-    image : ndarray, shape (z, y, x) (or (y, x) for 2D)
-        Raw tomogram; z-score normalised by the sampler.
+    image : ndarray, shape (z, y, x) (or (y, x) for 2D); (K, z, y, x) / (K, y, x) with ``channels``
+        Raw tomogram; z-score normalised by the sampler (over all of its channels).
     target : ndarray, shape (C, z, y, x) or (z, y, x)
         Dense target (float maps or integer labels), same spatial shape as ``image``.
     foreground : ndarray of bool, optional
         Where to centre "foreground" patches; by default ``target > 0`` on channel 0.
+    channels : bool
+        ``image`` has a leading axis of K input channels (for example the neighbouring
+        z-slices a 2.5D slice network sees); every pair of one training run must have
+        the same K, and the network then takes (N, K, *patch).
     """
 
     image: np.ndarray
     target: np.ndarray
     foreground: np.ndarray | None = None
+    channels: bool = False
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """The image's shape without its channel axis."""
+        return tuple(self.image.shape[1:] if self.channels else self.image.shape)
 
     def __post_init__(self) -> None:
-        spatial = self.target.shape[-self.image.ndim:]
-        if tuple(spatial) != tuple(self.image.shape):
+        spatial = self.spatial_shape
+        if tuple(self.target.shape[-len(spatial):]) != spatial:
             raise ValueError(
-                f"Target shape {self.target.shape} does not match image shape {self.image.shape}."
+                f"Target shape {self.target.shape} does not match image shape {self.image.shape}"
+                + (" (channels first)." if self.channels else ".")
             )
 
 
@@ -116,31 +127,37 @@ class PatchSampler:
         self.ndim = len(self.patch)
         self.augment = augment
         self.foreground_fraction = foreground_fraction
-        self.images, self.targets, self.fg = [], [], []
+        self.images, self.targets, self.fg = [], [], []  # images (K, *spatial), targets (C, *spatial)
         for pair in pairs:
-            if pair.image.ndim != self.ndim:
-                raise ValueError(f"Patch size {self.patch} needs {self.ndim}D images; got {pair.image.shape}.")
+            if len(pair.spatial_shape) != self.ndim:
+                raise ValueError(f"Patch size {self.patch} needs {self.ndim}D images; got {pair.image.shape}"
+                                 + (" (channels first)." if pair.channels else "."))
             img = np.asarray(pair.image, np.float32)
             img = (img - img.mean()) / max(float(img.std()), 1e-6)
+            if not pair.channels:
+                img = img[None]
+            if self.images and img.shape[0] != self.images[0].shape[0]:
+                raise ValueError(f"Training pairs have different numbers of input channels "
+                                 f"({self.images[0].shape[0]} and {img.shape[0]}).")
             tgt = np.asarray(pair.target)
             if tgt.ndim == self.ndim:
                 tgt = tgt[None]
-            pad = [(0, max(0, p - s)) for p, s in zip(self.patch, img.shape)]
+            pad = [(0, max(0, p - s)) for p, s in zip(self.patch, img.shape[1:])]
             if any(a for _, a in pad):
-                img = np.pad(img, pad, mode="reflect")
+                img = np.pad(img, [(0, 0), *pad], mode="reflect")
                 tgt = np.pad(tgt, [(0, 0), *pad], mode="constant")
             fg = pair.foreground if pair.foreground is not None else tgt[0] > 0
-            if fg.shape != img.shape:
-                fg = np.pad(fg, [(0, p - s) for p, s in zip(img.shape, fg.shape)])
+            if fg.shape != img.shape[1:]:
+                fg = np.pad(fg, [(0, p - s) for p, s in zip(img.shape[1:], fg.shape)])
             coords = np.argwhere(fg)
             self.images.append(img)
             self.targets.append(tgt)
             self.fg.append(coords)
-        self.weights = np.array([im.size for im in self.images], float)
+        self.weights = np.array([im[0].size for im in self.images], float)
         self.weights /= self.weights.sum()
 
     def _start(self, rng: np.random.Generator, k: int) -> tuple[int, ...]:
-        shape = self.images[k].shape
+        shape = self.images[k].shape[1:]
         coords = self.fg[k]
         if len(coords) and rng.random() < self.foreground_fraction:
             centre = coords[rng.integers(len(coords))]
@@ -150,25 +167,25 @@ class PatchSampler:
 
     def sample(self, n: int, rng: np.random.Generator, augment: bool | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
-        """Draw ``n`` patches: input (n, 1, *patch) float32 and target (n, C, *patch)."""
+        """Draw ``n`` patches: input (n, K, *patch) float32 (K = 1 without channels) and target (n, C, *patch)."""
         augment = self.augment if augment is None else augment
         xs, ys = [], []
         for _ in range(n):
             k = int(rng.choice(len(self.images), p=self.weights))
             start = self._start(rng, k)
             sl = tuple(slice(s, s + p) for s, p in zip(start, self.patch))
-            x = self.images[k][sl]
+            x = self.images[k][(slice(None), *sl)]
             y = self.targets[k][(slice(None), *sl)]
             if augment:
                 x, y = self._augment(x, y, rng)
             xs.append(np.ascontiguousarray(x))
             ys.append(np.ascontiguousarray(y))
-        return np.stack(xs)[:, None].astype(np.float32), np.stack(ys)
+        return np.stack(xs).astype(np.float32), np.stack(ys)
 
     def _augment(self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
         for axis in range(self.ndim):
             if rng.random() < 0.5:
-                x = np.flip(x, axis)
+                x = np.flip(x, axis + 1)
                 y = np.flip(y, axis + 1)
         if self.patch[-1] == self.patch[-2]:
             k = int(rng.integers(4))
@@ -198,7 +215,7 @@ def train_model(
     Parameters
     ----------
     model : torch.nn.Module
-        Network mapping (N, 1, *patch) to (N, C, *patch) logits.
+        Network mapping (N, K, *patch) to (N, C, *patch) logits (K = 1 unless the pairs have channels).
     train_pairs, val_pairs : sequence of TrainingPair
         Training data and validation data (never the same voxels).
     loss_fn : callable
