@@ -8,6 +8,7 @@ import torch
 from segment_toy import TOY_CLASSES, make_toy
 
 from tomolens.jobs import JobCancelled, run_job
+from tomolens.models.card import ModelCard
 from tomolens.segment.cleanup import clean_classes, fill_small_holes, instances_from_classes
 from tomolens.segment.labels import (
     check_painted_labels,
@@ -233,3 +234,52 @@ def test_start_model_sets_kind_patch_rule_voxel_size_and_resume_checks(tmp_path)
     with pytest.raises(ValueError, match="written by a different network"):
         run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=2, steps_per_epoch=2, checkpoint=ckpt,
                                 resume=True, **{**FAST, "base_channels": 4}))
+
+
+def test_slab_pairs_and_prediction_read_the_same_neighbouring_slices():
+    """A 2.5D slice model: training slabs (face slices repeated) are what tiled prediction feeds it."""
+    from tomolens.preprocess import normalise
+    from tomolens.segment.networks import SliceWise, build_segmentation_network
+    from tomolens.segment.train import make_pairs, slab
+
+    tomo, classes = make_toy(2)
+    painted = sparse_from_classes(classes, [0, 8])
+    pairs = make_pairs(tomo, painted, "2d", context=2)
+    assert [p.image.shape for p in pairs] == [(5, 48, 48)] * 2 and all(p.channels for p in pairs)
+    np.testing.assert_array_equal(pairs[0].image[:3], np.stack([tomo[0]] * 3))  # below z = 0: the face slice
+    np.testing.assert_array_equal(pairs[1].image, tomo[6:11])
+    assert make_pairs(tomo, painted, "2d", context=0)[0].image.shape == (48, 48)
+
+    torch.manual_seed(0)
+    net, arch, kwargs = build_segmentation_network("2d", 3, base_channels=4, depth=2, context=2)
+    assert kwargs["in_channels"] == 5
+    card = ModelCard(name="slab", task="segment", architecture=arch, arch_kwargs=kwargs, classes=TOY_CLASSES,
+                     voxel_size_A=10.0, patch_size=[32, 32], extra={"model_kind": "2d", "context_slices": 2})
+    probs = run_job(predict_probabilities(net, card, tomo, 10.0, orthogonal=False))
+    mean, std = normalise(tomo)
+    with torch.no_grad():
+        for z in (0, 1, 7, 15):
+            x = torch.from_numpy((slab(tomo, z, 0, 2) - mean) / std)[None]
+            np.testing.assert_allclose(probs[:, z], net.eval()(x).softmax(1)[0].numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="expects \\(N, 1, 5, y, x\\)"):
+        SliceWise(net, 2)(torch.zeros(1, 1, 3, 32, 32))
+
+
+def test_test_time_augmentation_averages_the_eight_plane_symmetries():
+    from tomolens.segment.networks import build_segmentation_network
+
+    tomo, _ = make_toy(3)
+    torch.manual_seed(1)
+    net, arch, kwargs = build_segmentation_network("2d", 3, base_channels=4, depth=2, context=1)
+    card = ModelCard(name="t", task="segment", architecture=arch, arch_kwargs=kwargs, classes=TOY_CLASSES,
+                     voxel_size_A=10.0, patch_size=[32, 32], extra={"model_kind": "2d", "context_slices": 1})
+    plain = run_job(predict_probabilities(net, card, tomo, 10.0, orthogonal=False))
+    averaged = run_job(predict_probabilities(net, card, tomo, 10.0, orthogonal=False, tta=True))
+    np.testing.assert_allclose(averaged.sum(0), 1.0, atol=1e-4)
+    assert np.abs(averaged - plain).max() > 1e-3  # an untrained network is not symmetric by itself
+    # averaged over the group, the prediction of a rotated (or flipped) tomogram is the rotated prediction
+    for turned, undo in ((np.rot90(tomo, 1, (1, 2)), lambda p: np.rot90(p, -1, (2, 3))),
+                         (tomo[:, ::-1], lambda p: p[:, :, ::-1])):
+        again = run_job(predict_probabilities(net, card, np.ascontiguousarray(turned), 10.0, orthogonal=False,
+                                              tta=True))
+        np.testing.assert_allclose(undo(again), averaged, atol=1e-5)

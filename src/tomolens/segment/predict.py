@@ -1,7 +1,9 @@
 """Prediction: tiled class probabilities → class labels (argmax or threshold) → clean-up.
 
 A 2D (slice) model runs slice by slice along z, or along z, y and x with the three
-probability volumes averaged (``orthogonal=True``); a 3D model runs on overlapping cubes.
+probability volumes averaged (``orthogonal=True``); a 2.5D slice model (card
+``extra["context_slices"]`` = n) reads each slice with its n neighbours on either side; a 3D
+model runs on overlapping cubes.
 Both use :func:`tomolens.models.tiling.predict_tiled` (Gaussian-blended tiles, rescaling
 to the model's voxel size, memory-mapped output for large volumes).
 """
@@ -28,6 +30,11 @@ def model_kind_of(card) -> str:
     """"2d" (slice U-Net) or "3d": the card's ``extra["model_kind"]``, else from its patch's dimensions."""
     return str((card.extra or {}).get("model_kind", "3d" if len(card.patch_size or (0, 0, 0)) == 3 else "2d"))
 
+def context_of(card) -> int:
+    """Neighbouring slices on each side a 2D (slice) model reads (``extra["context_slices"]``; 0 = none)."""
+    return int((card.extra or {}).get("context_slices", 0))
+
+
 #: Post-processing settings: re-applied live on kept probabilities (no network).
 POSTPROCESS_PARAMS = (
     Param("threshold", 0.0, "0 = most probable class (argmax); otherwise a voxel is a structure when "
@@ -41,6 +48,8 @@ PREDICT_PARAMS = (
     Param("model", DEFAULT_MODEL, "Shipped model name or a .pt/.json model file", type=str),
     *POSTPROCESS_PARAMS,
     Param("orthogonal", True, "2D models: average the predictions of slices along z, y and x"),
+    Param("tta", False, "Test-time augmentation: average the predictions of the 8 rotations and flips of the "
+          "y-x plane (8× the time, a little more accurate)"),
     Param("overlap", 0.25, "Overlap of neighbouring tiles (fraction of the tile)", min=0.0, max=0.75,
           advanced=True),
     Param("batch_size", 4, "Tiles per forward pass", min=1, advanced=True),
@@ -121,6 +130,19 @@ def _staged(job, stage: int, n_stages: int, message: str):
                                                      f"{message}: {p.message}")))
 
 
+#: Test-time augmentation: the 8 symmetries of the y-x plane (k quarter turns, then a flip of x);
+#: the missing wedge stays along z, as in training's augmentation.
+TTA_TRANSFORMS = tuple((k, flip) for k in range(4) for flip in (False, True))
+
+
+def _plane_transform(a: np.ndarray, k: int, flip: bool, inverse: bool = False) -> np.ndarray:
+    """Rotate the last two axes by k quarter turns then flip the last (or undo that): a view."""
+    if inverse:
+        return np.rot90(np.flip(a, -1) if flip else a, -k, axes=(-2, -1))
+    a = np.rot90(a, k, axes=(-2, -1))
+    return np.flip(a, -1) if flip else a
+
+
 def predict_probabilities(
     model,
     card,
@@ -130,6 +152,7 @@ def predict_probabilities(
     overlap: float = 0.25,
     batch_size: int = 4,
     device: str = "cpu",
+    tta: bool = False,
 ) -> Generator[Progress, None, np.ndarray]:
     """Class probabilities of a tomogram (job).
 
@@ -148,16 +171,41 @@ def predict_probabilities(
         the card's ``slice_axes`` is "zyx").  Ignored for 3D models.
     overlap, batch_size, device
         Tiling settings (see :func:`tomolens.models.tiling.predict_tiled`).
+    tta : bool
+        Test-time augmentation: average the probabilities of the 8 rotations and flips of
+        the y-x plane (:data:`TTA_TRANSFORMS`; 8× the time).
 
     Returns
     -------
     ndarray float32, shape (C, z, y, x)
     """
-    from tomolens.models.tiling import allocate_output, predict_tiled
-    from tomolens.preprocess import normalise
+    from tomolens.models.tiling import allocate_output
 
     if np.ndim(volume) != 3:
         raise ValueError(f"Segmentation needs a 3D tomogram; got shape {np.shape(volume)}.")
+    transforms = TTA_TRANSFORMS if tta else TTA_TRANSFORMS[:1]
+    total = None
+    for i, (k, flip) in enumerate(transforms):
+        view = _plane_transform(volume, k, flip)
+        job = _predict_view(model, card, view, voxel_size_A, orthogonal, overlap, batch_size, device)
+        label = f"view {i + 1} of {len(transforms)}" if tta else "network"
+        probs = yield from _staged(job, i, len(transforms), label)
+        if not tta:
+            return probs
+        if total is None:
+            total = allocate_output((len(card.classes), *np.shape(volume)))
+        total += _plane_transform(probs, k, flip, inverse=True)
+        del probs
+    total /= len(transforms)
+    return total
+
+
+def _predict_view(model, card, volume, voxel_size_A, orthogonal, overlap, batch_size, device
+                  ) -> Generator[Progress, None, np.ndarray]:
+    """:func:`predict_probabilities` of one view of the tomogram (no test-time augmentation)."""
+    from tomolens.models.tiling import allocate_output, predict_tiled
+    from tomolens.preprocess import normalise
+
     kind = model_kind_of(card)
     n_classes = len(card.classes)
     stats = normalise(volume)
@@ -171,7 +219,8 @@ def predict_probabilities(
         return probs
     from tomolens.segment.networks import SliceWise
 
-    wrapped = SliceWise(model)
+    context = context_of(card)
+    wrapped = SliceWise(model, context)
     m = wrapped.plane_multiple
     if orthogonal is None:
         orthogonal = (card.extra or {}).get("slice_axes") == "zyx"
@@ -180,7 +229,7 @@ def predict_probabilities(
     for stage, axis in enumerate(axes):
         view = np.moveaxis(volume, axis, 0)
         patch = (1, *(min(256, _round_up(n, m)) for n in view.shape[1:]))
-        probs = yield from _staged(predict_tiled(wrapped, view, patch, **{**common, "overlap": overlap}),
+        probs = yield from _staged(predict_tiled(wrapped, view, patch, **common, context=(context, 0, 0)),
                                    stage, len(axes), f"slices along {'zyx'[axis]}")
         total += np.moveaxis(probs, 1, axis + 1)
         del probs
@@ -200,6 +249,7 @@ def segment_tomogram(
     overlap: float = 0.25,
     batch_size: int = 4,
     device: str = "auto",
+    tta: bool = False,
     class_names: Sequence[str] | None = None,
     threads: int = 0,
 ) -> Generator[Progress, None, SegmentationResult]:
@@ -216,6 +266,8 @@ def segment_tomogram(
     threshold, min_size_voxels, max_hole_voxels : see :data:`POSTPROCESS_PARAMS`.
     orthogonal : bool
         2D models: average slices along z, y and x.
+    tta : bool
+        Average over the 8 rotations and flips of the y-x plane (8× the time).
     class_names : sequence of str, optional
         Expected classes; a model with other classes is refused with a clear message.
     threads : int
@@ -237,7 +289,7 @@ def segment_tomogram(
         check_model_classes(card, class_names)
     yield Progress(0, 1, f"loaded {card.name} ({', '.join(card.classes)})")
     probs = yield from predict_probabilities(net, card, volume, voxel_size_A, orthogonal, overlap, batch_size,
-                                             device)
+                                             device, tta)
     result = SegmentationResult(probs, np.zeros(0, np.uint8), list(card.classes),
                                 voxel_size_A or card.voxel_size_A)
     result = result.reapply(threshold, min_size_voxels, max_hole_voxels)

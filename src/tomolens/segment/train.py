@@ -32,7 +32,7 @@ from tomolens.segment.labels import (
     check_painted_labels,
     painted_slices,
 )
-from tomolens.segment.predict import DEFAULT_MODEL, model_kind_of
+from tomolens.segment.predict import DEFAULT_MODEL, context_of, model_kind_of
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ SEGMENT_TRAIN_PARAMS = (
           advanced=True),
     Param("segment_slice_axes", "z", "2D only: learn from slices along z, or also from the orthogonal slices "
           "through the painted voxels (zyx)", choices=("z", "zyx"), advanced=True),
+    Param("segment_context", 4, "2D only: neighbouring slices on each side that the slice U-Net reads with "
+          "each slice, as extra input channels (a 2.5D slab of 2n + 1 slices; they average the noise of "
+          "low-SNR tomograms; 0 = the slice alone)", min=0, max=16, advanced=True),
     Param("segment_start_from", "none", "Fine-tune this model (a shipped name such as segment_default, or a .pt "
           "file whose classes are the ones named; kind, width and depth are then the model's), or none to train "
           "a new network", type=str),
@@ -58,7 +61,7 @@ NEW_NETWORK = "none"
 #: options with the engine's names and defaults (epochs 30, 40 steps per epoch, patch 32,
 #: learning rate 1e-3; 2D models train on patches of at least 64, see :func:`train_kwargs`).
 TRAIN_PARAMS = (
-    SEGMENT_TRAIN_PARAMS[3],
+    SEGMENT_TRAIN_PARAMS[4],
     SEGMENT_TRAIN_PARAMS[0],
     engine_param("epochs"),
     engine_param("max_minutes", help="Stop training after this many minutes, keeping the best epoch (0 = no limit)"),
@@ -72,6 +75,7 @@ TRAIN_PARAMS = (
     SEGMENT_TRAIN_PARAMS[1],
     engine_param("patience", advanced=True),
     SEGMENT_TRAIN_PARAMS[2],
+    SEGMENT_TRAIN_PARAMS[3],
     engine_param("seed", advanced=True),
     engine_param("device", advanced=True),
     engine_param("threads", advanced=True),
@@ -89,7 +93,8 @@ WIDGET_START_VALUES = {**WIDGET_TRAIN_VALUES, "segment_start_from": DEFAULT_MODE
 
 #: Parameter names of :data:`TRAIN_PARAMS` that :func:`train_segmenter` calls otherwise.
 _KWARG_NAMES = {"segment_model": "model_kind", "segment_dice_weight": "dice_weight",
-                "segment_slice_axes": "slice_axes", "segment_start_from": "start_from"}
+                "segment_slice_axes": "slice_axes", "segment_start_from": "start_from",
+                "segment_context": "context"}
 
 
 def start_model(value: str | Path | None) -> str | None:
@@ -164,11 +169,22 @@ def _foreground(labels: np.ndarray) -> np.ndarray:
     return painted
 
 
-def make_pairs(volume: np.ndarray, labels: np.ndarray, kind: str, slice_axes: str = "z") -> list:
+def slab(volume: np.ndarray, index: int, axis: int, context: int) -> np.ndarray:
+    """Slice ``index`` along ``axis`` with ``context`` neighbours on each side, (2·context + 1, a, b).
+
+    Beyond the volume's faces the face slice repeats (as tiled prediction reads it).
+    """
+    idx = np.clip(np.arange(index - context, index + context + 1), 0, volume.shape[axis] - 1)
+    return np.ascontiguousarray(np.moveaxis(np.take(volume, idx, axis=axis), axis, 0))
+
+
+def make_pairs(volume: np.ndarray, labels: np.ndarray, kind: str, slice_axes: str = "z", context: int = 0
+               ) -> list:
     """Training pairs of one (tomogram, painted labels) volume.
 
     3D: one pair (the volume).  2D: one pair per painted slice along each axis in
-    ``slice_axes`` ("z", or "zyx" to add the orthogonal slices through the painted voxels).
+    ``slice_axes`` ("z", or "zyx" to add the orthogonal slices through the painted voxels);
+    with ``context`` > 0 each image is the slice's slab (:func:`slab`, channels first).
     """
     from tomolens.models.training import TrainingPair
 
@@ -179,9 +195,11 @@ def make_pairs(volume: np.ndarray, labels: np.ndarray, kind: str, slice_axes: st
     pairs = []
     for axis in range(3) if slice_axes == "zyx" else (0,):
         for i in painted_slices(labels, axis):
-            img = np.ascontiguousarray(np.take(volume, i, axis=axis))
             lab = np.ascontiguousarray(np.take(labels, i, axis=axis))
-            pairs.append(TrainingPair(img, lab, _foreground(lab)))
+            if context:
+                pairs.append(TrainingPair(slab(volume, i, axis, context), lab, _foreground(lab), channels=True))
+            else:
+                pairs.append(TrainingPair(np.ascontiguousarray(np.take(volume, i, axis=axis)), lab, _foreground(lab)))
     return pairs
 
 
@@ -202,6 +220,7 @@ def train_segmenter(
     dice_weight: float = 1.0,
     patience: int = 6,
     slice_axes: str = "z",
+    context: int = 4,
     start_from: str | Path | None = None,
     seed: int = 0,
     device: str = "auto",
@@ -235,6 +254,9 @@ def train_segmenter(
         Weight of the soft Dice term added to the cross-entropy.
     slice_axes : {"z", "zyx"}
         2D only: train on z-slices, or also on orthogonal slices through painted voxels.
+    context : int
+        2D only: neighbouring slices on each side read with every slice (input channels of
+        a 2.5D slice U-Net; 0 = the slice alone, the seed's network).
     start_from : str or path, optional
         Fine-tune an existing segmentation model (a shipped name or a ``.pt``) instead of
         a fresh network: its architecture, kind and weights are used (``model_kind``,
@@ -275,8 +297,12 @@ def train_segmenter(
         voxel_size_A = check_start_voxel_size(start_card, voxel_size_A)
         model_kind = model_kind_of(start_card)
         depth = int(start_card.arch_kwargs.get("depth", depth))
+        context = context_of(start_card)
     if model_kind not in ("2d", "3d"):
         raise ValueError(f"model_kind must be '2d' or '3d'; got {model_kind!r}.")
+    context = int(context) if model_kind == "2d" else 0
+    if context < 0:
+        raise ValueError(f"context must be 0 or more slices; got {context}.")
     if not volumes:
         raise ValueError("Training needs at least one (tomogram, labels) pair.")
     multiple = 2**depth
@@ -298,14 +324,15 @@ def train_segmenter(
                 "The validation region (last quarter of the tomogram along y) has no painted voxels: "
                 "paint across the whole width of the slices."
             )
-    train_pairs = [p for v, lab in train for p in make_pairs(v, lab, model_kind, slice_axes)]
-    val_pairs = [p for v, lab in val for p in make_pairs(v, lab, model_kind, slice_axes)]
+    train_pairs = [p for v, lab in train for p in make_pairs(v, lab, model_kind, slice_axes, context)]
+    val_pairs = [p for v, lab in val for p in make_pairs(v, lab, model_kind, slice_axes, context)]
     if not val_pairs:
         raise ValueError("No validation data with painted voxels.")
     device = choose_device(device)
     set_torch_threads(device, threads)
     if start_card is None:
-        net, architecture, arch_kwargs = build_segmentation_network(model_kind, len(names), base_channels, depth)
+        net, architecture, arch_kwargs = build_segmentation_network(model_kind, len(names), base_channels, depth,
+                                                                      context)
     else:
         net, architecture, arch_kwargs = start_net, start_card.architecture, dict(start_card.arch_kwargs)
     patch_size = (patch,) * (2 if model_kind == "2d" else 3)
@@ -336,6 +363,7 @@ def train_segmenter(
                  "epochs_run": len(result.history)}
         | ({"start_val_loss": round(float(result.start_val_loss), 5)} if result.start_val_loss is not None else {}),
         extra={"model_kind": model_kind, "slice_axes": slice_axes if model_kind == "2d" else "zyx",
+               **({"context_slices": context} if model_kind == "2d" else {}),
                "label_offset": LABEL_OFFSET, "dice_weight": dice_weight, "history": result.history,
                "training_patch": list(patch_size),
                **({"start_from": {"name": start_card.name, "sha256": start_card.sha256}} if start_card else {})},
