@@ -127,3 +127,17 @@ def test_pairs_with_different_channel_counts_are_refused():
         PatchSampler([a, b], (16, 16))
     with pytest.raises(ValueError, match="does not match"):
         TrainingPair(np.zeros((3, 16, 16), np.float32), np.zeros((3, 16, 16), np.int64)[:, :8], channels=True)
+
+
+def test_a_validation_score_chooses_the_epoch_and_stops_training(tmp_path):
+    """With val_score the best epoch is the best score's (not the lowest loss), and patience follows it."""
+    torch.manual_seed(0)
+    scores = iter([0.1, 0.5, 0.3, 0.2, 0.9])
+    cfg = TrainConfig(patch_size=(8, 16, 16), batch_size=2, epochs=5, steps_per_epoch=3, val_patches=4,
+                      learning_rate=1e-2, patience=2, seed=0, checkpoint=tmp_path / "s.ckpt",
+                      val_score=lambda logits, target: next(scores))
+    result = run_job(train_model(UNet3D(1, 1, base_channels=4, depth=1), [_pair(0)], [_pair(1)], bce, cfg))
+    assert [h["val_score"] for h in result.history] == [0.1, 0.5, 0.3, 0.2]  # stopped: 2 epochs without a better score
+    assert result.best_epoch == 2 and result.best_val_score == 0.5 and result.stopped_early
+    assert result.best_val_loss == result.history[1]["val_loss"]
+    assert result.history[-1]["best_val_score"] == 0.5

@@ -8,7 +8,8 @@ training and validation (image, target) pairs and a loss; the loop does the rest
   only (so the missing wedge stays along z) and an intensity scale/shift of the input;
 - validation patches are drawn once, from the validation pairs (separate volumes or
   regions), without augmentation;
-- early stopping watches the validation loss only; the best weights are restored;
+- early stopping watches the validation loss (or a validation score such as a Dice, when
+  the task gives one); the best weights are restored;
 - a checkpoint (model, optimiser, history, random states) is written atomically after
   every epoch and ``resume=True`` continues from it (a run that had stopped early gets a fresh
   patience window: resuming it asks for more training);
@@ -91,6 +92,10 @@ class TrainConfig:
     #: Fine-tuning: score the starting weights on the validation patches first, so that
     #: training returns them unchanged when no epoch beats them (best_epoch 0).
     keep_start_if_best: bool = False
+    #: Optional ``val_score(logits, target) -> float`` on all validation patches at once,
+    #: higher is better (for example a Dice): when given, the best epoch and early stopping
+    #: follow it instead of the validation loss (a loss can rise while the labels improve).
+    val_score: Callable | None = None
 
 
 @dataclass
@@ -103,6 +108,7 @@ class TrainResult:
     best_val_loss: float = float("inf")
     stopped_early: bool = False
     start_val_loss: float | None = None
+    best_val_score: float | None = None
 
 
 class PatchSampler:
@@ -250,7 +256,8 @@ def train_model(
     model.to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     history: list[dict] = []
-    best_val, best_epoch, bad_epochs = float("inf"), 0, 0
+    best_val, best_epoch, bad_epochs = float("inf"), 0, 0  # best_val: the criterion (_criterion)
+    best_loss, best_score = float("inf"), None  # validation loss and score of the best epoch
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     start_epoch = 0
     ckpt = Path(config.checkpoint) if config.checkpoint else None
@@ -269,6 +276,7 @@ def train_model(
         best_state = state["best_state"]
         history = list(state["history"])
         best_val, best_epoch, bad_epochs = state["best_val"], state["best_epoch"], state["bad_epochs"]
+        best_loss, best_score = state.get("best_loss", best_val), state.get("best_score")
         start_epoch = state["epoch"]
         rng.bit_generator.state = state["rng"]
         log.info("resumed from %s at epoch %d", ckpt, start_epoch)
@@ -278,7 +286,8 @@ def train_model(
             bad_epochs = 0
     start_val = None
     if config.keep_start_if_best and not config.resume:
-        start_val = best_val = _evaluate(model, loss_fn, val_x, val_y, config.batch_size, device)
+        start_val, best_score = _evaluate(model, loss_fn, val_x, val_y, config.batch_size, device, config.val_score)
+        best_val, best_loss = _criterion(start_val, best_score), start_val
         log.info("validation loss of the starting weights: %.4f", start_val)
 
     total = config.epochs * config.steps_per_epoch
@@ -298,22 +307,26 @@ def train_model(
             if (step + 1) % 5 == 0 and step + 1 < config.steps_per_epoch:
                 yield Progress(epoch * config.steps_per_epoch + step + 1, total,
                                f"epoch {epoch + 1}: loss {np.mean(losses):.4f}")
-        val_loss = _evaluate(model, loss_fn, val_x, val_y, config.batch_size, device)
+        val_loss, score = _evaluate(model, loss_fn, val_x, val_y, config.batch_size, device, config.val_score)
         train_loss = float(np.mean(losses))
-        improved = val_loss < best_val - 1e-5
+        improved = _criterion(val_loss, score) < best_val - 1e-5
         if improved:
-            best_val, best_epoch, bad_epochs = val_loss, epoch + 1, 0
+            best_val, best_epoch, bad_epochs = _criterion(val_loss, score), epoch + 1, 0
+            best_loss, best_score = val_loss, score
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             bad_epochs += 1
         record = {"epoch": epoch + 1, "loss": train_loss, "val_loss": val_loss,
-                  "best_val_loss": best_val, "seconds": round(time.monotonic() - t0, 1)}
+                  "best_val_loss": best_loss, "seconds": round(time.monotonic() - t0, 1)}
+        if score is not None:
+            record |= {"val_score": score, "best_val_score": best_score}
         history.append(record)
         log.info("epoch %d: loss %.4f val_loss %.4f%s", epoch + 1, train_loss, val_loss, " *" if improved else "")
         if ckpt is not None:
             with atomic_path(ckpt) as tmp:
                 torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
                             "best_state": best_state, "history": history, "best_val": best_val,
+                            "best_loss": best_loss, "best_score": best_score,
                             "best_epoch": best_epoch, "bad_epochs": bad_epochs, "epoch": epoch + 1,
                             "rng": rng.bit_generator.state}, tmp)
         yield Progress((epoch + 1) * config.steps_per_epoch, total,
@@ -328,18 +341,29 @@ def train_model(
             break
     model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(model, history, best_epoch, best_val, stopped, start_val)
+    return TrainResult(model, history, best_epoch, best_loss, stopped, start_val, best_score)
 
 
-def _evaluate(model, loss_fn, x: np.ndarray, y: np.ndarray, batch_size: int, device: str) -> float:
+def _evaluate(model, loss_fn, x: np.ndarray, y: np.ndarray, batch_size: int, device: str,
+              score_fn: Callable | None = None) -> tuple[float, float | None]:
+    """(mean validation loss, ``score_fn`` on all validation outputs or None)."""
     import torch
 
     model.eval()
-    total, n = 0.0, 0
+    total, n, outputs = 0.0, 0, []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
             xb = torch.from_numpy(x[i : i + batch_size]).to(device)
-            loss = loss_fn(model(xb), _to_torch_target(y[i : i + batch_size], device))
+            logits = model(xb)
+            loss = loss_fn(logits, _to_torch_target(y[i : i + batch_size], device))
             total += float(loss) * len(xb)
             n += len(xb)
-    return total / max(n, 1)
+            if score_fn is not None:
+                outputs.append(logits.float().cpu())
+    score = float(score_fn(torch.cat(outputs), _to_torch_target(y, "cpu"))) if score_fn is not None else None
+    return total / max(n, 1), score
+
+
+def _criterion(val_loss: float, score: float | None) -> float:
+    """What the best epoch minimises: minus the score when there is one, else the loss."""
+    return -score if score is not None else val_loss

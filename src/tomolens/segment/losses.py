@@ -76,3 +76,25 @@ def sparse_segmentation_loss(logits, target, dice_weight: float = 0.0, class_wei
     if dice_weight:
         loss = loss + dice_weight * sparse_dice_loss(logits, target)
     return loss
+
+
+def painted_dice_score(logits, target) -> float:
+    """Mean hard Dice of the structure classes (1..C-1) on painted voxels: the validation score.
+
+    Argmax labels against painted labels; a class neither painted nor predicted on the painted
+    voxels is left out of the mean (1.0 when no class is left).  Training keeps the epoch with
+    the best score (:class:`tomolens.models.training.TrainConfig` ``val_score``).
+    """
+    import torch
+
+    classes = _flat_target(target)
+    painted = classes >= 0
+    predicted = torch.argmax(logits, dim=1)[painted]
+    truth = classes[painted]
+    scores = []
+    for k in range(1, logits.shape[1]):
+        p, t = predicted == k, truth == k
+        total = int(p.sum()) + int(t.sum())
+        if total:
+            scores.append(2.0 * int((p & t).sum()) / total)
+    return float(sum(scores) / len(scores)) if scores else 1.0
