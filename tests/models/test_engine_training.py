@@ -141,3 +141,43 @@ def test_a_validation_score_chooses_the_epoch_and_stops_training(tmp_path):
     assert result.best_epoch == 2 and result.best_val_score == 0.5 and result.stopped_early
     assert result.best_val_loss == result.history[1]["val_loss"]
     assert result.history[-1]["best_val_score"] == 0.5
+
+
+def test_weight_average_is_what_is_validated_and_returned(tmp_path):
+    torch.manual_seed(0)
+    net = UNet3D(1, 1, base_channels=4, depth=1)
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    cfg = TrainConfig(patch_size=(8, 16, 16), batch_size=2, epochs=2, steps_per_epoch=4, val_patches=4,
+                      learning_rate=5e-2, patience=5, seed=0, ema_decay=0.99, checkpoint=tmp_path / "e.ckpt")
+    result = run_job(train_model(net, [_pair(0)], [_pair(1)], bce, cfg))
+    torch.manual_seed(0)
+    raw = run_job(train_model(UNet3D(1, 1, base_channels=4, depth=1), [_pair(0)], [_pair(1)], bce,
+                              TrainConfig(**{**cfg.__dict__, "ema_decay": 0.0, "checkpoint": None})))
+
+    def moved(model):
+        return sum(float((v.detach() - start[k]).abs().sum()) for k, v in model.named_parameters())
+
+    # the same steps; the average of the trajectory lies closer to the start than its end does
+    assert 0 < moved(result.model) < moved(raw.model)
+    assert "ema" in torch.load(tmp_path / "e.ckpt", weights_only=True)
+    resumed = run_job(train_model(UNet3D(1, 1, base_channels=4, depth=1), [_pair(0)], [_pair(1)], bce,
+                                  TrainConfig(**{**cfg.__dict__, "epochs": 3, "resume": True})))
+    assert len(resumed.history) == 3
+    with pytest.raises(ValueError, match="ema_decay"):
+        run_job(train_model(net, [_pair(0)], [_pair(1)], bce, TrainConfig(**{**cfg.__dict__, "ema_decay": 1.5})))
+
+
+def test_weight_average_warms_up_then_decays():
+    from tomolens.models.training import _weight_average
+
+    lin = torch.nn.Linear(1, 1, bias=False)
+    ema = _weight_average(lin, 0.9)
+    expected = None
+    for n, value in enumerate([1.0, 2.0, 4.0, 8.0] + [0.0] * 40):
+        with torch.no_grad():
+            lin.weight.fill_(value)
+        ema.update_parameters(lin)
+        d = min(0.9, (1 + n) / (10 + n))
+        expected = value if n == 0 else d * expected + (1 - d) * value  # n = updates before this one
+        assert float(ema.module.weight) == pytest.approx(expected, rel=1e-5)
+    assert _weight_average(lin, 0.0) is None

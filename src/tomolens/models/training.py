@@ -10,6 +10,8 @@ training and validation (image, target) pairs and a loss; the loop does the rest
   regions), without augmentation;
 - early stopping watches the validation loss (or a validation score such as a Dice, when
   the task gives one); the best weights are restored;
+- optionally an exponential moving average of the weights (``ema_decay``) is what is
+  validated and returned;
 - a checkpoint (model, optimiser, history, random states) is written atomically after
   every epoch and ``resume=True`` continues from it (a run that had stopped early gets a fresh
   patience window: resuming it asks for more training);
@@ -92,6 +94,10 @@ class TrainConfig:
     #: Fine-tuning: score the starting weights on the validation patches first, so that
     #: training returns them unchanged when no epoch beats them (best_epoch 0).
     keep_start_if_best: bool = False
+    #: Exponential moving average of the weights (e.g. 0.99; 0 = off): validation, the best
+    #: epoch and the returned model use the averaged weights, which do not jump from step to
+    #: step as the raw ones do on small, noisy training sets.
+    ema_decay: float = 0.0
     #: Optional ``val_score(logits, target) -> float`` on all validation patches at once,
     #: higher is better (for example a Dice): when given, the best epoch and early stopping
     #: follow it instead of the validation loss (a loss can rise while the labels improve).
@@ -284,6 +290,10 @@ def train_model(
             # the run had stopped early: resuming asks for more training, so give it a fresh patience window
             log.info("the run had stopped early; resuming allows %d more epochs without improvement", config.patience)
             bad_epochs = 0
+    ema = _weight_average(model, config.ema_decay)
+    if ema is not None and config.resume and "ema" in state:
+        ema.load_state_dict(state["ema"])
+    scored = ema.module if ema is not None else model  # the weights that are validated and kept
     start_val = None
     if config.keep_start_if_best and not config.resume:
         start_val, best_score = _evaluate(model, loss_fn, val_x, val_y, config.batch_size, device, config.val_score)
@@ -303,17 +313,19 @@ def train_model(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+            if ema is not None:
+                ema.update_parameters(model)
             losses.append(float(loss.detach()))
             if (step + 1) % 5 == 0 and step + 1 < config.steps_per_epoch:
                 yield Progress(epoch * config.steps_per_epoch + step + 1, total,
                                f"epoch {epoch + 1}: loss {np.mean(losses):.4f}")
-        val_loss, score = _evaluate(model, loss_fn, val_x, val_y, config.batch_size, device, config.val_score)
+        val_loss, score = _evaluate(scored, loss_fn, val_x, val_y, config.batch_size, device, config.val_score)
         train_loss = float(np.mean(losses))
         improved = _criterion(val_loss, score) < best_val - 1e-5
         if improved:
             best_val, best_epoch, bad_epochs = _criterion(val_loss, score), epoch + 1, 0
             best_loss, best_score = val_loss, score
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in scored.state_dict().items()}
         else:
             bad_epochs += 1
         record = {"epoch": epoch + 1, "loss": train_loss, "val_loss": val_loss,
@@ -328,7 +340,8 @@ def train_model(
                             "best_state": best_state, "history": history, "best_val": best_val,
                             "best_loss": best_loss, "best_score": best_score,
                             "best_epoch": best_epoch, "bad_epochs": bad_epochs, "epoch": epoch + 1,
-                            "rng": rng.bit_generator.state}, tmp)
+                            "rng": rng.bit_generator.state}
+                           | ({"ema": ema.state_dict()} if ema is not None else {}), tmp)
         yield Progress((epoch + 1) * config.steps_per_epoch, total,
                        f"epoch {epoch + 1}: loss {train_loss:.4f}, val {val_loss:.4f}", info=dict(record))
         if bad_epochs >= config.patience:
@@ -342,6 +355,26 @@ def train_model(
     model.load_state_dict(best_state)
     model.eval()
     return TrainResult(model, history, best_epoch, best_loss, stopped, start_val, best_score)
+
+
+def _weight_average(model, decay: float):
+    """torch's AveragedModel keeping an exponential moving average of ``model`` (None when decay is 0).
+
+    The decay warms up as min(decay, (1 + n) / (10 + n)) after n updates (as TensorFlow's
+    ``ExponentialMovingAverage`` with ``num_updates``), so a short training is not averaged
+    with its first random steps.
+    """
+    if not decay:
+        return None
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"ema_decay must be between 0 and 1 (0 = off); got {decay}.")
+    from torch.optim.swa_utils import AveragedModel
+
+    def average(averaged, current, n_averaged):
+        d = min(decay, (1.0 + float(n_averaged)) / (10.0 + float(n_averaged)))
+        return d * averaged + (1.0 - d) * current
+
+    return AveragedModel(model, avg_fn=average, use_buffers=True)
 
 
 def _evaluate(model, loss_fn, x: np.ndarray, y: np.ndarray, batch_size: int, device: str,

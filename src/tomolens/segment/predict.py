@@ -47,7 +47,8 @@ POSTPROCESS_PARAMS = (
 PREDICT_PARAMS = (
     Param("model", DEFAULT_MODEL, "Shipped model name or a .pt/.json model file", type=str),
     *POSTPROCESS_PARAMS,
-    Param("orthogonal", True, "2D models: average the predictions of slices along z, y and x"),
+    Param("orthogonal", False, "2D models: also average the predictions of slices along y and x (a model "
+          "trained on the three slicings always does; one trained on z-slices sees them as trained)"),
     Param("tta", False, "Test-time augmentation: average the predictions of the 8 rotations and flips of the "
           "y-x plane (8× the time, a little more accurate)"),
     Param("overlap", 0.25, "Overlap of neighbouring tiles (fraction of the tile)", min=0.0, max=0.75,
@@ -245,7 +246,7 @@ def segment_tomogram(
     threshold: float = 0.0,
     min_size_voxels: int = 0,
     max_hole_voxels: int = 0,
-    orthogonal: bool = True,
+    orthogonal: bool = False,
     overlap: float = 0.25,
     batch_size: int = 4,
     device: str = "auto",
@@ -265,7 +266,7 @@ def segment_tomogram(
         Shipped model name or a ``.pt``/``.json`` path.
     threshold, min_size_voxels, max_hole_voxels : see :data:`POSTPROCESS_PARAMS`.
     orthogonal : bool
-        2D models: average slices along z, y and x.
+        2D models: average slices along z, y and x (False: as the model was trained).
     tta : bool
         Average over the 8 rotations and flips of the y-x plane (8× the time).
     class_names : sequence of str, optional
@@ -288,8 +289,8 @@ def segment_tomogram(
     if class_names is not None:
         check_model_classes(card, class_names)
     yield Progress(0, 1, f"loaded {card.name} ({', '.join(card.classes)})")
-    probs = yield from predict_probabilities(net, card, volume, voxel_size_A, orthogonal, overlap, batch_size,
-                                             device, tta)
+    probs = yield from predict_probabilities(net, card, volume, voxel_size_A, orthogonal or None, overlap,
+                                             batch_size, device, tta)
     result = SegmentationResult(probs, np.zeros(0, np.uint8), list(card.classes),
                                 voxel_size_A or card.voxel_size_A)
     result = result.reapply(threshold, min_size_voxels, max_hole_voxels)
