@@ -1,7 +1,7 @@
 """Segmentation benchmark: per-class Dice on held-out simulated tomograms, and speed.
 
-(a) the shipped model ``segment_default``; (b) a 2D slice U-Net trained from scratch, with the
-Segment widget's default training settings, on 5 z-slices of ground truth of the tomogram itself (standing in for 5 painted slices;
+(a) the shipped model ``segment_default``; (b) a new slice U-Net trained from scratch, with the
+Segment widget's default training settings (2.5D: each slice read with 4 neighbours on either side), on 5 z-slices of ground truth of the tomogram itself (standing in for 5 painted slices;
 Dice is measured on all the other slices); (c) the shipped model fine-tuned on the same 5 slices
 with the widget's default settings (what Train does when the class names are the shipped
 model's: ``segment_start_from = segment_default``, 5-minute limit).  Held-out tomograms: simulator
@@ -46,8 +46,8 @@ RESULTS = Path(__file__).parent / "results" / "segment.json"
 HELD_OUT = {0.05: (5008, 5009), 0.03: (5010, 5011)}
 SIM = dict(shape_zyx=(64, 128, 128), voxel_size_A=10.0, volume_fraction=0.15, n_membranes=2, n_filaments=3)
 #: (b) trains exactly what a user gets by pressing Train in the Segment widget with its
-#: default settings (the shared TRAIN_PARAMS with the widget's WIDGET_TRAIN_VALUES: 2D slice
-#: U-Net, 30 epochs × 40 steps, 5-minute limit, …) and "start from" none.
+#: default settings (the shared TRAIN_PARAMS with the widget's WIDGET_TRAIN_VALUES: 2.5D slice
+#: U-Net, depth 3, up to 200 epochs × 40 steps within a 5-minute limit, …) and "start from" none.
 WIDGET_DEFAULTS = {p.name: p.default for p in TRAIN_PARAMS} | WIDGET_TRAIN_VALUES
 
 

@@ -285,14 +285,15 @@ def test_test_time_augmentation_averages_the_eight_plane_symmetries():
         np.testing.assert_allclose(undo(again), averaged, atol=1e-5)
 
 
-def test_painted_dice_score_counts_painted_voxels_only():
+def test_painted_dice_score_counts_painted_voxels_and_painted_classes_only():
     from tomolens.segment.losses import painted_dice_score
 
     classes = torch.tensor([[0, 1, 1, 2, 2, 0]])  # 0 background, 1, 2 structures
     logits = torch.nn.functional.one_hot(classes, 3).permute(0, 2, 1).float()  # (1, 3, 6): perfect
     painted = classes + 1
     assert painted_dice_score(logits, painted) == 1.0
-    painted[0, 1:3] = 0  # class 1 unpainted: predicting it there does not count
+    painted[0, 1:3] = 0  # class 1 not painted: it is not scored
     logits[0, :, 3] = torch.tensor([0.0, 5.0, 0.0])  # one painted class-2 voxel called class 1
-    # class 1: predicted once on painted voxels, never painted → Dice 0; class 2: 2·1 / (1 + 2)
-    assert painted_dice_score(logits, painted) == pytest.approx((0 + 2 / 3) / 2)
+    # background 1.0; class 2: 2·1 / (1 + 2); class 1 left out (predicting it is not rewarded or punished
+    # by itself, only through the painted class it replaced)
+    assert painted_dice_score(logits, painted) == pytest.approx((1.0 + 2 / 3) / 2)

@@ -79,11 +79,13 @@ def sparse_segmentation_loss(logits, target, dice_weight: float = 0.0, class_wei
 
 
 def painted_dice_score(logits, target) -> float:
-    """Mean hard Dice of the structure classes (1..C-1) on painted voxels: the validation score.
+    """Mean hard Dice, on painted voxels, of the classes painted there: the validation score.
 
-    Argmax labels against painted labels; a class neither painted nor predicted on the painted
-    voxels is left out of the mean (1.0 when no class is left).  Training keeps the epoch with
-    the best score (:class:`tomolens.models.training.TrainConfig` ``val_score``).
+    Argmax labels against painted labels, averaged over every class (background included) that
+    has painted voxels in ``target``.  A class not painted in the validation voxels is left out:
+    scoring it would reward a network that never predicts it (a validation strip without
+    membrane made "no membrane anywhere" the best epoch).  Training keeps the epoch with the best
+    score (:class:`tomolens.models.training.TrainConfig` ``val_score``).
     """
     import torch
 
@@ -92,9 +94,9 @@ def painted_dice_score(logits, target) -> float:
     predicted = torch.argmax(logits, dim=1)[painted]
     truth = classes[painted]
     scores = []
-    for k in range(1, logits.shape[1]):
-        p, t = predicted == k, truth == k
-        total = int(p.sum()) + int(t.sum())
-        if total:
-            scores.append(2.0 * int((p & t).sum()) / total)
+    for k in range(logits.shape[1]):
+        t = truth == k
+        if bool(t.any()):
+            p = predicted == k
+            scores.append(2.0 * int((p & t).sum()) / (int(p.sum()) + int(t.sum())))
     return float(sum(scores) / len(scores)) if scores else 1.0
