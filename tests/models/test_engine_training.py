@@ -181,3 +181,15 @@ def test_weight_average_warms_up_then_decays():
         expected = value if n == 0 else d * expected + (1 - d) * value  # n = updates before this one
         assert float(ema.module.weight) == pytest.approx(expected, rel=1e-5)
     assert _weight_average(lin, 0.0) is None
+
+
+def test_resuming_with_a_score_rescores_a_checkpoint_chosen_by_loss(tmp_path):
+    """A checkpoint whose best epoch was chosen by loss is scored again, not compared loss vs score."""
+    torch.manual_seed(0)
+    cfg = TrainConfig(patch_size=(8, 16, 16), batch_size=2, epochs=2, steps_per_epoch=3, val_patches=4,
+                      learning_rate=1e-2, patience=5, seed=0, checkpoint=tmp_path / "r.ckpt")
+    first = run_job(train_model(UNet3D(1, 1, base_channels=4, depth=1), [_pair(0)], [_pair(1)], bce, cfg))
+    scored = TrainConfig(**{**cfg.__dict__, "epochs": 3, "resume": True, "val_score": lambda logits, target: 0.3})
+    resumed = run_job(train_model(UNet3D(1, 1, base_channels=4, depth=1), [_pair(0)], [_pair(1)], bce, scored))
+    # every epoch scores 0.3: the resumed epoch does not beat the re-scored best, which stays the first run's
+    assert resumed.best_epoch == first.best_epoch and resumed.best_val_score == 0.3

@@ -16,7 +16,7 @@ training and validation (image, target) pairs and a loss; the loop does the rest
   every epoch and ``resume=True`` continues from it (a run that had stopped early gets a fresh
   patience window: resuming it asks for more training);
 - it yields :class:`~tomolens.jobs.Progress` every few steps and, at the end of every
-  epoch, one with ``info={"epoch", "loss", "val_loss"}`` for live loss plots.
+  epoch, one with ``info={"epoch", "loss", "val_loss", …}`` for live loss plots.
 """
 
 from __future__ import annotations
@@ -239,7 +239,9 @@ def train_model(
     ------
     Progress
         Every 5 steps (``done`` counts steps) and at every epoch end with
-        ``info={"epoch", "loss", "val_loss", "best_val_loss"}``.
+        ``info={"epoch", "loss", "val_loss", "best_val_loss", "seconds"}`` (``best_val_loss``:
+        the validation loss of the best epoch so far), plus ``"val_score"`` and
+        ``"best_val_score"`` with a ``val_score``.
 
     Returns
     -------
@@ -276,7 +278,8 @@ def train_model(
         except RuntimeError as err:
             raise ValueError(
                 f"Cannot resume: the checkpoint {ckpt.name} was written by a different network (another kind, "
-                "width, depth, classes or starting model). Train without resume, or save to another file."
+                "width, depth, input channels/context, classes or starting model). Train without resume, or save "
+                "to another file."
             ) from err
         optimiser.load_state_dict(state["optimiser"])
         best_state = state["best_state"]
@@ -286,6 +289,10 @@ def train_model(
         start_epoch = state["epoch"]
         rng.bit_generator.state = state["rng"]
         log.info("resumed from %s at epoch %d", ckpt, start_epoch)
+        if state.get("criterion", "loss") != _criterion_name(config):
+            # the best epoch was chosen by the other criterion (a loss vs minus a score): score it again
+            best_loss, best_score = _evaluate_state(model, best_state, loss_fn, val_x, val_y, config, device)
+            best_val = _criterion(best_loss, best_score)
         if bad_epochs >= config.patience:
             # the run had stopped early: resuming asks for more training, so give it a fresh patience window
             log.info("the run had stopped early; resuming allows %d more epochs without improvement", config.patience)
@@ -339,6 +346,7 @@ def train_model(
                 torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
                             "best_state": best_state, "history": history, "best_val": best_val,
                             "best_loss": best_loss, "best_score": best_score,
+                            "criterion": _criterion_name(config),
                             "best_epoch": best_epoch, "bad_epochs": bad_epochs, "epoch": epoch + 1,
                             "rng": rng.bit_generator.state}
                            | ({"ema": ema.state_dict()} if ema is not None else {}), tmp)
@@ -395,6 +403,19 @@ def _evaluate(model, loss_fn, x: np.ndarray, y: np.ndarray, batch_size: int, dev
                 outputs.append(logits.float().cpu())
     score = float(score_fn(torch.cat(outputs), _to_torch_target(y, "cpu"))) if score_fn is not None else None
     return total / max(n, 1), score
+
+
+def _criterion_name(config: TrainConfig) -> str:
+    return "score" if config.val_score is not None else "loss"
+
+
+def _evaluate_state(model, state: dict, loss_fn, x, y, config: TrainConfig, device: str):
+    """(loss, score) of weights ``state`` on the validation patches, on a copy of ``model``."""
+    import copy
+
+    other = copy.deepcopy(model)
+    other.load_state_dict(state)
+    return _evaluate(other, loss_fn, x, y, config.batch_size, device, config.val_score)
 
 
 def _criterion(val_loss: float, score: float | None) -> float:

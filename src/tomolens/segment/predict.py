@@ -181,14 +181,16 @@ def predict_probabilities(
     ndarray float32, shape (C, z, y, x)
     """
     from tomolens.models.tiling import allocate_output
+    from tomolens.preprocess import normalise
 
     if np.ndim(volume) != 3:
         raise ValueError(f"Segmentation needs a 3D tomogram; got shape {np.shape(volume)}.")
+    stats = normalise(volume)  # once: every view of the tomogram is normalised alike
     transforms = TTA_TRANSFORMS if tta else TTA_TRANSFORMS[:1]
     total = None
     for i, (k, flip) in enumerate(transforms):
         view = _plane_transform(volume, k, flip)
-        job = _predict_view(model, card, view, voxel_size_A, orthogonal, overlap, batch_size, device)
+        job = _predict_view(model, card, view, voxel_size_A, orthogonal, overlap, batch_size, device, stats)
         label = f"view {i + 1} of {len(transforms)}" if tta else "network"
         probs = yield from _staged(job, i, len(transforms), label)
         if not tta:
@@ -201,15 +203,13 @@ def predict_probabilities(
     return total
 
 
-def _predict_view(model, card, volume, voxel_size_A, orthogonal, overlap, batch_size, device
+def _predict_view(model, card, volume, voxel_size_A, orthogonal, overlap, batch_size, device, stats
                   ) -> Generator[Progress, None, np.ndarray]:
     """:func:`predict_probabilities` of one view of the tomogram (no test-time augmentation)."""
     from tomolens.models.tiling import allocate_output, predict_tiled
-    from tomolens.preprocess import normalise
 
     kind = model_kind_of(card)
     n_classes = len(card.classes)
-    stats = normalise(volume)
     common = dict(overlap=overlap, batch_size=batch_size, device=device, out_channels=n_classes,
                   activation="softmax", voxel_size_A=voxel_size_A, model_voxel_size_A=card.voxel_size_A,
                   normalisation=stats)

@@ -9,8 +9,8 @@
 
 Validation: with separate validation volumes when given; otherwise each painted volume is
 split along y (the last quarter of every painted slice validates, the rest trains), so no
-voxel is used for both.  The epoch kept is the one with the best validation Dice of the structure
-classes painted in the validation voxels (:func:`tomolens.segment.losses.painted_dice_score`), and early stopping
+voxel is used for both.  The epoch kept is the one with the best validation Dice of the classes
+(background included) painted in the validation voxels (:func:`tomolens.segment.losses.painted_dice_score`), and early stopping
 follows it: the validation loss kept falling or rising with confidence rather than with the labels
 (5 painted slices of two validation tomograms: the loss was lowest at epochs 8 and 6 of 38 and 36,
 far from the best labels).
@@ -53,8 +53,8 @@ SEGMENT_TRAIN_PARAMS = (
           "each slice, as extra input channels (a 2.5D slab of 2n + 1 slices; they average the noise of "
           "low-SNR tomograms; 0 = the slice alone)", min=0, max=16, advanced=True),
     Param("segment_start_from", "none", "Fine-tune this model (a shipped name such as segment_default, or a .pt "
-          "file whose classes are the ones named; kind, width and depth are then the model's), or none to train "
-          "a new network", type=str),
+          "file whose classes are the ones named; kind, width, depth and context are then the model's), or none "
+          "to train a new network", type=str),
 )
 
 #: Exponential moving average of the weights during training (validated, kept and saved):
@@ -276,7 +276,7 @@ def train_segmenter(
     start_from : str or path, optional
         Fine-tune an existing segmentation model (a shipped name or a ``.pt``) instead of
         a fresh network: its architecture, kind and weights are used (``model_kind``,
-        ``base_channels`` and ``depth`` are then ignored) and its classes must be
+        ``base_channels``, ``depth`` and ``context`` are then ignored) and its classes must be
         ``class_names`` in the same order.  Empty or None: train from scratch.
     threads : int
         CPU threads for torch, set in the thread that runs the job (0 = all cores but one).
