@@ -1,6 +1,6 @@
 """Segmentation benchmark: per-class Dice on held-out simulated tomograms, and speed.
 
-(a) the shipped model ``segment_default``; (a') the same with test-time augmentation (``tta``:
+(a) the shipped model ``segment_default``; (a') the same with test-time augmentation (``test_time_augmentation``:
 the 8 rotations and flips of the y-x plane averaged); (b) a new slice U-Net trained from scratch
 with the Segment widget's default training settings (2.5D: each slice read with 4 neighbours on
 either side) on 5 z-slices of ground truth of the tomogram itself (standing in for 5 painted
@@ -81,7 +81,8 @@ def accuracy(model: str, cache: str | None, parts: set[str], previous: dict, n_s
             for key in sorted(parts & {"shipped", "shipped_tta"}):
                 t0 = time.time()
                 res = run_job(segment_tomogram(s.tomogram, s.voxel_size_A, model=model, device="cpu",
-                                               threads=THREADS[0], tta=key == "shipped_tta"))
+                                               threads=THREADS[0],
+                                               test_time_augmentation=key == "shipped_tta"))
                 row[key] = dice_per_class(res.classes, s.classes, DEFAULT_CLASSES)
                 row[f"seconds_{key}"] = round(time.time() - t0, 1)
                 print(f"SNR {snr} seed {seed}: {key} {row[key]}", flush=True)

@@ -49,7 +49,7 @@ PREDICT_PARAMS = (
     *POSTPROCESS_PARAMS,
     Param("orthogonal", False, "2D models: also average the predictions of slices along y and x (a model "
           "trained on the three slicings always does; one trained on z-slices sees them as trained)"),
-    Param("tta", False, "Test-time augmentation: average the predictions of the 8 rotations and flips of the "
+    Param("test_time_augmentation", False, "Average the predictions of the 8 rotations and flips of the "
           "y-x plane (8× the time, a little more accurate)"),
     Param("overlap", 0.25, "Overlap of neighbouring tiles (fraction of the tile)", min=0.0, max=0.75,
           advanced=True),
@@ -250,7 +250,7 @@ def segment_tomogram(
     overlap: float = 0.25,
     batch_size: int = 4,
     device: str = "auto",
-    tta: bool = False,
+    test_time_augmentation: bool = False,
     class_names: Sequence[str] | None = None,
     threads: int = 0,
 ) -> Generator[Progress, None, SegmentationResult]:
@@ -267,7 +267,7 @@ def segment_tomogram(
     threshold, min_size_voxels, max_hole_voxels : see :data:`POSTPROCESS_PARAMS`.
     orthogonal : bool
         2D models: average slices along z, y and x (False: as the model was trained).
-    tta : bool
+    test_time_augmentation : bool
         Average over the 8 rotations and flips of the y-x plane (8× the time).
     class_names : sequence of str, optional
         Expected classes; a model with other classes is refused with a clear message.
@@ -290,7 +290,7 @@ def segment_tomogram(
         check_model_classes(card, class_names)
     yield Progress(0, 1, f"loaded {card.name} ({', '.join(card.classes)})")
     probs = yield from predict_probabilities(net, card, volume, voxel_size_A, orthogonal or None, overlap,
-                                             batch_size, device, tta)
+                                             batch_size, device, test_time_augmentation)
     result = SegmentationResult(probs, np.zeros(0, np.uint8), list(card.classes),
                                 voxel_size_A or card.voxel_size_A)
     result = result.reapply(threshold, min_size_voxels, max_hole_voxels)
