@@ -104,6 +104,9 @@ def train_detection_model(
     def pairs(vols):
         return [TrainingPair(img, detection_targets(np.asarray(lab).astype(np.int32))) for img, lab, _ in vols]
 
+    import torch
+
+    torch.manual_seed(config.seed)  # the initial weights follow the seed too
     net = UNet3D(in_channels=1, out_channels=2, base_channels=base_channels, depth=depth)
     result = yield from train_model(net, pairs(volumes), pairs(val_volumes),
                                     partial(detection_loss, centre_weight=centre_weight), config)

@@ -347,6 +347,9 @@ def train_segmenter(
     device = choose_device(device)
     set_torch_threads(device, threads)
     if start_card is None:
+        import torch
+
+        torch.manual_seed(seed)  # the initial weights follow the seed too (they drew from the global state)
         net, architecture, arch_kwargs = build_segmentation_network(model_kind, len(names), base_channels, depth,
                                                                       context)
     else:
