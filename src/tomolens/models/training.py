@@ -264,7 +264,7 @@ def train_model(
     model.to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     history: list[dict] = []
-    best_val, best_epoch, bad_epochs = float("inf"), 0, 0  # best_val: the criterion (_criterion)
+    best_epoch, bad_epochs = 0, 0
     best_loss, best_score = float("inf"), None  # validation loss and score of the best epoch
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     start_epoch = 0
@@ -284,15 +284,15 @@ def train_model(
         optimiser.load_state_dict(state["optimiser"])
         best_state = state["best_state"]
         history = list(state["history"])
-        best_val, best_epoch, bad_epochs = state["best_val"], state["best_epoch"], state["bad_epochs"]
-        best_loss, best_score = state.get("best_loss", best_val), state.get("best_score")
+        best_epoch, bad_epochs = state["best_epoch"], state["bad_epochs"]
+        # checkpoints from before scores were kept hold the best loss as "best_val"
+        best_loss, best_score = state.get("best_loss", state.get("best_val")), state.get("best_score")
         start_epoch = state["epoch"]
         rng.bit_generator.state = state["rng"]
         log.info("resumed from %s at epoch %d", ckpt, start_epoch)
         if state.get("criterion", "loss") != _criterion_name(config):
             # the best epoch was chosen by the other criterion (a loss vs minus a score): score it again
             best_loss, best_score = _evaluate_state(model, best_state, loss_fn, val_x, val_y, config, device)
-            best_val = _criterion(best_loss, best_score)
         if bad_epochs >= config.patience:
             # the run had stopped early: resuming asks for more training, so give it a fresh patience window
             log.info("the run had stopped early; resuming allows %d more epochs without improvement", config.patience)
@@ -304,7 +304,7 @@ def train_model(
     start_val = None
     if config.keep_start_if_best and not config.resume:
         start_val, best_score = _evaluate(model, loss_fn, val_x, val_y, config.batch_size, device, config.val_score)
-        best_val, best_loss = _criterion(start_val, best_score), start_val
+        best_loss = start_val
         log.info("validation loss of the starting weights: %.4f", start_val)
 
     total = config.epochs * config.steps_per_epoch
@@ -328,9 +328,9 @@ def train_model(
                                f"epoch {epoch + 1}: loss {np.mean(losses):.4f}")
         val_loss, score = _evaluate(scored, loss_fn, val_x, val_y, config.batch_size, device, config.val_score)
         train_loss = float(np.mean(losses))
-        improved = _criterion(val_loss, score) < best_val - 1e-5
+        improved = _criterion(val_loss, score) < _criterion(best_loss, best_score) - 1e-5
         if improved:
-            best_val, best_epoch, bad_epochs = _criterion(val_loss, score), epoch + 1, 0
+            best_epoch, bad_epochs = epoch + 1, 0
             best_loss, best_score = val_loss, score
             best_state = {k: v.detach().clone() for k, v in scored.state_dict().items()}
         else:
@@ -344,7 +344,7 @@ def train_model(
         if ckpt is not None:
             with atomic_path(ckpt) as tmp:
                 torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
-                            "best_state": best_state, "history": history, "best_val": best_val,
+                            "best_state": best_state, "history": history,
                             "best_loss": best_loss, "best_score": best_score,
                             "criterion": _criterion_name(config),
                             "best_epoch": best_epoch, "bad_epochs": bad_epochs, "epoch": epoch + 1,
