@@ -30,6 +30,7 @@ def model_kind_of(card) -> str:
     """"2d" (slice U-Net) or "3d": the card's ``extra["model_kind"]``, else from its patch's dimensions."""
     return str((card.extra or {}).get("model_kind", "3d" if len(card.patch_size or (0, 0, 0)) == 3 else "2d"))
 
+
 def context_of(card) -> int:
     """Neighbouring slices on each side a 2D (slice) model reads (``extra["context_slices"]``; 0 = none)."""
     return int((card.extra or {}).get("context_slices", 0))
@@ -186,20 +187,16 @@ def predict_probabilities(
     if np.ndim(volume) != 3:
         raise ValueError(f"Segmentation needs a 3D tomogram; got shape {np.shape(volume)}.")
     stats = normalise(volume)  # once: every view of the tomogram is normalised alike
-    transforms = TTA_TRANSFORMS if tta else TTA_TRANSFORMS[:1]
-    total = None
-    for i, (k, flip) in enumerate(transforms):
-        view = _plane_transform(volume, k, flip)
-        job = _predict_view(model, card, view, voxel_size_A, orthogonal, overlap, batch_size, device, stats)
-        label = f"view {i + 1} of {len(transforms)}" if tta else "network"
-        probs = yield from _staged(job, i, len(transforms), label)
-        if not tta:
-            return probs
-        if total is None:
-            total = allocate_output((len(card.classes), *np.shape(volume)))
+    settings = (voxel_size_A, orthogonal, overlap, batch_size, device, stats)
+    if not tta:
+        return (yield from _predict_view(model, card, volume, *settings))
+    total = allocate_output((len(card.classes), *np.shape(volume)))
+    for i, (k, flip) in enumerate(TTA_TRANSFORMS):
+        job = _predict_view(model, card, _plane_transform(volume, k, flip), *settings)
+        probs = yield from _staged(job, i, len(TTA_TRANSFORMS), f"view {i + 1} of {len(TTA_TRANSFORMS)}")
         total += _plane_transform(probs, k, flip, inverse=True)
         del probs
-    total /= len(transforms)
+    total /= len(TTA_TRANSFORMS)
     return total
 
 
