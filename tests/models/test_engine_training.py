@@ -193,3 +193,37 @@ def test_resuming_with_a_score_rescores_a_checkpoint_chosen_by_loss(tmp_path):
     resumed = run_job(train_model(UNet3D(1, 1, base_channels=4, depth=1), [_pair(0)], [_pair(1)], bce, scored))
     # every epoch scores 0.3: the resumed epoch does not beat the re-scored best, which stays the first run's
     assert resumed.best_epoch == first.best_epoch and resumed.best_val_score == 0.3
+
+
+def test_any_angle_rotation_keeps_image_and_integer_labels_aligned():
+    """rotate_any: images and labels are read through the same rotation and scale; labels stay labels."""
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[:64, :80]
+    target = (1 + ((yy // 8 + xx // 8) % 3)).astype(np.int16)  # painted blocks of classes 1-3
+    target[:, 70:] = 0  # not painted
+    image = target.astype(np.float32)
+    sampler = PatchSampler([TrainingPair(image, target, target > 0)], (32, 32), foreground_fraction=1.0,
+                           augment=True, rotate_any=True)
+    x, y = sampler.sample(24, np.random.default_rng(0))
+    assert y.dtype == np.int16 and set(np.unique(y)) <= {0, 1, 2, 3}
+    straight = 0
+    for xi, yi in zip(x[:, 0], y[:, 0]):
+        painted = yi > 0
+        # undo the intensity scale/shift, then the image agrees with its labels almost everywhere
+        a, b = np.polyfit(xi[painted], yi[painted], 1)
+        assert np.mean(np.abs(a * xi[painted] + b - yi[painted]) < 0.5) > 0.85
+        # block edges along the grid (rows or columns constant over 8 voxels) only when not rotated
+        straight += bool(np.all(yi[:, :-1] == yi[:, 1:], axis=1).sum() + np.all(yi[:-1] == yi[1:], axis=0).sum())
+    assert straight < 24  # most patches are rotated by angles other than quarter turns
+
+
+def test_flip_channels_reverses_the_slab_order_in_some_patches():
+    rng = np.random.default_rng(3)
+    target = (rng.random((40, 48)) > 0.7).astype(np.int64)
+    image = np.stack([target + 10.0 * k for k in range(3)])
+    sampler = PatchSampler([TrainingPair(image, target, channels=True)], (16, 16), augment=True, flip_channels=True)
+    x, _ = sampler.sample(40, np.random.default_rng(0))
+    means = x.reshape(40, 3, -1).mean(axis=2)
+    rising = (means[:, 0] < means[:, 1]) & (means[:, 1] < means[:, 2])
+    falling = (means[:, 0] > means[:, 1]) & (means[:, 1] > means[:, 2])
+    assert (rising | falling).all() and 5 < falling.sum() < 35

@@ -98,6 +98,10 @@ class TrainConfig:
     #: epoch and the returned model use the averaged weights, which do not jump from step to
     #: step as the raw ones do on small, noisy training sets.
     ema_decay: float = 0.0
+    #: Augmentation beyond flips and quarter turns (see :class:`PatchSampler`): any-angle
+    #: y-x rotations with a scale of 0.85–1.15, and reversing the input channels.
+    rotate_any: bool = False
+    flip_channels: bool = False
     #: Optional ``val_score(logits, target) -> float`` on all validation patches at once,
     #: higher is better (for example a Dice): when given, the best epoch and early stopping
     #: follow it instead of the validation loss (a loss can rise while the labels improve).
@@ -129,15 +133,25 @@ class PatchSampler:
         Share of patches centred on a random foreground voxel.
     augment : bool
         Flips, y-x 90° rotations, intensity scale (0.8–1.2) and shift (±0.2 σ).
+    rotate_any : bool
+        With ``augment``: most patches (3 in 4) are also read rotated by any angle in the
+        y-x plane and scaled by 0.85–1.15 (:meth:`_rotated_patch`; images linearly
+        interpolated, integer targets by nearest neighbour, unpainted (0) outside the image).
+    flip_channels : bool
+        With ``augment``: reverse the order of the input channels in half of the patches
+        (for channels that are neighbouring z-slices, a flip along z).
     """
 
     def __init__(self, pairs: Sequence[TrainingPair], patch_size: Sequence[int],
-                 foreground_fraction: float = 0.5, augment: bool = True) -> None:
+                 foreground_fraction: float = 0.5, augment: bool = True, rotate_any: bool = False,
+                 flip_channels: bool = False) -> None:
         if not pairs:
             raise ValueError("Training needs at least one (tomogram, target) pair.")
         self.patch = tuple(int(p) for p in patch_size)
         self.ndim = len(self.patch)
         self.augment = augment
+        self.rotate_any = rotate_any
+        self.flip_channels = flip_channels
         self.foreground_fraction = foreground_fraction
         self.images, self.targets, self.fg = [], [], []  # images (K, *spatial), targets (C, *spatial)
         for pair in pairs:
@@ -185,16 +199,48 @@ class PatchSampler:
         for _ in range(n):
             k = int(rng.choice(len(self.images), p=self.weights))
             start = self._start(rng, k)
-            sl = tuple(slice(s, s + p) for s, p in zip(start, self.patch))
-            x = self.images[k][(slice(None), *sl)]
-            y = self.targets[k][(slice(None), *sl)]
+            if augment and self.rotate_any and rng.random() < 0.75:
+                x, y = self._rotated_patch(k, start, rng)
+            else:
+                sl = tuple(slice(s, s + p) for s, p in zip(start, self.patch))
+                x = self.images[k][(slice(None), *sl)]
+                y = self.targets[k][(slice(None), *sl)]
             if augment:
                 x, y = self._augment(x, y, rng)
             xs.append(np.ascontiguousarray(x))
             ys.append(np.ascontiguousarray(y))
         return np.stack(xs).astype(np.float32), np.stack(ys)
 
+    def _rotated_patch(self, k: int, start: Sequence[int], rng: np.random.Generator):
+        """The patch at ``start`` of pair ``k``, rotated in the y-x plane by a random angle and scaled.
+
+        Returns (image (K, *patch) float32, target (C, *patch)): images by linear interpolation
+        (reflected at the faces), integer targets by nearest neighbour with 0 (unpainted, ignored by
+        sparse losses) outside the image, float targets linearly with 0 outside.
+        """
+        from scipy.ndimage import map_coordinates
+
+        image, target = self.images[k], self.targets[k]
+        angle, scale = rng.uniform(0, 2 * np.pi), rng.uniform(0.85, 1.15)
+        ny, nx = self.patch[-2:]
+        yy, xx = np.meshgrid(np.arange(ny) - (ny - 1) / 2, np.arange(nx) - (nx - 1) / 2, indexing="ij")
+        cy, cx = start[-2] + (ny - 1) / 2, start[-1] + (nx - 1) / 2
+        c, s = np.cos(angle) * scale, np.sin(angle) * scale
+        plane = np.stack([cy + c * yy - s * xx, cx + s * yy + c * xx])
+        if self.ndim == 3:  # the same rotation on every z-slice of the patch
+            z = np.arange(start[0], start[0] + self.patch[0], dtype=float)[:, None, None]
+            coords = np.stack([np.broadcast_to(z, self.patch), *np.broadcast_to(plane[:, None], (2, *self.patch))])
+        else:
+            coords = plane
+        x = np.stack([map_coordinates(ch, coords, order=1, mode="reflect") for ch in image])
+        integer = np.issubdtype(target.dtype, np.integer)
+        y = np.stack([map_coordinates(ch, coords, order=0 if integer else 1, mode="constant", cval=0)
+                      for ch in target]).astype(target.dtype)
+        return x.astype(np.float32), y
+
     def _augment(self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
+        if self.flip_channels and x.shape[0] > 1 and rng.random() < 0.5:
+            x = x[::-1]
         for axis in range(self.ndim):
             if rng.random() < 0.5:
                 x = np.flip(x, axis + 1)
@@ -256,7 +302,8 @@ def train_model(
     device = config.device
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
-    sampler = PatchSampler(train_pairs, config.patch_size, config.foreground_fraction, config.augment)
+    sampler = PatchSampler(train_pairs, config.patch_size, config.foreground_fraction, config.augment,
+                           rotate_any=config.rotate_any, flip_channels=config.flip_channels)
     val_sampler = PatchSampler(val_pairs, config.patch_size, config.foreground_fraction, augment=False)
     val_rng = np.random.default_rng(config.seed + 10_000)
     val_x, val_y = val_sampler.sample(config.val_patches, val_rng, augment=False)

@@ -245,6 +245,8 @@ def train_segmenter(
     checkpoint: str | Path | None = None,
     resume: bool = False,
     max_minutes: float | None = None,
+    rotate_any: bool = False,
+    flip_channels: bool = False,
     name: str = "segment_user",
     training_command: str = "",
     training_data: str = "",
@@ -361,7 +363,8 @@ def train_segmenter(
         val_patches=val_patches, learning_rate=learning_rate, patience=patience,
         foreground_fraction=1.0 if sparse else 0.5, seed=seed, device=device,
         checkpoint=checkpoint, resume=resume, max_minutes=max_minutes, keep_start_if_best=start_card is not None,
-        val_score=painted_dice_score, ema_decay=EMA_DECAY,
+        val_score=painted_dice_score, ema_decay=EMA_DECAY, rotate_any=rotate_any,
+        flip_channels=flip_channels and model_kind == "2d",
     )
     loss = partial(sparse_segmentation_loss, dice_weight=dice_weight)
     result = yield from train_model(net, train_pairs, val_pairs, loss, config)
