@@ -143,6 +143,29 @@ def test_a_validation_score_chooses_the_epoch_and_stops_training(tmp_path):
     assert result.history[-1]["best_val_score"] == 0.5
 
 
+def test_keep_last_trains_every_epoch_and_returns_the_last_weights():
+    """keep_last: worse scores neither stop training nor bring back an earlier epoch's weights."""
+    torch.manual_seed(0)
+    scores = iter([0.9, 0.5, 0.3, 0.2])
+    cfg = TrainConfig(patch_size=(8, 16, 16), batch_size=2, epochs=4, steps_per_epoch=3, val_patches=4,
+                      learning_rate=1e-2, patience=1, seed=0, keep_last=True,
+                      val_score=lambda logits, target: next(scores))
+    model = UNet3D(1, 1, base_channels=4, depth=1)
+    last = {}
+    job = train_model(model, [_pair(0)], [_pair(1)], bce, cfg)
+    try:
+        while True:
+            progress = next(job)
+            if progress.info and progress.info["epoch"] == 4:
+                last = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    except StopIteration as stop:
+        result = stop.value
+    assert len(result.history) == 4 and result.best_epoch == 4 and not result.stopped_early
+    assert result.best_val_score == 0.2
+    for k, v in result.model.state_dict().items():
+        torch.testing.assert_close(v, last[k])
+
+
 def test_weight_average_is_what_is_validated_and_returned(tmp_path):
     torch.manual_seed(0)
     net = UNet3D(1, 1, base_channels=4, depth=1)

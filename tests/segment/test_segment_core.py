@@ -219,7 +219,7 @@ def test_start_model_sets_kind_patch_rule_voxel_size_and_resume_checks(tmp_path)
 
     # the 2D patch rule follows the kind training will produce: the shipped 3D model keeps 32³ patches
     assert train_kwargs({"segment_model": "2d", "patch": 32, "segment_start_from": "segment_default"})["patch"] == 32
-    assert train_kwargs({"segment_model": "2d", "patch": 32, "segment_start_from": "none"})["patch"] == 64
+    assert train_kwargs({"segment_model": "2d", "patch": 32, "segment_start_from": "none"})["patch"] == 96
     assert train_kwargs({"segment_start_from": "none"})["start_from"] is None
     tomo, classes = make_toy(0)
     painted = sparse_from_classes(classes, [3, 8, 12])
@@ -255,7 +255,7 @@ def test_slab_pairs_and_prediction_read_the_same_neighbouring_slices():
     assert kwargs["in_channels"] == 5
     card = ModelCard(name="slab", task="segment", architecture=arch, arch_kwargs=kwargs, classes=TOY_CLASSES,
                      voxel_size_A=10.0, patch_size=[32, 32], extra={"model_kind": "2d", "context_slices": 2})
-    probs = run_job(predict_probabilities(net, card, tomo, 10.0, orthogonal=False))
+    probs = run_job(predict_probabilities(net, card, tomo, 10.0, orthogonal=False, slice_smoothing=0))
     mean, std = normalise(tomo)
     with torch.no_grad():
         for z in (0, 1, 7, 15):
@@ -265,14 +265,20 @@ def test_slab_pairs_and_prediction_read_the_same_neighbouring_slices():
         SliceWise(net, 2)(torch.zeros(1, 1, 3, 32, 32))
 
 
-def test_test_time_augmentation_averages_the_eight_plane_symmetries():
+def _untrained_slice_model(seed: int, context: int = 1):
+    """(network, card) of an untrained 2.5D slice U-Net for the toy classes."""
     from tomolens.segment.networks import build_segmentation_network
 
-    tomo, _ = make_toy(3)
-    torch.manual_seed(1)
-    net, arch, kwargs = build_segmentation_network("2d", 3, base_channels=4, depth=2, context=1)
+    torch.manual_seed(seed)
+    net, arch, kwargs = build_segmentation_network("2d", 3, base_channels=4, depth=2, context=context)
     card = ModelCard(name="t", task="segment", architecture=arch, arch_kwargs=kwargs, classes=TOY_CLASSES,
-                     voxel_size_A=10.0, patch_size=[32, 32], extra={"model_kind": "2d", "context_slices": 1})
+                     voxel_size_A=10.0, patch_size=[32, 32], extra={"model_kind": "2d", "context_slices": context})
+    return net, card
+
+
+def test_test_time_augmentation_averages_the_eight_plane_symmetries():
+    tomo, _ = make_toy(3)
+    net, card = _untrained_slice_model(1)
     plain = run_job(predict_probabilities(net, card, tomo, 10.0, orthogonal=False))
     averaged = run_job(predict_probabilities(net, card, tomo, 10.0, orthogonal=False, tta=True))
     np.testing.assert_allclose(averaged.sum(0), 1.0, atol=1e-4)
@@ -310,3 +316,50 @@ def test_training_is_reproducible_from_its_seed():
                                           patience=10, **FAST))
         runs.append([(h["loss"], h["val_loss"]) for h in trained.history])
     assert runs[0] == runs[1]
+
+
+def test_hold_out_none_trains_on_every_painted_voxel_and_keeps_the_last_epoch():
+    """A new network trains on all painted voxels by default: nothing is held back, no early stop."""
+    tomo, classes = make_toy(0)
+    painted = sparse_from_classes(classes, [3, 8, 12])
+    painted[:, 30:] = 0  # painted only where the strip would train: holding the strip back is impossible
+    with pytest.raises(ValueError, match="validation region"):
+        run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=2, steps_per_epoch=2,
+                                hold_out="strip", **FAST))
+    trained = run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=4, steps_per_epoch=3,
+                                      patience=1, **FAST))  # hold_out "auto" = "none" for a new network
+    assert len(trained.history) == 4  # patience does not stop it
+    metrics = trained.card.metrics
+    assert metrics["validation"] == "none" and metrics["kept_epoch"] == 4 and "best_val_dice" not in metrics
+    assert "every painted voxel" in trained.card.training_data
+
+
+def test_resolve_hold_out():
+    from tomolens.segment.train import resolve_hold_out
+
+    assert resolve_hold_out("auto", fine_tuning=False) == "none"
+    assert resolve_hold_out("auto", fine_tuning=True) == "strip"
+    assert resolve_hold_out("strip", fine_tuning=False) == "strip"
+    with pytest.raises(ValueError, match="'auto', 'strip' or 'none'"):
+        resolve_hold_out("half", fine_tuning=False)
+
+
+def test_slice_smoothing_averages_neighbouring_slices_of_slice_models_only():
+    from scipy.ndimage import gaussian_filter1d
+
+    from tomolens.segment.networks import build_segmentation_network
+
+    tomo, _ = make_toy(3)
+    net, card = _untrained_slice_model(0)
+    raw = run_job(predict_probabilities(net, card, tomo, 10.0, orthogonal=False, slice_smoothing=0))
+    smoothed = run_job(predict_probabilities(net, card, tomo, 10.0, orthogonal=False, slice_smoothing=1.5))
+    np.testing.assert_allclose(smoothed, gaussian_filter1d(raw, 1.5, axis=1, mode="nearest"), atol=1e-5)
+    np.testing.assert_allclose(smoothed.sum(0), 1.0, atol=1e-4)
+    assert np.abs(np.diff(smoothed, axis=1)).mean() < np.abs(np.diff(raw, axis=1)).mean()
+    with pytest.raises(ValueError, match="slice_smoothing"):
+        run_job(predict_probabilities(net, card, tomo, 10.0, slice_smoothing=-1))
+    net3, arch3, kwargs3 = build_segmentation_network("3d", 3, base_channels=4, depth=1)
+    card3 = ModelCard(name="v", task="segment", architecture=arch3, arch_kwargs=kwargs3, classes=TOY_CLASSES,
+                      voxel_size_A=10.0, patch_size=[16, 16, 16], extra={"model_kind": "3d"})
+    np.testing.assert_array_equal(run_job(predict_probabilities(net3, card3, tomo, 10.0, slice_smoothing=2)),
+                                  run_job(predict_probabilities(net3, card3, tomo, 10.0, slice_smoothing=0)))

@@ -102,6 +102,10 @@ class TrainConfig:
     #: y-x rotations with a scale of 0.85–1.15, and reversing the input channels.
     rotate_any: bool = False
     flip_channels: bool = False
+    #: Keep the last epoch's weights (the averaged ones with ``ema_decay``) instead of the best
+    #: validation epoch's, and never stop early: for training on every labelled voxel, where
+    #: the "validation" pairs are the training data and only show the fit.
+    keep_last: bool = False
     #: Optional ``val_score(logits, target) -> float`` on all validation patches at once,
     #: higher is better (for example a Dice): when given, the best epoch and early stopping
     #: follow it instead of the validation loss (a loss can rise while the labels improve).
@@ -292,7 +296,7 @@ def train_model(
     Returns
     -------
     TrainResult
-        ``model`` with the weights of its best validation epoch (eval mode) and the
+        ``model`` with the weights of its best validation epoch (its last with ``keep_last``; eval mode) and the
         per-epoch history.
     """
     import torch
@@ -375,7 +379,7 @@ def train_model(
                                f"epoch {epoch + 1}: loss {np.mean(losses):.4f}")
         val_loss, score = _evaluate(scored, loss_fn, val_x, val_y, config.batch_size, device, config.val_score)
         train_loss = float(np.mean(losses))
-        improved = _criterion(val_loss, score) < _criterion(best_loss, best_score) - 1e-5
+        improved = config.keep_last or _criterion(val_loss, score) < _criterion(best_loss, best_score) - 1e-5
         if improved:
             best_epoch, bad_epochs = epoch + 1, 0
             best_loss, best_score = val_loss, score

@@ -52,6 +52,9 @@ PREDICT_PARAMS = (
           "trained on the three slicings always does; one trained on z-slices sees them as trained)"),
     Param("test_time_augmentation", False, "Average the predictions of the 8 rotations and flips of the "
           "y-x plane (8× the time, a little more accurate)"),
+    Param("slice_smoothing", 1.0, "2D models: average each slice's probabilities with its neighbours' "
+          "(Gaussian, sigma in slices; slices are predicted one by one; 0 = off). Ignored for 3D models",
+          min=0.0, max=5.0, step=0.5, advanced=True),
     Param("overlap", 0.25, "Overlap of neighbouring tiles (fraction of the tile)", min=0.0, max=0.75,
           advanced=True),
     Param("batch_size", 4, "Tiles per forward pass", min=1, advanced=True),
@@ -155,6 +158,7 @@ def predict_probabilities(
     batch_size: int = 4,
     device: str = "cpu",
     tta: bool = False,
+    slice_smoothing: float = 1.0,
 ) -> Generator[Progress, None, np.ndarray]:
     """Class probabilities of a tomogram (job).
 
@@ -176,6 +180,12 @@ def predict_probabilities(
     tta : bool
         Test-time augmentation: average the probabilities of the 8 rotations and flips of
         the y-x plane (:data:`TTA_TRANSFORMS`; 8× the time).
+    slice_smoothing : float
+        2D models: a slice network predicts every slice on its own; the probabilities are then
+        smoothed across the slices (Gaussian of this sigma in slices along the slicing axis,
+        which keeps them summing to 1), so that neighbouring slices agree.  0 = off; ignored for
+        3D models.  From 5 painted slices of validation tomograms 7100–7101, sigma 1 raised
+        filament Dice by 0.01–0.03 and membrane by 0.00–0.04.
 
     Returns
     -------
@@ -187,7 +197,9 @@ def predict_probabilities(
     if np.ndim(volume) != 3:
         raise ValueError(f"Segmentation needs a 3D tomogram; got shape {np.shape(volume)}.")
     stats = normalise(volume)  # once: every view of the tomogram is normalised alike
-    settings = (voxel_size_A, orthogonal, overlap, batch_size, device, stats)
+    if slice_smoothing < 0:
+        raise ValueError(f"slice_smoothing must be 0 (off) or a positive sigma in slices; got {slice_smoothing}.")
+    settings = (voxel_size_A, orthogonal, overlap, batch_size, device, stats, slice_smoothing)
     if not tta:
         return (yield from _predict_view(model, card, volume, *settings))
     total = allocate_output((len(card.classes), *np.shape(volume)))
@@ -200,8 +212,8 @@ def predict_probabilities(
     return total
 
 
-def _predict_view(model, card, volume, voxel_size_A, orthogonal, overlap, batch_size, device, stats
-                  ) -> Generator[Progress, None, np.ndarray]:
+def _predict_view(model, card, volume, voxel_size_A, orthogonal, overlap, batch_size, device, stats,
+                  slice_smoothing=0.0) -> Generator[Progress, None, np.ndarray]:
     """:func:`predict_probabilities` of one view of the tomogram (no test-time augmentation)."""
     from tomolens.models.tiling import allocate_output, predict_tiled
 
@@ -229,11 +241,21 @@ def _predict_view(model, card, volume, voxel_size_A, orthogonal, overlap, batch_
         patch = (1, *(min(256, _round_up(n, m)) for n in view.shape[1:]))
         probs = yield from _staged(predict_tiled(wrapped, view, patch, **common, context=(context, 0, 0)),
                                    stage, len(axes), f"slices along {'zyx'[axis]}")
+        if slice_smoothing:
+            _smooth_across_slices(probs, slice_smoothing)
         total += np.moveaxis(probs, 1, axis + 1)
         del probs
     if len(axes) > 1:
         total /= len(axes)
     return total
+
+
+def _smooth_across_slices(probs: np.ndarray, sigma: float) -> None:
+    """Gaussian smoothing of (C, n, a, b) probabilities along n (the slices), in place, class by class."""
+    from scipy.ndimage import gaussian_filter1d
+
+    for channel in probs:
+        channel[...] = gaussian_filter1d(channel, sigma, axis=0, mode="nearest")
 
 
 def segment_tomogram(
@@ -248,6 +270,7 @@ def segment_tomogram(
     batch_size: int = 4,
     device: str = "auto",
     test_time_augmentation: bool = False,
+    slice_smoothing: float = 1.0,
     class_names: Sequence[str] | None = None,
     threads: int = 0,
 ) -> Generator[Progress, None, SegmentationResult]:
@@ -266,6 +289,8 @@ def segment_tomogram(
         2D models: average slices along z, y and x (False: as the model was trained).
     test_time_augmentation : bool
         Average over the 8 rotations and flips of the y-x plane (8× the time).
+    slice_smoothing : float
+        2D models: Gaussian sigma (slices) across the slicing axis (see :func:`predict_probabilities`).
     class_names : sequence of str, optional
         Expected classes; a model with other classes is refused with a clear message.
     threads : int
@@ -287,7 +312,7 @@ def segment_tomogram(
         check_model_classes(card, class_names)
     yield Progress(0, 1, f"loaded {card.name} ({', '.join(card.classes)})")
     probs = yield from predict_probabilities(net, card, volume, voxel_size_A, orthogonal or None, overlap,
-                                             batch_size, device, test_time_augmentation)
+                                             batch_size, device, test_time_augmentation, slice_smoothing)
     result = SegmentationResult(probs, np.zeros(0, np.uint8), list(card.classes),
                                 voxel_size_A or card.voxel_size_A)
     result = result.reapply(threshold, min_size_voxels, max_hole_voxels)

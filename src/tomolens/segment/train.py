@@ -7,9 +7,11 @@
 - ``tomolens train --task segment`` — :func:`register_train_args` / :func:`run_train`, in
   :mod:`tomolens.segment.train_cli`.
 
-Validation: with separate validation volumes when given; otherwise each painted volume is
-split along y (the last quarter of every painted slice validates, the rest trains), so no
-voxel is used for both.  The epoch kept is the one with the best validation Dice of the classes
+Validation: with separate validation volumes when given.  Otherwise (``hold_out``, see
+:func:`resolve_hold_out`) a new network trains on every painted voxel for its time and epochs and
+keeps its last (averaged) weights, and fine-tuning splits each painted volume along y (the last
+quarter of every painted slice validates, the rest trains), so no voxel is used for both.  With
+validation voxels, the epoch kept is the one with the best validation Dice of the classes
 (background included) painted in the validation voxels (:func:`tomolens.segment.losses.painted_dice_score`), and early stopping
 follows it: the validation loss kept falling or rising with confidence rather than with the labels
 (5 painted slices of two validation tomograms: the loss was lowest at epochs 8 and 6 of 38 and 36,
@@ -55,6 +57,11 @@ SEGMENT_TRAIN_PARAMS = (
     Param("segment_start_from", "none", "Fine-tune this model (a shipped name such as segment_default, or a .pt "
           "file whose classes are the ones named; kind, width, depth and context are then the model's), or none "
           "to train a new network", type=str),
+    Param("segment_hold_out", "auto", "Without separate validation data: 'strip' holds back the last quarter "
+          "(along y) of every painted slice to choose the best epoch and stop early; 'none' trains on every "
+          "painted voxel for the whole time/epochs and keeps the last (averaged) weights; 'auto' = none for a "
+          "new network, strip when fine-tuning (the starting model is kept unless the painting beats it)",
+          choices=("auto", "strip", "none"), advanced=True),
 )
 
 #: Exponential moving average of the weights during training (validated, kept and saved):
@@ -68,7 +75,7 @@ NEW_NETWORK = "none"
 #: Settings of segmentation training, shared by the Segment widget's Train box and
 #: ``tomolens train --task segment``: the segment-only options above plus the engine's
 #: options with the engine's names and defaults (epochs 30, 40 steps per epoch, patch 32,
-#: learning rate 1e-3; 2D models train on patches of at least 64, see :func:`train_kwargs`).
+#: learning rate 1e-3; 2D models train on patches of at least 96, see :func:`patch_for`).
 TRAIN_PARAMS = (
     SEGMENT_TRAIN_PARAMS[4],
     SEGMENT_TRAIN_PARAMS[0],
@@ -76,7 +83,7 @@ TRAIN_PARAMS = (
     engine_param("max_minutes", help="Stop training after this many minutes, keeping the best epoch (0 = no limit)"),
     engine_param("steps_per_epoch"),
     engine_param("patch", help="Patch edge in voxels (divisible by 2**depth; 3D patches are cubes; 2D models use "
-            "at least 64)", advanced=True),
+            "at least 96)", advanced=True),
     engine_param("batch_size", advanced=True),
     engine_param("base_channels", advanced=True),
     engine_param("depth", advanced=True),
@@ -85,6 +92,7 @@ TRAIN_PARAMS = (
     engine_param("patience", advanced=True),
     SEGMENT_TRAIN_PARAMS[2],
     SEGMENT_TRAIN_PARAMS[3],
+    SEGMENT_TRAIN_PARAMS[5],
     engine_param("seed", advanced=True),
     engine_param("device", advanced=True),
     engine_param("threads", advanced=True),
@@ -92,12 +100,13 @@ TRAIN_PARAMS = (
 
 #: Where the Segment widget's Train box starts from other values than ``tomolens train``: a
 #: time limit, so that Train with the widget's defaults returns within minutes on a laptop
-#: CPU (the best epoch so far is kept), and enough epochs and patience to use those minutes
+#: CPU (the epoch kept is the best so far, or the last when nothing is held out), and enough epochs and patience to use those minutes
 #: (a few painted slices kept improving for 5 minutes; 30 epochs with patience 6 stopped
 #: after 15–50 epochs, well before), with a network one level deeper than the CLI's default, a
 #: learning rate of 2e-3 and batches of 8 (chosen on validation tomograms 7100–7101: from 5
 #: painted slices, membrane / filament Dice 0.69 / 0.54 and 0.63 / 0.42 with the engine's depth
-#: 2, 1e-3 and 4 → 0.76 / 0.65 and 0.75 / 0.48).  Depth applies to new networks only; a
+#: 2, 1e-3 and 4 → 0.76 / 0.65 and 0.75 / 0.48; later, batches of 4 with 96-voxel patches
+#: gave 0.85 / 0.64 on 7100 against 0.85 / 0.65 with 8).  Depth applies to new networks only; a
 #: fine-tuned model keeps its own.  The widget also sets ``segment_start_from`` from the class
 #: names: the shipped ``segment_default`` when they are its classes, else a new network.
 WIDGET_TRAIN_VALUES = {"max_minutes": 5.0, "epochs": 200, "patience": 30, "depth": 3, "learning_rate": 2e-3,
@@ -110,7 +119,7 @@ WIDGET_START_VALUES = {**WIDGET_TRAIN_VALUES, "segment_start_from": DEFAULT_MODE
 #: Parameter names of :data:`TRAIN_PARAMS` that :func:`train_segmenter` calls otherwise.
 _KWARG_NAMES = {"segment_model": "model_kind", "segment_dice_weight": "dice_weight",
                 "segment_slice_axes": "slice_axes", "segment_start_from": "start_from",
-                "segment_context": "context"}
+                "segment_context": "context", "segment_hold_out": "hold_out"}
 
 
 def start_model(value: str | Path | None) -> str | None:
@@ -135,16 +144,23 @@ def trained_kind(model_kind: str, start_from: str | Path | None) -> str:
         return model_kind
 
 
+#: Smallest training patch edge of a slice network: 2D patches are cheap and need context
+#: (from 5 painted slices of validation tomograms 7100–7101 in the Train box's 5 minutes,
+#: filament / membrane Dice 0.60 / 0.83 and 0.59 / 0.83 with 64-voxel patches, 0.65 / 0.85 and
+#: 0.60 / 0.87 with 96; 128 with a deeper network: 0.63 / 0.83 on 7100).
+MIN_SLICE_PATCH = 96
+
+
 def patch_for(kind: str, patch: int) -> int:
-    """The training patch edge: 2D slice patches are at least 64 (cheap, and they need context)."""
-    return max(int(patch), 64) if kind == "2d" else int(patch)
+    """The training patch edge: 2D slice patches are at least :data:`MIN_SLICE_PATCH`."""
+    return max(int(patch), MIN_SLICE_PATCH) if kind == "2d" else int(patch)
 
 
 def train_kwargs(values: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments of :func:`train_segmenter` from :data:`TRAIN_PARAMS` values.
 
     Renames the segment-only settings and applies the 2D patch rule (2D slice patches
-    are at least 64 voxels wide, as they are cheap and need context).
+    are at least :data:`MIN_SLICE_PATCH` voxels wide, as they are cheap and need context).
     """
     kwargs = {_KWARG_NAMES.get(k, k): v for k, v in values.items()}
     if "start_from" in kwargs:
@@ -245,8 +261,9 @@ def train_segmenter(
     checkpoint: str | Path | None = None,
     resume: bool = False,
     max_minutes: float | None = None,
-    rotate_any: bool = False,
-    flip_channels: bool = False,
+    hold_out: str = "auto",
+    rotate_any: bool | None = None,
+    flip_channels: bool | None = None,
     name: str = "segment_user",
     training_command: str = "",
     training_data: str = "",
@@ -282,6 +299,15 @@ def train_segmenter(
         ``class_names`` in the same order.  Empty or None: train from scratch.
     threads : int
         CPU threads for torch, set in the thread that runs the job (0 = all cores but one).
+    hold_out : {"auto", "strip", "none"}
+        Without ``val_volumes``: hold back the last quarter along y of the painted slices to
+        choose the epoch ("strip"), or train on every painted voxel and keep the last epoch
+        ("none"); "auto" = "none" for a new network, "strip" when fine-tuning.
+    rotate_any, flip_channels : bool, optional
+        Augmentation by any-angle y-x rotations (with a 0.85–1.15 scale) and by z-flips of the
+        2.5D slab (:class:`tomolens.models.training.PatchSampler`); default: on for slice networks
+        (filament / membrane Dice on validation tomogram 7100 from 5 painted slices 0.56 / 0.66
+        without, 0.56 / 0.81 with them), off for 3D.
     checkpoint, resume : see :class:`tomolens.models.training.TrainConfig`.
     Other parameters: see :data:`TRAIN_PARAMS`.
 
@@ -331,9 +357,12 @@ def train_segmenter(
         if np.ndim(vol) != 3:
             raise ValueError(f"Segmentation trains on 3D tomograms; got shape {np.shape(vol)}.")
         checked.append((np.asarray(vol, np.float32), check_painted_labels(lab, np.shape(vol), names)))
+    hold_out = resolve_hold_out(hold_out, start_card is not None) if not val_volumes else "separate"
     if val_volumes:
         val = [(np.asarray(v, np.float32), check_painted_labels(lab, np.shape(v), names)) for v, lab in val_volumes]
         train = checked
+    elif hold_out == "none":
+        train, val = checked, checked  # every painted voxel trains; "validation" then shows the fit
     else:
         splits = [_split_y(v, lab) for v, lab in checked]
         train, val = [s[0] for s in splits], [s[1] for s in splits]
@@ -363,8 +392,9 @@ def train_segmenter(
         val_patches=val_patches, learning_rate=learning_rate, patience=patience,
         foreground_fraction=1.0 if sparse else 0.5, seed=seed, device=device,
         checkpoint=checkpoint, resume=resume, max_minutes=max_minutes, keep_start_if_best=start_card is not None,
-        val_score=painted_dice_score, ema_decay=EMA_DECAY, rotate_any=rotate_any,
-        flip_channels=flip_channels and model_kind == "2d",
+        val_score=painted_dice_score, ema_decay=EMA_DECAY, keep_last=hold_out == "none",
+        rotate_any=model_kind == "2d" if rotate_any is None else bool(rotate_any),
+        flip_channels=model_kind == "2d" and bool(context if flip_channels is None else flip_channels),
     )
     loss = partial(sparse_segmentation_loss, dice_weight=dice_weight)
     result = yield from train_model(net, train_pairs, val_pairs, loss, config)
@@ -379,12 +409,16 @@ def train_segmenter(
         training_data=(training_data or (
             f"{len(checked)} painted tomogram(s) {[tuple(v.shape) for v, _ in checked]}; painted voxels per "
             f"class {painted_counts}; validation: "
-            + ("separate volumes" if val_volumes else "last quarter along y of each tomogram")))
+            + {"separate": "separate volumes", "strip": "last quarter along y of each tomogram",
+               "none": "none (every painted voxel trained; the last epoch kept)"}[hold_out]))
         + (f"; fine-tuned from {start_card.name} (sha256 {start_card.sha256[:12]}…)" if start_card else ""),
         seed=seed,
-        metrics={"best_epoch": result.best_epoch, "best_val_loss": round(float(result.best_val_loss), 5),
-                 "best_val_dice": None if result.best_val_score is None else round(float(result.best_val_score), 4),
-                 "epochs_run": len(result.history)}
+        metrics=({"best_epoch": result.best_epoch, "best_val_loss": round(float(result.best_val_loss), 5),
+                  "best_val_dice": None if result.best_val_score is None else round(float(result.best_val_score), 4)}
+                 if hold_out != "none" else
+                 {"kept_epoch": result.best_epoch, "painted_fit_loss": round(float(result.best_val_loss), 5),
+                  "painted_fit_dice": None if result.best_val_score is None else round(float(result.best_val_score), 4)})
+        | {"validation": hold_out, "epochs_run": len(result.history)}
         | ({"start_val_loss": round(float(result.start_val_loss), 5)} if result.start_val_loss is not None else {}),
         extra={"model_kind": model_kind, "slice_axes": slice_axes if model_kind == "2d" else "zyx",
                **({"context_slices": context} if model_kind == "2d" else {}),
@@ -393,6 +427,21 @@ def train_segmenter(
                **({"start_from": {"name": start_card.name, "sha256": start_card.sha256}} if start_card else {})},
     )
     return TrainedSegmenter(result.model.cpu().eval(), card, result.history)
+
+
+def resolve_hold_out(hold_out: str, fine_tuning: bool) -> str:
+    """What validates training without separate validation data: "strip" or "none".
+
+    "auto" is "none" for a new network (a few painted slices are too few to give a quarter
+    away: on validation tomograms 7100–7101, 5 painted slices, filament Dice 0.56 / 0.50 with
+    the strip held back and 0.60 / 0.59 trained on all of it) and "strip" when fine-tuning (the
+    starting weights are kept unless an epoch beats them on held-back voxels).
+    """
+    if hold_out not in ("auto", "strip", "none"):
+        raise ValueError(f"hold_out must be 'auto', 'strip' or 'none'; got {hold_out!r}.")
+    if hold_out == "auto":
+        return "strip" if fine_tuning else "none"
+    return hold_out
 
 
 def _starting_model(start_from: str | Path, names: list[str]):

@@ -121,7 +121,7 @@ def run_train(args: argparse.Namespace) -> int:
         steps_per_epoch=args.steps_per_epoch, patch=patch, batch_size=args.batch_size,
         base_channels=args.base_channels, depth=args.depth, learning_rate=args.learning_rate,
         dice_weight=args.segment_dice_weight, patience=args.patience, slice_axes=args.segment_slice_axes,
-        context=args.segment_context,
+        context=args.segment_context, hold_out=args.segment_hold_out,
         start_from=start_from, seed=args.seed, device=device, threads=args.threads, val_patches=args.val_patches,
         checkpoint=args.checkpoint or str(Path(args.out).with_suffix(".ckpt")), resume=args.resume,
         max_minutes=args.max_minutes or None, name=Path(args.out).stem,
