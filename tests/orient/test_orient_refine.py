@@ -134,6 +134,14 @@ def test_odd_boxes_offsets_and_blank_images(projections):
 
 
 def test_pipeline_with_and_without_refinement(projections):
+    """The pipeline runs the frame fix and the matching passes on its own recovery's result.
+
+    The shipped distance model knows 5j0n, not this blob map, so the recovery here is no better
+    than random (about 90° mean error) and whether matching from a random start gets closer is
+    chance (it went 91° → 97° on one machine and passed on another): accuracy from starts near
+    the truth is tested above (test_projection_matching_reduces_the_error,
+    test_global_pass_brings_back_orientations_far_off).
+    """
     from tomolens.orient.pipeline import recover_from_stack
 
     values = {"recover_steps": 30, "pairs_per_step": 2000, "n_anchors": 50, "reconstruct": False}
@@ -143,7 +151,10 @@ def test_pipeline_with_and_without_refinement(projections):
     refined = run_job(recover_from_stack(projections.images, 5.0, values, projections.quats))
     # the same recovery underneath, then the frame and projection matching improve on it
     np.testing.assert_allclose(refined.errors_before_refinement_deg, plain.errors_deg, atol=1e-6)
-    assert refined.errors_deg.mean() < plain.errors_deg.mean()
+    assert sum(p["moved"] for p in refined.refinement["passes"]) > 0
+    assert not np.allclose(refined.errors_deg, plain.errors_deg)
+    frame = refined.refinement["frame"]
+    assert frame["score"] >= frame["score_before"]  # the frame fix never scores worse than its input
     assert {"frame", "refinement"} <= set(refined.timings_s) and len(refined.refinement["passes"]) == 8
     assert "before refinement" in refined.summary()
 
