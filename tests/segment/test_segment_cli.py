@@ -39,3 +39,22 @@ def test_train_and_segment_from_the_command_line(tmp_path, capsys):
     assert main(["segment", str(tmp_path / "val.mrc"), "--model", str(model), "--out", str(out),
                  "--classes", "background,membrane", "--device", "cpu"]) == 1
     assert "segments ['background', 'membrane', 'filament']" in capsys.readouterr().err
+
+
+def test_train_from_painted_files_without_validation_files(tmp_path, capsys):
+    """Without --val-tomograms a new network trains on every painted voxel; --segment-hold-out strip holds some back."""
+    torch.set_num_threads(1)
+    tomo, classes = make_toy(0)
+    write_mrc(tmp_path / "t.mrc", tomo, 10.0)
+    write_mrc(tmp_path / "t_painted.mrc", sparse_from_classes(classes, [3, 8, 12]), 10.0, is_labels=True)
+    common = ["train", "--task", "segment", "--segment-classes", ",".join(TOY_CLASSES), "--tomograms",
+              str(tmp_path / "t.mrc"), "--labels", str(tmp_path / "t_painted.mrc"), "--patch", "32",
+              "--base-channels", "4", "--epochs", "2", "--steps-per-epoch", "2", "--val-patches", "4",
+              "--threads", "1", "--device", "cpu"]
+    for hold_out, fit in (("auto", "none"), ("strip", "strip")):
+        model = tmp_path / f"{hold_out}.pt"
+        assert main([*common, "--segment-hold-out", hold_out, "--out", str(model)]) == 0
+        card = json.loads(model.with_suffix(".json").read_text())
+        assert card["metrics"]["validation"] == fit
+    printed = capsys.readouterr().out
+    assert " fit " in printed and " val " in printed

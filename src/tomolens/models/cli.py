@@ -196,10 +196,12 @@ def _file_volumes(tomos: Sequence[str], labels: Sequence[str], voxel_size_A: flo
     return out
 
 
-def training_volumes(args: argparse.Namespace, labels_kind: str = "instances"):
+def training_volumes(args: argparse.Namespace, labels_kind: str = "instances", require_val: bool = True):
     """(train, val) lists of (tomogram zyx float32, labels zyx, voxel size Å) from the options.
 
-    Simulated validation tomograms use the seeds right after the training ones.
+    Simulated validation tomograms use the seeds right after the training ones.  With
+    ``require_val`` False, no validation data is allowed (segmentation then validates as its
+    ``--segment-hold-out`` says).
     """
     train = _file_volumes(args.tomograms, args.labels, args.voxel_size_A)
     val = _file_volumes(args.val_tomograms, args.val_labels, args.voxel_size_A)
@@ -209,7 +211,7 @@ def training_volumes(args: argparse.Namespace, labels_kind: str = "instances"):
         val += simulated_volumes(args, args.sim_val, args.sim_seed + args.sim_train, labels_kind)
     if not train:
         raise ValueError("No training data: give --tomograms/--labels or --sim-train N.")
-    if not val:
+    if not val and require_val:
         raise ValueError("No validation data: give --val-tomograms/--val-labels or --sim-val N.")
     return train, val
 
