@@ -14,8 +14,12 @@ vesicles, 3 filaments, volume fraction 0.15).  Speed: seconds to segment a 200×
 Usage::
 
     python benchmarks/bench_segment.py [--parts shipped,scratch,finetune,timing] [--cache DIR] [--threads 1]
+        [--snr 0.05,0.03]
 
-Writes ``benchmarks/results/segment.json`` (parts not run are kept from an earlier run).
+Writes ``benchmarks/results/segment.json`` (parts and tomograms not run are kept from an earlier run,
+merged when the file is written, so that two runs side by side, one core each, keep both results).
+(b) is scored as the widget's Predict gives it (slices smoothed across z, ``slice_smoothing`` 1) and
+again with test-time augmentation.
 """
 
 from __future__ import annotations
@@ -69,12 +73,13 @@ def _mean(scores: list[dict]) -> dict:
     return {n: round(float(np.nanmean([s[n] for s in scores])), 4) for n in DEFAULT_CLASSES}
 
 
-def accuracy(model: str, cache: str | None, parts: set[str], previous: dict, n_slices: int = 5) -> dict:
-    """Dice per class, averaged over the held-out tomograms of each SNR, for the parts asked for."""
-    out = previous or {}
+def accuracy(model: str, cache: str | None, parts: set[str], snrs: set[float], n_slices: int = 5) -> dict:
+    """Dice per class of the parts asked for: {"snr_<snr>": {seed: {result key: value}}} (new rows only)."""
+    out = {}
     for snr, seeds in HELD_OUT.items():
-        entry = out.setdefault(f"snr_{snr:g}", {})
-        rows = {r["seed"]: r for r in entry.get("tomograms", [])}
+        if snr not in snrs:
+            continue
+        rows = out.setdefault(f"snr_{snr:g}", {})
         for seed in seeds:
             s = simulate_sample(seed, snr=snr, cache_dir=cache, **SIM)
             row = rows.setdefault(seed, {"seed": seed})
@@ -93,24 +98,49 @@ def accuracy(model: str, cache: str | None, parts: set[str], previous: dict, n_s
                 t0 = time.time()
                 trained = run_job(train_segmenter([(s.tomogram, painted)], DEFAULT_CLASSES, s.voxel_size_A,
                                                   threads=THREADS[0], **settings))
-                probs = run_job(predict_probabilities(trained.model, trained.card, s.tomogram, s.voxel_size_A,
-                                                      orthogonal=False))
                 keep = np.ones(s.classes.shape[0], bool)
                 keep[slices] = False  # score only the slices that were not "painted"
-                row[key] = dice_per_class(classes_from_probabilities(probs)[keep], s.classes[keep], DEFAULT_CLASSES)
+                # as the Segment widget's Predict with its defaults; then with test-time augmentation
+                for tta in (False, True):
+                    probs = run_job(predict_probabilities(trained.model, trained.card, s.tomogram, s.voxel_size_A,
+                                                          orthogonal=False, tta=tta))
+                    if tta and part == "scratch":
+                        row[f"{key}_tta"] = dice_per_class(classes_from_probabilities(probs)[keep], s.classes[keep],
+                                                           DEFAULT_CLASSES)
+                    elif not tta:
+                        row[key] = dice_per_class(classes_from_probabilities(probs)[keep], s.classes[keep],
+                                                  DEFAULT_CLASSES)
+                        seconds = round(time.time() - t0, 1)
+                    if part != "scratch":
+                        break  # fine-tuned 3D models: test-time augmentation is measured on the shipped model
                 suffix = "5_slices" if part == "scratch" else "finetuned"
                 row.update({"painted_slices": slices, f"epochs_run_{suffix}": len(trained.history),
-                            f"seconds_train_and_predict_{suffix}": round(time.time() - t0, 1)})
-                print(f"SNR {snr} seed {seed}: {key} {row[key]}", flush=True)
-        entry["tomograms"] = [rows[k] for k in sorted(rows)]
+                            f"seconds_train_and_predict_{suffix}": seconds})
+                print(f"SNR {snr} seed {seed}: {key} {row[key]}" + (f", with test-time augmentation "
+                      f"{row[key + '_tta']}" if part == "scratch" else ""), flush=True)
+    return out
+
+
+RESULT_KINDS = ("shipped", "shipped_tta", "from_5_slices", "from_5_slices_tta", "finetuned_5_slices")
+
+
+def merge_rows(dice: dict, new_rows: dict) -> dict:
+    """``dice`` (the results file's) with ``new_rows`` merged in, per tomogram, and the means recomputed.
+
+    Merged when the file is written, so that runs of other parts or SNRs side by side (one
+    core each) do not overwrite each other's results.
+    """
+    for snr_key, rows in new_rows.items():
+        entry = dice.setdefault(snr_key, {})
+        merged = {r["seed"]: r for r in entry.get("tomograms", [])}
+        for seed, row in rows.items():
+            merged.setdefault(seed, {}).update(row)
+        entry["tomograms"] = [merged[k] for k in sorted(merged)]
         for kind in RESULT_KINDS:
             scores = [r[kind] for r in entry["tomograms"] if kind in r]
             if scores:
                 entry[kind] = _mean(scores)
-    return out
-
-
-RESULT_KINDS = ("shipped", "shipped_tta", "from_5_slices", "finetuned_5_slices")
+    return dice
 
 
 def timing(model: str, shape=(200, 512, 512)) -> dict:
@@ -125,7 +155,7 @@ def timing(model: str, shape=(200, 512, 512)) -> dict:
         run_job(segment_tomogram(data, 10.0, model=model, orthogonal=orthogonal, device="cpu", threads=THREADS[0]))
         key = "3d_tiles" if kind == "3d" else ("zyx_averaged" if orthogonal else "z_slices")
         out[key] = {"wall_s": round(time.time() - t0, 1), "cpu_s": round(time.process_time() - c0, 1),
-                    "load_average_before": round(load, 1)}
+                    "load_average_before": round(load, 1), "model": Path(str(model)).name}
         print(f"{shape} {key}: {out[key]}", flush=True)
     return {"shape_zyx": list(shape), "measured_at_full_size": True, **out}
 
@@ -140,20 +170,26 @@ def main() -> None:
                    help="comma-separated: shipped (a), shipped_tta (a with test-time augmentation), scratch (b: 5 "
                         "slices), finetune (c: shipped + 5 slices), timing")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is faster on a shared 2-core box)")
+    p.add_argument("--snr", default="0.05,0.03", help="comma-separated SNRs of the held-out tomograms to run")
     args = p.parse_args()
     parts = {x.strip() for x in args.parts.split(",") if x.strip()}
+    snrs = {float(x) for x in args.snr.split(",") if x.strip()}
     torch.set_num_threads(args.threads)
     THREADS[0] = args.threads
-    result = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    result.update({"benchmark": "segment", "machine": "2-core CPU, no GPU",
-                   "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
-                   "cpu": platform.processor() or platform.machine(), "torch_threads": args.threads,
-                   "model": args.model})
-    result.setdefault("commands", {})[",".join(sorted(parts))] = (
+    load_at_start = [round(v, 2) for v in os.getloadavg()]
+    new_rows = (accuracy(args.model, args.cache, parts, snrs)
+                if parts & ({"shipped", "shipped_tta"} | set(PAINTED)) else {})
+    timed = timing(args.model) if "timing" in parts else None
+    result = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}  # read now: merge with runs beside this one
+    result.update({"benchmark": "segment", "machine": "2-core CPU, no GPU", "load_average_at_start": load_at_start,
+                   "cpu": platform.processor() or platform.machine(), "torch_threads": args.threads}
+                  | ({"model": args.model} if new_rows else {}))
+    result.setdefault("commands", {})[",".join(sorted(parts)) + (f" snr {args.snr}" if snrs != set(HELD_OUT) else "")] = (
         f"python benchmarks/bench_segment.py --parts {args.parts} --threads {args.threads}"
+        + (f" --snr {args.snr}" if snrs != set(HELD_OUT) else "")
         + (f" --cache {args.cache}" if args.cache else "") + (f" --model {args.model}" if args.model != "segment_default" else ""))
-    if parts & ({"shipped", "shipped_tta"} | set(PAINTED)):
-        result["dice"] = accuracy(args.model, args.cache, parts, result.get("dice", {}))
+    if new_rows:
+        result["dice"] = merge_rows(result.get("dice", {}), new_rows)
         if "scratch" in parts:
             result["from_5_slices_settings"] = FROM_SCRATCH | {"threads": args.threads}
         if "finetune" in parts:
@@ -162,8 +198,8 @@ def main() -> None:
                 "threads": args.threads, "model_kind": trained_kind(tuned["model_kind"], tuned["start_from"])}
         result["held_out"] = {f"snr_{k:g}": list(v) for k, v in HELD_OUT.items()} | {"simulation": {
             k: list(v) if isinstance(v, tuple) else v for k, v in SIM.items()}}
-    if "timing" in parts:
-        result["timing"] = timing(args.model)
+    if timed is not None:  # one entry per kind of model (3D tiles, 2D slices)
+        result["timing"] = {**result.get("timing", {}), **timed}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(RESULTS) as tmp:
         tmp.write_text(json.dumps(result, indent=2))
