@@ -61,6 +61,15 @@ def test_paint_train_predict_and_rethreshold(setup, qtbot, tmp_path):
     assert not shown, shown
     seg = viewer.layers["toy segmentation"]
     assert seg.data.shape == classes.shape and set(np.unique(seg.data)) <= {0, 2, 3}
+    # a class has the same colour in the painted and the predicted layer, and classes differ
+    painted_colours, predicted_colours = layer.colormap.map([1, 2, 3]), seg.colormap.map([0, 2, 3])
+    np.testing.assert_allclose(painted_colours[1:], predicted_colours[1:])
+    assert predicted_colours[0][3] == 0 and np.abs(painted_colours[1] - painted_colours[2]).max() > 0.5
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    from tomolens._napari.layers import CLASS_COLOURS
+
+    np.testing.assert_allclose(predicted_colours[2], transform_color(CLASS_COLOURS[2])[0], atol=1e-3)
     for name in TOY_CLASSES:
         prob = viewer.layers[f"toy P({name})"]
         assert prob.data.shape == classes.shape and 0 <= prob.data.min() and prob.data.max() <= 1

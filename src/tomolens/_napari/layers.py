@@ -31,6 +31,23 @@ def scale_kwargs(voxel_size_A: tuple[float, ...] | float | None, ndim: int, kind
     return {"scale": vs, "units": units, "axis_labels": labels}
 
 
+#: Colours of label values 1, 2, 3, … in painted and predicted segmentation layers (value 1 =
+#: painted background, grey; then the structures in colours far apart, so that classes such as
+#: filament and particle are not two shades of purple as with napari's default colours).
+CLASS_COLOURS = ("#9e9e9e", "#00e5ff", "#ffb300", "#e040fb", "#76ff03", "#ff1744", "#2979ff", "#ffea00",
+                 "#1de9b6", "#ff6d00")
+
+
+def class_colormap(n_values: int = 64):
+    """A napari ``DirectLabelColormap`` for class label values: 0 transparent, value v the colour
+    ``CLASS_COLOURS[(v - 1) % len(CLASS_COLOURS)]`` for v = 1 … ``n_values``, white beyond."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colours = {None: "white", 0: "transparent"}
+    colours |= {v: CLASS_COLOURS[(v - 1) % len(CLASS_COLOURS)] for v in range(1, int(n_values) + 1)}
+    return DirectLabelColormap(color_dict=colours)
+
+
 def voxel_size_from_layer(scale, units) -> tuple[float, ...] | None:
     """The voxel size in Å from a layer's scale and units, or None when unknown."""
     unit_names = [str(u) for u in (units or ())]

@@ -19,7 +19,7 @@ from qtpy.QtCore import QPointF
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
-from tomolens._napari.layers import scale_kwargs, voxel_size_from_layer
+from tomolens._napari.layers import class_colormap, scale_kwargs, voxel_size_from_layer
 from tomolens._widgets._model import FROM_FILE, chosen_model
 from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner
@@ -199,7 +199,8 @@ class SegmentWidget(Container):
             show_warning("Choose a tomogram first.")
             return
         layer = self.viewer.add_labels(np.zeros(image.data.shape, np.uint8), name=f"{image.name} painted",
-                                       scale=image.scale, units=image.units, axis_labels=image.axis_labels)
+                                       scale=image.scale, units=image.units, axis_labels=image.axis_labels,
+                                       colormap=class_colormap())
         layer.selected_label = 1
         layer.brush_size = 5
         layer.mode = "paint"
@@ -314,7 +315,7 @@ class SegmentWidget(Container):
         if key in self.viewer.layers:
             self.viewer.layers[key].data = self.result.labels
         else:
-            self.viewer.add_labels(self.result.labels, name=key, opacity=0.5,
+            self.viewer.add_labels(self.result.labels, name=key, opacity=0.5, colormap=class_colormap(),
                                    **scale_kwargs(self.result.voxel_size_A, 3))
 
     def reapply(self, *_) -> None:
