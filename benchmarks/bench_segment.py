@@ -174,6 +174,9 @@ def main() -> None:
     args = p.parse_args()
     parts = {x.strip() for x in args.parts.split(",") if x.strip()}
     snrs = {float(x) for x in args.snr.split(",") if x.strip()}
+    if not snrs <= set(HELD_OUT):
+        p.error(f"--snr: the held-out tomograms are at SNR {', '.join(f'{k:g}' for k in HELD_OUT)}; "
+                f"got {args.snr}")
     torch.set_num_threads(args.threads)
     THREADS[0] = args.threads
     load_at_start = [round(v, 2) for v in os.getloadavg()]

@@ -229,15 +229,21 @@ def test_any_angle_rotation_keeps_image_and_integer_labels_aligned():
                            augment=True, rotate_any=True)
     x, y = sampler.sample(24, np.random.default_rng(0))
     assert y.dtype == np.int16 and set(np.unique(y)) <= {0, 1, 2, 3}
-    straight = 0
     for xi, yi in zip(x[:, 0], y[:, 0]):
         painted = yi > 0
         # undo the intensity scale/shift, then the image agrees with its labels almost everywhere
         a, b = np.polyfit(xi[painted], yi[painted], 1)
         assert np.mean(np.abs(a * xi[painted] + b - yi[painted]) < 0.5) > 0.85
-        # block edges along the grid (rows or columns constant over 8 voxels) only when not rotated
-        straight += bool(np.all(yi[:, :-1] == yi[:, 1:], axis=1).sum() + np.all(yi[:-1] == yi[1:], axis=0).sum())
-    assert straight < 24  # most patches are rotated by angles other than quarter turns
+    # a patch that is not rotated (1 in 4) is an axis-aligned crop of the labels under one of the 8
+    # flips/quarter turns; a rotated and scaled one is none of them
+    crops = np.lib.stride_tricks.sliding_window_view(target, (32, 32))
+    def aligned(patch):
+        views = [np.rot90(v, k) for v in (patch, patch[:, ::-1]) for k in range(4)]
+        return any(np.all(crops == v, axis=(-2, -1)).any() for v in views)
+    n_aligned = sum(aligned(yi) for yi in y[:, 0])
+    assert 1 <= n_aligned <= 16, n_aligned
+    plain = PatchSampler([TrainingPair(image, target, target > 0)], (32, 32), foreground_fraction=1.0, augment=True)
+    assert all(aligned(yi) for yi in plain.sample(8, np.random.default_rng(0))[1][:, 0])
 
 
 def test_flip_channels_reverses_the_slab_order_in_some_patches():
@@ -250,3 +256,15 @@ def test_flip_channels_reverses_the_slab_order_in_some_patches():
     rising = (means[:, 0] < means[:, 1]) & (means[:, 1] < means[:, 2])
     falling = (means[:, 0] > means[:, 1]) & (means[:, 1] > means[:, 2])
     assert (rising | falling).all() and 5 < falling.sum() < 35
+
+
+def test_resuming_a_keep_last_run_with_held_out_validation_scores_the_kept_weights_again(tmp_path):
+    """A run that kept its last epoch (scored on training voxels) resumed to choose by validation: re-scored."""
+    torch.manual_seed(0)
+    scores = iter([0.9, 0.95, 0.1, 0.2])  # the fit (two epochs), then the kept weights re-scored, then epoch 3
+    common = dict(patch_size=(8, 16, 16), batch_size=2, steps_per_epoch=2, val_patches=4, learning_rate=1e-2,
+                  patience=5, seed=0, checkpoint=tmp_path / "k.ckpt", val_score=lambda logits, target: next(scores))
+    model = UNet3D(1, 1, base_channels=4, depth=1)
+    run_job(train_model(model, [_pair(0)], [_pair(1)], bce, TrainConfig(epochs=2, keep_last=True, **common)))
+    resumed = run_job(train_model(model, [_pair(0)], [_pair(1)], bce, TrainConfig(epochs=3, resume=True, **common)))
+    assert resumed.best_epoch == 3 and resumed.best_val_score == 0.2  # 0.2 beats the re-scored 0.1, not 0.95

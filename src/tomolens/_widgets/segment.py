@@ -49,7 +49,10 @@ log = logging.getLogger(__name__)
 
 
 class LossPlot(QWidget):
-    """A small live plot of training (blue) and validation (orange) loss per epoch (QPainter)."""
+    """A small live plot of training (blue) and validation (orange) loss per epoch (QPainter).
+
+    With nothing held out, the orange curve is the loss on the painted (training) voxels.
+    """
 
     def __init__(self) -> None:
         super().__init__()

@@ -200,7 +200,7 @@ def training_volumes(args: argparse.Namespace, labels_kind: str = "instances", r
     """(train, val) lists of (tomogram zyx float32, labels zyx, voxel size Å) from the options.
 
     Simulated validation tomograms use the seeds right after the training ones.  With
-    ``require_val`` False, no validation data is allowed (segmentation then validates as its
+    ``require_val`` False, validation data may be absent (segmentation then validates as its
     ``--segment-hold-out`` says).
     """
     train = _file_volumes(args.tomograms, args.labels, args.voxel_size_A)

@@ -279,7 +279,8 @@ def train_model(
     model : torch.nn.Module
         Network mapping (N, K, *patch) to (N, C, *patch) logits (K = 1 unless the pairs have channels).
     train_pairs, val_pairs : sequence of TrainingPair
-        Training data and validation data (never the same voxels).
+        Training data and validation data (never the same voxels, except with ``keep_last``,
+        where the "validation" pairs may be the training data and only show the fit).
     loss_fn : callable
         ``loss_fn(logits, target) -> scalar tensor``; targets are float tensors, or
         int64 tensors when the target arrays are integer (e.g. class labels).
@@ -341,8 +342,10 @@ def train_model(
         start_epoch = state["epoch"]
         rng.bit_generator.state = state["rng"]
         log.info("resumed from %s at epoch %d", ckpt, start_epoch)
-        if state.get("criterion", "loss") != _criterion_name(config):
-            # the best epoch was chosen by the other criterion (a loss vs minus a score): score it again
+        if (state.get("criterion", "loss") != _criterion_name(config)
+                or bool(state.get("keep_last", False)) != config.keep_last):
+            # the best epoch was chosen by the other criterion (a loss vs minus a score), or against other
+            # "validation" data (kept last on the training voxels vs best on held-back ones): score it again
             best_loss, best_score = _evaluate_state(model, best_state, loss_fn, val_x, val_y, config, device)
         if bad_epochs >= config.patience:
             # the run had stopped early: resuming asks for more training, so give it a fresh patience window
@@ -397,7 +400,7 @@ def train_model(
                 torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
                             "best_state": best_state, "history": history,
                             "best_loss": best_loss, "best_score": best_score,
-                            "criterion": _criterion_name(config),
+                            "criterion": _criterion_name(config), "keep_last": config.keep_last,
                             "best_epoch": best_epoch, "bad_epochs": bad_epochs, "epoch": epoch + 1,
                             "rng": rng.bit_generator.state}
                            | ({"ema": ema.state_dict()} if ema is not None else {}), tmp)

@@ -250,12 +250,18 @@ def _predict_view(model, card, volume, voxel_size_A, orthogonal, overlap, batch_
     return total
 
 
-def _smooth_across_slices(probs: np.ndarray, sigma: float) -> None:
-    """Gaussian smoothing of (C, n, a, b) probabilities along n (the slices), in place, class by class."""
+def _smooth_across_slices(probs: np.ndarray, sigma: float, chunk: int = 32) -> None:
+    """Gaussian smoothing of (C, n, a, b) probabilities along n (the slices), in place.
+
+    Class by class and ``chunk`` columns of b at a time, so that a memory-mapped output is never
+    read into memory whole (the filter runs along n only, so chunks along b change nothing).
+    """
     from scipy.ndimage import gaussian_filter1d
 
     for channel in probs:
-        channel[...] = gaussian_filter1d(channel, sigma, axis=0, mode="nearest")
+        for j in range(0, channel.shape[-1], chunk):
+            block = channel[..., j:j + chunk]
+            block[...] = gaussian_filter1d(np.asarray(block), sigma, axis=0, mode="nearest")
 
 
 def segment_tomogram(

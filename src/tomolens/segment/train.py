@@ -80,7 +80,8 @@ TRAIN_PARAMS = (
     SEGMENT_TRAIN_PARAMS[4],
     SEGMENT_TRAIN_PARAMS[0],
     engine_param("epochs"),
-    engine_param("max_minutes", help="Stop training after this many minutes, keeping the best epoch (0 = no limit)"),
+    engine_param("max_minutes", help="Stop training after this many minutes, keeping the best epoch (the last when "
+                 "nothing is held out; 0 = no limit)"),
     engine_param("steps_per_epoch"),
     engine_param("patch", help="Patch edge in voxels (divisible by 2**depth; 3D patches are cubes; 2D models use "
             "at least 96)", advanced=True),
@@ -280,7 +281,7 @@ def train_segmenter(
     voxel_size_A : float or None
         Voxel size of the tomograms in Å (goes on the card; prediction rescales to it).
     val_volumes : sequence of (tomogram, labels), optional
-        Separate validation data; by default the last quarter (in y) of each volume.
+        Separate validation data; without it, as ``hold_out`` says.
     model_kind : {"2d", "3d"}
         Slice U-Net or volumetric U-Net.
     patch : int
@@ -319,7 +320,8 @@ def train_segmenter(
     Returns
     -------
     TrainedSegmenter
-        Network (best validation epoch, CPU, eval mode) and its card (not yet saved).
+        Network (best validation epoch, or the last with nothing held out; CPU, eval mode) and its
+        card (not yet saved).
 
     Raises
     ------
@@ -391,7 +393,7 @@ def train_segmenter(
         patch_size=patch_size, batch_size=batch_size, epochs=epochs, steps_per_epoch=steps_per_epoch,
         val_patches=val_patches, learning_rate=learning_rate, patience=patience,
         foreground_fraction=1.0 if sparse else 0.5, seed=seed, device=device,
-        checkpoint=checkpoint, resume=resume, max_minutes=max_minutes, keep_start_if_best=start_card is not None,
+        checkpoint=checkpoint, resume=resume, max_minutes=max_minutes, keep_start_if_best=start_card is not None and hold_out != "none",
         val_score=painted_dice_score, ema_decay=EMA_DECAY, keep_last=hold_out == "none",
         rotate_any=model_kind == "2d" if rotate_any is None else bool(rotate_any),
         flip_channels=model_kind == "2d" and bool(context if flip_channels is None else flip_channels),
