@@ -73,6 +73,14 @@ def _mean(scores: list[dict]) -> dict:
     return {n: round(float(np.nanmean([s[n] for s in scores])), 4) for n in DEFAULT_CLASSES}
 
 
+def _unpainted_dice(trained, sample, keep: np.ndarray, tta: bool) -> dict:
+    """Dice per class on the slices ``keep`` of a model trained on painted slices, predicted as the
+    Segment widget's Predict does with its defaults (``tta``: with test-time augmentation)."""
+    probs = run_job(predict_probabilities(trained.model, trained.card, sample.tomogram, sample.voxel_size_A,
+                                          orthogonal=False, tta=tta))
+    return dice_per_class(classes_from_probabilities(probs)[keep], sample.classes[keep], DEFAULT_CLASSES)
+
+
 def accuracy(model: str, cache: str | None, parts: set[str], snrs: set[float], n_slices: int = 5) -> dict:
     """Dice per class of the parts asked for: {"snr_<snr>": {seed: {result key: value}}} (new rows only)."""
     out = {}
@@ -100,19 +108,10 @@ def accuracy(model: str, cache: str | None, parts: set[str], snrs: set[float], n
                                                   threads=THREADS[0], **settings))
                 keep = np.ones(s.classes.shape[0], bool)
                 keep[slices] = False  # score only the slices that were not "painted"
-                # as the Segment widget's Predict with its defaults; then with test-time augmentation
-                for tta in (False, True):
-                    probs = run_job(predict_probabilities(trained.model, trained.card, s.tomogram, s.voxel_size_A,
-                                                          orthogonal=False, tta=tta))
-                    if tta and part == "scratch":
-                        row[f"{key}_tta"] = dice_per_class(classes_from_probabilities(probs)[keep], s.classes[keep],
-                                                           DEFAULT_CLASSES)
-                    elif not tta:
-                        row[key] = dice_per_class(classes_from_probabilities(probs)[keep], s.classes[keep],
-                                                  DEFAULT_CLASSES)
-                        seconds = round(time.time() - t0, 1)
-                    if part != "scratch":
-                        break  # fine-tuned 3D models: test-time augmentation is measured on the shipped model
+                row[key] = _unpainted_dice(trained, s, keep, tta=False)
+                seconds = round(time.time() - t0, 1)
+                if part == "scratch":  # fine-tuned 3D models: test-time augmentation is measured on the shipped one
+                    row[f"{key}_tta"] = _unpainted_dice(trained, s, keep, tta=True)
                 suffix = "5_slices" if part == "scratch" else "finetuned"
                 row.update({"painted_slices": slices, f"epochs_run_{suffix}": len(trained.history),
                             f"seconds_train_and_predict_{suffix}": seconds})

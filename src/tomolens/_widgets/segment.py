@@ -37,9 +37,7 @@ from tomolens.segment.train import (
     NEW_NETWORK,
     TRAIN_PARAMS,
     WIDGET_TRAIN_VALUES,
-    resolve_hold_out,
     save_segmenter,
-    start_model,
     train_kwargs,
     train_segmenter,
 )
@@ -106,7 +104,6 @@ class SegmentWidget(Container):
         self.trained = None
         self._source = ""
         self._history: list[dict] = []
-        self._second_curve = "validation"  # or "fit on the painted voxels" (nothing held out)
         self.image = create_widget(annotation=napari.layers.Image, label="tomogram")
         self.image.tooltip = "The tomogram to paint on and segment (3D, protein bright)."
         self.class_names = LineEdit(value=", ".join(DEFAULT_CLASSES), label="classes",
@@ -246,9 +243,6 @@ class SegmentWidget(Container):
         self._history = []
         self.loss_plot.set_history([])
         self.loss_text.value = "training…"
-        fine_tuning = start_model(params.get("segment_start_from")) is not None
-        self._second_curve = ("validation" if resolve_hold_out(params.get("segment_hold_out", "auto"), fine_tuning)
-                              == "strip" else "fit on the painted voxels")
         job = train_segmenter([(volume, labels)], names, vs[-1] if vs else None,
                               checkpoint=out.with_suffix(".ckpt"), resume=bool(self.resume.value),
                               name=out.stem, training_command="napari 'Segment' widget: Train",
@@ -267,7 +261,8 @@ class SegmentWidget(Container):
         self._history.append(progress.info)
         self.loss_plot.set_history(self._history)
         self.loss_text.value = (f"epoch {progress.info['epoch']}: loss {progress.info['loss']:.4f}, "
-                                f"{self._second_curve} {progress.info['val_loss']:.4f}")
+                                + ("fit on the painted voxels" if progress.info.get("val_is_fit") else "validation")
+                                + f" {progress.info['val_loss']:.4f}")
 
     def _trained(self, result) -> None:
         self.trained, out = result

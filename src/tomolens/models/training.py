@@ -292,7 +292,8 @@ def train_model(
         Every 5 steps (``done`` counts steps) and at every epoch end with
         ``info={"epoch", "loss", "val_loss", "best_val_loss", "seconds"}`` (``best_val_loss``:
         the validation loss of the best epoch so far), plus ``"val_score"`` and
-        ``"best_val_score"`` with a ``val_score``.
+        ``"best_val_score"`` with a ``val_score``, and ``"val_is_fit": True`` with ``keep_last``
+        (the "validation" figures are then the fit on the training data).
 
     Returns
     -------
@@ -393,6 +394,8 @@ def train_model(
                   "best_val_loss": best_loss, "seconds": round(time.monotonic() - t0, 1)}
         if score is not None:
             record |= {"val_score": score, "best_val_score": best_score}
+        if config.keep_last:
+            record["val_is_fit"] = True
         history.append(record)
         log.info("epoch %d: loss %.4f val_loss %.4f%s", epoch + 1, train_loss, val_loss, " *" if improved else "")
         if ckpt is not None:

@@ -101,9 +101,10 @@ TRAIN_PARAMS = (
 
 #: Where the Segment widget's Train box starts from other values than ``tomolens train``: a
 #: time limit, so that Train with the widget's defaults returns within minutes on a laptop
-#: CPU (the epoch kept is the best so far, or the last when nothing is held out), and enough epochs and patience to use those minutes
-#: (a few painted slices kept improving for 5 minutes; 30 epochs with patience 6 stopped
-#: after 15–50 epochs, well before), with a network one level deeper than the CLI's default, a
+#: CPU (the epoch kept is the best so far, or the last when nothing is held out), and enough
+#: epochs and patience to use those minutes (a few painted slices kept improving for 5 minutes;
+#: 30 epochs with patience 6 stopped after 15–50 epochs, well before), with a network one
+#: level deeper than the CLI's default, a
 #: learning rate of 2e-3 and batches of 8 (chosen on validation tomograms 7100–7101: from 5
 #: painted slices, membrane / filament Dice 0.69 / 0.54 and 0.63 / 0.42 with the engine's depth
 #: 2, 1e-3 and 4 → 0.76 / 0.65 and 0.75 / 0.48; later, batches of 4 with 96-voxel patches
@@ -393,8 +394,9 @@ def train_segmenter(
         patch_size=patch_size, batch_size=batch_size, epochs=epochs, steps_per_epoch=steps_per_epoch,
         val_patches=val_patches, learning_rate=learning_rate, patience=patience,
         foreground_fraction=1.0 if sparse else 0.5, seed=seed, device=device,
-        checkpoint=checkpoint, resume=resume, max_minutes=max_minutes, keep_start_if_best=start_card is not None and hold_out != "none",
-        val_score=painted_dice_score, ema_decay=EMA_DECAY, keep_last=hold_out == "none",
+        checkpoint=checkpoint, resume=resume, max_minutes=max_minutes,
+        keep_start_if_best=start_card is not None and hold_out != "none", keep_last=hold_out == "none",
+        val_score=painted_dice_score, ema_decay=EMA_DECAY,
         rotate_any=model_kind == "2d" if rotate_any is None else bool(rotate_any),
         flip_channels=model_kind == "2d" and bool(context if flip_channels is None else flip_channels),
     )

@@ -25,7 +25,6 @@ from tomolens.segment.train import (
     SEGMENT_TRAIN_PARAMS,
     TrainedSegmenter,
     patch_for,
-    resolve_hold_out,
     save_segmenter,
     start_model,
     train_segmenter,
@@ -128,9 +127,9 @@ def run_train(args: argparse.Namespace) -> int:
         max_minutes=args.max_minutes or None, name=Path(args.out).stem,
         training_command=command_line(args), training_data=sim_data or f"files {args.tomograms}",
     )
-    second = "val" if val or resolve_hold_out(args.segment_hold_out, start_from is not None) == "strip" else "fit"
     trained = run_job(job, on_progress=lambda p: p.info and print(
-        f"epoch {p.info['epoch']:3d}  loss {p.info['loss']:.4f}  {second} {p.info['val_loss']:.4f}"
+        f"epoch {p.info['epoch']:3d}  loss {p.info['loss']:.4f}  {'fit' if p.info.get('val_is_fit') else 'val'} "
+        f"{p.info['val_loss']:.4f}"
         f"  ({p.info['seconds']:.0f} s)", flush=True))
     if args.segment_test and args.sim_train:
         trained.card.metrics["held_out_dice"] = held_out_dice(trained, args)
