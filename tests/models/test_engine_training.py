@@ -268,3 +268,27 @@ def test_resuming_a_keep_last_run_with_held_out_validation_scores_the_kept_weigh
     run_job(train_model(model, [_pair(0)], [_pair(1)], bce, TrainConfig(epochs=2, keep_last=True, **common)))
     resumed = run_job(train_model(model, [_pair(0)], [_pair(1)], bce, TrainConfig(epochs=3, resume=True, **common)))
     assert resumed.best_epoch == 3 and resumed.best_val_score == 0.2  # 0.2 beats the re-scored 0.1, not 0.95
+
+
+def test_balanced_sampling_centres_patches_on_a_rare_painted_class():
+    # a painted slice: class value 1 nearly everywhere, value 3 in one small square
+    labels = np.ones((128, 128), np.int16)
+    labels[100:104, 20:24] = 3
+    image = np.zeros((128, 128), np.float32)
+    pair = TrainingPair(image, labels)
+
+    def share_with_rare(balance: bool) -> float:
+        sampler = PatchSampler([pair], (32, 32), foreground_fraction=1.0, augment=False, balance_classes=balance)
+        _, y = sampler.sample(400, np.random.default_rng(1))
+        return float(np.mean([(t == 3).any() for t in y]))
+
+    # by painted voxel the square is drawn 16 / 16384 of the time (plus patches that happen to cover it);
+    # by class, half of the centres are in it
+    assert share_with_rare(False) < 0.2
+    assert share_with_rare(True) > 0.45
+
+
+def test_balanced_sampling_needs_integer_targets():
+    pair = TrainingPair(np.zeros((16, 16), np.float32), np.ones((16, 16), np.float32))
+    with pytest.raises(ValueError, match="integer class targets"):
+        PatchSampler([pair], (8, 8), balance_classes=True)

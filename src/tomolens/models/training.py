@@ -102,6 +102,8 @@ class TrainConfig:
     #: y-x rotations with a scale of 0.85–1.15, and reversing the input channels.
     rotate_any: bool = False
     flip_channels: bool = False
+    #: Centre foreground patches on each painted class equally often (see :class:`PatchSampler`).
+    balance_classes: bool = False
     #: Keep the last epoch's weights (the averaged ones with ``ema_decay``) instead of the best
     #: validation epoch's, and never stop early: for training on every labelled voxel, where
     #: the "validation" pairs are the training data and only show the fit.
@@ -125,6 +127,10 @@ class TrainResult:
     best_val_score: float | None = None
 
 
+#: Most voxels per class that a class-balanced :class:`PatchSampler` keeps to draw centres from.
+MAX_CLASS_VOXELS = 1_000_000
+
+
 class PatchSampler:
     """Random (augmented) patches from a list of :class:`TrainingPair`.
 
@@ -144,11 +150,17 @@ class PatchSampler:
     flip_channels : bool
         With ``augment``: reverse the order of the input channels in half of the patches
         (for channels that are neighbouring z-slices, a flip along z).
+    balance_classes : bool
+        Centre the ``foreground_fraction`` share of patches on every class equally often: a
+        class drawn uniformly among the integer target values > 0 of all pairs, then one of its
+        voxels (:meth:`_class_voxels`), instead of a foreground voxel drawn uniformly.  For
+        painted labels where one class (background) covers most of the painting and a rare
+        structure would be in few patches.  Integer targets only.
     """
 
     def __init__(self, pairs: Sequence[TrainingPair], patch_size: Sequence[int],
                  foreground_fraction: float = 0.5, augment: bool = True, rotate_any: bool = False,
-                 flip_channels: bool = False) -> None:
+                 flip_channels: bool = False, balance_classes: bool = False) -> None:
         if not pairs:
             raise ValueError("Training needs at least one (tomogram, target) pair.")
         self.patch = tuple(int(p) for p in patch_size)
@@ -185,15 +197,53 @@ class PatchSampler:
             self.fg.append(coords)
         self.weights = np.array([im[0].size for im in self.images], float)
         self.weights /= self.weights.sum()
+        self.by_class = (self._class_voxels() or None) if balance_classes else None
 
-    def _start(self, rng: np.random.Generator, k: int) -> tuple[int, ...]:
-        shape = self.images[k].shape[1:]
+    def _class_voxels(self, cap: int = MAX_CLASS_VOXELS) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per class (integer target value > 0): (pair indices, flat voxel indices) of its voxels.
+
+        At most ``cap`` voxels per class, drawn at random with a fixed seed (dense 3D labels
+        of many volumes would otherwise hold hundreds of MB of coordinates).
+        """
+        found: dict[int, list] = {}
+        for k, tgt in enumerate(self.targets):
+            if not np.issubdtype(tgt.dtype, np.integer):
+                raise ValueError("balance_classes needs integer class targets (painted labels); got "
+                                 f"{tgt.dtype} targets.")
+            flat = tgt[0].ravel()
+            for value in np.unique(flat[flat > 0]):
+                found.setdefault(int(value), []).append((k, np.flatnonzero(flat == value)))
+        pick = np.random.default_rng(0)
+        out = []
+        for value in sorted(found):
+            pairs = np.concatenate([np.full(len(idx), k, np.int32) for k, idx in found[value]])
+            flat = np.concatenate([idx for _, idx in found[value]])
+            if len(flat) > cap:
+                keep = pick.choice(len(flat), cap, replace=False)
+                pairs, flat = pairs[keep], flat[keep]
+            out.append((pairs, flat))
+        return out
+
+    def _draw(self, rng: np.random.Generator) -> tuple[int, tuple[int, ...]]:
+        """(pair index, patch start) of the next patch."""
+        if self.by_class and rng.random() < self.foreground_fraction:
+            pairs, flat = self.by_class[int(rng.integers(len(self.by_class)))]
+            j = int(rng.integers(len(flat)))
+            k = int(pairs[j])
+            centre = np.unravel_index(int(flat[j]), self.images[k].shape[1:])
+            return k, self._around(centre, k, rng)
+        k = int(rng.choice(len(self.images), p=self.weights))
         coords = self.fg[k]
-        if len(coords) and rng.random() < self.foreground_fraction:
-            centre = coords[rng.integers(len(coords))]
-            return tuple(int(np.clip(c - p // 2 + rng.integers(-p // 4, p // 4 + 1), 0, s - p))
-                         for c, p, s in zip(centre, self.patch, shape))
-        return tuple(int(rng.integers(0, s - p + 1)) for p, s in zip(self.patch, shape))
+        if self.by_class is None and len(coords) and rng.random() < self.foreground_fraction:
+            return k, self._around(coords[rng.integers(len(coords))], k, rng)
+        shape = self.images[k].shape[1:]
+        return k, tuple(int(rng.integers(0, s - p + 1)) for p, s in zip(self.patch, shape))
+
+    def _around(self, centre, k: int, rng: np.random.Generator) -> tuple[int, ...]:
+        """A patch start that puts ``centre`` near the middle of the patch (± a quarter), inside pair ``k``."""
+        shape = self.images[k].shape[1:]
+        return tuple(int(np.clip(c - p // 2 + rng.integers(-p // 4, p // 4 + 1), 0, s - p))
+                     for c, p, s in zip(centre, self.patch, shape))
 
     def sample(self, n: int, rng: np.random.Generator, augment: bool | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -201,8 +251,7 @@ class PatchSampler:
         augment = self.augment if augment is None else augment
         xs, ys = [], []
         for _ in range(n):
-            k = int(rng.choice(len(self.images), p=self.weights))
-            start = self._start(rng, k)
+            k, start = self._draw(rng)
             if augment and self.rotate_any and rng.random() < 0.75:
                 x, y = self._rotated_patch(k, start, rng)
             else:
@@ -309,7 +358,8 @@ def train_model(
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     sampler = PatchSampler(train_pairs, config.patch_size, config.foreground_fraction, config.augment,
-                           rotate_any=config.rotate_any, flip_channels=config.flip_channels)
+                           rotate_any=config.rotate_any, flip_channels=config.flip_channels,
+                           balance_classes=config.balance_classes)
     val_sampler = PatchSampler(val_pairs, config.patch_size, config.foreground_fraction, augment=False)
     val_rng = np.random.default_rng(config.seed + 10_000)
     val_x, val_y = val_sampler.sample(config.val_patches, val_rng, augment=False)

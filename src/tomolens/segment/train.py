@@ -266,6 +266,7 @@ def train_segmenter(
     hold_out: str = "auto",
     rotate_any: bool | None = None,
     flip_channels: bool | None = None,
+    balance_classes: bool | None = None,
     name: str = "segment_user",
     training_command: str = "",
     training_data: str = "",
@@ -310,6 +311,13 @@ def train_segmenter(
         2.5D slab (:class:`tomolens.models.training.PatchSampler`); default: on for slice networks
         (filament / membrane Dice on validation tomogram 7100 from 5 painted slices 0.56 / 0.66
         without, 0.56 / 0.81 with them), off for 3D.
+    balance_classes : bool, optional
+        Centre training patches on every painted class equally often (a class first, then one
+        of its painted voxels) rather than on painted voxels alike; default: on for painted
+        (sparse) labels.  From 5 painted slices of 64×512×512 validation tomograms 7100–7101
+        (filaments 1.2–1.4 % of the voxels), filament Dice 0.48 / 0.60 → 0.56 / 0.66 and membrane
+        0.92 / 0.92 → 0.90 / 0.92; on 64×128×128 ones (filaments 2.4–4.0 %) filament 0.65 / 0.61 →
+        0.66 / 0.60.
     checkpoint, resume : see :class:`tomolens.models.training.TrainConfig`.
     Other parameters: see :data:`TRAIN_PARAMS`.
 
@@ -399,6 +407,7 @@ def train_segmenter(
         val_score=painted_dice_score, ema_decay=EMA_DECAY,
         rotate_any=model_kind == "2d" if rotate_any is None else bool(rotate_any),
         flip_channels=model_kind == "2d" and bool(context if flip_channels is None else flip_channels),
+        balance_classes=sparse if balance_classes is None else bool(balance_classes),
     )
     loss = partial(sparse_segmentation_loss, dice_weight=dice_weight)
     result = yield from train_model(net, train_pairs, val_pairs, loss, config)
