@@ -51,6 +51,11 @@ THREADS = [1]  # set from --threads
 RESULTS = Path(__file__).parent / "results" / "segment.json"
 HELD_OUT = {0.05: (5008, 5009), 0.03: (5010, 5011)}
 SIM = dict(shape_zyx=(64, 128, 128), voxel_size_A=10.0, volume_fraction=0.15, n_membranes=2, n_filaments=3)
+#: (b') slices as wide as a user's tomogram's (512×512: the issue's timing volume; a 128×128 slice
+#: holds 1/16 of the painting one such slice gives), the same thickness and seeds; vesicles scaled
+#: with the area (2 per 128×128 → 32), filaments as many as pack reliably (16; 24 failed to place
+#: the 23rd: they are long and must not touch).
+WIDE_SIM = SIM | dict(shape_zyx=(64, 512, 512), n_membranes=32, n_filaments=16)
 #: (b) trains exactly what a user gets by pressing Train in the Segment widget with its
 #: default settings (the shared TRAIN_PARAMS with the widget's WIDGET_TRAIN_VALUES: 2.5D slice
 #: U-Net, depth 3, up to 200 epochs × 40 steps within a 5-minute limit, …) and "start from" none.
@@ -66,7 +71,10 @@ def painted_settings(start_from: str) -> dict:
 FROM_SCRATCH = painted_settings(NEW_NETWORK)
 #: parts trained on 5 painted slices → (result key, settings given the shipped model's name)
 PAINTED = {"scratch": ("from_5_slices", lambda model: FROM_SCRATCH),
+           "scratch_wide": ("from_5_slices_wide", lambda model: FROM_SCRATCH),
            "finetune": ("finetuned_5_slices", painted_settings)}
+#: result key suffixes of the painted parts
+SUFFIX = {"scratch": "5_slices", "scratch_wide": "wide", "finetune": "finetuned"}
 
 
 def _mean(scores: list[dict]) -> dict:
@@ -89,18 +97,19 @@ def accuracy(model: str, cache: str | None, parts: set[str], snrs: set[float], n
             continue
         rows = out.setdefault(f"snr_{snr:g}", {})
         for seed in seeds:
-            s = simulate_sample(seed, snr=snr, cache_dir=cache, **SIM)
             row = rows.setdefault(seed, {"seed": seed})
+            small = simulate_sample(seed, snr=snr, cache_dir=cache, **SIM) if parts - {"scratch_wide"} else None
             for key in sorted(parts & {"shipped", "shipped_tta"}):
                 t0 = time.time()
-                res = run_job(segment_tomogram(s.tomogram, s.voxel_size_A, model=model, device="cpu",
+                res = run_job(segment_tomogram(small.tomogram, small.voxel_size_A, model=model, device="cpu",
                                                threads=THREADS[0],
                                                test_time_augmentation=key == "shipped_tta"))
-                row[key] = dice_per_class(res.classes, s.classes, DEFAULT_CLASSES)
+                row[key] = dice_per_class(res.classes, small.classes, DEFAULT_CLASSES)
                 row[f"seconds_{key}"] = round(time.time() - t0, 1)
                 print(f"SNR {snr} seed {seed}: {key} {row[key]}", flush=True)
             for part in sorted(parts & set(PAINTED)):
                 key, settings = PAINTED[part][0], PAINTED[part][1](model)
+                s = simulate_sample(seed, snr=snr, cache_dir=cache, **WIDE_SIM) if part == "scratch_wide" else small
                 slices = evenly_spaced_slices(n_slices, s.classes.shape[0])
                 painted = sparse_from_classes(s.classes, slices)
                 t0 = time.time()
@@ -112,7 +121,7 @@ def accuracy(model: str, cache: str | None, parts: set[str], snrs: set[float], n
                 seconds = round(time.time() - t0, 1)
                 if part == "scratch":  # fine-tuned 3D models: test-time augmentation is measured on the shipped one
                     row[f"{key}_tta"] = _unpainted_dice(trained, s, keep, tta=True)
-                suffix = "5_slices" if part == "scratch" else "finetuned"
+                suffix = SUFFIX[part]
                 row.update({"painted_slices": slices, f"epochs_run_{suffix}": len(trained.history),
                             f"seconds_train_and_predict_{suffix}": seconds})
                 print(f"SNR {snr} seed {seed}: {key} {row[key]}" + (f", with test-time augmentation "
@@ -120,7 +129,8 @@ def accuracy(model: str, cache: str | None, parts: set[str], snrs: set[float], n
     return out
 
 
-RESULT_KINDS = ("shipped", "shipped_tta", "from_5_slices", "from_5_slices_tta", "finetuned_5_slices")
+RESULT_KINDS = ("shipped", "shipped_tta", "from_5_slices", "from_5_slices_tta", "from_5_slices_wide",
+                "finetuned_5_slices")
 
 
 def merge_rows(dice: dict, new_rows: dict) -> dict:
@@ -167,7 +177,8 @@ def main() -> None:
     p.add_argument("--cache", default=None, help="directory caching simulated tomograms")
     p.add_argument("--parts", default="shipped,scratch,finetune,timing",
                    help="comma-separated: shipped (a), shipped_tta (a with test-time augmentation), scratch (b: 5 "
-                        "slices), finetune (c: shipped + 5 slices), timing")
+                        "slices), scratch_wide (b': 5 slices of 64x512x512 tomograms), finetune (c: shipped + 5 "
+                        "slices), timing")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is faster on a shared 2-core box)")
     p.add_argument("--snr", default="0.05,0.03", help="comma-separated SNRs of the held-out tomograms to run")
     args = p.parse_args()
@@ -192,14 +203,15 @@ def main() -> None:
         + (f" --cache {args.cache}" if args.cache else "") + (f" --model {args.model}" if args.model != "segment_default" else ""))
     if new_rows:
         result["dice"] = merge_rows(result.get("dice", {}), new_rows)
-        if "scratch" in parts:
+        if parts & {"scratch", "scratch_wide"}:
             result["from_5_slices_settings"] = FROM_SCRATCH | {"threads": args.threads}
         if "finetune" in parts:
             tuned = painted_settings(args.model)
             result["finetuned_5_slices_settings"] = tuned | {
                 "threads": args.threads, "model_kind": trained_kind(tuned["model_kind"], tuned["start_from"])}
-        result["held_out"] = {f"snr_{k:g}": list(v) for k, v in HELD_OUT.items()} | {"simulation": {
-            k: list(v) if isinstance(v, tuple) else v for k, v in SIM.items()}}
+        result["held_out"] = {f"snr_{k:g}": list(v) for k, v in HELD_OUT.items()} | {
+            name: {k: list(v) if isinstance(v, tuple) else v for k, v in sim.items()}
+            for name, sim in (("simulation", SIM), ("simulation_wide", WIDE_SIM))}
     if timed is not None:  # one entry per kind of model (3D tiles, 2D slices)
         result["timing"] = {**result.get("timing", {}), **timed}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

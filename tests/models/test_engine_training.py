@@ -292,3 +292,24 @@ def test_balanced_sampling_needs_integer_targets():
     pair = TrainingPair(np.zeros((16, 16), np.float32), np.ones((16, 16), np.float32))
     with pytest.raises(ValueError, match="integer class targets"):
         PatchSampler([pair], (8, 8), balance_classes=True)
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_cpu_bfloat16_training_learns_and_is_reported(bf16, monkeypatch):
+    calls = []
+    real_autocast = torch.autocast
+
+    def spy(device_type, dtype=None, enabled=True, **kw):
+        calls.append((device_type, dtype, enabled))
+        return real_autocast(device_type, dtype=dtype, enabled=enabled, **kw)
+
+    monkeypatch.setattr(torch, "autocast", spy)
+    torch.manual_seed(0)
+    cfg = TrainConfig(patch_size=(8, 16, 16), batch_size=2, epochs=4, steps_per_epoch=6, val_patches=4,
+                      learning_rate=1e-2, patience=10, seed=0, cpu_bf16=bf16)
+    result = run_job(train_model(UNet3D(1, 1, base_channels=4, depth=1), [_pair(0)], [_pair(1)], bce, cfg))
+    assert result.precision == ("bfloat16" if bf16 else "float32")
+    assert calls and all(c == ("cpu", torch.bfloat16, bf16) for c in calls)
+    assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
+    # the weights stay float32 (only the forward pass is autocast)
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())

@@ -60,3 +60,18 @@ def prepare_device(requested: str = "auto", threads: int = 0) -> str:
     elif device == "cpu":
         set_cpu_threads()
     return device
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), as oneDNN reports it.
+
+    Training on such a CPU runs its forward pass in bfloat16 (see
+    :class:`tomolens.models.training.TrainConfig`); elsewhere bfloat16 is emulated and slower
+    than float32.  False when torch cannot tell.
+    """
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False

@@ -31,6 +31,7 @@ import numpy as np
 
 from tomolens.io.atomic import atomic_path
 from tomolens.jobs import Progress
+from tomolens.models.device import cpu_has_native_bf16
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,12 @@ class TrainConfig:
     #: y-x rotations with a scale of 0.85–1.15, and reversing the input channels.
     rotate_any: bool = False
     flip_channels: bool = False
+    #: Training forward passes in bfloat16 on the CPU (autocast; the loss, the weights, validation
+    #: and prediction stay float32): None = where the CPU has native bfloat16
+    #: (:func:`tomolens.models.device.cpu_has_native_bf16`).  A 2.5D slice U-Net's training step
+    #: (batch 8, 96×96, depth 3, 1 thread) took 0.28 s in float32 and 0.15–0.17 s in bfloat16 on
+    #: the project's AVX512-BF16 CPU.
+    cpu_bf16: bool | None = None
     #: Centre foreground patches on each painted class equally often (see :class:`PatchSampler`).
     balance_classes: bool = False
     #: Keep the last epoch's weights (the averaged ones with ``ema_decay``) instead of the best
@@ -125,6 +132,8 @@ class TrainResult:
     stopped_early: bool = False
     start_val_loss: float | None = None
     best_val_score: float | None = None
+    #: "bfloat16" when the forward passes ran in bfloat16 on the CPU (:attr:`TrainConfig.cpu_bf16`), else "float32"
+    precision: str = "float32"
 
 
 #: Most voxels per class that a class-balanced :class:`PatchSampler` keeps to draw centres from.
@@ -365,6 +374,9 @@ def train_model(
     val_x, val_y = val_sampler.sample(config.val_patches, val_rng, augment=False)
 
     model.to(device)
+    bf16 = device == "cpu" and (cpu_has_native_bf16() if config.cpu_bf16 is None else bool(config.cpu_bf16))
+    if bf16:
+        log.info("training in bfloat16 on the CPU (native bfloat16)")
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     history: list[dict] = []
     best_epoch, bad_epochs = 0, 0
@@ -420,8 +432,9 @@ def train_model(
         losses = []
         for step in range(config.steps_per_epoch):
             x, y = sampler.sample(config.batch_size, rng)
-            logits = model(torch.from_numpy(x).to(device))
-            loss = loss_fn(logits, _to_torch_target(y, device))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(torch.from_numpy(x).to(device))
+            loss = loss_fn(logits.float(), _to_torch_target(y, device))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -469,7 +482,8 @@ def train_model(
             break
     model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(model, history, best_epoch, best_loss, stopped, start_val, best_score)
+    return TrainResult(model, history, best_epoch, best_loss, stopped, start_val, best_score,
+                       "bfloat16" if bf16 else "float32")
 
 
 def _weight_average(model, decay: float):

@@ -436,7 +436,7 @@ def train_segmenter(
         extra={"model_kind": model_kind, "slice_axes": slice_axes if model_kind == "2d" else "zyx",
                **({"context_slices": context} if model_kind == "2d" else {}),
                "label_offset": LABEL_OFFSET, "dice_weight": dice_weight, "history": result.history,
-               "training_patch": list(patch_size),
+               "training_patch": list(patch_size), "training_precision": result.precision,
                **({"start_from": {"name": start_card.name, "sha256": start_card.sha256}} if start_card else {})},
     )
     return TrainedSegmenter(result.model.cpu().eval(), card, result.history)
