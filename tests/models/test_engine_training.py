@@ -295,21 +295,69 @@ def test_balanced_sampling_needs_integer_targets():
 
 
 @pytest.mark.parametrize("bf16", [True, False])
-def test_cpu_bfloat16_training_learns_and_is_reported(bf16, monkeypatch):
-    calls = []
-    real_autocast = torch.autocast
+def test_cpu_bfloat16_autocasts_training_forward_passes_only(bf16):
+    from tomolens.models.device import cpu_has_native_bf16
 
-    def spy(device_type, dtype=None, enabled=True, **kw):
-        calls.append((device_type, dtype, enabled))
-        return real_autocast(device_type, dtype=dtype, enabled=enabled, **kw)
-
-    monkeypatch.setattr(torch, "autocast", spy)
+    assert isinstance(cpu_has_native_bf16(), bool)
     torch.manual_seed(0)
+    net = UNet3D(1, 1, base_channels=4, depth=1)
+    seen = []  # (training?, dtype of the network's output)
+    net.register_forward_hook(lambda module, args, out: seen.append((module.training, out.dtype)))
+    loss_dtypes = []
+
+    def loss(logits, target):
+        loss_dtypes.append(logits.dtype)
+        return bce(logits, target)
+
     cfg = TrainConfig(patch_size=(8, 16, 16), batch_size=2, epochs=4, steps_per_epoch=6, val_patches=4,
                       learning_rate=1e-2, patience=10, seed=0, cpu_bf16=bf16)
-    result = run_job(train_model(UNet3D(1, 1, base_channels=4, depth=1), [_pair(0)], [_pair(1)], bce, cfg))
+    result = run_job(train_model(net, [_pair(0)], [_pair(1)], loss, cfg))
     assert result.precision == ("bfloat16" if bf16 else "float32")
-    assert calls and all(c == ("cpu", torch.bfloat16, bf16) for c in calls)
+    training = {dtype for is_training, dtype in seen if is_training}
+    assert training == {torch.bfloat16 if bf16 else torch.float32}
+    assert {dtype for is_training, dtype in seen if not is_training} == {torch.float32}  # validation
+    assert set(loss_dtypes) == {torch.float32}  # the loss sees float32 logits
     assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
-    # the weights stay float32 (only the forward pass is autocast)
-    assert all(p.dtype == torch.float32 for p in result.model.parameters())
+
+
+def test_resuming_in_another_precision_reports_mixed(tmp_path):
+    cfg = TrainConfig(patch_size=(8, 16, 16), batch_size=2, epochs=1, steps_per_epoch=2, val_patches=2,
+                      seed=0, checkpoint=tmp_path / "run.ckpt", cpu_bf16=False)
+    run_job(train_model(UNet3D(1, 1, base_channels=4, depth=1), [_pair(0)], [_pair(1)], bce, cfg))
+    again = TrainConfig(**{**cfg.__dict__, "epochs": 2, "resume": True, "cpu_bf16": True})
+    result = run_job(train_model(UNet3D(1, 1, base_channels=4, depth=1), [_pair(0)], [_pair(1)], bce, again))
+    assert result.precision == "mixed"
+
+
+def test_cpu_precision_setting():
+    from tomolens.models.cli import cpu_bf16
+
+    assert (cpu_bf16("auto"), cpu_bf16("float32"), cpu_bf16("bfloat16")) == (None, False, True)
+    with pytest.raises(ValueError, match="cpu_precision"):
+        cpu_bf16("fp16")
+
+
+def test_balanced_sampling_across_pairs_of_other_shapes_with_a_cap():
+    small = np.ones((20, 20), np.int16)  # padded to the 32x32 patch
+    big = np.ones((64, 64), np.int16)
+    big[50:53, 10:13] = 4  # the rare class only in the second pair
+    pairs = [TrainingPair(np.zeros(a.shape, np.float32), a) for a in (small, big)]
+    sampler = PatchSampler(pairs, (32, 32), foreground_fraction=1.0, augment=False, balance_classes=True)
+    (pairs_1, flat_1), (pairs_4, flat_4) = sampler.by_class
+    assert set(pairs_4) == {1} and len(flat_4) == 9
+    for k, f in zip(pairs_4, flat_4):  # indices point at the class in the (padded) target
+        assert sampler.targets[k][0].ravel()[f] == 4
+    capped = sampler._class_voxels(cap=10)
+    assert [len(f) for _, f in capped] == [10, 9]
+    for (ks, fs), value in zip(capped, (1, 4)):
+        assert all(sampler.targets[k][0].ravel()[f] == value for k, f in zip(ks, fs))
+    _, y = sampler.sample(200, np.random.default_rng(0))
+    assert 0.4 < np.mean([(t == 4).any() for t in y]) < 0.75
+
+
+def test_balanced_sampling_without_painted_voxels_falls_back_to_random_patches():
+    pair = TrainingPair(np.zeros((32, 32), np.float32), np.zeros((32, 32), np.int16))
+    sampler = PatchSampler([pair], (16, 16), foreground_fraction=1.0, balance_classes=True)
+    assert sampler.by_class is None
+    x, y = sampler.sample(4, np.random.default_rng(0))
+    assert x.shape == (4, 1, 16, 16) and not y.any()

@@ -53,6 +53,9 @@ TRAIN_PARAMS = (
     Param("seed", 0, "Random seed of sampling, augmentation and initialisation"),
     Param("device", "auto", "Torch device", choices=("auto", "cpu", "cuda", "mps")),
     Param("threads", 0, "CPU threads for torch (0 = all cores but one)", min=0),
+    Param("cpu_precision", "auto", "Precision of training forward passes on the CPU: auto = bfloat16 where the CPU "
+          "has bfloat16 instructions (AVX512-BF16/AMX; 1.6-1.9x faster there), else float32 (detection and "
+          "segmentation; classification trains in float32)", choices=("auto", "float32", "bfloat16")),
     Param("max_minutes", 0.0, "Stop after this many minutes (0 = no limit)", min=0.0),
     Param("checkpoint", "", "Checkpoint file written every epoch (default: OUT.ckpt)", type=str),
     Param("resume", False, "Continue from the checkpoint"),
@@ -244,5 +247,12 @@ def train_config(args: argparse.Namespace, device: str):
         steps_per_epoch=args.steps_per_epoch, val_patches=args.val_patches,
         learning_rate=args.learning_rate, patience=args.patience, seed=args.seed, device=device,
         checkpoint=args.checkpoint or str(Path(args.out).with_suffix(".ckpt")), resume=args.resume,
-        max_minutes=args.max_minutes or None,
+        max_minutes=args.max_minutes or None, cpu_bf16=cpu_bf16(args.cpu_precision),
     )
+
+
+def cpu_bf16(cpu_precision: str) -> bool | None:
+    """:attr:`TrainConfig.cpu_bf16` of a ``cpu_precision`` setting ("auto", "float32" or "bfloat16")."""
+    if cpu_precision not in ("auto", "float32", "bfloat16"):
+        raise ValueError(f"cpu_precision must be 'auto', 'float32' or 'bfloat16'; got {cpu_precision!r}.")
+    return None if cpu_precision == "auto" else cpu_precision == "bfloat16"

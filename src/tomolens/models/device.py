@@ -63,15 +63,18 @@ def prepare_device(requested: str = "auto", threads: int = 0) -> str:
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), as oneDNN reports it.
+    """Whether this CPU has bfloat16 instructions (x86 AVX512-BF16 or AMX), as torch reports them.
 
-    Training on such a CPU runs its forward pass in bfloat16 (see
-    :class:`tomolens.models.training.TrainConfig`); elsewhere bfloat16 is emulated and slower
-    than float32.  False when torch cannot tell.
+    Training on such a CPU may run its forward passes in bfloat16 (``cpu_precision`` "auto", see
+    :class:`tomolens.models.training.TrainConfig`).  oneDNN's own check is not used: it also
+    accepts AVX-512 CPUs without these instructions, where bfloat16 is emulated and slower than
+    float32.  False when torch cannot tell (other architectures, older torch).
     """
     import torch
 
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
+        return any(bool(check()) for check in checks if check is not None)
+    except RuntimeError as err:
+        log.debug("could not ask torch for bfloat16 support: %s", err)
         return False

@@ -4,8 +4,11 @@ Every trainable task (detection, segmentation, …) hands :func:`train_model` a 
 training and validation (image, target) pairs and a loss; the loop does the rest:
 
 - :class:`PatchSampler` draws random patches (half of them centred on foreground by
-  default) with augmentation — flips along every axis, 90° rotations in the y-x plane
-  only (so the missing wedge stays along z) and an intensity scale/shift of the input;
+  default, or on each painted class in turn with ``balance_classes``) with augmentation —
+  flips along every axis, 90° rotations in the y-x plane only (so the missing wedge stays
+  along z) and an intensity scale/shift of the input;
+- on a CPU with bfloat16 instructions the training forward passes run in bfloat16
+  (``cpu_bf16``; the loss, the weights and validation stay float32);
 - validation patches are drawn once, from the validation pairs (separate volumes or
   regions), without augmentation;
 - early stopping watches the validation loss (or a validation score such as a Dice, when
@@ -47,7 +50,8 @@ class TrainingPair:
     target : ndarray, shape (C, z, y, x) or (z, y, x)
         Dense target (float maps or integer labels), same spatial shape as ``image``.
     foreground : ndarray of bool, optional
-        Where to centre "foreground" patches; by default ``target > 0`` on channel 0.
+        Where to centre "foreground" patches; by default ``target > 0`` on channel 0 (not used
+        by a class-balanced :class:`PatchSampler`, which centres on each class in turn).
     channels : bool
         ``image`` has a leading axis of K input channels (for example the neighbouring
         z-slices a 2.5D slice network sees); every pair of one training run must have
@@ -104,10 +108,11 @@ class TrainConfig:
     rotate_any: bool = False
     flip_channels: bool = False
     #: Training forward passes in bfloat16 on the CPU (autocast; the loss, the weights, validation
-    #: and prediction stay float32): None = where the CPU has native bfloat16
+    #: and prediction stay float32): None = where the CPU has bfloat16 instructions
     #: (:func:`tomolens.models.device.cpu_has_native_bf16`).  A 2.5D slice U-Net's training step
     #: (batch 8, 96×96, depth 3, 1 thread) took 0.28 s in float32 and 0.15–0.17 s in bfloat16 on
-    #: the project's AVX512-BF16 CPU.
+    #: the project's AVX512-BF16 CPU.  Results then depend on the CPU: the card records
+    #: ``training_precision``, and ``cpu_precision`` float32 reproduces a float32 run anywhere.
     cpu_bf16: bool | None = None
     #: Centre foreground patches on each painted class equally often (see :class:`PatchSampler`).
     balance_classes: bool = False
@@ -132,7 +137,8 @@ class TrainResult:
     stopped_early: bool = False
     start_val_loss: float | None = None
     best_val_score: float | None = None
-    #: "bfloat16" when the forward passes ran in bfloat16 on the CPU (:attr:`TrainConfig.cpu_bf16`), else "float32"
+    #: "bfloat16" when the forward passes ran in bfloat16 on the CPU (:attr:`TrainConfig.cpu_bf16`),
+    #: "float32", or "mixed" for a resumed run whose parts ran in different precisions
     precision: str = "float32"
 
 
@@ -162,7 +168,8 @@ class PatchSampler:
     balance_classes : bool
         Centre the ``foreground_fraction`` share of patches on every class equally often: a
         class drawn uniformly among the integer target values > 0 of all pairs, then one of its
-        voxels (:meth:`_class_voxels`), instead of a foreground voxel drawn uniformly.  For
+        voxels (:meth:`_class_voxels`, at most :data:`MAX_CLASS_VOXELS` per class), instead of a
+        foreground voxel drawn uniformly; :attr:`TrainingPair.foreground` is then not used.  For
         painted labels where one class (background) covers most of the painting and a rare
         structure would be in few patches.  Integer targets only.
     """
@@ -197,10 +204,13 @@ class PatchSampler:
             if any(a for _, a in pad):
                 img = np.pad(img, [(0, 0), *pad], mode="reflect")
                 tgt = np.pad(tgt, [(0, 0), *pad], mode="constant")
-            fg = pair.foreground if pair.foreground is not None else tgt[0] > 0
-            if fg.shape != img.shape[1:]:
-                fg = np.pad(fg, [(0, p - s) for p, s in zip(img.shape[1:], fg.shape)])
-            coords = np.argwhere(fg)
+            if balance_classes:  # centres come from the classes (:meth:`_class_voxels`)
+                coords = np.zeros((0, self.ndim), np.int64)
+            else:
+                fg = pair.foreground if pair.foreground is not None else tgt[0] > 0
+                if fg.shape != img.shape[1:]:
+                    fg = np.pad(fg, [(0, p - s) for p, s in zip(img.shape[1:], fg.shape)])
+                coords = np.argwhere(fg)
             self.images.append(img)
             self.targets.append(tgt)
             self.fg.append(coords)
@@ -209,20 +219,25 @@ class PatchSampler:
         self.by_class = (self._class_voxels() or None) if balance_classes else None
 
     def _class_voxels(self, cap: int = MAX_CLASS_VOXELS) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per class (integer target value > 0): (pair indices, flat voxel indices) of its voxels.
+        """Per class (integer target value > 0, ascending): (pair indices int32, flat voxel indices int64
+        into the pair's padded spatial shape) of its voxels.
 
-        At most ``cap`` voxels per class, drawn at random with a fixed seed (dense 3D labels
-        of many volumes would otherwise hold hundreds of MB of coordinates).
+        At most ``cap`` voxels per class, drawn at random with a fixed seed, and at most ``cap``
+        per pair while reading (dense 3D labels of many volumes would otherwise hold hundreds
+        of MB of coordinates); below the cap, in pair order and then voxel order.
         """
+        pick = np.random.default_rng(0)
         found: dict[int, list] = {}
         for k, tgt in enumerate(self.targets):
             if not np.issubdtype(tgt.dtype, np.integer):
                 raise ValueError("balance_classes needs integer class targets (painted labels); got "
                                  f"{tgt.dtype} targets.")
             flat = tgt[0].ravel()
-            for value in np.unique(flat[flat > 0]):
-                found.setdefault(int(value), []).append((k, np.flatnonzero(flat == value)))
-        pick = np.random.default_rng(0)
+            for value in np.flatnonzero(np.bincount(flat[flat > 0])):
+                idx = np.flatnonzero(flat == value)
+                if len(idx) > cap:
+                    idx = np.sort(pick.choice(idx, cap, replace=False))
+                found.setdefault(int(value), []).append((k, idx))
         out = []
         for value in sorted(found):
             pairs = np.concatenate([np.full(len(idx), k, np.int32) for k, idx in found[value]])
@@ -248,7 +263,7 @@ class PatchSampler:
         shape = self.images[k].shape[1:]
         return k, tuple(int(rng.integers(0, s - p + 1)) for p, s in zip(self.patch, shape))
 
-    def _around(self, centre, k: int, rng: np.random.Generator) -> tuple[int, ...]:
+    def _around(self, centre: Sequence[int], k: int, rng: np.random.Generator) -> tuple[int, ...]:
         """A patch start that puts ``centre`` near the middle of the patch (± a quarter), inside pair ``k``."""
         shape = self.images[k].shape[1:]
         return tuple(int(np.clip(c - p // 2 + rng.integers(-p // 4, p // 4 + 1), 0, s - p))
@@ -375,8 +390,9 @@ def train_model(
 
     model.to(device)
     bf16 = device == "cpu" and (cpu_has_native_bf16() if config.cpu_bf16 is None else bool(config.cpu_bf16))
+    precision = "bfloat16" if bf16 else "float32"
     if bf16:
-        log.info("training in bfloat16 on the CPU (native bfloat16)")
+        log.info("training forward passes in bfloat16 on the CPU")
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     history: list[dict] = []
     best_epoch, bad_epochs = 0, 0
@@ -404,6 +420,9 @@ def train_model(
         best_loss, best_score = state.get("best_loss", state.get("best_val")), state.get("best_score")
         start_epoch = state["epoch"]
         rng.bit_generator.state = state["rng"]
+        if state.get("precision", "float32") != precision:  # checkpoints from before bfloat16 were float32
+            log.warning("resuming a %s run in %s", state.get("precision", "float32"), precision)
+            precision = "mixed"
         log.info("resumed from %s at epoch %d", ckpt, start_epoch)
         if (state.get("criterion", "loss") != _criterion_name(config)
                 or bool(state.get("keep_last", False)) != config.keep_last):
@@ -467,6 +486,7 @@ def train_model(
                             "best_state": best_state, "history": history,
                             "best_loss": best_loss, "best_score": best_score,
                             "criterion": _criterion_name(config), "keep_last": config.keep_last,
+                            "precision": precision,
                             "best_epoch": best_epoch, "bad_epochs": bad_epochs, "epoch": epoch + 1,
                             "rng": rng.bit_generator.state}
                            | ({"ema": ema.state_dict()} if ema is not None else {}), tmp)
@@ -482,8 +502,7 @@ def train_model(
             break
     model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(model, history, best_epoch, best_loss, stopped, start_val, best_score,
-                       "bfloat16" if bf16 else "float32")
+    return TrainResult(model, history, best_epoch, best_loss, stopped, start_val, best_score, precision)
 
 
 def _weight_average(model, decay: float):

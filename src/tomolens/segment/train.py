@@ -97,6 +97,7 @@ TRAIN_PARAMS = (
     engine_param("seed", advanced=True),
     engine_param("device", advanced=True),
     engine_param("threads", advanced=True),
+    engine_param("cpu_precision", advanced=True),
 )
 
 #: Where the Segment widget's Train box starts from other values than ``tomolens train``: a
@@ -267,6 +268,7 @@ def train_segmenter(
     rotate_any: bool | None = None,
     flip_channels: bool | None = None,
     balance_classes: bool | None = None,
+    cpu_precision: str = "auto",
     name: str = "segment_user",
     training_command: str = "",
     training_data: str = "",
@@ -318,6 +320,9 @@ def train_segmenter(
         (filaments 1.2–1.4 % of the voxels), filament Dice 0.48 / 0.60 → 0.56 / 0.66 and membrane
         0.92 / 0.92 → 0.90 / 0.92; on 64×128×128 ones (filaments 2.4–4.0 %) filament 0.65 / 0.61 →
         0.66 / 0.60.
+    cpu_precision : {"auto", "float32", "bfloat16"}
+        Precision of the training forward passes on a CPU (:attr:`TrainConfig.cpu_bf16`; "auto" =
+        bfloat16 where the CPU has bfloat16 instructions; the card records ``training_precision``).
     checkpoint, resume : see :class:`tomolens.models.training.TrainConfig`.
     Other parameters: see :data:`TRAIN_PARAMS`.
 
@@ -340,6 +345,7 @@ def train_segmenter(
     from functools import partial
 
     from tomolens.models.card import ModelCard
+    from tomolens.models.cli import cpu_bf16
     from tomolens.models.device import choose_device
     from tomolens.models.training import TrainConfig, train_model
     from tomolens.segment.losses import painted_dice_score, sparse_segmentation_loss
@@ -408,6 +414,7 @@ def train_segmenter(
         rotate_any=model_kind == "2d" if rotate_any is None else bool(rotate_any),
         flip_channels=model_kind == "2d" and bool(context if flip_channels is None else flip_channels),
         balance_classes=sparse if balance_classes is None else bool(balance_classes),
+        cpu_bf16=cpu_bf16(cpu_precision),
     )
     loss = partial(sparse_segmentation_loss, dice_weight=dice_weight)
     result = yield from train_model(net, train_pairs, val_pairs, loss, config)

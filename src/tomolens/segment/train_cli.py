@@ -124,7 +124,7 @@ def run_train(args: argparse.Namespace) -> int:
         context=args.segment_context, hold_out=args.segment_hold_out,
         start_from=start_from, seed=args.seed, device=device, threads=args.threads, val_patches=args.val_patches,
         checkpoint=args.checkpoint or str(Path(args.out).with_suffix(".ckpt")), resume=args.resume,
-        max_minutes=args.max_minutes or None, name=Path(args.out).stem,
+        max_minutes=args.max_minutes or None, cpu_precision=args.cpu_precision, name=Path(args.out).stem,
         training_command=command_line(args), training_data=sim_data or f"files {args.tomograms}",
     )
     trained = run_job(job, on_progress=lambda p: p.info and print(
