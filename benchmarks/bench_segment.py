@@ -40,14 +40,8 @@ from tomolens.jobs import run_job
 from tomolens.segment.labels import DEFAULT_CLASSES, evenly_spaced_slices, sparse_from_classes
 from tomolens.segment.predict import classes_from_probabilities, predict_probabilities, segment_tomogram
 from tomolens.segment.simulated import dice_per_class, simulate_sample
-from tomolens.segment.train import (
-    NEW_NETWORK,
-    TRAIN_PARAMS,
-    WIDGET_TRAIN_VALUES,
-    train_kwargs,
-    train_segmenter,
-    trained_kind,
-)
+from tomolens.segment.settings import NEW_NETWORK, TRAIN_PARAMS, WIDGET_TRAIN_VALUES, train_kwargs, trained_kind
+from tomolens.segment.train import train_segmenter
 
 THREADS = [1]  # set from --threads
 RESULTS = Path(__file__).parent / "results" / "segment.json"

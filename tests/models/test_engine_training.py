@@ -220,7 +220,6 @@ def test_resuming_with_a_score_rescores_a_checkpoint_chosen_by_loss(tmp_path):
 
 def test_any_angle_rotation_keeps_image_and_integer_labels_aligned():
     """rotate_any: images and labels are read through the same rotation and scale; labels stay labels."""
-    rng = np.random.default_rng(2)
     yy, xx = np.mgrid[:64, :80]
     target = (1 + ((yy // 8 + xx // 8) % 3)).astype(np.int16)  # painted blocks of classes 1-3
     target[:, 70:] = 0  # not painted

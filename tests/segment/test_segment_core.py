@@ -215,7 +215,7 @@ def test_fine_tuning_starts_from_the_given_model(tmp_path):
 
 
 def test_start_model_sets_kind_patch_rule_voxel_size_and_resume_checks(tmp_path):
-    from tomolens.segment.train import train_kwargs
+    from tomolens.segment.settings import train_kwargs
 
     # the 2D patch rule follows the kind training will produce: the shipped 3D model keeps 32³ patches
     assert train_kwargs({"segment_model": "2d", "patch": 32, "segment_start_from": "segment_default"})["patch"] == 32
@@ -335,7 +335,7 @@ def test_hold_out_none_trains_on_every_painted_voxel_and_keeps_the_last_epoch():
 
 
 def test_resolve_hold_out():
-    from tomolens.segment.train import resolve_hold_out
+    from tomolens.segment.settings import resolve_hold_out
 
     assert resolve_hold_out("auto", fine_tuning=False) == "none"
     assert resolve_hold_out("auto", fine_tuning=True) == "strip"

@@ -33,14 +33,8 @@ from tomolens.segment.predict import (
     check_model_classes,
     segment_tomogram,
 )
-from tomolens.segment.train import (
-    NEW_NETWORK,
-    TRAIN_PARAMS,
-    WIDGET_TRAIN_VALUES,
-    save_segmenter,
-    train_kwargs,
-    train_segmenter,
-)
+from tomolens.segment.settings import NEW_NETWORK, TRAIN_PARAMS, WIDGET_TRAIN_VALUES, train_kwargs
+from tomolens.segment.train import save_segmenter, train_segmenter
 
 log = logging.getLogger(__name__)
 

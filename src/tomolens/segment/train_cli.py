@@ -21,15 +21,8 @@ from tomolens.segment.labels import (
     evenly_spaced_slices,
     sparse_from_classes,
 )
-from tomolens.segment.train import (
-    SEGMENT_TRAIN_PARAMS,
-    TrainedSegmenter,
-    patch_for,
-    save_segmenter,
-    start_model,
-    train_segmenter,
-    trained_kind,
-)
+from tomolens.segment.settings import SEGMENT_TRAIN_PARAMS, patch_for, start_model, trained_kind
+from tomolens.segment.train import TrainedSegmenter, save_segmenter, train_segmenter
 
 
 def register_train_args(group: argparse._ArgumentGroup) -> None:
