@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from tomolens.jobs import run_job
-from tomolens.models.training import PatchSampler, TrainConfig, TrainingPair, train_model
+from tomolens.models.sampling import PatchSampler, TrainingPair
+from tomolens.models.training import TrainConfig, train_model
 from tomolens.models.unet import UNet3D
 
 

@@ -98,7 +98,8 @@ def train_detection_model(
     """
     from functools import partial
 
-    from tomolens.models.training import TrainingPair, train_model
+    from tomolens.models.sampling import TrainingPair
+    from tomolens.models.training import train_model
     from tomolens.models.unet import UNet3D
 
     def pairs(vols):

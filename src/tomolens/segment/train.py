@@ -9,14 +9,15 @@
 - its settings (parameter tables, the widget's starting values) — :mod:`tomolens.segment.settings`.
 
 Validation: with separate validation volumes when given.  Otherwise (``hold_out``, see
-:func:`tomolens.segment.settings.resolve_hold_out`) a new network trains on every painted voxel for its time and epochs and
-keeps its last (averaged) weights, and fine-tuning splits each painted volume along y (the last
-quarter of every painted slice validates, the rest trains), so no voxel is used for both.  With
-validation voxels, the epoch kept is the one with the best validation Dice of the classes
-(background included) painted in the validation voxels (:func:`tomolens.segment.losses.painted_dice_score`), and early stopping
-follows it: the validation loss kept falling or rising with confidence rather than with the labels
-(5 painted slices of two validation tomograms: the loss was lowest at epochs 8 and 6 of 38 and 36,
-far from the best labels).
+:func:`tomolens.segment.settings.resolve_hold_out`) a new network trains on every painted voxel
+for its time and epochs and keeps its last (averaged) weights, and fine-tuning splits each
+painted volume along y (the last quarter of every painted slice validates, the rest trains), so
+no voxel is used for both.  With validation voxels, the epoch kept is the one with the best
+validation Dice of the classes (background included) painted in the validation voxels
+(:func:`tomolens.segment.losses.painted_dice_score`), and early stopping follows it: the
+validation loss kept falling or rising with confidence rather than with the labels (5 painted
+slices of two validation tomograms: the loss was lowest at epochs 8 and 6 of 38 and 36, far from
+the best labels).
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def make_pairs(volume: np.ndarray, labels: np.ndarray, kind: str, slice_axes: st
     ``slice_axes`` ("z", or "zyx" to add the orthogonal slices through the painted voxels);
     with ``context`` > 0 each image is the slice's slab (:func:`slab`, channels first).
     """
-    from tomolens.models.training import TrainingPair
+    from tomolens.models.sampling import TrainingPair
 
     volume = np.asarray(volume, np.float32)
     labels = np.asarray(labels, np.int16)
