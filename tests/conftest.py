@@ -20,3 +20,21 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"reference data not found at {SHARED_DATA} (clone with ../shared beside it)")
     return SHARED_DATA
+
+
+def make_blobs(shape=(64, 96, 96), n=60, radius=3.0, contrast=1.0, noise=1.0, seed=0):
+    """Bright Gaussian-edged spheres (a sparse sample) in white noise, float32 (z, y, x)."""
+    import numpy as np
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    vol = np.zeros(shape, np.float32)
+    vol[tuple(rng.integers(0, s, n) for s in shape)] = 1.0
+    vol = ndimage.gaussian_filter(vol, radius) * (2 * np.pi * radius**2) ** 1.5 * contrast
+    return vol + rng.normal(0, noise, shape).astype(np.float32)
+
+
+@pytest.fixture
+def blobs():
+    """:func:`make_blobs`: a bright sparse test volume; negate it for raw (dark) contrast."""
+    return make_blobs

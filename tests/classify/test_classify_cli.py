@@ -41,7 +41,7 @@ def test_train_classify_subdivide_cli(tmp_path, capsys):
 
     assert main(["classify", str(tmp_path / "t.mrc"), str(unlabelled), "--model", str(tmp_path / "m.pt"),
                  "--out", str(tmp_path / "x.star"), "--box-A", "320"]) == 1
-    assert "16-voxel boxes" in capsys.readouterr().err
+    assert "differs from the 160 Å" in capsys.readouterr().err
 
 
 def test_training_pools_labelled_particles_of_several_tomograms(tmp_path, capsys):

@@ -53,10 +53,10 @@ def test_brief_training_separates_two_phantoms(tmp_path, torch_one_thread):
     save_classifier(result, str(tmp_path / "m.pt"), names, 10.0, "test", "phantoms", {"test": metrics})
     model, card = load_model(tmp_path / "m.pt", expected_task="classify")
     assert card.classes == names and card.patch_size == [16, 16, 16]
-    assert model_box(card, 10.2, 160) == 16
-    with pytest.raises(ValueError, match="trained at 10 Å/voxel"):
-        model_box(card, 14.0)
-    with pytest.raises(ValueError, match="16-voxel boxes"):
+    assert card.polarity == "bright"
+    assert model_box(card, 10.05, 160) == (16, 1.0)  # within 1 %: no resampling
+    assert model_box(card, 14.0) == (16, pytest.approx(10 / 14))
+    with pytest.raises(ValueError, match="differs from the 160 Å"):
         model_box(card, 10.0, 320)
 
     # a tomogram with a sphere and a rod at known positions
@@ -64,9 +64,19 @@ def test_brief_training_separates_two_phantoms(tmp_path, torch_one_thread):
     tomo[2:18, 2:18, 2:18] = xte[0]
     tomo[2:18, 22:38, 22:38] = xte[10]
     pts = np.array([[10, 10, 10], [10, 30, 30], [10, 39, 0]])
-    out = run_job(classify_points(tomo, pts, tmp_path / "m.pt", voxel_size_A=10.0, edge="skip"))
+    out = run_job(classify_points(tomo, pts, tmp_path / "m.pt", voxel_size_A=10.0, edge="skip", polarity="bright"))
     f = out.features
     assert list(f["class"][:2]) == ["sphere", "rod"]
+    assert out.info["polarity"]["source"] == "user" and not out.info["polarity"]["invert"]
+    # the negative, said to be dark, is inverted back: the same probabilities
+    neg = run_job(classify_points(-tomo, pts, tmp_path / "m.pt", voxel_size_A=10.0, edge="skip", polarity="dark"))
+    np.testing.assert_allclose(neg.features["prob_sphere"], f["prob_sphere"], atol=1e-5)
+    # the same tomogram at 5 Å/voxel (twice as many voxels): resampled to the model's 10 Å
+    fine = np.kron(tomo, np.ones((2, 2, 2), np.float32))
+    out5 = run_job(classify_points(fine, pts * 2 + 1, tmp_path / "m.pt", voxel_size_A=5.0, edge="skip",
+                                   polarity="bright"))
+    assert out5.info["resampled_by"] == 2.0
+    assert list(out5.features["class"][:2]) == ["sphere", "rod"]
     assert f["class"][2] == "" and f["confidence"][2] == 0 and list(out.skipped) == [2]
     np.testing.assert_allclose(f[["prob_sphere", "prob_rod"]].to_numpy()[:2].sum(1), 1.0, rtol=1e-6)
     assert out.embedding.shape[0] == 2

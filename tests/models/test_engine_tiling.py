@@ -5,7 +5,7 @@ import torch
 from tomolens.jobs import Progress, run_job
 from tomolens.models.tiling import blend_window, predict_tiled, tile_starts
 from tomolens.models.unet import UNet3D
-from tomolens.preprocess import normalise
+from tomolens.preprocess import estimate_normalisation
 
 
 @pytest.fixture
@@ -16,9 +16,9 @@ def net():
 
 
 def _whole(net, vol):
-    mean, std = normalise(vol)
+    norm = estimate_normalisation(vol)
     with torch.no_grad():
-        return torch.sigmoid(net(torch.from_numpy((vol - mean) / std)[None, None])).numpy()[0]
+        return torch.sigmoid(net(torch.from_numpy(norm.apply(vol, (0, 0, 0)))[None, None])).numpy()[0]
 
 
 def test_tile_starts_cover_axis():

@@ -238,7 +238,7 @@ def test_start_model_sets_kind_patch_rule_voxel_size_and_resume_checks(tmp_path)
 
 def test_slab_pairs_and_prediction_read_the_same_neighbouring_slices():
     """A 2.5D slice model: training slabs (face slices repeated) are what tiled prediction feeds it."""
-    from tomolens.preprocess import normalise
+    from tomolens.preprocess import estimate_normalisation
     from tomolens.segment.networks import SliceWise, build_segmentation_network
     from tomolens.segment.train import make_pairs, slab
 
@@ -254,12 +254,14 @@ def test_slab_pairs_and_prediction_read_the_same_neighbouring_slices():
     net, arch, kwargs = build_segmentation_network("2d", 3, base_channels=4, depth=2, context=2)
     assert kwargs["in_channels"] == 5
     card = ModelCard(name="slab", task="segment", architecture=arch, arch_kwargs=kwargs, classes=TOY_CLASSES,
-                     voxel_size_A=10.0, patch_size=[32, 32], extra={"model_kind": "2d", "context_slices": 2})
-    probs = run_job(predict_probabilities(net, card, tomo, 10.0, orthogonal=False, slice_smoothing=0))
-    mean, std = normalise(tomo)
+                     voxel_size_A=10.0, patch_size=[32, 32], extra={"model_kind": "2d", "context_slices": 2},
+                     polarity="bright")
+    probs = run_job(predict_probabilities(net, card, tomo, 10.0, orthogonal=False, slice_smoothing=0,
+                                          polarity="bright"))
+    normalised = estimate_normalisation(tomo).apply(tomo, (0, 0, 0))
     with torch.no_grad():
         for z in (0, 1, 7, 15):
-            x = torch.from_numpy((slab(tomo, z, 0, 2) - mean) / std)[None]
+            x = torch.from_numpy(slab(normalised, z, 0, 2))[None]
             np.testing.assert_allclose(probs[:, z], net.eval()(x).softmax(1)[0].numpy(), atol=1e-5)
     with pytest.raises(ValueError, match="expects \\(N, 1, 5, y, x\\)"):
         SliceWise(net, 2)(torch.zeros(1, 1, 3, 32, 32))

@@ -77,3 +77,36 @@ def test_errors_become_notifications_not_crashes(widget_and_viewer, qtbot, monke
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=10000)
     assert shown and "the volume is constant" in shown[0]
     assert widget.runner.run_button.enabled
+
+
+def test_contrast_is_measured_and_shown_for_a_dark_tomogram(make_napari_viewer, qtbot, blobs):
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(-blobs(seed=5), name="raw", scale=(10.0, 10.0, 10.0))
+    widget = TomogramWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.reset_choices()
+    widget.layer_picker.value = layer
+    widget.start_contrast()
+    qtbot.waitUntil(lambda: widget.estimate is not None and not widget.contrast_runner.running, timeout=20000)
+    assert widget.contrast.value.startswith("contrast: dark") and "raw cryo-ET" in widget.contrast.value
+    assert layer.metadata["polarity_estimate"]["polarity"] == "dark"
+
+
+def test_display_filters_leave_the_data_alone(widget_and_viewer, qtbot):
+    widget, viewer, layer = widget_and_viewer
+    layer.scale = (10.0, 10.0, 10.0)
+    before = layer.data.copy()
+    widget.display_filter.value = "slab mean"
+    widget.slab_slices.value = 7
+    widget.apply_display_filter()
+    assert layer.projection_mode == "mean" and viewer.dims.thickness[0] == pytest.approx(70.0)
+    widget.display_filter.value = "Gaussian low-pass"
+    widget.sigma_A.value = 20.0
+    widget.apply_display_filter()
+    qtbot.waitUntil(lambda: not widget.filter_runner.running, timeout=20000)
+    copy = viewer.layers["tomo display σ=20Å"]
+    assert copy.metadata["display_only"] and copy.data.std() < 0.2 * layer.data.std()
+    widget.display_filter.value = "none"
+    widget.apply_display_filter()
+    assert layer.projection_mode == "none"
+    np.testing.assert_array_equal(layer.data, before)

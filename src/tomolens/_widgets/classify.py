@@ -109,17 +109,20 @@ class ClassifyWidget(Container):
             return
         layer = self.points_picker.value
         job = classify_points(tomo, coords, values["model"], voxel, box_A=values["box_A"] or None,
-                              edge=values["edge"], batch_size=values["batch_size"], device=values["device"])
+                              edge=values["edge"], batch_size=values["batch_size"], device=values["device"],
+                              polarity=values["polarity"])
         self.runner.start(job, lambda result: self.show_classification(layer, result))
 
     def show_classification(self, layer, result) -> None:
         """Put the classifier's output on the layer as features and colours."""
         merge_features(layer, result.features)
+        layer.metadata["tomolens_classify"] = result.info
         colour_by(layer, "class")
         counts = result.features["class"].astype(str).value_counts()
         self.summary.value = (f"{len(result.indices)} classified, {len(result.padded)} padded, "
                               f"{len(result.skipped)} skipped at the edge\n"
-                              + ", ".join(f"{k or '(skipped)'}: {v}" for k, v in counts.items()))
+                              + ", ".join(f"{k or '(skipped)'}: {v}" for k, v in counts.items())
+                              + f"\n{result.info['polarity']['message']}")
         self.apply_confidence_filter()
 
     def apply_confidence_filter(self, *_) -> None:
@@ -231,7 +234,8 @@ class SubdivideWidget(Container):
         layer, image = self.points_picker.value, self.image_picker.value
         job = subdivide_points(tomo, coords, v["model"], voxel, method=v["method"], n_clusters=v["n_clusters"],
                                k_max=v["k_max"], min_cluster_size=v["min_cluster_size"], embedding=v["embedding"],
-                               edge=v["edge"], batch_size=v["batch_size"], seed=v["seed"], device=v["device"])
+                               edge=v["edge"], batch_size=v["batch_size"], seed=v["seed"], device=v["device"],
+                               polarity=v["polarity"])
         self.runner.start(job, lambda result: self.show_result(layer, image, result))
 
     def show_result(self, layer, image, result) -> None:
@@ -240,6 +244,9 @@ class SubdivideWidget(Container):
         merge_features(layer, result.features[["cluster"]])
         colour_by(layer, "cluster")
         scale = tuple(image.scale[-3:]) if image is not None else (1.0, 1.0, 1.0)
+        model_vs, vs = result.info.get("model_voxel_size_A"), result.info.get("voxel_size_A")
+        if model_vs and vs and result.info.get("resampled_by", 1.0) != 1.0:  # averages are on the model's grid
+            scale = tuple(s * model_vs / vs for s in scale)
         for k, cube in result.averages.items():
             name = f"{layer.name} cluster {k} average"
             if name in self.viewer.layers:

@@ -19,6 +19,7 @@ from tomolens.detect.detector import DEFAULT_MODEL, DETECT_PARAMS, DetectionResu
 from tomolens.detect.postprocess import POSTPROCESS_PARAMS
 from tomolens.detect.train import TRAIN_PARAMS
 from tomolens.evaluate import match_centres
+from tomolens.io.provenance import jsonable as provenance
 from tomolens.models.card import read_card, resolve_model, shipped_models
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,8 @@ class DetectWidget(Container):
     def _show(self, result: DetectionResult) -> None:
         self.result = result
         self._update_layers()
-        show_info(f"Detected {len(result.particles)} particles.")
+        show_info(f"Detected {len(result.particles)} particles; "
+                  f"{result.params.get('polarity_decision', {}).get('message', '')}")
 
     def _update_layers(self) -> None:
         r = self.result
@@ -133,12 +135,14 @@ class DetectWidget(Container):
                 self.viewer.layers[key].data = data
             else:
                 self.viewer.add_labels(data, name=key, opacity=0.4, visible=suffix == "instances", **scale)
+            self.viewer.layers[key].metadata["tomolens"] = provenance(r.params)
         data, kwargs, _ = points_layer_data(r.particles, name=f"{name} centres", color_by=None)
         key = kwargs["name"]
         if key in self.viewer.layers:
             self.viewer.layers.remove(key)
         kwargs.pop("face_color", None), kwargs.pop("face_colormap", None), kwargs.pop("face_color_cycle", None)
         layer = self.viewer.add_points(data, **kwargs)
+        layer.metadata["tomolens"] = provenance(r.params)
         if len(data):
             layer.face_colormap = "viridis"
             layer.face_color = "score"

@@ -300,7 +300,7 @@ class SegmentWidget(Container):
                                       contrast_limits=(0.0, 1.0), visible=False, **scale)
         self._update_labels()
         counts = ", ".join(f"{n} {int((result.classes == k).sum())}" for k, n in enumerate(result.class_names[1:], 1))
-        show_info(f"Segmented {self._source}: voxels {counts}.")
+        show_info(f"Segmented {self._source}: voxels {counts}. {result.info.get('polarity', {}).get('message', '')}")
 
     def _update_labels(self) -> None:
         key = f"{self._source} segmentation"

@@ -1,16 +1,60 @@
-"""The "Tomogram" dock widget: file facts, voxel size, binning."""
+"""The "Tomogram" dock widget: file facts, voxel size, contrast polarity, display filter, binning.
+
+The **contrast** line shows the polarity measured from the data (:mod:`tomolens.polarity`),
+measured in a worker whenever another tomogram is chosen: what the models' ``auto``
+polarity will decide.  The **display filter** helps a person see particles in a raw,
+noisy tomogram without changing the data: *slab mean* averages N slices around the current
+one in the view (napari's mean projection over a thick slice of the same layer); *Gaussian
+low-pass* adds a smoothed copy as a separate layer (``<name> display σ=…Å``, marked
+``display_only`` in its metadata) — analyses keep using the original layer.
+"""
 
 from __future__ import annotations
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton, create_widget
+from collections.abc import Generator
+
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox, create_widget
 from napari.utils.notifications import show_info, show_warning
 
 from tomolens._napari.layers import ANGSTROM, voxel_size_from_layer
 from tomolens._widgets._runner import JobRunner
 from tomolens.io.mrc import contrast_limits
+from tomolens.jobs import Progress
+from tomolens.polarity import PolarityEstimate, estimate_polarity
 from tomolens.preprocess import bin_volume
+
+#: Display filters offered by the widget.
+DISPLAY_FILTERS = ("none", "slab mean", "Gaussian low-pass")
+
+
+def measure_polarity(data, voxel_size_A: float | None) -> Generator[Progress, None, PolarityEstimate]:
+    """The polarity estimate of ``data`` as a job (for a worker thread)."""
+    yield Progress(0, 1, "measuring the contrast polarity")
+    estimate = estimate_polarity(data, voxel_size_A)
+    yield Progress(1, 1, "contrast measured")
+    return estimate
+
+
+def describe_polarity(estimate: PolarityEstimate) -> str:
+    """One line for the Tomogram widget."""
+    stat = f"band-passed skewness {estimate.skewness:+.3f} ± {estimate.standard_error:.3f}"
+    if estimate.polarity is None:
+        return f"contrast: undecided ({stat}); models assume their own — set the polarity if needed"
+    meaning = "dense matter dark, raw cryo-ET" if estimate.polarity == "dark" else "dense matter bright, inverted"
+    return f"contrast: {estimate.polarity} ({meaning}; {stat}); models with polarity 'auto' use this"
+
+
+def low_pass(data, sigma_voxels: float) -> Generator[Progress, None, np.ndarray]:
+    """Gaussian low-pass copy of a volume (float32) as a job, slab by slab along z."""
+    from scipy import ndimage
+
+    data = np.asarray(data, np.float32)
+    yield Progress(0, 2, f"Gaussian low-pass, σ = {sigma_voxels:.2g} voxels")
+    out = ndimage.gaussian_filter(data, sigma_voxels)
+    yield Progress(2, 2, "filtered")
+    return out
 
 
 def describe_layer(layer) -> str:
@@ -44,11 +88,32 @@ class TomogramWidget(Container):
         self.bin_factor = ComboBox(choices=[2, 4], value=2, label="bin by",
                                    tooltip="Average 2×2×2 or 4×4×4 voxels into one.")
         self.runner = JobRunner("Bin", title="Binning")
+        self.contrast = Label(value="contrast: not measured")
+        self.contrast.native.setWordWrap(True)
+        self.contrast_runner = JobRunner("Measure contrast", title="Contrast measurement")
+        self.display_filter = ComboBox(
+            choices=DISPLAY_FILTERS, value="none", label="display filter",
+            tooltip="See particles in a raw tomogram without changing the data: slab mean = average N slices "
+                    "around the current one in the view; Gaussian low-pass = a smoothed copy as a new layer.")
+        self.slab_slices = SpinBox(value=9, min=1, max=201, label="slab slices",
+                                   tooltip="Slices averaged by the slab mean (odd numbers centre the slab).")
+        self.sigma_A = FloatSpinBox(value=20.0, min=1.0, max=500.0, step=5.0, label="low-pass σ (Å)",
+                                    tooltip="Gaussian σ of the low-pass display copy, Å.")
+        self.apply_display = PushButton(text="Apply display filter",
+                                        tooltip="Apply the display filter to the chosen tomogram")
+        self.filter_runner = JobRunner("Low-pass copy", title="Display filter")
+        self.filter_runner.run_button.visible = False
         super().__init__(widgets=[self.layer_picker, self.info, self.voxel_size, self.apply_voxel,
+                                  self.contrast, self.contrast_runner, self.display_filter, self.slab_slices,
+                                  self.sigma_A, self.apply_display, self.filter_runner,
                                   self.bin_factor, self.runner])
         self.layer_picker.changed.connect(self._refresh)
+        self.layer_picker.changed.connect(self.start_contrast)
         self.apply_voxel.changed.connect(self.set_voxel_size)
         self.runner.run_button.changed.connect(self.start_binning)
+        self.contrast_runner.run_button.changed.connect(self.start_contrast)
+        self.apply_display.changed.connect(self.apply_display_filter)
+        self.estimate: PolarityEstimate | None = None
         self._refresh()
 
     def _refresh(self, *_) -> None:
@@ -96,3 +161,55 @@ class TomogramWidget(Container):
             )
 
         self.runner.start(bin_volume(data, factor), add_result)
+
+    # ------------------------------------------------------------- contrast
+    def start_contrast(self, *_) -> None:
+        """Measure the chosen tomogram's contrast polarity in a worker."""
+        layer = self.layer_picker.value
+        if layer is None or layer.ndim != 3 or self.contrast_runner.running:
+            return
+        vs = voxel_size_from_layer(layer.scale, layer.units)
+        self.contrast.value = "contrast: measuring…"
+
+        def shown(estimate: PolarityEstimate) -> None:
+            self.estimate = estimate
+            layer.metadata["polarity_estimate"] = {"polarity": estimate.polarity, "skewness": estimate.skewness,
+                                                   "standard_error": estimate.standard_error}
+            self.contrast.value = describe_polarity(estimate)
+            show_info(f"{layer.name}: {self.contrast.value}")
+
+        self.contrast_runner.start(measure_polarity(layer.data, vs[-1] if vs else None), shown)
+
+    # ------------------------------------------------------- display filter
+    def apply_display_filter(self, *_) -> None:
+        """Apply the chosen display filter (the layer's data are never changed)."""
+        layer = self.layer_picker.value
+        if layer is None:
+            show_warning("Choose a tomogram layer first.")
+            return
+        choice = self.display_filter.value
+        if choice in ("none", "slab mean"):
+            slices = int(self.slab_slices.value) if choice == "slab mean" else 1
+            layer.projection_mode = "mean" if slices > 1 else "none"
+            axis = self.viewer.dims.not_displayed[0] if self.viewer.dims.not_displayed else 0
+            thickness = list(self.viewer.dims.thickness)
+            thickness[axis] = slices * float(layer.scale[axis])
+            self.viewer.dims.thickness = tuple(thickness)
+            show_info(f"{layer.name}: " + (f"showing the mean of {slices} slices" if slices > 1 else "one slice"))
+            return
+        if layer.ndim != 3:
+            show_warning(f"The low-pass display copy needs a 3D tomogram; {layer.name!r} has {layer.ndim} dimensions.")
+            return
+        vs = voxel_size_from_layer(layer.scale, layer.units)
+        sigma = float(self.sigma_A.value) / (vs[-1] if vs else 10.0)
+        data, name, scale, units = layer.data, layer.name, tuple(layer.scale), layer.units
+        key = f"{name} display σ={self.sigma_A.value:g}Å"
+
+        def add(filtered: np.ndarray) -> None:
+            if key in self.viewer.layers:
+                self.viewer.layers.remove(key)
+            self.viewer.add_image(filtered, name=key, scale=scale, units=units,
+                                  contrast_limits=contrast_limits(filtered),
+                                  metadata={"display_only": True, "source_layer": name})
+
+        self.filter_runner.start(low_pass(data, sigma), add)

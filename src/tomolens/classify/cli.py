@@ -12,6 +12,7 @@ import numpy as np
 
 from tomolens.classify.predict import CLASSIFY_PARAMS, classify_points
 from tomolens.io.coords import ParticleTable, read_coordinates, write_coordinates
+from tomolens.io.provenance import write_provenance
 from tomolens.io.mrc import read_mrc, write_mrc
 from tomolens.jobs import log_progress, run_job
 from tomolens.params import add_arguments, values_from_args
@@ -36,9 +37,11 @@ def _classify(args: argparse.Namespace) -> int:
     params = values_from_args(args, CLASSIFY_PARAMS)
     result = run_job(classify_points(vol.data, table.coords_zyx, params["model"], voxel,
                                      box_A=params["box_A"] or None, edge=params["edge"],
-                                     batch_size=params["batch_size"], device=params["device"]),
+                                     batch_size=params["batch_size"], device=params["device"],
+                                     polarity=params["polarity"]),
                      on_progress=log_progress)
     write_coordinates(args.out, _table_with(table, result.features, voxel))
+    write_provenance(args.out, {"command": "classify", **result.info})
     counts = result.features["class"].astype(str).value_counts()
     print(f"classified {len(result.indices)} of {len(table)} particles "
           f"({len(result.padded)} padded, {len(result.skipped)} skipped at the edge); wrote {args.out}")
@@ -54,8 +57,10 @@ def _subdivide(args: argparse.Namespace) -> int:
     cp = values_from_args(args, CLASSIFY_PARAMS)
     sp = values_from_args(args, SUBDIVIDE_PARAMS)
     result = run_job(subdivide_points(vol.data, table.coords_zyx, cp["model"], voxel, edge=cp["edge"],
-                                      batch_size=cp["batch_size"], device=cp["device"], **sp),
+                                      batch_size=cp["batch_size"], device=cp["device"],
+                                      polarity=cp["polarity"], **sp),
                      on_progress=log_progress)
+    write_provenance(args.out, {"command": "subdivide", **result.info})
     features = result.features.copy()
     features["embed_x"], features["embed_y"] = result.embedding_2d[:, 0], result.embedding_2d[:, 1]
     write_coordinates(args.out, _table_with(table, features, voxel))
@@ -64,7 +69,7 @@ def _subdivide(args: argparse.Namespace) -> int:
         folder = Path(args.averages)
         folder.mkdir(parents=True, exist_ok=True)
         for k, cube in result.averages.items():
-            write_mrc(folder / f"cluster_{k:02d}.mrc", cube, voxel)
+            write_mrc(folder / f"cluster_{k:02d}.mrc", cube, result.info.get("model_voxel_size_A") or voxel)
         print(f"wrote {len(result.averages)} cluster averages to {folder}")
     sizes = np.bincount(result.clustering.labels[result.clustering.labels >= 0])
     for k, n in enumerate(sizes):

@@ -132,6 +132,7 @@ def extract_subtomograms(
     edge: str = "pad",
     normalise: bool = True,
     batch: int = 256,
+    voxel_ratio: float = 1.0,
 ) -> Generator[Progress, None, Extraction]:
     """Cut a cube of ``box`` voxels around each position (a job).
 
@@ -150,6 +151,12 @@ def extract_subtomograms(
         Z-score each cube (mean 0, std 1), as the classifiers expect.
     batch : int
         Points per progress step.
+    voxel_ratio : float
+        Output voxel size / tomogram voxel size (a model's voxel size over the tomogram's).
+        Other than 1, a cube of about ``box × voxel_ratio`` tomogram voxels is cut and
+        resampled to ``box`` (linear; Gaussian anti-aliasing of σ = (ratio − 1)/2 when
+        shrinking, as :func:`tomolens.models.tiling.rescale_volume`), centred on the same
+        voxel.
 
     Yields
     ------
@@ -169,9 +176,15 @@ def extract_subtomograms(
         raise ValueError(f"Extraction needs a 3D tomogram; got shape {tomogram.shape}.")
     if edge not in EDGE_MODES:
         raise ValueError(f"edge must be one of {EDGE_MODES}; got {edge!r}.")
-    box = int(box)
+    box = out_box = int(box)
     if box < 1:
         raise ValueError(f"The box must be at least 1 voxel; got {box}.")
+    if not (np.isfinite(voxel_ratio) and voxel_ratio > 0):
+        raise ValueError(f"The voxel-size ratio must be a positive number; got {voxel_ratio}.")
+    resample = abs(voxel_ratio - 1.0) > 0.01
+    if resample:  # cut enough tomogram voxels to cover the output box, with one voxel of margin
+        box = int(np.ceil(out_box * voxel_ratio)) + 2
+        box += (box - out_box) % 2  # same parity: both boxes centre on voxel box // 2
     shape = np.asarray(tomogram.shape)
     if np.any(box > shape):
         raise ValueError(
@@ -202,6 +215,8 @@ def extract_subtomograms(
             else:
                 out[row] = inner
         yield Progress(step + 1, n_steps, f"extracting subtomograms ({box}³ voxels)")
+    if resample:
+        out = resample_cubes(out, out_box, voxel_ratio)
     if normalise and len(out):
         zscore(out)
     padded = np.flatnonzero(crosses) if edge == "pad" else np.empty(0, np.int64)
@@ -210,4 +225,23 @@ def extract_subtomograms(
         log.info("%d of %d boxes crossed the tomogram's edge and were padded with their mean.", len(padded), len(centres))
     if len(skipped):
         log.info("%d of %d boxes crossed the tomogram's edge and were skipped.", len(skipped), len(centres))
-    return Extraction(out, keep.astype(np.int64), padded.astype(np.int64), skipped.astype(np.int64), box)
+    return Extraction(out, keep.astype(np.int64), padded.astype(np.int64), skipped.astype(np.int64), out_box)
+
+
+def resample_cubes(cubes: np.ndarray, out_box: int, voxel_ratio: float) -> np.ndarray:
+    """Resample (N, b, b, b) cubes to (N, out_box³) voxels of ``voxel_ratio`` input voxels each.
+
+    Voxel ``out_box // 2`` of the output lies on voxel ``b // 2`` of the input; linear
+    interpolation, after a Gaussian of σ = (ratio − 1)/2 input voxels when ``voxel_ratio`` > 1.
+    """
+    from scipy import ndimage
+
+    b = cubes.shape[-1]
+    axis = b // 2 + (np.arange(out_box) - out_box // 2) * float(voxel_ratio)
+    grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"))
+    out = np.empty((len(cubes), out_box, out_box, out_box), np.float32)
+    for i, cube in enumerate(cubes):
+        if voxel_ratio > 1:
+            cube = ndimage.gaussian_filter(cube, (voxel_ratio - 1) / 2)
+        out[i] = ndimage.map_coordinates(cube, grid, order=1, mode="nearest")
+    return out

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,7 @@ import pandas as pd
 from tomolens.classify.extract import box_in_voxels, extract_subtomograms
 from tomolens.jobs import Progress
 from tomolens.params import Param
+from tomolens.polarity import POLARITY_PARAM
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ CLASSIFY_PARAMS = (
           choices=("pad", "skip")),
     Param("batch_size", 64, "Subtomograms per inference batch", min=1, max=4096, advanced=True),
     Param("device", "auto", "Torch device", choices=("auto", "cpu", "cuda", "mps"), advanced=True),
+    POLARITY_PARAM,
 )
 
 
@@ -54,6 +56,8 @@ class Classification:
     padded, skipped : ndarray, int64
         Input indices padded / skipped at the tomogram's edge.
     class_names : list of str
+    info : dict
+        Provenance: model, voxel sizes and resampling, the contrast polarity decision.
     """
 
     features: pd.DataFrame
@@ -63,6 +67,7 @@ class Classification:
     padded: np.ndarray
     skipped: np.ndarray
     class_names: list
+    info: dict = field(default_factory=dict)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -72,31 +77,31 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def model_box(card, voxel_size_A: float | None, box_A: float | None = None) -> int:
-    """The box (voxels) to cut for a model, after checking voxel size and box.
+def model_box(card, voxel_size_A: float | None, box_A: float | None = None) -> tuple[int, float]:
+    """The model's box (voxels) and the voxel ratio to resample a tomogram to it.
+
+    Subtomograms are cut from a tomogram of any voxel size and resampled to the model's
+    (``ratio`` = model voxel size / tomogram voxel size; 1 when either is unknown or they
+    agree within 1 %).
 
     Raises
     ------
     ValueError
-        When the tomogram's voxel size differs from the model's by more than 5 %, or a
-        requested box in Å gives a box other than the model's.
+        When a requested box in Å differs from the model's box in Å by more than 5 %.
     """
     box = int(card.patch_size[-1]) if card.patch_size else int(card.arch_kwargs.get("box", 32))
+    ratio = 1.0
     if card.voxel_size_A and voxel_size_A:
-        if abs(voxel_size_A - card.voxel_size_A) > VOXEL_TOLERANCE * card.voxel_size_A:
-            raise ValueError(
-                f"The model {card.name!r} was trained at {card.voxel_size_A:g} Å/voxel but the tomogram has "
-                f"{voxel_size_A:g} Å/voxel; bin or rescale the tomogram, or train a model at this voxel size."
-            )
-    if box_A and voxel_size_A:
-        wanted = box_in_voxels(box_A, voxel_size_A)
-        if wanted != box:
-            raise ValueError(
-                f"A box of {box_A:g} Å is {wanted} voxels, but the model {card.name!r} takes {box}-voxel boxes "
-                f"({box * (card.voxel_size_A or voxel_size_A):g} Å); leave the box at the model's size or "
-                "train a model for this box."
-            )
-    return box
+        ratio = float(card.voxel_size_A) / float(voxel_size_A)
+        if abs(ratio - 1.0) <= 0.01:
+            ratio = 1.0
+    model_vs = float(card.voxel_size_A or voxel_size_A or 0)
+    if box_A and model_vs and abs(box_A - box * model_vs) > VOXEL_TOLERANCE * box * model_vs:
+        raise ValueError(
+            f"A box of {box_A:g} Å differs from the {box * model_vs:g} Å ({box} voxels of {model_vs:g} Å) that "
+            f"the model {card.name!r} takes; leave the box at the model's size or train a model for this box."
+        )
+    return box, ratio
 
 
 def classify_subtomograms(model, x: np.ndarray, batch_size: int = 64,
@@ -144,7 +149,7 @@ def features_table(probs: np.ndarray, indices: np.ndarray, n_points: int, class_
 def classify_points(
     tomogram: np.ndarray, coords_zyx: np.ndarray, model: str | os.PathLike,
     voxel_size_A: float | None = None, box_A: float | None = None, edge: str = "pad",
-    batch_size: int = 64, device: str = "cpu",
+    batch_size: int = 64, device: str = "cpu", polarity: str = "auto",
 ) -> Generator[Progress, None, Classification]:
     """Classify the particle at every position (a job).
 
@@ -157,12 +162,16 @@ def classify_points(
     model : str or path
         A shipped classifier's name or a ``.pt``/``.json`` model path.
     voxel_size_A : float, optional
-        The tomogram's voxel size; checked against the model's.
+        The tomogram's voxel size; subtomograms are resampled to the model's voxel size
+        (None: assumed equal to the model's).
     box_A : float, optional
-        Box edge in Å; must give the model's box (default: the model's).
+        Box edge in Å; must match the model's box in Å (default: the model's).
     edge : {"pad", "skip"}
     batch_size : int
     device : str
+    polarity : {"auto", "dark", "bright"}
+        The tomogram's contrast (:mod:`tomolens.polarity`); subtomograms are inverted when it
+        differs from the model's.
 
     Returns
     -------
@@ -174,9 +183,20 @@ def classify_points(
 
     device = choose_device(device)
     net, card = load_model(model, device=device, expected_task="classify")
-    box = model_box(card, voxel_size_A, box_A)
-    extraction = yield from extract_subtomograms(tomogram, coords_zyx, box, edge=edge, batch=batch_size * 4)
+    from tomolens.polarity import decide_polarity, model_polarity
+
+    box, ratio = model_box(card, voxel_size_A, box_A)
+    decision = decide_polarity(tomogram, polarity, model_polarity(card), voxel_size_A)
+    yield Progress(0, 1, decision.message)
+    if ratio != 1.0:
+        log.info("subtomograms resampled from %g to the model's %g Å/voxel", voxel_size_A, card.voxel_size_A)
+    extraction = yield from extract_subtomograms(tomogram, coords_zyx, box, edge=edge, batch=batch_size * 4,
+                                                 voxel_ratio=ratio)
+    if decision.invert:
+        np.negative(extraction.subtomograms, out=extraction.subtomograms)
     probs, feats = yield from classify_subtomograms(net, extraction.subtomograms, batch_size, device)
     table = features_table(probs, extraction.indices, len(np.asarray(coords_zyx)), list(card.classes))
+    info = {"model": card.name, "model_voxel_size_A": card.voxel_size_A, "voxel_size_A": voxel_size_A,
+            "resampled_by": ratio, "polarity": decision.to_dict()}
     return Classification(table, feats, extraction.indices, extraction.subtomograms,
-                          extraction.padded, extraction.skipped, list(card.classes))
+                          extraction.padded, extraction.skipped, list(card.classes), info)

@@ -344,7 +344,7 @@ def save_classifier(
         name=Path(path).stem, task="classify", architecture=ARCHITECTURES[result.config.architecture],
         arch_kwargs=arch_kwargs, classes=list(class_names),
         voxel_size_A=float(voxel_size_A) if voxel_size_A else None,
-        patch_size=[arch_kwargs["box"]] * 3, normalisation="zscore per subtomogram",
+        patch_size=[arch_kwargs["box"]] * 3, normalisation="zscore per subtomogram", polarity="bright",
         training_command=training_command, training_data=training_data, seed=result.config.seed,
         metrics=metrics or {},
         extra={"best_epoch": result.best_epoch, "history": result.history, "train_config": config_dict(result.config)},

@@ -208,19 +208,23 @@ class Subdivision:
     averages : dict
         ``{cluster: mean cube (b, b, b)}``.
     clustering : Clustering
+    info : dict
+        Provenance from classification (model, voxel sizes — the averages are at
+        ``info["model_voxel_size_A"]`` when it is set — and the polarity decision).
     """
 
     features: pd.DataFrame
     embedding_2d: np.ndarray
     averages: dict
     clustering: Clustering
+    info: dict = field(default_factory=dict)
 
 
 def subdivide_points(
     tomogram: np.ndarray, coords_zyx: np.ndarray, model: str | os.PathLike,
     voxel_size_A: float | None = None, method: str = "kmeans", n_clusters: int = 0, k_max: int = 12,
     min_cluster_size: int = 10, embedding: str = "pca", edge: str = "pad", batch_size: int = 64,
-    seed: int = 0, device: str = "cpu",
+    seed: int = 0, device: str = "cpu", polarity: str = "auto",
 ) -> Generator[Progress, None, Subdivision]:
     """Classify, then cluster particles by the classifier's features (a job).
 
@@ -243,7 +247,7 @@ def subdivide_points(
     if n_points < MIN_POINTS:
         raise ValueError(f"Subdivision needs at least {MIN_POINTS} particles; got {n_points}. Pick more particles.")
     result = yield from classify_points(tomogram, coords_zyx, model, voxel_size_A, edge=edge,
-                                        batch_size=batch_size, device=device)
+                                        batch_size=batch_size, device=device, polarity=polarity)
     yield Progress(0, 2, f"clustering {len(result.indices)} particles ({method})")
     clustering = cluster_features(result.embedding, method, n_clusters, k_max, min_cluster_size, seed=seed)
     yield Progress(1, 2, "2D embedding")
@@ -256,4 +260,4 @@ def subdivide_points(
     emb_full[result.indices] = emb
     averages = cluster_averages(result.subtomograms, clustering.labels)
     yield Progress(2, 2, f"{clustering.n_clusters} clusters")
-    return Subdivision(features, emb_full, averages, clustering)
+    return Subdivision(features, emb_full, averages, clustering, result.info)

@@ -10,6 +10,7 @@ from tomolens.detect.detector import DETECT_PARAMS, detect_particles
 from tomolens.evaluate import evaluate_tables
 from tomolens.io.coords import read_coordinates, write_coordinates
 from tomolens.io.mrc import read_mrc, write_mrc
+from tomolens.io.provenance import write_provenance
 from tomolens.jobs import log_progress, run_job
 from tomolens.params import add_arguments, explicit_values
 
@@ -25,10 +26,14 @@ def _detect(args: argparse.Namespace) -> int:
     out = Path(args.out)
     stem = out.with_suffix("") if out.suffix in (".mrc", ".star", ".csv") else out
     labels_path = stem.with_name(stem.name + "_instances.mrc")
-    write_mrc(labels_path, result.instances, result.voxel_size_A, is_labels=True)
+    decision = result.params["polarity_decision"]
+    write_mrc(labels_path, result.instances, result.voxel_size_A, is_labels=True,
+              labels=(f"tomolens detect {result.params['model']}",
+                      f"polarity {decision['tomogram']} ({decision['source']}), inverted {decision['invert']}"))
     coords_path = stem.with_name(stem.name + f"_centres.{args.format}")
     write_coordinates(coords_path, result.particles)
-    print(f"{len(result.particles)} particles; wrote {labels_path} and {coords_path}")
+    prov = write_provenance(stem.with_name(stem.name + "_centres"), {"command": "detect", **result.params})
+    print(f"{len(result.particles)} particles; wrote {labels_path}, {coords_path} and {prov}")
     return 0
 
 
@@ -50,7 +55,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("detect", help="detect particles: instance-label MRC + centres (STAR/CSV)")
-    p.add_argument("tomogram", help="tomogram MRC (particles bright)")
+    p.add_argument("tomogram", help="tomogram MRC, either contrast (see --polarity)")
     p.add_argument("--out", required=True, help="output stem: writes STEM_instances.mrc and STEM_centres.star")
     p.add_argument("--format", choices=("star", "csv"), default="star", help="centres file format")
     p.add_argument("--voxel-size", type=float, default=None, help="voxel size in Å if the header lacks it")

@@ -26,6 +26,7 @@ from tomolens.detect.postprocess import POSTPROCESS_PARAMS, postprocess
 from tomolens.io.coords import ParticleTable
 from tomolens.jobs import Progress
 from tomolens.params import Param, validate_values
+from tomolens.polarity import POLARITY_PARAM
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ INFERENCE_PARAMS = (
     Param("overlap", 0.25, "Overlap of neighbouring patches (fraction of the patch)", min=0.0, max=0.75,
           step=0.05, advanced=True),
     Param("patch", 0, "Patch edge in voxels (0 = the model's training patch × 2)", min=0, advanced=True),
+    POLARITY_PARAM,
 )
 
 DETECT_PARAMS = INFERENCE_PARAMS + POSTPROCESS_PARAMS
@@ -117,8 +119,9 @@ def detect_particles(
     Parameters
     ----------
     volume : array, shape (z, y, x)
-        Tomogram (particles bright or dark as in training — the default model expects
-        bright particles, i.e. contrast-inverted cryo-ET data).  May be a memmap.
+        Tomogram of either contrast: the ``polarity`` parameter (default ``"auto"``, measured
+        from the data) decides whether it is inverted for the model (:mod:`tomolens.polarity`);
+        the decision is in ``result.params["polarity_decision"]``.  May be a memmap.
     voxel_size_A : float or None
         Voxel size in Å; None uses the model's with a warning.
     model : str, path or (torch.nn.Module, ModelCard)
@@ -138,6 +141,8 @@ def detect_particles(
     from tomolens.models.card import load_model
     from tomolens.models.device import choose_device, set_cpu_threads
     from tomolens.models.tiling import predict_tiled
+    from tomolens.polarity import decide_polarity, model_polarity
+    from tomolens.preprocess import estimate_normalisation
 
     params.pop("model", None)
     p = validate_values(params, tuple(q for q in DETECT_PARAMS if q.name != "model"))
@@ -168,10 +173,13 @@ def detect_particles(
     work_shape = [int(round(s * voxel_size_A / model_vs)) for s in volume.shape]
     # shrink the patch along short axes (multiples of the network's size factor)
     patch = tuple(min(edge, -(-n // multiple) * multiple) for n in work_shape)
+    decision = decide_polarity(volume, p["polarity"], model_polarity(card), voxel_size_A)
+    yield Progress(0, 1, decision.message)
+    norm = estimate_normalisation(volume).inverted(decision.invert)
     prob_maps = yield from predict_tiled(
         net, volume, patch, overlap=p["overlap"], batch_size=p["batch_size"], device=device,
         out_channels=2, activation="sigmoid", voxel_size_A=voxel_size_A, model_voxel_size_A=model_vs,
-        map_back=False,
+        map_back=False, normalisation=norm,
     )
     map_vs = model_vs if tuple(prob_maps.shape[1:]) != tuple(volume.shape) else float(voxel_size_A)
     post = {k: p[k] for k in (q.name for q in POSTPROCESS_PARAMS)}
@@ -182,4 +190,5 @@ def detect_particles(
     mask, instances, particles = to_image_grid(*postprocess(prob_maps, map_vs, post), volume.shape, voxel_size_A)
     yield Progress(1, 1, f"found {len(particles)} particles")
     return DetectionResult(np.asarray(prob_maps), mask, instances, particles, float(voxel_size_A), float(map_vs),
-                           {**p, **post, "model": card.name})
+                           {**p, **post, "model": card.name, "polarity_decision": decision.to_dict(),
+                            "normalisation": norm.to_dict()})

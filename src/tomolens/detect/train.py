@@ -79,7 +79,7 @@ def new_card(name: str, voxel_size_A: float, patch: int, base_channels: int, dep
         name=name, task="detect", architecture=ARCHITECTURE,
         arch_kwargs={"in_channels": 1, "out_channels": 2, "base_channels": base_channels, "depth": depth},
         classes=list(CLASSES), voxel_size_A=float(voxel_size_A), patch_size=[int(patch)] * 3,
-        normalisation="zscore", **fields,
+        normalisation="zscore", polarity="bright", **fields,
     )
 
 
@@ -90,12 +90,16 @@ def train_detection_model(
     base_channels: int = 8,
     depth: int = 2,
     centre_weight: float = 2.0,
+    polarity: str = "auto",
 ) -> Generator[Progress, None, Any]:
     """Train a fresh mask+centre U-Net on (tomogram, instance labels, voxel size) triples.
 
-    The triples must already be at the model's voxel size.  Returns the
+    The triples must already be at the model's voxel size.  Tomograms are brought to the
+    bright convention of new models (``polarity``: each tomogram's contrast, "auto" =
+    measured; :func:`tomolens.polarity.to_model_polarity`).  Returns the
     :class:`~tomolens.models.training.TrainResult` (job protocol).
     """
+    from tomolens.polarity import to_model_polarity
     from functools import partial
 
     from tomolens.models.sampling import TrainingPair
@@ -103,7 +107,8 @@ def train_detection_model(
     from tomolens.models.unet import UNet3D
 
     def pairs(vols):
-        return [TrainingPair(img, detection_targets(np.asarray(lab).astype(np.int32))) for img, lab, _ in vols]
+        return [TrainingPair(to_model_polarity(img, polarity, "bright", vs)[0],
+                             detection_targets(np.asarray(lab).astype(np.int32))) for img, lab, vs in vols]
 
     import torch
 

@@ -67,6 +67,10 @@ class ModelCard:
         Hash of the weights file.
     extra : dict
         Anything task-specific (thresholds, default sizes…).
+    polarity : str
+        Contrast polarity of the inputs the model was trained on: ``"bright"`` (dense matter
+        bright, the project's convention) or ``"dark"``.  Empty on cards older than the
+        setting: treated as bright with a warning (:func:`tomolens.polarity.model_polarity`).
     """
 
     name: str
@@ -85,6 +89,7 @@ class ModelCard:
     tomolens_version: str = __version__
     created: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    polarity: str = ""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=False)

@@ -25,7 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from tomolens.jobs import Progress
-from tomolens.preprocess import normalise
+from tomolens.preprocess import Normalisation, estimate_normalisation
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,8 @@ def rescale_labels(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return _zoom_to(labels, factors, shape, order=0)
 
 
-def _read_patch(volume: np.ndarray, start: Sequence[int], patch: Sequence[int], mean: float,
-                std: float, context: Sequence[int] | None = None) -> np.ndarray:
+def _read_patch(volume: np.ndarray, start: Sequence[int], patch: Sequence[int], norm: Normalisation,
+                context: Sequence[int] | None = None) -> np.ndarray:
     """The normalised patch at ``start``, with ``context`` extra voxels on both sides per axis.
 
     A patch running past the end of a volume smaller than it is reflect-padded; context
@@ -110,7 +110,7 @@ def _read_patch(volume: np.ndarray, start: Sequence[int], patch: Sequence[int], 
     lo = [s - c for s, c in zip(start, context)]
     hi = [s + p + c for s, p, c in zip(start, patch, context)]
     sl = tuple(slice(max(a, 0), min(b, n)) for a, b, n in zip(lo, hi, volume.shape))
-    block = (np.asarray(volume[sl], np.float32) - mean) / std
+    block = norm.apply(volume[sl], [a.start for a in sl] if len(sl) == 3 else None)
     if any(context):
         edge = [(max(0, -a), max(0, b - n)) if c else (0, 0) for a, b, n, c in zip(lo, hi, volume.shape, context)]
         block = np.pad(block, edge, mode="edge")
@@ -186,8 +186,9 @@ def predict_tiled(
         When both are given and differ by more than 1 %, the volume is rescaled to the
         model's voxel size (``scipy.ndimage.zoom``, linear) and the outputs are mapped
         back to the input grid.
-    normalisation : (mean, std), optional
-        Z-score statistics; by default estimated by :func:`tomolens.preprocess.normalise`.
+    normalisation : Normalisation or (mean, std), optional
+        How the input is normalised (offset, scale, ramp and polarity sign); by default
+        estimated by :func:`tomolens.preprocess.estimate_normalisation` (sign +1).
     tmp_dir : path, optional
         Where large outputs are memory-mapped.
     map_back : bool
@@ -222,14 +223,21 @@ def predict_tiled(
         raise ValueError(f"Patch size {patch} must be divisible by {multiple} for this network.")
     n_out = int(out_channels or getattr(model, "out_channels", 1))
     overlap_vox = [int(round(overlap * p)) if overlap < 1 else int(overlap) for p in patch]
-    mean, std = normalisation if normalisation is not None else normalise(volume)
+    if normalisation is None:
+        norm = estimate_normalisation(volume)
+    elif isinstance(normalisation, Normalisation):
+        norm = normalisation
+    else:
+        norm = Normalisation(float(normalisation[0]), float(normalisation[1]))
 
     source = volume
     zoom = 1.0
     if voxel_size_A and model_voxel_size_A and abs(voxel_size_A / model_voxel_size_A - 1) > 0.01:
         zoom = float(voxel_size_A) / float(model_voxel_size_A)
         log.info("rescaling %s by %.3f to the model's %.3g Å voxels", volume.shape, zoom, model_voxel_size_A)
-        source = rescale_volume(volume, zoom)
+        # normalised on the input grid (the ramp's coordinates), then resampled
+        source = rescale_volume(norm.apply(volume, (0,) * volume.ndim if volume.ndim == 3 else None), zoom)
+        norm = Normalisation(0.0, 1.0)
     work_shape = tuple(source.shape)
 
     final_shape = (n_out, *(volume.shape if map_back else work_shape))
@@ -247,7 +255,7 @@ def predict_tiled(
     model.to(device)
     log.info("tiled inference: %d patches of %s in %d batches on %s", len(starts), patch, len(batches), device)
     for i, batch_starts in enumerate(batches):
-        x = np.stack([_read_patch(source, s, patch, mean, std, context) for s in batch_starts])[:, None]
+        x = np.stack([_read_patch(source, s, patch, norm, context) for s in batch_starts])[:, None]
         try:
             y = _forward(model, x, device, act)
         except torch.cuda.OutOfMemoryError:

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from tomolens.io.mrc import read_mrc, write_mrc
+from tomolens.io.provenance import write_provenance
 from tomolens.jobs import log_progress, run_job
 from tomolens.params import add_arguments, values_from_args
 from tomolens.segment.predict import PREDICT_PARAMS, segment_tomogram
@@ -49,6 +50,8 @@ def _segment(args: argparse.Namespace) -> int:
         written.append(csv)
         print(f"{len(table)} instances: " + ", ".join(
             f"{n} {int((table['class_name'] == n).sum())}" for n in result.class_names[1:]))
+    written.append(write_provenance(stem.with_name(stem.name + "_labels"),
+                                    {"command": "segment", **params, **result.info}))
     print("voxels per class: " + ", ".join(f"{n} {c}" for n, c in counts.items()))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
@@ -57,7 +60,7 @@ def _segment(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="semantic segmentation: labels MRC (+ probabilities, instances)",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("tomogram", help="tomogram MRC (protein bright)")
+    p.add_argument("tomogram", help="tomogram MRC, either contrast (see --polarity)")
     p.add_argument("--out", required=True, help="output stem: writes STEM_labels.mrc (…)")
     p.add_argument("--voxel-size", type=float, default=None, help="voxel size in Å if the header lacks it")
     p.add_argument("--classes", default="", help="expected class names, comma-separated (refuses a model "

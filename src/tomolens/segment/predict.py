@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from tomolens.jobs import Progress, relay
 from tomolens.params import Param
+from tomolens.polarity import POLARITY_PARAM
 from tomolens.segment.cleanup import clean_classes
 from tomolens.segment.labels import LABEL_OFFSET
 
@@ -60,6 +61,7 @@ PREDICT_PARAMS = (
     Param("batch_size", 4, "Tiles per forward pass", min=1, advanced=True),
     Param("device", "auto", "Torch device", choices=("auto", "cpu", "cuda", "mps"), advanced=True),
     Param("threads", 0, "CPU threads for torch (0 = all cores but one)", min=0, advanced=True),
+    POLARITY_PARAM,
 )
 
 
@@ -75,12 +77,15 @@ class SegmentationResult:
         Class index per voxel after threshold and clean-up.
     class_names : list of str
     voxel_size_A : float or None
+    info : dict
+        Provenance: the model, the contrast polarity decision and the normalisation.
     """
 
     probabilities: np.ndarray
     classes: np.ndarray
     class_names: list[str]
     voxel_size_A: float | None
+    info: dict = field(default_factory=dict)
 
     @property
     def labels(self) -> np.ndarray:
@@ -92,7 +97,7 @@ class SegmentationResult:
         """The same probabilities with another threshold / clean-up (no network)."""
         classes = clean_classes(classes_from_probabilities(self.probabilities, threshold),
                                 len(self.class_names), min_size_voxels, max_hole_voxels)
-        return SegmentationResult(self.probabilities, classes, self.class_names, self.voxel_size_A)
+        return SegmentationResult(self.probabilities, classes, self.class_names, self.voxel_size_A, self.info)
 
 
 def classes_from_probabilities(probabilities: np.ndarray, threshold: float = 0.0) -> np.ndarray:
@@ -159,6 +164,8 @@ def predict_probabilities(
     device: str = "cpu",
     tta: bool = False,
     slice_smoothing: float = 1.0,
+    polarity: str = "auto",
+    info: dict | None = None,
 ) -> Generator[Progress, None, np.ndarray]:
     """Class probabilities of a tomogram (job).
 
@@ -186,25 +193,38 @@ def predict_probabilities(
         which keeps them summing to 1), so that neighbouring slices agree.  0 = off; ignored for
         3D models.  From 5 painted slices of validation tomograms 7100–7101, sigma 1 raised
         filament Dice by 0.01–0.03 and membrane by 0.00–0.04.
+    polarity : {"auto", "dark", "bright"}
+        The tomogram's contrast (:mod:`tomolens.polarity`); the input is inverted when it
+        differs from the model's.
+    info : dict, optional
+        Filled with the provenance: ``polarity`` (the decision) and ``normalisation``.
 
     Returns
     -------
     ndarray float32, shape (C, z, y, x)
     """
     from tomolens.models.tiling import allocate_output
-    from tomolens.preprocess import normalise
+    from tomolens.polarity import decide_polarity, model_polarity
+    from tomolens.preprocess import estimate_normalisation, normalisation_for_view
 
     if np.ndim(volume) != 3:
         raise ValueError(f"Segmentation needs a 3D tomogram; got shape {np.shape(volume)}.")
-    stats = normalise(volume)  # once: every view of the tomogram is normalised alike
     if slice_smoothing < 0:
         raise ValueError(f"slice_smoothing must be 0 (off) or a positive sigma in slices; got {slice_smoothing}.")
-    settings = (voxel_size_A, orthogonal, overlap, batch_size, device, stats, slice_smoothing)
+    decision = decide_polarity(volume, polarity, model_polarity(card), voxel_size_A)
+    yield Progress(0, 1, decision.message)
+    # once: every view of the tomogram is normalised alike
+    stats = estimate_normalisation(volume).inverted(decision.invert)
+    if info is not None:
+        info["polarity"] = decision.to_dict()
+        info["normalisation"] = stats.to_dict()
+    settings = (voxel_size_A, orthogonal, overlap, batch_size, device)
     if not tta:
-        return (yield from _predict_view(model, card, volume, *settings))
+        return (yield from _predict_view(model, card, volume, *settings, stats, slice_smoothing))
     total = allocate_output((len(card.classes), *np.shape(volume)))
     for i, (k, flip) in enumerate(TTA_TRANSFORMS):
-        job = _predict_view(model, card, _plane_transform(volume, k, flip), *settings)
+        view_stats = normalisation_for_view(stats, np.shape(volume), lambda a: _plane_transform(a, k, flip))
+        job = _predict_view(model, card, _plane_transform(volume, k, flip), *settings, view_stats, slice_smoothing)
         probs = yield from _staged(job, i, len(TTA_TRANSFORMS), f"view {i + 1} of {len(TTA_TRANSFORMS)}")
         total += _plane_transform(probs, k, flip, inverse=True)
         del probs
@@ -216,16 +236,17 @@ def _predict_view(model, card, volume, voxel_size_A, orthogonal, overlap, batch_
                   slice_smoothing=0.0) -> Generator[Progress, None, np.ndarray]:
     """:func:`predict_probabilities` of one view of the tomogram (no test-time augmentation)."""
     from tomolens.models.tiling import allocate_output, predict_tiled
+    from tomolens.preprocess import normalisation_for_view
 
     kind = model_kind_of(card)
     n_classes = len(card.classes)
     common = dict(overlap=overlap, batch_size=batch_size, device=device, out_channels=n_classes,
-                  activation="softmax", voxel_size_A=voxel_size_A, model_voxel_size_A=card.voxel_size_A,
-                  normalisation=stats)
+                  activation="softmax", voxel_size_A=voxel_size_A, model_voxel_size_A=card.voxel_size_A)
     if kind == "3d":
         m = model.size_multiple
         patch = tuple(min(2 * int(p), _round_up(n, m)) for p, n in zip(card.patch_size, volume.shape))
-        probs = yield from _staged(predict_tiled(model, volume, patch, **common), 0, 1, "3D tiles")
+        probs = yield from _staged(predict_tiled(model, volume, patch, **common, normalisation=stats), 0, 1,
+                                   "3D tiles")
         return probs
     from tomolens.segment.networks import SliceWise
 
@@ -238,8 +259,10 @@ def _predict_view(model, card, volume, voxel_size_A, orthogonal, overlap, batch_
     total = allocate_output((n_classes, *volume.shape))
     for stage, axis in enumerate(axes):
         view = np.moveaxis(volume, axis, 0)
+        view_stats = normalisation_for_view(stats, volume.shape, lambda a: np.moveaxis(a, axis, 0))
         patch = (1, *(min(256, _round_up(n, m)) for n in view.shape[1:]))
-        probs = yield from _staged(predict_tiled(wrapped, view, patch, **common, context=(context, 0, 0)),
+        probs = yield from _staged(predict_tiled(wrapped, view, patch, **common, normalisation=view_stats,
+                                                 context=(context, 0, 0)),
                                    stage, len(axes), f"slices along {'zyx'[axis]}")
         if slice_smoothing:
             _smooth_across_slices(probs, slice_smoothing)
@@ -279,13 +302,14 @@ def segment_tomogram(
     slice_smoothing: float = 1.0,
     class_names: Sequence[str] | None = None,
     threads: int = 0,
+    polarity: str = "auto",
 ) -> Generator[Progress, None, SegmentationResult]:
     """Segment a tomogram with a saved model (job).
 
     Parameters
     ----------
     volume : array, shape (z, y, x)
-        Tomogram, protein bright.
+        Tomogram, either contrast (see ``polarity``).
     voxel_size_A : float or None
         Its voxel size in Å (None: assume the model's).
     model : str
@@ -301,6 +325,8 @@ def segment_tomogram(
         Expected classes; a model with other classes is refused with a clear message.
     threads : int
         CPU threads for torch in the thread running the job (0 = all cores but one).
+    polarity : {"auto", "dark", "bright"}
+        The tomogram's contrast (:mod:`tomolens.polarity`); the decision is in ``result.info``.
 
     Returns
     -------
@@ -317,10 +343,12 @@ def segment_tomogram(
     if class_names is not None:
         check_model_classes(card, class_names)
     yield Progress(0, 1, f"loaded {card.name} ({', '.join(card.classes)})")
+    info: dict = {"model": card.name}
     probs = yield from predict_probabilities(net, card, volume, voxel_size_A, orthogonal or None, overlap,
-                                             batch_size, device, test_time_augmentation, slice_smoothing)
+                                             batch_size, device, test_time_augmentation, slice_smoothing,
+                                             polarity, info)
     result = SegmentationResult(probs, np.zeros(0, np.uint8), list(card.classes),
-                                voxel_size_A or card.voxel_size_A)
+                                voxel_size_A or card.voxel_size_A, info)
     result = result.reapply(threshold, min_size_voxels, max_hole_voxels)
     yield Progress(1, 1, "labels ready")
     return result

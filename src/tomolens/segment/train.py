@@ -141,6 +141,7 @@ def train_segmenter(
     flip_channels: bool | None = None,
     balance_classes: bool | None = None,
     cpu_precision: str = "auto",
+    polarity: str = "auto",
     name: str = "segment_user",
     training_command: str = "",
     training_data: str = "",
@@ -241,14 +242,21 @@ def train_segmenter(
     multiple = 2**depth
     if patch % multiple:
         raise ValueError(f"The patch edge {patch} must be divisible by 2**depth = {multiple}.")
-    checked = []
+    from tomolens.polarity import model_polarity, to_model_polarity
+
+    # the network sees its own contrast convention: the starting model's, or bright for new ones
+    net_polarity = model_polarity(start_card) if start_card is not None else "bright"
+    checked, decisions = [], []
     for vol, lab in volumes:
         if np.ndim(vol) != 3:
             raise ValueError(f"Segmentation trains on 3D tomograms; got shape {np.shape(vol)}.")
-        checked.append((np.asarray(vol, np.float32), check_painted_labels(lab, np.shape(vol), names)))
+        data, decision = to_model_polarity(vol, polarity, net_polarity, voxel_size_A)
+        decisions.append(decision.to_dict())
+        checked.append((data, check_painted_labels(lab, np.shape(vol), names)))
     hold_out = resolve_hold_out(hold_out, start_card is not None) if not val_volumes else "separate"
     if val_volumes:
-        val = [(np.asarray(v, np.float32), check_painted_labels(lab, np.shape(v), names)) for v, lab in val_volumes]
+        val = [(to_model_polarity(v, polarity, net_polarity, voxel_size_A)[0],
+                check_painted_labels(lab, np.shape(v), names)) for v, lab in val_volumes]
         train = checked
     elif hold_out == "none":
         train, val = checked, checked  # every painted voxel trains; "validation" then shows the fit
@@ -297,7 +305,7 @@ def train_segmenter(
     card = ModelCard(
         name=name, task="segment", architecture=architecture, arch_kwargs=arch_kwargs, classes=names,
         voxel_size_A=None if voxel_size_A is None else float(voxel_size_A), patch_size=card_patch,
-        normalisation="zscore", training_command=training_command,
+        normalisation="zscore", polarity=net_polarity, training_command=training_command,
         training_data=(training_data or (
             f"{len(checked)} painted tomogram(s) {[tuple(v.shape) for v, _ in checked]}; painted voxels per "
             f"class {painted_counts}; validation: "
@@ -316,6 +324,7 @@ def train_segmenter(
                **({"context_slices": context} if model_kind == "2d" else {}),
                "label_offset": LABEL_OFFSET, "dice_weight": dice_weight, "history": result.history,
                "training_patch": list(patch_size), "training_precision": result.precision,
+               "training_polarity": decisions,
                **({"start_from": {"name": start_card.name, "sha256": start_card.sha256}} if start_card else {})},
     )
     return TrainedSegmenter(result.model.cpu().eval(), card, result.history)
