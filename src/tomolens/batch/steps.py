@@ -141,7 +141,8 @@ def run_detect(ctx: TomogramContext, params: dict[str, Any]) -> Generator[Progre
     labels_path = write_mrc(ctx.output("_instances.mrc"), result.instances, result.voxel_size_A, is_labels=True,
                             labels=ctx.mrc_labels())
     star_path = write_coordinates(ctx.output("_detected.star"), result.particles, comment=ctx.star_comment())
-    return StepOutput([labels_path, star_path], {"particles": len(result.particles)})
+    return StepOutput([labels_path, star_path], {"particles": len(result.particles),
+                                                 "polarity": result.params["polarity_decision"]})
 
 
 def run_segment(ctx: TomogramContext, params: dict[str, Any]) -> Generator[Progress, None, StepOutput]:
@@ -154,7 +155,7 @@ def run_segment(ctx: TomogramContext, params: dict[str, Any]) -> Generator[Progr
     labels = (*ctx.mrc_labels()[:8], legend[:80])
     path = write_mrc(ctx.output("_labels.mrc"), result.labels, result.voxel_size_A, is_labels=True, labels=labels)
     counts = {n: int((result.classes == k).sum()) for k, n in enumerate(result.class_names)}
-    return StepOutput([path], {"voxels_per_class": counts})
+    return StepOutput([path], {"voxels_per_class": counts, "polarity": result.info["polarity"]})
 
 
 def _merge_features(table: ParticleTable, features: pd.DataFrame) -> ParticleTable:
@@ -177,11 +178,11 @@ def run_classify(ctx: TomogramContext, params: dict[str, Any]) -> Generator[Prog
         return StepOutput([], {"classified": 0})
     result = yield from classify_points(ctx.volume.data, table.coords_zyx, p["model"], ctx.voxel(),
                                         box_A=p["box_A"] or None, edge=p["edge"], batch_size=p["batch_size"],
-                                        device=p["device"])
+                                        device=p["device"], polarity=p["polarity"])
     ctx.particles = _merge_features(table, result.features)
     path = write_coordinates(ctx.output("_classified.star"), ctx.particles, comment=ctx.star_comment())
     counts = result.features["class"].astype(str).value_counts()
-    return StepOutput([path], {"classified": int(len(result.indices)),
+    return StepOutput([path], {"classified": int(len(result.indices)), "polarity": result.info["polarity"],
                                "classes": {str(k or "(skipped)"): int(v) for k, v in counts.items()}})
 
 
@@ -202,8 +203,9 @@ def run_subdivide(ctx: TomogramContext, params: dict[str, Any]) -> Generator[Pro
     ctx.particles = _merge_features(table, features)
     files = [write_coordinates(ctx.output("_subdivided.star"), ctx.particles, comment=ctx.star_comment())]
     for k, cube in result.averages.items():
-        files.append(write_mrc(ctx.output(f"_cluster_{k:02d}.mrc"), cube, ctx.voxel(), labels=ctx.mrc_labels()))
-    return StepOutput(files, {"clusters": int(result.clustering.n_clusters)})
+        files.append(write_mrc(ctx.output(f"_cluster_{k:02d}.mrc"), cube,
+                               result.info.get("model_voxel_size_A") or ctx.voxel(), labels=ctx.mrc_labels()))
+    return StepOutput(files, {"clusters": int(result.clustering.n_clusters), "polarity": result.info["polarity"]})
 
 
 def run_export(ctx: TomogramContext, params: dict[str, Any]) -> Generator[Progress, None, StepOutput]:
