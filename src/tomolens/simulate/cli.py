@@ -13,7 +13,7 @@ from typing import Any
 from tomolens.jobs import log_progress, run_job
 from tomolens.params import Param, add_arguments, values_from_args
 from tomolens.simulate.subtomograms import SubtomogramConfig, simulate_subtomograms
-from tomolens.simulate.tomogram import MODES, SimulationConfig, simulate_tomogram
+from tomolens.simulate.tomogram import MODES, POLARITIES, SimulationConfig, simulate_tomogram
 
 PARAMS = (
     Param("templates", "all", "Comma-separated phantom names or MRC paths; 'all' = every built-in phantom."),
@@ -32,6 +32,8 @@ PARAMS = (
     Param("n_membranes", 0, "Number of vesicles (lipid bilayer shells).", min=0, max=100),
     Param("n_filaments", 0, "Number of filaments (microtubule-like tubes and actin-like rods).", min=0, max=100),
     Param("seed", 0, "Random seed: the same seed gives the same tomogram.", min=0, max=2**31 - 1),
+    Param("polarity", "bright", "Contrast of dense matter in the tomogram: bright (inverted) or dark (raw cryo-ET).",
+          choices=POLARITIES),
     Param("mode", "tiltseries", "Image formation: tilt series + WBP, or the fast 3D Fourier filter.",
           choices=MODES, advanced=True),
     Param("voltage_kv", 300.0, "Acceleration voltage in kV.", min=60.0, max=1000.0, advanced=True),
@@ -77,7 +79,7 @@ def config_from_values(values: dict[str, Any]) -> SimulationConfig:
         voltage_kv=float(values["voltage_kv"]), cs_mm=float(values["cs_mm"]),
         amplitude_contrast=float(values["amplitude_contrast"]), b_factor_A2=float(values["b_factor_A2"]),
         n_membranes=int(values["n_membranes"]), n_filaments=int(values["n_filaments"]),
-        mode=str(values["mode"]), seed=int(values["seed"]),
+        mode=str(values["mode"]), seed=int(values["seed"]), polarity=str(values.get("polarity", "bright")),
     )
 
 

@@ -10,7 +10,9 @@ semantic and instance labels) -> image formation, either
   noise; ``snr`` is then **measured on the volume**.
 
 The tomogram is normalised to mean 0 and standard deviation 1, with protein BRIGHT
-(positive density gives higher values; the contrast inversion usual for cryo-ET).
+(positive density gives higher values; the contrast inversion usual for cryo-ET) for
+``polarity="bright"`` (the default), or negated for ``polarity="dark"``: dense matter dark,
+as in raw cryo-ET reconstructions.
 
 Instance ids: particles are 1..N in the order of ``particles`` (``instance_id`` column);
 membranes and filaments follow (N+1...); they are not in the particle table but listed
@@ -46,6 +48,8 @@ from tomolens.simulate.templates import Template, load_templates
 log = logging.getLogger(__name__)
 
 MODES = ("tiltseries", "fourier")
+#: "bright": dense matter positive (contrast-inverted); "dark": dense matter negative (raw cryo-ET).
+POLARITIES = ("bright", "dark")
 
 
 @dataclass
@@ -54,7 +58,8 @@ class SimulationConfig:
 
     ``templates`` None means all built-in phantoms; otherwise phantom names or MRC paths.
     ``n_particles`` None means "pack to ``volume_fraction``" (fraction of the volume in
-    particle masks).  ``snr`` may be ``math.inf`` (no noise).
+    particle masks).  ``snr`` may be ``math.inf`` (no noise).  ``polarity`` "bright" (dense
+    matter positive, the default) or "dark" (the normalised tomogram negated, as raw cryo-ET).
     """
 
     shape_zyx: tuple[int, int, int] = (64, 128, 128)
@@ -75,6 +80,7 @@ class SimulationConfig:
     mode: str = "tiltseries"
     seed: int = 0
     apply_ctf: bool = True
+    polarity: str = "bright"
 
     def check(self) -> None:
         """Raise ValueError naming the first bad setting and what to do."""
@@ -93,6 +99,9 @@ class SimulationConfig:
             raise ValueError(f"snr must be positive (or math.inf for no noise), got {self.snr}.")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}.")
+        if self.polarity not in POLARITIES:
+            raise ValueError(f"polarity must be one of {POLARITIES} (dense matter bright or dark), "
+                             f"got {self.polarity!r}.")
         if self.n_membranes < 0 or self.n_filaments < 0:
             raise ValueError("n_membranes and n_filaments must be 0 or more.")
         tilt_angles(self.tilt_range_deg, self.tilt_step_deg)
@@ -117,7 +126,7 @@ class SimulatedTomogram:
     Attributes
     ----------
     tomogram : ndarray float32 (z, y, x)
-        Normalised (mean 0, std 1), protein bright.
+        Normalised (mean 0, std 1), protein bright (negated when ``config.polarity`` is "dark").
     semantic : ndarray uint8 (z, y, x)
         0 background, i = ``class_names[i]``.
     instances : ndarray uint32 (z, y, x)
@@ -281,6 +290,8 @@ def simulate_tomogram(cfg: SimulationConfig) -> Generator[Progress, None, Simula
     mean, std = float(tomo.mean(dtype=np.float64)), float(tomo.std(dtype=np.float64))
     tomo -= np.float32(mean)
     tomo /= np.float32(std if std > 0 else 1.0)
+    if cfg.polarity == "dark":
+        np.negative(tomo, out=tomo)
     table = _particle_table(scene, templates, cfg.voxel_size_A)
     fraction = float(sum(p["mask_voxels"] for p in scene.particles)) / float(np.prod(cfg.shape_zyx))
     log.info("simulated %s: %d particles, volume fraction %.3f, SNR %.4g on the %s",
