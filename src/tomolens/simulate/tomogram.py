@@ -42,7 +42,14 @@ from tomolens.simulate.imaging import (
     fourier_image,
     tilt_angles,
 )
-from tomolens.simulate.scene import Scene, add_filaments, add_vesicles, check_packing_request, pack_particles
+from tomolens.simulate.scene import (
+    Scene,
+    add_filaments,
+    add_vesicles,
+    check_packing_request,
+    pack_particles,
+    renumber_particles_first,
+)
 from tomolens.simulate.templates import Template, load_templates
 
 log = logging.getLogger(__name__)
@@ -219,17 +226,7 @@ def build_scene(cfg: SimulationConfig, templates: list[Template], rng: np.random
         add_filaments(scene, cfg.n_filaments, cfg.voxel_size_A, filament_class, rng)
     yield from pack_particles(scene, templates, rng, cfg.n_particles,
                               None if cfg.n_particles is not None else cfg.volume_fraction)
-    # particles first (1..N), then membranes and filaments (N+1..)
-    n_struct, n_part = len(scene.structures), len(scene.particles)
-    if n_struct:
-        lut = np.zeros(n_struct + n_part + 1, np.uint32)
-        lut[n_struct + 1:] = np.arange(1, n_part + 1)
-        lut[1:n_struct + 1] = np.arange(n_part + 1, n_part + n_struct + 1)
-        scene.instances = lut[scene.instances]
-        for p in scene.particles:
-            p["instance_id"] = int(lut[p["instance_id"]])
-        for s in scene.structures:
-            s["instance_id"] = int(lut[s["instance_id"]])
+    renumber_particles_first(scene)
     return scene, class_names
 
 
