@@ -167,9 +167,10 @@ class SimulatedTomogram:
     structures: pd.DataFrame = field(default_factory=pd.DataFrame)
     volume_fraction: float = 0.0
 
-    def save(self, out_dir: str | os.PathLike) -> dict[str, Path]:
+    def save(self, out_dir: str | os.PathLike, extra_metadata: dict | None = None) -> dict[str, Path]:
         """Write tomogram.mrc, semantic.mrc, instances.mrc (labels), particles.star,
-        particles.csv and config.json into ``out_dir``; returns {name: path}."""
+        particles.csv and config.json (with ``extra_metadata`` merged in) into ``out_dir``;
+        returns {name: path}."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         vs = self.voxel_size_A
@@ -184,6 +185,7 @@ class SimulatedTomogram:
         }
         meta = {
             "config": self.config.to_dict(),
+            "polarity": getattr(self.config, "polarity", "bright"),
             "class_names": self.class_names,
             "measured_snr": None if math.isinf(self.measured_snr) else self.measured_snr,
             "snr_domain": self.snr_domain,
@@ -191,6 +193,7 @@ class SimulatedTomogram:
             "n_particles": len(self.particles),
             "structures": self.structures.to_dict(orient="records"),
             "tilt_angles_deg": [float(a) for a in self.tilt_angles_deg],
+            **(extra_metadata or {}),
         }
         with atomic_path(out / "config.json") as tmp:
             tmp.write_text(json.dumps(meta, indent=2))
