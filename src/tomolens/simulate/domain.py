@@ -361,11 +361,18 @@ def shifted_domain_config(seed: int = 0, shape_zyx=(64, 256, 256),
 
 
 def outside_training(cfg: DomainConfig, ranges: DomainRanges = TRAINING_RANGES) -> dict[str, bool]:
-    """For each shifted setting, whether ``cfg`` lies outside the training ``ranges``."""
-    return {
+    """For each shifted setting, whether ``cfg`` lies outside the training ``ranges``.
+
+    ``map_names`` and ``pseudo_families`` are only listed when ``cfg`` uses maps or
+    pseudo-proteins; they count as outside when none of them is used in training.
+    """
+    out = {
         "reconstruction": cfg.reconstruction not in ranges.reconstructions,
         "tilt_range_deg": not ranges.tilt_range_deg[0] <= cfg.tilt_range_deg <= ranges.tilt_range_deg[1],
         "voxel_size_A": not ranges.voxel_size_A[0] <= cfg.voxel_size_A <= ranges.voxel_size_A[1],
-        "map_names": not set(cfg.map_names) & set(ranges.map_names),
-        "pseudo_families": not {s.family for s in cfg.pseudoproteins} & set(ranges.pseudo_families),
     }
+    if cfg.map_names:
+        out["map_names"] = not set(cfg.map_names) & set(ranges.map_names)
+    if cfg.pseudoproteins:
+        out["pseudo_families"] = not {s.family for s in cfg.pseudoproteins} & set(ranges.pseudo_families)
+    return out

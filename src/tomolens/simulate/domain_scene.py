@@ -145,6 +145,8 @@ def _add_filaments(scene: Scene, cfg: DomainConfig, rng, voxel_A: float) -> None
                         placed.append((scene.structures[-1]["instance_id"], p))
                 if placed:
                     break
+            else:
+                log.info("a %s found no free path in 10 tries; left out", kind)
             if kind == "actin" and placed and rng.random() < cfg.branch_probability:
                 mother_id, mother = placed[0]
                 start, direction = branch_start(mother, rng)

@@ -53,7 +53,8 @@ class Scene:
 
 def renumber_particles_first(scene: Scene) -> None:
     """Renumber instances in place: particles 1..N (in ``scene.particles`` order), then the
-    structures N+1.. (in ``scene.structures`` order), whatever order they were placed in."""
+    structures N+1.. (in ``scene.structures`` order), whatever order they were placed in.
+    References to other objects in the records (``anchored_to``, ``branch_of``) follow."""
     n_struct, n_part = len(scene.structures), len(scene.particles)
     objects = scene.structures + scene.particles
     lut = np.zeros(max([o["instance_id"] for o in objects], default=0) + 1, np.uint32)
@@ -65,6 +66,9 @@ def renumber_particles_first(scene: Scene) -> None:
     scene.instances = lut[scene.instances]
     for obj, new in zip(objects, new_ids):
         obj["instance_id"] = int(new)
+        for ref in ("anchored_to", "branch_of"):
+            if obj.get(ref):
+                obj[ref] = int(lut[obj[ref]])
 
 
 # ----------------------------------------------------------------------------- membranes
