@@ -1,19 +1,23 @@
-"""CLI: ``tomolens simulate`` and ``tomolens simulate-subtomograms``; shared PARAMS.
+"""CLI: ``tomolens simulate``, ``tomolens simulate-dataset`` and ``tomolens
+simulate-subtomograms``; shared PARAMS.
 
 The same :data:`PARAMS` tuple builds the CLI options and the "Simulate" dock widget.
+``tomolens simulate --domain randomised|shifted`` draws every setting from the seed
+(:mod:`tomolens.simulate.domain`); only ``--size-*``, ``--seed`` and ``--maps-dir`` apply.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 from tomolens.jobs import log_progress, run_job
 from tomolens.params import Param, add_arguments, values_from_args
 from tomolens.simulate.subtomograms import SubtomogramConfig, simulate_subtomograms
-from tomolens.simulate.tomogram import MODES, SimulationConfig, simulate_tomogram
+from tomolens.simulate.tomogram import MODES, POLARITIES, SimulationConfig, simulate_tomogram
 
 PARAMS = (
     Param("templates", "all", "Comma-separated phantom names or MRC paths; 'all' = every built-in phantom."),
@@ -32,6 +36,8 @@ PARAMS = (
     Param("n_membranes", 0, "Number of vesicles (lipid bilayer shells).", min=0, max=100),
     Param("n_filaments", 0, "Number of filaments (microtubule-like tubes and actin-like rods).", min=0, max=100),
     Param("seed", 0, "Random seed: the same seed gives the same tomogram.", min=0, max=2**31 - 1),
+    Param("polarity", "bright", "Contrast of dense matter in the tomogram: bright (inverted) or dark (raw cryo-ET).",
+          choices=POLARITIES),
     Param("mode", "tiltseries", "Image formation: tilt series + WBP, or the fast 3D Fourier filter.",
           choices=MODES, advanced=True),
     Param("voltage_kv", 300.0, "Acceleration voltage in kV.", min=60.0, max=1000.0, advanced=True),
@@ -57,6 +63,13 @@ SUBTOMO_PARAMS = (
 )
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def parse_templates(text: str | None) -> list[str] | None:
     """'all' or '' -> None (all phantoms); otherwise a list of names/paths."""
     if text is None or str(text).strip().lower() in ("", "all"):
@@ -77,7 +90,7 @@ def config_from_values(values: dict[str, Any]) -> SimulationConfig:
         voltage_kv=float(values["voltage_kv"]), cs_mm=float(values["cs_mm"]),
         amplitude_contrast=float(values["amplitude_contrast"]), b_factor_A2=float(values["b_factor_A2"]),
         n_membranes=int(values["n_membranes"]), n_filaments=int(values["n_filaments"]),
-        mode=str(values["mode"]), seed=int(values["seed"]),
+        mode=str(values["mode"]), seed=int(values["seed"]), polarity=str(values.get("polarity", "bright")),
     )
 
 
@@ -88,14 +101,61 @@ def _parse_snrs(text: str) -> tuple[float, ...]:
         raise ValueError(f"snrs must be comma-separated numbers or 'inf', got {text!r}.") from err
 
 
+#: PARAMS that apply with ``--domain`` (everything else is drawn from the seed).
+DOMAIN_PARAMS = ("size_x", "size_y", "size_z", "seed")
+
+
+def _domain_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--maps-dir", default="auto",
+                   help="folder of maps_10A/*.mrc for domain mode; 'auto' = $TOMOLENS_MAPS_DIR or ../shared/data/"
+                        "maps_10A if present; 'none' = pseudo-proteins only")
+
+
+def _maps_dir(text: str):
+    return None if str(text).lower() == "none" else text
+
+
+def _simulate_domain(args: argparse.Namespace, values: dict) -> int:
+    from tomolens.simulate.domain_dataset import domain_config, domain_metadata
+    from tomolens.simulate.domain_scene import simulate_domain_tomogram
+
+    changed = [p.name for p in PARAMS if p.name not in DOMAIN_PARAMS and values[p.name] != p.default]
+    if changed:
+        print(f"tomolens simulate: error: --domain draws every setting from the seed; do not also give "
+              f"{', '.join('--' + c.replace('_', '-') for c in changed)}.", file=sys.stderr)
+        return 2
+    shape = (int(values["size_z"]), int(values["size_y"]), int(values["size_x"]))
+    cfg = domain_config(args.domain, int(values["seed"]), shape, _maps_dir(args.maps_dir))
+    sim = run_job(simulate_domain_tomogram(cfg), on_progress=log_progress)
+    paths = sim.save(args.out, domain_metadata(args.domain, cfg))
+    print(f"{args.domain} domain tomogram {shape} at {cfg.voxel_size_A} Å ({cfg.polarity}, {cfg.reconstruction}): "
+          f"{len(sim.particles)} particles, {len(sim.structures)} structures")
+    for name, path in paths.items():
+        print(f"{name:15s} {path}")
+    return 0
+
+
 def _simulate(args: argparse.Namespace) -> int:
-    cfg = config_from_values(values_from_args(args, PARAMS))
+    values = values_from_args(args, PARAMS)
+    if args.domain:
+        return _simulate_domain(args, values)
+    cfg = config_from_values(values)
     sim = run_job(simulate_tomogram(cfg), on_progress=log_progress)
     paths = sim.save(args.out)
     print(f"{len(sim.particles)} particles, volume fraction {sim.volume_fraction:.3f}, "
           f"measured SNR {sim.measured_snr:.4g} (on the {sim.snr_domain})")
     for name, path in paths.items():
         print(f"{name:15s} {path}")
+    return 0
+
+
+def _simulate_dataset(args: argparse.Namespace) -> int:
+    from tomolens.simulate.domain_dataset import write_domain_dataset
+
+    shape = (args.size_z, args.size_y, args.size_x)
+    path = run_job(write_domain_dataset(args.out, args.n, args.first_seed, args.domain, shape,
+                                        _maps_dir(args.maps_dir)), on_progress=log_progress)
+    print(f"{args.n} {args.domain} tomograms, manifest {path}")
     return 0
 
 
@@ -116,8 +176,24 @@ def _simulate_subtomograms(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="simulate a crowded tomogram with ground-truth labels and particles")
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--domain", choices=("randomised", "shifted"), default=None,
+                   help="domain-randomised training tomogram, or a shifted-domain test tomogram (settings outside "
+                        "the training ranges); every setting is drawn from --seed")
+    _domain_arguments(p)
     add_arguments(p, PARAMS)
     p.set_defaults(func=_simulate)
+
+    p = sub.add_parser("simulate-dataset",
+                       help="write N domain-randomised (or shifted-domain) tomograms and a manifest.json")
+    p.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
+    p.add_argument("--domain", choices=("randomised", "shifted"), default="randomised",
+                   help="training set (randomised) or test set (shifted); use disjoint seeds for the two")
+    p.add_argument("--n", type=_positive_int, required=True, help="number of tomograms")
+    p.add_argument("--first-seed", type=int, default=0, help="seed of the first tomogram; the others follow")
+    for axis, default in (("z", 64), ("y", 256), ("x", 256)):
+        p.add_argument(f"--size-{axis}", type=_positive_int, default=default, help=f"tomogram size along {axis}")
+    _domain_arguments(p)
+    p.set_defaults(func=_simulate_dataset)
 
     p = sub.add_parser("simulate-subtomograms",
                        help="simulate a labelled subtomogram dataset (train/val/test per SNR)")

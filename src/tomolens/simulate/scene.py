@@ -51,6 +51,26 @@ class Scene:
         return cls(np.zeros(shape, np.float32), np.zeros(shape, np.uint8), np.zeros(shape, np.uint32))
 
 
+def renumber_particles_first(scene: Scene) -> None:
+    """Renumber instances in place: particles 1..N (in ``scene.particles`` order), then the
+    structures N+1.. (in ``scene.structures`` order), whatever order they were placed in.
+    References to other objects in the records (``anchored_to``, ``branch_of``) follow."""
+    n_struct, n_part = len(scene.structures), len(scene.particles)
+    objects = scene.structures + scene.particles
+    lut = np.zeros(max([o["instance_id"] for o in objects], default=0) + 1, np.uint32)
+    new_ids = list(range(n_part + 1, n_part + n_struct + 1)) + list(range(1, n_part + 1))
+    if all(obj["instance_id"] == new for obj, new in zip(objects, new_ids)):
+        return
+    for obj, new in zip(objects, new_ids):
+        lut[obj["instance_id"]] = new
+    scene.instances = lut[scene.instances]
+    for obj, new in zip(objects, new_ids):
+        obj["instance_id"] = int(new)
+        for ref in ("anchored_to", "branch_of"):
+            if obj.get(ref):
+                obj[ref] = int(lut[obj[ref]])
+
+
 # ----------------------------------------------------------------------------- membranes
 def add_vesicles(scene: Scene, n: int, voxel_size_A: float, class_index: int, rng: np.random.Generator,
                  radius_range_A=(150.0, 400.0), bilayer_spacing_A: float = 40.0,

@@ -10,7 +10,9 @@ semantic and instance labels) -> image formation, either
   noise; ``snr`` is then **measured on the volume**.
 
 The tomogram is normalised to mean 0 and standard deviation 1, with protein BRIGHT
-(positive density gives higher values; the contrast inversion usual for cryo-ET).
+(positive density gives higher values; the contrast inversion usual for cryo-ET) for
+``polarity="bright"`` (the default), or negated for ``polarity="dark"``: dense matter dark,
+as in raw cryo-ET reconstructions.
 
 Instance ids: particles are 1..N in the order of ``particles`` (``instance_id`` column);
 membranes and filaments follow (N+1...); they are not in the particle table but listed
@@ -40,12 +42,21 @@ from tomolens.simulate.imaging import (
     fourier_image,
     tilt_angles,
 )
-from tomolens.simulate.scene import Scene, add_filaments, add_vesicles, check_packing_request, pack_particles
+from tomolens.simulate.scene import (
+    Scene,
+    add_filaments,
+    add_vesicles,
+    check_packing_request,
+    pack_particles,
+    renumber_particles_first,
+)
 from tomolens.simulate.templates import Template, load_templates
 
 log = logging.getLogger(__name__)
 
 MODES = ("tiltseries", "fourier")
+#: "bright": dense matter positive (contrast-inverted); "dark": dense matter negative (raw cryo-ET).
+POLARITIES = ("bright", "dark")
 
 
 @dataclass
@@ -54,7 +65,8 @@ class SimulationConfig:
 
     ``templates`` None means all built-in phantoms; otherwise phantom names or MRC paths.
     ``n_particles`` None means "pack to ``volume_fraction``" (fraction of the volume in
-    particle masks).  ``snr`` may be ``math.inf`` (no noise).
+    particle masks).  ``snr`` may be ``math.inf`` (no noise).  ``polarity`` "bright" (dense
+    matter positive, the default) or "dark" (the normalised tomogram negated, as raw cryo-ET).
     """
 
     shape_zyx: tuple[int, int, int] = (64, 128, 128)
@@ -75,6 +87,7 @@ class SimulationConfig:
     mode: str = "tiltseries"
     seed: int = 0
     apply_ctf: bool = True
+    polarity: str = "bright"
 
     def check(self) -> None:
         """Raise ValueError naming the first bad setting and what to do."""
@@ -93,6 +106,9 @@ class SimulationConfig:
             raise ValueError(f"snr must be positive (or math.inf for no noise), got {self.snr}.")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}.")
+        if self.polarity not in POLARITIES:
+            raise ValueError(f"polarity must be one of {POLARITIES} (dense matter bright or dark), "
+                             f"got {self.polarity!r}.")
         if self.n_membranes < 0 or self.n_filaments < 0:
             raise ValueError("n_membranes and n_filaments must be 0 or more.")
         tilt_angles(self.tilt_range_deg, self.tilt_step_deg)
@@ -117,7 +133,7 @@ class SimulatedTomogram:
     Attributes
     ----------
     tomogram : ndarray float32 (z, y, x)
-        Normalised (mean 0, std 1), protein bright.
+        Normalised (mean 0, std 1), protein bright (negated when ``config.polarity`` is "dark").
     semantic : ndarray uint8 (z, y, x)
         0 background, i = ``class_names[i]``.
     instances : ndarray uint32 (z, y, x)
@@ -151,9 +167,10 @@ class SimulatedTomogram:
     structures: pd.DataFrame = field(default_factory=pd.DataFrame)
     volume_fraction: float = 0.0
 
-    def save(self, out_dir: str | os.PathLike) -> dict[str, Path]:
+    def save(self, out_dir: str | os.PathLike, extra_metadata: dict | None = None) -> dict[str, Path]:
         """Write tomogram.mrc, semantic.mrc, instances.mrc (labels), particles.star,
-        particles.csv and config.json into ``out_dir``; returns {name: path}."""
+        particles.csv and config.json (with ``extra_metadata`` merged in) into ``out_dir``;
+        returns {name: path}."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         vs = self.voxel_size_A
@@ -168,6 +185,7 @@ class SimulatedTomogram:
         }
         meta = {
             "config": self.config.to_dict(),
+            "polarity": getattr(self.config, "polarity", "bright"),
             "class_names": self.class_names,
             "measured_snr": None if math.isinf(self.measured_snr) else self.measured_snr,
             "snr_domain": self.snr_domain,
@@ -175,6 +193,7 @@ class SimulatedTomogram:
             "n_particles": len(self.particles),
             "structures": self.structures.to_dict(orient="records"),
             "tilt_angles_deg": [float(a) for a in self.tilt_angles_deg],
+            **(extra_metadata or {}),
         }
         with atomic_path(out / "config.json") as tmp:
             tmp.write_text(json.dumps(meta, indent=2))
@@ -210,17 +229,7 @@ def build_scene(cfg: SimulationConfig, templates: list[Template], rng: np.random
         add_filaments(scene, cfg.n_filaments, cfg.voxel_size_A, filament_class, rng)
     yield from pack_particles(scene, templates, rng, cfg.n_particles,
                               None if cfg.n_particles is not None else cfg.volume_fraction)
-    # particles first (1..N), then membranes and filaments (N+1..)
-    n_struct, n_part = len(scene.structures), len(scene.particles)
-    if n_struct:
-        lut = np.zeros(n_struct + n_part + 1, np.uint32)
-        lut[n_struct + 1:] = np.arange(1, n_part + 1)
-        lut[1:n_struct + 1] = np.arange(n_part + 1, n_part + n_struct + 1)
-        scene.instances = lut[scene.instances]
-        for p in scene.particles:
-            p["instance_id"] = int(lut[p["instance_id"]])
-        for s in scene.structures:
-            s["instance_id"] = int(lut[s["instance_id"]])
+    renumber_particles_first(scene)
     return scene, class_names
 
 
@@ -281,6 +290,8 @@ def simulate_tomogram(cfg: SimulationConfig) -> Generator[Progress, None, Simula
     mean, std = float(tomo.mean(dtype=np.float64)), float(tomo.std(dtype=np.float64))
     tomo -= np.float32(mean)
     tomo /= np.float32(std if std > 0 else 1.0)
+    if cfg.polarity == "dark":
+        np.negative(tomo, out=tomo)
     table = _particle_table(scene, templates, cfg.voxel_size_A)
     fraction = float(sum(p["mask_voxels"] for p in scene.particles)) / float(np.prod(cfg.shape_zyx))
     log.info("simulated %s: %d particles, volume fraction %.3f, SNR %.4g on the %s",
