@@ -44,6 +44,27 @@ def register_train_args(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--segment-test-snr", default="0.05,0.03", help="SNRs of the held-out tomograms")
     group.add_argument("--segment-sim-cache", default="", metavar="DIR",
                        help="cache simulated tomograms here (deterministic in their seed)")
+    group.add_argument("--domain-data", default="", metavar="DIR",
+                       help="train on a domain-randomised dataset folder ('tomolens simulate-dataset'): complete "
+                            "labels, classes " + ", ".join(_domain_classes()) + ", rescaled to --sim-voxel-size-A")
+    group.add_argument("--domain-val", default="", metavar="DIR",
+                       help="validation dataset folder for --domain-data (other seeds; used to choose the epoch)")
+    group.add_argument("--domain-limit", type=int, default=0, metavar="N",
+                       help="read only the first N tomograms of --domain-data (0 = all)")
+
+
+def _domain_classes() -> tuple[str, ...]:
+    from tomolens.simulate.domain import DOMAIN_CLASSES
+
+    return DOMAIN_CLASSES
+
+
+def _domain_pairs(folder: str, voxel_size_A: float, limit: int = 0):
+    """(volumes, [(tomogram, dense labels)]) of a dataset folder at the model's voxel size (bright)."""
+    from tomolens.models.domain_data import load_domain_volumes
+
+    volumes = load_domain_volumes(folder, voxel_size_A, limit)
+    return volumes, [(v.tomogram, v.semantic.astype(np.int16) + LABEL_OFFSET) for v in volumes]
 
 
 def _simulated(args: argparse.Namespace, count: int, first_seed: int, snrs: Sequence[float]):
@@ -83,6 +104,24 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         voxel = set()
     sim_data = ""
+    domain_extra = {}
+    if args.domain_data:
+        from tomolens.models.domain_data import dataset_summary, read_manifest
+
+        if args.tomograms or args.sim_train:
+            raise ValueError("--domain-data trains on a dataset folder alone; leave out --tomograms and --sim-train.")
+        if not args.domain_val:
+            raise ValueError("Give --domain-val DIR (a validation dataset with other seeds) with --domain-data.")
+        names = list(_domain_classes())
+        volumes, train = _domain_pairs(args.domain_data, args.sim_voxel_size_A, args.domain_limit)
+        val_volumes, val = _domain_pairs(args.domain_val, args.sim_voxel_size_A)
+        if {v.seed for v in volumes} & {v.seed for v in val_volumes}:
+            raise ValueError("--domain-data and --domain-val share seeds; validation must be other tomograms.")
+        voxel.add(round(args.sim_voxel_size_A, 3))
+        sim_data = (dataset_summary(args.domain_data, volumes) + "; validation "
+                    + dataset_summary(args.domain_val, val_volumes))
+        domain_extra = {"training_ranges": read_manifest(args.domain_data).get("training_ranges", {}),
+                        "training_seeds": [v.seed for v in volumes], "validation_seeds": [v.seed for v in val_volumes]}
     if args.sim_train:
         names = list(DEFAULT_CLASSES)
         snrs = _snrs(args.sim_snr)
@@ -119,6 +158,7 @@ def run_train(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint or str(Path(args.out).with_suffix(".ckpt")), resume=args.resume,
         max_minutes=args.max_minutes or None, cpu_precision=args.cpu_precision, name=Path(args.out).stem,
         training_command=command_line(args), training_data=sim_data or f"files {args.tomograms}",
+        polarity="bright" if args.domain_data else "auto",
     )
     trained = run_job(job, on_progress=lambda p: p.info and print(
         f"epoch {p.info['epoch']:3d}  loss {p.info['loss']:.4f}  {'fit' if p.info.get('val_is_fit') else 'val'} "
@@ -127,6 +167,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.segment_test and args.sim_train:
         trained.card.metrics["held_out_dice"] = held_out_dice(trained, args)
         print(f"held-out Dice: {trained.card.metrics['held_out_dice']}")
+    trained.card.extra.update(domain_extra)
     weights = save_segmenter(trained, args.out)
     print(f"wrote {weights} and {weights.with_suffix('.json')}")
     return 0

@@ -1,0 +1,115 @@
+"""Training volumes from a domain-randomised dataset folder (``tomolens simulate-dataset``).
+
+A dataset folder holds ``manifest.json`` and one ``tomo_<seed>/`` folder per tomogram
+(tomogram.mrc, semantic.mrc, instances.mrc, particles.csv, config.json).  Its tomograms come
+at many voxel sizes (5–20 Å) and both contrast polarities; a model trains at one voxel size
+in the bright convention, so :func:`load_domain_volumes` brings every tomogram to the model's
+voxel size with :func:`tomolens.models.tiling.rescale_volume` (the resampling that inference
+applies to a user's tomogram, so training sees the same blur) and labels nearest-neighbour,
+and negates the dark ones (their polarity is known from the simulation: no guessing).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DomainVolume:
+    """One dataset tomogram at the model's voxel size.
+
+    Attributes
+    ----------
+    tomogram : ndarray float32 (z, y, x)
+        Bright convention, not normalised (the trainer z-scores).
+    semantic, instances : ndarray (z, y, x)
+        Labels on the same grid (uint8 classes, uint32 instances).
+    particle_ids : ndarray int64
+        Instance ids of the macromolecules (the detector's particles).
+    seed : int
+    source_voxel_size_A : float
+    """
+
+    tomogram: np.ndarray
+    semantic: np.ndarray
+    instances: np.ndarray
+    particle_ids: np.ndarray
+    seed: int
+    source_voxel_size_A: float
+
+
+def read_manifest(folder: str | os.PathLike) -> dict:
+    """The dataset's manifest, with a clear error when the folder is not a dataset."""
+    path = Path(folder) / "manifest.json"
+    if not path.is_file():
+        raise ValueError(f"{folder} is not a tomolens dataset (no manifest.json); make one with "
+                         "'tomolens simulate-dataset --out DIR --n N'.")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}).") from err
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("tomograms"), list) or not manifest["tomograms"]:
+        raise ValueError(f"{path} lists no tomograms.")
+    return manifest
+
+
+def load_domain_volumes(folder: str | os.PathLike, voxel_size_A: float, limit: int = 0) -> list[DomainVolume]:
+    """Every tomogram of a dataset folder, at ``voxel_size_A`` and bright (module docstring).
+
+    Parameters
+    ----------
+    folder : path
+        Dataset folder with ``manifest.json``.
+    voxel_size_A : float
+        The model's voxel size.
+    limit : int
+        Read only the first ``limit`` tomograms (0 = all).
+    """
+    from tomolens.io.mrc import read_mrc
+    from tomolens.models.tiling import rescale_labels, rescale_volume
+
+    if not (np.isfinite(voxel_size_A) and voxel_size_A > 0):
+        raise ValueError(f"The model's voxel size must be a positive number of Å; got {voxel_size_A}.")
+    manifest = read_manifest(folder)
+    entries = manifest["tomograms"][:limit] if limit else manifest["tomograms"]
+    out = []
+    for entry in entries:
+        sub = Path(folder) / str(entry["folder"])
+        config = json.loads((sub / "config.json").read_text())
+        polarity = config.get("polarity") or config.get("config", {}).get("polarity", "bright")
+        vol = read_mrc(sub / "tomogram.mrc")
+        source_vs = float(vol.voxel_size_A[-1]) if vol.voxel_size_A else float(entry["config"]["voxel_size_A"])
+        data = np.asarray(vol.data, np.float32)
+        if polarity == "dark":
+            data = -data
+        zoom = source_vs / voxel_size_A
+        tomo = rescale_volume(data, zoom) if abs(zoom - 1) > 0.01 else data
+        semantic = rescale_labels(np.asarray(read_mrc(sub / "semantic.mrc").data), tomo.shape)
+        instances = rescale_labels(np.asarray(read_mrc(sub / "instances.mrc").data), tomo.shape)
+        ids = np.array([], np.int64)
+        if (sub / "particles.csv").is_file():
+            import pandas as pd
+
+            table = pd.read_csv(sub / "particles.csv")
+            if "instance_id" in table:
+                ids = table["instance_id"].to_numpy(np.int64)
+        out.append(DomainVolume(tomo, semantic, instances, ids, int(entry["seed"]), source_vs))
+        log.info("dataset tomogram %s: %g Å %s -> %s at %g Å", sub.name, source_vs, polarity, tomo.shape, voxel_size_A)
+    return out
+
+
+def dataset_summary(folder: str | os.PathLike, volumes: list[DomainVolume]) -> str:
+    """One line for a model card's ``training_data``."""
+    manifest = read_manifest(folder)
+    seeds = [v.seed for v in volumes]
+    return (f"domain-randomised dataset {Path(folder).name} ({manifest.get('domain', '?')}), {len(volumes)} tomograms, "
+            f"seeds {min(seeds)}..{max(seeds)}, source voxel sizes {min(v.source_voxel_size_A for v in volumes):g}-"
+            f"{max(v.source_voxel_size_A for v in volumes):g} Å; ranges in extra.training_ranges")
