@@ -75,11 +75,23 @@ def main(which: list[str]) -> None:
 
     show_layer_particles(viewer, viewer.layers["sample particles"])  # as the workbench does
     if "tomogram" in which:
+        # as a user has it: the raw (dark) contrast, measured by the widget, seen through a slab mean
+        raw = viewer.add_image(-tomo.data, name="sample tomogram (raw, dark)", scale=tomo.scale, units=tomo.units,
+                               contrast_limits=tuple(-c for c in reversed(tomo.contrast_limits)))
+        only(viewer, [raw.name])
         widget = TomogramWidget(viewer)
         d = add_dock(viewer, widget, "Tomogram")
-        widget.layer_picker.value = tomo
+        widget.layer_picker.value = raw
+        wait_for(widget.contrast_runner)
+        widget.display_filter.value = "slab mean"
+        widget.slab_slices.value = 5
+        widget.apply_display_filter()
         wait_for(widget.runner)
         shoot(viewer, "tomogram")
+        widget.display_filter.value = "none"
+        widget.apply_display_filter()
+        viewer.layers.remove(raw)
+        only(viewer, [tomo.name, "sample particles"])
         viewer.window.remove_dock_widget(d)
     if "detect" in which:
         widget = DetectWidget(viewer)

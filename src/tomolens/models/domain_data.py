@@ -106,10 +106,12 @@ def load_domain_volumes(folder: str | os.PathLike, voxel_size_A: float, limit: i
     return out
 
 
-def dataset_summary(folder: str | os.PathLike, volumes: list[DomainVolume]) -> str:
-    """One line for a model card's ``training_data``."""
-    manifest = read_manifest(folder)
+def dataset_summary(folders, volumes: list[DomainVolume]) -> str:
+    """One line for a model card's ``training_data`` (``folders``: one path or several)."""
+    folders = [folders] if isinstance(folders, (str, os.PathLike)) else list(folders)
+    domains = sorted({str(read_manifest(f).get("domain", "?")) for f in folders})
     seeds = [v.seed for v in volumes]
-    return (f"domain-randomised dataset {Path(folder).name} ({manifest.get('domain', '?')}), {len(volumes)} tomograms, "
+    names = ", ".join(Path(f).name for f in folders)
+    return (f"domain-randomised dataset {names} ({'/'.join(domains)}), {len(volumes)} tomograms, "
             f"seeds {min(seeds)}..{max(seeds)}, source voxel sizes {min(v.source_voxel_size_A for v in volumes):g}-"
             f"{max(v.source_voxel_size_A for v in volumes):g} Å; ranges in extra.training_ranges")

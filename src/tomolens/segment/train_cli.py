@@ -44,13 +44,13 @@ def register_train_args(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--segment-test-snr", default="0.05,0.03", help="SNRs of the held-out tomograms")
     group.add_argument("--segment-sim-cache", default="", metavar="DIR",
                        help="cache simulated tomograms here (deterministic in their seed)")
-    group.add_argument("--domain-data", default="", metavar="DIR",
-                       help="train on a domain-randomised dataset folder ('tomolens simulate-dataset'): complete "
+    group.add_argument("--domain-data", nargs="*", default=[], metavar="DIR",
+                       help="train on domain-randomised dataset folders ('tomolens simulate-dataset'): complete "
                             "labels, classes " + ", ".join(_domain_classes()) + ", rescaled to --sim-voxel-size-A")
-    group.add_argument("--domain-val", default="", metavar="DIR",
-                       help="validation dataset folder for --domain-data (other seeds; used to choose the epoch)")
+    group.add_argument("--domain-val", nargs="*", default=[], metavar="DIR",
+                       help="validation dataset folders for --domain-data (other seeds; used to choose the epoch)")
     group.add_argument("--domain-limit", type=int, default=0, metavar="N",
-                       help="read only the first N tomograms of --domain-data (0 = all)")
+                       help="read only the first N tomograms of each --domain-data folder (0 = all)")
 
 
 def _domain_classes() -> tuple[str, ...]:
@@ -59,11 +59,11 @@ def _domain_classes() -> tuple[str, ...]:
     return DOMAIN_CLASSES
 
 
-def _domain_pairs(folder: str, voxel_size_A: float, limit: int = 0):
-    """(volumes, [(tomogram, dense labels)]) of a dataset folder at the model's voxel size (bright)."""
+def _domain_pairs(folders: Sequence[str], voxel_size_A: float, limit: int = 0):
+    """(volumes, [(tomogram, dense labels)]) of dataset folders at the model's voxel size (bright)."""
     from tomolens.models.domain_data import load_domain_volumes
 
-    volumes = load_domain_volumes(folder, voxel_size_A, limit)
+    volumes = [v for folder in folders for v in load_domain_volumes(folder, voxel_size_A, limit)]
     return volumes, [(v.tomogram, v.semantic.astype(np.int16) + LABEL_OFFSET) for v in volumes]
 
 
@@ -120,7 +120,7 @@ def run_train(args: argparse.Namespace) -> int:
         voxel.add(round(args.sim_voxel_size_A, 3))
         sim_data = (dataset_summary(args.domain_data, volumes) + "; validation "
                     + dataset_summary(args.domain_val, val_volumes))
-        domain_extra = {"training_ranges": read_manifest(args.domain_data).get("training_ranges", {}),
+        domain_extra = {"training_ranges": read_manifest(args.domain_data[0]).get("training_ranges", {}),
                         "training_seeds": [v.seed for v in volumes], "validation_seeds": [v.seed for v in val_volumes]}
     if args.sim_train:
         names = list(DEFAULT_CLASSES)
