@@ -57,7 +57,8 @@ def test_points_saved_as_star_reopen_with_features(make_napari_viewer, tmp_path)
     np.testing.assert_allclose(df["rlnCoordinateX"], [3.0, 30.0])
     np.testing.assert_allclose(df["rlnAngleTilt"], [30.0, 40.0])
     np.testing.assert_allclose(df["rlnAutopickFigureOfMerit"], [0.9, 0.4])
-    [back] = viewer.open(str(tmp_path / "picks.star"), plugin="napari-tomolens")
+    back, arrows = viewer.open(str(tmp_path / "picks.star"), plugin="napari-tomolens")
+    assert arrows._type_string == "vectors" and arrows.name == "picks orientation"
     np.testing.assert_allclose(back.data, coords, atol=1e-5)
     np.testing.assert_allclose(back.scale, (10.0,) * 3)
     for name in features.columns:
