@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 LayerData = tuple[Any, dict, str]
 
 
-def _notify(message: str) -> None:
+def notify(message: str) -> None:
+    """Log ``message`` and show it as a napari notification."""
     log.info(message)
     try:
         from napari.utils.notifications import show_info
@@ -46,7 +47,7 @@ def pick_layers(table: ParticleTable, name: str, file_name: str) -> list[LayerDa
         points[1]["metadata"].update({TOMO_FEATURE: tomo or None, "source_file": file_name})
         layers.extend(points_with_orientations(points))
     if len(parts) > 1:
-        _notify(f"{describe_tomograms(table, file_name)}: opened one Points layer per tomogram. "
+        notify(f"{describe_tomograms(table, file_name)}: opened one Points layer per tomogram. "
                 "To open only the rows of the tomogram you are looking at, use Tomogram ▸ "
                 "'Open picks of this tomogram'.")
     return layers
@@ -63,7 +64,7 @@ def tomogram_pick_layers(table: ParticleTable, tomogram: str | None, name: str,
     """
     part = select_tomogram(table, tomogram, file_name)
     if len(part) != len(table):
-        _notify(f"{describe_tomograms(table, file_name)}: opened the {len(part)} rows of "
+        notify(f"{describe_tomograms(table, file_name)}: opened the {len(part)} rows of "
                 f"{part.features[TOMO_FEATURE].iloc[0]}.")
     points = points_layer_data(part, name=name)
     tomo = part.features[TOMO_FEATURE].iloc[0] if TOMO_FEATURE in part.features and len(part) else None

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tomolens.io.picks import PICK_EXTENSIONS, read_picks
 from tomolens.io.mrc import MRC_EXTENSIONS, read_mrc
+from tomolens._napari.format_layers import format_reader
 from tomolens._napari.layers import volume_layer_data
 from tomolens._napari.pick_layers import pick_layers
 
@@ -17,6 +18,9 @@ def get_reader(path):
             return None
         path = path[0]
     suffix = Path(str(path)).suffix.lower()
+    other = format_reader(path)
+    if other is not None:
+        return other
     if suffix in MRC_EXTENSIONS:
         return read_mrc_layers
     if suffix in PICK_EXTENSIONS:
