@@ -50,6 +50,13 @@ class CopickObject:
     is_particle: bool
 
 
+def copick_name(name: str) -> str:
+    """``name`` as copick allows object, user and session names (``l_shape`` → ``l-shape``)."""
+    from copick.util.escape import sanitize_name
+
+    return sanitize_name(str(name), suppress_warnings=True)
+
+
 def _resolve_roots(config: dict, folder: Path) -> dict:
     config = dict(config)
     for key in ("overlay_root", "static_root"):
@@ -177,6 +184,7 @@ def write_copick_picks(root, run_name: str, object_name: str, table: ParticleTab
     earlier picks of that triple).  Needs ``table.pixel_size_A``; orientations from
     ``rot``/``tilt``/``psi`` (identity without them)."""
     names = [o.name for o in project_objects(root)]
+    object_name = copick_name(object_name)
     if object_name not in names:
         raise CopickProjectError(f"{object_name!r} is not one of the project's objects: {', '.join(names)}.")
     if not table.pixel_size_A:
@@ -227,7 +235,7 @@ def create_project(config_path: str | os.PathLike, objects: list[CopickObject], 
         "description": "written by tomolens",
         "version": "0.2.0",
         "pickable_objects": [
-            {"name": o.name, "is_particle": o.is_particle, "label": o.label,
+            {"name": copick_name(o.name), "is_particle": o.is_particle, "label": o.label,
              "color": list(_colour(o.label)), **({"radius": o.radius_A} if o.radius_A else {})}
             for o in objects
         ],
