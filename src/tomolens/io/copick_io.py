@@ -52,6 +52,7 @@ class CopickObject:
 
 def copick_name(name: str) -> str:
     """``name`` as copick allows object, user and session names (``l_shape`` → ``l-shape``)."""
+    require("copick", "copick projects")
     from copick.util.escape import sanitize_name
 
     return sanitize_name(str(name), suppress_warnings=True)

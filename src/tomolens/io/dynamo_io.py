@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 DYNAMO_ANGLES = ("tdrot", "tilt", "narot")
 #: Dynamo columns that tomolens turns into coordinates, angles or named features.
-_CONSUMED = {"x", "y", "z", "dx", "dy", "dz", *DYNAMO_ANGLES, "cc", "tomo", "tomo_file", "apix"}
+_CONSUMED = {"x", "y", "z", "dx", "dy", "dz", *DYNAMO_ANGLES, "cc", "tomo", "tomo_file", "apix", "aligned_value",
+             "averaged_value"}
 
 
 def read_dynamo(path: str | os.PathLike, pixel_size_A: float | None = None) -> ParticleTable:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import logging
+import sys
 from types import ModuleType
 
 #: Module name → the package to install (pip name), for the error message.
@@ -30,6 +32,10 @@ def require(module: str, what: str) -> ModuleType:
     what : str
         What the library is for, for the message (``"Dynamo tables"``).
     """
+    if module in sys.modules:
+        return sys.modules[module]
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     try:
         return importlib.import_module(module)
     except ImportError as err:
@@ -38,3 +44,8 @@ def require(module: str, what: str) -> ModuleType:
             f"Reading and writing {what} needs the {package!r} package: "
             f"pip install 'napari-tomolens[formats]' (or pip install {package})."
         ) from err
+    finally:
+        # copick's import reconfigures the root logger (basicConfig(force=True) with its own
+        # handler at INFO); give the application its logging back
+        root.handlers[:] = handlers
+        root.setLevel(level)

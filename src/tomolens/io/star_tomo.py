@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tomolens.io.coords import CoordinateFileError, ParticleTable, write_coordinates
+from tomolens.io.coords import CoordinateFileError, ParticleTable
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,11 @@ def match_tomogram(names: list[str], tomogram: str) -> str | None:
     return max(hits, key=len) if hits else None
 
 
-def select_tomogram(table: ParticleTable, tomogram: str | None, file_name: str = "the file") -> ParticleTable:
+def select_tomogram(table: ParticleTable, tomogram: str | None, file_name: str = "the file",
+                    strict: bool = False) -> ParticleTable:
     """The rows of the tomogram ``tomogram`` (a name, file path or layer name refers to it).
+
+    A table of one tomogram is returned whole unless ``strict`` and its name does not match.
 
     Raises
     ------
@@ -86,9 +89,9 @@ def select_tomogram(table: ParticleTable, tomogram: str | None, file_name: str =
         file's tomogram names matches; the message lists the names.
     """
     parts = split_by_tomogram(table)
-    if len(parts) == 1:
-        return next(iter(parts.values()))
     names = list(parts)
+    if len(parts) == 1 and not (strict and tomogram and names[0] and match_tomogram(names, tomogram) is None):
+        return parts[names[0]]
     if not tomogram:
         raise CoordinateFileError(
             f"{describe_tomograms(table, file_name)}; open (or choose) the tomogram whose picks you "
@@ -106,16 +109,18 @@ def select_tomogram(table: ParticleTable, tomogram: str | None, file_name: str =
 
 def write_per_tomogram(folder: str | os.PathLike, table: ParticleTable, stem: str = "particles",
                        suffix: str = ".star", **kwargs) -> list[Path]:
-    """Write one coordinate file per tomogram, ``<folder>/<stem>_<tomogram><suffix>``.
+    """Write one pick file per tomogram, ``<folder>/<stem>_<tomogram><suffix>``.
 
-    Each is written atomically by :func:`~tomolens.io.coords.write_coordinates` (``kwargs``
-    passed on) and keeps its rows' ``rlnTomoName``.  Returns the paths written.
+    Each is written atomically by :func:`~tomolens.io.picks.write_picks` in the format of
+    ``suffix`` (``kwargs`` passed on) and keeps its rows' tomogram name.  Returns the paths.
     """
+    from tomolens.io.picks import write_picks
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, part in split_by_tomogram(table).items():
         safe = re.sub(r"[^0-9A-Za-z._-]+", "_", name) or "all"
-        written.append(write_coordinates(folder / f"{stem}_{safe}{suffix}", part, **kwargs))
+        written.append(write_picks(folder / f"{stem}_{safe}{suffix}", part, **kwargs))
     log.info("wrote %d files, one per tomogram, to %s", len(written), folder)
     return written

@@ -22,6 +22,8 @@ import numpy as np
 from tomolens.io.optional import require
 
 log = logging.getLogger(__name__)
+# ome-zarr's reader logs every level's shape and chunks at INFO; keep the CLI's output readable
+logging.getLogger("ome_zarr").setLevel(logging.WARNING)
 
 #: Length units of OME-NGFF axes, in Å.
 UNIT_TO_A = {"angstrom": 1.0, "nanometer": 10.0, "micrometer": 1e4, "millimeter": 1e7, "picometer": 0.01,
