@@ -28,7 +28,8 @@ LayerData = tuple[Any, dict, str]
 def ome_zarr_layer_data(volume, name: str | None = None) -> LayerData:
     """A multiscale Image (or Labels) layer-data tuple for an :class:`~tomolens.io.zarr_io.OmeZarrVolume`.
 
-    Contrast limits come from the smallest pyramid level, so nothing large is read."""
+    Contrast limits come from the middle slice of the smallest pyramid level, so opening reads
+    a chunk or two besides what napari shows."""
     kwargs = {
         "name": name or volume.path.name.removesuffix(".zarr").removesuffix(".ome"),
         "multiscale": len(volume.levels) > 1,
@@ -39,7 +40,8 @@ def ome_zarr_layer_data(volume, name: str | None = None) -> LayerData:
     data = volume.levels if len(volume.levels) > 1 else volume.levels[0]
     if volume.is_labels:
         return data, kwargs, "labels"
-    kwargs["contrast_limits"] = contrast_limits(np.asarray(volume.levels[-1]))
+    smallest = volume.levels[-1]
+    kwargs["contrast_limits"] = contrast_limits(np.asarray(smallest[smallest.shape[0] // 2]))
     kwargs["projection_mode"] = "none"
     return data, kwargs, "image"
 
