@@ -85,3 +85,18 @@ def test_tlt_and_xf(tmp_path):
     (tmp_path / "ts.xf").write_text("1 0 0 1 2.5 -3\n0.9 -0.1 0.1 0.9 0 1\n")
     xf = read_xf(tmp_path / "ts.xf")
     assert xf.shape == (2, 2, 3) and xf[0, 0, 2] == 2.5 and xf[0, 1, 2] == -3.0 and xf[1, 0, 1] == -0.1
+
+
+def test_simulated_tilt_series_saved_with_its_tlt(tmp_path):
+    from tomolens.io.mrc import read_mrc
+    from tomolens.jobs import run_job
+    from tomolens.simulate import SimulationConfig, simulate_tomogram
+
+    cfg = SimulationConfig(shape_zyx=(32, 48, 48), templates=("globule",), n_particles=2, snr=1.0,
+                           tilt_range_deg=30.0, tilt_step_deg=10.0, mode="tiltseries", seed=3)
+    sim = run_job(simulate_tomogram(cfg))
+    paths = sim.save(tmp_path)
+    np.testing.assert_allclose(read_tlt(paths["tilt_angles"]), [-30.0, -20.0, -10.0, 0.0, 10.0, 20.0, 30.0])
+    stack = read_mrc(paths["tilt_series"])
+    assert stack.kind == "stack" and stack.data.shape == (7, 48, 48)
+    np.testing.assert_allclose(stack.data, sim.tilt_series)
