@@ -123,6 +123,7 @@ def points_layer_data(table: ParticleTable, name: str = "particles", color_by: s
         "name": name,
         "features": features,
         "size": particle_diameters_px(table) if size_px is None else size_px,
+        "opacity": 0.5,  # particle-sized discs: the density shows through
         "metadata": {"pixel_size_A": table.pixel_size_A,
                      "star_optics": None if table.optics is None else table.optics.to_dict("list")},
         "projection_mode": "rescale_linear",
