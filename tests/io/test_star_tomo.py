@@ -101,3 +101,15 @@ def test_point_size_follows_the_particles():
     plain = ParticleTable(coords, pixel_size_A=1.5)
     assert particle_diameters_px(plain) == pytest.approx(DEFAULT_PARTICLE_DIAMETER_A / 1.5)
     assert particle_diameters_px(ParticleTable(coords)) == 8.0  # unknown pixel size: screen-sized
+
+
+def test_centred_coordinates_need_the_tomograms_voxel_size_not_the_optics_one(tmp_path):
+    optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnTomoTiltSeriesPixelSize": [1.5]})
+    particles = pd.DataFrame({"rlnTomoName": ["TS_1"], "rlnCenteredCoordinateXAngst": [100.0],
+                              "rlnCenteredCoordinateYAngst": [0.0], "rlnCenteredCoordinateZAngst": [-50.0],
+                              "rlnOpticsGroup": [1]})
+    starfile.write({"optics": optics, "particles": particles}, tmp_path / "centred.star")
+    with pytest.raises(CoordinateFileError, match="needs the pixel size and the tomogram size"):
+        read_coordinates(tmp_path / "centred.star", tomogram_shape_zyx=(100, 200, 200))
+    table = read_coordinates(tmp_path / "centred.star", pixel_size_A=10.0, tomogram_shape_zyx=(100, 200, 200))
+    np.testing.assert_allclose(table.coords_zyx, [[45.0, 100.0, 110.0]])

@@ -152,6 +152,8 @@ def _star_to_table(df: pd.DataFrame, path: Path, pixel_size_A, tomogram_shape_zy
             xyz = xyz * (row_px / px)[:, None]
         used = set(PIXEL_COLS)
     else:
+        if pixel_size_A is None and optics is not None and px_col in optics.columns:
+            px = None  # the optics group's pixel size is the tilt series', not the (binned) tomogram's
         if px is None or tomogram_shape_zyx is None:
             raise CoordinateFileError(
                 f"{path.name} holds RELION 5 centred coordinates in Å; converting them to voxels "
