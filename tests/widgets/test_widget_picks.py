@@ -77,3 +77,20 @@ def test_copick_open_run_and_save_picks_and_labels(widget_and_viewer, tmp_path):
     widget.save_copick_segmentation()
     [(name, user, _, seg)] = read_copick_segmentations(open_project(cfg), "TS_01", 10.0)
     assert (name, user) == ("membranes", "alice") and int(seg.data.sum().compute()) == 8 * 16 * 16
+
+
+def test_relion5_centred_picks_use_the_chosen_tomogram(widget_and_viewer, tmp_path):
+    widget, viewer = widget_and_viewer
+    particles = pd.DataFrame({"rlnTomoName": ["TS_1", "TS_2"], "rlnCenteredCoordinateXAngst": [100.0, 0.0],
+                              "rlnCenteredCoordinateYAngst": [0.0, 0.0], "rlnCenteredCoordinateZAngst": [-50.0, 0.0]})
+    starfile.write({"particles": particles}, tmp_path / "centred.star")
+    tomo = viewer.add_image(np.zeros((100, 200, 200), np.float32), name="TS_1", scale=(10.0,) * 3,
+                            units=("angstrom",) * 3)
+    widget.reset_choices()
+    widget.pick_file.value = tmp_path / "centred.star"
+    widget.mode.value = ONE_TOMOGRAM
+    widget.tomogram.value = tomo
+    widget.open_picks()
+    picks = viewer.layers["centred"]
+    np.testing.assert_allclose(picks.data, [[45.0, 100.0, 110.0]])  # Å / 10 + size / 2
+    np.testing.assert_allclose(picks.scale, (10.0,) * 3)

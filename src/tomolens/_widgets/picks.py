@@ -87,13 +87,20 @@ class PicksWidget(Container):
         """Open the pick file per tomogram, or only the chosen tomogram's rows."""
         from tomolens.io.picks import read_picks
 
+        from tomolens.io.star_tomo import is_centred_star
+
         path = Path(str(self.pick_file.value))
+        layer = self.tomogram.value if self.mode.value == ONE_TOMOGRAM else None
         try:
-            table = read_picks(path)
+            if layer is not None and is_centred_star(path):
+                # RELION 5 Å from the tomogram's centre: the chosen tomogram gives size and voxel size
+                vs = voxel_size_from_layer(layer.scale, layer.units)
+                table = read_picks(path, vs[-1] if vs else None, tuple(layer.data.shape[-3:]))
+            else:
+                table = read_picks(path)
             if self.mode.value == PER_TOMOGRAM:
                 layers = pick_layers(table, path.stem, path.name)
             else:
-                layer = self.tomogram.value
                 layers = tomogram_pick_layers(table, _layer_path(layer) if layer else None, path.stem, path.name)
         except (ValueError, OSError) as err:
             show_error(str(err))

@@ -107,6 +107,16 @@ def select_tomogram(table: ParticleTable, tomogram: str | None, file_name: str =
     return parts[name]
 
 
+def is_centred_star(path: str | os.PathLike) -> bool:
+    """Whether a STAR file holds RELION 5 centred coordinates (``rlnCenteredCoordinateXAngst``),
+    which need the tomogram's size and voxel size to become voxels."""
+    path = Path(path)
+    if path.suffix.lower() != ".star" or not path.is_file():
+        return False
+    with open(path, errors="replace") as handle:
+        return any(line.lstrip().startswith("_rlnCenteredCoordinateXAngst") for line in handle)
+
+
 def write_per_tomogram(folder: str | os.PathLike, table: ParticleTable, stem: str = "particles",
                        suffix: str = ".star", **kwargs) -> list[Path]:
     """Write one pick file per tomogram, ``<folder>/<stem>_<tomogram><suffix>``.
