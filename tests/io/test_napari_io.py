@@ -57,7 +57,8 @@ def test_points_saved_as_star_reopen_with_features(make_napari_viewer, tmp_path)
     np.testing.assert_allclose(df["rlnCoordinateX"], [3.0, 30.0])
     np.testing.assert_allclose(df["rlnAngleTilt"], [30.0, 40.0])
     np.testing.assert_allclose(df["rlnAutopickFigureOfMerit"], [0.9, 0.4])
-    [back] = viewer.open(str(tmp_path / "picks.star"), plugin="napari-tomolens")
+    back, arrows = viewer.open(str(tmp_path / "picks.star"), plugin="napari-tomolens")
+    assert arrows._type_string == "vectors" and arrows.name == "picks orientation"
     np.testing.assert_allclose(back.data, coords, atol=1e-5)
     np.testing.assert_allclose(back.scale, (10.0,) * 3)
     for name in features.columns:
@@ -129,3 +130,23 @@ def test_workbench_docks_every_widget_and_shows_the_sample_picks(make_napari_vie
     particles = viewer.layers["sample particles"]
     expected = 2 * float(particles.features["radius_A"].median())
     assert viewer.dims.thickness[0] == pytest.approx(expected)
+
+
+def test_toggle_orientations_from_a_points_layer(make_napari_viewer):
+    from tomolens._napari.orientation_layers import toggle_orientations
+
+    viewer = make_napari_viewer()
+    features = pd.DataFrame({"rot": [0.0, 30.0], "tilt": [0.0, 90.0], "psi": [0.0, 0.0], "radius_A": [50.0, 50.0]})
+    layer = viewer.add_points([[5.0, 5.0, 5.0], [10.0, 10.0, 10.0]], features=features, size=10.0,
+                              scale=(10.0,) * 3, units=("angstrom",) * 3, name="picks")
+    toggle_orientations(layer, viewer)
+    arrows = viewer.layers["picks orientation"]
+    assert arrows._type_string == "vectors" and arrows.visible
+    np.testing.assert_allclose(arrows.data[0, 1], [5.0, 0.0, 0.0])  # tilt 0: along z, half the size
+    assert abs(arrows.data[1, 1, 0]) < 1e-9  # tilt 90: in the x-y plane
+    np.testing.assert_allclose(arrows.scale, layer.scale)
+    toggle_orientations(layer, viewer)
+    assert not arrows.visible and len(viewer.layers) == 2
+    plain = viewer.add_points([[1.0, 1.0, 1.0]], name="plain")
+    toggle_orientations(plain, viewer)  # no angles: a notification, no layer
+    assert len(viewer.layers) == 3

@@ -75,9 +75,40 @@ def volume_layer_data(vol: MrcVolume, name: str | None = None) -> tuple[Any, dic
     return vol.data, kwargs, "image"
 
 
+#: Particle diameter (Å) drawn when a file says nothing of its particles' size (a mid-sized complex).
+DEFAULT_PARTICLE_DIAMETER_A = 150.0
+#: Point size (voxels) when neither the particle size nor the pixel size is known.
+DEFAULT_POINT_SIZE_PX = 8.0
+#: Feature columns (Å) that give each particle's size: radius, or diameter.
+RADIUS_FEATURES = ("radius_A",)
+DIAMETER_FEATURES = ("diameter_A", "rlnParticleDiameter", "rlnMaskDiameter")
+
+
+def particle_diameters_px(table: ParticleTable) -> np.ndarray | float:
+    """Point sizes in voxels that match the particles: ``2 radius_A`` (or a diameter column
+    in Å) over the pixel size, per point; else :data:`DEFAULT_PARTICLE_DIAMETER_A` over the
+    pixel size; else :data:`DEFAULT_POINT_SIZE_PX` when the pixel size is unknown."""
+    px = table.pixel_size_A
+    if not px or not np.isfinite(px) or px <= 0:
+        return DEFAULT_POINT_SIZE_PX
+    features = table.features
+    for names, factor in ((RADIUS_FEATURES, 2.0), (DIAMETER_FEATURES, 1.0)):
+        for col in names:
+            if col in features.columns and len(features):
+                values = pd.to_numeric(features[col], errors="coerce").to_numpy(float) * factor
+                good = np.isfinite(values) & (values > 0)
+                if good.any():
+                    fallback = float(np.median(values[good]))
+                    return np.where(good, values, fallback) / px
+    return DEFAULT_PARTICLE_DIAMETER_A / px
+
+
 def points_layer_data(table: ParticleTable, name: str = "particles", color_by: str | None = None,
-                      size_px: float = 8.0) -> tuple[Any, dict, str]:
+                      size_px: float | None = None) -> tuple[Any, dict, str]:
     """A napari Points layer-data tuple: coordinates in voxels with per-point features.
+
+    Point sizes (voxels) follow the particles (:func:`particle_diameters_px`) unless
+    ``size_px`` is given.
 
     Points use the ``rescale_linear`` projection mode (one of napari 0.9's replacements for
     ``out_of_slice_display``): with a z slice thickness of about one particle diameter
@@ -91,8 +122,10 @@ def points_layer_data(table: ParticleTable, name: str = "particles", color_by: s
     kwargs: dict[str, Any] = {
         "name": name,
         "features": features,
-        "size": size_px,
-        "metadata": {"pixel_size_A": table.pixel_size_A},
+        "size": particle_diameters_px(table) if size_px is None else size_px,
+        "opacity": 0.5,  # particle-sized discs: the density shows through
+        "metadata": {"pixel_size_A": table.pixel_size_A,
+                     "star_optics": None if table.optics is None else table.optics.to_dict("list")},
         "projection_mode": "rescale_linear",
         **scale_kwargs(table.pixel_size_A, 3),
     }
@@ -151,8 +184,11 @@ def table_from_points(data: np.ndarray, meta: dict) -> ParticleTable:
     if features is None or not isinstance(features, pd.DataFrame):
         features = pd.DataFrame(index=range(len(data)))
     vs = voxel_size_from_layer(meta.get("scale", (1, 1, 1)), meta.get("units"))
-    pixel = meta.get("metadata", {}).get("pixel_size_A") if vs is None else vs[-1]
-    return ParticleTable(np.asarray(data, float)[:, -3:], features, pixel)
+    layer_meta = meta.get("metadata") or {}
+    pixel = layer_meta.get("pixel_size_A") if vs is None else vs[-1]
+    optics = layer_meta.get("star_optics")
+    optics = pd.DataFrame(optics) if optics else None
+    return ParticleTable(np.asarray(data, float)[:, -3:], features, pixel, optics)
 
 
 _CATEGORICAL = [  # matplotlib's tab20, strong colours first: the 13 built-in phantoms get distinct colours

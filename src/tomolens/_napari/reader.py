@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tomolens.io.coords import COORD_EXTENSIONS, read_coordinates
+from tomolens.io.picks import PICK_EXTENSIONS, read_picks
 from tomolens.io.mrc import MRC_EXTENSIONS, read_mrc
-from tomolens._napari.layers import points_layer_data, volume_layer_data
+from tomolens._napari.format_layers import format_reader
+from tomolens._napari.layers import volume_layer_data
+from tomolens._napari.pick_layers import pick_layers
 
 
 def get_reader(path):
@@ -16,9 +18,12 @@ def get_reader(path):
             return None
         path = path[0]
     suffix = Path(str(path)).suffix.lower()
+    other = format_reader(path)
+    if other is not None:
+        return other
     if suffix in MRC_EXTENSIONS:
         return read_mrc_layers
-    if suffix in COORD_EXTENSIONS:
+    if suffix in PICK_EXTENSIONS:
         return read_coordinate_layers
     return None
 
@@ -30,7 +35,8 @@ def read_mrc_layers(path):
 
 
 def read_coordinate_layers(path):
-    """Open a STAR/CSV/TXT coordinate file as a Points layer with its columns as features."""
+    """Open a STAR/CSV/TXT/Dynamo/IMOD pick file as Points layers (one per tomogram it covers)
+    with its columns as features, and orientation arrows where the picks have angles."""
     path = path[0] if isinstance(path, list) else path
-    table = read_coordinates(path)
-    return [points_layer_data(table, name=Path(path).stem)]
+    table = read_picks(path)
+    return pick_layers(table, Path(path).stem, Path(path).name)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from tomolens import __version__
-from tomolens.io.coords import write_coordinates
+from tomolens.io.picks import PICK_EXTENSIONS, write_picks
 from tomolens.io.mrc import write_mrc
 from tomolens._napari.layers import table_from_points, voxel_size_from_layer
 
@@ -38,9 +38,11 @@ def write_labels(path: str, data, meta: dict) -> list[str]:
 
 
 def write_points(path: str, data, meta: dict) -> list[str]:
-    """Write a Points layer as STAR (RELION pixel form), CSV or TXT with its features."""
-    if Path(path).suffix.lower() not in (".star", ".csv", ".txt", ".coords"):
+    """Write a Points layer as STAR (RELION pixel form), CSV, TXT, Dynamo ``.tbl`` or IMOD
+    ``.mod`` with its features (angles converted for Dynamo)."""
+    if Path(path).suffix.lower() not in PICK_EXTENSIONS:
         path = path + ".star"
     table = table_from_points(data, meta)
-    write_coordinates(path, table, comment=PROVENANCE)
+    kwargs = {"comment": PROVENANCE} if Path(path).suffix.lower() not in (".tbl", ".mod") else {}
+    write_picks(path, table, **kwargs)
     return [path]

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from tomolens.io.coords import read_coordinates, write_coordinates
-from tomolens.io.mrc import contrast_limits, read_mrc
+from tomolens.io.formats_cli import CopickTarget, describe_path, read_any_picks, write_any_picks
+from tomolens.io.mrc import MRC_EXTENSIONS, contrast_limits, read_mrc
 
 
 def _info(args: argparse.Namespace) -> int:
+    if Path(args.path).suffix.lower() not in MRC_EXTENSIONS:
+        print("\n".join(describe_path(args.path)))
+        return 0
     vol = read_mrc(args.path)
     lo, hi = contrast_limits(vol.data)
     print(f"file:        {vol.path}")
@@ -21,23 +25,48 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from tomolens.io.star_tomo import select_tomogram, write_per_tomogram
+
     shape = tuple(args.tomogram_shape[::-1]) if args.tomogram_shape else None
-    table = read_coordinates(args.src, pixel_size_A=args.pixel_size, tomogram_shape_zyx=shape)
-    write_coordinates(args.dst, table, star_form=args.star_form, tomogram_shape_zyx=shape)
-    print(f"wrote {len(table)} particles to {args.dst}")
+    copick = CopickTarget(args.run, args.object, args.user, args.session, args.voxel_size)
+    src, dst = Path(args.src), Path(args.dst)
+    table = read_any_picks(src, args.pixel_size, shape, copick)
+    if args.tomogram:
+        table = select_tomogram(table, args.tomogram, src.name, strict=True)
+    star_kwargs = {"star_form": args.star_form, "tomogram_shape_zyx": shape} if dst.suffix.lower() == ".star" else {}
+    if args.per_tomogram:
+        written = write_per_tomogram(dst, table, stem=src.stem, suffix=args.per_tomogram, **star_kwargs)
+        print(f"wrote {len(table)} particles to {len(written)} files in {dst}")
+        return 0
+    where = write_any_picks(dst, table, copick, **star_kwargs)
+    print(f"wrote {len(table)} particles to {where}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="show an MRC file's shape, voxel size and value range")
-    p.add_argument("path", help="MRC file (.mrc .rec .map .mrcs .st .ali)")
+    p = sub.add_parser("info", help="describe a tomogram (MRC, TIFF, OME-Zarr), a copick project or a pick file")
+    p.add_argument("path", help="MRC (.mrc .rec .map .mrcs .st .ali), TIFF, OME-Zarr folder, copick config "
+                                "(.json) or picks (.star .csv .txt .tbl .mod)")
     p.set_defaults(func=_info)
 
     p = sub.add_parser(
-        "convert-coords", help="convert particle coordinates between STAR, CSV and TXT"
+        "convert-coords",
+        help="convert particle picks between RELION STAR, CSV, TXT, Dynamo .tbl, IMOD .mod and copick "
+             "(positions and Euler-angle conventions)",
     )
-    p.add_argument("src", help="input .star/.csv/.txt")
-    p.add_argument("dst", help="output .star/.csv/.txt (format from the extension)")
+    p.add_argument("src", help="input .star/.csv/.txt/.tbl/.mod, or a copick config .json")
+    p.add_argument("dst", help="output (format from the extension; a copick config .json writes into the "
+                               "project; a folder with --per-tomogram)")
+    p.add_argument("--tomogram", default=None, help="keep only the rows of this tomogram (rlnTomoName, "
+                                                    "Dynamo tomo, or a tomogram file name)")
+    p.add_argument("--per-tomogram", metavar="EXT", default=None,
+                   help="write one file per tomogram into the folder DST, with extension EXT (.star, .tbl…)")
+    p.add_argument("--run", default=None, help="copick run (default: the only run)")
+    p.add_argument("--object", default=None, help="copick object name (read: all objects)")
+    p.add_argument("--user", default=None, help="copick user id (write default: tomolens)")
+    p.add_argument("--session", default=None, help="copick session id (write default: 0)")
+    p.add_argument("--voxel-size", type=float, default=None,
+                   help="voxel size in Å of the coordinates read from copick (copick stores Å)")
     p.add_argument("--pixel-size", type=float, default=None, help="pixel size in Å")
     p.add_argument(
         "--tomogram-shape", type=int, nargs=3, metavar=("X", "Y", "Z"), default=None,

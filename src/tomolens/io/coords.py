@@ -48,9 +48,9 @@ STAR_FEATURES = {
     "rlnClassNumber": "class",
     "rlnAutopickFigureOfMerit": "score",
 }
-PIXEL_SIZE_COLS = (
+PIXEL_SIZE_COLS = (  # the first one present gives the coordinates' pixel size
+    "rlnTomoTiltSeriesPixelSize",  # RELION 4/5: rlnCoordinateX/Y/Z are tilt-series pixels
     "rlnImagePixelSize",
-    "rlnTomoTiltSeriesPixelSize",
     "rlnPixelSize",
     "rlnDetectorPixelSize",
     "rlnMicrographPixelSize",
@@ -73,11 +73,14 @@ class ParticleTable:
         N rows, one column per feature (``score``, ``class``, ``rot``/``tilt``/``psi``…).
     pixel_size_A : float or None
         Voxel size in Å when known.
+    optics : pandas.DataFrame or None
+        A STAR file's ``data_optics`` table (RELION 3.1+), written back with the particles.
     """
 
     coords_zyx: np.ndarray
     features: pd.DataFrame = field(default_factory=pd.DataFrame)
     pixel_size_A: float | None = None
+    optics: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
         self.coords_zyx = np.asarray(self.coords_zyx, dtype=np.float64).reshape(-1, 3)
@@ -93,17 +96,20 @@ class ParticleTable:
         return len(self.coords_zyx)
 
 
-def _read_star_table(path: Path) -> pd.DataFrame:
+def _read_star_table(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The particles table (with its optics group's pixel sizes joined on) and the optics table."""
     try:
         blocks = starfile.read(path, always_dict=True)
     except Exception as err:  # starfile raises several types for malformed files
         raise CoordinateFileError(f"{path.name} is not a readable STAR file: {err}") from err
+    optics = blocks.get("optics")
+    optics = optics if isinstance(optics, pd.DataFrame) and len(optics) else None
     for name in ("particles", *blocks.keys()):
         df = blocks.get(name)
         if isinstance(df, pd.DataFrame) and (
             set(PIXEL_COLS[:2]) <= set(df.columns) or set(CENTRED_COLS[:2]) <= set(df.columns)
         ):
-            return df
+            return _join_optics(df, optics), optics
     found = sorted({c for df in blocks.values() if isinstance(df, pd.DataFrame) for c in df.columns})
     raise CoordinateFileError(
         f"{path.name} has no coordinate columns. Expected rlnCoordinateX/Y/Z (pixels) or "
@@ -111,15 +117,43 @@ def _read_star_table(path: Path) -> pd.DataFrame:
     )
 
 
-def _star_to_table(df: pd.DataFrame, path: Path, pixel_size_A, tomogram_shape_zyx):
-    file_px = next((float(df[c].iloc[0]) for c in PIXEL_SIZE_COLS if c in df.columns), None)
+def _join_optics(df: pd.DataFrame, optics: pd.DataFrame | None) -> pd.DataFrame:
+    """Add each row's optics-group pixel sizes (``rlnOpticsGroup`` → ``data_optics``)."""
+    if optics is None:
+        return df
+    cols = [c for c in PIXEL_SIZE_COLS if c in optics.columns and c not in df.columns]
+    if not cols:
+        return df
+    if "rlnOpticsGroup" in df.columns and "rlnOpticsGroup" in optics.columns:
+        lookup = optics.set_index("rlnOpticsGroup")[cols]
+        joined = lookup.reindex(df["rlnOpticsGroup"].to_numpy()).reset_index(drop=True)
+        if joined.isna().any().any():
+            missing = sorted(set(df["rlnOpticsGroup"]) - set(optics["rlnOpticsGroup"]))
+            raise CoordinateFileError(
+                f"Particles name optics groups {missing} that the data_optics table lacks."
+            )
+    else:
+        joined = pd.DataFrame({c: np.full(len(df), optics[c].iloc[0]) for c in cols})
+    return pd.concat([df.reset_index(drop=True), joined], axis=1)
+
+
+def _star_to_table(df: pd.DataFrame, path: Path, pixel_size_A, tomogram_shape_zyx, optics=None):
+    px_col = next((c for c in PIXEL_SIZE_COLS if c in df.columns), None)
+    row_px = df[px_col].to_numpy(float) if px_col else None
+    file_px = float(row_px[0]) if row_px is not None and len(row_px) else None
     px = pixel_size_A if pixel_size_A is not None else file_px
     if set(PIXEL_COLS[:2]) <= set(df.columns):
         xyz = np.stack(
             [df[c].to_numpy(float) if c in df else np.zeros(len(df)) for c in PIXEL_COLS], axis=1
         )
+        if pixel_size_A is None and row_px is not None and not np.allclose(row_px, file_px):
+            # optics groups of different pixel sizes: every row to the first row's pixel size
+            log.info("%s: optics groups of several pixel sizes; coordinates rescaled to %g Å", path.name, px)
+            xyz = xyz * (row_px / px)[:, None]
         used = set(PIXEL_COLS)
     else:
+        if pixel_size_A is None and optics is not None and px_col in optics.columns:
+            px = None  # the optics group's pixel size is the tilt series', not the (binned) tomogram's
         if px is None or tomogram_shape_zyx is None:
             raise CoordinateFileError(
                 f"{path.name} holds RELION 5 centred coordinates in Å; converting them to voxels "
@@ -136,7 +170,7 @@ def _star_to_table(df: pd.DataFrame, path: Path, pixel_size_A, tomogram_shape_zy
     features = pd.DataFrame(
         {STAR_FEATURES.get(c, c): df[c].to_numpy() for c in df.columns if c not in used}
     )
-    return ParticleTable(xyz[:, ::-1], features, px)
+    return ParticleTable(xyz[:, ::-1], features, px, optics)
 
 
 def _read_csv(path: Path, pixel_size_A) -> ParticleTable:
@@ -212,7 +246,8 @@ def read_coordinates(
         raise CoordinateFileError(f"{path.name} is empty: it holds no particles.")
     suffix = path.suffix.lower()
     if suffix == ".star":
-        table = _star_to_table(_read_star_table(path), path, pixel_size_A, tomogram_shape_zyx)
+        df, optics = _read_star_table(path)
+        table = _star_to_table(df, path, pixel_size_A, tomogram_shape_zyx, optics)
     elif suffix == ".csv":
         table = _read_csv(path, pixel_size_A)
     elif suffix in (".txt", ".coords"):
@@ -272,10 +307,13 @@ def write_coordinates(
         else:
             raise ValueError(f"star_form must be 'pixels' or 'centred', not {star_form!r}.")
         df = pd.DataFrame({**cols, **features})
-        if table.pixel_size_A is not None:
+        blocks = {"particles": df}
+        if table.optics is not None:
+            blocks = {"optics": table.optics, "particles": df}
+        elif table.pixel_size_A is not None:
             df["rlnImagePixelSize"] = table.pixel_size_A
         with atomic_path(path) as tmp:
-            starfile.write({"particles": df}, tmp, overwrite=True)
+            starfile.write(blocks, tmp, overwrite=True)
             if comment:
                 text = tmp.read_text()
                 tmp.write_text(f"# {comment}\n{text}")

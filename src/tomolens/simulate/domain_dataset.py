@@ -83,7 +83,7 @@ def write_domain_dataset(out_dir: str | os.PathLike, n: int, first_seed: int = 0
                                lambda p, i=i: Progress(i * 1000 + int(1000 * p.fraction), n * 1000,
                                                        f"tomogram {i + 1}/{n}: {p.message}"))
         folder = out / f"tomo_{cfg.seed:06d}"
-        sim.save(folder, domain_metadata(domain, cfg))
+        sim.save(folder, domain_metadata(domain, cfg), write_tilt_series=False)  # training data: no stacks
         manifest["tomograms"].append({"seed": cfg.seed, "folder": folder.name, "n_particles": len(sim.particles),
                                       "config": cfg.to_dict()})
         with atomic_path(manifest_path) as tmp:

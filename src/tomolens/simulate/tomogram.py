@@ -167,10 +167,12 @@ class SimulatedTomogram:
     structures: pd.DataFrame = field(default_factory=pd.DataFrame)
     volume_fraction: float = 0.0
 
-    def save(self, out_dir: str | os.PathLike, extra_metadata: dict | None = None) -> dict[str, Path]:
+    def save(self, out_dir: str | os.PathLike, extra_metadata: dict | None = None,
+             write_tilt_series: bool = True) -> dict[str, Path]:
         """Write tomogram.mrc, semantic.mrc, instances.mrc (labels), particles.star,
-        particles.csv and config.json (with ``extra_metadata`` merged in) into ``out_dir``;
-        returns {name: path}."""
+        particles.csv and config.json (with ``extra_metadata`` merged in) into ``out_dir`` (and,
+        in tilt-series mode with ``write_tilt_series``, the noisy tilt series as tilt_series.st
+        with IMOD's tilt_series.tlt); returns {name: path}."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         vs = self.voxel_size_A
@@ -198,6 +200,12 @@ class SimulatedTomogram:
         with atomic_path(out / "config.json") as tmp:
             tmp.write_text(json.dumps(meta, indent=2))
         paths["config"] = out / "config.json"
+        if self.tilt_series is not None and write_tilt_series:  # for IMOD/AreTomo: the stack and its angles
+            from tomolens.io.imod_io import write_tlt
+
+            paths["tilt_series"] = write_mrc(out / "tilt_series.st", self.tilt_series, vs,
+                                             labels=("tomolens simulate tilt series",))
+            paths["tilt_angles"] = write_tlt(out / "tilt_series.tlt", self.tilt_angles_deg)
         return paths
 
 
