@@ -24,9 +24,14 @@ polarity decision).  Segmentation is scored by Dice per class: membrane; filamen
 microtubule ∪ actin (the shipped model has one filament class); particle against
 macromolecules.  Figures are mean ± standard deviation over the 3 seeds.
 
+Subdivision (``--parts subdivide``, run after the main part): on the true centres of each set,
+the shipped classifier's features clustered by k-means with the true number of templates,
+against k-means on PCA (20 components) of the same raw boxes; adjusted Rand index.
+
 Usage::
 
     python benchmarks/bench_shifted.py [--threads 2] [--cache DIR] [--seeds 3]
+    python benchmarks/bench_shifted.py --parts subdivide [--cache DIR]
 
 Prints a Markdown table and writes ``benchmarks/results/shifted.json``.
 """
@@ -187,6 +192,37 @@ def real_microtubule(threads: int) -> dict:
             "polarity": res.info["polarity"]["tomogram"], "polarity_skewness": res.info["polarity"]["skewness"]}
 
 
+# ---------------------------------------------------------------------- subdivision
+def subdivision_scores(tomogram, coords, radii, voxel: float, seed: int = 0) -> dict:
+    """ARI of subdivision (shipped classifier's features, k-means with the true k) on the true centres,
+    against k-means on PCA of the raw boxes (the same boxes, resampled to the model's voxel size).
+
+    Particles are labelled by their template; each template has its own radius, so the radius identifies it.
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+    from sklearn.metrics import adjusted_rand_score
+
+    from tomolens.classify.extract import extract_subtomograms
+    from tomolens.classify.predict import model_box
+    from tomolens.cluster.subdivide import subdivide_points
+    from tomolens.models.card import read_card, resolve_model
+
+    _, truth = np.unique(np.round(radii, 3), return_inverse=True)
+    k = int(truth.max()) + 1
+    res = run_job(subdivide_points(tomogram, coords, "classify_phantoms_resnet", voxel, n_clusters=k,
+                                   edge="skip", seed=seed))
+    kept = res.features["cluster"].to_numpy() >= 0
+    ari_net = adjusted_rand_score(truth[kept], res.features["cluster"].to_numpy()[kept])
+    box, ratio = model_box(read_card(resolve_model("classify_phantoms_resnet")), voxel)
+    ex = run_job(extract_subtomograms(tomogram, coords, box, edge="skip", voxel_ratio=ratio))
+    flat = ex.subtomograms.reshape(len(ex.subtomograms), -1)
+    feats = PCA(n_components=min(20, len(flat) - 1), random_state=seed).fit_transform(flat)
+    labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(feats)
+    return {"ari_classifier_features": float(ari_net), "ari_pca_kmeans": float(adjusted_rand_score(truth[ex.indices], labels)),
+            "k": k, "n": int(kept.sum()), "polarity": res.info["polarity"]["tomogram"]}
+
+
 # ----------------------------------------------------------------------------- main
 def summary(values: list[float | None]) -> dict:
     vals = [v for v in values if v is not None]
@@ -202,9 +238,16 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--cache", type=Path, default=None, help="folder to keep simulated tomograms in")
+    parser.add_argument("--parts", default="detect,segment,real",
+                        help="'detect,segment,real' (the default, run together) or 'subdivide' (alone, merged into "
+                             "the JSON); each keeps the other's results")
     args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
+    previous = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    if parts == {"subdivide"}:
+        return run_subdivision(args, previous, t0)
     dog = tune_dog(args.cache)
     dog_params = {k: dog[k] for k in DOG_GRID}
     rows: dict[str, dict[str, list]] = {}
@@ -240,10 +283,35 @@ def main(argv=None) -> int:
         "wall_seconds": time.perf_counter() - t0,
         "command": "python benchmarks/bench_shifted.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
+    for key in ("subdivision", "subdivision_note"):  # measured by the subdivide part alone
+        if key in previous:
+            results[key] = previous[key]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(RESULTS) as tmp:
         Path(tmp).write_text(json.dumps(results, indent=2))
     print(markdown_table(results))
+    return 0
+
+
+def run_subdivision(args, previous: dict, t0: float) -> int:
+    """Only the subdivision part, merged into the existing JSON."""
+    rows: dict[str, dict[str, list]] = {}
+    for kind, first in (("in-domain", 9000), ("shifted", 9100)):
+        for seed in range(first, first + args.seeds):
+            tomo, _, _, coords, radii, vs = cached(kind, seed, args.cache)
+            data = -tomo if kind == "in-domain" else tomo
+            scores = subdivision_scores(data, coords, radii, vs)
+            row = rows.setdefault(f"{kind} (dark)", {})
+            for key in ("ari_classifier_features", "ari_pca_kmeans"):
+                row.setdefault(key, []).append(scores[key])
+            print(f"{kind} seed {seed}: {scores}", flush=True)
+    previous["subdivision"] = {label: {k: summary(v) for k, v in row.items()} for label, row in rows.items()}
+    previous["subdivision_note"] = ("true centres; k-means with the true number of templates; shipped classifier "
+                                    "classify_phantoms_resnet's features vs PCA (20) of the raw boxes")
+    previous.setdefault("wall_seconds_parts", {})["subdivide"] = time.perf_counter() - t0
+    with atomic_path(RESULTS) as tmp:
+        Path(tmp).write_text(json.dumps(previous, indent=2))
+    print(markdown_table(previous))
     return 0
 
 
@@ -261,6 +329,9 @@ def markdown_table(results: dict) -> str:
         lines.append(f"| {label} | {fmt(row.get('detect_f1'))} | {fmt(row.get('dog_f1'))} | {pr} | "
                      f"{fmt(row.get('dice_membrane'))} | {fmt(row.get('dice_filament'))} | "
                      f"{fmt(row.get('dice_particle'))} |")
+    for label, row in results.get("subdivision", {}).items():
+        lines.append(f"| {label}: subdivision ARI | classifier features {fmt(row.get('ari_classifier_features'))} "
+                     f"| PCA + k-means {fmt(row.get('ari_pca_kmeans'))} | | | | |")
     mt = results["real_microtubule"]
     if "filament_dice_vs_tube" in mt:
         lines.append(f"| real microtubule (10.52 Å) | — | — | — | membrane {mt['membrane_fraction']:.1%} of the volume "

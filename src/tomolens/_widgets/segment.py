@@ -237,9 +237,11 @@ class SegmentWidget(Container):
         self._history = []
         self.loss_plot.set_history([])
         self.loss_text.value = "training…"
+        # the training tomogram's contrast: the same polarity setting as prediction (auto by default)
         job = train_segmenter([(volume, labels)], names, vs[-1] if vs else None,
                               checkpoint=out.with_suffix(".ckpt"), resume=bool(self.resume.value),
                               name=out.stem, training_command="napari 'Segment' widget: Train",
+                              polarity=self.predict_params.values().get("polarity", "auto"),
                               **train_kwargs(params))
         self.train_runner.start(self._train_and_save(job, out), self._trained, on_progress=self._train_progress)
 
