@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 
 from tomolens import __version__
 
@@ -59,10 +60,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, OSError, RuntimeError) as err:
-        logging.getLogger("tomolens").error("%s", err)
-        print(f"tomolens {args.command}: error: {err}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt:
+        print(f"tomolens {args.command}: interrupted; nothing more was written.", file=sys.stderr)
+        return 130
+    except Exception as err:  # one line for every failure; the traceback only with -v
+        if args.verbose:
+            traceback.print_exc()
+        print(f"tomolens {args.command}: error: {describe_error(err)}", file=sys.stderr)
+        return 2
+
+
+def describe_error(err: BaseException) -> str:
+    """One line for an exception: its message, prefixed by its type when that is not a plain
+    user-facing error (ValueError, OSError…), so an unexpected failure is still recognisable."""
+    text = " ".join(str(err).split()) or "no details"
+    if isinstance(err, (ValueError, OSError, RuntimeError)):
+        return text
+    return f"{type(err).__name__}: {text} (unexpected; run with -v for details)"
 
 
 if __name__ == "__main__":  # pragma: no cover
