@@ -68,8 +68,8 @@ def volume_layer_data(vol: MrcVolume, name: str | None = None) -> tuple[Any, dic
         "metadata": meta,
         **scale_kwargs(vol.voxel_size_A, vol.data.ndim, vol.kind),
     }
-    if vol.is_labels:
-        return np.array(vol.data), kwargs, "labels"
+    if vol.is_labels:  # copy-on-write memory map: paintable, never loaded whole nor written back
+        return vol.data, kwargs, "labels"
     kwargs["contrast_limits"] = contrast_limits(vol.data)
     kwargs["projection_mode"] = "none"  # the slice itself, also when the slab is widened for picks
     return vol.data, kwargs, "image"
