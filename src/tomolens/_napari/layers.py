@@ -88,6 +88,11 @@ def points_layer_data(table: ParticleTable, name: str = "particles", color_by: s
     whichever exists.
     """
     features = table.features.reset_index(drop=True)
+    mixed = [c for c in features.columns if features[c].dtype == object]
+    if mixed:  # text or mixed text/number columns (a file's typo): strings, which napari can sort and colour
+        features = features.copy()
+        for column in mixed:
+            features[column] = features[column].astype(str)
     kwargs: dict[str, Any] = {
         "name": name,
         "features": features,

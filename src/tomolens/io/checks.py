@@ -74,3 +74,28 @@ def check_voxel_size(value: float | None, name: str = "voxel size") -> float | N
     if not is_valid_length(value):
         raise ValueError(f"The {name} must be a positive number of Å up to {MAX_VOXEL_SIZE_A:g}; got {value!r}.")
     return float(value)  # type: ignore[arg-type]
+
+
+#: The most voxels a tomogram may have after rescaling to a model's voxel size.
+MAX_RESCALED_VOXELS = 2**31
+
+
+def check_rescaled_shape(shape: tuple[int, ...], voxel_size_A: float, target_A: float) -> tuple[int, ...]:
+    """The shape of a volume of ``shape`` voxels of ``voxel_size_A`` resampled to ``target_A``.
+
+    Raises
+    ------
+    ValueError
+        When the resampled volume would have an axis under 2 voxels or more than
+        :data:`MAX_RESCALED_VOXELS` voxels: almost always a wrong voxel size (nm for Å…).
+    """
+    zoom = float(voxel_size_A) / float(target_A)
+    new = tuple(int(round(n * zoom)) for n in shape)
+    total = math.prod(new)
+    if min(new) < 2 or total > MAX_RESCALED_VOXELS:
+        raise ValueError(
+            f"At a voxel size of {voxel_size_A:g} Å the {'×'.join(map(str, shape))} volume becomes "
+            f"{'×'.join(map(str, new))} voxels at the model's {target_A:g} Å, which cannot be analysed; "
+            "check the voxel size (in Å, not nm)."
+        )
+    return new

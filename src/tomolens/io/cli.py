@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from tomolens.cli_args import length_A, output_file
 from tomolens.io.coords import read_coordinates, write_coordinates
 from tomolens.io.mrc import contrast_limits, read_mrc
 
@@ -37,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "convert-coords", help="convert particle coordinates between STAR, CSV and TXT"
     )
     p.add_argument("src", help="input .star/.csv/.txt")
-    p.add_argument("dst", help="output .star/.csv/.txt (format from the extension)")
-    p.add_argument("--pixel-size", type=float, default=None, help="pixel size in Å")
+    p.add_argument("dst", type=output_file, help="output .star/.csv/.txt (format from the extension)")
+    p.add_argument("--pixel-size", type=length_A, default=None, help="pixel size in Å")
     p.add_argument(
         "--tomogram-shape", type=int, nargs=3, metavar=("X", "Y", "Z"), default=None,
         help="tomogram size in voxels (needed for RELION 5 centred coordinates)",

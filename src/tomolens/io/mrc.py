@@ -96,7 +96,7 @@ def contrast_limits(data: np.ndarray) -> tuple[float, float]:
         low, high = float(sample.min()), float(sample.max())
     if high <= low:  # constant data: a small window around the value, inside float32's range
         delta = max(1.0, abs(low) * 1e-3)
-        low, high = (low, low + delta) if low + delta <= np.finfo(np.float32).max else (low - delta, low)
+        low, high = (low, low + delta) if low + delta <= float(np.finfo(np.float32).max) else (low - delta, low)
     return (low, high)
 
 

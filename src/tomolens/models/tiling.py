@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from tomolens.io.checks import check_rescaled_shape
 from tomolens.jobs import Progress
 from tomolens.preprocess import normalise
 
@@ -222,6 +223,8 @@ def predict_tiled(
         raise ValueError(f"Patch size {patch} must be divisible by {multiple} for this network.")
     n_out = int(out_channels or getattr(model, "out_channels", 1))
     overlap_vox = [int(round(overlap * p)) if overlap < 1 else int(overlap) for p in patch]
+    if voxel_size_A and model_voxel_size_A:  # a wrong voxel size fails here, not after normalising
+        check_rescaled_shape(volume.shape, voxel_size_A, model_voxel_size_A)
     mean, std = normalisation if normalisation is not None else normalise(volume)
 
     source = volume
