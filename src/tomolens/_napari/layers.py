@@ -88,11 +88,12 @@ def points_layer_data(table: ParticleTable, name: str = "particles", color_by: s
     whichever exists.
     """
     features = table.features.reset_index(drop=True)
-    mixed = [c for c in features.columns if features[c].dtype == object]
-    if mixed:  # text or mixed text/number columns (a file's typo): strings, which napari can sort and colour
+    text = [c for c in features.columns
+            if not (pd.api.types.is_numeric_dtype(features[c]) or pd.api.types.is_bool_dtype(features[c]))]
+    if text:  # text columns may mix in NaN or numbers (a file's typo): all strings, which napari can sort
         features = features.copy()
-        for column in mixed:
-            features[column] = features[column].astype(str)
+        for column in text:
+            features[column] = [str(v) for v in features[column]]
     kwargs: dict[str, Any] = {
         "name": name,
         "features": features,

@@ -76,8 +76,10 @@ def _numbers(df: pd.DataFrame, columns, path: Path, row_name) -> np.ndarray:
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
             i = int(bad[0])
+            value = df[col].iloc[i]
+            shown = repr(value) if isinstance(value, str) else str(value)
             raise CoordinateFileError(
-                f"{path.name}, {row_name(i)}, column {col}: {df[col].iloc[i]!r} is not a finite number"
+                f"{path.name}, {row_name(i)}, column {col}: {shown} is not a finite number"
                 + (f" ({bad.size} such values)" if bad.size > 1 else "") + "; fix or remove those rows."
             )
         out[:, j] = values
@@ -129,7 +131,12 @@ def _read_star_table(path: Path) -> pd.DataFrame:
     try:
         blocks = starfile.read(path, always_dict=True)
     except Exception as err:  # starfile raises several types for malformed files
-        raise CoordinateFileError(f"{path.name} is not a readable STAR file: {err}") from err
+        text = " ".join(str(err).split())
+        if any(key in text for key in ("Length mismatch", "Error tokenizing", "Expected")):
+            text = "a data row has more or fewer values than the loop declares columns"
+        elif isinstance(err, UnicodeDecodeError):
+            text = "it is not UTF-8 text"
+        raise CoordinateFileError(f"{path.name} is not a readable STAR file: {text} ({type(err).__name__}).") from err
     for name in ("particles", *blocks.keys()):
         df = blocks.get(name)
         if isinstance(df, pd.DataFrame) and (
@@ -209,9 +216,8 @@ def _read_txt(path: Path, pixel_size_A) -> ParticleTable:
     except UnicodeDecodeError as err:
         raise CoordinateFileError(f"{path.name} is not UTF-8 text (byte {err.start} cannot be decoded).") from err
     except ValueError as err:
-        raise CoordinateFileError(
-            f"{path.name} is not a plain 'x y z' text file: {' '.join(str(err).split())}"
-        ) from err
+        text = " ".join(str(err).split()).split("; use `usecols`")[0]
+        raise CoordinateFileError(f"{path.name} is not a plain 'x y z' text file: {text}.") from err
     if xyz.size == 0:
         return ParticleTable(np.zeros((0, 3)), pd.DataFrame(), pixel_size_A)
     if xyz.shape[1] < 3:
