@@ -161,6 +161,11 @@ def test_unexpected_errors_and_ctrl_c(files, capsys, monkeypatch):
     monkeypatch.setattr(tomolens.io.cli, "_info", interrupted)
     code, err = _run(capsys, "info {tomo}", files)
     assert code == 130 and err.strip() == "tomolens info: interrupted; nothing more was written."
+    import signal
+
+    from tomolens.io import atomic
+
+    assert signal.getsignal(signal.SIGTERM) is atomic._on_sigterm  # SIGTERM removes temporary files
 
 
 def test_real_process_stderr_is_one_line(files):

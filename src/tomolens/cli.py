@@ -14,6 +14,7 @@ import sys
 import traceback
 
 from tomolens import __version__
+from tomolens.io.atomic import install_sigterm_cleanup
 
 #: Namespace attribute holding the argument list that :func:`main` parsed.
 ARGV_ATTR = "_tomolens_argv"
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    install_sigterm_cleanup()  # a killed command leaves no temporary file behind
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

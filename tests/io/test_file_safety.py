@@ -245,7 +245,8 @@ def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
 def test_signal_during_a_write_leaves_no_temporary_file(tmp_path, sig):
     script = textwrap.dedent(f"""
         import sys, time
-        from tomolens.io.atomic import atomic_path
+        from tomolens.io.atomic import atomic_path, install_sigterm_cleanup
+        assert install_sigterm_cleanup()
         with atomic_path({str(tmp_path / 'out.bin')!r}) as tmp:
             tmp.write_bytes(b"x" * 1_000_000)
             print("writing", flush=True)

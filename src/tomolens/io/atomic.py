@@ -4,7 +4,9 @@ What a write guarantees:
 
 - the target is either the old file or the complete new one, also after a crash or power
   loss (the data and the folder entry are flushed with ``fsync`` before and after the rename);
-- a failed or interrupted write (an exception, Ctrl-C, SIGTERM) removes its temporary file;
+- a failed or interrupted write (an exception, Ctrl-C; SIGTERM where
+  :func:`install_sigterm_cleanup` was called, as the ``tomolens`` command does) removes its
+  temporary file;
 - temporary files left by a process that was killed (SIGKILL) are removed by the next
   write beside the same target (they carry the writer's process id);
 - a read-only target is refused, as ``cp`` would, instead of being replaced.
@@ -51,9 +53,13 @@ def _on_sigterm(signum, frame) -> None:  # pragma: no cover - exercised in a sub
 def install_sigterm_cleanup() -> bool:
     """Make SIGTERM remove our temporary files before the process ends.
 
+    The ``tomolens`` command installs it at start; scripts may call it too.  It is not
+    installed inside napari: a Python signal handler runs only when the main thread runs
+    Python code, which an idle Qt event loop may not do for a long time (a temporary file
+    left by a killed napari is removed by the next write beside the same target).
     Installed only from the main thread and only over the default action, so a handler
-    set by the application (napari, a test runner) is left alone.  Returns whether the
-    handler is in place.
+    set by the application or a test runner is left alone.  Returns whether the handler
+    is in place.
     """
     if threading.current_thread() is not threading.main_thread():
         return signal.getsignal(signal.SIGTERM) is _on_sigterm
@@ -132,7 +138,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     target = check_writable_target(path)
     folder = target.parent
     remove_stale_temporaries(target)
-    install_sigterm_cleanup()
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=folder)
     except PermissionError as err:
