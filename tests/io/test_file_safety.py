@@ -261,3 +261,11 @@ def test_signal_during_a_write_leaves_no_temporary_file(tmp_path, sig):
     proc.wait(timeout=30)
     assert proc.returncode != 0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_scale_kwargs_of_any_dimension():
+    from tomolens._napari.layers import scale_kwargs
+
+    assert scale_kwargs(10.0, 4)["axis_labels"] == ("axis 0", "z", "y", "x")  # was KeyError: 4
+    assert scale_kwargs(None, 2)["axis_labels"] == ("y", "x")
+    assert scale_kwargs((1.0, 5.0, 5.0), 3, kind="stack")["scale"] == (1.0, 5.0, 5.0)

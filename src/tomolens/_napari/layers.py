@@ -20,7 +20,8 @@ PIXEL = "pixel"
 
 def scale_kwargs(voxel_size_A: tuple[float, ...] | float | None, ndim: int, kind: str = "volume") -> dict:
     """``scale``, ``units`` and ``axis_labels`` for a layer of ``ndim`` dimensions."""
-    labels = {2: ("y", "x"), 3: ("z", "y", "x")}[ndim] if kind != "stack" else ("image", "y", "x")
+    spatial = ("z", "y", "x")[-ndim:] if ndim <= 3 else tuple(f"axis {i}" for i in range(ndim - 3)) + ("z", "y", "x")
+    labels = spatial if kind != "stack" else ("image", "y", "x")
     if voxel_size_A is None:
         return {"scale": (1.0,) * ndim, "units": (PIXEL,) * ndim, "axis_labels": labels}
     vs = tuple(float(v) for v in np.broadcast_to(np.asarray(voxel_size_A, float), (ndim,)))
