@@ -197,3 +197,13 @@ def test_range_errors_state_the_allowed_range(files, capsys):
     _assert_one_clear_line(code, err, "batch_size: 0 is below the minimum 1 (allowed: 1..64)")
     code, err = _run(capsys, "detect {tomo} --out {out} --overlap nan", files)
     _assert_one_clear_line(code, err, "overlap: nan is not a finite number")
+
+
+def test_warnings_are_one_line(files, tmp_path):
+    write_mrc(tmp_path / "unknown.mrc", np.zeros((4, 4, 4), np.float32), None)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-m", "tomolens.cli", "info", str(tmp_path / "unknown.mrc")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("WARNING tomolens: unknown.mrc: the header voxel size"), lines

@@ -12,6 +12,7 @@ import importlib
 import logging
 import sys
 import traceback
+import warnings
 
 from tomolens import __version__
 from tomolens.io.atomic import install_sigterm_cleanup
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     install_sigterm_cleanup()  # a killed command leaves no temporary file behind
+    warnings.showwarning = _warning_as_one_line
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -78,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"tomolens {args.command}: error: {describe_error(err)}", file=sys.stderr)
         return 2
+
+
+def _warning_as_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one log line (not the file, line and source line Python prints by default)."""
+    logging.getLogger("tomolens").warning("%s", " ".join(str(message).split()))
 
 
 def describe_error(err: BaseException) -> str:
