@@ -97,7 +97,8 @@ def test_resume_from_a_bad_checkpoint_is_one_clear_error(tmp_path):
     from tomolens.jobs import run_job
 
     rng = np.random.default_rng(0)
-    pair = TrainingPair(rng.normal(size=(8, 16, 16)).astype(np.float32), (rng.random((8, 16, 16)) > 0.5).astype(np.int64))
+    pair = TrainingPair(rng.normal(size=(8, 16, 16)).astype(np.float32),
+                        (rng.random((8, 16, 16)) > 0.5).astype(np.int64))
     for content in (b"not a checkpoint", None):
         ckpt = tmp_path / "bad.ckpt"
         if content is None:

@@ -76,7 +76,8 @@ def _subdivide(args: argparse.Namespace) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("tomogram", help="tomogram MRC")
     p.add_argument("coords", help="particle coordinates (.star/.csv/.txt) on the tomogram")
-    p.add_argument("--out", required=True, type=output_file, help="output coordinates (.star/.csv) with the new feature columns")
+    p.add_argument("--out", required=True, type=output_file,
+                   help="output coordinates (.star/.csv) with the new feature columns")
     p.add_argument("--voxel-size", type=length_A, default=None, help="voxel size in Å if the header lacks it")
 
 

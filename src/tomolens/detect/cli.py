@@ -66,7 +66,8 @@ def _show_card_defaults(parser: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("detect", help="detect particles: instance-label MRC + centres (STAR/CSV)")
     p.add_argument("tomogram", help="tomogram MRC (particles bright)")
-    p.add_argument("--out", required=True, type=output_stem, help="output stem: writes STEM_instances.mrc and STEM_centres.star")
+    p.add_argument("--out", required=True, type=output_stem,
+                   help="output stem: writes STEM_instances.mrc and STEM_centres.star")
     p.add_argument("--format", choices=("star", "csv"), default="star", help="centres file format")
     p.add_argument("--voxel-size", type=length_A, default=None, help="voxel size in Å if the header lacks it")
     add_arguments(p, DETECT_PARAMS)

@@ -94,7 +94,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = osub.add_parser("simulate", help="projections of a 3D map at random orientations (.mrcs + STAR)")
     p.add_argument("map", help="3D density map (.mrc)")
     p.add_argument("out", type=output_file, help="output stack (.mrcs)")
-    p.add_argument("--star", default=None, type=output_file, help="output STAR of the true angles (default: beside the stack)")
+    p.add_argument("--star", default=None, type=output_file,
+                   help="output STAR of the true angles (default: beside the stack)")
     p.add_argument("--voxel-size", type=length_A, default=None, help="map voxel size in Å (default: header)")
     add_arguments(p, SIMULATE_PARAMS)
     p.set_defaults(func=_simulate)
