@@ -39,7 +39,7 @@ def _showable(layer) -> str:
     scale = np.asarray(layer.scale, float)
     if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
         return f"scale {scale.tolist()}"
-    if 0 in layer.data.shape if hasattr(layer.data, "shape") else False:
+    if layer._type_string in ("image", "labels") and 0 in layer.data.shape:
         return f"empty data {layer.data.shape}"
     if hasattr(layer, "contrast_limits") and layer._type_string == "image":
         low, high = layer.contrast_limits
