@@ -11,8 +11,11 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
+import warnings
 
 from tomolens import __version__
+from tomolens.io.atomic import install_sigterm_cleanup
 
 #: Namespace attribute holding the argument list that :func:`main` parsed.
 ARGV_ATTR = "_tomolens_argv"
@@ -30,8 +33,16 @@ COMMAND_MODULES = (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line on stderr (exit status 2), like every
+    other tomolens error; sub-command parsers inherit it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="tomolens",
         description="Deep-learning analysis of cryo-electron tomograms (napari-tomolens), headless.",
     )
@@ -57,12 +68,32 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    install_sigterm_cleanup()  # a killed command leaves no temporary file behind
+    warnings.showwarning = _warning_as_one_line
     try:
         return int(args.func(args) or 0)
-    except (ValueError, OSError, RuntimeError) as err:
-        logging.getLogger("tomolens").error("%s", err)
-        print(f"tomolens {args.command}: error: {err}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt:
+        print(f"tomolens {args.command}: interrupted; nothing more was written.", file=sys.stderr)
+        return 130
+    except Exception as err:  # one line for every failure; the traceback only with -v
+        if args.verbose:
+            traceback.print_exc()
+        print(f"tomolens {args.command}: error: {describe_error(err)}", file=sys.stderr)
+        return 2
+
+
+def _warning_as_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one log line (not the file, line and source line Python prints by default)."""
+    logging.getLogger("tomolens").warning("%s", " ".join(str(message).split()))
+
+
+def describe_error(err: BaseException) -> str:
+    """One line for an exception: its message, prefixed by its type when that is not a plain
+    user-facing error (ValueError, OSError…), so an unexpected failure is still recognisable."""
+    text = " ".join(str(err).split()) or "no details"
+    if isinstance(err, (ValueError, OSError, RuntimeError)):
+        return text
+    return f"{type(err).__name__}: {text} (unexpected; run with -v for details)"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -86,15 +87,26 @@ class Param:
                 value = Path(value)
             else:
                 value = kind(value)
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, OverflowError) as err:
             raise ValueError(f"{self.name}: {value!r} is not a valid {kind.__name__}.") from err
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{self.name}: {value} is not a finite number.")
         if self.choices is not None and value not in self.choices:
             raise ValueError(f"{self.name}: {value!r} is not one of {list(self.choices)}.")
+        allowed = f" (allowed:{_range_text(self).lstrip(';')})"
         if self.min is not None and value < self.min:
-            raise ValueError(f"{self.name}: {value} is below the minimum {self.min}.")
+            raise ValueError(f"{self.name}: {value} is below the minimum {self.min}{allowed}.")
         if self.max is not None and value > self.max:
-            raise ValueError(f"{self.name}: {value} is above the maximum {self.max}.")
+            raise ValueError(f"{self.name}: {value} is above the maximum {self.max}{allowed}.")
         return value
+
+    def parse(self, text: str) -> Any:
+        """:meth:`check` as an argparse ``type``: a bad value becomes argparse's one-line error with
+        the parameter's allowed range (instead of "invalid check value")."""
+        try:
+            return self.check(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
 
 
 #: Namespace attribute holding the names of options typed on the command line.
@@ -184,7 +196,7 @@ def add_arguments(parser: argparse.ArgumentParser, params: Iterable[Param]) -> N
             )
             continue
         parser.add_argument(
-            p.option, dest=p.name, default=p.default, type=p.check, metavar=kind.__name__.upper(),
+            p.option, dest=p.name, default=p.default, type=p.parse, metavar=kind.__name__.upper(),
             action=_StoreParam,
             help=f"{_escape(p.help)} (default: {_escape(str(p.default))}"
             + _range_text(p)

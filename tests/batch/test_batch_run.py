@@ -184,10 +184,10 @@ def test_batch_cli_exit_status_and_summary(batch_data, tmp_path, capsys):
     assert main(["batch", str(preset), str(batch_data["paths"][0]), "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "1 done, 0 skipped" in text and "0 done, 1 skipped" in text
-    assert main(["batch", str(preset), str(tmp_path / "nothing.mrc"), "--out", str(out)]) == 1
+    assert main(["batch", str(preset), str(tmp_path / "nothing.mrc"), "--out", str(out)]) == 2
     assert "No such tomogram" in capsys.readouterr().err
     assert main(["batch", str(preset), str(batch_data["paths"][0]), "--out", str(out), "--force",
-                 "--scheduler", "local:x"]) == 1
+                 "--scheduler", "local:x"]) == 2
     assert "local:N" in capsys.readouterr().err
 
 

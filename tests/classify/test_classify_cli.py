@@ -40,7 +40,7 @@ def test_train_classify_subdivide_cli(tmp_path, capsys):
     assert len(list((tmp_path / "avg").glob("cluster_*.mrc"))) == 3
 
     assert main(["classify", str(tmp_path / "t.mrc"), str(unlabelled), "--model", str(tmp_path / "m.pt"),
-                 "--out", str(tmp_path / "x.star"), "--box-A", "320"]) == 1
+                 "--out", str(tmp_path / "x.star"), "--box-A", "320"]) == 2
     assert "differs from the 160 Å" in capsys.readouterr().err
 
 

@@ -81,4 +81,4 @@ def test_cli_detect_and_evaluate(tiny, tmp_path, capsys):
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["true_positives"] == 4 and out["recall"] == pytest.approx(4 / 6) and out["precision"] == 1.0
-    assert main(["evaluate", str(tmp_path / "pred.star"), str(tmp_path / "truth.star")]) == 1  # no tolerance
+    assert main(["evaluate", str(tmp_path / "pred.star"), str(tmp_path / "truth.star")]) == 2  # no tolerance

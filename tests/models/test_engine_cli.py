@@ -54,7 +54,7 @@ def test_train_needs_a_known_task_and_validation(tmp_path, capsys):
     write_mrc(tmp_path / "l.mrc", lab, 10.0, is_labels=True)
     rc = main(["train", "--task", "detect", "--tomograms", str(tmp_path / "a.mrc"), "--labels",
                str(tmp_path / "l.mrc"), "--out", str(tmp_path / "m.pt")])
-    assert rc == 1 and "validation" in capsys.readouterr().err
+    assert rc == 2 and "validation" in capsys.readouterr().err
 
 
 def test_command_line_comes_from_the_parsed_argv(monkeypatch):

@@ -34,5 +34,5 @@ def test_cli_simulate_then_recover(tmp_path, capsys):
     assert quats.shape == (30, 4)
     assert read_mrc(tmp_path / "r.mrc").data.shape == (24, 24, 24)
     # a 3D map given where a stack is expected: a clear error, exit status 1
-    assert main(["orient", "recover", str(tmp_path / "map.mrc")]) == 1
+    assert main(["orient", "recover", str(tmp_path / "map.mrc")]) == 2
     assert "not a stack of projections" in capsys.readouterr().err

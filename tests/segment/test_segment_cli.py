@@ -37,7 +37,7 @@ def test_train_and_segment_from_the_command_line(tmp_path, capsys):
     assert (tmp_path / "seg_instances.csv").is_file()
     assert "voxels per class" in capsys.readouterr().out
     assert main(["segment", str(tmp_path / "val.mrc"), "--model", str(model), "--out", str(out),
-                 "--classes", "background,membrane", "--device", "cpu"]) == 1
+                 "--classes", "background,membrane", "--device", "cpu"]) == 2
     assert "segments ['background', 'membrane', 'filament']" in capsys.readouterr().err
 
 

@@ -188,4 +188,4 @@ def test_cli_domain_tomogram_and_dataset(tmp_path, capsys):
     sub = json.loads((tmp_path / "set" / "tomo_000050" / "config.json").read_text())
     assert all(sub["outside_training"].values())
     rc = main(["simulate-dataset", "--n", "1", "--maps-dir", "none", "--out", str(tmp_path / "set")])
-    assert rc == 1 and "exists" in capsys.readouterr().err
+    assert rc == 2 and "exists" in capsys.readouterr().err

@@ -42,7 +42,7 @@ def test_cli_simulate_and_subtomograms(tmp_path, capsys):
         main(["simulate", "--out", str(tmp_path / "bad"), "--tilt-range-deg", "120"])
     rc = main(["simulate", "--out", str(tmp_path / "bad"), "--size-z", "8", "--n-particles", "3",
                "--templates", "shell"])
-    assert rc == 1 and "does not fit" in capsys.readouterr().err
+    assert rc == 2 and "does not fit" in capsys.readouterr().err
 
 
 def test_sample_layers():

@@ -20,7 +20,8 @@ PIXEL = "pixel"
 
 def scale_kwargs(voxel_size_A: tuple[float, ...] | float | None, ndim: int, kind: str = "volume") -> dict:
     """``scale``, ``units`` and ``axis_labels`` for a layer of ``ndim`` dimensions."""
-    labels = {2: ("y", "x"), 3: ("z", "y", "x")}[ndim] if kind != "stack" else ("image", "y", "x")
+    spatial = ("z", "y", "x")[-ndim:] if ndim <= 3 else tuple(f"axis {i}" for i in range(ndim - 3)) + ("z", "y", "x")
+    labels = spatial if kind != "stack" else ("image", "y", "x")
     if voxel_size_A is None:
         return {"scale": (1.0,) * ndim, "units": (PIXEL,) * ndim, "axis_labels": labels}
     vs = tuple(float(v) for v in np.broadcast_to(np.asarray(voxel_size_A, float), (ndim,)))
@@ -68,8 +69,8 @@ def volume_layer_data(vol: MrcVolume, name: str | None = None) -> tuple[Any, dic
         "metadata": meta,
         **scale_kwargs(vol.voxel_size_A, vol.data.ndim, vol.kind),
     }
-    if vol.is_labels:
-        return np.array(vol.data), kwargs, "labels"
+    if vol.is_labels:  # copy-on-write memory map: paintable, never loaded whole nor written back
+        return vol.data, kwargs, "labels"
     kwargs["contrast_limits"] = contrast_limits(vol.data)
     kwargs["projection_mode"] = "none"  # the slice itself, also when the slab is widened for picks
     return vol.data, kwargs, "image"
@@ -119,6 +120,12 @@ def points_layer_data(table: ParticleTable, name: str = "particles", color_by: s
     whichever exists.
     """
     features = table.features.reset_index(drop=True)
+    text = [c for c in features.columns
+            if not (pd.api.types.is_numeric_dtype(features[c]) or pd.api.types.is_bool_dtype(features[c]))]
+    if text:  # text columns may mix in NaN or numbers (a file's typo): all strings, which napari can sort
+        features = features.copy()
+        for column in text:
+            features[column] = [str(v) for v in features[column]]
     kwargs: dict[str, Any] = {
         "name": name,
         "features": features,

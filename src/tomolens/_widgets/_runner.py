@@ -6,17 +6,21 @@ superqt's ``create_worker`` (the engine behind ``napari.qt.threading``): the pro
 follows every :class:`~tomolens.jobs.Progress`, Cancel stops the job at its next yield
 (no result is delivered, so no partial layers appear), errors become napari error
 notifications, warnings become warning notifications, and the Run button is disabled
-while the job runs.  Result handlers run on the GUI thread.
+while the job runs.  Result handlers run on the GUI thread; a handler that is a generator
+function is run one step per event-loop turn (each ``yield`` hands the GUI back, for example
+between two layers, so that adding a result never blocks napari for the sum of its layers),
+and the job counts as running until its last step.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
 from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QTimer
 from superqt.utils import create_worker
 
 from tomolens.jobs import Progress
@@ -71,7 +75,7 @@ class JobRunner(Container):
     def start(
         self,
         job: Generator[Progress, None, Any],
-        on_result: Callable[[Any], None],
+        on_result: Callable[[Any], Iterator[None] | None],
         on_progress: Callable[[Progress], None] | None = None,
         on_finish: Callable[[], None] | None = None,
     ):
@@ -83,7 +87,9 @@ class JobRunner(Container):
             A job generator (already created; its body runs in the worker).  Snapshot
             any layer data on the GUI thread before creating it.
         on_result : callable
-            Called on the GUI thread with the job's return value, only if it finished.
+            Called on the GUI thread with the job's return value, only if it finished.  If it
+            returns an iterator (a generator function), the iterator is advanced one step per
+            event-loop turn, and the job ends after its last step.
         on_progress : callable, optional
             Called on the GUI thread with each Progress (live plots).
         on_finish : callable, optional
@@ -110,15 +116,37 @@ class JobRunner(Container):
             if on_progress is not None:
                 on_progress(progress)
 
+        staged: dict[str, Any] = {"steps": None, "finished": False}
+
+        def _show_failed(exc: Exception) -> None:
+            log.exception("%s: showing the result failed", self.title)
+            show_error(f"{self.title}: could not show the result: {exc}")
+            self.status.value = f"Failed: {exc}"
+
+        def _next_step() -> None:
+            try:
+                next(staged["steps"])
+            except StopIteration:
+                staged["steps"] = None
+            except Exception as exc:  # shown to the user, logged with traceback
+                staged["steps"] = None
+                _show_failed(exc)
+            if staged["steps"] is not None:  # a 1 ms timer, not 0: pending timers and paints run first
+                QTimer.singleShot(1, _next_step)
+            elif staged["finished"]:
+                _finished()
+
         def _returned(result: Any) -> None:
             self.progress.value = 1000
             self.status.value = "Done"
             try:
-                on_result(result)
+                steps = on_result(result)
             except Exception as exc:  # shown to the user, logged with traceback
-                log.exception("%s: showing the result failed", self.title)
-                show_error(f"{self.title}: could not show the result: {exc}")
-                self.status.value = f"Failed: {exc}"
+                _show_failed(exc)
+                return
+            if isinstance(steps, Iterator):
+                staged["steps"] = steps
+                QTimer.singleShot(1, _next_step)
 
         def _errored(exc: BaseException) -> None:
             log.warning("%s failed: %s", self.title, exc, exc_info=(type(exc), exc, exc.__traceback__))
@@ -133,6 +161,9 @@ class JobRunner(Container):
             show_warning(str(args[0]))
 
         def _finished() -> None:
+            staged["finished"] = True
+            if staged["steps"] is not None:
+                return  # the result is still being shown; finish after its last step
             self.worker = None
             self.run_button.enabled = True
             self.cancel_button.enabled = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import napari
@@ -117,13 +118,19 @@ class DetectWidget(Container):
         model = self.model_path()
         self.runner.start(detect_particles(data, vs[-1] if vs else None, model=model, **params), self._show)
 
-    def _show(self, result: DetectionResult) -> None:
+    def _show(self, result: DetectionResult) -> Iterator[None]:
+        """Add the result's layers one per event-loop turn (the runner advances this generator)."""
         self.result = result
-        self._update_layers()
+        yield from self._layer_steps()
         show_info(f"Detected {len(result.particles)} particles; "
                   f"{result.params.get('polarity_decision', {}).get('message', '')}")
 
     def _update_layers(self) -> None:
+        for _ in self._layer_steps():
+            pass
+
+    def _layer_steps(self) -> Iterator[None]:
+        """Create or update the mask, instances and centres layers, yielding after each."""
         r = self.result
         if r is None:
             return
@@ -136,12 +143,18 @@ class DetectWidget(Container):
             else:
                 self.viewer.add_labels(data, name=key, opacity=0.4, visible=suffix == "instances", **scale)
             self.viewer.layers[key].metadata["tomolens"] = provenance(r.params)
+            yield
         data, kwargs, _ = points_layer_data(r.particles, name=f"{name} centres", color_by=None)
         key = kwargs["name"]
-        if key in self.viewer.layers:
-            self.viewer.layers.remove(key)
         kwargs.pop("face_color", None), kwargs.pop("face_colormap", None), kwargs.pop("face_color_cycle", None)
-        layer = self.viewer.add_points(data, **kwargs)
+        if key in self.viewer.layers:
+            # update in place: removing and re-adding Points after Labels can crash napari's OpenGL
+            # drawing (SIGSEGV in glDrawArrays, napari#6472; see docs/file_safety.md)
+            layer = self.viewer.layers[key]
+            layer.data = data
+            layer.features = kwargs["features"]
+        else:
+            layer = self.viewer.add_points(data, **kwargs)
         layer.metadata["tomolens"] = provenance(r.params)
         if len(data):
             layer.face_colormap = "viridis"

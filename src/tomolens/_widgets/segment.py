@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import napari
@@ -290,7 +291,8 @@ class SegmentWidget(Container):
         self.predict_runner.start(segment_tomogram(image.data, vs[-1] if vs else None, model=model,
                                                    class_names=names, **params), self._show)
 
-    def _show(self, result: SegmentationResult) -> None:
+    def _show(self, result: SegmentationResult) -> Iterator[None]:
+        """Add one layer per event-loop turn (the runner advances this generator)."""
         self.result = result
         scale = scale_kwargs(result.voxel_size_A, 3)
         for k, name in enumerate(result.class_names):
@@ -300,8 +302,11 @@ class SegmentWidget(Container):
             else:
                 self.viewer.add_image(result.probabilities[k], name=key, colormap="inferno", blending="additive",
                                       contrast_limits=(0.0, 1.0), visible=False, **scale)
+            yield
         self._update_labels()
-        counts = ", ".join(f"{n} {int((result.classes == k).sum())}" for k, n in enumerate(result.class_names[1:], 1))
+        yield
+        voxels = np.bincount(np.asarray(result.classes).ravel(), minlength=len(result.class_names))
+        counts = ", ".join(f"{n} {int(voxels[k])}" for k, n in enumerate(result.class_names[1:], 1))
         show_info(f"Segmented {self._source}: voxels {counts}. {result.info.get('polarity', {}).get('message', '')}")
 
     def _update_labels(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import napari
 from magicgui.widgets import Container, Label
 from napari.utils.notifications import show_error, show_info
@@ -39,12 +41,14 @@ class SimulateWidget(Container):
         prefix = "simulated" if n_runs == 0 else f"simulated {n_runs // 4 + 1}"
         self.runner.start(simulate_tomogram(cfg), lambda sim: self._add_layers(sim, prefix))
 
-    def _add_layers(self, sim, prefix: str) -> None:
+    def _add_layers(self, sim, prefix: str) -> Iterator[None]:
+        """Add the simulation's layers one per event-loop turn (the runner advances this generator)."""
         self.last_result = sim
         for data, kwargs, kind in simulation_layers(sim, prefix=prefix):
             layer = getattr(self.viewer, f"add_{kind}")(data, **kwargs)
             if kind == "points":
                 show_layer_particles(self.viewer, layer)
+            yield
         text = (f"{len(sim.particles)} particles, volume fraction {sim.volume_fraction:.3f}, "
                 f"SNR {sim.measured_snr:.3g} (on the {sim.snr_domain})")
         self.summary.value = text

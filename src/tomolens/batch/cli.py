@@ -7,6 +7,7 @@ import json
 import logging
 
 from tomolens.batch.registry import TASKS
+from tomolens.cli_args import length_A, output_folder
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +52,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("preset", help="batch preset (JSON/YAML with a 'pipeline'), or a widget's single-task preset; "
                    "see 'tomolens batch-example'")
     p.add_argument("tomograms", nargs="+", help="tomogram files, folders (their .mrc/.rec/.map) or glob patterns")
-    p.add_argument("--out", required=True, help="output folder: one sub-folder per tomogram")
+    p.add_argument("--out", required=True, type=output_folder, help="output folder: one sub-folder per tomogram")
     p.add_argument("--scheduler", default="", help="'' = in this process, one by one (default); local:N = a "
                    "dask LocalCluster of N single-thread workers; tcp://HOST:PORT = an existing dask scheduler")
     p.add_argument("--retries", type=int, default=1, help="extra attempts for a failed tomogram (default: 1)")
     p.add_argument("--force", action="store_true", help="run finished tomograms again")
-    p.add_argument("--voxel-size-A", type=float, default=None,
+    p.add_argument("--voxel-size-A", type=length_A, default=None,
                    help="voxel size in Å for tomograms whose header lacks it (overrides the preset's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_batch)

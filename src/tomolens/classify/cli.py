@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tomolens.cli_args import length_A, output_file
 from tomolens.classify.predict import CLASSIFY_PARAMS, classify_points
 from tomolens.io.coords import ParticleTable, read_coordinates, write_coordinates
 from tomolens.io.provenance import write_provenance
@@ -80,8 +81,9 @@ def _subdivide(args: argparse.Namespace) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("tomogram", help="tomogram MRC")
     p.add_argument("coords", help="particle coordinates (.star/.csv/.txt) on the tomogram")
-    p.add_argument("--out", required=True, help="output coordinates (.star/.csv) with the new feature columns")
-    p.add_argument("--voxel-size", type=float, default=None, help="voxel size in Å if the header lacks it")
+    p.add_argument("--out", required=True, type=output_file,
+                   help="output coordinates (.star/.csv) with the new feature columns")
+    p.add_argument("--voxel-size", type=length_A, default=None, help="voxel size in Å if the header lacks it")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

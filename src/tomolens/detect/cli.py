@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from tomolens.detect.detector import DETECT_PARAMS, detect_particles
+from tomolens.cli_args import length_A, output_stem
+from tomolens.detect.detector import DEFAULT_MODEL, DETECT_PARAMS, detect_particles
 from tomolens.evaluate import evaluate_tables
 from tomolens.io.coords import read_coordinates, write_coordinates
 from tomolens.io.mrc import read_mrc, write_mrc
@@ -53,22 +54,38 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_card_defaults(parser: argparse.ArgumentParser) -> None:
+    """Help texts of the post-processing options state the default actually used: the model
+    card's tuned value (the shipped model's shown), not the parameter table's fallback."""
+    from tomolens.models.card import read_card, resolve_model
+
+    tuned = read_card(resolve_model(DEFAULT_MODEL)).extra.get("postprocess", {})
+    params = {q.name: q for q in DETECT_PARAMS}
+    for action in parser._actions:
+        if action.dest in tuned and action.dest in params:
+            action.help = (f"{params[action.dest].help} (default: the model card's value, {tuned[action.dest]:.3g} "
+                           f"for {DEFAULT_MODEL}; {params[action.dest].default:g} for a card without one)"
+                           ).replace("%", "%%")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("detect", help="detect particles: instance-label MRC + centres (STAR/CSV)")
     p.add_argument("tomogram", help="tomogram MRC, either contrast (see --polarity)")
-    p.add_argument("--out", required=True, help="output stem: writes STEM_instances.mrc and STEM_centres.star")
+    p.add_argument("--out", required=True, type=output_stem,
+                   help="output stem: writes STEM_instances.mrc and STEM_centres.star")
     p.add_argument("--format", choices=("star", "csv"), default="star", help="centres file format")
-    p.add_argument("--voxel-size", type=float, default=None, help="voxel size in Å if the header lacks it")
+    p.add_argument("--voxel-size", type=length_A, default=None, help="voxel size in Å if the header lacks it")
     add_arguments(p, DETECT_PARAMS)
+    _show_card_defaults(p)
     p.set_defaults(func=_detect)
 
     p = sub.add_parser("evaluate", help="precision/recall/F1 of picked centres against ground truth")
     p.add_argument("pred", help="predicted centres (.star/.csv/.txt)")
     p.add_argument("true", help="true centres (.star/.csv/.txt)")
-    p.add_argument("--tolerance-A", type=float, default=None,
+    p.add_argument("--tolerance-A", type=length_A, default=None,
                    help="match distance in Å (default: half the particle radius)")
-    p.add_argument("--radius-A", type=float, default=None,
+    p.add_argument("--radius-A", type=length_A, default=None,
                    help="particle radius in Å (used when no tolerance is given and TRUE has no radius_A)")
-    p.add_argument("--pixel-size", type=float, default=None, help="pixel size in Å if the files lack it")
+    p.add_argument("--pixel-size", type=length_A, default=None, help="pixel size in Å if the files lack it")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=_evaluate)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from tomolens.detect.postprocess import POSTPROCESS_PARAMS, postprocess
+from tomolens.io.checks import check_voxel_size
 from tomolens.io.coords import ParticleTable
 from tomolens.jobs import Progress
 from tomolens.params import Param, validate_values
@@ -158,7 +159,9 @@ def detect_particles(
         net, card = model
     else:
         net, card = load_model(model, device=device, expected_task="detect")
-    if voxel_size_A is None or voxel_size_A <= 0:
+    if voxel_size_A is not None and voxel_size_A != 0:
+        voxel_size_A = check_voxel_size(voxel_size_A)
+    if voxel_size_A is None or voxel_size_A == 0:
         if not card.voxel_size_A:
             raise ValueError("The voxel size is unknown and the model does not state one; give it in Å.")
         warnings.warn(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tomolens.cli_args import length_A
 from tomolens.io.formats_cli import CopickTarget, describe_path, read_any_picks, write_any_picks
 from tomolens.io.mrc import MRC_EXTENSIONS, contrast_limits, read_mrc
 
@@ -65,9 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--object", default=None, help="copick object name (read: all objects)")
     p.add_argument("--user", default=None, help="copick user id (write default: tomolens)")
     p.add_argument("--session", default=None, help="copick session id (write default: 0)")
-    p.add_argument("--voxel-size", type=float, default=None,
+    p.add_argument("--voxel-size", type=length_A, default=None,
                    help="voxel size in Å of the coordinates read from copick (copick stores Å)")
-    p.add_argument("--pixel-size", type=float, default=None, help="pixel size in Å")
+    p.add_argument("--pixel-size", type=length_A, default=None, help="pixel size in Å")
     p.add_argument(
         "--tomogram-shape", type=int, nargs=3, metavar=("X", "Y", "Z"), default=None,
         help="tomogram size in voxels (needed for RELION 5 centred coordinates)",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import pandas as pd
 import starfile
 
 from tomolens.io.atomic import atomic_path
+from tomolens.io.checks import check_voxel_size, is_valid_length, require_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,38 @@ PIXEL_SIZE_COLS = (  # the first one present gives the coordinates' pixel size
 
 class CoordinateFileError(ValueError):
     """A coordinate file could not be read or written; the message says why."""
+
+
+def _numbers(df: pd.DataFrame, columns, path: Path, row_name) -> np.ndarray:
+    """The columns as an (N, len(columns)) float array; every value must be a finite number.
+
+    ``row_name(i)`` says where row ``i`` is in the file ("line 5", "particle 3").
+    """
+    out = np.zeros((len(df), len(columns)))
+    for j, col in enumerate(columns):
+        if col not in df:
+            continue
+        values = pd.to_numeric(df[col], errors="coerce").to_numpy(float)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            i = int(bad[0])
+            value = df[col].iloc[i]
+            shown = repr(value) if isinstance(value, str) else str(value)
+            raise CoordinateFileError(
+                f"{path.name}, {row_name(i)}, column {col}: {shown} is not a finite number"
+                + (f" ({bad.size} such values)" if bad.size > 1 else "") + "; fix or remove those rows."
+            )
+        out[:, j] = values
+    return out
+
+
+def _file_pixel_size(value, column: str, path: Path) -> float | None:
+    """A pixel size read from a file, or None (with a warning) when it is not a usable size."""
+    if is_valid_length(value):
+        return float(value)
+    warnings.warn(f"{path.name}: {column} is {value!r}, not a positive pixel size in Å; treating it as unknown.",
+                  UserWarning, stacklevel=4)
+    return None
 
 
 @dataclass
@@ -101,7 +135,12 @@ def _read_star_table(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     try:
         blocks = starfile.read(path, always_dict=True)
     except Exception as err:  # starfile raises several types for malformed files
-        raise CoordinateFileError(f"{path.name} is not a readable STAR file: {err}") from err
+        text = " ".join(str(err).split())
+        if any(key in text for key in ("Length mismatch", "Error tokenizing", "Expected")):
+            text = "a data row has more or fewer values than the loop declares columns"
+        elif isinstance(err, UnicodeDecodeError):
+            text = "it is not UTF-8 text"
+        raise CoordinateFileError(f"{path.name} is not a readable STAR file: {text} ({type(err).__name__}).") from err
     optics = blocks.get("optics")
     optics = optics if isinstance(optics, pd.DataFrame) and len(optics) else None
     for name in ("particles", *blocks.keys()):
@@ -138,15 +177,17 @@ def _join_optics(df: pd.DataFrame, optics: pd.DataFrame | None) -> pd.DataFrame:
 
 
 def _star_to_table(df: pd.DataFrame, path: Path, pixel_size_A, tomogram_shape_zyx, optics=None):
+    if len(df) == 0:
+        raise CoordinateFileError(f"{path.name} holds no particles (its table has columns but no rows).")
     px_col = next((c for c in PIXEL_SIZE_COLS if c in df.columns), None)
-    row_px = df[px_col].to_numpy(float) if px_col else None
-    file_px = float(row_px[0]) if row_px is not None and len(row_px) else None
+    row_px = pd.to_numeric(df[px_col], errors="coerce").to_numpy(float) if px_col else None
+    file_px = _file_pixel_size(df[px_col].iloc[0], px_col, path) if px_col else None
     px = pixel_size_A if pixel_size_A is not None else file_px
+    particle = lambda i: f"particle {i + 1}"  # noqa: E731
     if set(PIXEL_COLS[:2]) <= set(df.columns):
-        xyz = np.stack(
-            [df[c].to_numpy(float) if c in df else np.zeros(len(df)) for c in PIXEL_COLS], axis=1
-        )
-        if pixel_size_A is None and row_px is not None and not np.allclose(row_px, file_px):
+        xyz = _numbers(df, PIXEL_COLS, path, particle)
+        if (pixel_size_A is None and file_px is not None and row_px is not None
+                and np.all(np.isfinite(row_px) & (row_px > 0)) and not np.allclose(row_px, file_px)):
             # optics groups of different pixel sizes: every row to the first row's pixel size
             log.info("%s: optics groups of several pixel sizes; coordinates rescaled to %g Å", path.name, px)
             xyz = xyz * (row_px / px)[:, None]
@@ -161,9 +202,7 @@ def _star_to_table(df: pd.DataFrame, path: Path, pixel_size_A, tomogram_shape_zy
                 "layer, or pass --pixel-size and --tomogram-shape)."
             )
         size_xyz = np.asarray(tomogram_shape_zyx, float)[::-1]
-        ang = np.stack(
-            [df[c].to_numpy(float) if c in df else np.zeros(len(df)) for c in CENTRED_COLS], axis=1
-        )
+        ang = _numbers(df, CENTRED_COLS, path, particle)
         xyz = ang / px + size_xyz / 2.0
         used = set(CENTRED_COLS)
     used |= set(PIXEL_SIZE_COLS)
@@ -178,19 +217,26 @@ def _read_csv(path: Path, pixel_size_A) -> ParticleTable:
         df = pd.read_csv(path)
     except pd.errors.EmptyDataError as err:
         raise CoordinateFileError(f"{path.name} is empty: it holds no particles.") from err
-    lower = {c.lower().strip(): c for c in df.columns}
+    except UnicodeDecodeError as err:
+        raise CoordinateFileError(
+            f"{path.name} is not UTF-8 text (byte {err.start} cannot be decoded); save it as UTF-8 CSV."
+        ) from err
+    except (pd.errors.ParserError, ValueError) as err:
+        raise CoordinateFileError(f"{path.name} is not a readable CSV table: {' '.join(str(err).split())}") from err
+    lower = {str(c).lower().strip(): c for c in df.columns}
     if not {"x", "y", "z"} <= set(lower):
         raise CoordinateFileError(
             f"{path.name} needs a header with columns x, y, z; found: {', '.join(df.columns)}."
         )
-    xyz = df[[lower["x"], lower["y"], lower["z"]]].to_numpy(float)
+    xyz = _numbers(df, [lower["x"], lower["y"], lower["z"]], path, lambda i: f"line {i + 2}")
     unit = str(df[lower["unit"]].iloc[0]).strip() if "unit" in lower and len(df) else "px"
-    file_px = float(df[lower["pixel_size_a"]].iloc[0]) if "pixel_size_a" in lower and len(df) else None
+    file_px = (_file_pixel_size(df[lower["pixel_size_a"]].iloc[0], lower["pixel_size_a"], path)
+               if "pixel_size_a" in lower and len(df) else None)
     px = pixel_size_A if pixel_size_A is not None else file_px
     if unit.lower() in ("a", "å", "angstrom"):
         if px is None:
             raise CoordinateFileError(
-                f"{path.name} gives coordinates in Å but no pixel size; give the pixel size."
+                f"{path.name} gives coordinates in Å but no usable pixel size; give the pixel size."
             )
         xyz = xyz / px
     drop = {lower[k] for k in ("x", "y", "z", "unit", "pixel_size_a") if k in lower}
@@ -201,15 +247,22 @@ def _read_csv(path: Path, pixel_size_A) -> ParticleTable:
 def _read_txt(path: Path, pixel_size_A) -> ParticleTable:
     try:
         xyz = np.loadtxt(path, comments="#", ndmin=2, dtype=float)
+    except UnicodeDecodeError as err:
+        raise CoordinateFileError(f"{path.name} is not UTF-8 text (byte {err.start} cannot be decoded).") from err
     except ValueError as err:
-        raise CoordinateFileError(
-            f"{path.name} is not a plain 'x y z' text file: {err}"
-        ) from err
+        text = " ".join(str(err).split()).split("; use `usecols`")[0]
+        raise CoordinateFileError(f"{path.name} is not a plain 'x y z' text file: {text}.") from err
     if xyz.size == 0:
         return ParticleTable(np.zeros((0, 3)), pd.DataFrame(), pixel_size_A)
     if xyz.shape[1] < 3:
         raise CoordinateFileError(
             f"{path.name} has {xyz.shape[1]} columns per line; expected 'x y z'."
+        )
+    bad = np.flatnonzero(~np.all(np.isfinite(xyz[:, :3]), axis=1))
+    if bad.size:
+        raise CoordinateFileError(
+            f"{path.name}, particle {bad[0] + 1}: {xyz[bad[0], :3].tolist()} is not a finite position "
+            f"({bad.size} such rows); fix or remove them."
         )
     return ParticleTable(xyz[:, 2::-1], pd.DataFrame(), pixel_size_A)
 
@@ -239,9 +292,11 @@ def read_coordinates(
     CoordinateFileError
         Missing coordinate columns, an empty file, or missing pixel/tomogram size.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No such file: {str(path)!r}")
+    path = require_regular_file(path, "coordinate file")
+    pixel_size_A = check_voxel_size(pixel_size_A, "pixel size")
+    if tomogram_shape_zyx is not None and (len(tomogram_shape_zyx) != 3
+                                           or not all(int(n) >= 1 for n in tomogram_shape_zyx)):
+        raise ValueError(f"The tomogram shape must be three positive sizes in voxels; got {tomogram_shape_zyx!r}.")
     if path.stat().st_size == 0:
         raise CoordinateFileError(f"{path.name} is empty: it holds no particles.")
     suffix = path.suffix.lower()
@@ -265,6 +320,19 @@ def read_coordinates(
 def _feature_columns(features: pd.DataFrame) -> dict[str, np.ndarray]:
     reverse = {v: k for k, v in STAR_FEATURES.items()}
     return {reverse.get(c, str(c)): features[c].to_numpy() for c in features.columns}
+
+
+def _check_star_text(features: dict[str, np.ndarray], path: Path) -> None:
+    """Refuse text features STAR cannot hold (a line break would end the row)."""
+    for name, values in features.items():
+        if values.dtype.kind not in "OSU":
+            continue
+        for i, value in enumerate(values):
+            if isinstance(value, str) and ("\n" in value or "\r" in value):
+                raise CoordinateFileError(
+                    f"Cannot write {path.name}: feature {name!r} of particle {i + 1} contains a line break, "
+                    "which STAR cannot hold. Remove it, or save as CSV (which quotes it)."
+                )
 
 
 def write_coordinates(
@@ -292,8 +360,16 @@ def write_coordinates(
     path = Path(path)
     suffix = path.suffix.lower()
     xyz = table.coords_zyx[:, ::-1]
+    bad = np.flatnonzero(~np.all(np.isfinite(xyz), axis=1))
+    if bad.size:
+        raise CoordinateFileError(
+            f"Cannot write {path.name}: particle {bad[0] + 1} has the position {xyz[bad[0]].tolist()} (x, y, z); "
+            f"{bad.size} particles have NaN or infinite coordinates. Remove them first."
+        )
+    check_voxel_size(table.pixel_size_A, "pixel size to write")
     features = _feature_columns(table.features)
     if suffix == ".star":
+        _check_star_text(features, path)
         if star_form == "centred":
             if table.pixel_size_A is None or tomogram_shape_zyx is None:
                 raise CoordinateFileError(

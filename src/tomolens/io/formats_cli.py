@@ -117,9 +117,10 @@ class CopickTarget:
 def read_any_picks(src: Path, pixel_size_A: float | None, shape_zyx, copick: CopickTarget) -> ParticleTable:
     """Picks from a pick file, or from a copick project (one object/user/session, or all of them)."""
     if not _is_copick(src):
+        from tomolens.io.checks import require_regular_file
         from tomolens.io.picks import read_picks
 
-        return read_picks(src, pixel_size_A, shape_zyx)
+        return read_picks(require_regular_file(src, "pick file"), pixel_size_A, shape_zyx)
     import pandas as pd
 
     from tomolens.io.copick_io import open_project, read_copick_picks

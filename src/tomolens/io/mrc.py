@@ -1,7 +1,9 @@
 """Read and write MRC volumes, images and image stacks with mrcfile.
 
-Reading is memory-mapped: the data are never loaded into RAM until they are used,
-so a 2 GB tomogram opens in about a second.  The voxel size comes from the header
+Reading is memory-mapped: the data are never loaded into RAM until they are used.  The
+header is checked against the file before anything is mapped, and every voxel is checked
+for NaN/Inf in blocks (a 512 MiB tomogram opens in 0.6-0.9 s from the page cache on the
+2-core development machine; ``check_finite=False`` skips the scan).  The voxel size comes from the header
 (x, y, z in the file) and is returned in z, y, x order, in Å.  A header voxel size of
 0 or 1 is treated as *unknown* (many programs write those when they do not know it).
 
@@ -20,8 +22,10 @@ from pathlib import Path
 import mrcfile
 import mrcfile.utils
 import numpy as np
+from mrcfile.dtypes import HEADER_DTYPE
 
 from tomolens.io.atomic import atomic_path
+from tomolens.io.checks import check_voxel_size, is_valid_length, require_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +56,8 @@ class MrcVolume:
     ----------
     data : numpy.ndarray
         Memory-mapped array, shape (z, y, x) for volumes and stacks, (y, x) for a
-        single image.  Read-only.
+        single image.  Read-only for images; copy-on-write for labels (writes change
+        memory, never the file).
     voxel_size_A : tuple of float or None
         Voxel size in Å in the order of ``data``'s axes; None when unknown.
     kind : {"volume", "stack", "image"}
@@ -85,35 +90,131 @@ def subsample(data: np.ndarray, max_voxels: int = SUBSAMPLE_VOXELS) -> np.ndarra
 
 def contrast_limits(data: np.ndarray) -> tuple[float, float]:
     """Contrast limits (0.5th and 99.5th percentile) from a subsample of ``data``."""
-    sample = subsample(data).astype(np.float32, copy=False)
+    sample = subsample(data).astype(np.float64)
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
         return (0.0, 1.0)
-    low, high = np.percentile(sample, [0.5, 99.5])
+    low, high = (float(v) for v in np.percentile(sample, [0.5, 99.5]))
     if high <= low:
         low, high = float(sample.min()), float(sample.max())
-    if high <= low:
-        high = low + 1.0
-    return (float(low), float(high))
+    if high <= low:  # constant data: a small window around the value, inside float32's range
+        delta = max(1.0, abs(low) * 1e-3)
+        low, high = (low, low + delta) if low + delta <= float(np.finfo(np.float32).max) else (low - delta, low)
+    return (low, high)
 
 
-def _voxel_size_from_header(voxel_size, ndim: int, kind: str, path: Path):
-    vs_xyz = np.array([float(voxel_size.x), float(voxel_size.y), float(voxel_size.z)])
+def _voxel_size_from_header(vs_xyz: np.ndarray, ndim: int, kind: str, path: Path):
+    """(z, y, x) or (y, x) voxel size in Å from the header's (x, y, z), or None when unknown."""
     in_plane = vs_xyz[:2]
-    if np.any(in_plane <= 0) or np.allclose(in_plane, 1.0):
+    if not all(is_valid_length(v) for v in in_plane) or np.allclose(in_plane, 1.0):
         warnings.warn(
-            f"{path.name}: the header voxel size is {tuple(vs_xyz)} Å, which tomolens treats "
-            "as unknown. Set the voxel size in the Tomogram widget (or pass --voxel-size).",
+            f"{path.name}: the header voxel size is {tuple(float(v) for v in vs_xyz)} Å, which tomolens "
+            "treats as unknown. Set the voxel size in the Tomogram widget (or pass --voxel-size).",
             UnknownVoxelSizeWarning,
             stacklevel=3,
         )
         return None
     if ndim == 2:
-        return (vs_xyz[1], vs_xyz[0])
+        return (float(vs_xyz[1]), float(vs_xyz[0]))
     z = vs_xyz[2]
-    if kind == "stack" or z <= 0:
-        z = vs_xyz[0] if kind != "stack" else 1.0
+    if kind == "stack":
+        z = 1.0
+    elif not is_valid_length(z):
+        z = vs_xyz[0]
     return (float(z), float(vs_xyz[1]), float(vs_xyz[0]))
+
+
+@dataclass
+class _Header:
+    """What :func:`read_mrc` takes from a checked MRC header."""
+
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    offset: int
+    vs_xyz: np.ndarray
+    is_stack: bool
+    labels: list[str]
+
+
+def _refuse(path: Path, problem: str) -> MrcReadError:
+    return MrcReadError(f"{path.name} {problem}")
+
+
+def _read_header(path: Path) -> _Header:
+    """Parse and check the 1024-byte MRC header without trusting any of its numbers.
+
+    Every size is checked against the file before anything is allocated or mapped: a
+    header cannot make tomolens read past the file, divide by zero or allocate more than
+    the file holds.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        raw = fh.read(HEADER_DTYPE.itemsize)
+    if len(raw) < HEADER_DTYPE.itemsize:
+        raise _refuse(path, f"is not an MRC file: it has {len(raw)} bytes, fewer than the 1024 of an MRC header.")
+    header = np.frombuffer(raw, dtype=HEADER_DTYPE).reshape(()).view(np.recarray)
+    if bytes(header.map)[:3] != b"MAP":
+        raise _refuse(path, "is not an MRC file (no 'MAP ' identifier in its header). "
+                            "Check that it is a tomogram or map in MRC format.")
+    try:
+        header = header.view(header.dtype.newbyteorder(mrcfile.utils.byte_order_from_machine_stamp(header.machst)))
+    except ValueError:
+        raise _refuse(path, f"has an unknown byte-order stamp {bytes(header.machst)!r} in its header; "
+                            "the file is corrupt or was written by a broken program.") from None
+    mode = int(header.mode)
+    if mode not in SUPPORTED_MODES:
+        raise _refuse(path, f"uses MRC mode {mode}, which tomolens cannot read. Supported modes: "
+                            f"{sorted(SUPPORTED_MODES)} (int8, int16, float32, uint16, float16); convert it, "
+                            "e.g. with IMOD's newstack -mode 2.")
+    nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
+    if min(nx, ny, nz) < 1:
+        raise _refuse(path, f"has an empty or negative size in its header (nx, ny, nz = {nx}, {ny}, {nz}); "
+                            "every axis needs at least one voxel.")
+    ext_bytes, ispg, mz = int(header.nsymbt), int(header.ispg), int(header.mz)
+    if ext_bytes < 0 or HEADER_DTYPE.itemsize + ext_bytes > size:
+        raise _refuse(path, f"declares an extended header of {ext_bytes:,} bytes, which the {size:,}-byte "
+                            "file cannot hold; the header is corrupt.")
+    if 401 <= ispg <= 630:  # a volume stack: nz / mz volumes of mz sections
+        if mz < 1 or nz % mz:
+            raise _refuse(path, f"is marked as a stack of volumes (space group {ispg}) but its nz = {nz} is "
+                                f"not a multiple of mz = {mz}; the header is corrupt.")
+        if nz // mz > 1:
+            raise _refuse(path, f"holds {nz // mz} volumes of {mz} sections (space group {ispg}); tomolens reads "
+                                "one volume per file. Split it first (e.g. with IMOD's newstack -split).")
+    dtype = mrcfile.utils.data_dtype_from_header(header)
+    shape = (nz, ny, nx)
+    offset = HEADER_DTYPE.itemsize + ext_bytes
+    expected = offset + nx * ny * nz * dtype.itemsize
+    if size < expected:
+        raise _refuse(path, f"is truncated: the header promises {expected:,} bytes but the file has {size:,}. "
+                            "The file was probably cut off while copying or writing; copy it again.")
+    cell = np.array([float(header.cella.x), float(header.cella.y), float(header.cella.z)])
+    sampling = np.array([int(header.mx), int(header.my), int(header.mz)], float)
+    with np.errstate(all="ignore"):
+        vs_xyz = np.where(sampling > 0, cell / np.where(sampling > 0, sampling, 1.0), 0.0)
+    n_labels = min(max(int(header.nlabl), 0), 10)
+    labels = [bytes(lab).decode("ascii", "replace").strip("\x00 ").strip() for lab in header.label[:n_labels]]
+    return _Header(dtype, shape, offset, vs_xyz, ispg == 0 and nz > 1, labels)
+
+
+def _count_non_finite(path: Path, head: _Header, block_bytes: int = 16 << 20) -> int:
+    """NaN and Inf values among every voxel of the file, read in blocks of ``block_bytes``.
+
+    Reads the file rather than the memory map so that the scanned pages are not kept
+    mapped: memory use stays one block whatever the file size.
+    """
+    remaining = int(np.prod(head.shape))
+    per_block = max(1, block_bytes // head.dtype.itemsize)
+    bad = 0
+    with open(path, "rb") as fh:
+        fh.seek(head.offset)
+        while remaining > 0:
+            block = np.fromfile(fh, dtype=head.dtype, count=min(per_block, remaining))
+            if block.size == 0:
+                break
+            bad += int(block.size - np.count_nonzero(np.isfinite(block)))
+            remaining -= block.size
+    return bad
 
 
 def read_mrc(path: str | os.PathLike, check_finite: bool = True) -> MrcVolume:
@@ -124,85 +225,44 @@ def read_mrc(path: str | os.PathLike, check_finite: bool = True) -> MrcVolume:
     path : path-like
         ``.mrc``, ``.rec``, ``.map``, ``.mrcs``, ``.st`` or ``.ali``.
     check_finite : bool
-        Check a subsample of about a million voxels for NaN or Inf and refuse the
-        file if any are found (a full pass would defeat memory mapping).
+        Check every voxel for NaN or Inf (block by block, at disk speed: about a second
+        per GB from the page cache) and refuse the file if any are found.
 
     Returns
     -------
     MrcVolume
+        Images are read-only memory maps; labels are copy-on-write memory maps (painting
+        them in napari changes memory, never the file).
 
     Raises
     ------
-    FileNotFoundError
-        The file does not exist.
+    FileNotFoundError, IsADirectoryError, OSError
+        Nothing, a folder, or a pipe/device at ``path``.
     MrcReadError
-        Not an MRC file, truncated, an unsupported mode, or NaN/Inf in the data.
+        Not an MRC file, a corrupt or truncated header, an unsupported mode, or NaN/Inf
+        in the data.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No such file: {str(path)!r}")
-    try:
-        with mrcfile.open(path, mode="r", header_only=True, permissive=False) as mrc:
-            header = mrc.header.copy()
-            voxel_size = mrc.voxel_size.copy()
-            ext_bytes = int(mrc.header.nsymbt)
-            is_stack_header = int(mrc.header.ispg) == 0 and int(mrc.header.nz) > 1
-            labels = [
-                bytes(lab).decode("ascii", "replace").strip("\x00 ").strip()
-                for lab in mrc.header.label[: int(mrc.header.nlabl)]
-            ]
-    except ValueError as err:
-        text = str(err)
-        if "Map ID string" in text or "not found" in text:
-            raise MrcReadError(
-                f"{path.name} is not an MRC file (no 'MAP ' identifier in its header). "
-                "Check that it is a tomogram or map in MRC format."
-            ) from err
-        if "mode" in text.lower():
-            raise MrcReadError(
-                f"{path.name} uses an MRC data mode tomolens cannot read ({text}). "
-                f"Supported modes: {sorted(SUPPORTED_MODES)} (int8, int16, float32, uint16, "
-                "float16); convert it, e.g. with IMOD's newstack -mode 2."
-            ) from err
-        raise MrcReadError(f"{path.name} could not be read as MRC: {text}") from err
-    mode = int(header.mode)
-    if mode not in SUPPORTED_MODES:
-        raise MrcReadError(
-            f"{path.name} uses MRC mode {mode}, which tomolens cannot read. Supported modes: "
-            f"{sorted(SUPPORTED_MODES)} (int8, int16, float32, uint16, float16); convert it, "
-            "e.g. with IMOD's newstack -mode 2."
-        )
-    dtype = mrcfile.utils.data_dtype_from_header(header)
-    shape = tuple(int(s) for s in mrcfile.utils.data_shape_from_header(header))
-    offset = 1024 + ext_bytes
-    expected = offset + int(np.prod(shape)) * dtype.itemsize
-    actual = path.stat().st_size
-    if actual < expected:
-        raise MrcReadError(
-            f"{path.name} is truncated: the header promises {expected:,} bytes but the file has "
-            f"{actual:,}. The file was probably cut off while copying or writing; copy it again."
-        )
-    data = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
-    if data.ndim == 3 and data.shape[0] == 1:
+    path = require_regular_file(path, "MRC file")
+    head = _read_header(path)
+    is_labels = LABELS_TAG in head.labels and head.dtype.kind in "iu"
+    data = np.memmap(path, dtype=head.dtype, mode="c" if is_labels else "r", offset=head.offset,
+                     shape=head.shape)
+    if data.shape[0] == 1:
         data = data[0]
     suffix = path.suffix.lower()
     if data.ndim == 2:
         kind = "image"
-    elif suffix in STACK_EXTENSIONS or (is_stack_header and suffix not in (".mrc", ".rec", ".map")):
+    elif suffix in STACK_EXTENSIONS or (head.is_stack and suffix not in (".mrc", ".rec", ".map")):
         kind = "stack"
     else:
         kind = "volume"
     if check_finite and data.dtype.kind == "f":
-        sample = subsample(data)
-        bad = int(np.count_nonzero(~np.isfinite(sample)))
+        bad = _count_non_finite(path, head)
         if bad:
-            raise MrcReadError(
-                f"{path.name} contains NaN or Inf values ({bad} of {sample.size:,} sampled voxels). "
-                "Replace them (for example with the mean) before analysis."
-            )
-    voxel_size_A = _voxel_size_from_header(voxel_size, data.ndim, kind, path)
-    is_labels = LABELS_TAG in labels and data.dtype.kind in "iu"
-    return MrcVolume(data, voxel_size_A, kind, is_labels, path, labels)
+            raise _refuse(path, f"contains {bad:,} NaN or Inf values (of {data.size:,} voxels). "
+                                "Replace them (for example with the mean) before analysis.")
+    voxel_size_A = _voxel_size_from_header(head.vs_xyz, data.ndim, kind, path)
+    return MrcVolume(data, voxel_size_A, kind, is_labels, path, head.labels)
 
 
 def labels_dtype(data: np.ndarray) -> np.dtype:
@@ -271,6 +331,16 @@ def write_mrc(
                 raise ValueError(
                     f"The image contains {bad} NaN or Inf values; replace them before saving."
                 )
+            if arr.size and arr.dtype.itemsize > 4:
+                top = float(np.max(np.abs(arr)))
+                if top > np.finfo(np.float32).max:
+                    raise ValueError(
+                        f"The image holds values up to {top:.3g}, beyond float32 (MRC mode 2, at most "
+                        f"{np.finfo(np.float32).max:.3g}); rescale it before saving."
+                    )
+    if voxel_size_A is not None:
+        for v in np.ravel(np.asarray(voxel_size_A, dtype=object)):
+            check_voxel_size(v, "voxel size to write")
     with atomic_path(path) as tmp:
         with mrcfile.new(tmp, overwrite=True) as mrc:
             mrc.set_data(arr.astype(out_dtype, copy=False))

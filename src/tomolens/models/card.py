@@ -3,9 +3,11 @@
 A model is two files side by side: ``NAME.pt`` (a plain ``state_dict`` saved with
 ``torch.save``) and ``NAME.json`` (the :class:`ModelCard`).  Loading uses
 ``torch.load(weights_only=True)`` — no arbitrary unpickling — and refuses weights whose
-sha256 differs from the card's.  The network class is named on the card by an import
-path inside the ``tomolens`` package (``"tomolens.models.unet:UNet3D"``) and built with
-the card's keyword arguments.
+sha256 differs from the card's (a card without a sha256 is refused).  The network is
+named on the card by one of the architectures of :data:`NETWORK_REGISTRY`
+(``"tomolens.models.unet:UNet3D"``…) and built only from the keyword arguments that
+architecture accepts, each checked for type and range: a card cannot make tomolens call
+any other function.
 
 Shipped default models live in ``tomolens/models/weights/``; :func:`shipped_models` lists
 them and :func:`resolve_model` accepts a shipped name or a path to a card or weights file.
@@ -18,7 +20,9 @@ import datetime as _dt
 import hashlib
 import importlib
 import json
+import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,19 +121,98 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def _int_arg(low: int, high: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"an integer from {low} to {high}")
+        return value
+    return check
+
+
+def _float_arg(low: float, high: float) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not low <= value <= high:
+            raise ValueError(f"a number from {low} to {high}")
+        return float(value)
+    return check
+
+
+def _bool_arg(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("true or false")
+    return value
+
+
+def _int_list_arg(length: int, low: int, high: int) -> Callable[[Any], list[int]]:
+    element = _int_arg(low, high)
+
+    def check(value: Any) -> list[int]:
+        try:
+            if not isinstance(value, (list, tuple)) or len(value) != length:
+                raise ValueError
+            return [element(v) for v in value]
+        except ValueError:
+            raise ValueError(f"a list of {length} integers from {low} to {high}") from None
+    return check
+
+
+_UNET_ARGS = {
+    "in_channels": _int_arg(1, 64), "out_channels": _int_arg(1, 256), "base_channels": _int_arg(1, 256),
+    "depth": _int_arg(1, 6), "batch_norm": _bool_arg, "dropout": _float_arg(0.0, 1.0),
+    "channel_growth": _int_arg(1, 4),
+}
+#: The only networks a card can name: architecture → (module, class, {argument: checker}).
+#: A checker returns the value or raises ValueError naming what is allowed.
+NETWORK_REGISTRY: dict[str, tuple[str, str, dict[str, Callable[[Any], Any]]]] = {
+    "tomolens.models.unet:UNet3D": ("tomolens.models.unet", "UNet3D", _UNET_ARGS),
+    "tomolens.models.unet:UNet2D": ("tomolens.models.unet", "UNet2D", _UNET_ARGS),
+    "tomolens.classify.networks:SeedCNN3D": ("tomolens.classify.networks", "SeedCNN3D", {
+        "n_classes": _int_arg(1, 1000), "box": _int_arg(4, 256), "dropout": _float_arg(0.0, 1.0)}),
+    "tomolens.classify.networks:ResNet3DSmall": ("tomolens.classify.networks", "ResNet3DSmall", {
+        "n_classes": _int_arg(1, 1000), "box": _int_arg(8, 256), "width": _int_arg(1, 256),
+        "dropout": _float_arg(0.0, 1.0)}),
+    "tomolens.orient.network:SiameseDistanceNet": ("tomolens.orient.network", "SiameseDistanceNet", {
+        "input_size": _int_arg(8, 256), "channels": _int_list_arg(4, 1, 1024),
+        "embedding_dim": _int_arg(1, 4096)}),
+}
+
+
 def build_network(card: ModelCard):
-    """Instantiate the card's network (untrained) from its import path and kwargs."""
-    module_name, _, class_name = card.architecture.partition(":")
-    if not module_name.startswith("tomolens.") or not class_name:
+    """Instantiate the card's network (untrained) from :data:`NETWORK_REGISTRY`.
+
+    Raises
+    ------
+    ModelFileError
+        The architecture is not in the registry, or an argument is unknown, of the
+        wrong type or out of range.
+    """
+    entry = NETWORK_REGISTRY.get(card.architecture) if isinstance(card.architecture, str) else None
+    if entry is None:
         raise ModelFileError(
-            f"Architecture {card.architecture!r} is not a tomolens network "
-            "('tomolens.module:ClassName')."
+            f"Unknown architecture {card.architecture!r}; tomolens builds only "
+            f"{', '.join(NETWORK_REGISTRY)}."
         )
+    module_name, class_name, allowed = entry
+    if not isinstance(card.arch_kwargs, dict):
+        raise ModelFileError(f"arch_kwargs of {card.name!r} must be a mapping; got {card.arch_kwargs!r}.")
+    kwargs = {}
+    for key, value in card.arch_kwargs.items():
+        if key not in allowed:
+            raise ModelFileError(
+                f"{card.architecture} has no argument {key!r}; allowed: {', '.join(allowed)}."
+            )
+        try:
+            kwargs[key] = allowed[key](value)
+        except ValueError as err:
+            raise ModelFileError(
+                f"{card.architecture} argument {key}={value!r} is invalid: it must be {err}."
+            ) from None
+    cls = getattr(importlib.import_module(module_name), class_name)
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as err:
-        raise ModelFileError(f"Unknown architecture {card.architecture!r}: {err}") from err
-    return cls(**card.arch_kwargs)
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ModelFileError(f"{card.architecture} cannot be built from {kwargs}: {err}") from err
 
 
 def save_model(model, card: ModelCard, path: str | os.PathLike) -> tuple[Path, Path]:
@@ -191,8 +274,13 @@ def load_model(path: str | os.PathLike, device: str = "cpu", expected_task: str 
     weights = path.with_suffix(".pt")
     if not weights.is_file():
         raise ModelFileError(f"The weights file {weights.name} named by the card is missing.")
+    if not isinstance(card.sha256, str) or len(card.sha256) != 64:
+        raise ModelFileError(
+            f"The card of {weights.name} has no valid sha256 of its weights, so they cannot be "
+            "checked; tomolens loads only weights whose hash the card records (save_model writes it)."
+        )
     actual = sha256_of(weights)
-    if card.sha256 and actual != card.sha256:
+    if actual != card.sha256.lower():
         raise ModelFileError(
             f"{weights.name} does not match its card (sha256 {actual[:12]}… ≠ {card.sha256[:12]}…): "
             "the file is corrupt or was replaced. Re-train or re-install the model."

@@ -120,6 +120,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tomolens.io.atomic import check_writable_target
+
+    for written in (Path(args.out).with_suffix(".pt"), Path(args.out).with_suffix(".json")):
+        check_writable_target(written)  # before training, not after it
     module = importlib.import_module(TRAIN_TASKS[args.task])
     return int(module.run_train(args) or 0)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from tomolens.io.checks import check_rescaled_shape
 from tomolens.jobs import Progress
 from tomolens.preprocess import Normalisation, estimate_normalisation
 
@@ -223,6 +224,8 @@ def predict_tiled(
         raise ValueError(f"Patch size {patch} must be divisible by {multiple} for this network.")
     n_out = int(out_channels or getattr(model, "out_channels", 1))
     overlap_vox = [int(round(overlap * p)) if overlap < 1 else int(overlap) for p in patch]
+    if voxel_size_A and model_voxel_size_A:  # a wrong voxel size fails here, not after normalising
+        check_rescaled_shape(volume.shape, voxel_size_A, model_voxel_size_A)
     if normalisation is None:
         norm = estimate_normalisation(volume)
     elif isinstance(normalisation, Normalisation):

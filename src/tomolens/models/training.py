@@ -107,6 +107,30 @@ class TrainResult:
     precision: str = "float32"
 
 
+#: Entries every training checkpoint holds (see :func:`train_model`'s checkpoint writes).
+CHECKPOINT_KEYS = ("model", "optimiser", "best_state", "history", "best_epoch", "bad_epochs", "epoch", "rng")
+
+
+def _read_checkpoint(ckpt: Path) -> dict:
+    """A training checkpoint's state (``weights_only`` load), or ValueError saying why it cannot be resumed."""
+    import torch
+
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt or foreign files
+        raise ValueError(
+            f"Cannot resume: {ckpt.name} is not a readable tomolens checkpoint ({type(err).__name__}). "
+            "Train without --resume, or save to another file."
+        ) from err
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ValueError(
+            f"Cannot resume: {ckpt.name} is not a tomolens training checkpoint (it lacks {', '.join(missing)}). "
+            "Train without --resume, or save to another file."
+        )
+    return state
+
+
 def _to_torch_target(y: np.ndarray, device: str):
     import torch
 
@@ -180,16 +204,20 @@ def train_model(
     if config.resume:
         if ckpt is None or not ckpt.is_file():
             raise ValueError(f"Cannot resume: no checkpoint at {ckpt}. Train without --resume first.")
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        state = _read_checkpoint(ckpt)
         try:
             model.load_state_dict(state["model"])
-        except RuntimeError as err:
+        except (RuntimeError, TypeError, AttributeError) as err:
             raise ValueError(
                 f"Cannot resume: the checkpoint {ckpt.name} was written by a different network (another kind, "
                 "width, depth, input channels/context, classes or starting model). Train without resume, or save "
                 "to another file."
             ) from err
-        optimiser.load_state_dict(state["optimiser"])
+        try:
+            optimiser.load_state_dict(state["optimiser"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"Cannot resume: the optimiser state in {ckpt.name} does not fit this network "
+                             f"({err}). Train without resume, or save to another file.") from err
         best_state = state["best_state"]
         history = list(state["history"])
         best_epoch, bad_epochs = state["best_epoch"], state["bad_epochs"]

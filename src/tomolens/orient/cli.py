@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tomolens.cli_args import length_A, output_file
 from tomolens.jobs import log_progress, run_job
 from tomolens.params import add_arguments, values_from_args
 
@@ -92,14 +93,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = osub.add_parser("simulate", help="projections of a 3D map at random orientations (.mrcs + STAR)")
     p.add_argument("map", help="3D density map (.mrc)")
-    p.add_argument("out", help="output stack (.mrcs)")
-    p.add_argument("--star", default=None, help="output STAR of the true angles (default: beside the stack)")
-    p.add_argument("--voxel-size", type=float, default=None, help="map voxel size in Å (default: header)")
+    p.add_argument("out", type=output_file, help="output stack (.mrcs)")
+    p.add_argument("--star", default=None, type=output_file,
+                   help="output STAR of the true angles (default: beside the stack)")
+    p.add_argument("--voxel-size", type=length_A, default=None, help="map voxel size in Å (default: header)")
     add_arguments(p, SIMULATE_PARAMS)
     p.set_defaults(func=_simulate)
 
     p = osub.add_parser("train", help="train the Siamese distance network on projections of maps")
-    p.add_argument("out", help="output weights (.pt; the card is written beside it as .json)")
+    p.add_argument("out", type=output_file, help="output weights (.pt; the card is written beside it as .json)")
     p.add_argument("--maps", nargs="+", required=True, help="training maps (.mrc)")
     p.add_argument("--validation-maps", nargs="*", default=[], help="held-out maps for the card's metrics")
     add_arguments(p, TRAIN_PARAMS)
@@ -107,10 +109,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = osub.add_parser("recover", help="recover the orientations of an .mrcs stack (+ reconstruction, FSC)")
     p.add_argument("stack", help="projection stack (.mrcs)")
-    p.add_argument("--out-star", default=None, help="output STAR with the recovered angles")
-    p.add_argument("--reconstruction", default=None, help="output reconstruction (.mrc)")
+    p.add_argument("--out-star", default=None, type=output_file, help="output STAR with the recovered angles")
+    p.add_argument("--reconstruction", default=None, type=output_file, help="output reconstruction (.mrc)")
     p.add_argument("--truth-star", default=None, help="STAR of the true angles: align and measure errors")
     p.add_argument("--reference", default=None, help="true map (.mrc) for the FSC of the reconstruction")
-    p.add_argument("--pixel-size", type=float, default=None, help="pixel size in Å (default: stack header)")
+    p.add_argument("--pixel-size", type=length_A, default=None, help="pixel size in Å (default: stack header)")
     add_arguments(p, RECOVER_PARAMS)
     p.set_defaults(func=_recover)

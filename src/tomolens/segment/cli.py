@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tomolens.cli_args import length_A, output_stem
 from tomolens.io.mrc import read_mrc, write_mrc
 from tomolens.io.provenance import write_provenance
 from tomolens.jobs import log_progress, run_job
@@ -61,8 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="semantic segmentation: labels MRC (+ probabilities, instances)",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("tomogram", help="tomogram MRC, either contrast (see --polarity)")
-    p.add_argument("--out", required=True, help="output stem: writes STEM_labels.mrc (…)")
-    p.add_argument("--voxel-size", type=float, default=None, help="voxel size in Å if the header lacks it")
+    p.add_argument("--out", required=True, type=output_stem, help="output stem: writes STEM_labels.mrc (…)")
+    p.add_argument("--voxel-size", type=length_A, default=None, help="voxel size in Å if the header lacks it")
     p.add_argument("--classes", default="", help="expected class names, comma-separated (refuses a model "
                    "with other classes)")
     p.add_argument("--probabilities", action="store_true", help="also write one probability MRC per class")

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tomolens.cli_args import output_folder
 from tomolens.jobs import log_progress, run_job
 from tomolens.params import Param, add_arguments, values_from_args
 from tomolens.simulate.subtomograms import SubtomogramConfig, simulate_subtomograms
@@ -175,7 +176,7 @@ def _simulate_subtomograms(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="simulate a crowded tomogram with ground-truth labels and particles")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--out", type=output_folder, required=True, help="output folder")
     p.add_argument("--domain", choices=("randomised", "shifted"), default=None,
                    help="domain-randomised training tomogram, or a shifted-domain test tomogram (settings outside "
                         "the training ranges); every setting is drawn from --seed")
@@ -197,6 +198,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("simulate-subtomograms",
                        help="simulate a labelled subtomogram dataset (train/val/test per SNR)")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--out", type=output_folder, required=True, help="output folder")
     add_arguments(p, SUBTOMO_PARAMS)
     p.set_defaults(func=_simulate_subtomograms)
