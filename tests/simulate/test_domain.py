@@ -135,6 +135,9 @@ def test_maps_used_and_held_out_when_present():
     train = [sample_domain_config(FAST, s, SHAPE, maps_dir=maps) for s in range(10)]
     assert set().union(*(c.map_names for c in train)) <= set(TRAINING_MAPS)
     assert any(c.map_names for c in train)
+    # the rest of a seed's settings does not depend on whether the maps are there
+    bare = sample_domain_config(FAST, 3, SHAPE, maps_dir=None)
+    assert replace(train[3], map_names=(), maps_dir=None) == bare
     shifted = shifted_domain_config(3, SHAPE, maps_dir=maps)
     assert shifted.map_names and set(shifted.map_names) <= set(HELD_OUT_MAPS)
     cfg = _rich_config(map_names=("1bxn",), maps_dir=str(maps), n_microtubules=0, vesicle_radii_nm=(),
@@ -152,6 +155,8 @@ def test_bad_settings_raise_clear_errors():
         DomainRanges(dark_probability=1.5).check()
     with pytest.raises(ValueError, match="pseudo_families"):
         DomainRanges(pseudo_families=("cube",)).check()
+    with pytest.raises(ValueError, match="is not a folder"):
+        sample_domain_config(FAST, 0, SHAPE, maps_dir="/no/such/maps_10A")
     with pytest.raises(ValueError, match="No macromolecule source"):
         DomainRanges(pseudo_families=(), map_templates=(0, 0)).check()
     good = _rich_config()

@@ -276,18 +276,23 @@ def sample_domain_config(ranges: DomainRanges = TRAINING_RANGES, seed: int = 0,
     shape_zyx : tuple of 3 int
         Final tomogram shape (voxels, z y x).
     maps_dir : path, None or "auto"
-        Folder with ``<name>.mrc`` maps; "auto" = :func:`default_maps_dir`; None or a
-        missing folder = pseudo-proteins only.
+        Folder with ``<name>.mrc`` maps; "auto" = :func:`default_maps_dir` (pseudo-proteins
+        only when there is none); None = pseudo-proteins only.  The other settings drawn
+        for a seed are the same with or without maps.
 
     Raises
     ------
     ValueError
-        Bad ranges or shape, or no pseudo-protein families and no maps folder.
+        Bad ranges or shape, a ``maps_dir`` that is not a folder, or no pseudo-protein
+        families and no maps folder.
     """
     ranges.check()
     if maps_dir == "auto":
         maps_dir = default_maps_dir()
-    maps_dir = str(maps_dir) if maps_dir is not None and Path(maps_dir).is_dir() else None
+    elif maps_dir is not None and not Path(maps_dir).is_dir():
+        raise ValueError(f"maps_dir {maps_dir} is not a folder; give the maps_10A folder, or none for "
+                         "pseudo-proteins only.")
+    maps_dir = None if maps_dir is None else str(maps_dir)
     rng = np.random.default_rng(seed)
     vox = _uniform(rng, ranges.voxel_size_A, 2)
     binning = _integer(rng, ranges.binning)
@@ -298,8 +303,10 @@ def sample_domain_config(ranges: DomainRanges = TRAINING_RANGES, seed: int = 0,
     sizes = (ranges.pseudo_size_nm[0], size_hi)
     pseudo = tuple(sample_pseudoprotein(ranges.pseudo_families, rng, sizes)
                    for _ in range(_integer(rng, ranges.pseudo_templates) if ranges.pseudo_families else 0))
-    n_maps = min(_integer(rng, ranges.map_templates), len(ranges.map_names)) if maps_dir else 0
-    maps = tuple(str(m) for m in rng.choice(ranges.map_names, size=n_maps, replace=False)) if n_maps else ()
+    # drawn with or without a maps folder, so that the other settings of a seed do not depend on it
+    n_maps = min(_integer(rng, ranges.map_templates), len(ranges.map_names))
+    order = rng.permutation(len(ranges.map_names))
+    maps = tuple(str(ranges.map_names[i]) for i in order[:n_maps]) if maps_dir else ()
     if not pseudo and not maps:
         raise ValueError("No macromolecule templates could be drawn: the ranges give no pseudo-protein "
                          "families and no maps folder was found; give maps_dir or pseudo_families.")
