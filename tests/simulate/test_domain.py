@@ -30,12 +30,12 @@ FAST = replace(TRAINING_RANGES, binning=(1, 2), tilt_step_deg=(4.0, 5.0), pseudo
 
 
 def _rich_config(seed=4, **changes) -> DomainConfig:
-    """Every structure class present: a vesicle (decorated), a microtubule, actin, gold."""
+    """Every structure class present: a vesicle (decorated), a microtubule, actin, gold, carbon."""
     cfg = sample_domain_config(FAST, seed, SHAPE, maps_dir=None)
     base = dict(voxel_size_A=10.0, binning=2, supersampling=2, vesicle_radii_nm=(22.0,), sheet_curvature_radii_nm=(),
-                n_microtubules=1, n_actin=1, n_gold=2, carbon=True, carbon_thickness_nm=10.0, carbon_coverage=0.12, decorated_probability=1.0,
-                bundle_probability=0.0, pseudoproteins=(PseudoProteinSpec("compact", 8.0, 1),
-                                                         PseudoProteinSpec("hollow", 12.0, 2)))
+                n_microtubules=1, n_actin=1, n_gold=2, carbon=True, carbon_thickness_nm=10.0, carbon_coverage=0.12,
+                decorated_probability=1.0, bundle_probability=0.0,
+                pseudoproteins=(PseudoProteinSpec("compact", 8.0, 1), PseudoProteinSpec("hollow", 12.0, 2)))
     return replace(cfg, **{**base, **changes})
 
 
