@@ -194,3 +194,20 @@ def test_cli_domain_tomogram_and_dataset(tmp_path, capsys):
     assert all(sub["outside_training"].values())
     rc = main(["simulate-dataset", "--n", "1", "--maps-dir", "none", "--out", str(tmp_path / "set")])
     assert rc == 1 and "exists" in capsys.readouterr().err
+
+
+def test_bundles_and_branches_are_recorded():
+    common = dict(vesicle_radii_nm=(), carbon=False, n_gold=0, n_microtubules=0, n_actin=2, macromolecule_fraction=0.01)
+    bundles = run_job(simulate_domain_tomogram(_rich_config(seed=2, bundle_probability=1.0, branch_probability=0.0,
+                                                            **common)))
+    branched = run_job(simulate_domain_tomogram(_rich_config(seed=2, bundle_probability=0.0, branch_probability=1.0,
+                                                             **common)))
+    members = [s for s in bundles.structures.to_dict("records") if s["kind"] == "actin"]
+    assert len(members) >= 3 and all(s["bundle_size"] >= 2 for s in members)
+    actin = [s for s in branched.structures.to_dict("records") if s["kind"] == "actin"]
+    ids = {s["instance_id"] for s in actin}
+    children = [s for s in actin if s.get("branch_of", 0) > 0]  # NaN > 0 is False
+    assert children and all(int(s["branch_of"]) in ids - {s["instance_id"]} for s in children)
+    for sim, objs in ((bundles, members), (branched, actin)):  # every placed filament is labelled actin
+        for s in objs:
+            assert np.all(sim.semantic[sim.instances == s["instance_id"]] == DOMAIN_CLASSES.index("actin"))

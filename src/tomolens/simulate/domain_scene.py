@@ -150,6 +150,7 @@ def _add_filaments(scene: Scene, cfg: DomainConfig, rng, voxel_A: float) -> None
             if kind == "actin" and placed and rng.random() < cfg.branch_probability:
                 mother_id, mother = placed[0]
                 start, direction = branch_start(mother, rng)
+                start = start + direction * r_A / voxel_A  # grows from the mother's surface, not its axis
                 child = filament_path(shape, rng, voxel_A, MIN_CURVATURE_RADIUS_A[kind] if curved else None, r_A,
                                       start=start, direction=direction, one_way=True)
                 add_filament(scene, kind, child, voxel_A, ignore_id=mother_id, record={"branch_of": mother_id})

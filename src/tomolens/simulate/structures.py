@@ -255,6 +255,8 @@ def add_filament(scene: Scene, kind: str, path: np.ndarray, voxel_A: float, n_pf
     """
     if kind not in FILAMENT_RADIUS_A:
         raise ValueError(f"Unknown filament kind {kind!r}; choose one of {tuple(FILAMENT_RADIUS_A)}.")
+    if len(path) < 3:  # e.g. a branch that starts at the volume's edge
+        return False
     shape = np.array(scene.density.shape)
     r_A = FILAMENT_RADIUS_A[kind]
     reach = (r_A + gap_A) / voxel_A + 1
