@@ -57,6 +57,10 @@ def test_sampling_is_deterministic_and_in_range():
         assert c.reconstruction in r.reconstructions and c.polarity in ("bright", "dark")
         assert 1 <= c.supersampling <= c.binning <= 4 and c.voxel_size_A / c.supersampling >= 4.0
         assert {s.family for s in c.pseudoproteins} <= set(TRAINING_FAMILIES) and not c.map_names
+        # pseudo-proteins are 6-40 nm, at least 5 voxels across and at most 0.8 of the slab
+        assert all(max(6.0, 0.5 * c.voxel_size_A) - 0.01 <= s.size_nm <= 40.0 for s in c.pseudoproteins)
+        assert all(s.size_nm <= max(0.8 * 64 * c.voxel_size_A / 10, 0.5 * c.voxel_size_A) + 0.01
+                   for s in c.pseudoproteins)
         assert DomainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
     assert {sample_domain_config(TRAINING_RANGES, s, maps_dir=None).polarity for s in range(20)} == {"bright", "dark"}
     json.dumps(TRAINING_RANGES.to_dict())  # JSON-ready for model cards

@@ -46,6 +46,8 @@ TRAINING_MAPS = tuple(m for m in ALL_MAPS if m not in HELD_OUT_MAPS)
 #: Finest voxel simulated before binning, Å (finer would cost more than it shows).
 MIN_FINE_VOXEL_A = 4.0
 MAX_SUPERSAMPLING = 2
+#: Smallest pseudo-protein, in final voxels across (smaller ones cannot be labelled).
+MIN_PSEUDO_VOXELS = 5
 
 SHIFTED_SETTINGS = {
     "reconstruction": "sirt", "reconstruction_iterations": 15,
@@ -264,6 +266,15 @@ def _integer(rng, r) -> int:
     return int(rng.integers(r[0], r[1] + 1))
 
 
+def pseudo_size_range(size_range_nm, shape_zyx, voxel_size_A: float) -> tuple[float, float]:
+    """Pseudo-protein sizes (nm) for a tomogram: ``size_range_nm`` with the low end raised to
+    at least :data:`MIN_PSEUDO_VOXELS` final voxels and the high end capped at 0.8 × the slab
+    thickness (never below the low end)."""
+    lo = min(max(size_range_nm[0], MIN_PSEUDO_VOXELS * voxel_size_A / 10), size_range_nm[1])
+    hi = min(size_range_nm[1], 0.8 * shape_zyx[0] * voxel_size_A / 10)
+    return float(lo), float(max(lo, hi))
+
+
 def sample_domain_config(ranges: DomainRanges = TRAINING_RANGES, seed: int = 0,
                          shape_zyx=(64, 256, 256), maps_dir: str | os.PathLike | None = "auto") -> DomainConfig:
     """Draw one tomogram's configuration from ``ranges`` (the same seed gives the same config).
@@ -298,9 +309,7 @@ def sample_domain_config(ranges: DomainRanges = TRAINING_RANGES, seed: int = 0,
     binning = _integer(rng, ranges.binning)
     supersampling = max(1, min(binning, MAX_SUPERSAMPLING, int(vox // MIN_FINE_VOXEL_A)))
     shape = tuple(int(s) for s in shape_zyx)
-    thickness_nm = shape[0] * vox / 10
-    size_hi = min(ranges.pseudo_size_nm[1], max(ranges.pseudo_size_nm[0], 0.8 * thickness_nm))
-    sizes = (ranges.pseudo_size_nm[0], size_hi)
+    sizes = pseudo_size_range(ranges.pseudo_size_nm, shape, vox)
     pseudo = tuple(sample_pseudoprotein(ranges.pseudo_families, rng, sizes)
                    for _ in range(_integer(rng, ranges.pseudo_templates) if ranges.pseudo_families else 0))
     # drawn with or without a maps folder, so that the other settings of a seed do not depend on it
@@ -354,9 +363,8 @@ def shifted_domain_config(seed: int = 0, shape_zyx=(64, 256, 256),
                             map_names=SHIFTED_SETTINGS["map_names"])
     cfg = sample_domain_config(held_out, seed, shape_zyx, maps_dir)
     vox = SHIFTED_SETTINGS["voxel_size_A"]
-    thickness_nm = cfg.shape_zyx[0] * vox / 10
-    pseudo = tuple(s if s.size_nm <= 0.8 * thickness_nm else replace(s, size_nm=max(6.0, 0.8 * thickness_nm))
-                   for s in cfg.pseudoproteins)
+    lo, hi = pseudo_size_range(held_out.pseudo_size_nm, cfg.shape_zyx, vox)
+    pseudo = tuple(replace(s, size_nm=float(np.clip(s.size_nm, lo, hi))) for s in cfg.pseudoproteins)
     cfg = replace(cfg, voxel_size_A=vox, supersampling=max(1, min(cfg.binning, MAX_SUPERSAMPLING,
                                                                   int(vox // MIN_FINE_VOXEL_A))),
                   reconstruction=SHIFTED_SETTINGS["reconstruction"],

@@ -139,7 +139,7 @@ def _branched(rng) -> tuple[list[Sdf], float]:
         if i and d @ first > 0.8:  # keep arms apart from the first one
             d = -d
         tip = d * rng.uniform(1.2, 2.0)
-        parts += [_rod((0, 0, 0), tip, rng.uniform(0.14, 0.24)), _sphere(tip, rng.uniform(0.25, 0.4))]
+        parts += [_rod((0, 0, 0), tip, rng.uniform(0.18, 0.28)), _sphere(tip, rng.uniform(0.28, 0.42))]
     return parts, 2.45
 
 
