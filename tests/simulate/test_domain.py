@@ -30,12 +30,12 @@ FAST = replace(TRAINING_RANGES, binning=(1, 2), tilt_step_deg=(4.0, 5.0), pseudo
 
 
 def _rich_config(seed=4, **changes) -> DomainConfig:
-    """Every structure class present: a vesicle (decorated), a microtubule, actin, gold."""
+    """Every structure class present: a vesicle (decorated), a microtubule, actin, gold, carbon."""
     cfg = sample_domain_config(FAST, seed, SHAPE, maps_dir=None)
     base = dict(voxel_size_A=10.0, binning=2, supersampling=2, vesicle_radii_nm=(22.0,), sheet_curvature_radii_nm=(),
-                n_microtubules=1, n_actin=1, n_gold=2, carbon=True, carbon_thickness_nm=10.0, carbon_coverage=0.12, decorated_probability=1.0,
-                bundle_probability=0.0, pseudoproteins=(PseudoProteinSpec("compact", 8.0, 1),
-                                                         PseudoProteinSpec("hollow", 12.0, 2)))
+                n_microtubules=1, n_actin=1, n_gold=2, carbon=True, carbon_thickness_nm=10.0, carbon_coverage=0.12,
+                decorated_probability=1.0, bundle_probability=0.0,
+                pseudoproteins=(PseudoProteinSpec("compact", 8.0, 1), PseudoProteinSpec("hollow", 12.0, 2)))
     return replace(cfg, **{**base, **changes})
 
 
@@ -57,6 +57,10 @@ def test_sampling_is_deterministic_and_in_range():
         assert c.reconstruction in r.reconstructions and c.polarity in ("bright", "dark")
         assert 1 <= c.supersampling <= c.binning <= 4 and c.voxel_size_A / c.supersampling >= 4.0
         assert {s.family for s in c.pseudoproteins} <= set(TRAINING_FAMILIES) and not c.map_names
+        # pseudo-proteins are 6-40 nm, at least 5 voxels across and at most 0.8 of the slab
+        assert all(max(6.0, 0.5 * c.voxel_size_A) - 0.01 <= s.size_nm <= 40.0 for s in c.pseudoproteins)
+        assert all(s.size_nm <= max(0.8 * 64 * c.voxel_size_A / 10, 0.5 * c.voxel_size_A) + 0.01
+                   for s in c.pseudoproteins)
         assert DomainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
     assert {sample_domain_config(TRAINING_RANGES, s, maps_dir=None).polarity for s in range(20)} == {"bright", "dark"}
     json.dumps(TRAINING_RANGES.to_dict())  # JSON-ready for model cards
@@ -135,6 +139,9 @@ def test_maps_used_and_held_out_when_present():
     train = [sample_domain_config(FAST, s, SHAPE, maps_dir=maps) for s in range(10)]
     assert set().union(*(c.map_names for c in train)) <= set(TRAINING_MAPS)
     assert any(c.map_names for c in train)
+    # the rest of a seed's settings does not depend on whether the maps are there
+    bare = sample_domain_config(FAST, 3, SHAPE, maps_dir=None)
+    assert replace(train[3], map_names=(), maps_dir=None) == bare
     shifted = shifted_domain_config(3, SHAPE, maps_dir=maps)
     assert shifted.map_names and set(shifted.map_names) <= set(HELD_OUT_MAPS)
     cfg = _rich_config(map_names=("1bxn",), maps_dir=str(maps), n_microtubules=0, vesicle_radii_nm=(),
@@ -152,6 +159,8 @@ def test_bad_settings_raise_clear_errors():
         DomainRanges(dark_probability=1.5).check()
     with pytest.raises(ValueError, match="pseudo_families"):
         DomainRanges(pseudo_families=("cube",)).check()
+    with pytest.raises(ValueError, match="is not a folder"):
+        sample_domain_config(FAST, 0, SHAPE, maps_dir="/no/such/maps_10A")
     with pytest.raises(ValueError, match="No macromolecule source"):
         DomainRanges(pseudo_families=(), map_templates=(0, 0)).check()
     good = _rich_config()
@@ -189,3 +198,20 @@ def test_cli_domain_tomogram_and_dataset(tmp_path, capsys):
     assert all(sub["outside_training"].values())
     rc = main(["simulate-dataset", "--n", "1", "--maps-dir", "none", "--out", str(tmp_path / "set")])
     assert rc == 2 and "exists" in capsys.readouterr().err
+
+
+def test_bundles_and_branches_are_recorded():
+    common = dict(vesicle_radii_nm=(), carbon=False, n_gold=0, n_microtubules=0, n_actin=2, macromolecule_fraction=0.01)
+    bundles = run_job(simulate_domain_tomogram(_rich_config(seed=2, bundle_probability=1.0, branch_probability=0.0,
+                                                            **common)))
+    branched = run_job(simulate_domain_tomogram(_rich_config(seed=2, bundle_probability=0.0, branch_probability=1.0,
+                                                             **common)))
+    members = [s for s in bundles.structures.to_dict("records") if s["kind"] == "actin"]
+    assert len(members) >= 3 and all(s["bundle_size"] >= 2 for s in members)
+    actin = [s for s in branched.structures.to_dict("records") if s["kind"] == "actin"]
+    ids = {s["instance_id"] for s in actin}
+    children = [s for s in actin if s.get("branch_of", 0) > 0]  # NaN > 0 is False
+    assert children and all(int(s["branch_of"]) in ids - {s["instance_id"]} for s in children)
+    for sim, objs in ((bundles, members), (branched, actin)):  # every placed filament is labelled actin
+        for s in objs:
+            assert np.all(sim.semantic[sim.instances == s["instance_id"]] == DOMAIN_CLASSES.index("actin"))

@@ -29,7 +29,7 @@ def test_bilayer_has_two_peaks_3_to_5_nm_apart(thickness_nm):
     spacing_nm = (peaks[1] - peaks[0]) * voxel / 10
     assert 3.0 <= spacing_nm <= 5.0
     # the core between the head groups is much less dense than the peaks, and beyond them is solvent
-    assert profile[40] < 0.3 * profile[peaks].min()
+    assert profile[40] < 0 < profile[peaks].min()  # lipid tails below solvent, head groups dense
     assert profile[:12].max() < 0.01 and profile[-12:].max() < 0.01  # solvent 5.6 nm away
     # label: the bilayer's full thickness
     labelled = np.flatnonzero(scene.instances[:, 12, 12])

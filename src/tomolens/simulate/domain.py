@@ -46,6 +46,8 @@ TRAINING_MAPS = tuple(m for m in ALL_MAPS if m not in HELD_OUT_MAPS)
 #: Finest voxel simulated before binning, Å (finer would cost more than it shows).
 MIN_FINE_VOXEL_A = 4.0
 MAX_SUPERSAMPLING = 2
+#: Smallest pseudo-protein, in final voxels across (smaller ones cannot be labelled).
+MIN_PSEUDO_VOXELS = 5
 
 SHIFTED_SETTINGS = {
     "reconstruction": "sirt", "reconstruction_iterations": 15,
@@ -264,6 +266,15 @@ def _integer(rng, r) -> int:
     return int(rng.integers(r[0], r[1] + 1))
 
 
+def pseudo_size_range(size_range_nm, shape_zyx, voxel_size_A: float) -> tuple[float, float]:
+    """Pseudo-protein sizes (nm) for a tomogram: ``size_range_nm`` with the low end raised to
+    at least :data:`MIN_PSEUDO_VOXELS` final voxels and the high end capped at 0.8 × the slab
+    thickness (never below the low end)."""
+    lo = min(max(size_range_nm[0], MIN_PSEUDO_VOXELS * voxel_size_A / 10), size_range_nm[1])
+    hi = min(size_range_nm[1], 0.8 * shape_zyx[0] * voxel_size_A / 10)
+    return float(lo), float(max(lo, hi))
+
+
 def sample_domain_config(ranges: DomainRanges = TRAINING_RANGES, seed: int = 0,
                          shape_zyx=(64, 256, 256), maps_dir: str | os.PathLike | None = "auto") -> DomainConfig:
     """Draw one tomogram's configuration from ``ranges`` (the same seed gives the same config).
@@ -276,30 +287,35 @@ def sample_domain_config(ranges: DomainRanges = TRAINING_RANGES, seed: int = 0,
     shape_zyx : tuple of 3 int
         Final tomogram shape (voxels, z y x).
     maps_dir : path, None or "auto"
-        Folder with ``<name>.mrc`` maps; "auto" = :func:`default_maps_dir`; None or a
-        missing folder = pseudo-proteins only.
+        Folder with ``<name>.mrc`` maps; "auto" = :func:`default_maps_dir` (pseudo-proteins
+        only when there is none); None = pseudo-proteins only.  The other settings drawn
+        for a seed are the same with or without maps.
 
     Raises
     ------
     ValueError
-        Bad ranges or shape, or no pseudo-protein families and no maps folder.
+        Bad ranges or shape, a ``maps_dir`` that is not a folder, or no pseudo-protein
+        families and no maps folder.
     """
     ranges.check()
     if maps_dir == "auto":
         maps_dir = default_maps_dir()
-    maps_dir = str(maps_dir) if maps_dir is not None and Path(maps_dir).is_dir() else None
+    elif maps_dir is not None and not Path(maps_dir).is_dir():
+        raise ValueError(f"maps_dir {maps_dir} is not a folder; give the maps_10A folder, or none for "
+                         "pseudo-proteins only.")
+    maps_dir = None if maps_dir is None else str(maps_dir)
     rng = np.random.default_rng(seed)
     vox = _uniform(rng, ranges.voxel_size_A, 2)
     binning = _integer(rng, ranges.binning)
     supersampling = max(1, min(binning, MAX_SUPERSAMPLING, int(vox // MIN_FINE_VOXEL_A)))
     shape = tuple(int(s) for s in shape_zyx)
-    thickness_nm = shape[0] * vox / 10
-    size_hi = min(ranges.pseudo_size_nm[1], max(ranges.pseudo_size_nm[0], 0.8 * thickness_nm))
-    sizes = (ranges.pseudo_size_nm[0], size_hi)
+    sizes = pseudo_size_range(ranges.pseudo_size_nm, shape, vox)
     pseudo = tuple(sample_pseudoprotein(ranges.pseudo_families, rng, sizes)
                    for _ in range(_integer(rng, ranges.pseudo_templates) if ranges.pseudo_families else 0))
-    n_maps = min(_integer(rng, ranges.map_templates), len(ranges.map_names)) if maps_dir else 0
-    maps = tuple(str(m) for m in rng.choice(ranges.map_names, size=n_maps, replace=False)) if n_maps else ()
+    # drawn with or without a maps folder, so that the other settings of a seed do not depend on it
+    n_maps = min(_integer(rng, ranges.map_templates), len(ranges.map_names))
+    order = rng.permutation(len(ranges.map_names))
+    maps = tuple(str(ranges.map_names[i]) for i in order[:n_maps]) if maps_dir else ()
     if not pseudo and not maps:
         raise ValueError("No macromolecule templates could be drawn: the ranges give no pseudo-protein "
                          "families and no maps folder was found; give maps_dir or pseudo_families.")
@@ -347,9 +363,8 @@ def shifted_domain_config(seed: int = 0, shape_zyx=(64, 256, 256),
                             map_names=SHIFTED_SETTINGS["map_names"])
     cfg = sample_domain_config(held_out, seed, shape_zyx, maps_dir)
     vox = SHIFTED_SETTINGS["voxel_size_A"]
-    thickness_nm = cfg.shape_zyx[0] * vox / 10
-    pseudo = tuple(s if s.size_nm <= 0.8 * thickness_nm else replace(s, size_nm=max(6.0, 0.8 * thickness_nm))
-                   for s in cfg.pseudoproteins)
+    lo, hi = pseudo_size_range(held_out.pseudo_size_nm, cfg.shape_zyx, vox)
+    pseudo = tuple(replace(s, size_nm=float(np.clip(s.size_nm, lo, hi))) for s in cfg.pseudoproteins)
     cfg = replace(cfg, voxel_size_A=vox, supersampling=max(1, min(cfg.binning, MAX_SUPERSAMPLING,
                                                                   int(vox // MIN_FINE_VOXEL_A))),
                   reconstruction=SHIFTED_SETTINGS["reconstruction"],

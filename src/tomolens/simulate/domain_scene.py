@@ -60,7 +60,7 @@ from tomolens.simulate.structures import (
     membrane_surface_points,
     offset_path,
 )
-from tomolens.simulate.templates import Template, load_template
+from tomolens.simulate.templates import MASK_LEVEL, Template, load_template, rotate_density, rotation_matrix_zyx
 from tomolens.simulate.tomogram import SimulatedTomogram
 
 log = logging.getLogger(__name__)
@@ -68,15 +68,26 @@ log = logging.getLogger(__name__)
 CLASS_INDEX = {name: i for i, name in enumerate(DOMAIN_CLASSES)}
 BUNDLE_SPACING_A = {"microtubule": 350.0, "actin": 110.0}
 MIN_CURVATURE_RADIUS_A = {"microtubule": 3000.0, "actin": 800.0}
+#: Smallest template mask (fine voxels) worth placing: below it a rotation can leave nothing.
+MIN_TEMPLATE_VOXELS = 8
 
 
 def _stage(job, start: int, span: int, total: int = 1000):
     return (yield from relay(job, lambda p: Progress(start + int(span * p.fraction), total, p.message)))
 
 
+def _solid(t: Template) -> bool:
+    """Whether a template's mask has :data:`MIN_TEMPLATE_VOXELS` voxels and survives a rotation."""
+    if t.mask.sum() < MIN_TEMPLATE_VOXELS:
+        return False
+    return bool((rotate_density(t.density, rotation_matrix_zyx((45.0, 55.0, 35.0))) >= MASK_LEVEL).any())
+
+
 def load_domain_templates(cfg: DomainConfig, voxel_A: float) -> list[Template]:
     """Pseudo-proteins and maps of ``cfg`` at ``voxel_A``, cropped to their mask, keeping
-    those that fit in the slab (2 × radius ≤ 0.9 × the smallest side); logs the rest."""
+    those that fit in the slab (2 × radius + 4 voxels ≤ the smallest side) and whose mask has
+    at least :data:`MIN_TEMPLATE_VOXELS` voxels and survives a rotation (thin shapes vanish
+    at coarse voxels); logs the rest."""
     templates = [render_pseudoprotein(s, voxel_A) for s in cfg.pseudoproteins]
     for name in cfg.map_names:
         path = Path(cfg.maps_dir) / f"{name}.mrc"
@@ -88,13 +99,14 @@ def load_domain_templates(cfg: DomainConfig, voxel_A: float) -> list[Template]:
         half = int(np.abs(idx - c).max()) + 2
         lo, hi = max(c - half, 0), c + half + 1
         templates.append(Template(name, np.ascontiguousarray(t.density[lo:hi, lo:hi, lo:hi]), voxel_A))
-    limit = 0.9 * min(cfg.shape_zyx) * cfg.voxel_size_A
-    kept = [t for t in templates if 2 * t.radius_A <= limit]
+    side = min(cfg.shape_zyx) * cfg.supersampling  # fine voxels
+    kept = [t for t in templates if 2 * t.radius_A / voxel_A + 4 <= side and _solid(t)]
     if len(kept) < len(templates):
-        log.warning("templates too large for the slab left out: %s",
-                    [t.name for t in templates if 2 * t.radius_A > limit])
+        log.warning("templates too large for the slab or too thin for the voxel size left out: %s",
+                    [t.name for t in templates if all(t is not k for k in kept)])
     if not kept:
-        raise ValueError(f"No template fits a slab of {limit / 0.9 / 10:.0f} nm; use a thicker volume.")
+        raise ValueError(f"No template fits a slab of {side * voxel_A / 10:.0f} nm at {voxel_A:.1f} Å; use a "
+                         "thicker volume or other templates.")
     return kept
 
 
@@ -150,6 +162,7 @@ def _add_filaments(scene: Scene, cfg: DomainConfig, rng, voxel_A: float) -> None
             if kind == "actin" and placed and rng.random() < cfg.branch_probability:
                 mother_id, mother = placed[0]
                 start, direction = branch_start(mother, rng)
+                start = start + direction * r_A / voxel_A  # grows from the mother's surface, not its axis
                 child = filament_path(shape, rng, voxel_A, MIN_CURVATURE_RADIUS_A[kind] if curved else None, r_A,
                                       start=start, direction=direction, one_way=True)
                 add_filament(scene, kind, child, voxel_A, ignore_id=mother_id, record={"branch_of": mother_id})

@@ -14,7 +14,7 @@ Families (:data:`FAMILIES`):
 - ``hollow``: a ring of 5-9 beads, a barrel, or an open spherical shell (chaperonins,
   proteasomes, capsids);
 - ``multilobe``: 2-5 unequal ellipsoidal lobes attached to one another (multi-domain);
-- ``branched``: a small hub with 3-4 thin arms ending in knobs (antibody-/tripod-like).
+- ``branched``: a hub with 3-4 arms ending in knobs (antibody-/tripod-like).
   **Held out**: never used in training (:data:`TRAINING_FAMILIES`), only in the
   shifted-domain test set.
 
@@ -132,15 +132,15 @@ def _multilobe(rng) -> tuple[list[Sdf], float]:
 
 
 def _branched(rng) -> tuple[list[Sdf], float]:
-    parts = [_sphere((0, 0, 0), rng.uniform(0.28, 0.4))]
+    parts = [_sphere((0, 0, 0), rng.uniform(0.35, 0.5))]
     first = _unit(rng)
     for i in range(int(rng.integers(3, 5))):
         d = first if i == 0 else _unit(rng)
         if i and d @ first > 0.8:  # keep arms apart from the first one
             d = -d
         tip = d * rng.uniform(1.2, 2.0)
-        parts += [_rod((0, 0, 0), tip, rng.uniform(0.14, 0.24)), _sphere(tip, rng.uniform(0.25, 0.4))]
-    return parts, 2.45
+        parts += [_rod((0, 0, 0), tip, rng.uniform(0.25, 0.35)), _sphere(tip, rng.uniform(0.38, 0.52))]
+    return parts, 2.55
 
 
 _BUILDERS = {"compact": _compact, "elongated": _elongated, "hollow": _hollow, "multilobe": _multilobe,

@@ -11,8 +11,8 @@ Physical models
 ---------------
 - **Membrane**: two Gaussian head-group leaflets (:func:`bilayer_profile`) at ±0.375 T of
   the mid-surface, width σ = T/12, for a total thickness T of 4-6 nm (peaks 3-4.5 nm
-  apart), the hydrocarbon core at solvent level.  Shapes: spherical vesicles (any radius;
-  large ones are cut by the volume edges), flat sheets and curved sheets (a cylinder of
+  apart), the hydrocarbon core a little below solvent (-0.3).  Shapes: spherical
+  vesicles (any radius; large ones are cut by the volume edges), flat sheets and curved sheets (a cylinder of
   radius ≥ 100 nm), all crossing the volume edges.  Label: ``|d| <= T/2``.
 - **Microtubule**: a hollow tube, outer radius 12.5 nm, inner 7.5 nm, with ``n_pf`` (13 or
   14) protofilament ridges, a 4 nm monomer / 8 nm dimer axial repeat on a 3-start helical
@@ -44,6 +44,9 @@ ACTIN_CROSSOVER_A, ACTIN_SUBUNIT_A = 370.0, 55.0
 TUBULIN_MONOMER_A = 40.0
 GOLD_RADIUS_A, GOLD_DENSITY = 50.0, 8.0
 CARBON_DENSITY = 1.2
+#: Bilayer core density relative to solvent (lipid tails ~0.85-0.9 g/ml against water 1.0,
+#: on the scale where protein, 1.35 g/ml, is 1).
+CORE_DENSITY = -0.3
 FILAMENT_RADIUS_A = {"microtubule": MT_OUTER_A, "actin": ACTIN_RADIUS_A}
 
 
@@ -62,11 +65,15 @@ def bilayer_profile(d_A: np.ndarray, thickness_A: float) -> np.ndarray:
     """Density across a bilayer at signed distance ``d_A`` (Å) from its mid-surface.
 
     Two Gaussian head-group peaks at ±0.375 ``thickness_A`` (σ = thickness/12), each of
-    height 1; the core between them at solvent level.  Returns float32 like ``d_A``.
+    height 1, and the hydrocarbon core between them slightly *below* solvent (a Gaussian
+    dip of -0.3, σ = thickness/8: lipid tails are less dense than water, on a scale where
+    protein is 1).  Returns float32 like ``d_A``.
     """
     half, sigma = 0.375 * thickness_A, thickness_A / 12.0
     d = np.asarray(d_A, np.float32)
-    return (np.exp(-0.5 * ((d - half) / sigma) ** 2) + np.exp(-0.5 * ((d + half) / sigma) ** 2)).astype(np.float32)
+    heads = np.exp(-0.5 * ((d - half) / sigma) ** 2) + np.exp(-0.5 * ((d + half) / sigma) ** 2)
+    core = CORE_DENSITY * np.exp(-0.5 * (d / (thickness_A / 8.0)) ** 2)
+    return (heads + core).astype(np.float32)
 
 
 def _membrane_distance(shape_kind: str, params: dict, voxel_A: float) -> Callable:
@@ -248,6 +255,8 @@ def add_filament(scene: Scene, kind: str, path: np.ndarray, voxel_A: float, n_pf
     """
     if kind not in FILAMENT_RADIUS_A:
         raise ValueError(f"Unknown filament kind {kind!r}; choose one of {tuple(FILAMENT_RADIUS_A)}.")
+    if len(path) < 3:  # e.g. a branch that starts at the volume's edge
+        return False
     shape = np.array(scene.density.shape)
     r_A = FILAMENT_RADIUS_A[kind]
     reach = (r_A + gap_A) / voxel_A + 1
