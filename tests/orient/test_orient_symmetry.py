@@ -172,3 +172,18 @@ def test_star_round_trip_with_relion_conventions(tmp_path):
     assert table["rlnImageName"].iloc[0] == "000001@stack.mrcs"
     write_angles_star(tmp_path / "c1.star", quats, "stack.mrcs")
     assert read_star_symmetry(tmp_path / "c1.star") == "C1"
+
+
+def test_maps_too_large_or_too_small_for_the_box_or_window():
+    from tomolens.orient.project import box_warnings, particle_diameter_A
+
+    ball = np.zeros((40, 40, 40), np.float32)
+    g = np.arange(40) - 20
+    z, y, x = np.meshgrid(g, g, g, indexing="ij")
+    ball[x**2 + y**2 + z**2 < 10**2] = 1.0
+    assert particle_diameter_A(ball, 5.0) == pytest.approx(100.0, abs=15.0)
+    assert box_warnings(ball, 5.0, window_A=200.0) == []
+    assert "wider than the distance network's 80 Å input window" in box_warnings(ball, 5.0, window_A=80.0)[0]
+    assert "under a quarter" in box_warnings(ball, 5.0, window_A=500.0)[0]
+    cut = np.ones((20, 20, 20), np.float32)  # density up to the box's edge
+    assert "reaches the edge of its box" in box_warnings(cut, 5.0)[0]

@@ -4,7 +4,8 @@
 orientations, then (``refine``, on by default) fixes the frame that distances leave open by
 common lines and refines the orientations by projection matching
 (:mod:`tomolens.orient.refine`); when the true orientations are known it aligns the result
-to them (O(4), see :func:`tomolens.orient.rotations.align_orientations`) and reports the
+to them (O(4), see :func:`tomolens.orient.rotations.align_orientations`; with a point group,
+up to the group, :func:`tomolens.orient.symmetry.align_orientations_symmetric`) and reports the
 errors; it then reconstructs a map (from the aligned orientations when the truth is known)
 and, given the true map, its FSC.  Without refinement and without the truth, the
 reconstruction uses orientations that distances define only up to a left factor, and is
@@ -98,7 +99,9 @@ class OrientationResult:
         Mean/median absolute error of the estimated distances, degrees (truth given).
     loss_history : list of float
     errors_before_refinement_deg : ndarray, shape (N,) or None
-        Errors of the orientations from distances alone (truth given, refinement run).
+        Errors of the orientations from distances alone (truth given, refinement run); with a
+        symmetry, after the common-line frame (aligning up to a group needs the frame fixed, see
+        :func:`tomolens.orient.symmetry.align_orientations_symmetric`).
     refinement : dict
         ``frame`` (common-line scores, see :func:`tomolens.orient.refine.fix_frame`) and
         ``passes`` (projection-matching history); empty without refinement.
@@ -233,11 +236,13 @@ def recover_from_stack(
     quats = result.quats
     recon_symmetry = None  # the group in the frame of the orientations that are reconstructed
     if settings["refine"]:
-        if truth_quats is not None:
+        if truth_quats is not None and symmetry.name == "C1":
             out.errors_before_refinement_deg, _ = symmetric_errors_deg(quats, truth_quats, truth_symmetry)
         t0 = time.monotonic()
         quats, frame = yield from fix_frame(images, quats, float(pixel_size_A), seed=settings["seed"])
         timings["frame"] = time.monotonic() - t0
+        if truth_quats is not None and symmetry.name != "C1":  # up to a group, alignment needs the frame fixed
+            out.errors_before_refinement_deg, _ = symmetric_errors_deg(quats, truth_quats, truth_symmetry)
         t0 = time.monotonic()
         check: dict = {}
         quats, shifts_px, passes = yield from refine_orientations(
