@@ -40,9 +40,8 @@ log = logging.getLogger(__name__)
 #: Groups that :func:`detect_symmetry` tries, lowest order first.
 DETECT_CANDIDATES: tuple[str, ...] = tuple(f"C{n}" for n in range(2, 9)) + tuple(f"D{n}" for n in range(2, 9))
 
-#: A map whose symmetry score (mean correlation of the map with its rotated copies) is below this
-#: does not have the symmetry: interpolation alone keeps a truly symmetric map above ~0.95, and a D3 map
-#: scores ~0.8 as D2.
+#: A map whose symmetry score (see :func:`symmetry_score`) is below this does not have the symmetry:
+#: interpolation alone keeps a truly symmetric map above ~0.95.
 SYMMETRY_THRESHOLD = 0.9
 
 #: :func:`detect_symmetry` suggests only groups within this of the best score.
@@ -303,11 +302,15 @@ def _correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float(np.sum(x * y) / (np.sqrt(np.sum(x * x) * np.sum(y * y)) + 1e-12))
 
 
-def symmetry_score(volume: np.ndarray, symmetry: Symmetry | str | None) -> float:
-    """Mean correlation (inside the inscribed sphere) of the map with its copies rotated by the group.
+def symmetry_score(volume: np.ndarray, symmetry: Symmetry | str | None, n_random: int = 16) -> float:
+    """How well the map matches its copies rotated by the group, 0…1, relative to any rotation.
 
-    1 for a perfectly symmetric map (a little less after interpolation), about 0–0.6 for a map
-    without the symmetry; 1 for C1.
+    ``c`` is the mean correlation (inside the inscribed sphere) of the map with its copies rotated
+    by the group's elements, ``b`` the mean correlation with copies rotated at random
+    (``n_random`` rotations, fixed seed): a small or round map correlates well with *any*
+    rotation of itself at low resolution, so the score is ``(c − b) / (1 − b)``: 1 for a
+    perfectly symmetric map (a little less after interpolation), near 0 for one without the
+    symmetry, whatever its shape; 1 for C1.
     """
     vol = np.asarray(volume, np.float32)
     sym = as_symmetry(symmetry)
@@ -315,7 +318,10 @@ def symmetry_score(volume: np.ndarray, symmetry: Symmetry | str | None) -> float
     if len(mats) == 1:
         return 1.0
     mask = _sphere_mask(vol.shape[0])
-    return float(np.mean([_correlation(vol, _rotate_volume(vol, g), mask) for g in mats[1:]]))
+    group = float(np.mean([_correlation(vol, _rotate_volume(vol, g), mask) for g in mats[1:]]))
+    randoms = Rotation.random(n_random, random_state=np.random.default_rng(0)).as_matrix()
+    base = float(np.mean([_correlation(vol, _rotate_volume(vol, g), mask) for g in randoms]))
+    return float(min(1.0, (group - base) / max(1.0 - base, 1e-6)))
 
 
 def _search_volume(volume: np.ndarray, size: int = 32) -> np.ndarray:
