@@ -51,13 +51,14 @@ def _simulate(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from tomolens.models.card import save_model
     from tomolens.orient.network import train_distance_model
-    from tomolens.orient.pipeline import TRAIN_PARAMS, load_training_maps
+    from tomolens.orient.pipeline import TRAIN_PARAMS, load_training_maps, network_pixel_size
 
     v = values_from_args(args, TRAIN_PARAMS)
     maps = load_training_maps(args.maps)
     val = load_training_maps(args.validation_maps or [])
     model, card = run_job(train_distance_model(
-        maps, val, pixel_size_A=v["pixel_size_A"], input_size=v["input_size"],
+        maps, val, pixel_size_A=network_pixel_size(maps, v["input_size"], v["pixel_size_A"]),
+        input_size=v["input_size"],
         projections_per_map=v["projections_per_map"], steps=v["train_steps"], batch_size=v["batch_size"],
         learning_rate=v["learning_rate"], max_minutes=v["max_minutes"] or None, seed=v["seed"],
         name=Path(args.out).stem,

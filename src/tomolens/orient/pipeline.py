@@ -47,7 +47,8 @@ SIMULATE_PARAMS = (
 )
 
 TRAIN_PARAMS = (
-    Param("pixel_size_A", 8.5, "pixel size of the network input, Å", float, min=0.5, max=50.0),
+    Param("pixel_size_A", 0.0, "pixel size of the network input, Å (0: from the maps, so that the widest "
+          "particle fills the input window with 15 % to spare; 8.5 Å for 5j0n)", float, min=0.0, max=50.0),
     Param("input_size", 32, "network input side, pixels (multiple of 8)", int, min=16, max=128, step=8),
     Param("projections_per_map", 1500, "clean projections simulated per training map", int, min=100),
     Param("train_steps", 3000, "training steps (one map, a batch of images and all their pairs each)", int, min=1),
@@ -284,6 +285,30 @@ def recover_from_stack(
         log.warning("%s", warning)
     log.info("%s", out.summary())
     return out
+
+
+def network_pixel_size(maps, input_size: int, pixel_size_A: float = 0.0, margin: float = 1.15) -> float:
+    """The distance network's input pixel size, Å: ``pixel_size_A`` when set, else from the maps.
+
+    With ``pixel_size_A`` = 0, the window ``input_size`` × pixel covers the widest particle
+    (:func:`tomolens.orient.project.particle_diameter_A`) × ``margin``, and the pixel is never
+    finer than the maps' voxels.
+
+    Parameters
+    ----------
+    maps : sequence of tomolens.orient.network.TrainingMap
+    input_size : int
+        Network input side, pixels.
+    """
+    from tomolens.orient.project import particle_diameter_A
+
+    if pixel_size_A and pixel_size_A > 0:
+        return float(pixel_size_A)
+    widest = max(particle_diameter_A(m.volume, m.voxel_size_A) for m in maps)
+    pixel = max(max(m.voxel_size_A for m in maps), widest * margin / input_size)
+    log.info("network input: %.2f Å pixels, a %.0f Å window for particles up to %.0f Å", pixel,
+             pixel * input_size, widest)
+    return float(pixel)
 
 
 def load_training_maps(paths: list[str | Path]):
