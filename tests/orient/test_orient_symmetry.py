@@ -187,3 +187,22 @@ def test_maps_too_large_or_too_small_for_the_box_or_window():
     assert "under a quarter" in box_warnings(ball, 5.0, window_A=500.0)[0]
     cut = np.ones((20, 20, 20), np.float32)  # density up to the box's edge
     assert "reaches the edge of its box" in box_warnings(cut, 5.0)[0]
+
+
+def test_pipeline_with_a_symmetry_and_a_map_that_lacks_it():
+    """recover_from_stack: errors up to the group, a symmetrised map, and a warning for a group the map lacks."""
+    from tomolens.orient.pipeline import recover_from_stack
+
+    torch.set_num_threads(1)
+    vol = blob_map()  # asymmetric
+    pset = run_job(simulate_projections(vol, 5.0, 120, seed=4))
+    values = {"recover_steps": 20, "pairs_per_step": 1000, "n_anchors": 40, "symmetry": "C3", "refine": False}
+    out = run_job(recover_from_stack(pset.images, 5.0, values, pset.quats, vol))
+    assert out.symmetry == "C3" and any("scores" in w and "for C3 symmetry" in w for w in out.warnings)
+    assert "warning:" in out.summary() and "up to C3" in out.summary()
+    assert out.symmetry_score < 0.5 and out.errors_deg.shape == (120,)
+    # the reconstruction is averaged over the group in the true map's frame
+    frame = check_symmetry(vol, "C3")[0]
+    assert symmetry_score(out.reconstruction, frame) > 0.9
+    with pytest.raises(ValueError, match="symmetry"):
+        run_job(recover_from_stack(pset.images, 5.0, {**values, "symmetry": "C99"}))

@@ -25,6 +25,13 @@ blurred.  Two steps that use the images themselves follow the recovery:
    vectors of step ``δ``; it stays unless another scores strictly higher).  δ shrinks
    and the resolution limit rises over the passes (:data:`REFINE_SCHEDULE`).
 
+Every reconstruction is made from two half sets (even and odd images), each matched only
+against its own map (gold standard); the half-set FSC is the refinement's own criterion, and
+the refined orientations are returned only if they score at least as well as the start.  With a
+point group (:mod:`tomolens.orient.symmetry`) the group's axes are found on each reconstruction,
+the orientations are turned into the group's canonical frame (RELION's: n-fold axis along z) and
+the half maps are averaged over the group.
+
 Images are compared without their mean (the zero frequency and the lowest ring are left
 out), and at least :data:`MIN_RADIUS` Fourier pixels are always compared.
 
