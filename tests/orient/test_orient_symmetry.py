@@ -128,7 +128,8 @@ def test_refinement_finds_orientations_up_to_symmetry():
     assert symmetry_score(recon, "C3") > 0.6 > 0.3 > symmetry_score(recon, Symmetry("C3", tilted()))
 
 
-def test_refinement_never_ends_below_its_start(monkeypatch):
+@pytest.mark.parametrize("gold_standard", [False, True])
+def test_refinement_never_ends_below_its_start(monkeypatch, gold_standard):
     """A pass that goes wrong (here: one that scrambles the orientations) is undone by the half-set FSC."""
     import tomolens.orient.refine as refine
     from tomolens.jobs import Progress
@@ -144,7 +145,8 @@ def test_refinement_never_ends_below_its_start(monkeypatch):
     monkeypatch.setattr(refine, "_match_pass", scramble)
     info: dict = {}
     refined, _, history = run_job(refine.refine_orientations(pset.images, pset.quats, 5.0, schedule=schedule,
-                                                             info=info))
+                                                             info=info, gold_standard=gold_standard))
+    assert history[0]["moved"] == len(pset.quats)
     assert history[0]["half_set_score_after"] < history[0]["half_set_score_before"] - 0.2
     assert info["kept_start"]  # the start is returned
     np.testing.assert_allclose(np.abs(np.sum(canonical(refined) * canonical(pset.quats), axis=1)), 1.0, atol=1e-9)

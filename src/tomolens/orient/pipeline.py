@@ -73,6 +73,8 @@ RECOVER_PARAMS = (
           "against the reconstruction (for projections without CTF)", bool),
     Param("refine_max_shift_A", 0.0, "refinement also searches each projection's in-plane shift up to this "
           "(Å; 0: the projections are centred)", float, min=0.0, advanced=True),
+    Param("refine_gold_standard", False, "refinement matches each half set only against its own map (RELION's "
+          "gold standard: an unbiased half-set FSC, slightly less accurate on small sets)", bool, advanced=True),
     Param("symmetry", "C1", "point group of the particle (RELION's: Cn/Dn with the n-fold axis along z, T, O, I; "
           "C1: none): refinement and reconstruction average over it and errors are measured up to it",
           str, choices=COMMON_GROUPS),
@@ -248,10 +250,14 @@ def recover_from_stack(
         check: dict = {}
         quats, shifts_px, passes = yield from refine_orientations(
             images, quats, float(pixel_size_A), max_shift_px=settings["refine_max_shift_A"] / float(pixel_size_A),
-            symmetry=symmetry.name, info=check)
+            symmetry=symmetry.name, info=check, gold_standard=settings["refine_gold_standard"])
         timings["refinement"] = time.monotonic() - t0
         out.quats, out.refinement = quats, {"frame": frame, "passes": passes, "check": check}
         recon_symmetry = Symmetry(symmetry.name)  # refinement turned the orientations into RELION's setting
+        if check.get("kept_start"):
+            warnings.append("Refinement scored lower than its start by half-set FSC, so the orientations from "
+                            "distances and common lines are returned: the distance network may not know this "
+                            "particle (train one on its map) or the symmetry may be wrong.")
         if reference is None and "symmetry_score" in check:
             out.symmetry_score = check["symmetry_score"]
             if check["symmetry_score"] < SYMMETRY_THRESHOLD:

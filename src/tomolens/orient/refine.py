@@ -25,9 +25,9 @@ blurred.  Two steps that use the images themselves follow the recovery:
    vectors of step ``δ``; it stays unless another scores strictly higher).  δ shrinks
    and the resolution limit rises over the passes (:data:`REFINE_SCHEDULE`).
 
-Every reconstruction is made from two half sets (even and odd images), each matched only
-against its own map (gold standard); the half-set FSC is the refinement's own criterion, and
-the refined orientations are returned only if they score at least as well as the start.  With a
+Every reconstruction is made from two half sets (even and odd images) (matched each against its
+own map with ``gold_standard``); the half-set FSC is the refinement's own criterion, and the
+refined orientations are returned only if they score at least as well as the start.  With a
 point group (:mod:`tomolens.orient.symmetry`) the group's axes are found on each reconstruction,
 the orientations are turned into the group's canonical frame (RELION's: n-fold axis along z) and
 the half maps are averaged over the group.
@@ -376,6 +376,7 @@ def refine_orientations(
     max_shift_px: float = 0.0,
     symmetry=None,
     info: dict | None = None,
+    gold_standard: bool = False,
 ) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray, list[dict]]]:
     """Refine orientations by projection matching against their own reconstruction (job).
 
@@ -415,10 +416,17 @@ def refine_orientations(
         orientations scored lower than the start and the start was returned) and, with a symmetry,
         ``symmetry`` and the ``symmetry_score`` of the first reconstruction.
 
-    Every reconstruction is made from two half sets (even and odd images), and each half is
-    matched against its own map only ("gold standard", as RELION), so that the two maps never share
-    noise; the mean FSC between them up to the finest resolution compared is the refinement's own
-    criterion (it has no truth).  The refined orientations are checked by one more pair of reconstructions and
+    gold_standard : bool
+        Match each half set only against its own map, as RELION, so that the two maps never share
+        noise and their FSC is not inflated by the refinement itself.  Off by default: matching
+        every image against the mean of both maps is more accurate on small sets (5j0n, 1,000
+        projections at variance 16: 3.2° against 4.2°).
+
+    Every reconstruction is made from two half sets (even and odd images); the mean FSC between
+    them in the upper half of the compared band is the refinement's own criterion (it has no
+    truth).  Without ``gold_standard`` both halves are matched against the same map, which
+    raises their FSC a little by itself: the criterion then catches refinements that go wrong,
+    not small losses.  The refined orientations are checked by one more pair of reconstructions and
     returned unless they score lower than the start, which is then returned instead.
 
     Returns
@@ -488,16 +496,20 @@ def refine_orientations(
         mats = mats.copy()
         found = np.zeros_like(shifts)
         moved = 0
-        for h, volume in enumerate(halves):  # gold standard: each half matched against its own map
-            rows = slice(h, None, 2)
+        # gold standard: each half against its own map; otherwise every image against the mean of the two
+        groups = (list(zip((slice(0, None, 2), slice(1, None, 2)), halves)) if gold_standard
+                  else [(slice(None), 0.5 * (halves[0] + halves[1]))])
+        for h, (rows, volume) in enumerate(groups):
             spectrum = centred_fft3(volume, pad_factor)
             spec = torch.from_numpy(np.stack([spectrum.real, spectrum.imag])[None])
             match = (_global_pass(ft[rows], mats[rows], spec, plane, global_grid(step), 5 * batch)
                      if mode == "global" else
                      _match_pass(ft[rows], mats[rows], spec, plane, _rotation_grid(np.radians(step)), batch))
-            mats[rows], moved_h = yield from relay(match, lambda s, p=p, h=h, label=label, mode=mode: Progress(
-                1000 * p + 300 + 300 * h + 300 * s.done // max(s.total, 1), steps,
-                f"{label}, {mode}, half {h + 1} ({s.done}/{s.total})"))
+            share = 600 // len(groups)
+            mats[rows], moved_h = yield from relay(match, lambda s, p=p, h=h, label=label, mode=mode, share=share:
+                                                   Progress(1000 * p + 300 + share * h + share * s.done
+                                                            // max(s.total, 1), steps, f"{label}, {mode} "
+                                                            f"({s.done}/{s.total})"))
             moved += moved_h
             if max_shift_px > 0:
                 reach, spacing = (2.0, 1.0) if 2 * p < len(passes) else (1.0, 0.5)
