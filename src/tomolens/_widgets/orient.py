@@ -229,7 +229,16 @@ class OrientationWidget(Container):
         from tomolens.orient.symmetry import detect_symmetry
 
         if self.reference.value and Path(self.reference.value).is_file():
-            volume, source = np.asarray(read_mrc(self.reference.value).data, np.float32), Path(self.reference.value).name
+            try:
+                vol = read_mrc(self.reference.value)
+            except (ValueError, OSError) as err:
+                show_warning(f"Could not read the true map: {err}")
+                return
+            if vol.kind != "volume":
+                show_warning(f"{Path(self.reference.value).name} is a {vol.kind}, not a 3D map; symmetry is "
+                             "measured on a map.")
+                return
+            volume, source = np.asarray(vol.data, np.float32), Path(self.reference.value).name
         elif self.result is not None and self.result.reconstruction is not None:
             volume, source = self.result.reconstruction, "the last reconstruction"
         else:

@@ -140,7 +140,9 @@ class OrientationResult:
         lines = [f"{len(self.quats)} orientations recovered in {sum(self.timings_s.values()):.1f} s"
                  + (f" (symmetry {self.symmetry})" if self.symmetry != "C1" else "")]
         if self.errors_deg is not None:
-            lines.append(("" if self.symmetry == "C1" else f"up to {self.symmetry}: ") + f"mean orientation error {self.errors_deg.mean():.2f}° (median {np.median(self.errors_deg):.2f}°)")
+            prefix = "" if self.symmetry == "C1" else f"up to {self.symmetry}: "
+            lines.append(f"{prefix}mean orientation error {self.errors_deg.mean():.2f}° "
+                         f"(median {np.median(self.errors_deg):.2f}°)")
             if self.errors_before_refinement_deg is not None:
                 lines.append(f"before refinement {self.errors_before_refinement_deg.mean():.2f}° "
                              f"(median {np.median(self.errors_before_refinement_deg):.2f}°)")

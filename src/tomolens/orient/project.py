@@ -317,7 +317,8 @@ def box_warnings(volume: np.ndarray, voxel_size_A: float, window_A: float | None
         if diameter > window_A:
             out.append(f"The particle is about {diameter:.0f} Å across, wider than the distance network's "
                        f"{window_A:.0f} Å input window: train a network with a pixel size of at least "
-                       f"{diameter / window_A:.2f}× the current one (pixel_size_A × input_size ≥ {diameter:.0f} Å).")
+                       f"{diameter / window_A:.2f}× the current one "
+                       f"(pixel_size_A × input_size ≥ {diameter:.0f} Å).")
         elif 0 < diameter < 0.25 * window_A:
             out.append(f"The particle is about {diameter:.0f} Å across, under a quarter of the distance network's "
                        f"{window_A:.0f} Å input window: train a network with a finer pixel size so that it "
