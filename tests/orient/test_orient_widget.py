@@ -100,3 +100,24 @@ def test_model_choice_without_a_model_says_what_to_do(orient_widget):
         widget._model()
     widget.start_recovery()
     assert not widget.runner.running and "Not started" in widget.runner.status.value
+
+
+def test_symmetry_chooser_suggestion_and_fsc_plot(orient_widget, qtbot):
+    """'Suggest symmetry' measures the true map and sets the chooser; the FSC curve is drawn."""
+    from tomolens.orient.reconstruct import fourier_shell_correlation
+    from tomolens.orient.symmetry import symmetrise_volume
+
+    widget, viewer, tmp_path, vol = orient_widget
+    assert "D7" in widget.panel.controls["symmetry"].choices and widget.panel.values()["symmetry"] == "C1"
+    widget.suggest_symmetry()  # nothing to measure yet: a warning, no job
+    assert not widget.symmetry_runner.running
+    write_mrc(tmp_path / "c3.mrc", symmetrise_volume(vol, "C3"), 8.0)
+    widget.reference.value = str(tmp_path / "c3.mrc")
+    widget.suggest_symmetry()
+    qtbot.waitUntil(lambda: not widget.symmetry_runner.running, timeout=600000)
+    assert widget.symmetry_report is not None and widget.symmetry_report.suggested.name == "C3"
+    assert widget.panel.values()["symmetry"] == "C3"
+    fsc = fourier_shell_correlation(vol, vol + 0.1 * np.random.default_rng(0).normal(size=vol.shape), 8.0)
+    widget.fsc_plot.set_curve(fsc.frequency_per_A, fsc.fsc, "test")
+    freq, corr = widget.fsc_plot.curve
+    assert len(freq) == 11 and corr[0] > 0.9 and len(widget.fsc_plot.scene().items()) > 5

@@ -1,4 +1,4 @@
-"""The "Orientation recovery" dock widget: distance model, recovery, reconstruction, export."""
+"""The "Orientation recovery" dock widget: distance model, recovery, symmetry, reconstruction, FSC, export."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import napari
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, create_widget
 from napari.utils.notifications import show_info, show_warning
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QColor, QPainter, QPainterPath, QPen
+from qtpy.QtWidgets import QGraphicsScene, QGraphicsView
 
 from tomolens._napari.layers import ANGSTROM, show_particles_in_slab, voxel_size_from_layer
 from tomolens._widgets._model import FROM_FILE, chosen_model
@@ -21,6 +24,54 @@ from tomolens.orient.pipeline import DEFAULT_MODEL, RECOVER_PARAMS, TRAIN_PARAMS
 log = logging.getLogger(__name__)
 
 TRAINED_HERE = "(trained here)"
+
+
+class FSCPlot(QGraphicsView):
+    """The FSC curve against resolution, with the 0.5 and 0.143 thresholds (plain Qt, no matplotlib)."""
+
+    WIDTH, HEIGHT = 300.0, 160.0
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setScene(QGraphicsScene(self))
+        self.setRenderHint(QPainter.Antialiasing)
+        self.setMinimumHeight(190)
+        self.setToolTip("Fourier shell correlation of the reconstruction with the true map; dashed: 0.5 and 0.143.")
+        self.curve: tuple[np.ndarray, np.ndarray] | None = None
+
+    def set_curve(self, frequency_per_A: np.ndarray, fsc: np.ndarray, title: str = "") -> None:
+        """Draw an FSC curve: frequencies (Å⁻¹) on x, correlation (−0.2…1) on y."""
+        scene = self.scene()
+        scene.clear()
+        freq = np.asarray(frequency_per_A, float)
+        corr = np.clip(np.asarray(fsc, float), -0.2, 1.0)
+        self.curve = (freq, corr)
+        if len(freq) < 2:
+            return
+        w, h = self.WIDTH, self.HEIGHT
+
+        def xy(f, c):
+            return float(f / freq[-1] * w), float(h - (c + 0.2) / 1.2 * h)
+
+        axes = QPen(QColor("#909090"), 1.0)
+        scene.addLine(0, h, w, h, axes)
+        scene.addLine(0, 0, 0, h, axes)
+        for level in (0.5, 0.143):
+            pen = QPen(QColor("#c08040"), 1.0, Qt.DashLine)
+            y = xy(0, level)[1]
+            scene.addLine(0, y, w, y, pen)
+            scene.addSimpleText(f"{level}").setPos(w + 2, y - 8)
+        path = QPainterPath()
+        path.moveTo(*xy(freq[0], corr[0]))
+        for f, c in zip(freq[1:], corr[1:]):
+            path.lineTo(*xy(f, c))
+        scene.addPath(path, QPen(QColor("#40a0ff"), 2.0))
+        for f in (freq[len(freq) // 2], freq[-1]):
+            label = scene.addSimpleText(f"{1 / f:.0f} Å")
+            label.setPos(xy(f, -0.2)[0] - 15, h + 2)
+        if title:
+            scene.addSimpleText(title).setPos(5, -18)
+        self.fitInView(scene.itemsBoundingRect().adjusted(-10, -10, 10, 10), Qt.KeepAspectRatio)
 
 
 class OrientationWidget(Container):
@@ -55,8 +106,13 @@ class OrientationWidget(Container):
         self.reference = FileEdit(mode="r", filter="*.mrc *.map", label="true map (optional)",
                                   tooltip="The true map at the stack's pixel size, for the FSC of the reconstruction.")
         self.panel = ParamPanel([p for p in RECOVER_PARAMS if p.name != "model"])
+        self.symmetry_runner = JobRunner("Suggest symmetry", title="Symmetry detection")
+        self.symmetry_runner.tooltip = ("Measure the point group of the true map (or, without it, of the last "
+                                        "reconstruction) and set the symmetry setting to it.")
         self.runner = JobRunner("Recover orientations", title="Orientation recovery")
         self.summary = Label(value="")
+        self.summary.native.setWordWrap(True)
+        self.fsc_plot = FSCPlot()
         self.export_star = FileEdit(mode="w", filter="*.star", label="export STAR",
                                     tooltip="Where to write the recovered angles (RELION STAR).")
         self.export_map = FileEdit(mode="w", filter="*.mrc", label="export map",
@@ -64,14 +120,17 @@ class OrientationWidget(Container):
         self.export_button = PushButton(text="Export", tooltip="Write the STAR and the reconstruction")
         super().__init__(widgets=[
             self.stack_picker, self.model_choice, self.model_file, self.train_maps, self.train_panel,
-            self.train_runner, self.truth_star, self.reference, self.panel, self.runner, self.summary,
-            self.export_star, self.export_map, self.export_button,
+            self.train_runner, self.truth_star, self.reference, self.panel, self.symmetry_runner, self.runner,
+            self.summary, self.export_star, self.export_map, self.export_button,
         ])
+        self.native.layout().addWidget(self.fsc_plot)
+        self.symmetry_report = None
         self.trained_model = None
         self.result = None
         self._result_meta: dict = {}
         self.runner.run_button.changed.connect(self.start_recovery)
         self.train_runner.run_button.changed.connect(self.start_training)
+        self.symmetry_runner.run_button.changed.connect(self.suggest_symmetry)
         self.export_button.changed.connect(self.export)
 
     # -- inputs ---------------------------------------------------------------------------
@@ -116,16 +175,20 @@ class OrientationWidget(Container):
     # -- actions --------------------------------------------------------------------------
     def start_training(self, *_) -> None:
         from tomolens.orient.network import train_distance_model
-        from tomolens.orient.pipeline import load_training_maps
+        from tomolens.orient.pipeline import load_training_maps, network_pixel_size
 
         paths = [p for p in (self.train_maps.value or []) if Path(p).is_file()]
         if not paths:
             show_warning("Choose one or more 3D maps (.mrc) to train on.")
             return
         v = self.train_panel.values()
-        maps = load_training_maps(paths)
+        try:
+            maps = load_training_maps(paths)
+        except ValueError as err:
+            show_warning(str(err))
+            return
         job = train_distance_model(
-            maps, pixel_size_A=v["pixel_size_A"], input_size=v["input_size"],
+            maps, pixel_size_A=network_pixel_size(maps, v["input_size"], v["pixel_size_A"]), input_size=v["input_size"],
             projections_per_map=v["projections_per_map"], steps=v["train_steps"], batch_size=v["batch_size"],
             learning_rate=v["learning_rate"], max_minutes=v["max_minutes"] or None, seed=v["seed"],
             name="orient_trained_in_napari",
@@ -160,6 +223,38 @@ class OrientationWidget(Container):
         self._result_meta = {"name": name, "pixel": pixel, "n": images.shape[1], "has_truth": truth is not None}
         self.runner.start(recover_from_stack(images, pixel, values, truth, reference, model=model), self.show_result)
 
+    def suggest_symmetry(self, *_) -> None:
+        """Measure the symmetry of the true map (or the last reconstruction) and set it (job)."""
+        from tomolens.io import read_mrc
+        from tomolens.orient.symmetry import detect_symmetry
+
+        if self.reference.value and Path(self.reference.value).is_file():
+            try:
+                vol = read_mrc(self.reference.value)
+            except (ValueError, OSError) as err:
+                show_warning(f"Could not read the true map: {err}")
+                return
+            if vol.kind != "volume":
+                show_warning(f"{Path(self.reference.value).name} is a {vol.kind}, not a 3D map; symmetry is "
+                             "measured on a map.")
+                return
+            volume, source = np.asarray(vol.data, np.float32), Path(self.reference.value).name
+        elif self.result is not None and self.result.reconstruction is not None:
+            volume, source = self.result.reconstruction, "the last reconstruction"
+        else:
+            show_warning("Choose the true map (optional field above) or recover orientations first: the symmetry "
+                         "is measured on a 3D map.")
+            return
+
+        def done(report) -> None:
+            self.symmetry_report = report
+            name = report.suggested.name
+            if name in self.panel.controls["symmetry"].choices:
+                self.panel.set_values({"symmetry": name})
+            show_info(f"{source}: {report.summary()}")
+
+        self.symmetry_runner.start(detect_symmetry(volume), done)
+
     def show_result(self, result) -> None:
         """Add the orientations (Points on a sphere) and the reconstruction (Image)."""
         from tomolens.orient.rotations import matrices
@@ -189,6 +284,12 @@ class OrientationWidget(Container):
                 projection_mode="none",
             )
         self.summary.value = result.summary()
+        if result.fsc is not None:
+            self.fsc_plot.set_curve(result.fsc.frequency_per_A, result.fsc.fsc,
+                                    f"FSC {result.fsc.resolution_05_A:.0f} Å (0.5), "
+                                    f"{result.fsc.resolution_0143_A:.0f} Å (0.143)")
+        for warning in result.warnings:
+            show_warning(warning)
 
     def export(self, *_) -> None:
         """Write the recovered angles (STAR) and the reconstruction (MRC)."""
@@ -203,7 +304,8 @@ class OrientationWidget(Container):
         if star and not Path(star).is_dir():
             extra = {"tlOrientErrorDeg": self.result.errors_deg} if self.result.errors_deg is not None else None
             write_angles_star(star, self.result.quats, f"{self._result_meta['name']}.mrcs",
-                              self._result_meta["pixel"], shifts_A=self.result.shifts_A, extra=extra)
+                              self._result_meta["pixel"], shifts_A=self.result.shifts_A, extra=extra,
+                              symmetry=self.result.symmetry)
             written.append(str(star))
         mrc = self.export_map.value
         if mrc and not Path(mrc).is_dir() and self.result.reconstruction is not None:

@@ -81,6 +81,7 @@ def write_angles_star(
     pixel_size_A: float | None = None,
     shifts_A: np.ndarray | None = None,
     extra: dict[str, np.ndarray] | None = None,
+    symmetry: str | None = None,
 ) -> Path:
     """Write orientations as a RELION STAR file (atomically).
 
@@ -99,6 +100,10 @@ def write_angles_star(
         ``rlnOriginXAngst``/``rlnOriginYAngst`` = −shift.
     extra : dict, optional
         More per-image columns (for example ``{"tlOrientErrorDeg": errors}``).
+    symmetry : str, optional
+        Point group the orientations are known up to (other than C1): written as
+        ``tlSymmetryGroup`` in a ``data_tomolens`` block, which RELION ignores (give it to RELION
+        as ``--sym``); read back by :func:`read_star_symmetry`.
     """
     import starfile
 
@@ -116,8 +121,11 @@ def write_angles_star(
     optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"]})
     if pixel_size_A:
         optics["rlnImagePixelSize"] = [float(pixel_size_A)]
+    blocks = {"optics": optics, "particles": table}
+    if symmetry and symmetry.upper() != "C1":
+        blocks["tomolens"] = {"tlSymmetryGroup": symmetry.upper()}
     with atomic_path(path) as tmp:
-        starfile.write({"optics": optics, "particles": table}, tmp, overwrite=True)
+        starfile.write(blocks, tmp, overwrite=True)
     log.info("wrote %d orientations to %s", n, path)
     return Path(path)
 
@@ -145,6 +153,28 @@ def read_angles_star(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | 
     if {"rlnOriginXAngst", "rlnOriginYAngst"} <= set(table.columns):
         shifts = -table[["rlnOriginXAngst", "rlnOriginYAngst"]].to_numpy(float)  # RELION origin = −content shift
     return quats, shifts
+
+
+def read_star_symmetry(path: str | os.PathLike) -> str:
+    """The point group a STAR written by :func:`write_angles_star` names (C1 when none)."""
+    import starfile
+
+    block = starfile.read(path, always_dict=True).get("tomolens")
+    if isinstance(block, dict) and "tlSymmetryGroup" in block:
+        return str(block["tlSymmetryGroup"])
+    return "C1"
+
+
+def write_fsc_csv(path: str | os.PathLike, fsc) -> Path:
+    """Write an FSC curve (:class:`tomolens.orient.reconstruct.FSCResult`) as CSV, atomically.
+
+    Columns: ``frequency_per_A``, ``resolution_A`` (1/frequency) and ``fsc``.
+    """
+    table = pd.DataFrame({"frequency_per_A": fsc.frequency_per_A, "resolution_A": 1.0 / fsc.frequency_per_A,
+                          "fsc": fsc.fsc})
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+    return Path(path)
 
 
 def write_projection_set(stack_path: str | os.PathLike, star_path: str | os.PathLike, pset: ProjectionSet) -> None:

@@ -4,7 +4,8 @@
 orientations, then (``refine``, on by default) fixes the frame that distances leave open by
 common lines and refines the orientations by projection matching
 (:mod:`tomolens.orient.refine`); when the true orientations are known it aligns the result
-to them (O(4), see :func:`tomolens.orient.rotations.align_orientations`) and reports the
+to them (O(4), see :func:`tomolens.orient.rotations.align_orientations`; with a point group,
+up to the group, :func:`tomolens.orient.symmetry.align_orientations_symmetric`) and reports the
 errors; it then reconstructs a map (from the aligned orientations when the truth is known)
 and, given the true map, its FSC.  Without refinement and without the truth, the
 reconstruction uses orientations that distances define only up to a left factor, and is
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from tomolens.jobs import Progress
+from tomolens.orient.symmetry import COMMON_GROUPS
 from tomolens.params import Param
 
 log = logging.getLogger(__name__)
@@ -33,8 +35,11 @@ DEFAULT_MODEL = "orient_distance_5j0n"
 SIMULATE_PARAMS = (
     Param("n_projections", 1000, "number of projections", int, min=10, max=1_000_000),
     Param("seed", 0, "random seed of orientations, shifts, defoci and noise", int, min=0),
-    Param("noise_variance", 0.0, "variance of added Gaussian noise (0: none; the paper uses 16)", float, min=0.0),
-    Param("snr", 0.0, "alternatively, noise from an SNR (signal variance / noise variance; 0: unused)", float, min=0.0),
+    Param("snr", 0.0, "noise as a signal-to-noise ratio: the mean variance of the noise-free projections / "
+          "the noise variance, so it means the same on any map (0: no noise; the paper's variance 16 is SNR 0.133 "
+          "on 5j0n)", float, min=0.0),
+    Param("noise_variance", 0.0, "alternatively, an absolute noise variance (the paper's 16; its SNR depends on the "
+          "map's values and box: not with snr)", float, min=0.0),
     Param("max_shift_A", 0.0, "in-plane shifts uniform in ± this, Å", float, min=0.0, advanced=True),
     Param("defocus_A", 0.0, "apply a CTF at this defocus ±20 % (Å; 0: no CTF)", float, min=0.0, advanced=True),
     Param("full_sphere", False, "viewing directions on the whole sphere (default: one hemisphere, "
@@ -42,7 +47,8 @@ SIMULATE_PARAMS = (
 )
 
 TRAIN_PARAMS = (
-    Param("pixel_size_A", 8.5, "pixel size of the network input, Å", float, min=0.5, max=50.0),
+    Param("pixel_size_A", 0.0, "pixel size of the network input, Å (0: from the maps, so that the widest "
+          "particle fills the input window with 15 % to spare; 8.5 Å for 5j0n)", float, min=0.0, max=50.0),
     Param("input_size", 32, "network input side, pixels (multiple of 8)", int, min=16, max=128, step=8),
     Param("projections_per_map", 1500, "clean projections simulated per training map", int, min=100),
     Param("train_steps", 3000, "training steps (one map, a batch of images and all their pairs each)", int, min=1),
@@ -67,6 +73,11 @@ RECOVER_PARAMS = (
           "against the reconstruction (for projections without CTF)", bool),
     Param("refine_max_shift_A", 0.0, "refinement also searches each projection's in-plane shift up to this "
           "(Å; 0: the projections are centred)", float, min=0.0, advanced=True),
+    Param("refine_gold_standard", False, "refinement matches each half set only against its own map (RELION's "
+          "gold standard: an unbiased half-set FSC, slightly less accurate on small sets)", bool, advanced=True),
+    Param("symmetry", "C1", "point group of the particle (RELION's: Cn/Dn with the n-fold axis along z, T, O, I; "
+          "C1: none): refinement and reconstruction average over it and errors are measured up to it",
+          str, choices=COMMON_GROUPS),
     Param("reconstruct", True, "reconstruct a map from the projections and recovered orientations", bool),
     Param("recon_pad_factor", 1.0, "zero padding of the Fourier reconstruction (2: fewer artefacts, slower)",
           float, min=1.0, max=3.0, advanced=True),
@@ -91,13 +102,23 @@ class OrientationResult:
         Mean/median absolute error of the estimated distances, degrees (truth given).
     loss_history : list of float
     errors_before_refinement_deg : ndarray, shape (N,) or None
-        Errors of the orientations from distances alone (truth given, refinement run).
+        Errors of the orientations from distances alone (truth given, refinement run); with a
+        symmetry, after the common-line frame (aligning up to a group needs the frame fixed, see
+        :func:`tomolens.orient.symmetry.align_orientations_symmetric`).
     refinement : dict
         ``frame`` (common-line scores, see :func:`tomolens.orient.refine.fix_frame`) and
         ``passes`` (projection-matching history); empty without refinement.
     shifts_A : ndarray, shape (N, 2) or None
         In-plane shifts (x, y) of the image content found by refinement, Å (with
         ``refine_max_shift_A`` > 0).
+    symmetry : str
+        The point group used (errors are up to it; the reconstruction is averaged over it).
+    symmetry_score : float or None
+        How symmetric the true map (or, without it, the first reconstruction) is under the
+        group, 0…1 (see :func:`tomolens.orient.symmetry.symmetry_score`).
+    warnings : list of str
+        Problems found on the way (a symmetry the map lacks, a particle wider than the network's
+        window, a map that looks symmetric while ``symmetry`` is C1…).
     """
 
     quats: np.ndarray
@@ -110,17 +131,24 @@ class OrientationResult:
     errors_before_refinement_deg: np.ndarray | None = None
     refinement: dict = field(default_factory=dict)
     shifts_A: np.ndarray | None = None
+    symmetry: str = "C1"
+    symmetry_score: float | None = None
+    warnings: list = field(default_factory=list)
 
     def summary(self) -> str:
         """A few lines for the CLI and the widget's status."""
-        lines = [f"{len(self.quats)} orientations recovered in {sum(self.timings_s.values()):.1f} s"]
+        lines = [f"{len(self.quats)} orientations recovered in {sum(self.timings_s.values()):.1f} s"
+                 + (f" (symmetry {self.symmetry})" if self.symmetry != "C1" else "")]
         if self.errors_deg is not None:
-            lines.append(f"mean orientation error {self.errors_deg.mean():.2f}° (median {np.median(self.errors_deg):.2f}°)")
+            prefix = "" if self.symmetry == "C1" else f"up to {self.symmetry}: "
+            lines.append(f"{prefix}mean orientation error {self.errors_deg.mean():.2f}° "
+                         f"(median {np.median(self.errors_deg):.2f}°)")
             if self.errors_before_refinement_deg is not None:
                 lines.append(f"before refinement {self.errors_before_refinement_deg.mean():.2f}° "
                              f"(median {np.median(self.errors_before_refinement_deg):.2f}°)")
         if self.fsc is not None:
             lines.append(f"FSC resolution {self.fsc.resolution_05_A:.1f} Å (0.5), {self.fsc.resolution_0143_A:.1f} Å (0.143)")
+        lines.extend(f"warning: {w}" for w in self.warnings)
         return "\n".join(lines)
 
 
@@ -158,11 +186,18 @@ def recover_from_stack(
     from tomolens.models.card import load_model
     from tomolens.orient.files import check_stack
     from tomolens.orient.network import distance_errors_deg, embed_images
-    from tomolens.orient.project import pad_to_cube
+    from tomolens.orient.project import box_warnings, pad_to_cube
     from tomolens.orient.reconstruct import fourier_shell_correlation, reconstruct_fourier
     from tomolens.orient.recover import EmbeddingDistances, recover_orientations
     from tomolens.orient.refine import fix_frame, refine_orientations
-    from tomolens.orient.rotations import align_orientations, geodesic_distance
+    from tomolens.orient.symmetry import (
+        SYMMETRY_THRESHOLD,
+        Symmetry,
+        check_symmetry,
+        find_symmetry_frame,
+        symmetric_errors_deg,
+        symmetrise_volume,
+    )
     from tomolens.params import validate_values
 
     settings = validate_values(values, RECOVER_PARAMS)
@@ -171,7 +206,11 @@ def recover_from_stack(
         raise ValueError("The stack's pixel size is unknown; set it (Å) before recovering orientations.")
     if truth_quats is not None and len(truth_quats) != len(images):
         raise ValueError(f"The truth has {len(truth_quats)} orientations for {len(images)} images.")
+    symmetry = Symmetry(settings["symmetry"])
+    warnings: list[str] = []
     reference = None
+    truth_symmetry = symmetry  # the group in the truth's frame: RELION's setting unless the true map says otherwise
+    net, card = model if model is not None else load_model(settings["model"], "cpu", expected_task="orient")
     if reference_map is not None:
         reference = pad_to_cube(reference_map)
         if reference.shape[0] != images.shape[1]:
@@ -179,9 +218,13 @@ def recover_from_stack(
                 f"The reference map pads to a {reference.shape[0]}³ cube but the images are "
                 f"{images.shape[1]}² pixels; the FSC needs the map at the images' pixel size and box."
             )
+        window = float(card.voxel_size_A) * float(card.patch_size[0] if card.patch_size else net.input_size)
+        warnings += box_warnings(reference, float(pixel_size_A), window)
+        if symmetry.name != "C1":
+            truth_symmetry, warning = check_symmetry(reference, symmetry)
+            warnings += [warning] if warning else []
     timings: dict[str, float] = {}
     t0 = time.monotonic()
-    net, card = model if model is not None else load_model(settings["model"], "cpu", expected_task="orient")
     with torch.inference_mode(False):
         embeddings = yield from embed_images(net, card, images, float(pixel_size_A))
     timings["embedding"] = time.monotonic() - t0
@@ -193,28 +236,42 @@ def recover_from_stack(
         local_scale=settings["local_scale"] or None, seed=settings["seed"],
     )
     timings["recovery"] = time.monotonic() - t0
-    out = OrientationResult(result.quats, timings_s=timings, loss_history=result.loss_history)
+    out = OrientationResult(result.quats, timings_s=timings, loss_history=result.loss_history,
+                            symmetry=symmetry.name, symmetry_score=truth_symmetry.score, warnings=warnings)
     quats = result.quats
+    recon_symmetry = None  # the group in the frame of the orientations that are reconstructed
     if settings["refine"]:
-        if truth_quats is not None:
-            aligned, _ = align_orientations(quats, truth_quats)
-            out.errors_before_refinement_deg = np.degrees(geodesic_distance(aligned, truth_quats))
+        if truth_quats is not None and symmetry.name == "C1":
+            out.errors_before_refinement_deg, _ = symmetric_errors_deg(quats, truth_quats, truth_symmetry)
         t0 = time.monotonic()
         quats, frame = yield from fix_frame(images, quats, float(pixel_size_A), seed=settings["seed"])
         timings["frame"] = time.monotonic() - t0
+        if truth_quats is not None and symmetry.name != "C1":  # up to a group, alignment needs the frame fixed
+            out.errors_before_refinement_deg, _ = symmetric_errors_deg(quats, truth_quats, truth_symmetry)
         t0 = time.monotonic()
+        check: dict = {}
         quats, shifts_px, passes = yield from refine_orientations(
-            images, quats, float(pixel_size_A), max_shift_px=settings["refine_max_shift_A"] / float(pixel_size_A))
+            images, quats, float(pixel_size_A), max_shift_px=settings["refine_max_shift_A"] / float(pixel_size_A),
+            symmetry=symmetry.name, info=check, gold_standard=settings["refine_gold_standard"])
         timings["refinement"] = time.monotonic() - t0
-        out.quats, out.refinement = quats, {"frame": frame, "passes": passes}
+        out.quats, out.refinement = quats, {"frame": frame, "passes": passes, "check": check}
+        recon_symmetry = Symmetry(symmetry.name)  # refinement turned the orientations into RELION's setting
+        if check.get("kept_start"):
+            warnings.append("Refinement scored lower than its start by half-set FSC, so the orientations from "
+                            "distances and common lines are returned: the distance network may not know this "
+                            "particle (train one on its map) or the symmetry may be wrong.")
+        if reference is None and "symmetry_score" in check:
+            out.symmetry_score = check["symmetry_score"]
+            if check["symmetry_score"] < SYMMETRY_THRESHOLD:
+                warnings.append(f"The first reconstruction scores {check['symmetry_score']:.2f} for "
+                                f"{symmetry.name} symmetry: the particle may not have it.")
         if settings["refine_max_shift_A"] > 0:
             out.shifts_A = shifts_px * float(pixel_size_A)
     if truth_quats is not None:
         # shifts are the images' own (content offset in pixels): aligning the orientations leaves them as they are
-        aligned, _ = align_orientations(quats, truth_quats)
-        out.quats = aligned
-        out.errors_deg = np.degrees(geodesic_distance(aligned, truth_quats))
+        out.errors_deg, out.quats = symmetric_errors_deg(quats, truth_quats, truth_symmetry)
         out.distance_errors = distance_errors_deg(embeddings, np.asarray(truth_quats))
+        recon_symmetry = truth_symmetry
     elif settings["reconstruct"] and not settings["refine"]:
         log.warning(
             "No true orientations: the reconstruction uses the recovered orientations as they are, "
@@ -225,11 +282,41 @@ def recover_from_stack(
         shifts = None if out.shifts_A is None else out.shifts_A / float(pixel_size_A)
         out.reconstruction = yield from reconstruct_fourier(images, out.quats, shifts,
                                                             pad_factor=settings["recon_pad_factor"])
+        if symmetry.name != "C1":
+            if recon_symmetry is None:  # neither refined nor aligned: find the axes on the map itself
+                recon_symmetry = find_symmetry_frame(out.reconstruction, symmetry.name)
+            out.reconstruction = symmetrise_volume(out.reconstruction, recon_symmetry)
         timings["reconstruction"] = time.monotonic() - t0
         if reference is not None:
             out.fsc = fourier_shell_correlation(out.reconstruction, reference, float(pixel_size_A))
+    for warning in warnings:
+        log.warning("%s", warning)
     log.info("%s", out.summary())
     return out
+
+
+def network_pixel_size(maps, input_size: int, pixel_size_A: float = 0.0, margin: float = 1.15) -> float:
+    """The distance network's input pixel size, Å: ``pixel_size_A`` when set, else from the maps.
+
+    With ``pixel_size_A`` = 0, the window ``input_size`` × pixel covers the widest particle
+    (:func:`tomolens.orient.project.particle_diameter_A`) × ``margin``, and the pixel is never
+    finer than the maps' voxels.
+
+    Parameters
+    ----------
+    maps : sequence of tomolens.orient.network.TrainingMap
+    input_size : int
+        Network input side, pixels.
+    """
+    from tomolens.orient.project import particle_diameter_A
+
+    if pixel_size_A and pixel_size_A > 0:
+        return float(pixel_size_A)
+    widest = max(particle_diameter_A(m.volume, m.voxel_size_A) for m in maps)
+    pixel = max(max(m.voxel_size_A for m in maps), widest * margin / input_size)
+    log.info("network input: %.2f Å pixels, a %.0f Å window for particles up to %.0f Å", pixel,
+             pixel * input_size, widest)
+    return float(pixel)
 
 
 def load_training_maps(paths: list[str | Path]):

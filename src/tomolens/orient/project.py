@@ -269,3 +269,58 @@ def simulate_projections(
         info["snr"] = signal_var / variance
     log.info("simulated %d projections %s, noise variance %.3g", n_projections, images.shape[1:], variance)
     return ProjectionSet(images, float(voxel_size_A), quats, shifts_A, variance, info)
+
+
+def particle_diameter_A(volume: np.ndarray, voxel_size_A: float, level: float = 0.1) -> float:
+    """Diameter of the particle about the box centre, Å: twice the farthest voxel above ``level`` × max.
+
+    The map is smoothed a little (σ = 1 voxel) first, so isolated noisy voxels do not count.
+    """
+    cube = ndimage.gaussian_filter(pad_to_cube(volume), 1.0)
+    inside = cube > level * float(cube.max()) if cube.max() > 0 else np.zeros(cube.shape, bool)
+    if not inside.any():
+        return 0.0
+    n = cube.shape[0]
+    zyx = np.argwhere(inside) - n // 2
+    return float(2.0 * np.sqrt((zyx**2).sum(axis=1)).max() * voxel_size_A)
+
+
+def box_warnings(volume: np.ndarray, voxel_size_A: float, window_A: float | None = None) -> list[str]:
+    """What is wrong with a map for projections and for a distance network's input window.
+
+    Parameters
+    ----------
+    volume : ndarray, shape (z, y, x)
+    voxel_size_A : float
+    window_A : float, optional
+        Side of the distance network's input, Å (pixel size × input size).
+
+    Returns
+    -------
+    list of str
+        One sentence per problem: density reaching the box's edge (projections would cut the
+        particle), a particle wider than the window, or one so small in it that it covers only a
+        few input pixels.  Empty when the map fits.
+    """
+    cube = pad_to_cube(volume)
+    out = []
+    smooth = ndimage.gaussian_filter(cube, 1.0)
+    peak = float(smooth.max())
+    if peak > 0:
+        rim = np.ones(cube.shape, bool)
+        rim[2:-2, 2:-2, 2:-2] = False
+        if np.any(smooth[rim] > 0.1 * peak):
+            out.append("The map's density reaches the edge of its box: projections cut the particle; pad the map "
+                       "(a box about 1.3× the particle) before simulating or reconstructing.")
+    if window_A:
+        diameter = particle_diameter_A(cube, voxel_size_A)
+        if diameter > window_A:
+            out.append(f"The particle is about {diameter:.0f} Å across, wider than the distance network's "
+                       f"{window_A:.0f} Å input window: train a network with a pixel size of at least "
+                       f"{diameter / window_A:.2f}× the current one "
+                       f"(pixel_size_A × input_size ≥ {diameter:.0f} Å).")
+        elif 0 < diameter < 0.25 * window_A:
+            out.append(f"The particle is about {diameter:.0f} Å across, under a quarter of the distance network's "
+                       f"{window_A:.0f} Å input window: train a network with a finer pixel size so that it "
+                       "spans more input pixels.")
+    return out

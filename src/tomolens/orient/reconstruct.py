@@ -29,6 +29,7 @@ def reconstruct_fourier(
     pad_factor: float = 2.0,
     batch: int = 200,
     min_weight: float = 0.2,
+    symmetry=None,
 ) -> Generator[Progress, None, np.ndarray]:
     """Reconstruct a map by direct Fourier inversion (job).
 
@@ -46,13 +47,16 @@ def reconstruct_fourier(
         Images per Progress step.
     min_weight : float
         Fourier voxels whose summed interpolation weight is below this are set to 0.
+    symmetry : tomolens.orient.symmetry.Symmetry or str, optional
+        Point group of the particle (in the orientations' frame): the map is averaged over it
+        (:func:`tomolens.orient.symmetry.symmetrise_volume`).  None or C1: no symmetry.
 
     Returns
     -------
     ndarray, float32, shape (n, n, n)
         The map (z, y, x), in the units of a voxel sum (so it matches the simulated map).
     """
-    images = check_stack(images, "the projections")
+    images = check_stack(images, "the projections", min_images=1)
     quats = np.asarray(quats, dtype=np.float64)
     if len(quats) != len(images):
         raise ValueError(f"{len(images)} images but {len(quats)} orientations; give one orientation per image.")
@@ -97,8 +101,43 @@ def reconstruct_fourier(
     spectrum = (acc_re + 1j * acc_im).reshape(m, m, m) / np.maximum(weight, min_weight)
     spectrum[weight < min_weight] = 0.0
     vol = np.fft.fftshift(np.fft.ifftn(np.fft.ifftshift(spectrum))).real
-    vol = vol[a0 : a0 + n, a0 : a0 + n, a0 : a0 + n]
-    return vol.astype(np.float32)
+    vol = vol[a0 : a0 + n, a0 : a0 + n, a0 : a0 + n].astype(np.float32)
+    if symmetry is not None:
+        from tomolens.orient.symmetry import symmetrise_volume
+
+        vol = symmetrise_volume(vol, symmetry)
+    return vol
+
+
+def reconstruct_half_sets(
+    images: np.ndarray,
+    quats: np.ndarray,
+    shifts_px: np.ndarray | None = None,
+    pad_factor: float = 2.0,
+) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray]]:
+    """Two reconstructions, from the even and from the odd images (job; no symmetry applied).
+
+    Their FSC (:func:`fourier_shell_correlation`) measures how consistent the orientations are
+    without a truth.  Arguments as :func:`reconstruct_fourier`.
+
+    Returns
+    -------
+    half_a, half_b : ndarray, float32, shape (n, n, n)
+    """
+    from tomolens.jobs import relay
+
+    images = check_stack(images, "the projections", min_images=2)
+    quats = np.asarray(quats, dtype=np.float64)
+    if len(quats) != len(images):
+        raise ValueError(f"{len(images)} images but {len(quats)} orientations; give one orientation per image.")
+    halves = []
+    for h in (0, 1):
+        sel = slice(h, None, 2)
+        sub_shifts = None if shifts_px is None else shifts_px[sel]
+        halves.append((yield from relay(
+            reconstruct_fourier(images[sel], quats[sel], sub_shifts, pad_factor=pad_factor),
+            lambda s, h=h: Progress(h * s.total + s.done, 2 * s.total, f"half set {h + 1} of 2: {s.message}"))))
+    return halves[0], halves[1]
 
 
 @dataclass

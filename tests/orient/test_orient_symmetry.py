@@ -1,0 +1,210 @@
+"""Point-group symmetry: groups, symmetry-aware errors, symmetrised maps, axes, refinement, STAR."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from tomolens.jobs import run_job
+from tomolens.orient.project import simulate_projections
+from tomolens.orient.reconstruct import reconstruct_fourier
+from tomolens.orient.rotations import canonical, random_orientations
+from test_orient_refine import blob_map  # noqa: E402 (tests/orient is on sys.path under pytest)
+from tomolens.orient.symmetry import (
+    Symmetry,
+    _quat_multiply,
+    check_symmetry,
+    detect_symmetry,
+    find_symmetry_frame,
+    group_rotations,
+    parse_symmetry,
+    symmetric_errors_deg,
+    symmetrise_volume,
+    symmetry_score,
+)
+
+
+def tilted(angles_deg=(30.0, 50.0, 10.0)) -> np.ndarray:
+    return Rotation.from_euler("ZYZ", angles_deg, degrees=True).as_matrix()
+
+
+def test_groups_follow_relion_conventions():
+    assert [len(group_rotations(g)) for g in ("C1", "C7", "D7", "T", "O", "I")] == [1, 7, 14, 12, 24, 60]
+    assert parse_symmetry("d7") == "D7" and parse_symmetry(None) == "C1"
+    np.testing.assert_allclose(group_rotations("D3").as_matrix()[0], np.eye(3))  # identity first
+    # Cn: every rotation about z; Dn: the n-fold about z and a 2-fold about x
+    rotvecs = group_rotations("C7").as_rotvec()[1:]
+    np.testing.assert_allclose(np.abs(rotvecs[:, 2]), np.linalg.norm(rotvecs, axis=1), atol=1e-12)
+    half_turn_x = Rotation.from_euler("x", 180, degrees=True).as_matrix()
+    assert min(np.abs(m - half_turn_x).max() for m in group_rotations("D7").as_matrix()) < 1e-12
+    for bad in ("C0", "D1", "X3", "C", "I2"):
+        with pytest.raises(ValueError, match="Unknown symmetry"):
+            parse_symmetry(bad)
+
+
+@pytest.mark.parametrize("name", ["C7", "D7", "I"])
+def test_error_is_zero_for_orientations_that_differ_by_a_group_element(name):
+    truth = random_orientations(300, seed=2)
+    sym = Symmetry(name, tilted())  # the group in a map frame that is not RELION's setting
+    rng = np.random.default_rng(0)
+    picks = sym.quats()[rng.integers(0, sym.order, len(truth))]
+    same = _quat_multiply(truth, picks)
+    # and a global rotation of the map, in either hand (what is left once the frame is fixed)
+    moved = _quat_multiply(same, Rotation.random(random_state=5).as_quat()[None])
+    if name == "D7":
+        moved = _quat_multiply(np.array([[0.0, 0.0, 1.0, 0.0]]), moved)
+    errors, _ = symmetric_errors_deg(moved, truth, sym)
+    assert errors.max() < 1e-3
+    plain, _ = symmetric_errors_deg(same, truth, "C1")
+    assert np.median(plain) > 30  # without the group the same orientations look far off
+    # rotations outside the group are errors: steps of 360/14° about z, half of them not in C7
+    if name == "C7":
+        turns = Rotation.from_euler("z", rng.integers(0, 14, (len(truth), 1)) * 360 / 14, degrees=True).as_quat()
+        off = _quat_multiply(truth, Rotation.from_matrix(sym.frame).as_quat()[None])
+        off = _quat_multiply(_quat_multiply(off, turns), Rotation.from_matrix(sym.frame.T).as_quat()[None])
+        assert np.mean(symmetric_errors_deg(off, truth, sym)[0] > 10) > 0.3
+
+
+def test_symmetrised_reconstruction_of_a_cn_map_equals_the_map():
+    torch.set_num_threads(1)
+    vol = symmetrise_volume(blob_map(), "C4")
+    assert symmetry_score(vol, "C4") > 0.98 and symmetry_score(blob_map(), "C4") < 0.7
+    np.testing.assert_allclose(symmetrise_volume(vol, "C4"), vol, atol=0.02 * vol.max())
+    pset = run_job(simulate_projections(vol, 5.0, 300, seed=3))
+    plain = run_job(reconstruct_fourier(pset.images, pset.quats))
+    recon = run_job(reconstruct_fourier(pset.images, pset.quats, symmetry="C4"))
+    mask = vol > 0.05 * vol.max()
+
+    def corr(a):
+        return np.corrcoef(a[mask], vol[mask])[0, 1]
+
+    assert corr(recon) > 0.98 and corr(recon) >= corr(plain) - 1e-3
+    assert np.abs(recon - vol).max() < 0.2 * vol.max()
+
+
+def test_axes_detection_and_warnings():
+    frame = tilted((20.0, 40.0, 0.0))
+    vol = symmetrise_volume(blob_map(seed=2), Symmetry("D3", frame))
+    found = find_symmetry_frame(vol, "D3")
+    assert found.score > 0.95
+    assert np.degrees(np.arccos(abs(found.frame[:, 2] @ frame[:, 2]))) < 2.0  # the 3-fold axis
+    report = run_job(detect_symmetry(vol))
+    assert report.suggested.name == "D3" and report.scores["D3"] > 0.95
+    assert run_job(detect_symmetry(blob_map())).suggested.name == "C1"
+    sym, warning = check_symmetry(blob_map(), "D7")
+    assert warning is not None and f"scores {sym.score:.2f} for D7" in warning
+    assert check_symmetry(vol, "C3")[1] is None
+
+
+def test_refinement_finds_orientations_up_to_symmetry():
+    """A C3 phantom; starting orientations in another frame, symmetry copies, 4° kicks, a fifth lost."""
+    from tomolens.orient.refine import refine_orientations
+
+    torch.set_num_threads(1)
+    vol = symmetrise_volume(blob_map(seed=3), Symmetry("C3", tilted()))
+    pset = run_job(simulate_projections(vol, 5.0, 300, seed=7, snr=1.0))
+    truth = pset.quats
+    rng = np.random.default_rng(1)
+    sym = Symmetry("C3", tilted())
+    start = _quat_multiply(truth, sym.quats()[rng.integers(0, 3, len(truth))])
+    start = _quat_multiply(start, Rotation.random(random_state=9).as_quat()[None])  # a global rotation of the map
+    start = (Rotation.from_rotvec(rng.normal(size=(len(truth), 3)) * np.radians(4.0)) * Rotation.from_quat(start))
+    start = start.as_quat()
+    lost = rng.choice(len(truth), 60, replace=False)
+    start[lost] = Rotation.random(60, random_state=rng).as_quat()
+    before, _ = symmetric_errors_deg(start, truth, sym)
+    info: dict = {}
+    refined, _, history = run_job(refine_orientations(
+        pset.images, start, 5.0, schedule=(("global", 15.0, 15.0, 1), ("local", 4.0, 15.0, 2), ("local", 2.0, 12.0, 1)),
+        symmetry="C3", info=info))
+    after, _ = symmetric_errors_deg(refined, truth, sym)
+    assert np.median(before) > 7.0 and np.median(after) < 5.0 and np.median(after[lost]) < 6.0
+    assert info["symmetry_score"] > 0.5 and not info["kept_start"]  # a blurred first map: well above 0
+    assert info["half_set_score"] >= history[0]["half_set_score_before"]
+    # the result is in RELION's setting: its reconstruction has the 3-fold axis along z
+    recon = run_job(reconstruct_fourier(pset.images, refined))
+    assert symmetry_score(recon, "C3") > 0.6 > 0.3 > symmetry_score(recon, Symmetry("C3", tilted()))
+
+
+@pytest.mark.parametrize("gold_standard", [False, True])
+def test_refinement_never_ends_below_its_start(monkeypatch, gold_standard):
+    """A pass that goes wrong (here: one that scrambles the orientations) is undone by the half-set FSC."""
+    import tomolens.orient.refine as refine
+    from tomolens.jobs import Progress
+
+    torch.set_num_threads(1)
+    pset = run_job(simulate_projections(blob_map(), 5.0, 200, seed=5, snr=1.0))
+    schedule = (("local", 2.0, 15.0, 1),)
+
+    def scramble(images_ft, mats, spec, plane, candidates, batch):
+        yield Progress(1, 1, "scrambling")
+        return Rotation.random(len(mats), random_state=0).as_matrix(), len(mats)
+
+    monkeypatch.setattr(refine, "_match_pass", scramble)
+    info: dict = {}
+    refined, _, history = run_job(refine.refine_orientations(pset.images, pset.quats, 5.0, schedule=schedule,
+                                                             info=info, gold_standard=gold_standard))
+    assert history[0]["moved"] == len(pset.quats)
+    assert history[0]["half_set_score_after"] < history[0]["half_set_score_before"] - 0.2
+    assert info["kept_start"]  # the start is returned
+    np.testing.assert_allclose(np.abs(np.sum(canonical(refined) * canonical(pset.quats), axis=1)), 1.0, atol=1e-9)
+
+
+def test_star_round_trip_with_relion_conventions(tmp_path):
+    import starfile
+
+    from tomolens.orient.files import read_angles_star, read_star_symmetry, write_angles_star
+
+    quats = random_orientations(50, seed=8, half_sphere=False)
+    shifts = np.random.default_rng(0).uniform(-5, 5, (50, 2))
+    path = write_angles_star(tmp_path / "o.star", quats, "stack.mrcs", 4.0, shifts_A=shifts, symmetry="D7")
+    back, back_shifts = read_angles_star(path)
+    np.testing.assert_allclose(np.abs(np.sum(back * quats, axis=1)), 1.0, atol=1e-9)
+    np.testing.assert_allclose(back_shifts, shifts, atol=1e-5)  # starfile writes 6 decimals
+    assert read_star_symmetry(path) == "D7"
+    table = starfile.read(path, always_dict=True)["particles"]
+    # RELION: the matrix of (rot, tilt, psi) maps map coordinates to the image; origin = −content shift
+    from tomolens.orient.rotations import matrices, quats_from_relion
+
+    angles = table[["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"]].to_numpy()
+    np.testing.assert_allclose(matrices(quats_from_relion(angles)), matrices(quats), atol=1e-6)
+    np.testing.assert_allclose(table["rlnOriginXAngst"].to_numpy(), -shifts[:, 0], atol=1e-5)
+    assert table["rlnImageName"].iloc[0] == "000001@stack.mrcs"
+    write_angles_star(tmp_path / "c1.star", quats, "stack.mrcs")
+    assert read_star_symmetry(tmp_path / "c1.star") == "C1"
+
+
+def test_maps_too_large_or_too_small_for_the_box_or_window():
+    from tomolens.orient.project import box_warnings, particle_diameter_A
+
+    ball = np.zeros((40, 40, 40), np.float32)
+    g = np.arange(40) - 20
+    z, y, x = np.meshgrid(g, g, g, indexing="ij")
+    ball[x**2 + y**2 + z**2 < 10**2] = 1.0
+    assert particle_diameter_A(ball, 5.0) == pytest.approx(100.0, abs=15.0)
+    assert box_warnings(ball, 5.0, window_A=200.0) == []
+    assert "wider than the distance network's 80 Å input window" in box_warnings(ball, 5.0, window_A=80.0)[0]
+    assert "under a quarter" in box_warnings(ball, 5.0, window_A=500.0)[0]
+    cut = np.ones((20, 20, 20), np.float32)  # density up to the box's edge
+    assert "reaches the edge of its box" in box_warnings(cut, 5.0)[0]
+
+
+def test_pipeline_with_a_symmetry_and_a_map_that_lacks_it():
+    """recover_from_stack: errors up to the group, a symmetrised map, and a warning for a group the map lacks."""
+    from tomolens.orient.pipeline import recover_from_stack
+
+    torch.set_num_threads(1)
+    vol = blob_map()  # asymmetric
+    pset = run_job(simulate_projections(vol, 5.0, 120, seed=4))
+    values = {"recover_steps": 20, "pairs_per_step": 1000, "n_anchors": 40, "symmetry": "C3", "refine": False}
+    out = run_job(recover_from_stack(pset.images, 5.0, values, pset.quats, vol))
+    assert out.symmetry == "C3" and any("scores" in w and "for C3 symmetry" in w for w in out.warnings)
+    assert "warning:" in out.summary() and "up to C3" in out.summary()
+    assert out.symmetry_score < 0.5 and out.errors_deg.shape == (120,)
+    # the reconstruction is averaged over the group in the true map's frame
+    frame = check_symmetry(vol, "C3")[0]
+    assert symmetry_score(out.reconstruction, frame) > 0.9
+    with pytest.raises(ValueError, match="symmetry"):
+        run_job(recover_from_stack(pset.images, 5.0, {**values, "symmetry": "C99"}))
