@@ -67,7 +67,7 @@ def test_cli_symmetry_evaluate_and_bad_input(tmp_path, capsys):
                  "--symmetry", "C4"]) == 0
     assert "up to C4: mean orientation error 0.00°" in capsys.readouterr().out
     assert main(["orient", "evaluate", str(tmp_path / "rec.star"), "--truth-star", str(tmp_path / "truth.star"),
-                 "--symmetry", "C17x"]) == 1
+                 "--symmetry", "C17x"]) == 2
     assert "Unknown symmetry" in capsys.readouterr().err
     # projections whose box differs from the map's
     assert main(["orient", "simulate", str(tmp_path / "c4.mrc"), str(tmp_path / "p.mrcs"), "--n-projections", "40",
@@ -75,7 +75,7 @@ def test_cli_symmetry_evaluate_and_bad_input(tmp_path, capsys):
     assert "SNR 2" in capsys.readouterr().out
     write_mrc(tmp_path / "big.mrc", np.pad(vol, 4), 8.0)
     assert main(["orient", "evaluate", str(tmp_path / "rec.star"), "--stack", str(tmp_path / "p.mrcs"),
-                 "--reference", str(tmp_path / "big.mrc")]) == 1
+                 "--reference", str(tmp_path / "big.mrc")]) == 2
     assert "pads to a 32³ cube but the images are 24² pixels" in capsys.readouterr().err
     assert main(["orient", "evaluate", str(tmp_path / "p.star"), "--stack", str(tmp_path / "p.mrcs"),
                  "--reference", str(tmp_path / "c4.mrc"), "--symmetry", "C4",
