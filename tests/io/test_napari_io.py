@@ -127,7 +127,8 @@ def test_workbench_docks_every_widget_and_shows_the_sample_picks(make_napari_vie
     names = open_workbench(viewer)
     assert {"Tomogram", "Simulate", "Detect particles", "Classify", "Subdivide", "Segment"} <= set(names)
     assert len(viewer.window.dock_widgets) >= len(names)
-    particles = viewer.layers["sample particles"]
+    assert viewer.layers[0].name.startswith("crowded_dark")  # the raw (dark) sample of sample_data/
+    particles = viewer.layers["crowded_dark particles"]
     expected = 2 * float(particles.features["radius_A"].median())
     assert viewer.dims.thickness[0] == pytest.approx(expected)
 

@@ -1,4 +1,4 @@
-"""Open napari with every tomolens dock widget and the first tomolens sample loaded.
+"""Open napari with every tomolens dock widget and a sample loaded (the raw, dark one of sample_data/ when present).
 
 ``python -m tomolens._widgets.launch [--sample KEY] [--screenshot PNG]``; with
 ``--screenshot`` the window is drawn, saved as a PNG and closed (for headless checks).
@@ -17,6 +17,10 @@ from tomolens._napari.layers import show_layer_particles
 PLUGIN = "napari-tomolens"
 
 
+#: The sample the workbench opens by default (the generated one when sample_data/ is absent).
+DARK_SAMPLE = "crowded_dark"
+
+
 def manifest():
     pm = PluginManager.instance()
     pm.discover()
@@ -28,8 +32,17 @@ def open_workbench(viewer: napari.Viewer, sample: str | None = None) -> list[str
     mf = manifest()
     contributions = mf.contributions
     samples = [s.key for s in (contributions.sample_data or [])]
+    if sample is None and samples:
+        # what users have: the raw (dark) sample of sample_data/ when the source tree is here
+        from tomolens._napari.sample_files import sample_data_dir
+
+        try:
+            sample_data_dir()
+            sample = DARK_SAMPLE if DARK_SAMPLE in samples else samples[0]
+        except FileNotFoundError:
+            sample = samples[0]
     if samples:
-        viewer.open_sample(PLUGIN, sample or samples[0])
+        viewer.open_sample(PLUGIN, sample)
         for layer in viewer.layers:
             if isinstance(layer, napari.layers.Points):
                 show_layer_particles(viewer, layer)
@@ -49,7 +62,8 @@ def open_workbench(viewer: napari.Viewer, sample: str | None = None) -> list[str
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sample", default=None, help="sample key (default: the first one)")
+    parser.add_argument("--sample", default=None,
+                        help="sample key (default: crowded_dark from sample_data/, else the generated crowded one)")
     parser.add_argument("--screenshot", default=None, help="save a PNG of the window and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)

@@ -162,12 +162,21 @@ class TomogramWidget(Container):
 
         self.runner.start(bin_volume(data, factor), add_result)
 
+    def reset_choices(self, *args) -> None:
+        """Refresh the layer choices (napari calls this when layers change); measure a newly chosen tomogram."""
+        super().reset_choices(*args)
+        layer = self.layer_picker.value
+        if layer is not None and layer is not getattr(self, "_measured_layer", None):
+            self._refresh()
+            self.start_contrast()
+
     # ------------------------------------------------------------- contrast
     def start_contrast(self, *_) -> None:
         """Measure the chosen tomogram's contrast polarity in a worker."""
         layer = self.layer_picker.value
         if layer is None or layer.ndim != 3 or self.contrast_runner.running:
             return
+        self._measured_layer = layer
         vs = voxel_size_from_layer(layer.scale, layer.units)
         self.contrast.value = "contrast: measuring…"
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from tomolens.classify.extract import box_in_voxels, extract_subtomograms
+from tomolens.classify.extract import extract_subtomograms
 from tomolens.jobs import Progress
 from tomolens.params import Param
 from tomolens.polarity import POLARITY_PARAM

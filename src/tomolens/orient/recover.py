@@ -18,12 +18,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tomolens.jobs import Progress, relay
 from tomolens.orient.project import MIN_PROJECTIONS
 from tomolens.orient.rotations import canonical
+
+if TYPE_CHECKING:  # torch is imported lazily at run time; annotations only
+    import torch
 
 log = logging.getLogger(__name__)
 
