@@ -120,11 +120,15 @@ def test_points_coloured_by_class_and_shown_within_a_particle_slab(make_napari_v
     assert viewer.dims.thickness[0] == 100.0
 
 
-def test_workbench_docks_every_widget_and_shows_the_sample_picks(make_napari_viewer):
+def test_workbench_docks_every_widget_and_shows_the_sample_picks(make_napari_viewer, qtbot):
     from tomolens._widgets.launch import open_workbench
+    from tomolens._widgets.tomogram import TomogramWidget
 
     viewer = make_napari_viewer()
     names = open_workbench(viewer)
+    tomogram_widget = next(w for w in viewer.window.dock_widgets.values() if isinstance(w, TomogramWidget))
+    qtbot.waitUntil(lambda: not tomogram_widget.contrast_runner.running, timeout=30000)
+    assert tomogram_widget.contrast.value.startswith("contrast: dark")  # the raw sample, measured on opening
     assert {"Tomogram", "Simulate", "Detect particles", "Classify", "Subdivide", "Segment"} <= set(names)
     assert len(viewer.window.dock_widgets) >= len(names)
     assert viewer.layers[0].name.startswith("crowded_dark")  # the raw (dark) sample of sample_data/

@@ -8,7 +8,7 @@ from tomolens._widgets.tomogram import TomogramWidget
 
 
 @pytest.fixture
-def widget_and_viewer(make_napari_viewer):
+def widget_and_viewer(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     data = np.random.default_rng(0).normal(size=(64, 64, 64)).astype(np.float32)
     layer = viewer.add_image(data, name="tomo")
@@ -16,6 +16,9 @@ def widget_and_viewer(make_napari_viewer):
     viewer.window.add_dock_widget(widget)
     widget.reset_choices()
     widget.layer_picker.value = layer
+    # choosing a tomogram starts measuring its contrast: let that finish before the test drives the widget
+    qtbot.waitUntil(lambda: not widget.contrast_runner.running, timeout=20000)
+    assert widget.contrast.value.startswith("contrast: undecided")  # pure noise
     return widget, viewer, layer
 
 
