@@ -58,7 +58,7 @@ POLARITY_PARAM = Param(
 MIN_SKEWNESS = 0.05
 
 #: How many standard errors the skewness must be away from 0 to decide.
-Z_DECIDE = 4.0
+Z_DECIDE = 2.5
 
 #: Blocks read by the estimate (edge in voxels, and at most this many).
 BLOCK_EDGE = 64
