@@ -36,6 +36,8 @@ def test_volumes_come_at_the_model_voxel_size_and_bright(datasets):
         raw = read_mrc(datasets / "train" / entry["folder"] / "tomogram.mrc").data
         expected = rescale_volume(-np.asarray(raw) if dark else np.asarray(raw), vs / 10.0)
         np.testing.assert_allclose(vol.tomogram, expected, atol=1e-5)  # the dark ones negated: bright
+    small = load_domain_volumes(datasets / "train", 5.0, max_shape=(16, 40, 40))  # 2x finer, then cropped
+    assert all(v.tomogram.shape == v.semantic.shape and max(v.tomogram.shape) <= 40 for v in small)
     with pytest.raises(ValueError, match="not a tomolens dataset"):
         load_domain_volumes(datasets, 10.0)
 

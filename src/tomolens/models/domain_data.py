@@ -61,8 +61,23 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     return manifest
 
 
-def load_domain_volumes(folder: str | os.PathLike, voxel_size_A: float, limit: int = 0) -> list[DomainVolume]:
+#: Largest training volume kept per tomogram at the model's voxel size (z, y, x voxels): a 20 Å
+#: tomogram of 64×256×256 becomes 128×512×512 at 10 Å, and 96 of those do not fit in memory.
+MAX_SHAPE = (64, 256, 256)
+
+
+def central_crop(volume: np.ndarray, shape) -> np.ndarray:
+    """The central part of ``volume`` of at most ``shape`` (a view)."""
+    starts = [max(0, (n - m) // 2) for n, m in zip(volume.shape, shape)]
+    return volume[tuple(slice(s, s + min(n, m)) for s, n, m in zip(starts, volume.shape, shape))]
+
+
+def load_domain_volumes(folder: str | os.PathLike, voxel_size_A: float, limit: int = 0,
+                        max_shape=MAX_SHAPE) -> list[DomainVolume]:
     """Every tomogram of a dataset folder, at ``voxel_size_A`` and bright (module docstring).
+
+    Tomograms larger than ``max_shape`` at the model's voxel size keep their central
+    ``max_shape`` part (labels alike), so that a dataset of many coarse tomograms fits in memory.
 
     Parameters
     ----------
@@ -94,6 +109,9 @@ def load_domain_volumes(folder: str | os.PathLike, voxel_size_A: float, limit: i
         tomo = rescale_volume(data, zoom) if abs(zoom - 1) > 0.01 else data
         semantic = rescale_labels(np.asarray(read_mrc(sub / "semantic.mrc").data), tomo.shape)
         instances = rescale_labels(np.asarray(read_mrc(sub / "instances.mrc").data), tomo.shape)
+        if max_shape is not None:
+            tomo, semantic, instances = (np.ascontiguousarray(central_crop(a, max_shape))
+                                         for a in (tomo, semantic, instances))
         ids = np.array([], np.int64)
         if (sub / "particles.csv").is_file():
             import pandas as pd
