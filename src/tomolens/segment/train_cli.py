@@ -51,6 +51,10 @@ def register_train_args(group: argparse._ArgumentGroup) -> None:
                        help="validation dataset folders for --domain-data (other seeds; used to choose the epoch)")
     group.add_argument("--domain-limit", type=int, default=0, metavar="N",
                        help="read only the first N tomograms of each --domain-data folder (0 = all)")
+    group.add_argument("--domain-slices", type=int, default=12, metavar="N",
+                       help="z-slices of each dataset tomogram whose truth trains a 2D/2.5D model (a slice network "
+                            "keeps every labelled slice with its neighbours: all 64 of 96 tomograms do not fit in "
+                            "memory; 0 = all; default: 12)")
 
 
 def _domain_classes() -> tuple[str, ...]:
@@ -59,11 +63,15 @@ def _domain_classes() -> tuple[str, ...]:
     return DOMAIN_CLASSES
 
 
-def _domain_pairs(folders: Sequence[str], voxel_size_A: float, limit: int = 0):
-    """(volumes, [(tomogram, dense labels)]) of dataset folders at the model's voxel size (bright)."""
+def _domain_pairs(folders: Sequence[str], voxel_size_A: float, limit: int = 0, n_slices: int = 0):
+    """(volumes, [(tomogram, labels)]) of dataset folders at the model's voxel size (bright); the truth of
+    ``n_slices`` evenly spaced z-slices per tomogram (0 = complete labels)."""
     from tomolens.models.domain_data import load_domain_volumes
 
     volumes = [v for folder in folders for v in load_domain_volumes(folder, voxel_size_A, limit)]
+    if n_slices:
+        return volumes, [(v.tomogram, sparse_from_classes(v.semantic, evenly_spaced_slices(n_slices, len(v.semantic))))
+                         for v in volumes]
     return volumes, [(v.tomogram, v.semantic.astype(np.int16) + LABEL_OFFSET) for v in volumes]
 
 
@@ -113,13 +121,15 @@ def run_train(args: argparse.Namespace) -> int:
         if not args.domain_val:
             raise ValueError("Give --domain-val DIR (a validation dataset with other seeds) with --domain-data.")
         names = list(_domain_classes())
-        volumes, train = _domain_pairs(args.domain_data, args.sim_voxel_size_A, args.domain_limit)
-        val_volumes, val = _domain_pairs(args.domain_val, args.sim_voxel_size_A)
+        slices = args.domain_slices if args.segment_model == "2d" else 0
+        volumes, train = _domain_pairs(args.domain_data, args.sim_voxel_size_A, args.domain_limit, slices)
+        val_volumes, val = _domain_pairs(args.domain_val, args.sim_voxel_size_A, 0, slices)
         if {v.seed for v in volumes} & {v.seed for v in val_volumes}:
             raise ValueError("--domain-data and --domain-val share seeds; validation must be other tomograms.")
         voxel.add(round(args.sim_voxel_size_A, 3))
         sim_data = (dataset_summary(args.domain_data, volumes) + "; validation "
-                    + dataset_summary(args.domain_val, val_volumes))
+                    + dataset_summary(args.domain_val, val_volumes)
+                    + (f"; truth of {slices} evenly spaced z-slices per tomogram" if slices else "; complete labels"))
         domain_extra = {"training_ranges": read_manifest(args.domain_data[0]).get("training_ranges", {}),
                         "training_seeds": [v.seed for v in volumes], "validation_seeds": [v.seed for v in val_volumes]}
     if args.sim_train:
