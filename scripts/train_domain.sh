@@ -7,6 +7,7 @@
 #    parallel shards, one process per CPU core, into $DATA (skipped for shards already complete).
 # 2. Trains a 2.5D slice U-Net on the 7 domain classes at 10 Å for a fixed budget of epochs × steps (budgets
 #    in steps, never minutes, so a figure does not depend on the machine), resuming from $OUT.ckpt when present.
+# To carry training across sessions, copy runs/segment_domain.ckpt to checkpoints/ and commit it; the next run resumes.
 # Sized for under 10 minutes of GPU time on an H100 (data generation on its 16 cores ~4 min, 60 epochs × 100 steps
 # of batch 16); on the 2-core development CPU run it in the background across sessions (--resume continues).
 set -euo pipefail
@@ -48,6 +49,9 @@ export PY DATA TOMOLENS SZ SY SX
 
 DEVICE=$("$PY" -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
 RESUME=()
+# a checkpoint committed by an earlier session (checkpoints/NAME.ckpt) continues when there is none of this run
+COMMITTED="checkpoints/$(basename "$OUT").ckpt"
+if [ ! -f "$OUT.ckpt" ] && [ -f "$COMMITTED" ]; then cp "$COMMITTED" "$OUT.ckpt"; fi
 [ -f "$OUT.ckpt" ] && RESUME=(--resume)
 "$TOMOLENS" train --task segment \
   --domain-data $(printf "$DATA/%s " "${shards[@]}") --domain-val "$DATA/val_8000" \
