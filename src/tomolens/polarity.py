@@ -42,6 +42,7 @@ import numpy as np
 from scipy import ndimage
 
 from tomolens.params import Param
+from tomolens.preprocess import Normalisation, constant_regions, estimate_normalisation
 
 log = logging.getLogger(__name__)
 
@@ -147,14 +148,6 @@ def _block_starts(shape: tuple[int, ...], edge: int, max_blocks: int) -> list[tu
     return list(product(*axes))
 
 
-def _flat_neighbourhood(block: np.ndarray, radius: int) -> np.ndarray:
-    """True where a voxel is within ``radius`` of a constant 3×3×3 neighbourhood (padding)."""
-    flat = ndimage.maximum_filter(block, size=3) == ndimage.minimum_filter(block, size=3)
-    if not flat.any():
-        return flat
-    return ndimage.binary_dilation(flat, iterations=max(1, radius))
-
-
 def band_pass(block: np.ndarray, voxel_size_A: float | None) -> tuple[np.ndarray, int]:
     """The band-passed block and the margin (voxels) spoiled by the filters' edges."""
     vs = float(voxel_size_A) if voxel_size_A and np.isfinite(voxel_size_A) and voxel_size_A > 0 else 10.0
@@ -195,7 +188,7 @@ def estimate_polarity(data: np.ndarray, voxel_size_A: float | None = None) -> Po
         if block.max() == block.min():
             continue
         filtered, margin = band_pass(block, voxel_size_A)
-        keep = ~_flat_neighbourhood(block, margin)
+        keep = ~constant_regions(block, grow=max(1, margin), connectivity=1)
         inner = tuple(slice(margin, n - margin) if n > 4 * margin else slice(None) for n in block.shape)
         filtered, keep = filtered[inner], keep[inner]
         # the octants of every block are the samples (their spread gives the standard error)
@@ -247,8 +240,7 @@ def check_polarity_setting(setting: str) -> str:
 
 
 def decide_polarity(data: np.ndarray, setting: str = "auto", model: str = "bright",
-                    voxel_size_A: float | None = None,
-                    estimate: PolarityEstimate | None = None) -> PolarityDecision:
+                    voxel_size_A: float | None = None) -> PolarityDecision:
     """The polarity to use for running a ``model``-polarity network on ``data``.
 
     Parameters
@@ -258,8 +250,6 @@ def decide_polarity(data: np.ndarray, setting: str = "auto", model: str = "brigh
     model : {"dark", "bright"}
         The model's polarity (:func:`model_polarity`).
     voxel_size_A : float, optional
-    estimate : PolarityEstimate, optional
-        A measurement already made (for example shown in the Tomogram widget).
 
     Returns
     -------
@@ -271,7 +261,7 @@ def decide_polarity(data: np.ndarray, setting: str = "auto", model: str = "brigh
     if setting != "auto":
         decision = PolarityDecision(setting, "user", model, setting != model)
     else:
-        est = estimate if estimate is not None else estimate_polarity(data, voxel_size_A)
+        est = estimate_polarity(data, voxel_size_A)
         if est.polarity is None:
             warnings.warn(
                 f"The contrast polarity cannot be decided from the data (band-passed skewness {est.skewness:+.3f} "
@@ -295,3 +285,11 @@ def to_model_polarity(volume: np.ndarray, setting: str, model: str,
     decision = decide_polarity(volume, setting, model, voxel_size_A)
     data = np.asarray(volume, np.float32)
     return (np.negative(data) if decision.invert else data), decision
+
+
+def model_input_normalisation(volume: np.ndarray, setting: str, card,
+                              voxel_size_A: float | None = None) -> tuple[Normalisation, PolarityDecision]:
+    """How ``volume`` becomes the input of the model of ``card``: its normalisation, negated when the
+    polarity decision says so, and that decision (for the progress message and the provenance)."""
+    decision = decide_polarity(volume, setting, model_polarity(card), voxel_size_A)
+    return estimate_normalisation(volume).inverted(decision.invert), decision

@@ -74,25 +74,6 @@ def bin_volume(data: np.ndarray, factor: int, slab: int = 16) -> Generator[Progr
     return out
 
 
-def normalise(data: np.ndarray, sample_voxels: int = 2_000_000) -> tuple[float, float]:
-    """Mean and standard deviation of ``data`` estimated from a strided subsample.
-
-    Raises
-    ------
-    ValueError
-        When the volume holds NaN/Inf in the sample or is constant.
-    """
-    from tomolens.io.mrc import subsample
-
-    s = subsample(data, sample_voxels).astype(np.float64)
-    if not np.all(np.isfinite(s)):
-        raise ValueError("The volume contains NaN or Inf values; replace them before analysis.")
-    mean, std = float(s.mean()), float(s.std())
-    if std == 0:
-        raise ValueError("The volume is constant (zero variance); there is nothing to analyse.")
-    return mean, std
-
-
 #: Values further than this many robust standard deviations (1.4826 × MAD) from the median
 #: are outliers left out of the normalisation statistics.
 CLIP_SIGMAS = 5.0
@@ -137,7 +118,7 @@ class Normalisation:
         out = np.asarray(block, np.float32) - np.float32(self.offset)
         if start is not None and out.ndim == 3 and any(self.ramp):
             grids = np.ogrid[tuple(slice(0, n) for n in out.shape)]
-            for axis, (g, s0, c, slope) in enumerate(zip(grids, start, self.centre, self.ramp)):
+            for g, s0, c, slope in zip(grids, start, self.centre, self.ramp):
                 if slope:
                     out -= np.float32(slope) * (g + np.float32(s0 - c))
         out *= np.float32(self.sign / self.scale)
@@ -145,6 +126,22 @@ class Normalisation:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "method": "z-score without ramp, constant regions and outliers"}
+
+
+def constant_regions(block: np.ndarray, grow: int = 1, connectivity: int = 3) -> np.ndarray:
+    """True in constant regions of a 3D block (zero padding, masks) and within ``grow`` voxels of them.
+
+    A voxel is constant when its 3×3×3 neighbourhood is; the padding's outermost layer touches
+    data and is not constant itself, hence the growth (``connectivity`` 3: the 26 neighbours per
+    step, 1: the 6 face neighbours; see ``scipy.ndimage.generate_binary_structure``).
+    """
+    from scipy import ndimage
+
+    flat = ndimage.maximum_filter(block, size=3) == ndimage.minimum_filter(block, size=3)
+    if grow < 1 or not flat.any():
+        return flat
+    return ndimage.binary_dilation(flat, structure=ndimage.generate_binary_structure(3, connectivity),
+                                   iterations=grow)
 
 
 def _sample_with_flat(data: np.ndarray, sample_voxels: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -157,11 +154,7 @@ def _sample_with_flat(data: np.ndarray, sample_voxels: int) -> tuple[np.ndarray,
         raise ValueError("The volume contains NaN or Inf values; replace them before analysis.")
     flat = np.zeros(s.shape, bool)
     if s.ndim == 3 and min(s.shape) >= 3:
-        from scipy import ndimage
-
-        flat = ndimage.maximum_filter(s, size=3) == ndimage.minimum_filter(s, size=3)
-        # the padding's outermost layer touches data and is not flat itself: grow by one voxel
-        flat = ndimage.binary_dilation(flat, structure=np.ones((3, 3, 3), bool)) if flat.any() else flat
+        flat = constant_regions(s)
         if flat.mean() >= 0.95:  # mostly constant: keep everything, the variance check decides
             flat[...] = False
     return s, flat, step
@@ -182,10 +175,7 @@ def _fit_ramp(data: np.ndarray, n_blocks: int = 4) -> tuple[tuple[float, float, 
                 step = max(1, int(np.ceil((np.prod([s.stop - s.start for s in sl]) / 20000) ** (1 / 3))))
                 block = np.asarray(data[tuple(slice(s.start, s.stop, step) for s in sl)], np.float64)
                 if block.ndim == 3 and min(block.shape) >= 3:
-                    from scipy import ndimage
-
-                    flat = ndimage.maximum_filter(block, size=3) == ndimage.minimum_filter(block, size=3)
-                    block = block[~ndimage.binary_dilation(flat, structure=np.ones((3, 3, 3), bool))]
+                    block = block[~constant_regions(block)]
                 if block.size < 100:
                     continue
                 rows.append([1.0, *((s.start + s.stop - 1) / 2 - c for s, c in zip(sl, centre))])

@@ -142,8 +142,7 @@ def detect_particles(
     from tomolens.models.card import load_model
     from tomolens.models.device import choose_device, set_cpu_threads
     from tomolens.models.tiling import predict_tiled
-    from tomolens.polarity import decide_polarity, model_polarity
-    from tomolens.preprocess import estimate_normalisation
+    from tomolens.polarity import model_input_normalisation
 
     params.pop("model", None)
     p = validate_values(params, tuple(q for q in DETECT_PARAMS if q.name != "model"))
@@ -176,9 +175,8 @@ def detect_particles(
     work_shape = [int(round(s * voxel_size_A / model_vs)) for s in volume.shape]
     # shrink the patch along short axes (multiples of the network's size factor)
     patch = tuple(min(edge, -(-n // multiple) * multiple) for n in work_shape)
-    decision = decide_polarity(volume, p["polarity"], model_polarity(card), voxel_size_A)
+    norm, decision = model_input_normalisation(volume, p["polarity"], card, voxel_size_A)
     yield Progress(0, 1, decision.message)
-    norm = estimate_normalisation(volume).inverted(decision.invert)
     prob_maps = yield from predict_tiled(
         net, volume, patch, overlap=p["overlap"], batch_size=p["batch_size"], device=device,
         out_channels=2, activation="sigmoid", voxel_size_A=voxel_size_A, model_voxel_size_A=model_vs,

@@ -31,17 +31,17 @@ class DomainVolume:
     tomogram : ndarray float32 (z, y, x)
         Bright convention, not normalised (the trainer z-scores).
     semantic, instances : ndarray (z, y, x)
-        Labels on the same grid (uint8 classes, uint32 instances).
-    particle_ids : ndarray int64
-        Instance ids of the macromolecules (the detector's particles).
+        Labels on the same grid (uint8 classes, uint32 instances; instances None when not read).
+    particle_ids : ndarray int64 or None
+        Instance ids of the macromolecules (the detector's particles; None when not read).
     seed : int
     source_voxel_size_A : float
     """
 
     tomogram: np.ndarray
     semantic: np.ndarray
-    instances: np.ndarray
-    particle_ids: np.ndarray
+    instances: np.ndarray | None
+    particle_ids: np.ndarray | None
     seed: int
     source_voxel_size_A: float
 
@@ -73,7 +73,7 @@ def central_crop(volume: np.ndarray, shape) -> np.ndarray:
 
 
 def load_domain_volumes(folder: str | os.PathLike, voxel_size_A: float, limit: int = 0,
-                        max_shape=MAX_SHAPE) -> list[DomainVolume]:
+                        max_shape=MAX_SHAPE, with_instances: bool = True) -> list[DomainVolume]:
     """Every tomogram of a dataset folder, at ``voxel_size_A`` and bright (module docstring).
 
     Tomograms larger than ``max_shape`` at the model's voxel size keep their central
@@ -87,6 +87,11 @@ def load_domain_volumes(folder: str | os.PathLike, voxel_size_A: float, limit: i
         The model's voxel size.
     limit : int
         Read only the first ``limit`` tomograms (0 = all).
+    max_shape : (int, int, int) or None
+        Largest volume kept (its centre).
+    with_instances : bool
+        Also read the instance labels and particle ids (detection); without, they are None
+        (segmentation needs only the semantic labels).
     """
     from tomolens.io.mrc import read_mrc
     from tomolens.models.tiling import rescale_labels, rescale_volume
@@ -107,20 +112,21 @@ def load_domain_volumes(folder: str | os.PathLike, voxel_size_A: float, limit: i
             data = -data
         zoom = source_vs / voxel_size_A
         tomo = rescale_volume(data, zoom) if abs(zoom - 1) > 0.01 else data
-        semantic = rescale_labels(np.asarray(read_mrc(sub / "semantic.mrc").data), tomo.shape)
-        instances = rescale_labels(np.asarray(read_mrc(sub / "instances.mrc").data), tomo.shape)
+        labels = [rescale_labels(np.asarray(read_mrc(sub / f"{name}.mrc").data), tomo.shape)
+                  for name in (("semantic", "instances") if with_instances else ("semantic",))]
         if max_shape is not None:
-            tomo, semantic, instances = (np.ascontiguousarray(central_crop(a, max_shape))
-                                         for a in (tomo, semantic, instances))
-        ids = np.array([], np.int64)
-        if (sub / "particles.csv").is_file():
+            tomo, *labels = (np.ascontiguousarray(central_crop(a, max_shape)) for a in (tomo, *labels))
+        semantic, instances = labels[0], (labels[1] if with_instances else None)
+        ids = np.array([], np.int64) if with_instances else None
+        if with_instances and (sub / "particles.csv").is_file():
             import pandas as pd
 
             table = pd.read_csv(sub / "particles.csv")
             if "instance_id" in table:
                 ids = table["instance_id"].to_numpy(np.int64)
         out.append(DomainVolume(tomo, semantic, instances, ids, int(entry["seed"]), source_vs))
-        log.info("dataset tomogram %s: %g Å %s -> %s at %g Å", sub.name, source_vs, polarity, tomo.shape, voxel_size_A)
+        log.info("dataset tomogram %s: %g Å %s -> %s at %g Å", sub.name, source_vs, polarity, tomo.shape,
+                 voxel_size_A)
     return out
 
 

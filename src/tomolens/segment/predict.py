@@ -204,17 +204,16 @@ def predict_probabilities(
     ndarray float32, shape (C, z, y, x)
     """
     from tomolens.models.tiling import allocate_output
-    from tomolens.polarity import decide_polarity, model_polarity
-    from tomolens.preprocess import estimate_normalisation, normalisation_for_view
+    from tomolens.polarity import model_input_normalisation
+    from tomolens.preprocess import normalisation_for_view
 
     if np.ndim(volume) != 3:
         raise ValueError(f"Segmentation needs a 3D tomogram; got shape {np.shape(volume)}.")
     if slice_smoothing < 0:
         raise ValueError(f"slice_smoothing must be 0 (off) or a positive sigma in slices; got {slice_smoothing}.")
-    decision = decide_polarity(volume, polarity, model_polarity(card), voxel_size_A)
-    yield Progress(0, 1, decision.message)
     # once: every view of the tomogram is normalised alike
-    stats = estimate_normalisation(volume).inverted(decision.invert)
+    stats, decision = model_input_normalisation(volume, polarity, card, voxel_size_A)
+    yield Progress(0, 1, decision.message)
     if info is not None:
         info["polarity"] = decision.to_dict()
         info["normalisation"] = stats.to_dict()

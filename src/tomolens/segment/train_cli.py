@@ -68,7 +68,7 @@ def _domain_pairs(folders: Sequence[str], voxel_size_A: float, limit: int = 0, n
     ``n_slices`` evenly spaced z-slices per tomogram (0 = complete labels)."""
     from tomolens.models.domain_data import load_domain_volumes
 
-    volumes = [v for folder in folders for v in load_domain_volumes(folder, voxel_size_A, limit)]
+    volumes = [v for folder in folders for v in load_domain_volumes(folder, voxel_size_A, limit, with_instances=False)]
     if n_slices:
         return volumes, [(v.tomogram, sparse_from_classes(v.semantic, evenly_spaced_slices(n_slices, len(v.semantic))))
                          for v in volumes]
