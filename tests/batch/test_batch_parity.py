@@ -11,6 +11,7 @@ from magicgui.widgets import Container
 
 from tomolens._widgets._params import ParamPanel
 from tomolens.batch.registry import PARITY, TASKS, import_object
+from tomolens.detect.postprocess import card_postprocess_defaults
 from tomolens.cli import build_parser, main
 from tomolens.models.card import read_card, shipped_models
 
@@ -132,7 +133,7 @@ def widget_problems(action, widget) -> list[str]:
     start = {p.name: p.default for p in panel.params}
     if action.card_defaults and action.card_defaults in shipped_models():
         card = read_card(shipped_models()[action.card_defaults])
-        start.update({k: v for k, v in card.extra.get("postprocess", {}).items() if k in start})
+        start.update({k: v for k, v in card_postprocess_defaults(card).items() if k in start})
     if action.start_values:
         declared = import_object(action.start_values)
         problems += [f"declares a start value for {k!r}, which is not one of its controls" for k in declared

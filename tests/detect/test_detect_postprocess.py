@@ -63,3 +63,46 @@ def test_postprocess_bad_input():
         postprocess(np.zeros((2, 4, 4, 4), np.float32), None)
     with pytest.raises(ValueError, match="mask_threshold"):
         postprocess(np.zeros((2, 4, 4, 4), np.float32), 10.0, {"mask_threshold": 2.0})
+
+
+def _sphere_instances(shape, centres, radii):
+    grid = np.indices(shape, dtype=np.float32)
+    inst = np.zeros(shape, np.int32)
+    for i, (c, r) in enumerate(zip(centres, radii), start=1):
+        inst[sum((g - v) ** 2 for g, v in zip(grid, c)) <= r * r] = i
+    return inst
+
+
+def test_auto_radius_follows_each_particle_so_large_ones_are_not_split():
+    # small (radius 3) and large (radius 9) particles in one volume; a fixed radius fitted to the small ones
+    # splits the large ones, the per-particle estimate neither splits nor merges
+    centres = np.array([(12, 12, 12), (12, 12, 36), (12, 36, 12), (12, 36, 36), (12, 48, 52), (12, 52, 28)], float)
+    radii = [9, 9, 9, 9, 3, 3]
+    inst = _sphere_instances((24, 64, 64), centres, radii)
+    maps = detection_targets(inst)
+    # a spurious second maximum on each large particle's centre map, 5 voxels off its centre
+    for c in centres[:4].astype(int):
+        maps[1, c[0], c[1], c[2] + 5] = 0.9
+    _, _, fixed = postprocess(maps, 10.0, {"particle_radius_A": 30.0, "min_volume_A3": 0.0, "fragment_fraction": 0.0})
+    assert len(fixed) > len(centres)  # the large ones are split with a 30 Å radius
+    _, instances, auto = postprocess(maps, 10.0, {"particle_radius_A": 0.0, "min_volume_A3": 0.0, "fragment_fraction": 0.0})
+    m = match_centres(auto.coords_zyx * 10, centres * 10, 15.0)
+    assert len(auto) == len(centres) == instances.max() and m.f1 == 1.0
+    by_size = np.sort(auto.features["radius_A"].to_numpy())
+    assert by_size[:2] == pytest.approx([30, 30], rel=0.35) and by_size[2:] == pytest.approx([90] * 4, rel=0.25)
+
+
+def test_two_lobe_particle_is_picked_at_its_centre_of_mass():
+    # one particle made of two lobes (a chaperonin seen side-on): the centre map has a peak in each lobe
+    shape = (24, 40, 40)
+    lobes = np.array([(12, 20, 16.5), (12, 20, 23.5)])
+    inst = _sphere_instances(shape, lobes, [4, 4])
+    maps = detection_targets(inst)
+    maps[1][inst == 2] *= 0.45  # the network is surer of one lobe
+    maps[0] = inst > 0
+    mass = lobes.mean(axis=0)
+    _, _, peak = postprocess(maps, 10.0, {"particle_radius_A": 120.0, "centre_method": "peak", "min_volume_A3": 0.0})
+    assert len(peak) == 1 and np.linalg.norm(peak.coords_zyx[0] - mass) > 2.5  # in a lobe
+    _, instances, table = postprocess(maps, 10.0, {"particle_radius_A": 120.0, "min_volume_A3": 0.0})
+    assert len(table) == 1 and np.linalg.norm(table.coords_zyx[0] - mass) < 0.5
+    assert instances.max() == 1 and np.count_nonzero(instances) == np.count_nonzero(maps[0] > 0.5)

@@ -60,6 +60,15 @@ def test_detect_with_model_file_adds_layers_and_reapplies(widget, tiny_model, qt
     # evaluation against the ground-truth Points layer appears in the widget
     w.truth.value = viewer.layers["truth"]
     assert "F1" in w.evaluation.value
+    # the radius is estimated per particle unless typed, and the dock says which
+    if len(points.data):
+        median = float(np.median(points.features["radius_A"]))
+        assert f"median {median:.0f} Å in this run" in w.radius_note.value
+        assert f"tolerance {median / 2:.0f} Å" in w.evaluation.value
+    w.params.controls["particle_radius_A"].value = 80.0
+    assert "80 Å, typed" in w.radius_note.value and "tolerance 40 Å" in w.evaluation.value
+    assert np.all(viewer.layers["tomo centres"].features["radius_A"] == 80.0)
+    assert max(len(line) for line in w.evaluation.value.splitlines()) < 60  # does not widen the dock
     # thresholds re-apply live from the kept maps: no new job is started
     maps = w.result.prob_maps
     w.params.controls["centre_threshold"].value = 1.0

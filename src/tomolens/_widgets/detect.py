@@ -17,7 +17,7 @@ from tomolens._widgets._model import FROM_FILE, chosen_model
 from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner
 from tomolens.detect.detector import DEFAULT_MODEL, DETECT_PARAMS, DetectionResult, detect_particles
-from tomolens.detect.postprocess import POSTPROCESS_PARAMS
+from tomolens.detect.postprocess import POSTPROCESS_PARAMS, card_postprocess_defaults, card_radius_A
 from tomolens.detect.train import TRAIN_PARAMS
 from tomolens.evaluate import match_centres
 from tomolens.io.provenance import jsonable as provenance
@@ -58,6 +58,8 @@ class DetectWidget(Container):
         self.model_file = FileEdit(mode="r", filter="*.pt *.json", label="model file",
                                    tooltip="A tomolens model (.pt with its .json card).")
         self.params = ParamPanel(tuple(p for p in DETECT_PARAMS if p.name != "model"))
+        self.radius_note = Label(value="")
+        self._card_radius: float | None = None
         self.runner = JobRunner("Detect particles", title="Particle detection")
         self.truth = create_widget(annotation=napari.layers.Points | None, label="ground truth",
                                    options={"nullable": True})
@@ -76,7 +78,8 @@ class DetectWidget(Container):
         self._history: list[dict] = []
         train_box = Container(widgets=[self.train_labels, self.train_params, self.train_out,
                                        self.train_runner, self.loss_text], label="train")
-        super().__init__(widgets=[self.image, self.model_choice, self.model_file, self.params, self.runner,
+        super().__init__(widgets=[self.image, self.model_choice, self.model_file, self.params, self.radius_note,
+                                  self.runner,
                                   self.truth, self.tolerance, self.evaluation, train_box])
         self.runner.run_button.changed.connect(self.start_detection)
         self.train_runner.run_button.changed.connect(self.start_training)
@@ -85,6 +88,7 @@ class DetectWidget(Container):
             self.params.controls[p.name].changed.connect(self.reapply)
         self.truth.changed.connect(self.update_evaluation)
         self.tolerance.changed.connect(self.update_evaluation)
+        self.params.controls["particle_radius_A"].changed.connect(self._show_radius_source)
         self._model_changed()
 
     # ----------------------------------------------------------------- model
@@ -92,14 +96,36 @@ class DetectWidget(Container):
         return chosen_model(self.model_choice.value, self.model_file.value, "Choose a model file (.pt or .json) or a shipped model.")
 
     def _model_changed(self, *_) -> None:
-        """Load the model card's tuned post-processing defaults into the controls."""
+        """Load the model card's tuned thresholds into the controls (not its radius: that is the run's)."""
         try:
             card = read_card(resolve_model(self.model_path()))
         except ValueError as err:
             log.debug("no card to read defaults from: %s", err)
             return
-        post = card.extra.get("postprocess", {}) if isinstance(card.extra, dict) else {}
-        self.params.set_values({k: v for k, v in post.items() if k in self.params.controls})
+        self._card_radius = card_radius_A(card)
+        self.params.set_values(card_postprocess_defaults(card))
+        self._show_radius_source()
+
+    def radius_A(self) -> float | None:
+        """The radius in use: the typed one, else the median estimated in the last run (None before)."""
+        typed = float(self.params.controls["particle_radius_A"].value or 0)
+        if typed > 0:
+            return typed
+        if self.result is not None and len(self.result.particles):
+            return float(np.median(self.result.particles.features["radius_A"]))
+        return None
+
+    def _show_radius_source(self, *_) -> None:
+        """Say where the particle radius comes from: typed, or estimated (with the last run's median)."""
+        typed = float(self.params.controls["particle_radius_A"].value or 0)
+        card = (f"\nmodel card: {self._card_radius:.0f} Å (equivalent radius\nof its training particles' masks)"
+                if self._card_radius else "")
+        if typed > 0:
+            self.radius_note.value = f"radius: {typed:g} Å, typed\n(0 = estimate per particle){card}"
+            return
+        est = self.radius_A()
+        found = f"\n(median {est:.0f} Å in this run)" if est else ""
+        self.radius_note.value = f"radius: estimated per particle{found}{card}"
 
     # ------------------------------------------------------------- detection
     def start_detection(self, *_) -> None:
@@ -160,7 +186,8 @@ class DetectWidget(Container):
             layer.face_colormap = "viridis"
             layer.face_color = "score"
             if self._source_in_A:  # the slab is in Å: only for layers scaled in Å
-                show_particles_in_slab(self.viewer, 2 * float(self.params.values()["particle_radius_A"] or 0))
+                show_particles_in_slab(self.viewer, 2 * (self.radius_A() or 0))
+        self._show_radius_source()
         self.update_evaluation()
 
     def reapply(self, *_) -> None:
@@ -184,11 +211,15 @@ class DetectWidget(Container):
         vs = self.result.voxel_size_A
         truth_vs = voxel_size_from_layer(truth.scale, truth.units)
         true_A = np.asarray(truth.data)[:, -3:] * (np.asarray(truth_vs[-3:]) if truth_vs else vs)
-        tol = self.tolerance.value or self.params.values()["particle_radius_A"] / 2
+        tol = self.tolerance.value or (self.radius_A() or 0) / 2
+        if tol <= 0:
+            self.evaluation.value = "set a tolerance (Å): no particle radius is known"
+            return
         m = match_centres(self.result.particles.coords_zyx * vs, true_A, tol)
-        self.evaluation.value = (f"vs {truth.name} (tolerance {tol:.0f} Å): precision {m.precision:.3f}  "
-                                 f"recall {m.recall:.3f}  F1 {m.f1:.3f}  (TP {m.true_positives}, "
-                                 f"FP {m.false_positives}, FN {m.false_negatives})")
+        # short lines: a long label would widen the dock
+        self.evaluation.value = (f"vs {truth.name[:30]} (tolerance {tol:.0f} Å)\n"
+                                 f"precision {m.precision:.3f}  recall {m.recall:.3f}  F1 {m.f1:.3f}\n"
+                                 f"TP {m.true_positives}  FP {m.false_positives}  FN {m.false_negatives}")
 
     # -------------------------------------------------------------- training
     def start_training(self, *_) -> None:

@@ -57,9 +57,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _show_card_defaults(parser: argparse.ArgumentParser) -> None:
     """Help texts of the post-processing options state the default actually used: the model
     card's tuned value (the shipped model's shown), not the parameter table's fallback."""
+    from tomolens.detect.postprocess import card_postprocess_defaults
     from tomolens.models.card import read_card, resolve_model
 
-    tuned = read_card(resolve_model(DEFAULT_MODEL)).extra.get("postprocess", {})
+    tuned = card_postprocess_defaults(read_card(resolve_model(DEFAULT_MODEL)))
     params = {q.name: q for q in DETECT_PARAMS}
     for action in parser._actions:
         if action.dest in tuned and action.dest in params:

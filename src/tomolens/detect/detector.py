@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from tomolens.detect.postprocess import POSTPROCESS_PARAMS, postprocess
+from tomolens.detect.postprocess import POSTPROCESS_PARAMS, card_postprocess_defaults, postprocess
 from tomolens.io.checks import check_voxel_size
 from tomolens.io.coords import ParticleTable
 from tomolens.jobs import Progress
@@ -184,9 +184,8 @@ def detect_particles(
     )
     map_vs = model_vs if tuple(prob_maps.shape[1:]) != tuple(volume.shape) else float(voxel_size_A)
     post = {k: p[k] for k in (q.name for q in POSTPROCESS_PARAMS)}
-    defaults = card.extra.get("postprocess", {}) if isinstance(card.extra, dict) else {}
-    for key, value in defaults.items():
-        if key in post and key not in params:
+    for key, value in card_postprocess_defaults(card).items():
+        if key not in params:
             post[key] = value
     mask, instances, particles = to_image_grid(*postprocess(prob_maps, map_vs, post), volume.shape, voxel_size_A)
     yield Progress(1, 1, f"found {len(particles)} particles")
