@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Train the domain-randomised segmentation model in one command (issue 19), on a lent GPU or on the CPU.
 #
-#   bash scripts/train_domain.sh            # GPU if torch sees one, else CPU; resumes from its checkpoint
+#   bash scripts/train_domain.sh                # segmenter; GPU if torch sees one, else CPU; resumes
+#   TASK=detect bash scripts/train_domain.sh    # detector (3D U-Net, mask + centre) on the same data
 #
 # 1. Generates the training and validation datasets (tomolens simulate-dataset, seeds 1000.. and 8000..) in
 #    parallel shards, one process per CPU core, into $DATA (skipped for shards already complete).
@@ -14,7 +15,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 DATA=${DATA:-../data_cache/domain_v1}
-OUT=${OUT:-runs/segment_domain}
+TASK=${TASK:-segment}
+case "$TASK" in
+  segment) OUT=${OUT:-runs/segment_domain} ;;
+  detect) OUT=${OUT:-runs/detect_domain} ;;
+  *) echo "TASK must be segment or detect, not '$TASK'" >&2; exit 2 ;;
+esac
 N_TRAIN=${N_TRAIN:-96}
 N_VAL=${N_VAL:-4}
 SHARD=${SHARD:-8}
@@ -23,7 +29,7 @@ STEPS=${STEPS:-100}
 BATCH=${BATCH:-16}
 JOBS=${JOBS:-$(nproc)}
 SIZE=${SIZE:-"64 256 256"}  # z y x voxels of every simulated tomogram
-PATCH=${PATCH:-128}
+if [ "$TASK" = segment ]; then PATCH=${PATCH:-128}; else PATCH=${PATCH:-48}; BATCH=${BATCH_DETECT:-8}; fi
 mkdir -p "$DATA" "$(dirname "$OUT")"
 
 shards=()
@@ -53,8 +59,13 @@ RESUME=()
 COMMITTED="checkpoints/$(basename "$OUT").ckpt"
 if [ ! -f "$OUT.ckpt" ] && [ -f "$COMMITTED" ]; then cp "$COMMITTED" "$OUT.ckpt"; fi
 [ -f "$OUT.ckpt" ] && RESUME=(--resume)
-"$TOMOLENS" train --task segment \
+if [ "$TASK" = segment ]; then
+  MODEL_ARGS=(--segment-model 2d --segment-context 4 --depth 3 --base-channels 16 --learning-rate 2e-3)
+else
+  MODEL_ARGS=(--depth 2 --base-channels 16 --learning-rate 1e-3)
+fi
+"$TOMOLENS" train --task "$TASK" \
   --domain-data $(printf "$DATA/%s " "${shards[@]}") --domain-val "$DATA/val_8000" \
-  --sim-voxel-size-A 10 --segment-model 2d --segment-context 4 --depth 3 --base-channels 16 \
-  --epochs "$EPOCHS" --steps-per-epoch "$STEPS" --batch-size "$BATCH" --patch "$PATCH" --learning-rate 2e-3 \
+  --sim-voxel-size-A 10 "${MODEL_ARGS[@]}" \
+  --epochs "$EPOCHS" --steps-per-epoch "$STEPS" --batch-size "$BATCH" --patch "$PATCH" \
   --patience 1000 --val-patches 64 --device "$DEVICE" --seed 0 --out "$OUT" --checkpoint "$OUT.ckpt" "${RESUME[@]}"

@@ -57,3 +57,26 @@ def test_train_command_on_a_dataset_writes_a_card_with_ranges(datasets, tmp_path
     assert main(["train", "--task", "segment", "--domain-data", str(datasets / "train"), "--domain-val",
                  str(datasets / "train"), "--out", str(tmp_path / "x")]) != 0
     assert "share seeds" in capsys.readouterr().err
+
+
+def test_detection_trains_on_a_dataset_with_macromolecules_only(datasets, tmp_path, capsys):
+    import pandas as pd
+
+    from tomolens.models.domain_data import detection_volumes
+
+    triples, volumes = detection_volumes(datasets / "train", 10.0)
+    for (tomo, inst, vs), vol in zip(triples, volumes):
+        entry = datasets / "train" / f"tomo_{vol.seed:06d}" / "particles.csv"
+        table = pd.read_csv(entry)
+        macro = set(table.loc[table["class_name"] == "macromolecule", "instance_id"])
+        assert set(np.unique(inst)) - {0} <= macro and vs == 10.0 and tomo.shape == inst.shape
+        others = set(table.loc[table["class_name"] != "macromolecule", "instance_id"])
+        assert not (set(np.unique(inst)) & others)  # gold beads are not particles to pick
+    out = tmp_path / "det_domain"
+    code = main(["train", "--task", "detect", "--domain-data", str(datasets / "train"), "--domain-val",
+                 str(datasets / "val"), "--out", str(out), "--epochs", "1", "--steps-per-epoch", "2",
+                 "--batch-size", "2", "--base-channels", "4", "--depth", "2", "--val-patches", "2",
+                 "--device", "cpu", "--threads", "1", "--patch", "16"])
+    assert code == 0, capsys.readouterr().err
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["task"] == "detect" and "domain-randomised dataset" in card["training_data"]

@@ -162,7 +162,11 @@ def run_train(args: argparse.Namespace) -> int:
     from tomolens.models.device import prepare_device
 
     device = prepare_device(args.device, args.threads)
-    train, val = training_volumes(args, labels_kind="instances")
+    domain_note = ""
+    if getattr(args, "domain_data", None):
+        train, val, domain_note = _domain_training_volumes(args)
+    else:
+        train, val = training_volumes(args, labels_kind="instances")
     voxel = {round(v, 3) for _, _, v in train + val}
     if len(voxel) != 1:
         raise ValueError(f"All training volumes must share one voxel size; got {sorted(voxel)} Å.")
@@ -177,7 +181,7 @@ def run_train(args: argparse.Namespace) -> int:
     card = new_card(
         Path(args.out).stem, model_vs, args.patch, args.base_channels, args.depth,
         training_command=command_line(args), seed=args.seed,
-        training_data=(f"{len(train)} training / {len(val)} validation volumes at {data_vs:g} Å"
+        training_data=domain_note or (f"{len(train)} training / {len(val)} validation volumes at {data_vs:g} Å"
                        + (f", resampled to {model_vs:g} Å" if args.bin > 1 else "")
                        + (f"; simulated (tomolens.simulate) seeds {args.sim_seed}..{first_test - 1}, shape "
                           f"{args.sim_shape}, SNR {args.sim_snr}, volume fraction {args.sim_volume_fraction}, "
@@ -199,6 +203,24 @@ def run_train(args: argparse.Namespace) -> int:
     weights, card_path = save_model(net, card, args.out)
     print(f"wrote {weights} and {card_path}")
     return 0
+
+
+def _domain_training_volumes(args: argparse.Namespace):
+    """``--domain-data``/``--domain-val`` dataset folders → (train, val, card note): macromolecule instances at
+    ``--sim-voxel-size-A``, bright (:func:`tomolens.models.domain_data.detection_volumes`)."""
+    from tomolens.models.domain_data import dataset_summary, detection_volumes
+
+    if args.tomograms or args.sim_train:
+        raise ValueError("--domain-data trains on dataset folders alone; leave out --tomograms and --sim-train.")
+    if not args.domain_val:
+        raise ValueError("Give --domain-val DIR (a validation dataset with other seeds) with --domain-data.")
+    train, volumes = detection_volumes(args.domain_data, args.sim_voxel_size_A, args.domain_limit)
+    val, val_volumes = detection_volumes(args.domain_val, args.sim_voxel_size_A)
+    if {v.seed for v in volumes} & {v.seed for v in val_volumes}:
+        raise ValueError("--domain-data and --domain-val share seeds; validation must be other tomograms.")
+    note = (dataset_summary(args.domain_data, volumes) + "; validation " + dataset_summary(args.domain_val, val_volumes)
+            + f"; macromolecule instances at {args.sim_voxel_size_A:g} Å")
+    return train, val, note
 
 
 def held_out_metrics(net, card, args, post, simulate) -> dict:

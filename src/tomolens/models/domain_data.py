@@ -123,11 +123,28 @@ def load_domain_volumes(folder: str | os.PathLike, voxel_size_A: float, limit: i
 
             table = pd.read_csv(sub / "particles.csv")
             if "instance_id" in table:
+                if "class_name" in table:  # gold beads and other non-macromolecules are not the detector's
+                    table = table[table["class_name"].astype(str) == "macromolecule"]
                 ids = table["instance_id"].to_numpy(np.int64)
         out.append(DomainVolume(tomo, semantic, instances, ids, int(entry["seed"]), source_vs))
         log.info("dataset tomogram %s: %g Å %s -> %s at %g Å", sub.name, source_vs, polarity, tomo.shape,
                  voxel_size_A)
     return out
+
+
+def detection_volumes(folders, voxel_size_A: float, limit: int = 0) -> tuple[list, list[DomainVolume]]:
+    """(tomogram, macromolecule instances, voxel size) triples of dataset folders for detection training.
+
+    Instances of everything that is not a macromolecule (gold beads, membranes, filaments) are set
+    to 0: the detector learns to pick macromolecules only.  Also returns the volumes (for the card).
+    """
+    volumes = [v for f in ([folders] if isinstance(folders, (str, os.PathLike)) else folders)
+               for v in load_domain_volumes(f, voxel_size_A, limit, with_instances=True)]
+    out = []
+    for v in volumes:
+        keep = np.isin(v.instances, v.particle_ids) if v.particle_ids is not None else v.instances > 0
+        out.append((v.tomogram, np.where(keep, v.instances, 0).astype(np.int32), float(voxel_size_A)))
+    return out, volumes
 
 
 def dataset_summary(folders, volumes: list[DomainVolume]) -> str:
