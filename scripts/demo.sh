@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# napari on PyQt6 (qtpy would pick PyQt5 first if an older .venv still has it)
+export QT_API=${QT_API:-pyqt6}
 if [ -n "${DISPLAY:-}" ] || [ -n "${WAYLAND_DISPLAY:-}" ]; then
   exec .venv/bin/python -m tomolens._widgets.launch "$@"
 fi
