@@ -117,3 +117,45 @@ def test_shipped_model_on_the_sample_through_the_viewer(make_napari_viewer, qtbo
     np.testing.assert_allclose(points.scale, (10.0, 10.0, 10.0))
     w.truth.value = viewer.layers["sample particles"]
     assert "F1" in w.evaluation.value
+
+
+def test_save_model_field_shows_its_whole_path(widget):
+    w, _ = widget
+    line = w.train_out.line_edit.native
+    text = line.text()
+    assert text.endswith("tomolens_detect_user.pt")
+    assert line.minimumWidth() >= line.fontMetrics().horizontalAdvance(text)
+    w.train_out.value = "/data/projects/cryo/tomograms/run_2026/models/detector_after_two_rounds.pt"
+    assert line.minimumWidth() == 460  # capped; the end of the path (the file name) shows
+    assert line.cursorPosition() == len(line.text())
+
+
+def test_train_labels_default_to_instance_labels_not_the_mask(make_napari_viewer):
+    viewer = make_napari_viewer()
+    w = DetectWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    scale = {"scale": (10.0, 10.0, 10.0)}
+    viewer.add_image(np.zeros((8, 16, 16), np.float32), name="tomo", **scale)
+    # a detection adds its mask before its instances; the widget is already docked
+    viewer.add_labels(np.zeros((8, 16, 16), np.uint8), name="tomo mask", **scale)
+    viewer.add_labels(np.zeros((8, 16, 16), np.uint16), name="tomo instances", **scale)
+    assert w.train_labels.value is viewer.layers["tomo instances"]
+    assert [name for name, _ in w._instance_labels_first()] == ["tomo instances", "tomo mask"]
+    # a choice made by hand stays when layers change
+    w.train_labels.value = viewer.layers["tomo mask"]
+    viewer.add_labels(np.zeros((8, 16, 16), np.uint16), name="more instances", **scale)
+    assert w.train_labels.value is viewer.layers["tomo mask"]
+
+
+def test_training_on_a_mask_is_refused_with_a_message(widget, monkeypatch):
+    import tomolens._widgets.detect as module
+
+    w, viewer = widget
+    warnings = []
+    monkeypatch.setattr(module, "show_warning", warnings.append)
+    mask = viewer.add_labels((viewer.layers["truth labels"].data > 0).astype(np.uint8), name="tomo mask",
+                             scale=(10.0, 10.0, 10.0))
+    w.train_labels.value = mask
+    w.start_training()
+    assert not w.train_runner.running
+    assert len(warnings) == 1 and "training needs instance labels" in warnings[0]

@@ -22,6 +22,7 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, 
 from napari.utils.notifications import show_info, show_warning
 
 from tomolens._napari.layers import _CATEGORICAL, voxel_size_from_layer
+from tomolens._widgets._fields import show_whole_path
 from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner
 from tomolens._widgets.classify_scatter import ScatterPlot
@@ -86,6 +87,7 @@ class ClassifyWidget(Container):
                                     tooltip="Folder with train.npz, val.npz, test.npz.")
         self.train_out = LineEdit(value=str(Path.home() / "tomolens_classifier.pt"), label="save as",
                                   tooltip="Where to write the trained model (.pt, with its .json card beside it).")
+        show_whole_path(self.train_out)
         self.train_runner = JobRunner("Train classifier", title="Training")
         self.train_log = Label(value="")
         train_box = Container(widgets=[self.train_source, self.dataset_dir, self.train_params, self.train_out,

@@ -22,6 +22,7 @@ from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from tomolens._napari.layers import class_colormap, scale_kwargs, voxel_size_from_layer
 from tomolens._widgets._model import FROM_FILE, chosen_model
+from tomolens._widgets._fields import show_whole_path
 from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner
 from tomolens.models.card import read_card, resolve_model, shipped_models
@@ -120,6 +121,7 @@ class SegmentWidget(Container):
         self.save_path = FileEdit(mode="w", filter="*.pt", label="save model as",
                                   value=str(Path(tempfile.gettempdir()) / "tomolens_segment_user.pt"),
                                   tooltip="Trained model file (.pt + .json card); the checkpoint goes beside it.")
+        show_whole_path(self.save_path)
         self.resume = CheckBox(value=False, text="resume from checkpoint",
                                tooltip="Continue the training saved in the checkpoint beside 'save model as'.")
         self.train_runner = JobRunner("Train", title="Segmentation training")
@@ -131,6 +133,7 @@ class SegmentWidget(Container):
                                      label="model", tooltip="A shipped segmentation model, or a model file.")
         self.model_file = FileEdit(mode="r", filter="*.pt *.json", label="model file",
                                    tooltip="A tomolens segmentation model (.pt with its .json card).")
+        show_whole_path(self.model_file)
         self.model_info = Label(value="")
         for label in (self.legend, self.loss_text, self.model_info):
             label.native.setWordWrap(True)  # long lines would widen every tabbed dock
