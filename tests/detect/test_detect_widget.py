@@ -159,3 +159,22 @@ def test_training_on_a_mask_is_refused_with_a_message(widget, monkeypatch):
     w.start_training()
     assert not w.train_runner.running
     assert len(warnings) == 1 and "training needs instance labels" in warnings[0]
+
+
+def test_evaluation_shows_a_precision_recall_curve_and_the_threshold(widget, tiny_model, qtbot):
+    w, viewer = widget
+    w.model_choice.value = FROM_FILE
+    w.model_file.value = str(tiny_model)
+    w.params.controls["mask_threshold"].value = 0.3
+    w.params.controls["centre_threshold"].value = 0.0
+    w.start_detection()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60000)
+    assert w.pr_curve is None and not w.pr_plot.isVisibleTo(w.native)
+    w.truth.value = viewer.layers["truth"]
+    curve = w.pr_curve
+    n = len(viewer.layers["tomo centres"].data)
+    assert len(curve.thresholds) == n and w.pr_plot.isVisibleTo(w.native)
+    assert "at min score 0.00" in w.evaluation.value and "best F1" in w.evaluation.value
+    assert np.all(np.diff(curve.recall) >= 0)  # recall never falls as the threshold is lowered
+    w.truth.value = None
+    assert w.pr_curve is None and not w.pr_plot.isVisibleTo(w.native)

@@ -17,10 +17,11 @@ from tomolens._widgets._model import FROM_FILE, chosen_model
 from tomolens._widgets._fields import show_whole_path
 from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner
+from tomolens._widgets.pr_plot import PrecisionRecallPlot
 from tomolens.detect.detector import DEFAULT_MODEL, DETECT_PARAMS, DetectionResult, detect_particles
 from tomolens.detect.postprocess import POSTPROCESS_PARAMS
 from tomolens.detect.train import TRAIN_PARAMS
-from tomolens.evaluate import match_centres
+from tomolens.evaluate import match_centres, precision_recall_curve
 from tomolens.io.provenance import jsonable as provenance
 from tomolens.models.card import read_card, resolve_model, shipped_models
 
@@ -80,6 +81,8 @@ class DetectWidget(Container):
                                       tooltip="Match distance in Å (0 = half the particle radius).")
         self.evaluation = Label(value="")
         self.evaluation.native.setWordWrap(True)
+        self.pr_plot = PrecisionRecallPlot()
+        self.pr_curve = None
         self.train_labels = ComboBox(label="train labels", choices=self._instance_labels_first, nullable=True,
                                      tooltip="Instance labels of the tomogram: one integer per particle (a "
                                              "corrected '… instances' layer, simulated truth, painted particles). "
@@ -97,8 +100,11 @@ class DetectWidget(Container):
         self._history: list[dict] = []
         train_box = Container(widgets=[self.train_labels, self.train_params, self.train_out,
                                        self.train_runner, self.loss_text], label="train")
+        pr_box = Container(widgets=[], labels=False)
+        pr_box.native.layout().addWidget(self.pr_plot)
+        self.pr_plot.setVisible(False)
         super().__init__(widgets=[self.image, self.model_choice, self.model_file, self.params, self.runner,
-                                  self.truth, self.tolerance, self.evaluation, train_box])
+                                  self.truth, self.tolerance, self.evaluation, pr_box, train_box])
         self.runner.run_button.changed.connect(self.start_detection)
         self.train_runner.run_button.changed.connect(self.start_training)
         self.model_choice.changed.connect(self._model_changed)
@@ -221,15 +227,27 @@ class DetectWidget(Container):
         truth = self.truth.value
         if truth is None or self.result is None:
             self.evaluation.value = ""
+            self.pr_curve = None
+            self.pr_plot.set_curve(None)
+            self.pr_plot.setVisible(False)
             return
         vs = self.result.voxel_size_A
         truth_vs = voxel_size_from_layer(truth.scale, truth.units)
         true_A = np.asarray(truth.data)[:, -3:] * (np.asarray(truth_vs[-3:]) if truth_vs else vs)
         tol = self.tolerance.value or self.params.values()["particle_radius_A"] / 2
-        m = match_centres(self.result.particles.coords_zyx * vs, true_A, tol)
+        picks = self.result.particles
+        m = match_centres(picks.coords_zyx * vs, true_A, tol)
+        scores = picks.features["score"].to_numpy(float) if "score" in picks.features else np.ones(len(picks))
+        self.pr_curve = precision_recall_curve(picks.coords_zyx * vs, scores, true_A, tol)
+        self.pr_plot.set_curve(self.pr_curve)
+        self.pr_plot.setVisible(True)
+        min_score = self.params.values()["min_score"]
+        best = (f"best F1 {self.pr_curve.best_f1:.3f} at min score {self.pr_curve.best_threshold:.2f}"
+                if len(self.pr_curve.thresholds) else "no picks")
         self.evaluation.value = (f"vs {truth.name} (tolerance {tol:.0f} Å): precision {m.precision:.3f}  "
                                  f"recall {m.recall:.3f}  F1 {m.f1:.3f}  (TP {m.true_positives}, "
-                                 f"FP {m.false_positives}, FN {m.false_negatives})")
+                                 f"FP {m.false_positives}, FN {m.false_negatives}) at min score {min_score:.2f}; "
+                                 f"{best}")
 
     # -------------------------------------------------------------- training
     def start_training(self, *_) -> None:
