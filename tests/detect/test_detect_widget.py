@@ -37,6 +37,16 @@ def widget(make_napari_viewer):
     return w, viewer
 
 
+def detect_with(w, model_path, qtbot):
+    """Run the dock's detection with a model file and permissive thresholds; wait for it."""
+    w.model_choice.value = FROM_FILE
+    w.model_file.value = str(model_path)
+    w.params.controls["mask_threshold"].value = 0.3
+    w.params.controls["centre_threshold"].value = 0.0
+    w.start_detection()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60000)
+
+
 def test_sparkline():
     assert sparkline([3, 2, 1]) == "█▅▁"
     assert sparkline([]) == ""
@@ -44,12 +54,7 @@ def test_sparkline():
 
 def test_detect_with_model_file_adds_layers_and_reapplies(widget, tiny_model, qtbot):
     w, viewer = widget
-    w.model_choice.value = FROM_FILE
-    w.model_file.value = str(tiny_model)
-    w.params.controls["mask_threshold"].value = 0.3
-    w.params.controls["centre_threshold"].value = 0.0
-    w.start_detection()
-    qtbot.waitUntil(lambda: not w.runner.running, timeout=60000)
+    detect_with(w, tiny_model, qtbot)
     assert w.result is not None, w.runner.status.value
     for name in ("tomo mask", "tomo instances", "tomo centres"):
         assert name in viewer.layers
@@ -163,12 +168,7 @@ def test_training_on_a_mask_is_refused_with_a_message(widget, monkeypatch):
 
 def test_evaluation_shows_a_precision_recall_curve_and_the_threshold(widget, tiny_model, qtbot):
     w, viewer = widget
-    w.model_choice.value = FROM_FILE
-    w.model_file.value = str(tiny_model)
-    w.params.controls["mask_threshold"].value = 0.3
-    w.params.controls["centre_threshold"].value = 0.0
-    w.start_detection()
-    qtbot.waitUntil(lambda: not w.runner.running, timeout=60000)
+    detect_with(w, tiny_model, qtbot)
     assert w.pr_curve is None and not w.pr_plot.isVisibleTo(w.native)
     w.truth.value = viewer.layers["truth"]
     curve = w.pr_curve

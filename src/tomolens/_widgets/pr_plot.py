@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 from qtpy.QtCore import QPointF
-from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
+from qtpy.QtGui import QColor, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
+
+from tomolens._widgets._painting import draw_curve, framed_painter
 
 from tomolens.evaluate import PrecisionRecallCurve
 
@@ -31,11 +33,8 @@ class PrecisionRecallPlot(QWidget):
         self.update()
 
     def paintEvent(self, event) -> None:  # noqa: N802 (Qt name)
-        painter = QPainter(self)
-        painter.setRenderHint(QPainter.Antialiasing)
         w, h, pad = self.width(), self.height(), 18
-        painter.setPen(QPen(QColor("#666666")))
-        painter.drawRect(pad, 4, w - pad - 5, h - pad - 4)
+        painter = framed_painter(self, left=pad, top=4, right=5, bottom=pad)
         painter.setPen(QPen(QColor("#bbbbbb")))
         painter.drawText(2, 14, "P")
         painter.drawText(w - 14, h - 4, "R")
@@ -49,11 +48,7 @@ class PrecisionRecallPlot(QWidget):
             return QPointF(pad + (w - pad - 5) * recall, 4 + (h - pad - 4) * (1 - precision))
 
         points = [at(r, p) for r, p in zip(curve.recall, curve.precision)]
-        painter.setPen(QPen(QColor("#4c9be8"), 2))
-        if len(points) == 1:
-            painter.drawEllipse(points[0], 2, 2)
-        else:
-            painter.drawPolyline(QPolygonF(points))
+        draw_curve(painter, points, "#4c9be8")
         best = int(np.argmax(curve.f1))
         for index, colour in ((best, "#2ecc71"), (len(points) - 1, "#ffffff")):
             painter.setPen(QPen(QColor(colour), 2))

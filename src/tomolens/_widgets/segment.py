@@ -17,12 +17,13 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, create_widget
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import QPointF
-from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
+from qtpy.QtGui import QColor, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from tomolens._napari.layers import class_colormap, scale_kwargs, voxel_size_from_layer
 from tomolens._widgets._model import FROM_FILE, chosen_model
 from tomolens._widgets._fields import show_whole_path
+from tomolens._widgets._painting import draw_curve, framed_painter
 from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner
 from tomolens.models.card import read_card, resolve_model, shipped_models
@@ -60,11 +61,8 @@ class LossPlot(QWidget):
         self.update()
 
     def paintEvent(self, event) -> None:  # noqa: N802 (Qt name)
-        painter = QPainter(self)
-        painter.setRenderHint(QPainter.Antialiasing)
+        painter = framed_painter(self)
         w, h, pad = self.width(), self.height(), 6
-        painter.setPen(QPen(QColor("#666666")))
-        painter.drawRect(0, 0, w - 1, h - 1)
         values = [v for s in self.series.values() for v in s if np.isfinite(v)]
         n = max((len(s) for s in self.series.values()), default=0)
         if not values or n < 1:
@@ -76,11 +74,7 @@ class LossPlot(QWidget):
         for key, colour in (("loss", "#4c9be8"), ("val_loss", "#f39c12")):
             pts = [QPointF(pad + (w - 2 * pad) * (i / max(n - 1, 1)), h - pad - (h - 2 * pad) * (v - lo) / span)
                    for i, v in enumerate(self.series[key])]
-            painter.setPen(QPen(QColor(colour), 2))
-            if len(pts) == 1:
-                painter.drawEllipse(pts[0], 2, 2)
-            else:
-                painter.drawPolyline(QPolygonF(pts))
+            draw_curve(painter, pts, colour)
         painter.setPen(QPen(QColor("#bbbbbb")))
         painter.drawText(pad, pad + 10, f"{hi:.3g}")
         painter.drawText(pad, h - pad, f"{lo:.3g}")
