@@ -174,7 +174,7 @@ def test_evaluation_shows_a_precision_recall_curve_and_the_threshold(widget, tin
     curve = w.pr_curve
     n = len(viewer.layers["tomo centres"].data)
     assert len(curve.thresholds) == n and w.pr_plot.isVisibleTo(w.native)
-    assert "at min score 0.00" in w.evaluation.value and "best F1" in w.evaluation.value
+    assert "min score 0.00:" in w.evaluation.value and "best F1" in w.evaluation.value
     assert np.all(np.diff(curve.recall) >= 0)  # recall never falls as the threshold is lowered
     w.truth.value = None
     assert w.pr_curve is None and not w.pr_plot.isVisibleTo(w.native)

@@ -244,10 +244,11 @@ class DetectWidget(Container):
         min_score = self.params.values()["min_score"]
         best = (f"best F1 {self.pr_curve.best_f1:.3f} at min score {self.pr_curve.best_threshold:.2f}"
                 if len(self.pr_curve.thresholds) else "no picks")
-        self.evaluation.value = (f"vs {truth.name} (tolerance {tol:.0f} Å): precision {m.precision:.3f}  "
-                                 f"recall {m.recall:.3f}  F1 {m.f1:.3f}  (TP {m.true_positives}, "
-                                 f"FP {m.false_positives}, FN {m.false_negatives}) at min score {min_score:.2f}; "
-                                 f"{best}")
+        # one short line per fact: a wrapped single line was clipped to its first line in the dock
+        self.evaluation.value = (f"vs {truth.name} (tolerance {tol:.0f} Å), min score {min_score:.2f}:\n"
+                                 f"precision {m.precision:.3f}  recall {m.recall:.3f}  F1 {m.f1:.3f}\n"
+                                 f"TP {m.true_positives}, FP {m.false_positives}, FN {m.false_negatives}; {best}")
+        self.evaluation.native.updateGeometry()
 
     # -------------------------------------------------------------- training
     def start_training(self, *_) -> None:
