@@ -26,7 +26,7 @@ def test_precision_recall_plot_draws_the_curve_and_both_points(qapp):
 
 
 def test_loss_plot_draws_both_curves(qapp):
-    from tomolens._widgets.segment import LossPlot
+    from tomolens._widgets._painting import LossPlot
 
     plot = LossPlot()
     plot.set_history([{"loss": 1.0 / (i + 1), "val_loss": 1.2 / (i + 1)} for i in range(6)])

@@ -16,14 +16,11 @@ import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, create_widget
 from napari.utils.notifications import show_info, show_warning
-from qtpy.QtCore import QPointF
-from qtpy.QtGui import QColor, QPen
-from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from tomolens._napari.layers import class_colormap, scale_kwargs, voxel_size_from_layer
 from tomolens._widgets._model import FROM_FILE, chosen_model
 from tomolens._widgets._fields import show_whole_path
-from tomolens._widgets._painting import draw_curve, framed_painter
+from tomolens._widgets._painting import LossPlot
 from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner
 from tomolens.models.card import read_card, resolve_model, shipped_models
@@ -41,44 +38,6 @@ from tomolens.segment.train import save_segmenter, train_segmenter
 
 log = logging.getLogger(__name__)
 
-
-
-class LossPlot(QWidget):
-    """A small live plot of training (blue) and validation (orange) loss per epoch (QPainter).
-
-    With nothing held out, the orange curve is the loss on the painted (training) voxels.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.setMinimumHeight(70)
-        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
-        self.series: dict[str, list[float]] = {"loss": [], "val_loss": []}
-
-    def set_history(self, history: list[dict]) -> None:
-        """Plot ``history`` (dicts with ``loss`` and ``val_loss``)."""
-        self.series = {k: [float(h[k]) for h in history if k in h] for k in ("loss", "val_loss")}
-        self.update()
-
-    def paintEvent(self, event) -> None:  # noqa: N802 (Qt name)
-        painter = framed_painter(self)
-        w, h, pad = self.width(), self.height(), 6
-        values = [v for s in self.series.values() for v in s if np.isfinite(v)]
-        n = max((len(s) for s in self.series.values()), default=0)
-        if not values or n < 1:
-            painter.drawText(pad, h // 2, "loss curve appears during training")
-            painter.end()
-            return
-        lo, hi = min(values), max(values)
-        span = hi - lo or 1.0
-        for key, colour in (("loss", "#4c9be8"), ("val_loss", "#f39c12")):
-            pts = [QPointF(pad + (w - 2 * pad) * (i / max(n - 1, 1)), h - pad - (h - 2 * pad) * (v - lo) / span)
-                   for i, v in enumerate(self.series[key])]
-            draw_curve(painter, pts, colour)
-        painter.setPen(QPen(QColor("#bbbbbb")))
-        painter.drawText(pad, pad + 10, f"{hi:.3g}")
-        painter.drawText(pad, h - pad, f"{lo:.3g}")
-        painter.end()
 
 
 class SegmentWidget(Container):
