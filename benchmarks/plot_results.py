@@ -27,6 +27,20 @@ ROOT = Path(__file__).resolve().parents[1]
 DETECT_F1_GOAL = 0.90
 
 
+def _save(fig, ax, ylabel: str, ymax: float, title: str, legend_at: str, path: Path) -> Path:
+    """Label the axes, write the PNG and close the figure."""
+    import matplotlib.pyplot as plt
+
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, ymax)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc=legend_at)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_detection(results: dict, out: Path) -> Path:
     """Grouped bars: network vs DoG F1 per condition of ``detect.json``."""
     import matplotlib.pyplot as plt
@@ -39,15 +53,8 @@ def plot_detection(results: dict, out: Path) -> Path:
     ax.bar(x + 0.2, [r["dog_f1"] for r in rows], 0.4, label="DoG baseline (tuned)", color="#f39c12")
     ax.axhline(DETECT_F1_GOAL, color="#2ecc71", linestyle="--", linewidth=1, label=f"goal F1 {DETECT_F1_GOAL:g}")
     ax.set_xticks(x, labels, fontsize=8)
-    ax.set_ylabel("F1 (held-out tomograms)")
-    ax.set_ylim(0, 1)
-    ax.set_title(f"Particle detection, {results['machine']}", fontsize=10)
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    path = out / "bench_detect.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, "F1 (held-out tomograms)", 1.0, f"Particle detection, {results['machine']}", "upper left",
+                 out / "bench_detect.png")
 
 
 def plot_classification(results: dict, out: Path) -> Path:
@@ -67,15 +74,8 @@ def plot_classification(results: dict, out: Path) -> Path:
     ax.hlines([results["goals"][s] for s in snrs], x - 0.42, x + 0.42, color="#2ecc71", linestyles="--",
               label="goal", zorder=3)
     ax.set_xticks(x, [f"SNR {s}" for s in snrs])
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1.05)
-    ax.set_title(f"Subtomogram classification, {results['machine']}", fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    path = out / "bench_classify.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, "test accuracy", 1.05, f"Subtomogram classification, {results['machine']}", "lower right",
+                 out / "bench_classify.png")
 
 
 def main(argv: list[str] | None = None) -> int:
