@@ -98,6 +98,10 @@ def main(which: list[str]) -> None:
         d = add_dock(viewer, widget, "Detect particles")
         widget.start_detection()
         wait_for(widget.runner)
+        widget.truth.value = viewer.layers["sample particles"]  # precision, recall and their curve in the dock
+        for _ in range(20):  # let the dock lay out the three evaluation lines and the plot
+            QApplication.processEvents()
+            time.sleep(0.05)
         for name in ("sample particles", "sample instances", "sample semantic"):
             if name in viewer.layers:
                 viewer.layers[name].visible = False

@@ -11,7 +11,19 @@ if not os.environ.get("DISPLAY"):
     # No X server: Qt offscreen (OpenGL canvases may fail; scripts/test.sh runs under Xvfb).
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+#: Entries of the checkout that tests and tools may create (caches), not test output.
+_CACHES = {".pytest_cache", "__pycache__", ".ruff_cache", ".venv"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_in_the_checkout():
+    """Tests write under pytest's ``tmp_path`` only: fail the session if the checkout's top level gains files."""
+    before = {p.name for p in ROOT.iterdir()}
+    yield
+    new = sorted({p.name for p in ROOT.iterdir()} - before - _CACHES)
+    assert not new, f"tests left {new} in {ROOT}; write under tmp_path instead"
 
 
 @pytest.fixture

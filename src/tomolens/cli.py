@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tomolens {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars or progress lines, only warnings, errors and results")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -70,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     install_sigterm_cleanup()  # a killed command leaves no temporary file behind
     warnings.showwarning = _warning_as_one_line
+    package_log = logging.getLogger("tomolens")
+    level_before = package_log.level
+    # for this command only; tomolens.cli_progress reads it (--quiet: no bars, no progress lines)
+    package_log.setLevel(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -80,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"tomolens {args.command}: error: {describe_error(err)}", file=sys.stderr)
         return 2
+    finally:
+        package_log.setLevel(level_before)
 
 
 def _warning_as_one_line(message, category, filename, lineno, file=None, line=None) -> None:

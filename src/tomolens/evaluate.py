@@ -112,3 +112,83 @@ def evaluate_tables(pred, true, tolerance_A: float | None = None, radius_A: floa
             raise ValueError("Give the tolerance in Å, or the particle radius in Å (tolerance = radius / 2).")
         tolerance_A = radius_A / 2
     return match_centres(pred.coords_zyx * vs_pred, true.coords_zyx * vs_true, tolerance_A)
+
+
+@dataclass(frozen=True)
+class PrecisionRecallCurve:
+    """Precision and recall of the picks scoring at least each threshold.
+
+    Attributes
+    ----------
+    thresholds : ndarray, shape (K,), float
+        Score thresholds, descending (the scores of the picks).
+    precision, recall, f1 : ndarray, shape (K,), float
+        Figures of the picks with score ≥ the threshold, in [0, 1].
+    best_threshold, best_f1 : float
+        The threshold of the highest F1 and that F1 (NaN and 0 without picks).
+    """
+
+    thresholds: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+    f1: np.ndarray
+    best_threshold: float
+    best_f1: float
+
+
+def precision_recall_curve(pred_A: np.ndarray, scores: np.ndarray, true_A: np.ndarray,
+                           tolerance_A) -> PrecisionRecallCurve:
+    """Precision and recall over the score threshold, in one pass (PASCAL VOC / COCO matching).
+
+    Picks are taken in descending score; each is matched to the nearest still unmatched true
+    centre within the tolerance (a true positive) or counts as a false positive.  The figures at
+    a threshold are those of the picks above it.  (The one-to-one optimal matching of
+    :func:`match_centres` can differ by a few pairs at one threshold.)
+
+    Parameters
+    ----------
+    pred_A : array, shape (N, 3)
+        Picked centres, Å.
+    scores : array, shape (N,)
+        Score of every pick (higher = more confident).
+    true_A : array, shape (M, 3)
+        True centres, Å, same frame.
+    tolerance_A : float or array of shape (M,)
+        Largest distance of a true positive, Å.
+
+    Returns
+    -------
+    PrecisionRecallCurve
+    """
+    from scipy.spatial import cKDTree
+
+    pred = np.asarray(pred_A, float).reshape(-1, 3)
+    true = np.asarray(true_A, float).reshape(-1, 3)
+    scores = np.asarray(scores, float).reshape(-1)
+    if len(scores) != len(pred):
+        raise ValueError(f"{len(pred)} picks but {len(scores)} scores.")
+    if tolerance_A is None or np.any(np.asarray(tolerance_A, float) <= 0):
+        raise ValueError(f"The matching tolerance must be a positive distance in Å; got {tolerance_A}.")
+    tol = np.broadcast_to(np.asarray(tolerance_A, float), (len(true),))
+    order = np.argsort(-scores, kind="stable")
+    hit = np.zeros(len(pred), bool)
+    if len(true):
+        tree, taken = cKDTree(true), np.zeros(len(true), bool)
+        for rank, i in enumerate(order):
+            near = np.asarray(tree.query_ball_point(pred[i], r=float(tol.max())), int)
+            if not len(near):
+                continue
+            dist = np.linalg.norm(true[near] - pred[i], axis=1)
+            ok = ~taken[near] & (dist <= tol[near])
+            if ok.any():
+                taken[near[ok][np.argmin(dist[ok])]] = True
+                hit[rank] = True
+    tp = np.cumsum(hit)
+    precision = tp / np.arange(1, len(pred) + 1)
+    recall = tp / len(true) if len(true) else np.ones(len(pred))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    best = int(np.argmax(f1)) if len(f1) else -1
+    return PrecisionRecallCurve(scores[order], precision, recall, f1,
+                                float(scores[order][best]) if best >= 0 else float("nan"),
+                                float(f1[best]) if best >= 0 else 0.0)

@@ -1,7 +1,6 @@
 """Synthetic phantoms shared by the classify/cluster tests (sphere, rod, ring, cross) — not a test module."""
 
 import numpy as np
-import pytest
 
 
 def phantom(kind: str, box: int, rng: np.random.Generator, noise: float = 0.3) -> np.ndarray:
@@ -32,16 +31,6 @@ def phantom_set(kinds, n_per_class, box, seed, noise=0.3):
     x -= x.reshape(len(x), -1).mean(1)[:, None, None, None]
     x /= x.reshape(len(x), -1).std(1)[:, None, None, None]
     return x.astype(np.float32), y.astype(np.int64)
-
-
-@pytest.fixture
-def torch_one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def labelled_tomogram(kinds, n_per_class, box, seed, noise=0.3):

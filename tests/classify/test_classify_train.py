@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from classify_phantoms import phantom_set, torch_one_thread  # noqa: F401
+from classify_phantoms import phantom_set
 
 from tomolens.classify.predict import classify_points, model_box
 from tomolens.classify.train import TrainConfig, augment_batch, evaluate, save_classifier, train_classifier

@@ -1,8 +1,5 @@
 """Classify and Subdivide dock widgets: features, colours, confidence filter, plot↔layer link."""
 
-import functools
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,9 +10,9 @@ from tomolens.jobs import run_job
 KINDS = ["sphere", "rod", "ring"]
 
 
-@functools.lru_cache(maxsize=1)
-def tiny_model() -> str:
-    """A small classifier trained once for these tests (box 16, 10 Å/voxel)."""
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    """A small classifier trained once for these tests (box 16, 10 Å/voxel), under pytest's temporary folder."""
     import torch
 
     from tomolens.classify.train import TrainConfig, save_classifier, train_classifier
@@ -25,7 +22,7 @@ def tiny_model() -> str:
     xva, yva = phantom_set(KINDS, 5, 16, seed=12)
     cfg = TrainConfig(epochs=5, patience=5, batch_size=8, learning_rate=3e-3, device="cpu")
     result = run_job(train_classifier(xtr, ytr, xva, yva, KINDS, cfg))
-    path = Path(tempfile.mkdtemp(prefix="tomolens_classify_test_")) / "tiny.pt"
+    path = tmp_path_factory.mktemp("classify_model") / "tiny.pt"
     save_classifier(result, str(path), KINDS, 10.0, "test fixture", "phantoms")
     return str(path)
 
@@ -39,13 +36,13 @@ def scene(make_napari_viewer):
     return viewer, image, points, names
 
 
-def test_classify_widget_features_colours_and_confidence_filter(scene, qtbot):
+def test_classify_widget_features_colours_and_confidence_filter(scene, qtbot, tiny_model):
     from tomolens._widgets.classify import ClassifyWidget
 
     viewer, image, points, names = scene
     widget = ClassifyWidget(viewer)
     widget.image_picker.value, widget.points_picker.value = image, points
-    widget.params.controls["model"].value = tiny_model()
+    widget.params.controls["model"].value = tiny_model
     widget.params.controls["device"].value = "cpu"
     widget.start_classification()
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
@@ -77,18 +74,19 @@ def test_classify_widget_trains_from_labelled_points(scene, qtbot, tmp_path):
     qtbot.waitUntil(lambda: not widget.train_runner.running, timeout=60000)
     assert len(widget.history) == 2 and {"loss", "val_loss", "val_acc"} <= set(widget.history[-1])
     assert "val acc" in widget.train_log.value and "test accuracy" in widget.train_log.value
+    assert len(widget.loss_plot.series["loss"]) == len(widget.loss_plot.series["val_loss"]) == 2  # the live curve
     card = read_card(tmp_path / "trained.json")
     assert card.classes == sorted(KINDS) and card.metrics["test_n"] > 0
     assert widget.params.controls["model"].value == str(tmp_path / "trained.pt")
 
 
-def test_subdivide_widget_plot_and_layer_selection_are_linked(scene, qtbot):
+def test_subdivide_widget_plot_and_layer_selection_are_linked(scene, qtbot, tiny_model):
     from tomolens._widgets.classify import SubdivideWidget
 
     viewer, image, points, names = scene
     widget = SubdivideWidget(viewer)
     widget.image_picker.value, widget.points_picker.value = image, points
-    widget.params.controls["model"].value = tiny_model()
+    widget.params.controls["model"].value = tiny_model
     widget.params.controls["device"].value = "cpu"
     widget.params.controls["n_clusters"].value = 3
     widget.start()

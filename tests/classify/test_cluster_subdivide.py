@@ -2,11 +2,9 @@
 
 import numpy as np
 import pytest
-from classify_phantoms import phantom_set, torch_one_thread  # noqa: F401
 from sklearn.metrics import adjusted_rand_score
 
-from tomolens.cluster import cluster_averages, cluster_features, embed_2d, subdivide_points
-from tomolens.jobs import run_job
+from tomolens.cluster import cluster_averages, cluster_features, embed_2d
 
 
 def planted(n_per=40, k=4, dims=20, seed=0):

@@ -37,6 +37,16 @@ def widget(make_napari_viewer):
     return w, viewer
 
 
+def detect_with(w, model_path, qtbot):
+    """Run the dock's detection with a model file and permissive thresholds; wait for it."""
+    w.model_choice.value = FROM_FILE
+    w.model_file.value = str(model_path)
+    w.params.controls["mask_threshold"].value = 0.3
+    w.params.controls["centre_threshold"].value = 0.0
+    w.start_detection()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60000)
+
+
 def test_sparkline():
     assert sparkline([3, 2, 1]) == "█▅▁"
     assert sparkline([]) == ""
@@ -44,12 +54,7 @@ def test_sparkline():
 
 def test_detect_with_model_file_adds_layers_and_reapplies(widget, tiny_model, qtbot):
     w, viewer = widget
-    w.model_choice.value = FROM_FILE
-    w.model_file.value = str(tiny_model)
-    w.params.controls["mask_threshold"].value = 0.3
-    w.params.controls["centre_threshold"].value = 0.0
-    w.start_detection()
-    qtbot.waitUntil(lambda: not w.runner.running, timeout=60000)
+    detect_with(w, tiny_model, qtbot)
     assert w.result is not None, w.runner.status.value
     for name in ("tomo mask", "tomo instances", "tomo centres"):
         assert name in viewer.layers
@@ -126,3 +131,59 @@ def test_shipped_model_on_the_sample_through_the_viewer(make_napari_viewer, qtbo
     np.testing.assert_allclose(points.scale, (10.0, 10.0, 10.0))
     w.truth.value = viewer.layers["sample particles"]
     assert "F1" in w.evaluation.value
+
+
+def test_save_model_field_shows_its_whole_path(widget):
+    w, _ = widget
+    line = w.train_out.line_edit.native
+    text = line.text()
+    assert text.endswith("tomolens_detect_user.pt")
+    assert line.minimumWidth() >= line.fontMetrics().horizontalAdvance(text)
+    w.train_out.value = "/data/projects/cryo/tomograms/run_2026/models/detector_after_two_rounds.pt"
+    assert line.minimumWidth() == 460  # capped; the end of the path (the file name) shows
+    assert line.cursorPosition() == len(line.text())
+
+
+def test_train_labels_default_to_instance_labels_not_the_mask(make_napari_viewer):
+    viewer = make_napari_viewer()
+    w = DetectWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    scale = {"scale": (10.0, 10.0, 10.0)}
+    viewer.add_image(np.zeros((8, 16, 16), np.float32), name="tomo", **scale)
+    # a detection adds its mask before its instances; the widget is already docked
+    viewer.add_labels(np.zeros((8, 16, 16), np.uint8), name="tomo mask", **scale)
+    viewer.add_labels(np.zeros((8, 16, 16), np.uint16), name="tomo instances", **scale)
+    assert w.train_labels.value is viewer.layers["tomo instances"]
+    assert [name for name, _ in w._instance_labels_first()] == ["tomo instances", "tomo mask"]
+    # a choice made by hand stays when layers change
+    w.train_labels.value = viewer.layers["tomo mask"]
+    viewer.add_labels(np.zeros((8, 16, 16), np.uint16), name="more instances", **scale)
+    assert w.train_labels.value is viewer.layers["tomo mask"]
+
+
+def test_training_on_a_mask_is_refused_with_a_message(widget, monkeypatch):
+    import tomolens._widgets.detect as module
+
+    w, viewer = widget
+    warnings = []
+    monkeypatch.setattr(module, "show_warning", warnings.append)
+    mask = viewer.add_labels((viewer.layers["truth labels"].data > 0).astype(np.uint8), name="tomo mask",
+                             scale=(10.0, 10.0, 10.0))
+    w.train_labels.value = mask
+    w.start_training()
+    assert not w.train_runner.running
+    assert len(warnings) == 1 and "training needs instance labels" in warnings[0]
+
+
+def test_evaluation_shows_a_precision_recall_curve_and_the_threshold(widget, tiny_model, qtbot):
+    w, viewer = widget
+    detect_with(w, tiny_model, qtbot)
+    assert w.pr_curve is None and not w.pr_plot.isVisibleTo(w.native)
+    w.truth.value = viewer.layers["truth"]
+    curve = w.pr_curve
+    n = len(viewer.layers["tomo centres"].data)
+    assert len(curve.thresholds) == n and w.pr_plot.isVisibleTo(w.native)
+    assert "min score 0.00:" in w.evaluation.value and "best F1" in w.evaluation.value
+    assert np.all(np.diff(curve.recall) >= 0)  # recall never falls as the threshold is lowered
+    w.truth.value = None
+    assert w.pr_curve is None and not w.pr_plot.isVisibleTo(w.native)

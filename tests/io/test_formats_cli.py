@@ -67,3 +67,15 @@ def test_info_reads_ome_zarr_copick_and_picks(star_two_tomograms, tmp_path, caps
     assert "holds 2 tomograms (TS_01 4, TS_02 2), 6 rows in all" in capsys.readouterr().out
     starfile.write({"particles": pd.DataFrame({"a": [1]})}, tmp_path / "bad.star")
     assert main(["info", str(tmp_path / "bad.star")]) != 0
+
+
+def test_convert_to_relion5_names_the_tomogram(tmp_path, capsys):
+    coords = np.array([[10.0, 20.0, 30.0], [5.0, 6.0, 7.0]])
+    write_coordinates(tmp_path / "picks.csv", ParticleTable(coords, pd.DataFrame({"score": [0.9, 0.4]}), 10.0))
+    out = tmp_path / "relion5.star"
+    assert main(["convert-coords", str(tmp_path / "picks.csv"), str(out), "--pixel-size", "10",
+                 "--tomogram-shape", "64", "48", "40", "--star-form", "centred", "--tomo-name", "TS_01"]) == 0
+    df = starfile.read(out)
+    assert list(df["rlnTomoName"]) == ["TS_01", "TS_01"]
+    # RELION 5 centred Å: (x - size_x / 2) * pixel size
+    np.testing.assert_allclose(df["rlnCenteredCoordinateXAngst"], (coords[:, 2] - 32) * 10, atol=1e-3)

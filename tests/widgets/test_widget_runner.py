@@ -51,3 +51,37 @@ def test_staged_result_error_is_reported_and_the_runner_finishes(qtbot, qapp, mo
     qtbot.waitUntil(lambda: not runner.running, timeout=10000)
     assert shown == ["Thing: could not show the result: layer refused"]
     assert runner.status.value == "Failed: layer refused"
+
+
+def test_status_text_gives_the_whole_message_the_stage_time_and_time_left():
+    from tomolens._widgets._runner import status_text
+
+    p = Progress(1, 5, "predicting patches")
+    assert status_text(p, 0.2) == "predicting patches (1/5)"
+    assert status_text(p, 10.0) == "predicting patches (1/5) · 10 s, about 40 s left"
+    assert status_text(Progress(5, 5, "predicting patches"), 10.0) == "predicting patches (5/5) · 10 s"
+    assert status_text(Progress(0, 0, "measuring"), 3.0) == "measuring · 3 s"
+
+
+def _slow(n, pause_s):
+    for i in range(n):
+        time.sleep(pause_s)
+        yield Progress(i + 1, n, "predicting patches of a long tomogram")
+    return n
+
+
+def test_status_line_wraps_and_moves_every_second_within_a_step(qtbot, qapp):
+    runner = JobRunner("Run")
+    assert runner.status.native.wordWrap()  # a narrow dock wraps the message instead of cutting it
+    seen = []
+    runner.start(_slow(2, 1.6), lambda result: None)
+    qtbot.waitUntil(lambda: runner.last_progress is not None, timeout=10000)
+    t0 = time.monotonic()
+    while runner.running and time.monotonic() - t0 < 10:
+        qapp.processEvents()
+        seen.append(runner.status.value)
+        time.sleep(0.05)
+    qtbot.waitUntil(lambda: not runner.running, timeout=10000)
+    # during the second step (1.6 s) the clock ticked: the stage time and the time left appeared
+    assert any(s.startswith("predicting patches of a long tomogram (1/2) · ") and "s left" in s for s in seen), seen
+    assert runner.status.value == "Done"

@@ -15,6 +15,7 @@ and the job counts as running until its last step.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
@@ -26,6 +27,32 @@ from superqt.utils import create_worker
 from tomolens.jobs import Progress
 
 log = logging.getLogger(__name__)
+
+
+def status_text(progress: Progress, stage_seconds: float) -> str:
+    """The status line of a running job: its message, the step, the time in this stage and the time left.
+
+    Parameters
+    ----------
+    progress : Progress
+        The job's last step.
+    stage_seconds : float
+        Seconds since the stage began (a stage is a run of steps with one total).
+
+    Returns
+    -------
+    str
+        For example ``"predicting patches (2/5) · 12 s, about 18 s left"``; the time left is
+        extrapolated from the stage's rate once a step is done.
+    """
+    text = f"{progress.message} ({progress.done}/{progress.total})" if progress.total else progress.message
+    if stage_seconds < 1:
+        return text
+    text += f" · {stage_seconds:.0f} s"
+    if 0 < progress.fraction < 1:
+        left = stage_seconds * (1 - progress.fraction) / progress.fraction
+        text += f", about {left:.0f} s left"
+    return text
 
 
 def _closing(job: Generator[Progress, None, Any]) -> Generator[Progress, None, Any]:
@@ -56,11 +83,21 @@ class JobRunner(Container):
         )
         self.progress = ProgressBar(value=0, min=0, max=1000, label="progress")
         self.status = Label(value="Ready")
+        self.status.native.setWordWrap(True)  # the whole message, on two lines in a narrow dock
+        # the status line moves every second while a step runs (time in the stage, time left)
+        self._clock = QTimer()
+        self._clock.setInterval(1000)
+        self._clock.timeout.connect(self._tick)
+        self._stage_start = time.monotonic()
         buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False)
         super().__init__(widgets=[buttons, self.progress, self.status], labels=False)
         self.worker = None
         self.last_progress: Progress | None = None
         self.cancel_button.changed.connect(self.cancel)
+
+    def _tick(self) -> None:
+        if self.worker is not None and self.last_progress is not None:
+            self.status.value = status_text(self.last_progress, time.monotonic() - self._stage_start)
 
     @property
     def running(self) -> bool:
@@ -69,6 +106,7 @@ class JobRunner(Container):
     def cancel(self) -> None:
         """Ask the running job to stop at its next yield."""
         if self.worker is not None:
+            self._clock.stop()
             self.status.value = "Cancelling…"
             self.worker.quit()
 
@@ -108,11 +146,17 @@ class JobRunner(Container):
         self.cancel_button.enabled = True
         self.progress.value = 0
         self.status.value = "Starting…"
+        self.last_progress = None
+        self._stage_start = time.monotonic()
+        self._clock.start()
 
         def _yielded(progress: Progress) -> None:
+            last = self.last_progress
+            if last is not None and (last.total != progress.total or progress.done < last.done):
+                self._stage_start = time.monotonic()  # a new stage: its own clock
             self.last_progress = progress
             self.progress.value = int(round(1000 * progress.fraction))
-            self.status.value = f"{progress.message} ({progress.done}/{progress.total})"
+            self.status.value = status_text(progress, time.monotonic() - self._stage_start)
             if on_progress is not None:
                 on_progress(progress)
 
@@ -137,6 +181,7 @@ class JobRunner(Container):
                 _finished()
 
         def _returned(result: Any) -> None:
+            self._clock.stop()
             self.progress.value = 1000
             self.status.value = "Done"
             try:
@@ -149,11 +194,13 @@ class JobRunner(Container):
                 QTimer.singleShot(1, _next_step)
 
         def _errored(exc: BaseException) -> None:
+            self._clock.stop()
             log.warning("%s failed: %s", self.title, exc, exc_info=(type(exc), exc, exc.__traceback__))
             self.status.value = f"Failed: {exc}"
             show_error(f"{self.title} failed: {exc}")
 
         def _aborted() -> None:
+            self._clock.stop()
             self.status.value = "Cancelled"
             show_info(f"{self.title} cancelled.")
 
@@ -161,6 +208,7 @@ class JobRunner(Container):
             show_warning(str(args[0]))
 
         def _finished() -> None:
+            self._clock.stop()
             staged["finished"] = True
             if staged["steps"] is not None:
                 return  # the result is still being shown; finish after its last step

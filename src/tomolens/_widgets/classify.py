@@ -22,6 +22,8 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, 
 from napari.utils.notifications import show_info, show_warning
 
 from tomolens._napari.layers import _CATEGORICAL, voxel_size_from_layer
+from tomolens._widgets._fields import show_whole_path
+from tomolens._widgets._painting import LossPlot
 from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner
 from tomolens._widgets.classify_scatter import ScatterPlot
@@ -86,10 +88,14 @@ class ClassifyWidget(Container):
                                     tooltip="Folder with train.npz, val.npz, test.npz.")
         self.train_out = LineEdit(value=str(Path.home() / "tomolens_classifier.pt"), label="save as",
                                   tooltip="Where to write the trained model (.pt, with its .json card beside it).")
+        show_whole_path(self.train_out)
         self.train_runner = JobRunner("Train classifier", title="Training")
         self.train_log = Label(value="")
+        self.train_log.native.setWordWrap(True)
+        self.loss_plot = LossPlot()
         train_box = Container(widgets=[self.train_source, self.dataset_dir, self.train_params, self.train_out,
                                        self.train_runner, self.train_log], label="training")
+        train_box.native.layout().addWidget(self.loss_plot)  # loss and validation loss per epoch
         super().__init__(widgets=[self.image_picker, self.points_picker, self.params, self.runner,
                                   self.min_confidence, self.summary, Label(value="<b>Train a classifier</b>"),
                                   train_box])
@@ -166,6 +172,7 @@ class ClassifyWidget(Container):
                              learning_rate=values["learning_rate"])
         out = self.train_out.value
         self.history = []
+        self.loss_plot.set_history([])
         self.train_log.value = "extracting…" if extract_job is not None else "training…"
         self.train_runner.start(self._train_job(ds, extract_job, config, out), self._trained,
                                 on_progress=self._show_epoch)
@@ -192,6 +199,7 @@ class ClassifyWidget(Container):
         lines = [f"epoch {h['epoch']:3d}  loss {h['loss']:.3f}  val loss {h['val_loss']:.3f}  "
                  f"val acc {h['val_acc']:.3f}" for h in self.history[-8:]]
         self.train_log.value = "\n".join(lines)
+        self.loss_plot.set_history(self.history)
 
     def _trained(self, result) -> None:
         out, metrics = result

@@ -14,12 +14,14 @@ from napari.utils.notifications import show_info, show_warning
 
 from tomolens._napari.layers import points_layer_data, scale_kwargs, show_particles_in_slab, voxel_size_from_layer
 from tomolens._widgets._model import FROM_FILE, chosen_model
+from tomolens._widgets._fields import show_whole_path
 from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner
+from tomolens._widgets.pr_plot import PrecisionRecallPlot
 from tomolens.detect.detector import DEFAULT_MODEL, DETECT_PARAMS, DetectionResult, detect_particles
 from tomolens.detect.postprocess import POSTPROCESS_PARAMS, card_postprocess_defaults, card_radius_A
 from tomolens.detect.train import TRAIN_PARAMS
-from tomolens.evaluate import match_centres
+from tomolens.evaluate import match_centres, precision_recall_curve
 from tomolens.io.provenance import jsonable as provenance
 from tomolens.models.card import read_card, resolve_model, shipped_models
 
@@ -36,6 +38,18 @@ def sparkline(values: list[float], width: int = 30) -> str:
     lo, hi = min(vals), max(vals)
     span = hi - lo or 1.0
     return "".join(_SPARK[int(round((v - lo) / span * (len(_SPARK) - 1)))] for v in vals)
+
+
+#: Name fragments of Labels layers that hold one value per class, not per particle (ranked last).
+_SEMANTIC_NAMES = ("mask", "semantic", "segmentation", "painted")
+
+
+def labels_rank(name: str) -> int:
+    """Sort key of a Labels layer for detection training: 0 instance labels, 1 unknown, 2 masks/semantic."""
+    lowered = name.lower()
+    if "instance" in lowered:
+        return 0
+    return 2 if any(word in lowered for word in _SEMANTIC_NAMES) else 1
 
 
 class DetectWidget(Container):
@@ -57,6 +71,7 @@ class DetectWidget(Container):
                                      label="model", tooltip="A shipped detection model, or a model file below.")
         self.model_file = FileEdit(mode="r", filter="*.pt *.json", label="model file",
                                    tooltip="A tomolens model (.pt with its .json card).")
+        show_whole_path(self.model_file)
         self.params = ParamPanel(tuple(p for p in DETECT_PARAMS if p.name != "model"))
         self.radius_note = Label(value="")
         self._card_radius: float | None = None
@@ -67,20 +82,31 @@ class DetectWidget(Container):
         self.tolerance = FloatSpinBox(value=0.0, min=0.0, max=1000.0, step=5.0, label="tolerance (Å)",
                                       tooltip="Match distance in Å (0 = half the particle radius).")
         self.evaluation = Label(value="")
-        self.train_labels = create_widget(annotation=napari.layers.Labels, label="train labels")
-        self.train_labels.tooltip = "Instance labels of the tomogram (simulated truth or painted particles)."
+        self.evaluation.native.setWordWrap(True)
+        self.pr_plot = PrecisionRecallPlot()
+        self.pr_curve = None
+        self.train_labels = ComboBox(label="train labels", choices=self._instance_labels_first, nullable=True,
+                                     tooltip="Instance labels of the tomogram: one integer per particle (a "
+                                             "corrected '… instances' layer, simulated truth, painted particles). "
+                                             "Not a semantic mask.")
+        self._labels_picked_by_hand = False
+        self.train_labels.changed.connect(self._train_labels_chosen)
         self.train_params = ParamPanel(TRAIN_PARAMS)
         self.train_out = FileEdit(mode="w", filter="*.pt", label="save model as",
                                   value=str(Path(tempfile.gettempdir()) / "tomolens_detect_user.pt"),
                                   tooltip="Where the trained model (.pt + .json card) is written.")
+        show_whole_path(self.train_out)
         self.train_runner = JobRunner("Train", title="Detection training")
         self.loss_text = Label(value="")
+        self.loss_text.native.setWordWrap(True)
         self._history: list[dict] = []
         train_box = Container(widgets=[self.train_labels, self.train_params, self.train_out,
                                        self.train_runner, self.loss_text], label="train")
+        pr_box = Container(widgets=[], labels=False)
+        pr_box.native.layout().addWidget(self.pr_plot)
+        self.pr_plot.setVisible(False)
         super().__init__(widgets=[self.image, self.model_choice, self.model_file, self.params, self.radius_note,
-                                  self.runner,
-                                  self.truth, self.tolerance, self.evaluation, train_box])
+                                  self.runner, self.truth, self.tolerance, self.evaluation, pr_box, train_box])
         self.runner.run_button.changed.connect(self.start_detection)
         self.train_runner.run_button.changed.connect(self.start_training)
         self.model_choice.changed.connect(self._model_changed)
@@ -90,6 +116,26 @@ class DetectWidget(Container):
         self.tolerance.changed.connect(self.update_evaluation)
         self.params.controls["particle_radius_A"].changed.connect(self._show_radius_source)
         self._model_changed()
+
+    # ------------------------------------------------------- training labels
+    def _instance_labels_first(self, _widget=None) -> list[tuple[str, napari.layers.Labels]]:
+        """The viewer's Labels layers, instance-like names first, masks and semantic labels last."""
+        layers = [layer for layer in self.viewer.layers if isinstance(layer, napari.layers.Labels)]
+        return [(layer.name, layer) for layer in sorted(layers, key=lambda layer: labels_rank(layer.name))]
+
+    def _train_labels_chosen(self, *_) -> None:
+        self._labels_picked_by_hand = True
+
+    def reset_choices(self, *_) -> None:
+        """Refresh the layer pickers; while the user has not chosen training labels, prefer instance labels
+        (a detection adds its '… mask' before its '… instances')."""
+        with self.train_labels.changed.blocked():  # filling the list is not the user's choice
+            super().reset_choices()
+        choices = self._instance_labels_first()
+        current = self.train_labels.value
+        if choices and (current is None or not self._labels_picked_by_hand):
+            with self.train_labels.changed.blocked():
+                self.train_labels.value = choices[0][1]
 
     # ----------------------------------------------------------------- model
     def model_path(self) -> str:
@@ -207,6 +253,9 @@ class DetectWidget(Container):
         truth = self.truth.value
         if truth is None or self.result is None:
             self.evaluation.value = ""
+            self.pr_curve = None
+            self.pr_plot.set_curve(None)
+            self.pr_plot.setVisible(False)
             return
         vs = self.result.voxel_size_A
         truth_vs = voxel_size_from_layer(truth.scale, truth.units)
@@ -215,11 +264,20 @@ class DetectWidget(Container):
         if tol <= 0:
             self.evaluation.value = "set a tolerance (Å): no particle radius is known"
             return
-        m = match_centres(self.result.particles.coords_zyx * vs, true_A, tol)
-        # short lines: a long label would widen the dock
-        self.evaluation.value = (f"vs {truth.name[:30]} (tolerance {tol:.0f} Å)\n"
+        picks = self.result.particles
+        m = match_centres(picks.coords_zyx * vs, true_A, tol)
+        scores = picks.features["score"].to_numpy(float) if "score" in picks.features else np.ones(len(picks))
+        self.pr_curve = precision_recall_curve(picks.coords_zyx * vs, scores, true_A, tol)
+        self.pr_plot.set_curve(self.pr_curve)
+        self.pr_plot.setVisible(True)
+        min_score = self.params.values()["min_score"]
+        best = (f"best F1 {self.pr_curve.best_f1:.3f} at min score {self.pr_curve.best_threshold:.2f}"
+                if len(self.pr_curve.thresholds) else "no picks")
+        # one short line per fact: a long line would widen the dock (or be clipped to its first line)
+        self.evaluation.value = (f"vs {truth.name[:30]} (tolerance {tol:.0f} Å), min score {min_score:.2f}:\n"
                                  f"precision {m.precision:.3f}  recall {m.recall:.3f}  F1 {m.f1:.3f}\n"
-                                 f"TP {m.true_positives}  FP {m.false_positives}  FN {m.false_negatives}")
+                                 f"TP {m.true_positives}, FP {m.false_positives}, FN {m.false_negatives}\n{best}")
+        self.evaluation.native.updateGeometry()
 
     # -------------------------------------------------------------- training
     def start_training(self, *_) -> None:
@@ -231,6 +289,10 @@ class DetectWidget(Container):
             return
         if image.data.shape != labels.data.shape or image.ndim != 3:
             show_warning(f"The tomogram {image.data.shape} and labels {labels.data.shape} must be 3D of one shape.")
+            return
+        if int(np.asarray(labels.data).max()) <= 1:
+            show_warning(f"{labels.name!r} holds one label value (a mask); training needs instance labels, one "
+                         "integer per particle — choose an '… instances' layer or paint each particle its own value.")
             return
         vs = voxel_size_from_layer(image.scale, image.units)
         if not vs:

@@ -15,6 +15,7 @@ from qtpy.QtWidgets import QGraphicsScene, QGraphicsView
 
 from tomolens._napari.layers import ANGSTROM, show_particles_in_slab, voxel_size_from_layer
 from tomolens._widgets._model import FROM_FILE, chosen_model
+from tomolens._widgets._fields import show_whole_path
 from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner
 from tomolens.io.mrc import contrast_limits
@@ -115,8 +116,10 @@ class OrientationWidget(Container):
         self.fsc_plot = FSCPlot()
         self.export_star = FileEdit(mode="w", filter="*.star", label="export STAR",
                                     tooltip="Where to write the recovered angles (RELION STAR).")
+        show_whole_path(self.export_star)
         self.export_map = FileEdit(mode="w", filter="*.mrc", label="export map",
                                    tooltip="Where to write the reconstruction (MRC).")
+        show_whole_path(self.export_map)
         self.export_button = PushButton(text="Export", tooltip="Write the STAR and the reconstruction")
         super().__init__(widgets=[
             self.stack_picker, self.model_choice, self.model_file, self.train_maps, self.train_panel,

@@ -16,12 +16,11 @@ import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, create_widget
 from napari.utils.notifications import show_info, show_warning
-from qtpy.QtCore import QPointF
-from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
-from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from tomolens._napari.layers import class_colormap, scale_kwargs, voxel_size_from_layer
 from tomolens._widgets._model import FROM_FILE, chosen_model
+from tomolens._widgets._fields import show_whole_path
+from tomolens._widgets._painting import LossPlot
 from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner
 from tomolens.models.card import read_card, resolve_model, shipped_models
@@ -39,51 +38,6 @@ from tomolens.segment.train import save_segmenter, train_segmenter
 
 log = logging.getLogger(__name__)
 
-
-
-class LossPlot(QWidget):
-    """A small live plot of training (blue) and validation (orange) loss per epoch (QPainter).
-
-    With nothing held out, the orange curve is the loss on the painted (training) voxels.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.setMinimumHeight(70)
-        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
-        self.series: dict[str, list[float]] = {"loss": [], "val_loss": []}
-
-    def set_history(self, history: list[dict]) -> None:
-        """Plot ``history`` (dicts with ``loss`` and ``val_loss``)."""
-        self.series = {k: [float(h[k]) for h in history if k in h] for k in ("loss", "val_loss")}
-        self.update()
-
-    def paintEvent(self, event) -> None:  # noqa: N802 (Qt name)
-        painter = QPainter(self)
-        painter.setRenderHint(QPainter.Antialiasing)
-        w, h, pad = self.width(), self.height(), 6
-        painter.setPen(QPen(QColor("#666666")))
-        painter.drawRect(0, 0, w - 1, h - 1)
-        values = [v for s in self.series.values() for v in s if np.isfinite(v)]
-        n = max((len(s) for s in self.series.values()), default=0)
-        if not values or n < 1:
-            painter.drawText(pad, h // 2, "loss curve appears during training")
-            painter.end()
-            return
-        lo, hi = min(values), max(values)
-        span = hi - lo or 1.0
-        for key, colour in (("loss", "#4c9be8"), ("val_loss", "#f39c12")):
-            pts = [QPointF(pad + (w - 2 * pad) * (i / max(n - 1, 1)), h - pad - (h - 2 * pad) * (v - lo) / span)
-                   for i, v in enumerate(self.series[key])]
-            painter.setPen(QPen(QColor(colour), 2))
-            if len(pts) == 1:
-                painter.drawEllipse(pts[0], 2, 2)
-            else:
-                painter.drawPolyline(QPolygonF(pts))
-        painter.setPen(QPen(QColor("#bbbbbb")))
-        painter.drawText(pad, pad + 10, f"{hi:.3g}")
-        painter.drawText(pad, h - pad, f"{lo:.3g}")
-        painter.end()
 
 
 class SegmentWidget(Container):
@@ -120,6 +74,7 @@ class SegmentWidget(Container):
         self.save_path = FileEdit(mode="w", filter="*.pt", label="save model as",
                                   value=str(Path(tempfile.gettempdir()) / "tomolens_segment_user.pt"),
                                   tooltip="Trained model file (.pt + .json card); the checkpoint goes beside it.")
+        show_whole_path(self.save_path)
         self.resume = CheckBox(value=False, text="resume from checkpoint",
                                tooltip="Continue the training saved in the checkpoint beside 'save model as'.")
         self.train_runner = JobRunner("Train", title="Segmentation training")
@@ -131,6 +86,7 @@ class SegmentWidget(Container):
                                      label="model", tooltip="A shipped segmentation model, or a model file.")
         self.model_file = FileEdit(mode="r", filter="*.pt *.json", label="model file",
                                    tooltip="A tomolens segmentation model (.pt with its .json card).")
+        show_whole_path(self.model_file)
         self.model_info = Label(value="")
         for label in (self.legend, self.loss_text, self.model_info):
             label.native.setWordWrap(True)  # long lines would widen every tabbed dock

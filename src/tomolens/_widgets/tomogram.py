@@ -181,13 +181,19 @@ class TomogramWidget(Container):
         self.contrast.value = "contrast: measuring…"
 
         def shown(estimate: PolarityEstimate) -> None:
-            self.estimate = estimate
             layer.metadata["polarity_estimate"] = {"polarity": estimate.polarity, "skewness": estimate.skewness,
                                                    "standard_error": estimate.standard_error}
+            if self.layer_picker.value is not layer:
+                return  # another tomogram was chosen meanwhile: its own measurement follows
+            self.estimate = estimate
             self.contrast.value = describe_polarity(estimate)
             show_info(f"{layer.name}: {self.contrast.value}")
 
-        self.contrast_runner.start(measure_polarity(layer.data, vs[-1] if vs else None), shown)
+        def finished() -> None:
+            if self.layer_picker.value is not None and self.layer_picker.value is not layer:
+                self.start_contrast()  # chosen while this one was measured
+
+        self.contrast_runner.start(measure_polarity(layer.data, vs[-1] if vs else None), shown, on_finish=finished)
 
     # ------------------------------------------------------- display filter
     def apply_display_filter(self, *_) -> None:

@@ -8,6 +8,7 @@ import logging
 
 from tomolens.batch.registry import TASKS
 from tomolens.cli_args import length_A, output_folder
+from tomolens.cli_progress import progress_is_quiet
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def _batch(args: argparse.Namespace) -> int:
     if args.voxel_size_A:
         pipeline = pipeline_from_dict({**pipeline.to_dict(), "voxel_size_A": args.voxel_size_A})
     summary = run_batch(pipeline, args.tomograms, args.out, scheduler=args.scheduler or None,
-                        retries=args.retries, force=args.force, progress=not args.no_progress)
+                        retries=args.retries, force=args.force, progress=not args.no_progress and not progress_is_quiet())
     print(summary.table())
     print(f"summary: {args.out}/batch_summary.json; per tomogram: {args.out}/<name>/<name>.log and "
           "<name>.tomolens.json")

@@ -180,7 +180,7 @@ def run_batch(
     force : bool
         Re-run tomograms already finished with the same settings.
     progress : bool
-        Show a tqdm progress bar (on stderr).
+        Show a tqdm progress bar (on stderr, when it is a terminal).
     should_stop : callable, optional
         Checked between tomograms (in-process runs): True raises :class:`BatchInterrupted`.
 
@@ -194,7 +194,8 @@ def run_batch(
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     results: dict[Path, TomogramResult] = {}
-    bar = tqdm(total=len(paths), unit="tomo", desc="tomolens batch", disable=not progress)
+    # disable=None: no bar when stderr is not a terminal (a log file gets the log lines only)
+    bar = tqdm(total=len(paths), unit="tomo", desc="tomolens batch", disable=None if progress else True)
 
     def finish(path: Path, result: TomogramResult) -> None:
         results[path] = result

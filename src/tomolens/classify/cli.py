@@ -15,7 +15,7 @@ from tomolens.classify.predict import CLASSIFY_PARAMS, classify_points
 from tomolens.io.coords import ParticleTable, read_coordinates, write_coordinates
 from tomolens.io.provenance import write_provenance
 from tomolens.io.mrc import read_mrc, write_mrc
-from tomolens.jobs import log_progress, run_job
+from tomolens.cli_progress import run_cli_job
 from tomolens.params import add_arguments, values_from_args
 
 
@@ -36,11 +36,10 @@ def _table_with(table: ParticleTable, features, voxel) -> ParticleTable:
 def _classify(args: argparse.Namespace) -> int:
     vol, voxel, table = _inputs(args)
     params = values_from_args(args, CLASSIFY_PARAMS)
-    result = run_job(classify_points(vol.data, table.coords_zyx, params["model"], voxel,
-                                     box_A=params["box_A"] or None, edge=params["edge"],
-                                     batch_size=params["batch_size"], device=params["device"],
-                                     polarity=params["polarity"]),
-                     on_progress=log_progress)
+    result = run_cli_job(classify_points(vol.data, table.coords_zyx, params["model"], voxel,
+                                         box_A=params["box_A"] or None, edge=params["edge"],
+                                         batch_size=params["batch_size"], device=params["device"],
+                                         polarity=params["polarity"]))
     write_coordinates(args.out, _table_with(table, result.features, voxel))
     write_provenance(args.out, {"command": "classify", **result.info})
     counts = result.features["class"].astype(str).value_counts()
@@ -57,10 +56,9 @@ def _subdivide(args: argparse.Namespace) -> int:
     vol, voxel, table = _inputs(args)
     cp = values_from_args(args, CLASSIFY_PARAMS)
     sp = values_from_args(args, SUBDIVIDE_PARAMS)
-    result = run_job(subdivide_points(vol.data, table.coords_zyx, cp["model"], voxel, edge=cp["edge"],
-                                      batch_size=cp["batch_size"], device=cp["device"],
-                                      polarity=cp["polarity"], **sp),
-                     on_progress=log_progress)
+    result = run_cli_job(subdivide_points(vol.data, table.coords_zyx, cp["model"], voxel, edge=cp["edge"],
+                                          batch_size=cp["batch_size"], device=cp["device"],
+                                          polarity=cp["polarity"], **sp))
     write_provenance(args.out, {"command": "subdivide", **result.info})
     features = result.features.copy()
     features["embed_x"], features["embed_y"] = result.embedding_2d[:, 0], result.embedding_2d[:, 1]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tomolens.jobs import log_progress, run_job
+from tomolens.cli_progress import run_cli_job
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def _dataset(args: argparse.Namespace):
         cfg = SubtomogramConfig(templates=args.classify_templates, n_per_class=args.classify_simulate,
                                 box=args.classify_box, voxel_size_A=args.sim_voxel_size_A, snrs=snrs,
                                 crowding=args.classify_crowding, seed=args.seed)
-        run_job(simulate_subtomograms(cfg, out_dir), on_progress=log_progress)
+        run_cli_job(simulate_subtomograms(cfg, out_dir))
         ds = pool_datasets([load_dataset(out_dir / snr_name(s)) for s in snrs])
         ds.voxel_size_A = ds.voxel_size_A or args.sim_voxel_size_A
         return ds, (f"simulate_subtomograms(templates={args.classify_templates or 'built-in phantoms'}, "
@@ -114,7 +114,7 @@ def _dataset(args: argparse.Namespace):
         raise ValueError(f"The tomograms have different voxel sizes {sorted(voxels)} Å; bin them to one first.")
     voxel = voxels.pop()
     box = box_in_voxels(args.classify_box_A, voxel)
-    ds = run_job(dataset_from_tomograms(items, box, voxel, seed=args.seed), on_progress=log_progress)
+    ds = run_cli_job(dataset_from_tomograms(items, box, voxel, seed=args.seed))
     where = (f"{args.classify_points[0]} on {args.classify_tomogram[0]}" if len(items) == 1 else
              f"{len(items)} tomograms ({args.classify_tomogram[0]} … {args.classify_tomogram[-1]})")
     n_labelled = len(ds.train.y) + len(ds.val.y) + len(ds.test.y)
@@ -156,10 +156,10 @@ def run_train(args: argparse.Namespace) -> int:
                       device=device, max_minutes=args.max_minutes or None, arch_kwargs=arch_kwargs)
     print(f"{len(ds.train.y)} train / {len(ds.val.y)} val / {len(ds.test.y)} test subtomograms, "
           f"{len(ds.class_names)} classes, box {ds.box}", flush=True)
-    result = run_job(
+    result = run_cli_job(
         train_classifier(ds.train.x, ds.train.y, ds.val.x, ds.val.y, ds.class_names, cfg),
-        on_progress=lambda p: print(f"epoch {p.info['epoch']:3d}  loss {p.info['loss']:.4f}  val_loss "
-                                    f"{p.info['val_loss']:.4f}  val_acc {p.info['val_acc']:.3f}", flush=True),
+        line=lambda p: p.info and (f"epoch {p.info['epoch']:3d}  loss {p.info['loss']:.4f}  val_loss "
+                                   f"{p.info['val_loss']:.4f}  val_acc {p.info['val_acc']:.3f}"),
     )
     test = evaluate(result.model, ds.test.x, ds.test.y, ds.class_names)
     metrics = {"test_accuracy": round(test["accuracy"], 4), "test_n": test["n"],

@@ -12,7 +12,7 @@ from tomolens.evaluate import evaluate_tables
 from tomolens.io.coords import read_coordinates, write_coordinates
 from tomolens.io.mrc import read_mrc, write_mrc
 from tomolens.io.provenance import write_provenance
-from tomolens.jobs import log_progress, run_job
+from tomolens.cli_progress import run_cli_job
 from tomolens.params import add_arguments, explicit_values
 
 
@@ -23,7 +23,7 @@ def _detect(args: argparse.Namespace) -> int:
     params = explicit_values(args, DETECT_PARAMS)
     params.pop("model", None)
     model = args.model
-    result = run_job(detect_particles(vol.data, voxel, model=model, **params), on_progress=log_progress)
+    result = run_cli_job(detect_particles(vol.data, voxel, model=model, **params))
     out = Path(args.out)
     stem = out.with_suffix("") if out.suffix in (".mrc", ".star", ".csv") else out
     labels_path = stem.with_name(stem.name + "_instances.mrc")

@@ -149,10 +149,10 @@ def register_train_args(group: argparse._ArgumentGroup) -> None:
                        help="SNRs of the held-out tomograms (default: 0.05,0.03)")
 
 
-def _print_epoch(p: Progress) -> None:
-    if p.info:
-        print(f"epoch {p.info['epoch']:3d}  loss {p.info['loss']:.4f}  val {p.info['val_loss']:.4f}"
-              f"  ({p.info['seconds']:.0f} s)", flush=True)
+def _epoch_line(p: Progress) -> str | None:
+    if not p.info:
+        return None
+    return f"epoch {p.info['epoch']:3d}  loss {p.info['loss']:.4f}  val {p.info['val_loss']:.4f}  ({p.info['seconds']:.0f} s)"
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -173,9 +173,11 @@ def run_train(args: argparse.Namespace) -> int:
     data_vs = voxel.pop()
     model_vs = data_vs * args.bin
     config = train_config(args, device)
-    result = run_job(train_detection_model(bin_volumes(train, args.bin), bin_volumes(val, args.bin), config,
-                                           args.base_channels, args.depth, args.detect_centre_weight),
-                     on_progress=_print_epoch)
+    from tomolens.cli_progress import run_cli_job
+
+    result = run_cli_job(train_detection_model(bin_volumes(train, args.bin), bin_volumes(val, args.bin), config,
+                                               args.base_channels, args.depth, args.detect_centre_weight),
+                         line=_epoch_line)
     net = result.model.cpu()
     first_test = args.sim_seed + args.sim_train + args.sim_val
     card = new_card(

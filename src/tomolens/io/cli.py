@@ -34,6 +34,8 @@ def _convert(args: argparse.Namespace) -> int:
     table = read_any_picks(src, args.pixel_size, shape, copick)
     if args.tomogram:
         table = select_tomogram(table, args.tomogram, src.name, strict=True)
+    if args.tomo_name:
+        table.features["tomo_name"] = args.tomo_name  # rlnTomoName in STAR, which RELION 5 needs to import picks
     star_kwargs = {"star_form": args.star_form, "tomogram_shape_zyx": shape} if dst.suffix.lower() == ".star" else {}
     if args.per_tomogram:
         written = write_per_tomogram(dst, table, stem=src.stem, suffix=args.per_tomogram, **star_kwargs)
@@ -60,6 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                "project; a folder with --per-tomogram)")
     p.add_argument("--tomogram", default=None, help="keep only the rows of this tomogram (rlnTomoName, "
                                                     "Dynamo tomo, or a tomogram file name)")
+    p.add_argument("--tomo-name", default=None,
+                   help="name every pick's tomogram (rlnTomoName in STAR; RELION 5 imports picks by it)")
     p.add_argument("--per-tomogram", metavar="EXT", default=None,
                    help="write one file per tomogram into the folder DST, with extension EXT (.star, .tbl…)")
     p.add_argument("--run", default=None, help="copick run (default: the only run)")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from tomolens.cli_args import length_A, output_file
-from tomolens.jobs import log_progress, run_job
+from tomolens.cli_progress import run_cli_job
 from tomolens.params import add_arguments, values_from_args
 
 log = logging.getLogger(__name__)
@@ -31,11 +31,11 @@ def _simulate(args: argparse.Namespace) -> int:
     voxel = args.voxel_size or (vol.voxel_size_A[-1] if vol.voxel_size_A else None)
     if not voxel:
         raise ValueError(f"{Path(args.map).name} has no voxel size in its header; pass --voxel-size (Å).")
-    pset = run_job(simulate_projections(
+    pset = run_cli_job(simulate_projections(
         np.asarray(vol.data, np.float32), float(voxel), v["n_projections"], seed=v["seed"],
         half_sphere=not v["full_sphere"], max_shift_A=v["max_shift_A"], defocus_A=v["defocus_A"] or None,
         noise_variance=v["noise_variance"] or None, snr=v["snr"] or None,
-    ), on_progress=log_progress)
+    ))
     from tomolens.orient.project import box_warnings
 
     for warning in box_warnings(np.asarray(vol.data, np.float32), float(voxel)):
@@ -57,13 +57,13 @@ def _train(args: argparse.Namespace) -> int:
     v = values_from_args(args, TRAIN_PARAMS)
     maps = load_training_maps(args.maps)
     val = load_training_maps(args.validation_maps or [])
-    model, card = run_job(train_distance_model(
+    model, card = run_cli_job(train_distance_model(
         maps, val, pixel_size_A=network_pixel_size(maps, v["input_size"], v["pixel_size_A"]),
         input_size=v["input_size"],
         projections_per_map=v["projections_per_map"], steps=v["train_steps"], batch_size=v["batch_size"],
         learning_rate=v["learning_rate"], max_minutes=v["max_minutes"] or None, seed=v["seed"],
         name=Path(args.out).stem,
-    ), on_progress=log_progress)
+    ))
     card.training_command = "tomolens " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
     weights, card_path = save_model(model, card, args.out)
     print(f"wrote {weights} and {card_path}; held-out metrics: {json.dumps(card.metrics)}")
@@ -80,7 +80,7 @@ def _recover(args: argparse.Namespace) -> int:
     pixel = args.pixel_size or pixel
     truth = read_angles_star(args.truth_star)[0] if args.truth_star else None
     reference = np.asarray(read_mrc(args.reference).data, np.float32) if args.reference else None
-    result = run_job(recover_from_stack(images, pixel, v, truth, reference), on_progress=log_progress)
+    result = run_cli_job(recover_from_stack(images, pixel, v, truth, reference))
     out_star = Path(args.out_star) if args.out_star else Path(args.stack).with_name(Path(args.stack).stem + "_orient.star")
     extra = {"tlOrientErrorDeg": result.errors_deg} if result.errors_deg is not None else None
     write_angles_star(out_star, result.quats, Path(args.stack).name, pixel, shifts_A=result.shifts_A, extra=extra,
@@ -110,7 +110,7 @@ def _symmetry(args: argparse.Namespace) -> int:
         if warning:
             print(f"warning: {warning}")
         return 0
-    report = run_job(detect_symmetry(data), on_progress=log_progress)
+    report = run_cli_job(detect_symmetry(data))
     for name, score in report.scores.items():
         print(f"{name:4s} {score:.3f}")
     print(report.summary())
@@ -152,8 +152,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                              f"{images.shape[1]}² pixels; give the map at the images' pixel size and box.")
         shifts = None if shifts_A is None else shifts_A / pixel
         # aligned to the truth: the truth's frame; else the STAR's own (RELION's setting)
-        recon = run_job(reconstruct_fourier(images, quats, shifts, symmetry=truth_symmetry if args.truth_star
-                                            else Symmetry(symmetry.name)), on_progress=log_progress)
+        recon = run_cli_job(reconstruct_fourier(images, quats, shifts, symmetry=truth_symmetry if args.truth_star
+                                                else Symmetry(symmetry.name)))
         if args.reconstruction:
             write_mrc(args.reconstruction, recon, pixel)
             print(f"wrote the reconstruction to {args.reconstruction}")

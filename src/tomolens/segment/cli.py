@@ -13,7 +13,7 @@ from pathlib import Path
 from tomolens.cli_args import length_A, output_stem
 from tomolens.io.mrc import read_mrc, write_mrc
 from tomolens.io.provenance import write_provenance
-from tomolens.jobs import log_progress, run_job
+from tomolens.cli_progress import run_cli_job
 from tomolens.params import add_arguments, values_from_args
 from tomolens.segment.predict import PREDICT_PARAMS, segment_tomogram
 
@@ -27,7 +27,7 @@ def _segment(args: argparse.Namespace) -> int:
     voxel = args.voxel_size or (vol.voxel_size_A[-1] if vol.voxel_size_A else None)
     params = values_from_args(args, PREDICT_PARAMS)
     classes = parse_class_names(args.classes) if args.classes else None
-    result = run_job(segment_tomogram(vol.data, voxel, class_names=classes, **params), on_progress=log_progress)
+    result = run_cli_job(segment_tomogram(vol.data, voxel, class_names=classes, **params))
     out = Path(args.out)
     stem = out.with_suffix("") if out.suffix == ".mrc" else out
     stem.parent.mkdir(parents=True, exist_ok=True)

@@ -95,7 +95,7 @@ def _snrs(text: str) -> list[float]:
 
 def run_train(args: argparse.Namespace) -> int:
     """``tomolens train --task segment``: train, measure on held-out data, save with the card."""
-    from tomolens.jobs import run_job
+    from tomolens.cli_progress import run_cli_job
     from tomolens.models.cli import command_line, training_volumes
     from tomolens.models.device import prepare_device
 
@@ -170,10 +170,10 @@ def run_train(args: argparse.Namespace) -> int:
         training_command=command_line(args), training_data=sim_data or f"files {args.tomograms}",
         polarity="bright" if args.domain_data else "auto",
     )
-    trained = run_job(job, on_progress=lambda p: p.info and print(
+    trained = run_cli_job(job, line=lambda p: p.info and (
         f"epoch {p.info['epoch']:3d}  loss {p.info['loss']:.4f}  {'fit' if p.info.get('val_is_fit') else 'val'} "
         f"{p.info['val_loss']:.4f}"
-        f"  ({p.info['seconds']:.0f} s)", flush=True))
+        f"  ({p.info['seconds']:.0f} s)"))
     if args.segment_test and args.sim_train:
         trained.card.metrics["held_out_dice"] = held_out_dice(trained, args)
         print(f"held-out Dice: {trained.card.metrics['held_out_dice']}")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tomolens.cli_args import output_folder
-from tomolens.jobs import log_progress, run_job
+from tomolens.cli_progress import run_cli_job
 from tomolens.params import Param, add_arguments, values_from_args
 from tomolens.simulate.subtomograms import SubtomogramConfig, simulate_subtomograms
 from tomolens.simulate.tomogram import MODES, POLARITIES, SimulationConfig, simulate_tomogram
@@ -127,7 +127,7 @@ def _simulate_domain(args: argparse.Namespace, values: dict) -> int:
         return 2
     shape = (int(values["size_z"]), int(values["size_y"]), int(values["size_x"]))
     cfg = domain_config(args.domain, int(values["seed"]), shape, _maps_dir(args.maps_dir))
-    sim = run_job(simulate_domain_tomogram(cfg), on_progress=log_progress)
+    sim = run_cli_job(simulate_domain_tomogram(cfg))
     paths = sim.save(args.out, domain_metadata(args.domain, cfg))
     print(f"{args.domain} domain tomogram {shape} at {cfg.voxel_size_A} Å ({cfg.polarity}, {cfg.reconstruction}): "
           f"{len(sim.particles)} particles, {len(sim.structures)} structures")
@@ -141,7 +141,7 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.domain:
         return _simulate_domain(args, values)
     cfg = config_from_values(values)
-    sim = run_job(simulate_tomogram(cfg), on_progress=log_progress)
+    sim = run_cli_job(simulate_tomogram(cfg))
     paths = sim.save(args.out)
     print(f"{len(sim.particles)} particles, volume fraction {sim.volume_fraction:.3f}, "
           f"measured SNR {sim.measured_snr:.4g} (on the {sim.snr_domain})")
@@ -154,8 +154,8 @@ def _simulate_dataset(args: argparse.Namespace) -> int:
     from tomolens.simulate.domain_dataset import write_domain_dataset
 
     shape = (args.size_z, args.size_y, args.size_x)
-    path = run_job(write_domain_dataset(args.out, args.n, args.first_seed, args.domain, shape,
-                                        _maps_dir(args.maps_dir)), on_progress=log_progress)
+    path = run_cli_job(write_domain_dataset(args.out, args.n, args.first_seed, args.domain, shape,
+                                            _maps_dir(args.maps_dir)))
     print(f"{args.n} {args.domain} tomograms, manifest {path}")
     return 0
 
@@ -168,7 +168,7 @@ def _simulate_subtomograms(args: argparse.Namespace) -> int:
         crowding=bool(v["crowding"]), crowding_fraction=float(v["crowding_fraction"]),
         tilt_range_deg=float(v["tilt_range_deg"]), defocus_um=float(v["defocus_um"]), seed=int(v["seed"]),
     )
-    paths = run_job(simulate_subtomograms(cfg, args.out), on_progress=log_progress)
+    paths = run_cli_job(simulate_subtomograms(cfg, args.out))
     for name, path in paths.items():
         print(f"{name:15s} {path}")
     return 0

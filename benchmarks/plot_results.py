@@ -1,0 +1,98 @@
+"""Draw the benchmark figures of the docs from the benchmark JSON files (no number is typed here).
+
+``python benchmarks/plot_results.py [--results benchmarks/results] [--out docs/img]`` writes
+
+- ``bench_detect.png``: detection F1 of the shipped network and of the tuned difference-of-Gaussians
+  baseline per held-out condition (``detect.json``), with the F1 goal;
+- ``bench_classify.png``: test accuracy per SNR of the two classifiers, the seed paper's figure and
+  the goal (``classify.json``).
+
+Needs matplotlib (the ``docs`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The detection goal the issue set (F1 at SNR 0.05), drawn as a line.
+DETECT_F1_GOAL = 0.90
+
+
+def _save(fig, ax, ylabel: str, ymax: float, title: str, legend_at: str, path: Path) -> Path:
+    """Label the axes, write the PNG and close the figure."""
+    import matplotlib.pyplot as plt
+
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, ymax)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc=legend_at)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_detection(results: dict, out: Path) -> Path:
+    """Grouped bars: network vs DoG F1 per condition of ``detect.json``."""
+    import matplotlib.pyplot as plt
+
+    rows = results["accuracy"]
+    labels = [f"{textwrap.fill(r['templates'], 16)}\nSNR {r['snr']:g}" for r in rows]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(9, 3.6), dpi=110)
+    ax.bar(x - 0.2, [r["net_f1"] for r in rows], 0.4, label=f"network ({results['model']})", color="#4c9be8")
+    ax.bar(x + 0.2, [r["dog_f1"] for r in rows], 0.4, label="DoG baseline (tuned)", color="#f39c12")
+    ax.axhline(DETECT_F1_GOAL, color="#2ecc71", linestyle="--", linewidth=1, label=f"goal F1 {DETECT_F1_GOAL:g}")
+    ax.set_xticks(x, labels, fontsize=8)
+    return _save(fig, ax, "F1 (held-out tomograms)", 1.0, f"Particle detection, {results['machine']}", "upper left",
+                 out / "bench_detect.png")
+
+
+def plot_classification(results: dict, out: Path) -> Path:
+    """Bars per SNR: our classifiers' test accuracy, the seed paper's, and the goal (``classify.json``)."""
+    import matplotlib.pyplot as plt
+
+    snrs = list(results["classification"])
+    x = np.arange(len(snrs))
+    series = [(f"{arch} (ours)", [results["classification"][s][arch]["test"]["accuracy"] for s in snrs], colour)
+              for arch, colour in (("resnet", "#4c9be8"), ("seed", "#9b59b6"))
+              if all(arch in results["classification"][s] for s in snrs)]
+    series.append(("seed 000 paper", [results["seed_paper_accuracy"][s] for s in snrs], "#95a5a6"))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(7, 3.4), dpi=110)
+    for i, (name, values, colour) in enumerate(series):
+        ax.bar(x - 0.4 + width * (i + 0.5), values, width, label=name, color=colour)
+    ax.hlines([results["goals"][s] for s in snrs], x - 0.42, x + 0.42, color="#2ecc71", linestyles="--",
+              label="goal", zorder=3)
+    ax.set_xticks(x, [f"SNR {s}" for s in snrs])
+    return _save(fig, ax, "test accuracy", 1.05, f"Subtomogram classification, {results['machine']}", "lower right",
+                 out / "bench_classify.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, plot in (("detect.json", plot_detection), ("classify.json", plot_classification)):
+        results = json.loads((args.results / name).read_text())
+        log.info("wrote %s", plot(results, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,13 @@
+"""Fixtures of the classification tests."""
+
+import pytest
+
+
+@pytest.fixture
+def torch_one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
