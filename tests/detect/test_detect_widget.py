@@ -117,3 +117,45 @@ def test_shipped_model_on_the_sample_through_the_viewer(make_napari_viewer, qtbo
     np.testing.assert_allclose(points.scale, (10.0, 10.0, 10.0))
     w.truth.value = viewer.layers["sample particles"]
     assert "F1" in w.evaluation.value
+
+
+def test_train_from_points_layer_then_detect_with_the_new_model(widget, qtbot, tmp_path):
+    from detect_helpers import save_small_detector
+    from tomolens._widgets.detect import FROM_POINTS
+    from tomolens.models.card import read_card
+
+    w, viewer = widget
+    w.model_choice.value = FROM_FILE
+    w.model_file.value = save_small_detector(tmp_path / "start.pt")
+    w.train_source.value = FROM_POINTS
+    assert not w.points_box.native.isHidden() and w.train_labels.native.isHidden()
+    w.reset_choices()
+    w.train_points.value = viewer.layers["truth"]
+    w.radius.value = 40.0
+    w.steps.value = 20
+    w.train_out.value = str(tmp_path / "clicked.pt")
+    w.start_training()
+    qtbot.waitUntil(lambda: not w.train_runner.running, timeout=120000)
+    assert (tmp_path / "clicked.pt").is_file(), w.train_runner.status.value
+    assert "step 20" in w.loss_text.value and "held-out F1" in w.loss_text.value
+    assert "radius 40 Å (typed)" in w.loss_text.value
+    assert w.model_choice.value == FROM_FILE and str(w.model_file.value).endswith("clicked.pt")
+    card = read_card(tmp_path / "clicked.json")
+    assert card.extra["points_training"]["start_from"]["name"] == "start"
+    assert card.extra["points_training"]["clicks_source"] == "napari Points layer 'truth'"
+    w.start_detection()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60000)
+    assert "tomo centres" in viewer.layers and w.result.params["model"] == "clicked"
+
+
+def test_points_without_voxel_size_are_refused(widget, qtbot, tmp_path):
+    from tomolens._widgets.detect import FROM_POINTS
+
+    w, viewer = widget
+    viewer.add_points(np.array([[5, 5, 5]] * 6, float), name="unscaled")
+    w.reset_choices()
+    w.train_source.value = FROM_POINTS
+    w.train_points.value = viewer.layers["unscaled"]
+    w.train_out.value = str(tmp_path / "never.pt")
+    w.start_training()
+    assert not w.train_runner.running and not (tmp_path / "never.pt").exists()

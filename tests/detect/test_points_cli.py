@@ -4,25 +4,17 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
-from detect_helpers import make_spheres
+from detect_helpers import make_spheres, save_small_detector
 from tomolens.cli import main
 from tomolens.io.coords import ParticleTable, read_coordinates, write_coordinates
 from tomolens.io.mrc import write_mrc
-from tomolens.models.card import ModelCard, read_card, save_model
-from tomolens.models.unet import UNet3D
+from tomolens.models.card import read_card
 
 
 @pytest.fixture
 def files(tmp_path):
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    net = UNet3D(1, 2, base_channels=8, depth=2)
-    card = ModelCard(name="small", task="detect", architecture="tomolens.models.unet:UNet3D",
-                     arch_kwargs={"in_channels": 1, "out_channels": 2, "base_channels": 8, "depth": 2},
-                     classes=["mask", "centre"], voxel_size_A=20.0, patch_size=[16, 16, 16], polarity="bright")
-    save_model(net, card, tmp_path / "small.pt")
+    save_small_detector(tmp_path / "small.pt")
     tomo, _, centres = make_spheres(shape=(24, 48, 48), radius=3.0, n=16, noise=0.3, seed=1)
     write_mrc(tmp_path / "t.mrc", -tomo, 20.0)  # dark, as raw cryo-ET
     write_coordinates(tmp_path / "picks.star", ParticleTable(centres[:10], pixel_size_A=20.0))

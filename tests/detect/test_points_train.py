@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from detect_helpers import make_spheres
+from detect_helpers import make_spheres, save_small_detector
 from tomolens.detect import detect_particles
 from tomolens.detect.points import (
     CENTRE, MARKER, MASK, WEIGHT, default_region, estimate_radius, masked_detection_loss, parse_region,
@@ -13,21 +13,13 @@ from tomolens.detect.points import (
 from tomolens.detect.points_train import train_from_points
 from tomolens.evaluate import match_centres
 from tomolens.jobs import JobCancelled, run_job
-from tomolens.models.card import ModelCard, read_card, save_model
-from tomolens.models.unet import UNet3D
+from tomolens.models.card import read_card
 
 
 @pytest.fixture
 def start_model(tmp_path):
-    """A small untrained detector (random weights, 8 channels) at 20 Å with 16-voxel patches: fast to train."""
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    net = UNet3D(1, 2, base_channels=8, depth=2)
-    card = ModelCard(name="small", task="detect", architecture="tomolens.models.unet:UNet3D",
-                     arch_kwargs={"in_channels": 1, "out_channels": 2, "base_channels": 8, "depth": 2},
-                     classes=["mask", "centre"], voxel_size_A=20.0, patch_size=[16, 16, 16], polarity="bright")
-    weights, _ = save_model(net, card, tmp_path / "small.pt")
-    return str(weights)
+    """A small untrained detector (random weights, 8 channels): fast to train."""
+    return save_small_detector(tmp_path / "small.pt")
 
 
 @pytest.fixture
