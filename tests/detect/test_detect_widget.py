@@ -159,3 +159,27 @@ def test_points_without_voxel_size_are_refused(widget, qtbot, tmp_path):
     w.train_out.value = str(tmp_path / "never.pt")
     w.start_training()
     assert not w.train_runner.running and not (tmp_path / "never.pt").exists()
+
+
+def test_cancel_points_training_keeps_and_selects_the_best_so_far(widget, qtbot, tmp_path):
+    from detect_helpers import save_small_detector
+    from tomolens._widgets.detect import FROM_POINTS
+    from tomolens.models.card import read_card
+
+    w, viewer = widget
+    w.model_choice.value = FROM_FILE
+    w.model_file.value = save_small_detector(tmp_path / "start.pt")
+    w.train_source.value = FROM_POINTS
+    w.reset_choices()
+    w.train_points.value = viewer.layers["truth"]
+    w.radius.value = 40.0
+    w.steps.value = 5000
+    w.train_out.value = str(tmp_path / "stopped.pt")
+    w.start_training()
+    qtbot.waitUntil(lambda: "step 10" in w.loss_text.value, timeout=120000)
+    w.train_runner.cancel()
+    qtbot.waitUntil(lambda: not w.train_runner.running, timeout=60000)
+    assert w.train_runner.status.value == "Cancelled"
+    card = read_card(tmp_path / "stopped.json")
+    assert card.extra["points_training"]["cancelled"] is True and card.extra["points_training"]["steps_run"] >= 10
+    assert str(w.model_file.value).endswith("stopped.pt")

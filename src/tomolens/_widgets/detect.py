@@ -298,7 +298,7 @@ class DetectWidget(Container):
                                 source=f"napari Points layer {points.name!r}",
                                 command="napari 'Detect particles' widget: Train from Points layer")
         self.train_runner.start(job, self._points_trained, on_progress=self._points_progress,
-                                on_finish=lambda: self._after_points_training(out))
+                                on_finish=lambda: self._after_points_training(job, out))
 
     def _points_progress(self, progress) -> None:
         if not progress.info or "val_f1" not in progress.info:
@@ -317,13 +317,18 @@ class DetectWidget(Container):
                                  f"held-out F1 {result.card.metrics['validation_f1_tuned']:.2f}")
         self._trained(result.path)
 
-    def _after_points_training(self, out: Path) -> None:
-        """After Cancel: select the best weights saved so far, if any."""
+    def _after_points_training(self, job, out: Path) -> None:
+        """After Cancel: close the job now (it saves the best weights so far; the worker stopped without
+        closing it) and select that model, if one was saved."""
+        if self.train_runner.status.value != "Cancelled":
+            return
+        job.close()
         card = out.with_suffix(".json")
-        if self.train_runner.status.value != "Cancelled" or not card.is_file():
+        if not card.is_file():
             return
         if card.stat().st_mtime >= self._train_started - 1:
             self._trained(out.with_suffix(".pt"))
+            show_info(f"Training cancelled: the best weights so far are in {out.with_suffix('.pt')} (selected).")
 
     def _trained(self, path: Path) -> None:
         self.model_file.value = str(path)

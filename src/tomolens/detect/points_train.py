@@ -198,16 +198,20 @@ def train_from_points(
     norm, decision = model_input_normalisation(volume, polarity, card_for_input, vs)
     yield Progress(0, steps, decision.message)
 
+    patch = int(start_card.patch_size[0]) if start_card is not None and start_card.patch_size else 32
+    # the largest radius the estimate may return (tomogram voxels): what the start model's patch takes
+    max_vox = patch / 4 * float(start_card.voxel_size_A) / vs if start_card is not None else 16.0
+
     def estimate(which: np.ndarray) -> float:
         c = centres[which]
-        lo = np.maximum(np.floor(c.min(0)).astype(int) - 40, 0)
-        hi = np.minimum(np.ceil(c.max(0)).astype(int) + 41, volume.shape)
+        reach = int(np.ceil(2 * max_vox)) + 2
+        lo = np.maximum(np.floor(c.min(0)).astype(int) - reach, 0)
+        hi = np.minimum(np.ceil(c.max(0)).astype(int) + reach + 1, volume.shape)
         box = norm.apply(volume[tuple(slice(a, b) for a, b in zip(lo, hi))], lo)
-        return estimate_radius(box, c - lo) * vs
+        return estimate_radius(box, c - lo, max_vox=max_vox) * vs
 
     radii_by_kind, radius_source = _radii_A(kinds, radius_A, estimate)
     radii_A = np.array([radii_by_kind[k] for k in kinds])
-    patch = int(start_card.patch_size[0]) if start_card is not None and start_card.patch_size else 32
     model_vs = float(start_card.voxel_size_A) if start_card is not None else max(vs, float(radii_A.min()) / 4)
     if radii_A.max() / model_vs > patch / 4:
         raise ValueError(f"A radius of {radii_A.max():.0f} Å is {radii_A.max() / model_vs:.1f} voxels of the model's "
