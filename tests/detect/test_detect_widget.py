@@ -119,22 +119,28 @@ def test_shipped_model_on_the_sample_through_the_viewer(make_napari_viewer, qtbo
     assert "F1" in w.evaluation.value
 
 
-def test_train_from_points_layer_then_detect_with_the_new_model(widget, qtbot, tmp_path):
+def _train_from_truth_points(w, viewer, tmp_path, steps: int, out: str) -> None:
+    """Start training from the 'truth' Points layer (radius 40 Å), fine-tuning a small untrained detector."""
     from detect_helpers import save_small_detector
     from tomolens._widgets.detect import FROM_POINTS
-    from tomolens.models.card import read_card
 
-    w, viewer = widget
     w.model_choice.value = FROM_FILE
     w.model_file.value = save_small_detector(tmp_path / "start.pt")
     w.train_source.value = FROM_POINTS
-    assert not w.points_box.native.isHidden() and w.train_labels.native.isHidden()
     w.reset_choices()
     w.train_points.value = viewer.layers["truth"]
     w.radius.value = 40.0
-    w.steps.value = 20
-    w.train_out.value = str(tmp_path / "clicked.pt")
+    w.steps.value = steps
+    w.train_out.value = str(tmp_path / out)
     w.start_training()
+
+
+def test_train_from_points_layer_then_detect_with_the_new_model(widget, qtbot, tmp_path):
+    from tomolens.models.card import read_card
+
+    w, viewer = widget
+    _train_from_truth_points(w, viewer, tmp_path, 20, "clicked.pt")
+    assert not w.points_box.native.isHidden() and w.train_labels.native.isHidden()
     qtbot.waitUntil(lambda: not w.train_runner.running, timeout=120000)
     assert (tmp_path / "clicked.pt").is_file(), w.train_runner.status.value
     assert "step 20" in w.loss_text.value and "held-out F1" in w.loss_text.value
@@ -162,20 +168,10 @@ def test_points_without_voxel_size_are_refused(widget, qtbot, tmp_path):
 
 
 def test_cancel_points_training_keeps_and_selects_the_best_so_far(widget, qtbot, tmp_path):
-    from detect_helpers import save_small_detector
-    from tomolens._widgets.detect import FROM_POINTS
     from tomolens.models.card import read_card
 
     w, viewer = widget
-    w.model_choice.value = FROM_FILE
-    w.model_file.value = save_small_detector(tmp_path / "start.pt")
-    w.train_source.value = FROM_POINTS
-    w.reset_choices()
-    w.train_points.value = viewer.layers["truth"]
-    w.radius.value = 40.0
-    w.steps.value = 5000
-    w.train_out.value = str(tmp_path / "stopped.pt")
-    w.start_training()
+    _train_from_truth_points(w, viewer, tmp_path, 5000, "stopped.pt")
     qtbot.waitUntil(lambda: "step 10" in w.loss_text.value, timeout=120000)
     w.train_runner.cancel()
     qtbot.waitUntil(lambda: not w.train_runner.running, timeout=60000)

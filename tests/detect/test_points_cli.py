@@ -72,3 +72,15 @@ class _no_raise:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_one_pick_file_per_kind_with_its_own_radius(files):
+    d, centres = files
+    write_coordinates(d / "big.star", ParticleTable(centres[:5], pixel_size_A=20.0))
+    write_coordinates(d / "small.csv", ParticleTable(centres[5:10], pixel_size_A=20.0))
+    assert main(["train", "--task", "detect", "--points", str(d / "big.star"), str(d / "small.csv"),
+                 "--tomogram", str(d / "t.mrc"), "--radius-A", "big=60", "--steps", "10",
+                 "--start-from", str(d / "small.pt"), "--out", str(d / "kinds")]) == 0
+    info = read_card(d / "kinds.json").extra["points_training"]
+    assert info["radius_source"] == {"big": "typed", "small": "estimated"} and info["radius_A"]["big"] == 60.0
+    assert info["clicks"] == 10

@@ -40,9 +40,10 @@ def radius_option(text: str) -> float | dict[str, float]:
 
 def register_points_args(group: argparse._ArgumentGroup) -> None:
     """Options of training from picks (detection only)."""
-    group.add_argument("--points", default=None, metavar="PICKS",
+    group.add_argument("--points", nargs="+", default=None, metavar="PICKS",
                        help="train from clicked particle centres (.star/.csv/.txt/.tbl/.mod) in --tomogram; "
-                            f"a '{KIND_COLUMN}' column gives each particle's kind")
+                            f"a '{KIND_COLUMN}' column gives each particle's kind, else each file is one kind "
+                            "named by its file name")
     group.add_argument("--tomogram", default=None, metavar="MRC", help="the tomogram the --points were picked in")
     group.add_argument("--negatives", default=None, metavar="PICKS",
                        help="points that are not particles (background around each)")
@@ -74,6 +75,24 @@ def _voxels(table, voxel_size_A: float) -> np.ndarray:
     return coords
 
 
+def _read_kinds(paths: list[str], shape, voxel_size_A: float) -> tuple[np.ndarray, list[str] | None]:
+    """Centres (tomogram voxels) of all pick files and each one's kind: the ``class`` column, else the
+    file's name when there are several files (one file per kind), else None (one kind)."""
+    from pathlib import Path
+
+    from tomolens.io.picks import read_picks
+
+    centres, kinds = [], []
+    for path in paths:
+        picks = read_picks(path, tomogram_shape_zyx=shape)
+        centres.append(_voxels(picks, voxel_size_A))
+        if KIND_COLUMN in picks.features:
+            kinds += picks.features[KIND_COLUMN].astype(str).tolist()
+        else:
+            kinds += [Path(path).stem if len(paths) > 1 else ""] * len(picks)
+    return np.vstack(centres), (kinds if any(kinds) else None)
+
+
 def run_points_train(args: argparse.Namespace) -> int:
     """Read the tomogram and picks, train from them, save the model with its card."""
     from tomolens.detect.detector import DEFAULT_MODEL
@@ -97,15 +116,14 @@ def run_points_train(args: argparse.Namespace) -> int:
     if not vs:
         raise ValueError(f"{args.tomogram} has no voxel size in its header; pass --voxel-size-A.")
     shape = vol.data.shape
-    picks = read_picks(args.points, tomogram_shape_zyx=shape)
-    kinds = picks.features[KIND_COLUMN].astype(str).tolist() if KIND_COLUMN in picks.features else None
+    centres, kinds = _read_kinds(args.points, shape, vs)
     negatives = _voxels(read_picks(args.negatives, tomogram_shape_zyx=shape), vs) if args.negatives else None
     region = parse_region(args.region, shape) if args.region else None
     result = run_job(train_from_points(
-        vol.data, vs, _voxels(picks, vs), args.out, radius_A=args.radius_A, kinds=kinds, region=region,
+        vol.data, vs, centres, args.out, radius_A=args.radius_A, kinds=kinds, region=region,
         negatives_zyx=negatives, start_from=None if args.from_scratch else (args.start_from or DEFAULT_MODEL),
         minutes=args.minutes, steps=args.steps, val_fraction=args.val_fraction, polarity=args.points_polarity,
-        batch_size=args.batch_size, seed=args.seed, device=device, source=str(args.points),
+        batch_size=args.batch_size, seed=args.seed, device=device, source=", ".join(args.points),
         command=command_line(args)), on_progress=_print_validation)
     info = result.card.extra["points_training"]
     print(f"radius {info['radius_A']} Å ({info['radius_source']}); {info['steps_run']} steps in {info['seconds']:.0f} s; "

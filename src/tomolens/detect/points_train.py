@@ -253,8 +253,9 @@ def train_from_points(
                          val_score=_val_score(post, model_vs, tolerance))
     out = Path(out).with_suffix(".pt")
     card = new_card(out.stem, model_vs, patch, 16, 2, seed=seed)
-    if start_card is not None:
+    if start_card is not None:  # same network, same input convention as the start model
         card.arch_kwargs = dict(start_card.arch_kwargs)
+        card.polarity = start_card.polarity or "bright"
     info = {"clicks_source": source or "points", "clicks": int(len(centres)), "held_out_clicks": int(n_held),
             "negatives": int(len(negatives)), "radius_A": radii_by_kind, "radius_source": radius_source,
             "region_zyx_voxels": [[s.start, s.stop] for s in region], "tomogram_shape_zyx": list(volume.shape),
@@ -339,8 +340,8 @@ def _tune(net, card, image: np.ndarray, model_vs: float, val_t: np.ndarray, post
     from tomolens.detect.detector import detect_particles
     from tomolens.jobs import run_job
 
-    found = run_job(detect_particles(image, model_vs, model=(net.eval(), card), device="cpu", polarity="bright",
-                                     **post))
+    found = run_job(detect_particles(image, model_vs, model=(net.eval(), card), device="cpu",
+                                     polarity=card.polarity or "bright", **post))
     best, best_f1 = dict(post), -1.0
     for mask_t, centre_t in product(TUNING_GRID["mask_threshold"], TUNING_GRID["centre_threshold"]):
         params = {**post, "mask_threshold": mask_t, "centre_threshold": centre_t}
