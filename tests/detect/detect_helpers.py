@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from scipy import ndimage
 
@@ -31,3 +33,19 @@ def make_spheres(shape=(32, 64, 64), radius=4.0, n=18, noise=0.3, seed=0, min_se
     clean = ndimage.gaussian_filter((instances > 0).astype(np.float32), 0.8)
     tomo = (clean + rng.normal(0, noise, shape)).astype(np.float32)
     return tomo, instances, np.array(centres)
+
+
+def save_small_detector(path, base_channels: int = 8):
+    """An untrained mask + centre U-Net (seed 0) at 20 Å with 16-voxel patches, saved with its card; the path."""
+    import torch
+
+    from tomolens.models.card import ModelCard, save_model
+    from tomolens.models.unet import UNet3D
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    kwargs = {"in_channels": 1, "out_channels": 2, "base_channels": base_channels, "depth": 2}
+    card = ModelCard(name=Path(path).stem, task="detect", architecture="tomolens.models.unet:UNet3D",
+                     arch_kwargs=kwargs, classes=["mask", "centre"], voxel_size_A=20.0, patch_size=[16, 16, 16],
+                     polarity="bright")
+    return str(save_model(UNet3D(**kwargs), card, path)[0])

@@ -187,3 +187,65 @@ def test_evaluation_shows_a_precision_recall_curve_and_the_threshold(widget, tin
     assert np.all(np.diff(curve.recall) >= 0)  # recall never falls as the threshold is lowered
     w.truth.value = None
     assert w.pr_curve is None and not w.pr_plot.isVisibleTo(w.native)
+
+
+def _train_from_truth_points(w, viewer, tmp_path, steps: int, out: str) -> None:
+    """Start training from the 'truth' Points layer (radius 40 Å), fine-tuning a small untrained detector."""
+    from detect_helpers import save_small_detector
+    from tomolens._widgets.detect import FROM_POINTS
+
+    w.model_choice.value = FROM_FILE
+    w.model_file.value = save_small_detector(tmp_path / "start.pt")
+    w.train_source.value = FROM_POINTS
+    w.reset_choices()
+    w.train_points.value = viewer.layers["truth"]
+    w.radius.value = 40.0
+    w.steps.value = steps
+    w.train_out.value = str(tmp_path / out)
+    w.start_training()
+
+
+def test_train_from_points_layer_then_detect_with_the_new_model(widget, qtbot, tmp_path):
+    from tomolens.models.card import read_card
+
+    w, viewer = widget
+    _train_from_truth_points(w, viewer, tmp_path, 20, "clicked.pt")
+    assert not w.points_box.native.isHidden() and w.train_labels.native.isHidden()
+    qtbot.waitUntil(lambda: not w.train_runner.running, timeout=120000)
+    assert (tmp_path / "clicked.pt").is_file(), w.train_runner.status.value
+    assert "step 20" in w.loss_text.value and "held-out F1" in w.loss_text.value
+    assert "radius 40 Å (typed)" in w.loss_text.value
+    assert w.model_choice.value == FROM_FILE and str(w.model_file.value).endswith("clicked.pt")
+    card = read_card(tmp_path / "clicked.json")
+    assert card.extra["points_training"]["start_from"]["name"] == "start"
+    assert card.extra["points_training"]["clicks_source"] == "napari Points layer 'truth'"
+    w.start_detection()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60000)
+    assert "tomo centres" in viewer.layers and w.result.params["model"] == "clicked"
+
+
+def test_points_without_voxel_size_are_refused(widget, qtbot, tmp_path):
+    from tomolens._widgets.detect import FROM_POINTS
+
+    w, viewer = widget
+    viewer.add_points(np.array([[5, 5, 5]] * 6, float), name="unscaled")
+    w.reset_choices()
+    w.train_source.value = FROM_POINTS
+    w.train_points.value = viewer.layers["unscaled"]
+    w.train_out.value = str(tmp_path / "never.pt")
+    w.start_training()
+    assert not w.train_runner.running and not (tmp_path / "never.pt").exists()
+
+
+def test_cancel_points_training_keeps_and_selects_the_best_so_far(widget, qtbot, tmp_path):
+    from tomolens.models.card import read_card
+
+    w, viewer = widget
+    _train_from_truth_points(w, viewer, tmp_path, 5000, "stopped.pt")
+    qtbot.waitUntil(lambda: "step 10" in w.loss_text.value, timeout=120000)
+    w.train_runner.cancel()
+    qtbot.waitUntil(lambda: not w.train_runner.running, timeout=60000)
+    assert w.train_runner.status.value == "Cancelled"
+    card = read_card(tmp_path / "stopped.json")
+    assert card.extra["points_training"]["cancelled"] is True and card.extra["points_training"]["steps_run"] >= 10
+    assert str(w.model_file.value).endswith("stopped.pt")

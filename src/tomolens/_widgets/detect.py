@@ -9,7 +9,7 @@ from pathlib import Path
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, create_widget
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, SpinBox, create_widget
 from napari.utils.notifications import show_info, show_warning
 
 from tomolens._napari.layers import points_layer_data, scale_kwargs, show_particles_in_slab, voxel_size_from_layer
@@ -28,6 +28,10 @@ from tomolens.models.card import read_card, resolve_model, shipped_models
 log = logging.getLogger(__name__)
 
 _SPARK = "▁▂▃▄▅▆▇█"
+#: Choices of the Train box's source.
+FROM_LABELS, FROM_POINTS = "instance Labels layer", "Points layer (clicks)"
+#: Choices of the model that training from points starts from.
+START_CURRENT, START_NEW = "the model above", "a new network"
 
 
 def sparkline(values: list[float], width: int = 30) -> str:
@@ -85,6 +89,8 @@ class DetectWidget(Container):
         self.evaluation.native.setWordWrap(True)
         self.pr_plot = PrecisionRecallPlot()
         self.pr_curve = None
+        self.train_source = ComboBox(choices=[FROM_LABELS, FROM_POINTS], value=FROM_LABELS, label="train from",
+                                     tooltip="Painted instance labels, or a few clicked particles (a Points layer).")
         self.train_labels = ComboBox(label="train labels", choices=self._instance_labels_first, nullable=True,
                                      tooltip="Instance labels of the tomogram: one integer per particle (a "
                                              "corrected '… instances' layer, simulated truth, painted particles). "
@@ -92,6 +98,7 @@ class DetectWidget(Container):
         self._labels_picked_by_hand = False
         self.train_labels.changed.connect(self._train_labels_chosen)
         self.train_params = ParamPanel(TRAIN_PARAMS)
+        self.points_box = self._points_controls()
         self.train_out = FileEdit(mode="w", filter="*.pt", label="save model as",
                                   value=str(Path(tempfile.gettempdir()) / "tomolens_detect_user.pt"),
                                   tooltip="Where the trained model (.pt + .json card) is written.")
@@ -100,8 +107,9 @@ class DetectWidget(Container):
         self.loss_text = Label(value="")
         self.loss_text.native.setWordWrap(True)
         self._history: list[dict] = []
-        train_box = Container(widgets=[self.train_labels, self.train_params, self.train_out,
-                                       self.train_runner, self.loss_text], label="train")
+        self._train_started = 0.0
+        train_box = Container(widgets=[self.train_source, self.train_labels, self.train_params, self.points_box,
+                                       self.train_out, self.train_runner, self.loss_text], label="train")
         pr_box = Container(widgets=[], labels=False)
         pr_box.native.layout().addWidget(self.pr_plot)
         self.pr_plot.setVisible(False)
@@ -110,12 +118,43 @@ class DetectWidget(Container):
         self.runner.run_button.changed.connect(self.start_detection)
         self.train_runner.run_button.changed.connect(self.start_training)
         self.model_choice.changed.connect(self._model_changed)
+        self.train_source.changed.connect(self._source_changed)
         for p in POSTPROCESS_PARAMS:
             self.params.controls[p.name].changed.connect(self.reapply)
         self.truth.changed.connect(self.update_evaluation)
         self.tolerance.changed.connect(self.update_evaluation)
         self.params.controls["particle_radius_A"].changed.connect(self._show_radius_source)
         self._model_changed()
+        self._source_changed()
+
+    def _points_controls(self) -> Container:
+        """Controls of training from a Points layer (shown when the source is a Points layer)."""
+        self.train_points = create_widget(annotation=napari.layers.Points, label="clicked particles")
+        self.train_points.tooltip = ("Points on particles of the tomogram (at least 5); a 'class' feature gives each "
+                                     "its kind. Pick every particle inside the region.")
+        self.train_negatives = create_widget(annotation=napari.layers.Points | None, label="negatives",
+                                             options={"nullable": True})
+        self.train_negatives.tooltip = "Optional Points on things that are not particles (background around each)."
+        self.radius = FloatSpinBox(value=0.0, min=0.0, max=5000.0, step=5.0, label="radius (Å)",
+                                   tooltip="Particle radius in Å; 0 = estimated from the clicks (blob scale).")
+        self.region = LineEdit(value="", label="picked region",
+                               tooltip="z0:z1,y0:y1,x0:x1 in voxels: the box where every particle is clicked. "
+                                       "Empty = the clicks' bounding box grown by one radius.")
+        self.minutes = FloatSpinBox(value=5.0, min=0.1, max=600.0, step=1.0, label="time limit (min)",
+                                    tooltip="Training stops after this time or the step budget, keeping the best.")
+        self.steps = SpinBox(value=300, min=10, max=100_000, step=10, label="step budget",
+                             tooltip="Most optimiser steps (validated every 10).")
+        self.start_choice = ComboBox(choices=[START_CURRENT, START_NEW], value=START_CURRENT, label="start from",
+                                     tooltip="Fine-tune the model chosen above (after a round: that round's model), "
+                                             "or train a new network.")
+        return Container(widgets=[self.train_points, self.train_negatives, self.radius, self.region, self.minutes,
+                                  self.steps, self.start_choice], labels=True)
+
+    def _source_changed(self, *_) -> None:
+        points = self.train_source.value == FROM_POINTS
+        self.points_box.visible = points
+        self.train_labels.visible = not points
+        self.train_params.visible = not points
 
     # ------------------------------------------------------- training labels
     def _instance_labels_first(self, _widget=None) -> list[tuple[str, napari.layers.Labels]]:
@@ -281,6 +320,9 @@ class DetectWidget(Container):
 
     # -------------------------------------------------------------- training
     def start_training(self, *_) -> None:
+        if self.train_source.value == FROM_POINTS:
+            self.start_points_training()
+            return
         from tomolens.detect.train import train_and_save
 
         image, labels = self.image.value, self.train_labels.value
@@ -315,7 +357,92 @@ class DetectWidget(Container):
         self.loss_text.value = (f"epoch {progress.info['epoch']}: loss {loss[-1]:.4f}  val {val[-1]:.4f}\n"
                                 f"loss {sparkline(loss)}\nval  {sparkline(val)}")
 
+    def start_points_training(self) -> None:
+        """Train (fine-tune) the detector from the clicked Points layer: snapshot on the GUI thread, job in a worker."""
+        import time
+
+        from tomolens.detect.points import parse_region
+        from tomolens.detect.points_train import train_from_points
+
+        image, points = self.image.value, self.train_points.value
+        if image is None or points is None:
+            show_warning("Choose a tomogram and a Points layer of clicked particles to train on.")
+            return
+        try:
+            vs = voxel_size_from_layer(image.scale, image.units)
+            if not vs:
+                raise ValueError("Set the tomogram's voxel size (Tomogram widget) before training.")
+            clicks = layer_points_in_voxels(points, image)
+            negatives = layer_points_in_voxels(self.train_negatives.value, image) if self.train_negatives.value else None
+            region = parse_region(self.region.value, image.data.shape) if self.region.value.strip() else None
+            start = self.model_path() if self.start_choice.value == START_CURRENT else None
+        except ValueError as err:
+            show_warning(str(err))
+            return
+        kinds = points.features["class"].astype(str).tolist() if "class" in points.features else None
+        out = Path(self.train_out.value)
+        self._history = []
+        self._train_started = time.time()
+        self.loss_text.value = "training…"
+        job = train_from_points(np.asarray(image.data, np.float32), float(vs[-1]), clicks, out,
+                                radius_A=self.radius.value or None, kinds=kinds, region=region, negatives_zyx=negatives,
+                                start_from=start, minutes=self.minutes.value, steps=self.steps.value,
+                                polarity=self.params.values()["polarity"], device=self.params.values()["device"],
+                                source=f"napari Points layer {points.name!r}",
+                                command="napari 'Detect particles' widget: Train from Points layer")
+        self.train_runner.start(job, self._points_trained, on_progress=self._points_progress,
+                                on_finish=lambda: self._after_points_training(job, out))
+
+    def _points_progress(self, progress) -> None:
+        if not progress.info or "val_f1" not in progress.info:
+            return
+        self._history.append(progress.info)
+        loss = [h["loss"] for h in self._history]
+        f1 = [h["val_f1"] for h in self._history]
+        self.loss_text.value = (f"step {progress.info['step']}: loss {loss[-1]:.4f}  held-out F1 {f1[-1]:.2f}\n"
+                                f"loss {sparkline(loss)}\nF1   {sparkline(f1)}")
+
+    def _points_trained(self, result) -> None:
+        info = result.card.extra["points_training"]
+        radii = ", ".join(f"{k + ' ' if k else ''}{v:.0f} Å ({info['radius_source'][k]})"
+                          for k, v in info["radius_A"].items())
+        self.loss_text.value += (f"\nradius {radii}; {info['steps_run']} steps in {info['seconds']:.0f} s; "
+                                 f"held-out F1 {result.card.metrics['validation_f1_tuned']:.2f}")
+        self._trained(result.path)
+
+    def _after_points_training(self, job, out: Path) -> None:
+        """After Cancel: close the job now (it saves the best weights so far; the worker stopped without
+        closing it) and select that model, if one was saved."""
+        if self.train_runner.status.value != "Cancelled":
+            return
+        job.close()
+        card = out.with_suffix(".json")
+        if not card.is_file():
+            return
+        if card.stat().st_mtime >= self._train_started - 1:
+            self._trained(out.with_suffix(".pt"))
+            show_info(f"Training cancelled: the best weights so far are in {out.with_suffix('.pt')} (selected).")
+
     def _trained(self, path: Path) -> None:
         self.model_file.value = str(path)
         self.model_choice.value = FROM_FILE
         show_info(f"Model saved to {path}; it is now selected for detection.")
+
+
+def layer_points_in_voxels(points, image) -> np.ndarray:
+    """A Points layer's positions in the voxels of the ``image`` layer (z, y, x), through world coordinates.
+
+    Raises
+    ------
+    ValueError
+        The Points layer has neither a voxel size in Å nor the tomogram's scale, so its positions
+        cannot be placed in the tomogram.
+    """
+    data = np.asarray(points.data, float)[:, -3:]
+    scale, image_scale = np.asarray(points.scale[-3:], float), np.asarray(image.scale[-3:], float)
+    if voxel_size_from_layer(points.scale, points.units) is None and not np.allclose(scale, image_scale):
+        raise ValueError(f"The Points layer {points.name!r} has no voxel size (its scale is not in Å) and not the "
+                         f"tomogram's scale: set its scale to {tuple(image_scale)} Å, or add the points while "
+                         "the tomogram is shown.")
+    world = data * scale + np.asarray(points.translate[-3:], float)
+    return (world - np.asarray(image.translate[-3:], float)) / image_scale

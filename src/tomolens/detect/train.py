@@ -147,6 +147,9 @@ def register_train_args(group: argparse._ArgumentGroup) -> None:
                             "training and validation (default: 0)")
     group.add_argument("--detect-test-snr", type=str, default="0.05,0.03",
                        help="SNRs of the held-out tomograms (default: 0.05,0.03)")
+    from tomolens.detect.points_cli import register_points_args
+
+    register_points_args(group)
 
 
 def _epoch_line(p: Progress) -> str | None:
@@ -161,6 +164,10 @@ def run_train(args: argparse.Namespace) -> int:
     from tomolens.models.cli import bin_volumes, command_line, simulated_volumes, train_config, training_volumes
     from tomolens.models.device import prepare_device
 
+    if args.points:
+        from tomolens.detect.points_cli import run_points_train
+
+        return run_points_train(args)
     device = prepare_device(args.device, args.threads)
     domain_note = ""
     if getattr(args, "domain_data", None):

@@ -126,6 +126,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     for written in (Path(args.out).with_suffix(".pt"), Path(args.out).with_suffix(".json")):
         check_writable_target(written)  # before training, not after it
+    if getattr(args, "points", None) and args.task != "detect":
+        raise ValueError(f"--points trains a detector: use --task detect (not {args.task}).")
     module = importlib.import_module(TRAIN_TASKS[args.task])
     return int(module.run_train(args) or 0)
 
