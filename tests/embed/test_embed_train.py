@@ -7,8 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from tomolens.embed.data import EmbedDataConfig, StructureBank, imaging_filters, render_views
-from tomolens.embed.train import EmbedTrainConfig, recall_at_1, save_embedding, supcon_loss, train_embedding
+from tomolens.embed.data import (
+    EmbedDataConfig,
+    StructureBank,
+    imaging_filters,
+    render_views,
+)
+from tomolens.embed.train import (
+    EmbedTrainConfig,
+    recall_at_1,
+    save_embedding,
+    supcon_loss,
+    train_embedding,
+)
 from tomolens.jobs import run_job
 from tomolens.models.card import load_model
 
@@ -62,7 +73,7 @@ def test_training_resumes_from_its_checkpoint_and_saves_a_loadable_card(tmp_path
     assert resumed.steps_done == 4
     assert [h["step"] for h in resumed.history] == [2, 4]
     assert resumed.seconds >= first.seconds
-    weights, card_path = save_embedding(resumed, str(tmp_path / "emb.pt"), "tomolens train --task embed …")
+    weights, _ = save_embedding(resumed, str(tmp_path / "emb.pt"), "tomolens train --task embed …")
     net, card = load_model(weights, expected_task="embed")
     assert card.extra["steps"] == 4 and card.arch_kwargs == {"dim": 8, "box": 16, "width": 4}
     assert card.voxel_size_A == 10.0 and card.polarity == "bright"
@@ -91,3 +102,16 @@ def test_train_cli_task_embed(tmp_path, capsys, monkeypatch):
     assert card["training_command"].startswith("tomolens train --task embed")
     assert main(["train", "--task", "embed", "--out", str(tmp_path / "x.pt"), "--embed-snapshots", "a,b"]) == 2
     assert "--embed-snapshots must be" in capsys.readouterr().err
+
+
+def test_body_initialised_from_the_shipped_classifier():
+    from tomolens.embed.network import EmbedNet3D
+    from tomolens.embed.train import init_body
+
+    net = EmbedNet3D(8, 32, 16)
+    init_body(net, "classify_phantoms_resnet")
+    clf, _ = load_model("classify_phantoms_resnet", expected_task="classify")
+    for (name, a), b in zip(net.body.state_dict().items(), clf.body.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="--embed-width 16"):
+        init_body(EmbedNet3D(8, 32, 8), "classify_phantoms_resnet")

@@ -26,9 +26,18 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from tomolens.simulate.domain import HELD_OUT_MAPS, TRAINING_MAPS, TRAINING_RANGES, default_maps_dir
+from tomolens.simulate.domain import (
+    HELD_OUT_MAPS,
+    TRAINING_MAPS,
+    TRAINING_RANGES,
+    default_maps_dir,
+)
 from tomolens.simulate.imaging import CtfParams, fourier_filter, missing_wedge_mask
-from tomolens.simulate.pseudoproteins import TRAINING_FAMILIES, PseudoProteinSpec, render_pseudoprotein
+from tomolens.simulate.pseudoproteins import (
+    TRAINING_FAMILIES,
+    PseudoProteinSpec,
+    render_pseudoprotein,
+)
 
 log = logging.getLogger(__name__)
 

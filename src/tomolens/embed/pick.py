@@ -10,10 +10,15 @@ neighbourhood past a window's edge instead of zero padding.
 
 The tomogram is resampled to the model's voxel size, turned to the model's polarity and
 z-scored as a whole; it is processed in slabs along z (bounded memory, progress per slab).
-The examples are embedded from boxes of the same normalised volume; their mean, made unit
-length, is the target's reference, and the similarity map is the cosine between every
-window's embedding and the reference.  Picks are the local maxima of the map above a
-threshold, at least a minimum distance apart (:func:`pick_peaks`, fast: the widget's
+The examples' embeddings are the map's windows nearest to them.  Every embedding
+dimension is standardised over the tomogram's windows (what every window shares — ice,
+noise, the crowd — drops out; without it the background is as similar to the examples as
+the particles are, as in Subdivide's standardise-then-cluster) and the vectors are made unit
+length again; the examples' mean, made unit length, is the
+target's reference, and the similarity map is the cosine between every centred window
+embedding and the reference.  Picks are the local maxima of the map above a
+threshold, at least a minimum distance apart and not within a quarter box of the edge
+(:func:`pick_peaks`, fast: the widget's
 threshold slider re-runs only this).  Several targets at once: examples carry a target
 name, each target gets its own map and its picks get its name as ``class``.
 """
@@ -46,7 +51,7 @@ PICK_PARAMS = (
           step=0.01),
     Param("min_distance_A", 100.0, "Smallest distance between two picks, Å (about a particle's radius)", min=0.0),
     Param("stride", 8, "Similarity-map grid step in model voxels: 8 (fast) or 4 (finer, 8x slower)",
-          choices=(8, 4)),
+          min=4, max=8, step=4),
     Param("embed_model", DEFAULT_EMBED_MODEL, "Shipped embedding name or a .pt/.json embedding model file",
           type=str, advanced=True),
     Param("device", "auto", "Torch device", choices=("auto", "cpu", "cuda", "mps"), advanced=True),
@@ -198,12 +203,10 @@ def similarity_to_examples(
     ValueError
         No example, examples outside the tomogram, or a tomogram smaller than one box.
     """
-    import torch
 
-    from tomolens.classify.extract import check_positions, extract_subtomograms
+    from tomolens.classify.extract import check_positions
     from tomolens.classify.predict import model_box
-    from tomolens.jobs import run_job
-    from tomolens.models.card import load_model
+    from tomolens.embed.predict import load_embedding
     from tomolens.models.device import choose_device
     from tomolens.models.tiling import rescale_volume
     from tomolens.polarity import decide_polarity, model_polarity
@@ -214,7 +217,7 @@ def similarity_to_examples(
         raise ValueError(f"The tomogram must be 3D (z, y, x); got shape {data.shape}.")
     check_positions(np.concatenate(list(groups.values())), data.shape)
     device = choose_device(device)
-    net, card = load_model(model, device=device, expected_task="embed")
+    net, card = load_embedding(model, device)
     box, ratio = model_box(card, voxel_size_A)
     decision = decide_polarity(data, polarity, model_polarity(card), voxel_size_A)
     yield Progress(0, 1, decision.message)
@@ -231,19 +234,27 @@ def similarity_to_examples(
     if decision.invert:
         np.negative(vol, out=vol)
     dense = yield from dense_embedding(net, vol, box, stride, device)
+    # standardise every dimension over the tomogram's windows: what every window shares (ice,
+    # noise) drops out and each dimension counts by how much it varies across the tomogram
+    flat = dense.reshape(len(dense), -1)
+    centre, spread = flat.mean(1), flat.std(1)
+    dense -= centre[:, None, None, None]
+    dense /= np.maximum(spread, 1e-6)[:, None, None, None]
+    dense /= np.maximum(np.linalg.norm(dense, axis=0, keepdims=True), 1e-12)
     maps, agreement = [], []
+    grid_max = np.array(dense.shape[1:]) - 1
     for coords in groups.values():
-        # examples from the same normalised volume (not z-scored per box, like the windows)
-        at = np.clip(coords / ratio, 0, np.array(vol.shape) - 1)
-        cubes = run_job(extract_subtomograms(vol, at, box, edge="pad", normalise=False)).subtomograms
-        with torch.no_grad():
-            emb = net(torch.from_numpy(cubes[:, None]).to(device)).cpu().numpy()
+        # the examples' windows of the same map (a separately cut box would see zero padding at
+        # its edge where the map's windows see the neighbourhood: with a trained network the
+        # two differ more than different particles do)
+        g = np.clip(np.rint(coords / ratio / stride).astype(int), 0, grid_max)
+        emb = dense[:, g[:, 0], g[:, 1], g[:, 2]].T
         ref = emb.mean(0)
         ref /= max(float(np.linalg.norm(ref)), 1e-12)
         maps.append(np.tensordot(ref, dense, axes=(0, 0)).astype(np.float32))
         agreement.append((emb @ ref).astype(np.float32))
     info = {"model": card.name, "model_voxel_size_A": card.voxel_size_A, "voxel_size_A": voxel_size_A,
-            "resampled_by": ratio, "polarity": decision.to_dict(), "stride_model_voxels": stride}
+            "resampled_by": ratio, "polarity": decision.to_dict(), "stride_model_voxels": stride, "box": box}
     return SimilarityMap(np.stack(maps), list(groups), stride * ratio, voxel_size_A, agreement, info)
 
 
@@ -263,11 +274,15 @@ def pick_peaks(sim: SimilarityMap, threshold: float = 0.8, min_distance_A: float
 
     vs = sim.voxel_size_A or (sim.info.get("model_voxel_size_A") or 1.0)
     step_A = sim.step_voxels * float(vs)
-    min_dist = max(1, int(round(min_distance_A / step_A))) if min_distance_A > 0 else 1
+    min_dist = max(1, round(min_distance_A / step_A)) if min_distance_A > 0 else 1
+    # windows centred within a quarter box of the edge are mostly padding: no peaks there
+    box = int(sim.info.get("box", 32))
+    border = max(0, int(np.ceil(box / 4 / float(sim.info.get("stride_model_voxels", 8)))))
     rows = []
     for t, name in enumerate(sim.targets):
         m = sim.similarity[t]
-        peaks = peak_local_max(m, min_distance=min_dist, threshold_abs=float(threshold), exclude_border=False)
+        peaks = peak_local_max(m, min_distance=min_dist, threshold_abs=float(threshold),
+                               exclude_border=border if min(m.shape) > 2 * border else False)
         for p in peaks:
             lo = np.maximum(p - 1, 0)
             hi = np.minimum(p + 2, m.shape)

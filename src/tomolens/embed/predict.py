@@ -48,6 +48,27 @@ class Embedding:
     info: dict = field(default_factory=dict)
 
 
+def load_embedding(model: str | os.PathLike = DEFAULT_EMBED_MODEL, device: str = "cpu"):
+    """Load an embedding model safely (task ``"embed"``); (network in eval mode, card).
+
+    Raises
+    ------
+    ValueError
+        The default name when no embedding is shipped with this installation (it is shipped
+        only when it beats the classifier's features on held-out maps; see docs/embedding.md),
+        or any model-file error.
+    """
+    from tomolens.models.card import load_model, shipped_models
+
+    if str(model) == DEFAULT_EMBED_MODEL and DEFAULT_EMBED_MODEL not in shipped_models("embed"):
+        raise ValueError(
+            f"No embedding model {DEFAULT_EMBED_MODEL!r} is shipped with this installation. Train one with "
+            "`tomolens train --task embed --embed-init classify_phantoms_resnet --out embed.pt` and give its "
+            "embed.pt as the embedding model, or cluster the classifier's features (features = classifier)."
+        )
+    return load_model(model, device=device, expected_task="embed")
+
+
 def embed_subtomograms(model, x: np.ndarray, batch_size: int = 64,
                        device: str = "cpu") -> Generator[Progress, None, np.ndarray]:
     """Embeddings of z-scored cubes (a job).
@@ -102,11 +123,10 @@ def embed_points(
     Embedding
     """
     from tomolens.classify.predict import model_subtomograms
-    from tomolens.models.card import load_model
     from tomolens.models.device import choose_device
 
     device = choose_device(device)
-    net, card = load_model(model, device=device, expected_task="embed")
+    net, card = load_embedding(model, device)
     extraction, info = yield from model_subtomograms(tomogram, coords_zyx, card, voxel_size_A, None, edge,
                                                      batch_size, polarity)
     emb = yield from embed_subtomograms(net, extraction.subtomograms, batch_size, device)

@@ -34,7 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tomolens.embed.data import EmbedDataConfig, StructureBank, imaging_filters, render_views
+from tomolens.embed.data import (
+    EmbedDataConfig,
+    StructureBank,
+    imaging_filters,
+    render_views,
+)
 from tomolens.jobs import Progress
 
 log = logging.getLogger(__name__)
@@ -67,6 +72,12 @@ class EmbedTrainConfig:
         Checkpoint path ('' = none); ``resume`` continues from it.
     max_minutes : float
         Stop (after a checkpoint) once this much time was spent in this run (0 = no limit).
+    init_from : str
+        A classifier (shipped name or model file) whose ``ResNet3DSmall`` body of the same
+        width initialises the embedding's body ('' = random initialisation).
+    body_lr_scale : float
+        The body's learning rate relative to the head's (below 1 keeps more of an initialised
+        body's features).
     """
 
     steps: int = 1200
@@ -83,6 +94,8 @@ class EmbedTrainConfig:
     resume: bool = False
     max_minutes: float = 0.0
     seed: int = 0
+    init_from: str = ""
+    body_lr_scale: float = 1.0
     data: EmbedDataConfig = field(default_factory=EmbedDataConfig)
 
     def check(self) -> None:
@@ -195,6 +208,28 @@ def _network_key(config: EmbedTrainConfig) -> str:
     return json.dumps({"dim": config.dim, "width": config.width, "box": config.data.box})
 
 
+def init_body(model, classifier: str) -> None:
+    """Copy the residual body of a ``ResNet3DSmall`` classifier of the same width into ``model``.
+
+    Raises
+    ------
+    ValueError
+        The classifier is not a ResNet3DSmall of the embedding's width.
+    """
+    from tomolens.models.card import load_model
+
+    net, card = load_model(classifier, expected_task="classify")
+    if not card.architecture.endswith(":ResNet3DSmall"):
+        raise ValueError(f"{card.name!r} is a {card.architecture}; only a ResNet3DSmall classifier's body fits "
+                         "the embedding network.")
+    try:
+        model.body.load_state_dict(net.body.state_dict())
+    except RuntimeError as err:
+        raise ValueError(f"The body of {card.name!r} does not fit the embedding network (use --embed-width "
+                         f"{card.arch_kwargs.get('width')}): {str(err).splitlines()[0]}") from None
+    log.info("embedding body initialised from the classifier %s", card.name)
+
+
 def train_embedding(config: EmbedTrainConfig) -> Generator[Progress, None, EmbedTrainResult]:
     """Train the embedding for ``config.steps`` steps (a job; resumable).
 
@@ -216,8 +251,12 @@ def train_embedding(config: EmbedTrainConfig) -> Generator[Progress, None, Embed
     config.check()
     torch.manual_seed(config.seed)
     model = EmbedNet3D(config.dim, config.data.box, config.width)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    groups = [{"params": model.body.parameters(), "lr_scale": config.body_lr_scale},
+              {"params": model.head.parameters(), "lr_scale": 1.0}]
+    opt = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
     start, history, elapsed = 0, [], 0.0
+    if config.init_from and not config.resume:
+        init_body(model, config.init_from)
     ckpt = Path(config.checkpoint) if config.checkpoint else None
     if config.resume:
         if ckpt is None or not ckpt.is_file():
@@ -246,7 +285,7 @@ def train_embedding(config: EmbedTrainConfig) -> Generator[Progress, None, Embed
         x, labels = render_views(bank, bank.draw(config.structures, rng), config.views, rng, filters,
                                  snr=snr_range_at(step, config))
         for group in opt.param_groups:
-            group["lr"] = _learning_rate(step, config)
+            group["lr"] = _learning_rate(step, config) * group["lr_scale"]
         loss = supcon_loss(model(x), labels, config.temperature)
         opt.zero_grad()
         loss.backward()
@@ -302,7 +341,7 @@ def save_embedding(result: EmbedTrainResult, path: str, training_command: str = 
                        f"step, {result.steps_done} steps, both polarities, imaging ranges of "
                        "tomolens.simulate.domain.TRAINING_RANGES (see extra.data)"),
         seed=cfg.seed, metrics=metrics or {},
-        extra={"steps": result.steps_done, "training_seconds": round(result.seconds, 1),
+        extra={"steps": result.steps_done, "body_initialised_from": cfg.init_from or None, "training_seconds": round(result.seconds, 1),
                "history": result.history, "loss": "supervised contrastive",
                "train_config": json.loads(_config_json(cfg)), "data": data.to_dict()},
     )
@@ -320,6 +359,10 @@ def register_train_args(group) -> None:
     group.add_argument("--embed-pseudo", type=int, default=600, help="embed: procedural pseudo-proteins in the bank")
     group.add_argument("--embed-eval-every", type=int, default=100,
                        help="embed: steps between validation scores and checkpoints")
+    group.add_argument("--embed-init", default="", metavar="CLASSIFIER",
+                       help="embed: initialise the body from this ResNet3DSmall classifier (shipped name or .pt)")
+    group.add_argument("--embed-body-lr-scale", type=float, default=1.0,
+                       help="embed: the body's learning rate relative to the head's (e.g. 0.1 with --embed-init)")
     group.add_argument("--embed-snapshots", default="", metavar="N,N,…",
                        help="embed: also write the weights after these steps to OUT.stepN.pt")
 
@@ -341,7 +384,8 @@ def run_train(args) -> int:
         steps=args.embed_steps, structures=args.embed_structures, views=args.embed_views, dim=args.embed_dim,
         width=args.embed_width, learning_rate=args.learning_rate, eval_every=args.embed_eval_every, snapshots=snapshots,
         checkpoint=args.checkpoint or str(Path(args.out).with_suffix(".ckpt")), resume=args.resume,
-        max_minutes=args.max_minutes, seed=args.seed,
+        max_minutes=args.max_minutes, seed=args.seed, init_from=args.embed_init,
+        body_lr_scale=args.embed_body_lr_scale,
         data=EmbedDataConfig(n_pseudo=args.embed_pseudo, seed=args.seed),
     )
     result = run_job(train_embedding(config), on_progress=log_progress)
