@@ -212,7 +212,7 @@ def _write(results: dict, out: Path) -> None:
 
 
 def _print(r: dict) -> None:
-    names = sorted({k.split(".")[0] for row in r["results"].values() for k in row})
+    names = sorted({k.rsplit(".", 1)[0] for row in r["results"].values() for k in row})
     print(f"\nARI (k-means, k = 5) on 5 unseen structures, mean ± std over seeds {r['seeds']}")
     print(f"{'condition':<22}" + "".join(f" | {n:>22}" for n in names))
     for key, row in r["results"].items():
