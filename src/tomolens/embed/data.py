@@ -11,7 +11,7 @@ noise restricted to the wedge with a random colour at a random SNR (var(signal) 
 var(noise) in the box, log-uniform, or none), a random contrast polarity, then z-scoring.
 
 Rotation and neighbour placement use ``torch.nn.functional.grid_sample``; the imaging uses
-``torch.fft``: a batch of 36 cubes of 32³ costs about 0.1 s on one CPU core.
+``torch.fft``: a batch of 36 cubes of 32³ costs about 0.1-0.3 s on one CPU core.
 
 The held-out maps (:data:`tomolens.simulate.domain.HELD_OUT_MAPS`) are refused: they are
 for testing only.
