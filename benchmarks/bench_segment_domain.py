@@ -23,7 +23,7 @@ Usage::
     python benchmarks/bench_segment_domain.py --models segment_default,segment_domain \
         [--threads 2] [--cache DIR] [--seeds 3] [--sets randomised,shifted,legacy,real]
 
-Writes ``benchmarks/results/segment_domain.json`` and prints a Markdown table.
+Writes ``benchmarks/results/segment_domain.json`` (``--merge``: adds to it) and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -158,12 +158,18 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--cache", type=Path, default=None, help="folder to keep simulated tomograms in")
+    parser.add_argument("--merge", action="store_true",
+                        help="add these models' results to the existing JSON (other models' kept)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     sets = args.sets.split(",")
     results = {"machine": f"{platform.processor() or platform.machine()}, {args.threads} threads, no GPU",
-               "python": sys.version.split()[0], "torch": torch.__version__, "models": {}}
+               "python": sys.version.split()[0], "torch": torch.__version__, "models": {}, "commands": []}
+    if args.merge and RESULTS.is_file():
+        previous = json.loads(RESULTS.read_text())
+        results["models"] = previous.get("models", {})
+        results["commands"] = previous.get("commands", [])
     for model in args.models.split(","):
         per_set: dict = {}
         for kind in [s for s in sets if s != "real"]:
@@ -179,10 +185,9 @@ def main(argv=None) -> int:
         if "real" in sets:
             per_set["real"] = real_scores(model, args.threads)
             print(f"{model} real: {per_set['real']}", flush=True)
-        results["models"][model] = per_set
-    results["wall_seconds"] = time.perf_counter() - t0
-    results["command"] = "python benchmarks/bench_segment_domain.py " + " ".join(
-        argv if argv is not None else sys.argv[1:])
+        results["models"].setdefault(model, {}).update(per_set)
+    results["commands"].append({"command": "python benchmarks/bench_segment_domain.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]), "wall_seconds": round(time.perf_counter() - t0, 1)})
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(RESULTS) as tmp:
         Path(tmp).write_text(json.dumps(results, indent=2))

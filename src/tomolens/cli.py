@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "tomolens.batch.cli",
     "tomolens.segment.cli",
     "tomolens.orient.cli",
+    "tomolens.embed.cli",
 )
 
 

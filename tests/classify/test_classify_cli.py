@@ -32,8 +32,8 @@ def test_train_classify_subdivide_cli(tmp_path, capsys):
     assert {"class", "confidence", "prob_sphere", "prob_rod", "prob_ring"} <= set(out.features.columns)
     assert np.mean(out.features["class"].astype(str).to_numpy() == names) >= 0.8
 
-    assert main(["subdivide", str(tmp_path / "t.mrc"), str(unlabelled), "--model", str(tmp_path / "m.pt"),
-                 "--out", str(tmp_path / "sub.star"), "--n-clusters", "3", "--averages", str(tmp_path / "avg"),
+    assert main(["subdivide", str(tmp_path / "t.mrc"), str(unlabelled), "--features", "classifier",
+                 "--model", str(tmp_path / "m.pt"), "--out", str(tmp_path / "sub.star"), "--n-clusters", "3", "--averages", str(tmp_path / "avg"),
                  "--device", "cpu"]) == 0
     sub = read_coordinates(tmp_path / "sub.star")
     assert sorted(set(sub.features["cluster"])) == [0, 1, 2]

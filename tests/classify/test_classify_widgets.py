@@ -86,6 +86,8 @@ def test_subdivide_widget_plot_and_layer_selection_are_linked(scene, qtbot, tiny
     viewer, image, points, names = scene
     widget = SubdivideWidget(viewer)
     widget.image_picker.value, widget.points_picker.value = image, points
+    assert widget.params.controls["features"].value == "classifier"  # the default
+    widget.params.controls["features"].value = "classifier"
     widget.params.controls["model"].value = tiny_model
     widget.params.controls["device"].value = "cpu"
     widget.params.controls["n_clusters"].value = 3

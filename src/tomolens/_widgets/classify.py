@@ -243,7 +243,7 @@ class SubdivideWidget(Container):
         job = subdivide_points(tomo, coords, v["model"], voxel, method=v["method"], n_clusters=v["n_clusters"],
                                k_max=v["k_max"], min_cluster_size=v["min_cluster_size"], embedding=v["embedding"],
                                edge=v["edge"], batch_size=v["batch_size"], seed=v["seed"], device=v["device"],
-                               polarity=v["polarity"])
+                               polarity=v["polarity"], features=v["features"], embed_model=v["embed_model"])
         self.runner.start(job, lambda result: self.show_result(layer, image, result))
 
     def show_result(self, layer, image, result) -> None:

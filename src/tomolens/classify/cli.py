@@ -29,7 +29,8 @@ def _inputs(args: argparse.Namespace):
 def _table_with(table: ParticleTable, features, voxel) -> ParticleTable:
     merged = table.features.drop(columns=[c for c in features.columns if c in table.features], errors="ignore")
     features = features.copy()
-    features["class"] = features["class"].astype(str)
+    if "class" in features:
+        features["class"] = features["class"].astype(str)
     return ParticleTable(table.coords_zyx, merged.join(features), voxel or table.pixel_size_A)
 
 
@@ -92,7 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     from tomolens.cluster.subdivide import SUBDIVIDE_PARAMS
 
-    p = sub.add_parser("subdivide", help="cluster particles by a classifier's learned features: cluster column")
+    p = sub.add_parser("subdivide", help="cluster particles by a classifier's learned features (default) or a general "
+                       "embedding: cluster column")
     _common(p)
     p.add_argument("--averages", default="", metavar="DIR", help="write each cluster's average as DIR/cluster_NN.mrc")
     add_arguments(p, CLASSIFY_PARAMS)

@@ -146,6 +146,40 @@ def features_table(probs: np.ndarray, indices: np.ndarray, n_points: int, class_
     return table
 
 
+def model_subtomograms(
+    tomogram: np.ndarray, coords_zyx: np.ndarray, card, voxel_size_A: float | None = None,
+    box_A: float | None = None, edge: str = "pad", batch_size: int = 64, polarity: str = "auto",
+) -> Generator[Progress, None, tuple]:
+    """Cut z-scored subtomograms for a subtomogram model at its voxel size and polarity (a job).
+
+    Parameters
+    ----------
+    card : ModelCard
+        The model's card (box, voxel size, polarity).
+    Other parameters: see :func:`classify_points`.
+
+    Returns
+    -------
+    (Extraction, dict)
+        The cubes at the model's box and voxel size, inverted when the tomogram's polarity
+        differs from the model's, and provenance (model, voxel sizes, resampling, polarity).
+    """
+    from tomolens.polarity import decide_polarity, model_polarity
+
+    box, ratio = model_box(card, voxel_size_A, box_A)
+    decision = decide_polarity(tomogram, polarity, model_polarity(card), voxel_size_A)
+    yield Progress(0, 1, decision.message)
+    if ratio != 1.0:
+        log.info("subtomograms resampled from %g to the model's %g Å/voxel", voxel_size_A, card.voxel_size_A)
+    extraction = yield from extract_subtomograms(tomogram, coords_zyx, box, edge=edge, batch=batch_size * 4,
+                                                 voxel_ratio=ratio)
+    if decision.invert:
+        np.negative(extraction.subtomograms, out=extraction.subtomograms)
+    info = {"model": card.name, "model_voxel_size_A": card.voxel_size_A, "voxel_size_A": voxel_size_A,
+            "resampled_by": ratio, "polarity": decision.to_dict()}
+    return extraction, info
+
+
 def classify_points(
     tomogram: np.ndarray, coords_zyx: np.ndarray, model: str | os.PathLike,
     voxel_size_A: float | None = None, box_A: float | None = None, edge: str = "pad",
@@ -178,25 +212,13 @@ def classify_points(
     Classification
     """
     from tomolens.models.card import load_model
-
     from tomolens.models.device import choose_device
 
     device = choose_device(device)
     net, card = load_model(model, device=device, expected_task="classify")
-    from tomolens.polarity import decide_polarity, model_polarity
-
-    box, ratio = model_box(card, voxel_size_A, box_A)
-    decision = decide_polarity(tomogram, polarity, model_polarity(card), voxel_size_A)
-    yield Progress(0, 1, decision.message)
-    if ratio != 1.0:
-        log.info("subtomograms resampled from %g to the model's %g Å/voxel", voxel_size_A, card.voxel_size_A)
-    extraction = yield from extract_subtomograms(tomogram, coords_zyx, box, edge=edge, batch=batch_size * 4,
-                                                 voxel_ratio=ratio)
-    if decision.invert:
-        np.negative(extraction.subtomograms, out=extraction.subtomograms)
+    extraction, info = yield from model_subtomograms(tomogram, coords_zyx, card, voxel_size_A, box_A, edge,
+                                                     batch_size, polarity)
     probs, feats = yield from classify_subtomograms(net, extraction.subtomograms, batch_size, device)
     table = features_table(probs, extraction.indices, len(np.asarray(coords_zyx)), list(card.classes))
-    info = {"model": card.name, "model_voxel_size_A": card.voxel_size_A, "voxel_size_A": voxel_size_A,
-            "resampled_by": ratio, "polarity": decision.to_dict()}
     return Classification(table, feats, extraction.indices, extraction.subtomograms,
                           extraction.padded, extraction.skipped, list(card.classes), info)

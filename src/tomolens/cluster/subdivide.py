@@ -1,7 +1,14 @@
-"""Subdivide particles by clustering a classifier's embedding.
+"""Subdivide particles by clustering learned features.
 
-The embedding is ``forward_with_embedding`` of the network: for the ResNet the pooled
-outputs of its three stages, for the seed CNN its penultimate layer.
+Two feature sources (``features``):
+
+- ``"classifier"`` (default): a classifier's ``forward_with_embedding`` (``model``): for
+  the ResNet the pooled outputs of its three stages, for the seed CNN its penultimate
+  layer; the classifier's class columns are added to the table;
+- ``"embedding"``: a general particle embedding of :mod:`tomolens.embed`, trained by
+  metric learning on domain-randomised maps and pseudo-proteins (``embed_model``).  None
+  is shipped yet: the one trained so far did not beat the classifier's features on
+  held-out maps at SNR 0.05 (docs/embedding.md).
 
 Following Xu et al. 2017 (seed 003): a supervised 3D CNN learns structural features;
 those features, clustered without labels, split the particles into homogeneous subsets —
@@ -29,12 +36,17 @@ from tomolens.params import Param
 log = logging.getLogger(__name__)
 
 METHODS = ("kmeans", "agglomerative", "hdbscan")
+FEATURE_SOURCES = ("embedding", "classifier")
 EMBEDDINGS = ("pca", "tsne")
 #: Fewest points that can be clustered.
 MIN_POINTS = 6
 
 #: User settings of subdivision (CLI options and widget controls).
 SUBDIVIDE_PARAMS = (
+    Param("features", "classifier", "Features to cluster: the classifier's learned features, or a general "
+          "particle embedding (features = embedding, with an embedding model file)", choices=FEATURE_SOURCES),
+    Param("embed_model", "embed_default", "Embedding name or a .pt/.json embedding model file (features = "
+          "embedding; none is shipped yet: train one with tomolens train --task embed)", type=str, advanced=True),
     Param("method", "kmeans", "Clustering: k-means, agglomerative (Ward) or HDBSCAN", choices=METHODS),
     Param("n_clusters", 0, "Clusters for k-means/agglomerative (0 = choose by silhouette score)", min=0, max=100),
     Param("k_max", 12, "Largest k tried when choosing by silhouette", min=2, max=100, advanced=True),
@@ -201,15 +213,15 @@ class Subdivision:
     Attributes
     ----------
     features : pandas.DataFrame
-        One row per input point: the classifier's columns plus ``cluster`` (−1 for
-        noise or skipped points).
+        One row per input point: ``cluster`` (−1 for noise or skipped points), plus the
+        classifier's columns with ``features="classifier"``.
     embedding_2d : ndarray, float32, shape (N, 2)
         Plot coordinates per input point (NaN for skipped points).
     averages : dict
         ``{cluster: mean cube (b, b, b)}``.
     clustering : Clustering
     info : dict
-        Provenance from classification (model, voxel sizes — the averages are at
+        Provenance from classification or embedding (model, voxel sizes — the averages are at
         ``info["model_voxel_size_A"]`` when it is set — and the polarity decision).
     """
 
@@ -221,43 +233,62 @@ class Subdivision:
 
 
 def subdivide_points(
-    tomogram: np.ndarray, coords_zyx: np.ndarray, model: str | os.PathLike,
+    tomogram: np.ndarray, coords_zyx: np.ndarray, model: str | os.PathLike = "classify_phantoms_resnet",
     voxel_size_A: float | None = None, method: str = "kmeans", n_clusters: int = 0, k_max: int = 12,
     min_cluster_size: int = 10, embedding: str = "pca", edge: str = "pad", batch_size: int = 64,
-    seed: int = 0, device: str = "cpu", polarity: str = "auto",
+    seed: int = 0, device: str = "cpu", polarity: str = "auto", features: str = "classifier",
+    embed_model: str | os.PathLike = "embed_default",
 ) -> Generator[Progress, None, Subdivision]:
-    """Classify, then cluster particles by the classifier's features (a job).
+    """Cluster particles by learned features (a job).
 
     Parameters
     ----------
     tomogram : array, shape (z, y, x)
     coords_zyx : array, shape (N, 3), voxels
     model : str or path
-        Shipped classifier name or model path.
+        Shipped classifier name or model path (``features="classifier"``).
+    features : {"embedding", "classifier"}
+        Cluster the general embedding (``embed_model``) or the classifier's features.
+    embed_model : str or path
+        Shipped embedding name or model path (``features="embedding"``).
     Other parameters: see :func:`cluster_features` and
     :func:`tomolens.classify.predict.classify_points`.
 
     Returns
     -------
     Subdivision
+        With ``features="embedding"`` the table holds only ``cluster``; with
+        ``"classifier"`` also the classifier's columns.
     """
-    from tomolens.classify.predict import classify_points
-
+    if features not in FEATURE_SOURCES:
+        raise ValueError(f"features must be one of {FEATURE_SOURCES}; got {features!r}.")
     n_points = len(np.asarray(coords_zyx))
     if n_points < MIN_POINTS:
         raise ValueError(f"Subdivision needs at least {MIN_POINTS} particles; got {n_points}. Pick more particles.")
-    result = yield from classify_points(tomogram, coords_zyx, model, voxel_size_A, edge=edge,
-                                        batch_size=batch_size, device=device, polarity=polarity)
-    yield Progress(0, 2, f"clustering {len(result.indices)} particles ({method})")
+    if features == "classifier":
+        from tomolens.classify.predict import classify_points
+
+        result = yield from classify_points(tomogram, coords_zyx, model, voxel_size_A, edge=edge,
+                                            batch_size=batch_size, device=device, polarity=polarity)
+        table = result.features.copy()
+    else:
+        from tomolens.embed.predict import embed_points
+
+        result = yield from embed_points(tomogram, coords_zyx, embed_model, voxel_size_A, edge=edge,
+                                         batch_size=batch_size, device=device, polarity=polarity)
+        table = pd.DataFrame(index=pd.RangeIndex(n_points))
+    if len(result.indices) < MIN_POINTS:
+        raise ValueError(f"Only {len(result.indices)} particles lie far enough from the tomogram's edge "
+                         f"(edge = {edge!r}); subdivision needs at least {MIN_POINTS}. Use edge = 'pad'.")
+    yield Progress(0, 2, f"clustering {len(result.indices)} particles ({method}, {features} features)")
     clustering = cluster_features(result.embedding, method, n_clusters, k_max, min_cluster_size, seed=seed)
     yield Progress(1, 2, "2D embedding")
     emb = embed_2d(result.embedding, embedding, seed)
-    features = result.features.copy()
     cluster = np.full(n_points, -1, np.int64)
     cluster[result.indices] = clustering.labels
-    features["cluster"] = cluster
+    table["cluster"] = cluster
     emb_full = np.full((n_points, 2), np.nan, np.float32)
     emb_full[result.indices] = emb
     averages = cluster_averages(result.subtomograms, clustering.labels)
     yield Progress(2, 2, f"{clustering.n_clusters} clusters")
-    return Subdivision(features, emb_full, averages, clustering, result.info)
+    return Subdivision(table, emb_full, averages, clustering, {**result.info, "features": features})

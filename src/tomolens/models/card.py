@@ -172,6 +172,8 @@ NETWORK_REGISTRY: dict[str, tuple[str, str, dict[str, Callable[[Any], Any]]]] = 
     "tomolens.classify.networks:ResNet3DSmall": ("tomolens.classify.networks", "ResNet3DSmall", {
         "n_classes": _int_arg(1, 1000), "box": _int_arg(8, 256), "width": _int_arg(1, 256),
         "dropout": _float_arg(0.0, 1.0)}),
+    "tomolens.embed.network:EmbedNet3D": ("tomolens.embed.network", "EmbedNet3D", {
+        "dim": _int_arg(2, 1024), "box": _int_arg(8, 256), "width": _int_arg(1, 256)}),
     "tomolens.orient.network:SiameseDistanceNet": ("tomolens.orient.network", "SiameseDistanceNet", {
         "input_size": _int_arg(8, 256), "channels": _int_list_arg(4, 1, 1024),
         "embedding_dim": _int_arg(1, 4096)}),

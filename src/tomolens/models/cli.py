@@ -37,6 +37,7 @@ TRAIN_TASKS = {
     "detect": "tomolens.detect.train",
     "segment": "tomolens.segment.train",
     "classify": "tomolens.classify.train",
+    "embed": "tomolens.embed.train",
 }
 
 TRAIN_PARAMS = (

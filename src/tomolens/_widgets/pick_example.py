@@ -1,0 +1,108 @@
+"""The "Pick by example" dock widget: click a few particles, get a similarity map and picks.
+
+The examples are a Points layer on the tomogram (1-10 clicks usually suffice); when it has a
+``class`` feature, each class is its own target.  "Find similar" embeds the whole tomogram
+in a worker (:func:`tomolens.embed.pick.similarity_to_examples`) and adds an Image layer of
+the similarity (first target) and a Points layer of the picks (features ``score`` and
+``class``); the threshold and minimum distance re-pick live from the stored map.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import napari
+import numpy as np
+from magicgui.widgets import Container, Label, create_widget
+from napari.utils.notifications import show_info, show_warning
+
+from tomolens._widgets._params import ParamPanel
+from tomolens._widgets._runner import JobRunner
+from tomolens._widgets.classify import _snapshot, colour_by
+from tomolens.embed.pick import (
+    PICK_PARAMS,
+    SimilarityMap,
+    pick_peaks,
+    similarity_to_examples,
+)
+
+log = logging.getLogger(__name__)
+
+_LIVE = ("threshold", "min_distance_A")
+
+
+class PickByExampleWidget(Container):
+    """Pick particles that look like clicked examples (embedding similarity)."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self.viewer = viewer
+        self.image_picker = create_widget(annotation=napari.layers.Image, label="tomogram")
+        self.image_picker.tooltip = "The tomogram to search."
+        self.examples_picker = create_widget(annotation=napari.layers.Points, label="examples")
+        self.examples_picker.tooltip = ("Points layer with 1-10 clicked examples of the particle; a 'class' "
+                                        "feature makes each class its own target.")
+        self.params = ParamPanel(PICK_PARAMS)
+        self.runner = JobRunner("Find similar", title="Pick by example")
+        self.summary = Label(value="")
+        self.summary.native.setWordWrap(True)
+        super().__init__(widgets=[self.image_picker, self.examples_picker, self.params, self.runner, self.summary])
+        self.runner.run_button.changed.connect(self.start)
+        for name in _LIVE:
+            self.params.controls[name].changed.connect(self.repick)
+        self.result: SimilarityMap | None = None
+        self._image = None
+
+    def start(self, *_) -> None:
+        try:
+            tomo, coords, voxel = _snapshot(self.image_picker.value, self.examples_picker.value)
+            if len(coords) == 0:
+                raise ValueError("Click at least one example particle in the examples layer.")
+            v = self.params.values()
+        except ValueError as err:
+            show_warning(str(err))
+            return
+        layer = self.examples_picker.value
+        targets = layer.features["class"].astype(str).to_numpy() if "class" in layer.features else None
+        self._image = self.image_picker.value
+        job = similarity_to_examples(tomo, coords, targets, v["embed_model"], voxel, stride=v["stride"],
+                                     device=v["device"], polarity=v["polarity"])
+        self.runner.start(job, self.show_result)
+
+    def show_result(self, result: SimilarityMap) -> None:
+        """Similarity Image layer and picks Points layer."""
+        self.result = result
+        image = self._image
+        scale = np.asarray(image.scale[-3:]) * result.step_voxels
+        name = f"{image.name} similarity"
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        self.viewer.add_image(result.similarity[0], name=name, scale=tuple(scale), translate=tuple(image.translate[-3:]),
+                              units=image.units, colormap="magma", contrast_limits=(0.0, 1.0), blending="additive",
+                              opacity=0.6, metadata={"tomolens": {"targets": result.targets, **result.info}})
+        self.repick()
+        agree = ", ".join(f"{t}: {a.min():.2f}-{a.max():.2f}" for t, a in zip(result.targets, result.example_similarity))
+        show_info(f"Similarity map ready; examples' similarity to their mean: {agree}")
+
+    def repick(self, *_) -> None:
+        """Picks from the stored similarity map at the current threshold and minimum distance."""
+        if self.result is None or self._image is None:
+            return
+        v = self.params.values()
+        picks = pick_peaks(self.result, v["threshold"], v["min_distance_A"])
+        image = self._image
+        name = f"{image.name} picks by example"
+        data = picks[["z", "y", "x"]].to_numpy()
+        features = picks[["score", "class"]]
+        if name in self.viewer.layers:
+            layer = self.viewer.layers[name]
+            layer.data = data
+            layer.features = features
+        else:
+            layer = self.viewer.add_points(data, name=name, features=features, scale=tuple(image.scale[-3:]),
+                                           translate=tuple(image.translate[-3:]), units=image.units, size=8,
+                                           border_color="white", out_of_slice_display=True)
+        if len(picks):
+            colour_by(layer, "class")
+        counts = picks["class"].value_counts()
+        self.summary.value = (f"{len(picks)} picks at similarity ≥ {v['threshold']:.2f}: "
+                              + ", ".join(f"{k}: {n}" for k, n in counts.items()))

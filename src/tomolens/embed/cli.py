@@ -1,0 +1,64 @@
+"""CLI: ``tomolens pick-by-example --tomogram T.mrc --examples EX.star --out PICKS.star``.
+
+Training is ``tomolens train --task embed …`` (see :mod:`tomolens.embed.train`).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from tomolens.cli_args import length_A, output_file
+from tomolens.embed.pick import PICK_PARAMS, pick_peaks, similarity_to_examples
+from tomolens.jobs import log_progress, run_job
+from tomolens.params import add_arguments, values_from_args
+
+
+def _pick(args: argparse.Namespace) -> int:
+    from tomolens.io.coords import ParticleTable, read_coordinates, write_coordinates
+    from tomolens.io.mrc import read_mrc, write_mrc
+    from tomolens.io.provenance import write_provenance
+
+    vol = read_mrc(args.tomogram)
+    voxel = args.voxel_size or (vol.voxel_size_A[-1] if vol.voxel_size_A else None)
+    examples = read_coordinates(args.examples, pixel_size_A=voxel, tomogram_shape_zyx=vol.data.shape)
+    targets = None
+    if args.target_column:
+        if args.target_column not in examples.features:
+            raise ValueError(f"{args.examples} has no column {args.target_column!r}; its columns are "
+                             f"{', '.join(map(str, examples.features.columns)) or 'none'}.")
+        targets = examples.features[args.target_column].astype(str).to_numpy()
+    p = values_from_args(args, PICK_PARAMS)
+    sim = run_job(similarity_to_examples(vol.data, examples.coords_zyx, targets, p["embed_model"], voxel,
+                                         stride=p["stride"], device=p["device"], polarity=p["polarity"]),
+                  on_progress=log_progress)
+    picks = pick_peaks(sim, p["threshold"], p["min_distance_A"])
+    table = ParticleTable(picks[["z", "y", "x"]].to_numpy(), picks[["score", "class"]], voxel)
+    write_coordinates(args.out, table)
+    write_provenance(args.out, {"command": "pick-by-example", "examples": str(args.examples), **p, **sim.info})
+    if args.similarity_out:
+        import numpy as np
+
+        step_A = sim.step_voxels * voxel if voxel else None
+        write_mrc(args.similarity_out, np.ascontiguousarray(sim.similarity[0]), step_A)
+    for name, agree in zip(sim.targets, sim.example_similarity):
+        n = int((picks["class"] == name).sum())
+        print(f"{name}: {len(agree)} example(s) (similarity to their mean {agree.min():.2f}-{agree.max():.2f}), "
+              f"{n} picks at similarity >= {p['threshold']:g}")
+    print(f"wrote {len(picks)} picks to {args.out}" + (f" and the similarity map to {args.similarity_out}"
+                                                        if args.similarity_out else ""))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pick-by-example", help="pick particles that look like a few examples (embedding "
+                       "similarity map, peaks above a threshold)")
+    p.add_argument("--tomogram", required=True, help="tomogram MRC")
+    p.add_argument("--examples", required=True, help="example coordinates (.star/.csv/.txt) on the tomogram, >= 1")
+    p.add_argument("--out", required=True, type=output_file, help="output picks (.star/.csv) with score and class")
+    p.add_argument("--target-column", default="", help="examples' column naming the target of each example "
+                   "(several targets at once, each its own class); default: one target")
+    p.add_argument("--similarity-out", default=None, type=output_file, metavar="MRC",
+                   help="also write the (first target's) similarity map, voxel = the map's grid step")
+    p.add_argument("--voxel-size", type=length_A, default=None, help="voxel size in Å if the header lacks it")
+    add_arguments(p, PICK_PARAMS)
+    p.set_defaults(func=_pick)

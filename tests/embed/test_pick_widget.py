@@ -1,0 +1,45 @@
+"""Pick-by-example dock widget: similarity layer, picks, live threshold, empty examples refused."""
+
+import numpy as np
+from planted import planted_tomogram
+
+
+def test_pick_by_example_widget_live_threshold(make_napari_viewer, qtbot, classifier_embedding):
+    from tomolens._widgets.pick_example import PickByExampleWidget
+
+    viewer = make_napari_viewer()
+    vol, target, _ = planted_tomogram()
+    image = viewer.add_image(vol, scale=(10, 10, 10), units=("angstrom",) * 3, name="tomo")
+    examples = viewer.add_points(target[:2], scale=(10, 10, 10), units=("angstrom",) * 3, name="ex")
+    widget = PickByExampleWidget(viewer)
+    widget.image_picker.value, widget.examples_picker.value = image, examples
+    widget.params.controls["embed_model"].value = classifier_embedding
+    widget.params.controls["polarity"].value = "bright"
+    widget.params.controls["device"].value = "cpu"
+    widget.params.controls["threshold"].value = 0.5
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    sim = viewer.layers["tomo similarity"]
+    assert sim.data.shape == (8, 16, 16) and tuple(sim.scale) == (80.0, 80.0, 80.0)
+    picks = viewer.layers["tomo picks by example"]
+    assert len(picks.data) >= 2 and set(picks.features["class"]) == {"target"}
+    assert np.all(picks.features["score"] >= 0.5)
+    scores = picks.features["score"].to_numpy()
+    top = float(np.sort(scores)[-2])
+    widget.params.controls["threshold"].value = top  # live: re-picked from the stored map
+    assert len(picks.data) == int(np.sum(scores >= top)) and np.all(picks.features["score"] >= top)
+    assert widget.summary.value.startswith(f"{len(picks.data)} picks")
+
+
+def test_pick_widget_refuses_an_empty_examples_layer(make_napari_viewer, monkeypatch):
+    import tomolens._widgets.pick_example as mod
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((16, 32, 32), np.float32), name="tomo")
+    examples = viewer.add_points(np.empty((0, 3)), name="ex", ndim=3)
+    warnings = []
+    monkeypatch.setattr(mod, "show_warning", warnings.append)
+    widget = mod.PickByExampleWidget(viewer)
+    widget.image_picker.value, widget.examples_picker.value = image, examples
+    widget.start()
+    assert warnings and "at least one example" in warnings[0] and not widget.runner.running
