@@ -183,9 +183,9 @@ def throughput(n_points: int = 400, width: int = 16) -> dict:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0,1,2", help="data + initialisation seeds (at least 3 for a spread)")
-    parser.add_argument("--n-per-class", type=int, default=100, help="subtomograms per class and SNR")
+    parser.add_argument("--n-per-class", type=int, default=200, help="subtomograms per class and SNR")
     parser.add_argument("--epochs", type=int, default=7, help="training budget in epochs (passes over train)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=2e-3, help="peak rate (the seed CNN: half)")
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--min-epochs", type=int, default=5)
