@@ -192,3 +192,35 @@ def precision_recall_curve(pred_A: np.ndarray, scores: np.ndarray, true_A: np.nd
     return PrecisionRecallCurve(scores[order], precision, recall, f1,
                                 float(scores[order][best]) if best >= 0 else float("nan"),
                                 float(f1[best]) if best >= 0 else 0.0)
+
+
+def seed_summary(values, scale: float = 100.0, unit: str = " %", decimals: int = 1) -> dict:
+    """Mean ± spread of one figure measured with several seeds (data and initialisation).
+
+    Parameters
+    ----------
+    values : sequence of float
+        The figure of every seed, in seed order (e.g. accuracies in [0, 1]).
+    scale : float
+        Factor of the displayed text (100: fractions shown as percentages).
+    unit : str
+        Appended to the displayed numbers (" %" or "").
+    decimals : int
+        Decimals of the displayed text.
+
+    Returns
+    -------
+    dict
+        ``per_seed`` (the values), ``mean``, ``std`` (sample standard deviation, ddof 1; 0
+        for one seed), ``min``, ``max``, ``n_seeds`` and ``text``, e.g.
+        ``"97.8 ± 0.9 % (3 seeds)"`` — the string the docs quote (see benchmarks/README.md).
+    """
+    arr = np.asarray([float(v) for v in values], float)
+    if arr.size == 0:
+        raise ValueError("seed_summary needs the figure of at least one seed.")
+    std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    mean = float(arr.mean())
+    text = (f"{mean * scale:.{decimals}f} ± {std * scale:.{decimals}f}{unit} "
+            f"({arr.size} seed{'s' if arr.size > 1 else ''})")
+    return {"per_seed": arr.tolist(), "mean": mean, "std": std, "min": float(arr.min()), "max": float(arr.max()),
+            "n_seeds": int(arr.size), "text": text}

@@ -116,3 +116,27 @@ def test_embedding_pools_every_stage_and_keeps_the_logits():
         logits, emb = seed_net.forward_with_embedding(x)
         assert emb.shape == (3, 512)
         torch.testing.assert_close(logits, seed_net(x))
+
+
+def test_same_seed_same_weights_whatever_the_time_limit(tmp_path, torch_one_thread):
+    """The budget is epochs: two runs with one seed give bit-identical weights, a time limit that is not
+    reached changes nothing (the learning-rate schedule follows steps), and the card records the budget."""
+    import torch
+
+    names = ["sphere", "rod"]
+    xtr, ytr = phantom_set(names, 12, 16, seed=1)
+    xva, yva = phantom_set(names, 4, 16, seed=2)
+
+    def run(**changes):
+        cfg = TrainConfig(**{**dict(architecture="resnet", epochs=3, patience=3, batch_size=8, device="cpu",
+                                    seed=5, arch_kwargs={"width": 4}), **changes})
+        return run_job(train_classifier(xtr, ytr, xva, yva, names, cfg))
+
+    first, second, limited, other = run(), run(), run(max_minutes=600.0), run(seed=6)
+    a, b, c, d = (r.model.state_dict() for r in (first, second, limited, other))
+    assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
+    assert not all(torch.equal(a[k], d[k]) for k in a)
+    assert first.budget == {**first.budget, "epochs": 3, "steps_per_epoch": 3, "max_steps": 9, "epochs_run": 3,
+                            "steps_run": 9, "stopped_by": "epoch budget", "max_minutes": None}
+    save_classifier(first, str(tmp_path / "m.pt"), names, 10.0)
+    assert read_card(tmp_path / "m.json").extra["training_budget"]["early_stopping"]["window"] == 3

@@ -361,3 +361,27 @@ def test_balanced_sampling_without_painted_voxels_falls_back_to_random_patches()
     assert sampler.by_class is None
     x, y = sampler.sample(4, np.random.default_rng(0))
     assert x.shape == (4, 1, 16, 16) and not y.any()
+
+
+def _state_dicts_equal(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_same_seed_same_weights_and_the_budget_on_record():
+    """Two runs of the same settings and seed give bit-identical weights; a generous time limit changes nothing."""
+    torch.set_num_threads(1)
+
+    def run(**changes):
+        torch.manual_seed(0)  # the network's initial weights
+        cfg = TrainConfig(**{**dict(patch_size=(8, 16, 16), batch_size=2, epochs=3, steps_per_epoch=3, val_patches=4,
+                                    learning_rate=1e-2, patience=10, seed=3, cpu_bf16=False), **changes})
+        return run_job(train_model(UNet3D(1, 1, base_channels=4, depth=1), [_pair(0)], [_pair(1)], bce, cfg))
+
+    first, second, limited = run(), run(), run(max_minutes=600.0)
+    assert _state_dicts_equal(first.model.state_dict(), second.model.state_dict())
+    assert _state_dicts_equal(first.model.state_dict(), limited.model.state_dict())
+    assert [h["val_loss"] for h in first.history] == [h["val_loss"] for h in second.history]
+    other = run(seed=4)
+    assert not _state_dicts_equal(first.model.state_dict(), other.model.state_dict())
+    assert first.budget["max_steps"] == 9 and first.budget["steps_run"] == 9
+    assert first.budget["stopped_by"] == "epoch budget" and first.budget["early_stopping"]["window"] == 3

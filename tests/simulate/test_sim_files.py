@@ -35,8 +35,12 @@ def test_cli_simulate_and_subtomograms(tmp_path, capsys):
                "--n-particles", "5", "--templates", "globule,torus", "--snr", "0"])
     assert rc == 0 and (tmp_path / "t" / "tomogram.mrc").is_file()
     assert "5 particles" in capsys.readouterr().out
-    rc = main(["simulate-subtomograms", "--out", str(tmp_path / "s"), "--templates", "globule,torus",
+    rc = main(["simulate-subtomograms", "--out", str(tmp_path / "s0"), "--templates", "globule,torus",
                "--n-per-class", "3", "--box", "16", "--snrs", "0.1,inf", "--no-crowding"])
+    # torus (radius 95 Å) + 20 Å jitter does not fit a half-box of 80 Å
+    assert rc == 2 and "would crop torus" in capsys.readouterr().err and not (tmp_path / "s0").exists()
+    rc = main(["simulate-subtomograms", "--out", str(tmp_path / "s"), "--templates", "globule,torus",
+               "--n-per-class", "3", "--box", "16", "--voxel-size-A", "16", "--snrs", "0.1,inf", "--no-crowding"])
     assert rc == 0 and (tmp_path / "s" / "inf" / "test.npz").is_file()
     with pytest.raises(SystemExit):  # argparse refuses a tilt range beyond 90°
         main(["simulate", "--out", str(tmp_path / "bad"), "--tilt-range-deg", "120"])

@@ -61,3 +61,23 @@ def test_bad_sizes_and_tilts_are_clear_errors():
                           ({"mode": "magic"}, "mode")):
         with pytest.raises(ValueError, match=match):
             run_job(simulate_tomogram(SimulationConfig(**kwargs)))
+
+
+def test_a_template_wider_than_the_slab_is_warned_about_and_radii_recorded(tmp_path):
+    """l_shape (radius 122 Å, 254 Å across) in a 24-voxel (240 Å) slab fits only lying down: a warning says so."""
+    cfg = SimulationConfig(shape_zyx=(24, 48, 48), templates=("l_shape", "globule"), n_particles=2, mode="fourier",
+                           seed=0)
+    with pytest.warns(UserWarning, match=r"'l_shape' is up to 254 Å across \(radius 122.1 Å\), 14 Å more than the "
+                                         r"volume's 240 Å along z \(24 voxels\).*at least 28 voxels along z"):
+        sim = run_job(simulate_tomogram(cfg))
+    assert sim.template_radius_A == {"l_shape": pytest.approx(122.1), "globule": pytest.approx(42.4)}
+    import json
+
+    sim.save(tmp_path, write_tilt_series=False)
+    assert json.loads((tmp_path / "config.json").read_text())["template_radius_A"]["l_shape"] == pytest.approx(122.1)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a slab that holds every orientation: no warning
+        run_job(simulate_tomogram(SimulationConfig(shape_zyx=(32, 32, 32), templates=("globule",), n_particles=1,
+                                                   mode="fourier", seed=0)))

@@ -13,7 +13,8 @@ from tomolens.simulate import SubtomogramConfig, load_subtomogram_split, simulat
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("subtomos")
-    cfg = SubtomogramConfig(templates=("barrel", "l_shape", "globule"), n_per_class=8, box=24,
+    # 24 voxels of 14 Å: a half-box of 168 Å holds l_shape's 122 Å radius and the 20 Å jitter
+    cfg = SubtomogramConfig(templates=("barrel", "l_shape", "globule"), n_per_class=8, box=24, voxel_size_A=14.0,
                             snrs=(0.05, math.inf), seed=3)
     return out, run_job(simulate_subtomograms(cfg, out))
 
@@ -23,6 +24,8 @@ def test_layout_and_labels(dataset):
     assert set(paths) == {"dataset", *(f"{s}/{k}" for s in ("0.05", "inf") for k in ("train", "val", "test"))}
     meta = json.loads(paths["dataset"].read_text())
     assert meta["class_names"] == ["barrel", "l_shape", "globule"]
+    assert set(meta["template_radius_A"]) == set(meta["class_names"])
+    assert 100 < meta["template_radius_A"]["l_shape"] <= 168 - 20
     assert meta["measured_snr"]["0.05"] == pytest.approx(0.05, rel=0.1)
     total = 0
     for split in ("train", "val", "test"):
@@ -72,3 +75,16 @@ def test_bad_config_and_bad_file(tmp_path):
         load_subtomogram_split(tmp_path / "other.npz")
     with pytest.raises(FileNotFoundError):
         load_subtomogram_split(tmp_path / "missing.npz")
+
+
+def test_a_template_the_box_would_crop_is_refused_before_any_work(tmp_path):
+    """l_shape (radius 122 Å) + 20 Å jitter in a 24-voxel box of 10 Å (half-box 120 Å): cropped by 22 Å."""
+    cfg = SubtomogramConfig(templates=("globule", "l_shape"), n_per_class=3, box=24, voxel_size_A=10.0)
+    with pytest.raises(ValueError, match=r"would crop l_shape \(radius 122.1 Å: cropped by 22 Å\)\. Use a box of "
+                                         r"at least 32 voxels \(320 Å\)"):
+        run_job(simulate_subtomograms(cfg, tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+    # the suggested box is accepted
+    cfg.box = 32
+    paths = run_job(simulate_subtomograms(cfg, tmp_path / "out"))
+    assert json.loads(paths["dataset"].read_text())["template_radius_A"]["l_shape"] == pytest.approx(122.1)

@@ -168,8 +168,9 @@ class ClassifyWidget(Container):
             show_warning(str(err))
             return
         config = TrainConfig(architecture=values["classify_arch"], epochs=values["epochs"],
-                             patience=values["patience"], batch_size=values["batch_size"],
-                             learning_rate=values["learning_rate"])
+                             patience=values["patience"], min_epochs=values["min_epochs"],
+                             stop_window=values["stop_window"], batch_size=values["batch_size"],
+                             learning_rate=values["learning_rate"], max_minutes=values["max_minutes"] or None)
         out = self.train_out.value
         self.history = []
         self.loss_plot.set_history([])

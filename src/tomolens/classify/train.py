@@ -2,7 +2,12 @@
 
 :func:`train_classifier` trains on a train split, watches the validation split after
 every epoch (loss, accuracy), keeps the weights of the best validation loss and stops
-when it has not improved for ``patience`` epochs.  The test split is never seen here;
+when the median of its last few values has not improved for ``patience`` epochs (never
+before ``min_epochs``; :class:`~tomolens.models.stopping.EarlyStopping`).  The budget is a
+number of epochs (each one pass over the train split) and the learning-rate schedule
+follows optimiser steps, so the same data, settings and seed give the same weights on the
+same machine however loaded it is; the optional wall-clock limit ``max_minutes`` is for
+users and never decides a published figure.  The test split is never seen here;
 :func:`evaluate` scores it afterwards (accuracy, confusion matrix).
 
 Augmentation respects the missing wedge: the wedge is symmetric about the beam axis
@@ -35,6 +40,10 @@ TRAIN_PARAMS = (
           choices=("resnet", "seed")),
     engine_param("epochs", help="Maximum training epochs (stops early on the validation loss)"),
     engine_param("patience", advanced=True),
+    engine_param("min_epochs", advanced=True),
+    engine_param("stop_window", advanced=True),
+    engine_param("max_minutes", help="Stop after the epoch that passes this many minutes (0 = no limit; the "
+                 "result then depends on the machine's load, the epochs do not)", advanced=True),
     engine_param("batch_size", help="Subtomograms per optimiser step (default 4, the engine's, shared with the "
                  "U-Net tasks; 16-32 gives faster epochs on large datasets)", advanced=True),
     engine_param("learning_rate", help="Peak AdamW learning rate of the warm-up + cosine schedule (default 1e-3, "
@@ -57,11 +66,15 @@ class TrainConfig:
     epochs : int
         Most epochs.
     patience : int
-        Stop after this many epochs without a lower validation loss.
+        Stop after this many epochs without a lower smoothed validation loss.
+    min_epochs : int
+        Never stop early before this many epochs.
+    stop_window : int
+        The smoothed validation loss is the median of the last ``stop_window`` epochs' (1 = raw).
     batch_size : int
     learning_rate : float
-        Peak AdamW learning rate: warm-up, then cosine decay over the run (see
-        :func:`learning_rate_at`).
+        Peak AdamW learning rate: warm-up, then cosine decay over the ``epochs`` budget's
+        optimiser steps (see :func:`learning_rate_at`).
     weight_decay : float
     augment : bool
         Wedge-preserving rotations/flips of the training cubes.
@@ -69,7 +82,9 @@ class TrainConfig:
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
     max_minutes : float or None
-        Stop after the epoch that passes this wall-clock budget.
+        A user's wall-clock limit: stop after the epoch that passes it.  It does not change
+        the learning-rate schedule; a run it ends depends on the machine's load (the card
+        says ``stopped_by: "time limit"``), so benchmarks never set it.
     arch_kwargs : dict
         Extra keyword arguments of the network (``dropout``, ``width``).
     """
@@ -77,6 +92,8 @@ class TrainConfig:
     architecture: str = "resnet"
     epochs: int = 30
     patience: int = 6
+    min_epochs: int = 0
+    stop_window: int = 3
     batch_size: int = 32
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
@@ -98,10 +115,13 @@ class TrainResult:
     history : list of dict
         Per epoch: ``epoch``, ``loss``, ``val_loss``, ``val_acc``.
     best_epoch : int
-        1-based epoch whose weights were kept.
+        1-based epoch whose weights were kept (lowest raw validation loss).
     config : TrainConfig
     arch_kwargs : dict
         The network's constructor arguments (``n_classes``, ``box``…), for its card.
+    budget : dict
+        The step budget, what was run and why it ended
+        (:func:`tomolens.models.stopping.training_budget`).
     """
 
     model: object
@@ -109,6 +129,7 @@ class TrainResult:
     best_epoch: int
     config: TrainConfig
     arch_kwargs: dict = field(default_factory=dict)
+    budget: dict = field(default_factory=dict)
 
 
 def augment_batch(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -133,16 +154,18 @@ def augment_batch(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def learning_rate_at(step: int, total_steps: int, elapsed_s: float, config: TrainConfig) -> float:
-    """Warm-up then cosine decay over the run's progress.
+def learning_rate_at(step: int, total_steps: int, config: TrainConfig) -> float:
+    """Warm-up (the first 10 % of the steps) then cosine decay to 2 % of the peak rate.
 
-    Progress is the larger of the step fraction and, with a time budget, the fraction of
-    ``max_minutes`` used — so a run cut short by its budget still anneals its rate.
+    Parameters
+    ----------
+    step : int
+        Optimiser steps taken.
+    total_steps : int
+        The budget's steps (``epochs`` × steps per epoch).  The schedule depends on steps
+        only, never on elapsed time, so a loaded machine trains the same way as an idle one.
     """
-    progress = step / max(total_steps, 1)
-    if config.max_minutes:
-        progress = max(progress, elapsed_s / (60.0 * config.max_minutes))
-    progress = min(progress, 1.0)
+    progress = min(step / max(total_steps, 1), 1.0)
     warm = 0.1
     if progress < warm:
         return config.learning_rate * (0.1 + 0.9 * progress / warm)
@@ -214,7 +237,7 @@ def train_classifier(
     Yields
     ------
     Progress
-        One per epoch, ``info={"loss", "val_loss", "val_acc", "epoch"}``.
+        One per epoch, ``info={"loss", "val_loss", "val_acc", "epoch", "smoothed_val_loss"}``.
 
     Returns
     -------
@@ -226,6 +249,7 @@ def train_classifier(
     from tomolens.classify.networks import ARCHITECTURES
     from tomolens.models.card import ModelCard, build_network
     from tomolens.models.device import choose_device
+    from tomolens.models.stopping import EarlyStopping, training_budget
 
     config = config or TrainConfig()
     n_classes = len(class_names)
@@ -245,13 +269,16 @@ def train_classifier(
     device = choose_device(config.device)
     model = build_network(card).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    total_steps = config.epochs * max(1, math.ceil(len(x_train) / config.batch_size))
+    steps_per_epoch = max(1, math.ceil(len(x_train) / config.batch_size))
+    total_steps = config.epochs * steps_per_epoch
     loss_fn = nn.CrossEntropyLoss()
+    stopping = EarlyStopping(config.patience, config.min_epochs, config.stop_window)
     best_loss, best_state, best_epoch, history = math.inf, None, 0, []
     t0 = time.monotonic()
     step = 0
+    stopped_by = "epoch budget"
     for group in opt.param_groups:
-        group["lr"] = learning_rate_at(0, total_steps, 0.0, config)
+        group["lr"] = learning_rate_at(0, total_steps, config)
     for epoch in range(1, config.epochs + 1):
         model.train()
         total, seen = 0.0, 0
@@ -269,30 +296,34 @@ def train_classifier(
             opt.step()
             step += 1
             for group in opt.param_groups:
-                group["lr"] = learning_rate_at(step, total_steps, time.monotonic() - t0, config)
+                group["lr"] = learning_rate_at(step, total_steps, config)
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
         logits = predict_logits(model, x_val, config.batch_size * 2, device)
         val_loss = float(loss_fn(torch.from_numpy(logits), torch.from_numpy(np.asarray(y_val, np.int64))))
         val_acc = float(np.mean(logits.argmax(1) == y_val))
-        info = {"epoch": epoch, "loss": total / max(seen, 1), "val_loss": val_loss, "val_acc": val_acc}
+        stopping.update(val_loss)
+        info = {"epoch": epoch, "loss": total / max(seen, 1), "val_loss": val_loss, "val_acc": val_acc,
+                "smoothed_val_loss": stopping.smoothed()}
         history.append(info)
         log.info("epoch %d: loss %.4f, val_loss %.4f, val_acc %.3f", epoch, info["loss"], val_loss, val_acc)
         if val_loss < best_loss:
             best_loss, best_epoch = val_loss, epoch
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        stop = epoch - best_epoch >= config.patience
+        stop = stopping.should_stop
         out_of_time = bool(config.max_minutes) and time.monotonic() - t0 > 60 * config.max_minutes
         yield Progress(epoch, config.epochs,
                        f"epoch {epoch}: loss {info['loss']:.3f}, val acc {val_acc:.3f}"
                        + (" — early stop" if stop else "") + (" — time budget used" if out_of_time else ""),
                        info=info)
-        stop = stop or out_of_time
-        if stop:
+        if stop or out_of_time:
+            stopped_by = "early stopping" if stop else "time limit"
             break
     model.load_state_dict(best_state)
     model = model.cpu().eval()
-    return TrainResult(model, history, best_epoch, config, dict(card.arch_kwargs))
+    budget = training_budget(config.epochs, steps_per_epoch, len(history), step, stopped_by, stopping,
+                             config.max_minutes)
+    return TrainResult(model, history, best_epoch, config, dict(card.arch_kwargs), budget)
 
 
 def evaluate(model, x_test: np.ndarray, y_test: np.ndarray, class_names: list[str],
@@ -347,7 +378,8 @@ def save_classifier(
         patch_size=[arch_kwargs["box"]] * 3, normalisation="zscore per subtomogram", polarity="bright",
         training_command=training_command, training_data=training_data, seed=result.config.seed,
         metrics=metrics or {},
-        extra={"best_epoch": result.best_epoch, "history": result.history, "train_config": config_dict(result.config)},
+        extra={"best_epoch": result.best_epoch, "history": result.history, "train_config": config_dict(result.config),
+               "training_budget": result.budget},
     )
     return save_model(result.model, card, path)
 

@@ -152,6 +152,7 @@ def run_train(args: argparse.Namespace) -> int:
             raise ValueError("--classify-width applies to --classify-arch resnet only.")
         arch_kwargs["width"] = args.classify_width
     cfg = TrainConfig(architecture=args.classify_arch, epochs=args.epochs, patience=args.patience,
+                      min_epochs=args.min_epochs, stop_window=args.stop_window,
                       batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
                       device=device, max_minutes=args.max_minutes or None, arch_kwargs=arch_kwargs)
     print(f"{len(ds.train.y)} train / {len(ds.val.y)} val / {len(ds.test.y)} test subtomograms, "

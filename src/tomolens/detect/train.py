@@ -205,7 +205,7 @@ def run_train(args: argparse.Namespace) -> int:
                     "best_val_loss": round(result.best_val_loss, 5), "epochs_run": len(result.history),
                     "stopped_early": result.stopped_early}
     card.extra = {"postprocess": post, "history": result.history, "particle_radius_A": radius_A,
-                  "training_precision": result.precision}
+                  "training_precision": result.precision, "training_budget": result.budget}
     if args.detect_test:
         card.metrics["held_out"] = held_out_metrics(net, card, args, post, simulated_volumes)
         print(f"held-out: {card.metrics['held_out']}")
@@ -304,7 +304,7 @@ def train_and_save(volume: np.ndarray, instances: np.ndarray, voxel_size_A: floa
     post, val_f1 = tune_postprocess([(found, centres)], radius_A)
     card.metrics = {"validation_f1_tuned": round(val_f1, 4), "best_epoch": result.best_epoch}
     card.extra = {"postprocess": post, "history": result.history, "particle_radius_A": radius_A,
-                  "training_precision": result.precision}
+                  "training_precision": result.precision, "training_budget": result.budget}
     weights, _ = save_model(net, card, out)
     yield Progress(1, 1, f"saved {weights.name} (validation F1 {val_f1:.2f})")
     return weights

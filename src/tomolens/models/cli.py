@@ -47,7 +47,10 @@ TRAIN_PARAMS = (
     Param("batch_size", 4, "Patches per optimiser step", min=1),
     Param("patch", 32, "Cubic patch edge in voxels (divisible by 2**depth)", min=8),
     Param("learning_rate", 1e-3, "AdamW learning rate", min=1e-6, max=1.0),
-    Param("patience", 6, "Early stopping: epochs without validation improvement", min=1),
+    Param("patience", 6, "Early stopping: epochs without improvement of the smoothed validation loss", min=1),
+    Param("min_epochs", 0, "Early stopping: never stop before this many epochs", min=0),
+    Param("stop_window", 3, "Early stopping: the validation value that must improve is the median of the last N "
+          "epochs' (1 = the raw value; 3 or 5 ride out a noisy epoch)", min=1),
     Param("val_patches", 32, "Validation patches (drawn once from the validation volumes)", min=1),
     Param("base_channels", 16, "U-Net width of the first level", min=2),
     Param("depth", 2, "U-Net down/up blocks", min=1, max=5),
@@ -57,7 +60,8 @@ TRAIN_PARAMS = (
     Param("cpu_precision", "auto", "Precision of training forward passes on the CPU: auto = bfloat16 where the CPU "
           "has bfloat16 instructions (AVX512-BF16/AMX; 1.6-1.9x faster there), else float32 (detection and "
           "segmentation; classification trains in float32)", choices=("auto", "float32", "bfloat16")),
-    Param("max_minutes", 0.0, "Stop after this many minutes (0 = no limit)", min=0.0),
+    Param("max_minutes", 0.0, "Stop after this many minutes (0 = no limit). The result then depends on the "
+          "machine's load; the budget that makes a run reproducible is epochs x steps", min=0.0),
     Param("checkpoint", "", "Checkpoint file written every epoch (default: OUT.ckpt)", type=str),
     Param("resume", False, "Continue from the checkpoint"),
     Param("bin", 1, "Train at bin × the voxel size (anti-aliased resampling; the card records the "
@@ -254,7 +258,8 @@ def train_config(args: argparse.Namespace, device: str):
     return TrainConfig(
         patch_size=(args.patch,) * 3, batch_size=args.batch_size, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, val_patches=args.val_patches,
-        learning_rate=args.learning_rate, patience=args.patience, seed=args.seed, device=device,
+        learning_rate=args.learning_rate, patience=args.patience, min_epochs=args.min_epochs,
+        stop_window=args.stop_window, seed=args.seed, device=device,
         checkpoint=args.checkpoint or str(Path(args.out).with_suffix(".ckpt")), resume=args.resume,
         max_minutes=args.max_minutes or None, cpu_bf16=cpu_bf16(args.cpu_precision),
     )

@@ -11,8 +11,12 @@ training and validation (image, target) pairs and a loss; the loop does the rest
   (``cpu_bf16``; the loss, the weights and validation stay float32);
 - validation patches are drawn once, from the validation pairs (separate volumes or
   regions), without augmentation;
-- early stopping watches the validation loss (or a validation score such as a Dice, when
-  the task gives one); the best weights are restored;
+- the budget is ``epochs × steps_per_epoch`` optimiser steps at a constant learning rate, so
+  the same data, settings and seed give the same weights on the same machine; ``max_minutes``
+  is a user's wall-clock limit on top (a run it ends depends on the machine's load);
+- early stopping watches the median of the last ``stop_window`` validation losses (or of a
+  validation score such as a Dice, when the task gives one), never before ``min_epochs``
+  (:class:`~tomolens.models.stopping.EarlyStopping`); the best epoch's weights are restored;
 - optionally an exponential moving average of the weights (``ema_decay``) is what is
   validated and returned;
 - a checkpoint (model, optimiser, history, random states) is written atomically after
@@ -36,6 +40,7 @@ from tomolens.io.atomic import atomic_path
 from tomolens.jobs import Progress
 from tomolens.models.device import cpu_has_native_bf16
 from tomolens.models.sampling import PatchSampler, TrainingPair
+from tomolens.models.stopping import EarlyStopping, training_budget
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,10 @@ class TrainConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 1e-5
     patience: int = 6
+    #: Early stopping never stops before this many epochs.
+    min_epochs: int = 0
+    #: Early stopping compares the median of the last ``stop_window`` validation values (1 = raw).
+    stop_window: int = 3
     foreground_fraction: float = 0.5
     augment: bool = True
     seed: int = 0
@@ -105,6 +114,9 @@ class TrainResult:
     #: "bfloat16" when the forward passes ran in bfloat16 on the CPU (:attr:`TrainConfig.cpu_bf16`),
     #: "float32", or "mixed" for a resumed run whose parts ran in different precisions
     precision: str = "float32"
+    #: The step budget, what was run and why it ended, for the card
+    #: (:func:`tomolens.models.stopping.training_budget`).
+    budget: dict = field(default_factory=dict)
 
 
 #: Entries every training checkpoint holds (see :func:`train_model`'s checkpoint writes).
@@ -248,9 +260,16 @@ def train_model(
         best_loss = start_val
         log.info("validation loss of the starting weights: %.4f", start_val)
 
+    stopping = EarlyStopping(config.patience, config.min_epochs, config.stop_window,
+                             baseline=_criterion(best_loss, best_score) if start_val is not None else float("inf"))
+    if config.resume and not config.keep_last:
+        if state.get("criterion", "loss") == _criterion_name(config):  # the same criterion: its history counts
+            stopping.replay(_criterion(h["val_loss"], h.get("val_score")) for h in history)
+        stopping.bad_epochs = bad_epochs  # the checkpoint's count (reset above when it had stopped)
     total = config.epochs * config.steps_per_epoch
     t0 = time.monotonic()
     stopped = False
+    stopped_by = "epoch budget"
     for epoch in range(start_epoch, config.epochs):
         model.train()
         losses = []
@@ -272,11 +291,12 @@ def train_model(
         train_loss = float(np.mean(losses))
         improved = config.keep_last or _criterion(val_loss, score) < _criterion(best_loss, best_score) - 1e-5
         if improved:
-            best_epoch, bad_epochs = epoch + 1, 0
+            best_epoch = epoch + 1
             best_loss, best_score = val_loss, score
             best_state = {k: v.detach().clone() for k, v in scored.state_dict().items()}
-        else:
-            bad_epochs += 1
+        if not config.keep_last:
+            stopping.update(_criterion(val_loss, score))
+        bad_epochs = stopping.bad_epochs
         record = {"epoch": epoch + 1, "loss": train_loss, "val_loss": val_loss,
                   "best_val_loss": best_loss, "seconds": round(time.monotonic() - t0, 1)}
         if score is not None:
@@ -297,17 +317,19 @@ def train_model(
                            | ({"ema": ema.state_dict()} if ema is not None else {}), tmp)
         yield Progress((epoch + 1) * config.steps_per_epoch, total,
                        f"epoch {epoch + 1}: loss {train_loss:.4f}, val {val_loss:.4f}", info=dict(record))
-        if bad_epochs >= config.patience:
-            log.info("early stop: no validation improvement for %d epochs", bad_epochs)
-            stopped = True
+        if not config.keep_last and stopping.should_stop:
+            log.info("early stop: no improvement of the smoothed validation value for %d epochs", bad_epochs)
+            stopped, stopped_by = True, "early stopping"
             break
         if config.max_minutes is not None and time.monotonic() - t0 > 60 * config.max_minutes:
-            log.info("stopping: time budget of %.1f min used", config.max_minutes)
-            stopped = True
+            log.info("stopping: time limit of %.1f min used", config.max_minutes)
+            stopped, stopped_by = True, "time limit"
             break
     model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(model, history, best_epoch, best_loss, stopped, start_val, best_score, precision)
+    budget = training_budget(config.epochs, config.steps_per_epoch, len(history),
+                             len(history) * config.steps_per_epoch, stopped_by, stopping, config.max_minutes)
+    return TrainResult(model, history, best_epoch, best_loss, stopped, start_val, best_score, precision, budget)
 
 
 def _weight_average(model, decay: float):

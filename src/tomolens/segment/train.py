@@ -126,6 +126,8 @@ def train_segmenter(
     learning_rate: float = 2e-3,
     dice_weight: float = 1.0,
     patience: int = 6,
+    min_epochs: int = 0,
+    stop_window: int = 3,
     slice_axes: str = "z",
     context: int = 4,
     start_from: str | Path | None = None,
@@ -196,7 +198,7 @@ def train_segmenter(
     cpu_precision : {"auto", "float32", "bfloat16"}
         Precision of the training forward passes on a CPU (:attr:`TrainConfig.cpu_bf16`; "auto" =
         bfloat16 where the CPU has bfloat16 instructions; the card records ``training_precision``).
-    checkpoint, resume : see :class:`tomolens.models.training.TrainConfig`.
+    checkpoint, resume, min_epochs, stop_window : see :class:`tomolens.models.training.TrainConfig`.
     Other parameters: see :data:`tomolens.segment.settings.TRAIN_PARAMS`.
 
     Yields
@@ -286,7 +288,8 @@ def train_segmenter(
     sparse = any(np.mean(lab > 0) < 0.5 for _, lab in train)
     config = TrainConfig(
         patch_size=patch_size, batch_size=batch_size, epochs=epochs, steps_per_epoch=steps_per_epoch,
-        val_patches=val_patches, learning_rate=learning_rate, patience=patience,
+        val_patches=val_patches, learning_rate=learning_rate, patience=patience, min_epochs=min_epochs,
+        stop_window=stop_window,
         foreground_fraction=1.0 if sparse else 0.5, seed=seed, device=device,
         checkpoint=checkpoint, resume=resume, max_minutes=max_minutes,
         keep_start_if_best=start_card is not None and hold_out != "none", keep_last=hold_out == "none",
@@ -324,6 +327,7 @@ def train_segmenter(
                **({"context_slices": context} if model_kind == "2d" else {}),
                "label_offset": LABEL_OFFSET, "dice_weight": dice_weight, "history": result.history,
                "training_patch": list(patch_size), "training_precision": result.precision,
+               "training_budget": result.budget,
                "training_polarity": decisions,
                **({"start_from": {"name": start_card.name, "sha256": start_card.sha256}} if start_card else {})},
     )

@@ -324,5 +324,5 @@ def simulate_domain_tomogram(cfg: DomainConfig) -> Generator[Progress, None, Sim
         class_names=list(DOMAIN_CLASSES), voxel_size_A=float(cfg.voxel_size_A), config=cfg,
         measured_snr=float(measured), snr_domain="projections", density=bin_volume(scene.density, s),
         tilt_angles_deg=angles, tilt_series=images, structures=pd.DataFrame(scene.structures),
-        volume_fraction=fraction,
+        volume_fraction=fraction, template_radius_A={t.name: round(t.radius_A, 1) for t in templates},
     )

@@ -8,6 +8,10 @@ it without overlap.  The clean scene is filtered once with the missing wedge and
 requested SNR (SNR = var(signal) / var(noise) on the subtomogram), and the central
 ``box³`` is cropped and normalised (mean 0, std 1).
 
+A template that the box would crop is refused before any work
+(:func:`check_templates_fit_box`: its radius plus the jitter must fit the half-box), and
+``dataset.json`` records every template's radius (``template_radius_A``).
+
 Every sample is assigned to train / val / test *once*, stratified by class, so the same
 underlying particle is in the same split at every SNR and no test sample is ever seen
 in training.
@@ -104,6 +108,48 @@ def snr_name(snr: float) -> str:
     return "inf" if math.isinf(snr) else f"{snr:g}"
 
 
+def check_templates_fit_box(templates, box: int, voxel_size_A: float, jitter_A: float) -> dict[str, float]:
+    """Refuse templates that a ``box``-voxel cube would crop; return every template's radius.
+
+    A particle is centred in the box with a shift of up to ``jitter_A`` per axis, so it fits
+    only when its radius (:attr:`~tomolens.simulate.templates.Template.radius_A`) plus
+    ``jitter_A`` is at most half the box edge.
+
+    Parameters
+    ----------
+    templates : list of Template
+    box : int
+        Box edge, voxels.
+    voxel_size_A, jitter_A : float
+        Å.
+
+    Returns
+    -------
+    dict of str -> float
+        Template name → radius in Å (rounded to 0.1 Å).
+
+    Raises
+    ------
+    ValueError
+        Naming every template that does not fit, by how much it would be cropped, and the
+        smallest box (a multiple of 8 voxels, as the classifiers need) that holds them all.
+    """
+    half_A = box * voxel_size_A / 2.0
+    radii = {t.name: round(t.radius_A, 1) for t in templates}
+    too_big = {name: r for name, r in radii.items() if r + jitter_A > half_A + 1e-6}
+    if too_big:
+        needed = 2.0 * (max(too_big.values()) + jitter_A) / voxel_size_A
+        suggested = int(math.ceil(needed / 8.0) * 8)
+        listed = ", ".join(f"{name} (radius {r:g} Å: cropped by {r + jitter_A - half_A:.0f} Å)"
+                           for name, r in sorted(too_big.items(), key=lambda kv: -kv[1]))
+        raise ValueError(
+            f"The {box}-voxel box at {voxel_size_A:g} Å (half-box {half_A:g} Å, particles shifted by up to "
+            f"{jitter_A:g} Å) would crop {listed}. Use a box of at least {suggested} voxels "
+            f"({suggested * voxel_size_A:g} Å), a larger voxel size, or leave these templates out."
+        )
+    return radii
+
+
 def _split_indices(n: int, fractions, rng: np.random.Generator) -> list[np.ndarray]:
     order = rng.permutation(n)
     n_val = max(1, int(round(fractions[1] * n))) if fractions[1] > 0 else 0
@@ -130,6 +176,7 @@ def simulate_subtomograms(cfg: SubtomogramConfig, out_dir: str | os.PathLike,
     cfg.check()
     rng = np.random.default_rng(cfg.seed)
     templates = load_templates(cfg.templates, cfg.voxel_size_A)
+    radii = check_templates_fit_box(templates, cfg.box, cfg.voxel_size_A, cfg.jitter_A)
     names = [t.name for t in templates]
     n_cls, n_per, box = len(templates), int(cfg.n_per_class), int(cfg.box)
     max_half = max(t.density.shape[0] for t in templates) // 2
@@ -194,6 +241,7 @@ def simulate_subtomograms(cfg: SubtomogramConfig, out_dir: str | os.PathLike,
     meta = {
         "config": cfg.to_dict(),
         "class_names": names,
+        "template_radius_A": radii,
         "counts": {k: int(len(v)) for k, v in split_idx.items()},
         "snr_folders": [snr_name(s) for s in cfg.snrs],
         "measured_snr": {k: (None if not v or math.isinf(v[0]) else float(np.mean(v))) for k, v in measured.items()},

@@ -14,6 +14,10 @@ The tomogram is normalised to mean 0 and standard deviation 1, with protein BRIG
 ``polarity="bright"`` (the default), or negated for ``polarity="dark"``: dense matter dark,
 as in raw cryo-ET reconstructions.
 
+Particles always lie wholly inside the volume; a template wider than the volume's
+thinnest side fits only in some orientations, which biases its orientations: the simulator
+warns (:func:`warn_templates_tight`), and ``config.json`` records every template's radius.
+
 Instance ids: particles are 1..N in the order of ``particles`` (``instance_id`` column);
 membranes and filaments follow (N+1...); they are not in the particle table but listed
 in ``structures``.
@@ -25,6 +29,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -166,6 +171,8 @@ class SimulatedTomogram:
     tilt_series_clean: np.ndarray | None = None
     structures: pd.DataFrame = field(default_factory=pd.DataFrame)
     volume_fraction: float = 0.0
+    #: Template name → radius in Å (largest distance of its mask from its centre).
+    template_radius_A: dict[str, float] = field(default_factory=dict)
 
     def save(self, out_dir: str | os.PathLike, extra_metadata: dict | None = None,
              write_tilt_series: bool = True) -> dict[str, Path]:
@@ -192,6 +199,7 @@ class SimulatedTomogram:
             "measured_snr": None if math.isinf(self.measured_snr) else self.measured_snr,
             "snr_domain": self.snr_domain,
             "volume_fraction": self.volume_fraction,
+            "template_radius_A": self.template_radius_A,
             "n_particles": len(self.particles),
             "structures": self.structures.to_dict(orient="records"),
             "tilt_angles_deg": [float(a) for a in self.tilt_angles_deg],
@@ -241,6 +249,30 @@ def build_scene(cfg: SimulationConfig, templates: list[Template], rng: np.random
     return scene, class_names
 
 
+def warn_templates_tight(templates: list[Template], shape_zyx, voxel_size_A: float) -> dict[str, float]:
+    """Warn about templates wider than the volume's thinnest side; return every template's radius (Å).
+
+    Such a template is placed only in the orientations in which it fits (particles lie wholly
+    inside the volume), so its orientations are not uniform and packing may fall short.  The
+    warning (``UserWarning``) says by how much it is too wide and which size would hold it.
+    """
+    shape = [int(s) for s in shape_zyx]
+    axis = int(np.argmin(shape))
+    thinnest_A = shape[axis] * voxel_size_A
+    radii = {t.name: round(t.radius_A, 1) for t in templates}
+    for name, radius in radii.items():
+        across = 2.0 * radius + voxel_size_A  # the mask's voxels have a width too
+        if across > thinnest_A:
+            needed = int(math.ceil(across / voxel_size_A)) + 2
+            warnings.warn(
+                f"Template {name!r} is up to {across:.0f} Å across (radius {radius:g} Å), "
+                f"{across - thinnest_A:.0f} Å more than the volume's {thinnest_A:g} Å along {'zyx'[axis]} "
+                f"({shape[axis]} voxels): it fits only in some orientations, so its orientations are biased "
+                f"and packing may fall short. Use at least {needed} voxels along {'zyx'[axis]}.",
+                UserWarning, stacklevel=2)
+    return radii
+
+
 def _particle_table(scene: Scene, templates: list[Template], voxel_size_A: float) -> ParticleTable:
     rows = []
     for p in scene.particles:
@@ -275,6 +307,7 @@ def simulate_tomogram(cfg: SimulationConfig) -> Generator[Progress, None, Simula
     rng = np.random.default_rng(cfg.seed)
     yield Progress(0, 1000, "rendering templates")
     templates = load_templates(cfg.templates, cfg.voxel_size_A)
+    radii = warn_templates_tight(templates, cfg.shape_zyx, cfg.voxel_size_A)
     scene, class_names = yield from _stage(build_scene(cfg, templates, rng), 20, 280)
     angles = tilt_angles(cfg.tilt_range_deg, cfg.tilt_step_deg)
     ctf = cfg.ctf if cfg.apply_ctf else None
@@ -310,6 +343,6 @@ def simulate_tomogram(cfg: SimulationConfig) -> Generator[Progress, None, Simula
         particles=table, class_names=class_names, voxel_size_A=float(cfg.voxel_size_A), config=cfg,
         measured_snr=float(measured), snr_domain=domain, density=scene.density, tilt_angles_deg=angles,
         tilt_series=tilt_series, tilt_series_clean=clean, structures=pd.DataFrame(scene.structures),
-        volume_fraction=fraction,
+        volume_fraction=fraction, template_radius_A=radii,
     )
 
