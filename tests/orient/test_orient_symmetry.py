@@ -142,7 +142,7 @@ def test_refinement_never_ends_below_its_start(monkeypatch, gold_standard):
         yield Progress(1, 1, "scrambling")
         return Rotation.random(len(mats), random_state=0).as_matrix(), len(mats)
 
-    monkeypatch.setattr(refine, "_match_pass", scramble)
+    monkeypatch.setattr(refine, "local_pass", scramble)
     info: dict = {}
     refined, _, history = run_job(refine.refine_orientations(pset.images, pset.quats, 5.0, schedule=schedule,
                                                              info=info, gold_standard=gold_standard))
