@@ -125,10 +125,19 @@ def as_symmetry(symmetry: Symmetry | str | None) -> Symmetry:
 
 
 def _quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamilton products ``a ⊗ b`` of (…, 4) quaternions (x, y, z, w), broadcast: the matrix ``A B``."""
-    ax, ay, az, aw = np.moveaxis(a, -1, 0)
-    bx, by, bz, bw = np.moveaxis(b, -1, 0)
-    return np.stack([aw * bx + ax * bw + ay * bz - az * by,
+    """Hamilton products ``a ⊗ b`` of (…, 4) quaternions (x, y, z, w), broadcast: the matrix ``A B``.
+
+    Both numpy arrays, or both torch tensors (gradients kept).
+    """
+    ax, ay, az, aw = (a[..., k] for k in range(4))
+    bx, by, bz, bw = (b[..., k] for k in range(4))
+    if isinstance(a, np.ndarray):
+        stack = np.stack
+    else:
+        import torch
+
+        stack = torch.stack
+    return stack([aw * bx + ax * bw + ay * bz - az * by,
                      aw * by - ax * bz + ay * bw + az * bx,
                      aw * bz + ax * by - ay * bx + az * bw,
                      aw * bw - ax * bx - ay * by - az * bz], axis=-1)
