@@ -264,3 +264,11 @@ def test_recovery_fits_distances_up_to_the_group():
         assert res.settings["symmetry"] == loss
         misfit[loss] = np.degrees(np.abs(symmetric_distance(res.quats[i], res.quats[j], "D7") - target).mean())
     assert misfit["D7"] < 1.0 and misfit["C1"] > 5.0
+
+
+def test_training_with_a_symmetry_the_map_lacks_warns_with_its_score(caplog):
+    from tomolens.orient.network import TrainingMap, map_symmetry
+
+    with caplog.at_level("WARNING", logger="tomolens.orient.network"):
+        sym = map_symmetry(TrainingMap(blob_map(), 8.0, "plain", "D7"))
+    assert sym.score < 0.9 and f"plain scores {sym.score:.2f} for D7 symmetry" in caplog.text

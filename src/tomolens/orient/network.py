@@ -35,6 +35,7 @@ from tomolens.models.card import ModelCard
 from tomolens.orient.project import simulate_projections
 from tomolens.orient.rotations import geodesic_distance
 from tomolens.orient.symmetry import (
+    SYMMETRY_THRESHOLD,
     Symmetry,
     as_symmetry,
     expand_quats,
@@ -162,6 +163,10 @@ def map_symmetry(tmap: TrainingMap) -> Symmetry:
         return sym
     found = find_symmetry_frame(pad_to_cube(np.asarray(tmap.volume, np.float32)), sym.name)
     log.info("%s: %s axes found, symmetry score %.2f", tmap.name, sym.name, found.score)
+    if found.score < SYMMETRY_THRESHOLD:
+        log.warning("%s scores %.2f for %s symmetry (a map with it scores at least %.2f): it probably does not have "
+                    "it, and distances up to the group will mislead the network; `tomolens orient symmetry MAP` "
+                    "measures which it has", tmap.name, found.score, sym.name, SYMMETRY_THRESHOLD)
     return found
 
 
