@@ -74,7 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-steps", type=int, default=None, help="--maps: training steps (default: the CLI's)")
     parser.add_argument("--conditions", default="var16,clean",
                         help="--maps: comma-separated noise conditions: var16, clean, snr<value>")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="--maps: repeats; seed s trains a fresh network with seed s and simulates with --seed + s")
+    parser.add_argument("--device", default="cpu", help="--maps: torch device of the distance training (cuda)")
+    parser.add_argument("--merge", nargs="+", default=None,
+                        help="merge the JSONs of --maps runs (one per map, run in parallel) into --out")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge_results(args.merge, args.out or str(ROOT / "benchmarks" / "results" / "orient_maps.json"))
     if args.maps:
         return many_maps(args, argv)
     args.out = args.out or str(ROOT / "benchmarks" / "results" / "orient.json")
@@ -233,7 +240,7 @@ def _condition(label: str) -> dict:
 
 
 def many_maps(args: argparse.Namespace, argv: list[str] | None) -> int:
-    """Recovery with default settings on several maps, each with a fresh network (see the module docstring)."""
+    """Recovery with default settings on several maps, each with fresh networks (see the module docstring)."""
     logging.basicConfig(level=logging.WARNING)
     import torch
 
@@ -241,9 +248,8 @@ def many_maps(args: argparse.Namespace, argv: list[str] | None) -> int:
     from tomolens.io import atomic_path, read_mrc
     from tomolens.jobs import run_job
     from tomolens.orient.network import TrainingMap, train_distance_model
-    from tomolens.orient.pipeline import RECOVER_PARAMS, TRAIN_PARAMS, network_pixel_size, recover_from_stack
-    from tomolens.orient.project import box_warnings, pad_to_cube, particle_diameter_A, simulate_projections
-    from tomolens.orient.reconstruct import fourier_shell_correlation, reconstruct_fourier
+    from tomolens.orient.pipeline import TRAIN_PARAMS, network_pixel_size
+    from tomolens.orient.project import box_warnings, pad_to_cube, particle_diameter_A
     from tomolens.orient.symmetry import check_symmetry, detect_symmetry
 
     names = list(DEFAULT_MAPS) if args.maps == ["default"] else args.maps
@@ -254,15 +260,19 @@ def many_maps(args: argparse.Namespace, argv: list[str] | None) -> int:
     reduced = {"n_projections": args.n < 5000, "train_steps": steps < train_defaults["train_steps"],
                "maps": len(names) < len(DEFAULT_MAPS), "conditions": set(conditions) != {"var16", "clean"}}
     result = {
-        "benchmark": "orient_maps", "machine": "2-core CPU shared with other jobs, no GPU",
+        "benchmark": "orient_maps", "machine": _machine(args.device),
         "load_average_at_start": [round(v, 2) for v in os.getloadavg()], "threads": args.threads,
-        "reduced": reduced, "n_projections": args.n, "seed": args.seed, "train_steps": steps,
-        "conditions": conditions, "recover_settings": "defaults of RECOVER_PARAMS, symmetry from detect_symmetry",
-        "maps": [], "rows": [],
+        "device": args.device, "reduced": reduced, "n_projections": args.n, "seed": args.seed, "seeds": args.seeds,
+        "train_steps": steps, "conditions": conditions,
+        "recover_settings": "defaults of RECOVER_PARAMS, symmetry from detect_symmetry",
+        "training": "a fresh network per map and seed, TRAIN_PARAMS defaults but train_steps, trained with the "
+                    "detected symmetry (distances up to the group)",
+        "maps": [], "rows": [], "summary": [],
         "command": "python benchmarks/bench_orient.py " + " ".join(argv if argv is not None else os.sys.argv[1:]),
     }
 
     def save() -> None:
+        result["summary"] = summarise(result["rows"])
         out_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out_path) as tmp:
             tmp.write_text(json.dumps(result, indent=2))
@@ -277,71 +287,162 @@ def many_maps(args: argparse.Namespace, argv: list[str] | None) -> int:
         symmetry = report.suggested.name
         t_sym = time.monotonic() - t
         truth_sym, _ = check_symmetry(cube, symmetry)
-        tmap = TrainingMap(cube, voxel, path.stem)
+        tmap = TrainingMap(cube, voxel, path.stem, truth_sym)
         pixel = network_pixel_size([tmap], train_defaults["input_size"])
         info = {"map": path.stem, "voxel_A": voxel, "box": cube.shape[0],
                 "diameter_A": particle_diameter_A(cube, voxel), "symmetry": symmetry,
                 "symmetry_scores": report.scores, "symmetry_s": t_sym, "network_pixel_A": pixel,
+                "network_window_A": pixel * train_defaults["input_size"], "training_min": {},
                 "warnings": box_warnings(cube, voxel, pixel * train_defaults["input_size"])}
+        result["maps"].append(info)
         print(f"{path.stem}: {cube.shape[0]}³ at {voxel:.2f} Å, {info['diameter_A']:.0f} Å across, "
               f"{report.summary()}; network pixel {pixel:.2f} Å", flush=True)
-        t = time.monotonic()
-        model = run_job(train_distance_model([tmap], pixel_size_A=pixel, input_size=train_defaults["input_size"],
-                                             projections_per_map=train_defaults["projections_per_map"],
-                                             steps=steps, seed=0, name=f"bench_{path.stem}"))
-        info["training_min"] = (time.monotonic() - t) / 60
-        result["maps"].append(info)
-        for label in conditions:
-            t = time.monotonic()
-            pset = run_job(simulate_projections(cube, voxel, args.n, seed=args.seed, **_condition(label)))
-            t_sim = time.monotonic() - t
-            values = {p.name: p.default for p in RECOVER_PARAMS} | {"symmetry": symmetry}
-            t = time.monotonic()
-            res = run_job(recover_from_stack(pset.images, voxel, values, pset.quats, cube, model=model))
-            t_rec = time.monotonic() - t
-            true_recon = run_job(reconstruct_fourier(pset.images, pset.quats, pad_factor=1.0, symmetry=truth_sym))
-            fsc_true = fourier_shell_correlation(true_recon, cube, voxel)
-            fsc_between = fourier_shell_correlation(res.reconstruction, true_recon, voxel)
-            err = res.errors_deg
-            before = res.errors_before_refinement_deg
-            check = res.refinement.get("check", {})
-            row = {
-                "map": path.stem, "symmetry": symmetry, "condition": label,
-                "noise_variance": pset.noise_variance, "snr": pset.info.get("snr"),
-                "mean_error_deg": float(err.mean()), "median_error_deg": float(np.median(err)),
-                "within_10deg": float(np.mean(err < 10)),
-                "before_refinement_mean_deg": None if before is None else float(before.mean()),
-                "before_refinement_median_deg": None if before is None else float(np.median(before)),
-                "distance_mae_deg": res.distance_errors.get("mae_deg"),
-                "refinement_kept_start": check.get("kept_start"), "half_set_score": check.get("half_set_score"),
-                "fsc05_A": res.fsc.resolution_05_A, "fsc0143_A": res.fsc.resolution_0143_A,
-                "fsc05_true_orientations_A": fsc_true.resolution_05_A,
-                "fsc0143_true_orientations_A": fsc_true.resolution_0143_A,
-                "fsc05_vs_true_orientation_map_A": fsc_between.resolution_05_A,
-                "fsc0143_vs_true_orientation_map_A": fsc_between.resolution_0143_A,
-                "fsc_curve": {"frequency_per_A": res.fsc.frequency_per_A.round(5).tolist(),
-                              "fsc": res.fsc.fsc.round(4).tolist()},
-                "timings_s": {"simulate": t_sim, **res.timings_s},
-                "total_min": info["training_min"] + t_rec / 60,
-                "warnings": res.warnings,
-            }
-            row["goals"] = {"mean_le_5deg": bool(row["mean_error_deg"] <= 5.0) if label == "var16" else None,
-                            "total_le_15min": bool(row["total_min"] <= 15.0)}
-            result["rows"].append(row)
-            print(f"  {label:6s} SNR {row['snr'] or float('inf'):.3g}: mean {row['mean_error_deg']:.2f}° median "
-                  f"{row['median_error_deg']:.2f}° ({100 * row['within_10deg']:.0f} % < 10°), before refinement "
-                  f"{row['before_refinement_mean_deg'] or float('nan'):.1f}°; FSC {row['fsc05_A']:.1f}/"
-                  f"{row['fsc0143_A']:.1f} Å (true orientations {row['fsc05_true_orientations_A']:.1f}/"
-                  f"{row['fsc0143_true_orientations_A']:.1f} Å); {row['total_min']:.1f} min", flush=True)
-            save()
-    print("\n| map | symmetry | condition | SNR | mean (°) | median (°) | FSC 0.5 / 0.143 (Å) | true orient. (Å) "
-          "| total (min) |\n|---|---|---|---|---|---|---|---|---|")
-    for r in result["rows"]:
-        print(f"| {r['map']} | {r['symmetry']} | {r['condition']} | {r['snr'] or float('inf'):.3g} | "
-              f"{r['mean_error_deg']:.2f} | {r['median_error_deg']:.2f} | {r['fsc05_A']:.1f} / {r['fsc0143_A']:.1f} | "
-              f"{r['fsc05_true_orientations_A']:.1f} / {r['fsc0143_true_orientations_A']:.1f} | {r['total_min']:.1f} |")
+        for seed in args.seeds:
+            t, cpu = time.monotonic(), time.process_time()
+            model = run_job(train_distance_model(
+                [tmap], pixel_size_A=pixel, input_size=train_defaults["input_size"],
+                projections_per_map=train_defaults["projections_per_map"], steps=steps, seed=seed,
+                name=f"bench_{path.stem}_{seed}", device=args.device))
+            training_min = (time.monotonic() - t) / 60
+            info["training_min"][str(seed)] = training_min
+            info.setdefault("training_cpu_min", {})[str(seed)] = (time.process_time() - cpu) / 60
+            for label in conditions:
+                row = _map_row(path.stem, truth_sym, cube, voxel, label, seed, training_min, model, args)
+                result["rows"].append(row)
+                save()
+    _print_summary(result["summary"])
     save()
     print(f"wrote {out_path}")
+    return 0
+
+
+def _machine(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return f"{torch.cuda.get_device_name(0)} (distance training), {os.cpu_count()} CPU cores (the rest)"
+    return f"{os.cpu_count()}-core CPU shared with other jobs, no GPU"
+
+
+def _map_row(name: str, truth_sym, cube: np.ndarray, voxel: float, label: str, seed: int, training_min: float,
+             model, args: argparse.Namespace) -> dict:
+    """One map, noise condition and seed: simulate, recover with default settings, measure."""
+    from tomolens.jobs import run_job
+    from tomolens.orient.pipeline import RECOVER_PARAMS, recover_from_stack
+    from tomolens.orient.project import simulate_projections
+    from tomolens.orient.reconstruct import fourier_shell_correlation, reconstruct_fourier
+
+    symmetry = truth_sym.name
+    t = time.monotonic()
+    pset = run_job(simulate_projections(cube, voxel, args.n, seed=args.seed + seed, **_condition(label)))
+    t_sim = time.monotonic() - t
+    values = {p.name: p.default for p in RECOVER_PARAMS} | {"symmetry": symmetry}
+    t, cpu = time.monotonic(), time.process_time()
+    res = run_job(recover_from_stack(pset.images, voxel, values, pset.quats, cube, model=model))
+    t_rec, cpu_rec = time.monotonic() - t, time.process_time() - cpu
+    true_recon = run_job(reconstruct_fourier(pset.images, pset.quats, pad_factor=1.0, symmetry=truth_sym))
+    fsc_true = fourier_shell_correlation(true_recon, cube, voxel)
+    fsc_between = fourier_shell_correlation(res.reconstruction, true_recon, voxel)
+    err = res.errors_deg
+    before = res.errors_before_refinement_deg
+    check = res.refinement.get("check", {})
+    row = {
+        "map": name, "symmetry": symmetry, "condition": label, "seed": seed,
+        "noise_variance": pset.noise_variance, "snr": pset.info.get("snr"),
+        "mean_error_deg": float(err.mean()), "median_error_deg": float(np.median(err)),
+        "within_10deg": float(np.mean(err < 10)),
+        "before_refinement_mean_deg": None if before is None else float(before.mean()),
+        "before_refinement_median_deg": None if before is None else float(np.median(before)),
+        "distance_mae_deg": res.distance_errors.get("mae_deg"),
+        "distance_mae_up_to_symmetry": True,
+        "refinement_kept_start": check.get("kept_start"), "half_set_score": check.get("half_set_score"),
+        "fsc05_A": res.fsc.resolution_05_A, "fsc0143_A": res.fsc.resolution_0143_A,
+        "fsc05_true_orientations_A": fsc_true.resolution_05_A,
+        "fsc0143_true_orientations_A": fsc_true.resolution_0143_A,
+        "fsc05_vs_true_orientation_map_A": fsc_between.resolution_05_A,
+        "fsc0143_vs_true_orientation_map_A": fsc_between.resolution_0143_A,
+        "fsc_curve": {"frequency_per_A": res.fsc.frequency_per_A.round(5).tolist(),
+                      "fsc": res.fsc.fsc.round(4).tolist()},
+        "timings_s": {"simulate": t_sim, **res.timings_s},
+        "total_min": training_min + t_rec / 60,
+        "recovery_cpu_min": cpu_rec / 60,  # CPU time of this process (all its threads): the wall time includes waits
+        "warnings": res.warnings,
+    }
+    row["goals"] = {"mean_le_5deg": bool(row["mean_error_deg"] <= 5.0) if label == "var16" else None,
+                    "total_le_15min": bool(row["total_min"] <= 15.0)}
+    print(f"  seed {seed} {label:6s} SNR {row['snr'] or float('inf'):.3g}: mean {row['mean_error_deg']:.2f}° median "
+          f"{row['median_error_deg']:.2f}° ({100 * row['within_10deg']:.0f} % < 10°), before refinement "
+          f"{row['before_refinement_mean_deg'] or float('nan'):.1f}°, distances off by "
+          f"{row['distance_mae_deg']:.1f}°; FSC {row['fsc05_A']:.1f}/{row['fsc0143_A']:.1f} Å (true orientations "
+          f"{row['fsc05_true_orientations_A']:.1f}/{row['fsc0143_true_orientations_A']:.1f} Å); "
+          f"{row['total_min']:.1f} min", flush=True)
+    return row
+
+
+#: Row values that the summary gives as mean ± standard deviation over seeds.
+SUMMARY_KEYS = ("mean_error_deg", "median_error_deg", "within_10deg", "before_refinement_mean_deg",
+                "distance_mae_deg", "fsc05_A", "fsc0143_A", "fsc05_true_orientations_A", "total_min",
+                "recovery_cpu_min")
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per map and condition: every seed's values and their mean ± standard deviation (ddof 1)."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["map"], row["condition"]), []).append(row)
+    out = []
+    for (name, condition), group in groups.items():
+        entry = {"map": name, "condition": condition, "symmetry": group[0]["symmetry"],
+                 "seeds": [r.get("seed", 0) for r in group],
+                 "refinement_kept_start": [r["refinement_kept_start"] for r in group]}
+        for key in SUMMARY_KEYS:
+            values = [r[key] for r in group if r.get(key) is not None]
+            entry[key] = {"per_seed": values, "mean": float(np.mean(values)) if values else None,
+                          "std": float(np.std(values, ddof=1)) if len(values) > 1 else None}
+        out.append(entry)
+    return out
+
+
+def _print_summary(summary: list[dict]) -> None:
+    def pm(stat: dict, digits: int = 1) -> str:
+        if stat["mean"] is None:
+            return "–"
+        spread = f" ± {stat['std']:.{digits}f}" if stat["std"] is not None else ""
+        return f"{stat['mean']:.{digits}f}{spread}"
+
+    print("\n| map | symmetry | condition | seeds | mean error (°) | median (°) | < 10° | before refinement (°) "
+          "| distance MAE (°) | FSC 0.5 (Å) | true orient. FSC 0.5 (Å) | min per run |\n" + "|---" * 12 + "|")
+    for e in summary:
+        print(f"| {e['map']} | {e['symmetry']} | {e['condition']} | {len(e['seeds'])} | {pm(e['mean_error_deg'])} | "
+              f"{pm(e['median_error_deg'])} | {pm(e['within_10deg'], 2)} | {pm(e['before_refinement_mean_deg'])} | "
+              f"{pm(e['distance_mae_deg'])} | {pm(e['fsc05_A'])} | {pm(e['fsc05_true_orientations_A'])} | "
+              f"{pm(e['total_min'])} |")
+
+
+def merge_results(paths: list[str], out: str) -> int:
+    """One JSON from the per-map JSONs of parallel ``--maps`` runs (scripts/bench_orient_maps_gpu.sh)."""
+    from tomolens.io import atomic_path
+
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        logging.warning("no result from %s (see the run's log); merging the others", ", ".join(missing))
+    parts = [json.loads(Path(p).read_text()) for p in paths if Path(p).is_file()]
+    if not parts:
+        raise SystemExit("nothing to merge: no result file exists")
+    merged = dict(parts[0])
+    merged["maps"] = list({m["map"]: m for part in parts for m in part["maps"]}.values())
+    merged["rows"] = [r for part in parts for r in part["rows"]]
+    merged["summary"] = summarise(merged["rows"])
+    merged["conditions"] = sorted({c for part in parts for c in part["conditions"]})
+    merged["reduced"] = {k: any(part["reduced"][k] for part in parts) for k in parts[0]["reduced"]}
+    merged["reduced"]["maps"] = len(merged["maps"]) < len(DEFAULT_MAPS)
+    merged["reduced"]["conditions"] = set(merged["conditions"]) != {"var16", "clean"}
+    merged["missing_parts"] = missing
+    merged["command"] = [part["command"] for part in parts]
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(merged, indent=2))
+    _print_summary(merged["summary"])
+    print(f"wrote {out}")
     return 0
 
 

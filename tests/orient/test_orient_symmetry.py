@@ -142,7 +142,7 @@ def test_refinement_never_ends_below_its_start(monkeypatch, gold_standard):
         yield Progress(1, 1, "scrambling")
         return Rotation.random(len(mats), random_state=0).as_matrix(), len(mats)
 
-    monkeypatch.setattr(refine, "_match_pass", scramble)
+    monkeypatch.setattr(refine, "local_pass", scramble)
     info: dict = {}
     refined, _, history = run_job(refine.refine_orientations(pset.images, pset.quats, 5.0, schedule=schedule,
                                                              info=info, gold_standard=gold_standard))
@@ -208,3 +208,67 @@ def test_pipeline_with_a_symmetry_and_a_map_that_lacks_it():
     assert symmetry_score(out.reconstruction, frame) > 0.9
     with pytest.raises(ValueError, match="symmetry"):
         run_job(recover_from_stack(pset.images, 5.0, {**values, "symmetry": "C99"}))
+
+
+def test_distance_targets_are_the_same_for_orientations_that_differ_by_a_group_element():
+    """The distance network's target min_g d(q_i, q_j g) does not change when q_j becomes q_j g."""
+    from tomolens.orient.network import pair_targets
+    from tomolens.orient.rotations import geodesic_distance
+    from tomolens.orient.symmetry import expand_quats, symmetric_distance
+
+    sym = Symmetry("D3", tilted())
+    quats = random_orientations(12, seed=4, half_sphere=False)
+    moved = _quat_multiply(quats, sym.quats()[np.random.default_rng(2).integers(0, sym.order, 12)])
+    assert np.degrees(geodesic_distance(quats, moved)).max() > 90  # far apart as plain rotations
+    target = pair_targets(torch.from_numpy(quats), torch.from_numpy(expand_quats(quats, sym))).numpy()
+    target_moved = pair_targets(torch.from_numpy(moved), torch.from_numpy(expand_quats(moved, sym))).numpy()
+    np.testing.assert_allclose(target_moved, target, atol=1e-6)
+    np.testing.assert_allclose(np.diag(pair_targets(torch.from_numpy(quats), torch.from_numpy(
+        expand_quats(moved, sym))).numpy()), 0.0, atol=1e-6)  # an image and its symmetry copy: distance 0
+    i, j = np.triu_indices(12, 1)
+    np.testing.assert_allclose(target[i, j], symmetric_distance(quats[i], quats[j], sym), atol=1e-9)
+    assert np.all(target[i, j] <= geodesic_distance(quats[i], quats[j]) + 1e-9)
+    plain = pair_targets(torch.from_numpy(quats), torch.from_numpy(expand_quats(quats, "C1"))).numpy()
+    np.testing.assert_allclose(plain[i, j], geodesic_distance(quats[i], quats[j]), atol=1e-9)
+
+
+def test_distance_training_on_a_symmetric_map_records_its_group_and_axes():
+    from tomolens.orient.network import TrainingMap, train_distance_model
+
+    torch.set_num_threads(1)
+    frame = tilted()
+    vol = symmetrise_volume(blob_map(seed=3), Symmetry("C3", frame))
+    _, card = run_job(train_distance_model(
+        [TrainingMap(vol, 8.0, "c3blob", "C3"), TrainingMap(blob_map(), 8.0, "plain")], pixel_size_A=8.0,
+        input_size=24, projections_per_map=40, steps=2, batch_size=8, seed=1))
+    assert card.extra["symmetry"] == {"c3blob": "C3", "plain": "C1"}
+    axis = np.asarray(card.extra["symmetry_frames"]["c3blob"]) @ [0.0, 0.0, 1.0]  # the 3-fold axis found
+    assert np.degrees(np.arccos(abs(axis @ (frame @ [0.0, 0.0, 1.0])))) < 3.0
+    assert "c3blob C3" in card.training_data
+
+
+def test_recovery_fits_distances_up_to_the_group():
+    """From exact D7 distances, the symmetric loss recovers a set that reproduces them; the plain loss cannot."""
+    from tomolens.orient.recover import ExactDistances, recover_orientations
+    from tomolens.orient.symmetry import symmetric_distance
+
+    torch.set_num_threads(1)
+    sym = Symmetry("D7", tilted())
+    truth = random_orientations(300, seed=6)
+    i, j = np.triu_indices(300, 1)
+    target = symmetric_distance(truth[i], truth[j], sym)
+    misfit = {}
+    for loss in ("C1", "D7"):
+        res = run_job(recover_orientations(ExactDistances(truth, sym), steps=600, pairs_per_step=10000,
+                                           n_anchors=300, symmetry=loss))
+        assert res.settings["symmetry"] == loss
+        misfit[loss] = np.degrees(np.abs(symmetric_distance(res.quats[i], res.quats[j], "D7") - target).mean())
+    assert misfit["D7"] < 1.0 and misfit["C1"] > 5.0
+
+
+def test_training_with_a_symmetry_the_map_lacks_warns_with_its_score(caplog):
+    from tomolens.orient.network import TrainingMap, map_symmetry
+
+    with caplog.at_level("WARNING", logger="tomolens.orient.network"):
+        sym = map_symmetry(TrainingMap(blob_map(), 8.0, "plain", "D7"))
+    assert sym.score < 0.9 and f"plain scores {sym.score:.2f} for D7 symmetry" in caplog.text

@@ -186,7 +186,7 @@ class OrientationWidget(Container):
             return
         v = self.train_panel.values()
         try:
-            maps = load_training_maps(paths)
+            maps = load_training_maps(paths, v["symmetry"])
         except ValueError as err:
             show_warning(str(err))
             return

@@ -55,7 +55,7 @@ def _train(args: argparse.Namespace) -> int:
     from tomolens.orient.pipeline import TRAIN_PARAMS, load_training_maps, network_pixel_size
 
     v = values_from_args(args, TRAIN_PARAMS)
-    maps = load_training_maps(args.maps)
+    maps = load_training_maps(args.maps, v["symmetry"])
     val = load_training_maps(args.validation_maps or [])
     model, card = run_cli_job(train_distance_model(
         maps, val, pixel_size_A=network_pixel_size(maps, v["input_size"], v["pixel_size_A"]),

@@ -6,6 +6,11 @@ embeddings, trained to regress ``d(q1, q2) = 2 arccos |<q1, q2>|`` (radians).  B
 estimate is a distance between per-image embeddings, recovery embeds every image once
 and gets any pair's distance for the cost of a subtraction.
 
+For a map with a point group ``G`` (:class:`TrainingMap`'s ``symmetry``) the images at ``A`` and
+``A g`` (``g`` in ``G``) are identical, so the target is the distance up to the group,
+``min_g d(q1, q2 g)`` (:func:`tomolens.orient.symmetry.symmetric_distance`), with the group's
+axes found on the map (:func:`tomolens.orient.symmetry.find_symmetry_frame`).
+
 Training uses "batch-all" pairs: a batch holds ``batch_size`` projections of one map and
 every pair among them (``B(B−1)/2``) contributes to the loss.  Projections come from the
 simulator with viewing directions on one hemisphere (the paper's way round the mirror
@@ -29,6 +34,14 @@ from tomolens.jobs import Progress, relay
 from tomolens.models.card import ModelCard
 from tomolens.orient.project import simulate_projections
 from tomolens.orient.rotations import geodesic_distance
+from tomolens.orient.symmetry import (
+    SYMMETRY_THRESHOLD,
+    Symmetry,
+    as_symmetry,
+    expand_quats,
+    find_symmetry_frame,
+    symmetric_distance,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +132,16 @@ def standardise(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class TrainingMap:
-    """A map to train on: density (z, y, x), voxel size in Å and a name."""
+    """A map to train on: density (z, y, x), voxel size in Å, a name and its point group.
+
+    ``symmetry`` is a group name (its axes are found on the map when training starts) or a
+    :class:`tomolens.orient.symmetry.Symmetry` with its frame; ``"C1"``: none.
+    """
 
     volume: np.ndarray
     voxel_size_A: float
     name: str
+    symmetry: Symmetry | str = "C1"
 
 
 @dataclass
@@ -132,12 +150,32 @@ class _Pool:
     quats: torch.Tensor  # (P, 4)
     signal_var: float
     name: str
+    expanded: torch.Tensor  # (P, K, 4): every orientation times every element of the map's group
+    symmetry: Symmetry
+
+
+def map_symmetry(tmap: TrainingMap) -> Symmetry:
+    """The training map's point group with its axes: as given, or found on the map for a bare name."""
+    from tomolens.orient.project import pad_to_cube
+
+    sym = as_symmetry(tmap.symmetry)
+    if sym.name == "C1" or isinstance(tmap.symmetry, Symmetry):
+        return sym
+    found = find_symmetry_frame(pad_to_cube(np.asarray(tmap.volume, np.float32)), sym.name)
+    log.info("%s: %s axes found, symmetry score %.2f", tmap.name, sym.name, found.score)
+    if found.score < SYMMETRY_THRESHOLD:
+        log.warning("%s scores %.2f for %s symmetry (a map with it scores at least %.2f): it probably does not have "
+                    "it, and distances up to the group will mislead the network; `tomolens orient symmetry MAP` "
+                    "measures which it has", tmap.name, found.score, sym.name, SYMMETRY_THRESHOLD)
+    return found
 
 
 def _make_pool(tmap: TrainingMap, n: int, seed: int, pixel_A: float, size: int) -> Generator[Progress, None, _Pool]:
     pset = yield from simulate_projections(tmap.volume, tmap.voxel_size_A, n, seed=seed, pad_factor=1.5)
     imgs = resample_images(pset.images, tmap.voxel_size_A, pixel_A, size)
-    return _Pool(torch.from_numpy(imgs), torch.from_numpy(pset.quats), float(imgs.var(axis=(1, 2)).mean()), tmap.name)
+    sym = map_symmetry(tmap)
+    return _Pool(torch.from_numpy(imgs), torch.from_numpy(pset.quats), float(imgs.var(axis=(1, 2)).mean()),
+                 tmap.name, torch.from_numpy(expand_quats(pset.quats, sym)), sym)
 
 
 def _noisy_batch(pool: _Pool, idx: torch.Tensor, snr_range: tuple[float, float], clean_fraction: float,
@@ -151,8 +189,17 @@ def _noisy_batch(pool: _Pool, idx: torch.Tensor, snr_range: tuple[float, float],
     return standardise(x)
 
 
-def _pair_targets(quats: torch.Tensor) -> torch.Tensor:
-    dot = (quats @ quats.T).abs().clamp(max=1.0)
+def pair_targets(quats: torch.Tensor, expanded: torch.Tensor) -> torch.Tensor:
+    """Target distances (B, B) in radians between orientations up to their group: ``min_g d(q_i, q_j g)``.
+
+    Parameters
+    ----------
+    quats : Tensor, shape (B, 4)
+        Orientations.
+    expanded : Tensor, shape (B, K, 4)
+        Each orientation times each of the K group elements (K = 1: no symmetry).
+    """
+    dot = torch.einsum("id,jkd->ijk", quats, expanded).abs().amax(dim=-1).clamp(max=1.0)
     return 2.0 * torch.arccos(dot)
 
 
@@ -170,13 +217,15 @@ def train_distance_model(
     max_minutes: float | None = None,
     seed: int = 0,
     name: str = "orient_distance",
+    device: str = "cpu",
 ) -> Generator[Progress, None, tuple[SiameseDistanceNet, ModelCard]]:
     """Train a Siamese distance network on simulated projections of ``maps`` (job).
 
     Parameters
     ----------
     maps : sequence of TrainingMap
-        Maps whose projections train the network.
+        Maps whose projections train the network; a map's ``symmetry`` makes its targets
+        distances up to its point group.
     validation_maps : sequence of TrainingMap
         Held-out maps: their distance errors go on the card (never used to stop).
     pixel_size_A : float
@@ -200,6 +249,10 @@ def train_distance_model(
     seed : int
     name : str
         Model name on the card.
+    device : str
+        Torch device of the optimisation (``"cuda"`` on a GPU); batches are drawn on the CPU
+        with the same generator, so a seed gives the same data on any device.  The model is
+        returned on the CPU.
 
     Returns
     -------
@@ -217,7 +270,7 @@ def train_distance_model(
                                    f"simulating projections of {tmap.name} ({k + 1}/{len(all_maps)})")
         pools.append(pool)
     train_pools, val_pools = pools[: len(maps)], pools[len(maps):]
-    model = SiameseDistanceNet(input_size=input_size)
+    model = SiameseDistanceNet(input_size=input_size).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=learning_rate)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps), eta_min=0.05 * learning_rate)
     iu = torch.triu_indices(batch_size, batch_size, offset=1)
@@ -227,10 +280,10 @@ def train_distance_model(
     for step in range(1, steps + 1):
         pool = train_pools[int(torch.randint(len(train_pools), (1,), generator=gen))]
         idx = torch.randint(len(pool.quats), (batch_size,), generator=gen)
-        x = _noisy_batch(pool, idx, snr_range, clean_fraction, gen)
+        x = _noisy_batch(pool, idx, snr_range, clean_fraction, gen).to(device)
         emb = model.encode(x)
         pred = torch.cdist(emb, emb)[iu[0], iu[1]]
-        target = _pair_targets(pool.quats[idx])[iu[0], iu[1]].float()
+        target = pair_targets(pool.quats[idx], pool.expanded[idx])[iu[0], iu[1]].float().to(device)
         loss = torch.mean((pred - target) ** 2)
         opt.zero_grad()
         loss.backward()
@@ -244,7 +297,7 @@ def train_distance_model(
         if max_minutes is not None and time.monotonic() - t0 > 60 * max_minutes:
             log.info("training stopped by its time limit after %d steps", step)
             break
-    model.eval()
+    model = model.cpu().eval()
     metrics = {"train_steps": done, "train_minutes": round((time.monotonic() - t0) / 60, 2)}
     for pool in val_pools:
         metrics[f"val_{pool.name}"] = evaluate_pool(model, pool, snr_range, seed)
@@ -256,10 +309,14 @@ def train_distance_model(
         training_data=(
             f"{projections_per_map} Fourier-slice projections per map of {', '.join(m.name for m in maps)} "
             f"(viewing directions on a hemisphere), noise SNR log-uniform in {list(snr_range)} "
-            f"({clean_fraction:.0%} clean), batch-all pairs of {batch_size} images"
+            f"({clean_fraction:.0%} clean), batch-all pairs of {batch_size} images; target distances "
+            f"up to each map's point group ({', '.join(f'{p.name} {p.symmetry.name}' for p in pools)})"
         ),
         seed=seed, metrics=metrics,
         extra={"train_maps": [m.name for m in maps], "validation_maps": [m.name for m in validation_maps],
+               "symmetry": {p.name: p.symmetry.name for p in pools},
+               "symmetry_frames": {p.name: p.symmetry.frame.round(6).tolist() for p in pools
+                                   if p.symmetry.name != "C1"},
                "steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "half_sphere": True},
     )
     return model, card
@@ -278,7 +335,7 @@ def evaluate_pool(model: SiameseDistanceNet, pool: _Pool, snr_range: tuple[float
             x = _noisy_batch(pool, torch.arange(len(pool.quats)), snr_range, frac, gen)
             emb = model.encode(x)
         pred = torch.cdist(emb, emb)
-        target = _pair_targets(pool.quats).float()
+        target = pair_targets(pool.quats, pool.expanded).float()
         iu = torch.triu_indices(len(emb), len(emb), offset=1)
         out[f"mae_deg_{label}"] = round(float(torch.rad2deg((pred - target)[iu[0], iu[1]].abs().mean())), 2)
     return out
@@ -308,12 +365,20 @@ def embed_images(
     return np.concatenate(out)
 
 
-def distance_errors_deg(embeddings: np.ndarray, quats: np.ndarray, n_pairs: int = 200_000, seed: int = 0) -> dict:
-    """Mean and median absolute error (degrees) of embedding distances on random pairs."""
+def distance_errors_deg(embeddings: np.ndarray, quats: np.ndarray, n_pairs: int = 200_000, seed: int = 0,
+                        symmetry: Symmetry | str | None = None) -> dict:
+    """Mean and median absolute error (degrees) of embedding distances on random pairs.
+
+    With a ``symmetry`` (in the frame of ``quats``) the true distance is the one up to the group.
+    """
     rng = np.random.default_rng(seed)
     i = rng.integers(0, len(quats), n_pairs)
     j = rng.integers(0, len(quats), n_pairs)
     keep = i != j
     est = np.linalg.norm(embeddings[i[keep]] - embeddings[j[keep]], axis=1)
-    err = np.degrees(np.abs(est - geodesic_distance(quats[i[keep]], quats[j[keep]])))
+    if as_symmetry(symmetry).name == "C1":
+        true = geodesic_distance(quats[i[keep]], quats[j[keep]])
+    else:
+        true = symmetric_distance(quats[i[keep]], quats[j[keep]], symmetry)
+    err = np.degrees(np.abs(est - true))
     return {"mae_deg": float(err.mean()), "median_deg": float(np.median(err))}

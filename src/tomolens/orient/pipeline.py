@@ -56,6 +56,9 @@ TRAIN_PARAMS = (
     Param("learning_rate", 1e-3, "Adam step size for training", float, min=1e-6, max=1.0, advanced=True),
     Param("max_minutes", 0.0, "stop training after this many minutes (0: no limit)", float, min=0.0),
     Param("seed", 0, "random seed of training", int, min=0, advanced=True),
+    Param("symmetry", "C1", "point group of the training maps (axes found on each map): the network learns "
+          "distances up to it, min over g of d(A, B g), since projections at A and A g are identical",
+          str, choices=COMMON_GROUPS),
 )
 
 RECOVER_PARAMS = (
@@ -211,6 +214,11 @@ def recover_from_stack(
     reference = None
     truth_symmetry = symmetry  # the group in the truth's frame: RELION's setting unless the true map says otherwise
     net, card = model if model is not None else load_model(settings["model"], "cpu", expected_task="orient")
+    trained_for = sorted(set((card.extra or {}).get("symmetry", {}).values()) or {"C1"})
+    if trained_for != [symmetry.name]:
+        warnings.append(f"The distance network was trained for {', '.join(trained_for)} symmetry, but recovery "
+                        f"assumes {symmetry.name}: train one with `tomolens orient train --symmetry "
+                        f"{symmetry.name}` on the particle's map, so that its distances are up to the group.")
     if reference_map is not None:
         reference = pad_to_cube(reference_map)
         if reference.shape[0] != images.shape[1]:
@@ -233,7 +241,7 @@ def recover_from_stack(
         EmbeddingDistances(embeddings), initialisation=settings["initialisation"],
         steps=settings["recover_steps"], pairs_per_step=settings["pairs_per_step"],
         learning_rate=settings["recover_learning_rate"], n_anchors=settings["n_anchors"],
-        local_scale=settings["local_scale"] or None, seed=settings["seed"],
+        local_scale=settings["local_scale"] or None, seed=settings["seed"], symmetry=symmetry.name,
     )
     timings["recovery"] = time.monotonic() - t0
     out = OrientationResult(result.quats, timings_s=timings, loss_history=result.loss_history,
@@ -270,7 +278,7 @@ def recover_from_stack(
     if truth_quats is not None:
         # shifts are the images' own (content offset in pixels): aligning the orientations leaves them as they are
         out.errors_deg, out.quats = symmetric_errors_deg(quats, truth_quats, truth_symmetry)
-        out.distance_errors = distance_errors_deg(embeddings, np.asarray(truth_quats))
+        out.distance_errors = distance_errors_deg(embeddings, np.asarray(truth_quats), symmetry=truth_symmetry)
         recon_symmetry = truth_symmetry
     elif settings["reconstruct"] and not settings["refine"]:
         log.warning(
@@ -319,8 +327,8 @@ def network_pixel_size(maps, input_size: int, pixel_size_A: float = 0.0, margin:
     return float(pixel)
 
 
-def load_training_maps(paths: list[str | Path]):
-    """Read maps for training: a list of :class:`tomolens.orient.network.TrainingMap`."""
+def load_training_maps(paths: list[str | Path], symmetry: str = "C1"):
+    """Read maps for training: a list of :class:`tomolens.orient.network.TrainingMap`, each with ``symmetry``."""
     from tomolens.io import read_mrc
     from tomolens.orient.network import TrainingMap
 
@@ -331,5 +339,6 @@ def load_training_maps(paths: list[str | Path]):
             raise ValueError(f"{Path(p).name} is a {vol.kind}, not a 3D map; train on density maps (.mrc).")
         if vol.voxel_size_A is None:
             raise ValueError(f"{Path(p).name} has no voxel size in its header; set it before training.")
-        out.append(TrainingMap(np.asarray(vol.data, np.float32), float(vol.voxel_size_A[-1]), Path(p).stem))
+        out.append(TrainingMap(np.asarray(vol.data, np.float32), float(vol.voxel_size_A[-1]), Path(p).stem,
+                               symmetry))
     return out

@@ -33,12 +33,19 @@ log = logging.getLogger(__name__)
 
 
 class ExactDistances:
-    """True geodesic distances between known orientations (quaternions (N, 4))."""
+    """True geodesic distances between known orientations (quaternions (N, 4)), up to a point group if given.
 
-    def __init__(self, quats: np.ndarray) -> None:
+    With ``symmetry`` (a :class:`tomolens.orient.symmetry.Symmetry` or name) the distance is
+    ``min_g d(q_i, q_j g)``, what a distance network trained up to that group estimates.
+    """
+
+    def __init__(self, quats: np.ndarray, symmetry=None) -> None:
         import torch
 
+        from tomolens.orient.symmetry import expand_quats
+
         self.quats = torch.as_tensor(canonical(quats), dtype=torch.float64)
+        self.expanded = torch.as_tensor(expand_quats(canonical(quats), symmetry))  # (N, K, 4)
 
     def __len__(self) -> int:
         return int(self.quats.shape[0])
@@ -46,7 +53,7 @@ class ExactDistances:
     def __call__(self, i, j):
         import torch
 
-        dot = torch.abs((self.quats[i] * self.quats[j]).sum(-1)).clamp(max=1.0)
+        dot = torch.einsum("pd,pkd->pk", self.quats[i], self.expanded[j]).abs().amax(dim=-1).clamp(max=1.0)
         return 2.0 * torch.arccos(dot)
 
 
@@ -88,12 +95,17 @@ def _optimise(
     distances: Callable, index: "torch.Tensor", q0: "torch.Tensor", fixed: "torch.Tensor | None",
     steps: int, pairs_per_step: int, learning_rate: float, local_scale: float | None,
     gen: "torch.Generator", message: str, log_every: int, history: list[float],
+    group: "torch.Tensor | None" = None,
 ) -> Generator[Progress, None, "torch.Tensor"]:
     """Adam on the quaternions ``q0`` of images ``index``; ``fixed`` (anchors) stay put.
 
-    Pairs are (free, free) when ``fixed`` is None, else (free, random fixed).
+    Pairs are (free, free) when ``fixed`` is None, else (free, random fixed).  With ``group``
+    (quaternions (K, 4) of a point group in its canonical frame) the implied distance is
+    ``min_g d(q_i, q_j g)``.
     """
     import torch
+
+    from tomolens.orient.symmetry import _quat_multiply
 
     q = torch.nn.Parameter(q0.clone())
     opt = torch.optim.Adam([q], lr=learning_rate)
@@ -113,7 +125,11 @@ def _optimise(
             weight = None if local_scale is None else torch.exp(-target / local_scale)
         unit = q / q.norm(dim=1, keepdim=True)
         other = unit[b] if fixed is None else fixed[1][b]
-        dot = torch.abs((unit[a] * other).sum(-1)).clamp(max=1.0 - 1e-9)
+        if group is None:
+            dot = torch.abs((unit[a] * other).sum(-1)).clamp(max=1.0 - 1e-9)
+        else:
+            copies = _quat_multiply(other[:, None, :], group[None])  # (P, K, 4)
+            dot = torch.einsum("pd,pkd->pk", unit[a], copies).abs().amax(dim=-1).clamp(max=1.0 - 1e-9)
         err = (2.0 * torch.arccos(dot) - target) ** 2
         loss = err.mean() if weight is None else (weight * err).sum() / weight.sum()
         opt.zero_grad()
@@ -229,6 +245,7 @@ def recover_orientations(
     local_scale: float | None = None,
     seed: int = 0,
     log_every: int = 50,
+    symmetry=None,
 ) -> Generator[Progress, None, RecoveryResult]:
     """Optimise unit quaternions to match estimated pairwise distances (job).
 
@@ -269,6 +286,10 @@ def recover_orientations(
         Seed of anchors, initial quaternions and pair sampling.
     log_every : int
         Steps between Progress reports.
+    symmetry : tomolens.orient.symmetry.Symmetry or str, optional
+        Point group of the particle, when the distances are up to it (a network trained with
+        that symmetry): Adam then fits ``min_g d(q_i, q_j g)`` with the group in its canonical
+        frame (the spectral start still treats the distances as plain ones).
 
     Returns
     -------
@@ -283,6 +304,10 @@ def recover_orientations(
         )
     if initialisation not in ("spectral", "random"):
         raise ValueError(f"initialisation must be 'spectral' or 'random'; got {initialisation!r}.")
+    from tomolens.orient.symmetry import as_symmetry
+
+    sym = as_symmetry(symmetry)
+    group = None if sym.name == "C1" else torch.as_tensor(as_symmetry(sym.name).quats())
     gen = torch.Generator().manual_seed(int(seed))
     history: list[float] = []
     total = steps + (2 if initialisation == "spectral" else 0)
@@ -303,11 +328,12 @@ def recover_orientations(
     full = torch.arange(n)
     offset = total - steps
     job = _optimise(distances, full, start, None, steps, pairs_per_step, learning_rate, local_scale, gen,
-                    "recovering orientations (Adam)", log_every, history)
+                    "recovering orientations (Adam)", log_every, history, group)
     quats = yield from relay(job, lambda p: Progress(offset + p.done, total, p.message, p.info))
     settings = {
         "initialisation": initialisation, "steps": steps, "pairs_per_step": pairs_per_step,
         "learning_rate": learning_rate, "n_anchors": n_anchors, "local_scale": local_scale, "seed": seed,
+        "symmetry": sym.name,
     }
     log.info("recovery finished, final loss %.3g", history[-1] if history else float("nan"))
     return RecoveryResult(canonical(quats.numpy()), history, settings)

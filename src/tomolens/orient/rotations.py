@@ -157,3 +157,42 @@ def orientation_errors_deg(recovered: np.ndarray, truth: np.ndarray, **align_kwa
     """
     aligned, _ = align_orientations(recovered, truth, **align_kwargs)
     return np.degrees(geodesic_distance(aligned, canonical(truth)))
+
+
+def fibonacci_sphere(k: int) -> np.ndarray:
+    """k nearly uniform unit vectors (x, y, z), shape (k, 3)."""
+    i = np.arange(k) + 0.5
+    z = 1.0 - 2.0 * i / k
+    r = np.sqrt(1.0 - z * z)
+    phi = np.pi * (1.0 + 5.0**0.5) * i
+    return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
+
+
+def rotation_to_ez(u: np.ndarray) -> np.ndarray:
+    """A rotation matrix L with L u = e_z."""
+    rot, _ = Rotation.align_vectors([[0.0, 0.0, 1.0]], [u])
+    return rot.as_matrix()
+
+
+def centre_first(points: np.ndarray) -> np.ndarray:
+    """Grid points (K, d) ordered by their L1 distance from the origin: the origin first, so it wins ties."""
+    return points[np.argsort(np.abs(points).sum(axis=1), kind="stable")]
+
+
+def rotation_grid(step_rad: float) -> np.ndarray:
+    """27 rotation matrices: rotation vectors on a 3×3×3 grid of spacing ``step_rad``, the identity first."""
+    grid = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    return Rotation.from_rotvec(centre_first(grid) * step_rad).as_matrix()
+
+
+def global_grid(step_deg: float) -> np.ndarray:
+    """Orientations covering SO(3) about ``step_deg`` apart: (K, 3, 3) matrices.
+
+    Viewing directions ``Aᵀ e_z`` on a Fibonacci sphere (about 4π/step² of them) × in-plane
+    angles every ``step_deg``.
+    """
+    step = np.radians(step_deg)
+    directions = fibonacci_sphere(max(8, int(round(4 * np.pi / step**2))))
+    to_z = np.stack([rotation_to_ez(u) for u in directions])  # R u = e_z, so (Rz R)ᵀ e_z = u
+    in_plane = Rotation.from_euler("z", np.arange(0.0, 2 * np.pi, step)[:, None]).as_matrix()
+    return np.einsum("aij,djk->daik", in_plane, to_z).reshape(-1, 3, 3)

@@ -33,7 +33,7 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from tomolens.jobs import Progress
-from tomolens.orient.rotations import _random_o4, canonical, geodesic_distance
+from tomolens.orient.rotations import _random_o4, canonical, fibonacci_sphere, geodesic_distance, global_grid
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +125,19 @@ def as_symmetry(symmetry: Symmetry | str | None) -> Symmetry:
 
 
 def _quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamilton products ``a ⊗ b`` of (…, 4) quaternions (x, y, z, w), broadcast: the matrix ``A B``."""
-    ax, ay, az, aw = np.moveaxis(a, -1, 0)
-    bx, by, bz, bw = np.moveaxis(b, -1, 0)
-    return np.stack([aw * bx + ax * bw + ay * bz - az * by,
+    """Hamilton products ``a ⊗ b`` of (…, 4) quaternions (x, y, z, w), broadcast: the matrix ``A B``.
+
+    Both numpy arrays, or both torch tensors (gradients kept).
+    """
+    ax, ay, az, aw = (a[..., k] for k in range(4))
+    bx, by, bz, bw = (b[..., k] for k in range(4))
+    if isinstance(a, np.ndarray):
+        stack = np.stack
+    else:
+        import torch
+
+        stack = torch.stack
+    return stack([aw * bx + ax * bw + ay * bz - az * by,
                      aw * by - ax * bz + ay * bw + az * bx,
                      aw * bz + ax * by - ay * bx + az * bw,
                      aw * bw - ax * bx - ay * by - az * bz], axis=-1)
@@ -165,8 +174,6 @@ def _refine_alignment(classes: np.ndarray, r: np.ndarray, m: np.ndarray, iterati
 
 def _right_factor_starts(step_deg: float) -> np.ndarray:
     """4×4 matrices of ``q → q b`` and ``q → h q b`` for rotations b on a grid (h: half turn about z)."""
-    from tomolens.orient.refine import global_grid
-
     b = canonical(Rotation.from_matrix(global_grid(step_deg)).as_quat())  # (B, 4)
     eye = np.eye(4)
     right = np.transpose(_quat_multiply(eye[None, :, :], b[:, None, :]), (0, 2, 1))  # columns e_j ⊗ b
@@ -363,8 +370,6 @@ def find_symmetry_frame(volume: np.ndarray, symmetry: Symmetry | str | None, n_d
     Symmetry
         The group with the frame found and the score of the full map in it.
     """
-    from tomolens.orient.refine import _fibonacci_sphere
-
     sym = as_symmetry(symmetry)
     vol = np.asarray(volume, np.float32)
     if vol.ndim != 3 or len(set(vol.shape)) != 1:
@@ -380,7 +385,7 @@ def find_symmetry_frame(volume: np.ndarray, symmetry: Symmetry | str | None, n_d
         g = Rotation.from_rotvec(axis * 2 * np.pi / n_fold).as_matrix()
         return _correlation(small, _rotate_volume(small, g), mask)
 
-    directions = _fibonacci_sphere(2 * n_directions)
+    directions = fibonacci_sphere(2 * n_directions)
     directions = directions[directions[:, 2] >= 0]  # an axis and its opposite are the same
     scores = np.array([axis_score(u) for u in directions])
     axis = directions[int(np.argmax(scores))]
