@@ -41,10 +41,12 @@ def detection_model(folder: Path, shape) -> tuple[str, str]:
         return "detect_default", "shipped detect_default"
     from tomolens.detect.train import train_and_save
 
-    sim = run_job(simulate_tomogram(SimulationConfig(shape_zyx=shape, voxel_size_A=VOXEL_A, seed=1000,
-                                                     mode="fourier")))
-    path = run_job(train_and_save(sim.tomogram, sim.instances, VOXEL_A, folder / "bench_detect.pt", epochs=3,
-                                  device="cpu", patch=32))
+    sim = run_job(simulate_tomogram(SimulationConfig(shape_zyx=shape, voxel_size_A=VOXEL_A, seed=1000, mode="fourier")))
+    path = run_job(
+        train_and_save(
+            sim.tomogram, sim.instances, VOXEL_A, folder / "bench_detect.pt", epochs=3, device="cpu", patch=32
+        )
+    )
     return str(path), "no shipped model yet: trained here (train_and_save, 3 epochs, simulated seed 1000)"
 
 
@@ -60,8 +62,11 @@ def main() -> None:
         tomo_dir = work / "tomograms"
         tomo_dir.mkdir()
         for seed in range(args.n):
-            sim = run_job(simulate_tomogram(SimulationConfig(shape_zyx=tuple(args.shape), voxel_size_A=VOXEL_A,
-                                                             seed=seed, mode="fourier")))
+            sim = run_job(
+                simulate_tomogram(
+                    SimulationConfig(shape_zyx=tuple(args.shape), voxel_size_A=VOXEL_A, seed=seed, mode="fourier")
+                )
+            )
             write_mrc(tomo_dir / f"tomo_{seed:03d}.mrc", sim.tomogram, VOXEL_A)
         model, model_note = detection_model(work, tuple(args.shape))
         steps = [make_step("detect", {"model": model, "device": "cpu"})]
@@ -72,31 +77,46 @@ def main() -> None:
         pipeline = Pipeline(tuple(steps))
 
         rows = []
-        for label, scheduler in (("in-process, sequential", None), ("dask local:1", "local:1"),
-                                 ("dask local:2", "local:2")):
+        for label, scheduler in (
+            ("in-process, sequential", None),
+            ("dask local:1", "local:1"),
+            ("dask local:2", "local:2"),
+        ):
             out = work / f"out_{len(rows)}"
             load_before = os.getloadavg()[0]
             start = time.perf_counter()
             summary = run_batch(pipeline, [tomo_dir], out, scheduler=scheduler, progress=False)
             wall = time.perf_counter() - start
             done = summary.count("done")
-            rows.append({"run": label, "scheduler": scheduler or "", "tomograms": done,
-                         "failed": summary.count("failed"), "wall_s": round(wall, 2),
-                         "tomograms_per_minute": round(60.0 * done / wall, 2),
-                         "mean_s_per_tomogram_inside_worker": round(
-                             sum(r.seconds for r in summary.results) / max(1, done), 2),
-                         "load_average_before": round(load_before, 2)})
+            rows.append(
+                {
+                    "run": label,
+                    "scheduler": scheduler or "",
+                    "tomograms": done,
+                    "failed": summary.count("failed"),
+                    "wall_s": round(wall, 2),
+                    "tomograms_per_minute": round(60.0 * done / wall, 2),
+                    "mean_s_per_tomogram_inside_worker": round(
+                        sum(r.seconds for r in summary.results) / max(1, done), 2
+                    ),
+                    "load_average_before": round(load_before, 2),
+                }
+            )
             print(f"{label:24s} {done} tomograms in {wall:6.1f} s = {rows[-1]['tomograms_per_minute']:.2f} / min")
 
         result = {
             "benchmark": "batch throughput (tomograms per minute)",
-            "machine": MACHINE, "cpu_count": os.cpu_count(), "host": platform.node(),
+            "machine": MACHINE,
+            "cpu_count": os.cpu_count(),
+            "host": platform.node(),
             "tomolens_version": __version__,
             "command": f"python benchmarks/bench_batch.py --n {args.n} --shape {' '.join(map(str, args.shape))}",
-            "tomogram_shape_zyx": list(args.shape), "voxel_size_A": VOXEL_A,
-            "pipeline": [s.task for s in pipeline.steps], "detection_model": model_note,
+            "tomogram_shape_zyx": list(args.shape),
+            "voxel_size_A": VOXEL_A,
+            "pipeline": [s.task for s in pipeline.steps],
+            "detection_model": model_note,
             "note": "wall time includes starting the dask cluster; the machine is shared with other jobs, "
-                    "so figures vary with its load (load_average_before)",
+            "so figures vary with its load (load_average_before)",
             "runs": rows,
         }
         out_path = Path(args.out)

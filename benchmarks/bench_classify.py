@@ -66,15 +66,24 @@ def simulate(out: Path, n_per_class: int, seed: int) -> Path:
     from tomolens.jobs import run_job
     from tomolens.simulate import SubtomogramConfig, simulate_subtomograms
 
-    cfg = SubtomogramConfig(templates=[str(MAPS / f"{c}.mrc") for c in CLASSES], n_per_class=n_per_class,
-                            box=32, voxel_size_A=10.0, snrs=SNRS, crowding=False, seed=seed)
+    cfg = SubtomogramConfig(
+        templates=[str(MAPS / f"{c}.mrc") for c in CLASSES],
+        n_per_class=n_per_class,
+        box=32,
+        voxel_size_A=10.0,
+        snrs=SNRS,
+        crowding=False,
+        seed=seed,
+    )
     meta = out / "dataset.json"
     if meta.is_file() and json.loads(meta.read_text())["config"] == cfg.to_dict():
         log.info("reusing dataset %s", out)
         return out
     t0 = time.monotonic()
-    run_job(simulate_subtomograms(cfg, out),
-            on_progress=lambda p: p.done % 200 == 0 and log.info("seed %d: simulated %d/%d", seed, p.done, p.total))
+    run_job(
+        simulate_subtomograms(cfg, out),
+        on_progress=lambda p: p.done % 200 == 0 and log.info("seed %d: simulated %d/%d", seed, p.done, p.total),
+    )
     log.info("seed %d: simulation took %.0f s", seed, time.monotonic() - t0)
     return out
 
@@ -98,16 +107,33 @@ def train_eval(ds, arch: str, args, seed: int, classes=None) -> tuple[dict, obje
 
     names = list(classes) if classes is not None else ds.class_names
     (xtr, ytr), (xva, yva), (xte, yte) = _subset(ds, names)
-    cfg = TrainConfig(architecture=arch, epochs=args.epochs, patience=args.patience, min_epochs=args.min_epochs,
-                      stop_window=args.stop_window, batch_size=args.batch_size,
-                      learning_rate=args.learning_rate if arch == "resnet" else args.learning_rate / 2,
-                      seed=seed, device="cpu", arch_kwargs={"width": args.resnet_width} if arch == "resnet" else {})
+    cfg = TrainConfig(
+        architecture=arch,
+        epochs=args.epochs,
+        patience=args.patience,
+        min_epochs=args.min_epochs,
+        stop_window=args.stop_window,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate if arch == "resnet" else args.learning_rate / 2,
+        seed=seed,
+        device="cpu",
+        arch_kwargs={"width": args.resnet_width} if arch == "resnet" else {},
+    )
     t0 = time.monotonic()
-    result = run_job(train_classifier(xtr, ytr, xva, yva, names, cfg),
-                     on_progress=lambda p: log.info("seed %d %s %s", seed, arch, p.message))
-    out = {"seed": seed, "architecture": arch, "parameters": count_parameters(result.model),
-           "train_n": int(len(ytr)), "val_n": int(len(yva)), "best_epoch": result.best_epoch,
-           "budget": result.budget, "train_seconds": round(time.monotonic() - t0, 1)}
+    result = run_job(
+        train_classifier(xtr, ytr, xva, yva, names, cfg),
+        on_progress=lambda p: log.info("seed %d %s %s", seed, arch, p.message),
+    )
+    out = {
+        "seed": seed,
+        "architecture": arch,
+        "parameters": count_parameters(result.model),
+        "train_n": int(len(ytr)),
+        "val_n": int(len(yva)),
+        "best_epoch": result.best_epoch,
+        "budget": result.budget,
+        "train_seconds": round(time.monotonic() - t0, 1),
+    }
     if classes is None:
         out["test"] = evaluate(result.model, xte, yte, names)
     return out, result.model
@@ -125,17 +151,21 @@ def subdivision_run(ds, args, seed: int) -> dict:
     _, feats = predict_logits(model, ds.test.x, 64, with_features=True)
     truth = ds.test.y
     runs = {}
-    for label, kwargs in {"kmeans_k10": dict(method="kmeans", n_clusters=10),
-                          "kmeans_silhouette": dict(method="kmeans", n_clusters=0, k_max=14),
-                          "agglomerative_k10": dict(method="agglomerative", n_clusters=10)}.items():
+    for label, kwargs in {
+        "kmeans_k10": dict(method="kmeans", n_clusters=10),
+        "kmeans_silhouette": dict(method="kmeans", n_clusters=0, k_max=14),
+        "agglomerative_k10": dict(method="agglomerative", n_clusters=10),
+    }.items():
         cl = cluster_features(feats, seed=seed, **kwargs)
         left = {}
         for name in LEFT_OUT:
             c = ds.class_names.index(name)
             members = cl.labels[truth == c]
             major = int(np.bincount(members[members >= 0]).argmax())
-            left[name] = {"share_in_majority": round(float(np.mean(members == major)), 3),
-                          "majority_cluster_purity": round(float(np.mean(truth[cl.labels == major] == c)), 3)}
+            left[name] = {
+                "share_in_majority": round(float(np.mean(members == major)), 3),
+                "majority_cluster_purity": round(float(np.mean(truth[cl.labels == major] == c)), 3),
+            }
         runs[label] = {"k": cl.n_clusters, "ari": float(adjusted_rand_score(truth, cl.labels)), "left_out": left}
     return {"seed": seed, "classifier": info, "test_n": int(len(truth)), "clustering": runs}
 
@@ -144,10 +174,15 @@ def summarise_subdivision(runs: list[dict]) -> dict:
     from tomolens.evaluate import seed_summary
 
     methods = runs[0]["clustering"]
-    return {"snr": 0.05, "classes_trained": [c for c in CLASSES if c not in LEFT_OUT], "left_out": LEFT_OUT,
-            "ari": {m: seed_summary([r["clustering"][m]["ari"] for r in runs], scale=1.0, unit="", decimals=3)
-                    for m in methods},
-            "runs": runs}
+    return {
+        "snr": 0.05,
+        "classes_trained": [c for c in CLASSES if c not in LEFT_OUT],
+        "left_out": LEFT_OUT,
+        "ari": {
+            m: seed_summary([r["clustering"][m]["ari"] for r in runs], scale=1.0, unit="", decimals=3) for m in methods
+        },
+        "runs": runs,
+    }
 
 
 def throughput(n_points: int = 400, width: int = 16) -> dict:
@@ -168,8 +203,15 @@ def throughput(n_points: int = 400, width: int = 16) -> dict:
         pts = rng.uniform([16, 16, 16], [184, 384, 384], (n_points, 3))
         for arch, cls in (("resnet", ResNet3DSmall), ("seed", SeedCNN3D)):
             kwargs = {"n_classes": 10, "box": 32, **({"width": width} if arch == "resnet" else {})}
-            card = ModelCard(name=arch, task="classify", architecture=f"tomolens.classify.networks:{cls.__name__}",
-                             arch_kwargs=kwargs, classes=CLASSES, voxel_size_A=10.0, patch_size=[32, 32, 32])
+            card = ModelCard(
+                name=arch,
+                task="classify",
+                architecture=f"tomolens.classify.networks:{cls.__name__}",
+                arch_kwargs=kwargs,
+                classes=CLASSES,
+                voxel_size_A=10.0,
+                patch_size=[32, 32, 32],
+            )
             save_model(cls(**kwargs), card, Path(tmp) / f"{arch}.pt")
             n = n_points if arch == "resnet" else max(8, n_points // 10)
             t0 = time.monotonic()
@@ -191,8 +233,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--min-epochs", type=int, default=5)
     parser.add_argument("--stop-window", type=int, default=3)
     parser.add_argument("--resnet-width", type=int, default=8, help="ResNet3DSmall first-stage channels")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of training (fixed: figures "
-                        "reproduce only with the same count)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of training (fixed: figures reproduce only with the same count)",
+    )
     parser.add_argument("--parts", default="classify", help=f"comma-separated of {', '.join(PARTS)}")
     parser.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "tomolens_bench_classify_seeds"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "classify.json"))
@@ -226,21 +272,41 @@ def main(argv=None) -> int:
     results = json.loads(out_path.read_text()) if out_path.is_file() else {}
     if results.get("seeds") != args.seed_list or results.get("n_per_class_per_snr") != args.n_per_class:
         results = {}  # figures of other data are not kept beside these
-    results.update({
-        "benchmark": "classify", "machine": f"2-core CPU, no GPU ({platform.machine()})",
-        "load_average_at_start": [round(v, 2) for v in os.getloadavg()], "python": platform.python_version(),
-        "torch": torch.__version__, "torch_threads": args.threads, "classes": CLASSES,
-        "maps_not_used": ["4cr2", "5mrc"], "seeds": args.seed_list,
-        "seed_meaning": "each seed simulates its own dataset and draws the initial weights and batch order",
-        "spread": "± is the sample standard deviation (ddof 1) over the seeds; per_seed lists every value",
-        "n_per_class_per_snr": args.n_per_class, "subtomograms_per_snr": 10 * args.n_per_class,
-        "box": 32, "voxel_size_A": 10.0, "crowding": False, "split": [0.7, 0.15, 0.15], "resnet_width": args.resnet_width,
-        "budget": {"epochs": args.epochs, "batch_size": args.batch_size, "steps_per_epoch": steps_per_epoch,
-                   "max_steps": args.epochs * steps_per_epoch, "learning_rate": args.learning_rate,
-                   "schedule": "10 % warm-up then cosine over the max_steps", "patience": args.patience,
-                   "min_epochs": args.min_epochs, "stop_window": args.stop_window, "time_limit": None},
-        "seed_paper_accuracy": SEED_PAPER,
-    })
+    results.update(
+        {
+            "benchmark": "classify",
+            "machine": f"2-core CPU, no GPU ({platform.machine()})",
+            "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torch_threads": args.threads,
+            "classes": CLASSES,
+            "maps_not_used": ["4cr2", "5mrc"],
+            "seeds": args.seed_list,
+            "seed_meaning": "each seed simulates its own dataset and draws the initial weights and batch order",
+            "spread": "± is the sample standard deviation (ddof 1) over the seeds; per_seed lists every value",
+            "n_per_class_per_snr": args.n_per_class,
+            "subtomograms_per_snr": 10 * args.n_per_class,
+            "box": 32,
+            "voxel_size_A": 10.0,
+            "crowding": False,
+            "split": [0.7, 0.15, 0.15],
+            "resnet_width": args.resnet_width,
+            "budget": {
+                "epochs": args.epochs,
+                "batch_size": args.batch_size,
+                "steps_per_epoch": steps_per_epoch,
+                "max_steps": args.epochs * steps_per_epoch,
+                "learning_rate": args.learning_rate,
+                "schedule": "10 % warm-up then cosine over the max_steps",
+                "patience": args.patience,
+                "min_epochs": args.min_epochs,
+                "stop_window": args.stop_window,
+                "time_limit": None,
+            },
+            "seed_paper_accuracy": SEED_PAPER,
+        }
+    )
     results.setdefault("commands", {})[",".join(sorted(args.part_set))] = command
     data = {s: simulate(Path(args.data) / f"seed_{s}", args.n_per_class, s) for s in args.seed_list}
     for arch in [a for part, a in (("classify", "resnet"), ("seedcnn", "seed")) if part in args.part_set]:
@@ -252,17 +318,21 @@ def main(argv=None) -> int:
                 runs.append(run)
                 log.info("SNR %s %s seed %d: test accuracy %.3f", key, arch, seed, run["test"]["accuracy"])
             results.setdefault("classification", {}).setdefault(key, {})[arch] = {
-                "accuracy": seed_summary([r["test"]["accuracy"] for r in runs]), "runs": runs}
+                "accuracy": seed_summary([r["test"]["accuracy"] for r in runs]),
+                "runs": runs,
+            }
             _write(results, out_path)
     if "subdivision" in args.part_set:
         results["subdivision"] = summarise_subdivision(
-            [subdivision_run(load_dataset(data[s] / "0.05"), args, s) for s in args.seed_list])
+            [subdivision_run(load_dataset(data[s] / "0.05"), args, s) for s in args.seed_list]
+        )
         _write(results, out_path)
     if "speed" in args.part_set:
         results["subtomograms_per_second"] = throughput(width=args.resnet_width)
     results.setdefault("seconds", {})[",".join(sorted(args.part_set))] = {
         "wall": round(time.monotonic() - t_start),
-        "cpu": round(time.process_time() - cpu_start + resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime)}
+        "cpu": round(time.process_time() - cpu_start + resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime),
+    }
     _write(results, out_path)
     _print(results)
     return 0
@@ -277,8 +347,10 @@ def _write(results: dict, out: Path) -> None:
 
 
 def _print(r: dict) -> None:
-    print(f"\n{r['subtomograms_per_snr']} subtomograms per SNR (10 classes), test split only, "
-          f"{len(r['seeds'])} seeds, {r['budget']['epochs']} epochs")
+    print(
+        f"\n{r['subtomograms_per_snr']} subtomograms per SNR (10 classes), test split only, "
+        f"{len(r['seeds'])} seeds, {r['budget']['epochs']} epochs"
+    )
     print(f"{'SNR':>5} | {'seed paper':>10} | {'seed CNN (ours)':>24} | {'ResNet3DSmall':>24}")
     for key, row in r.get("classification", {}).items():
         cells = [row[a]["accuracy"]["text"] if a in row else "not run" for a in ("seed", "resnet")]

@@ -84,30 +84,40 @@ def simulate(seed: int, snr: float, templates=None, cache: Path | None = None, c
         with np.load(cache / key) as f:
             return Sim(f["tomogram"], ParticleTable(f["coords"], pd.DataFrame({"radius_A": f["radius_A"]}), VOXEL_A))
     settings = {"volume_fraction": 0.2, **(CELL if cell else {})}
-    cfg = SimulationConfig(shape_zyx=SHAPE, voxel_size_A=VOXEL_A, snr=snr, seed=seed, templates=templates,
-                           **settings)
+    cfg = SimulationConfig(shape_zyx=SHAPE, voxel_size_A=VOXEL_A, snr=snr, seed=seed, templates=templates, **settings)
     sim = run_job(simulate_tomogram(cfg))
     out = Sim(sim.tomogram, sim.particles)
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache / key) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, tomogram=out.tomogram, coords=out.particles.coords_zyx,
-                     radius_A=np.asarray(out.particles.features["radius_A"], float))
+            np.savez(
+                fh,
+                tomogram=out.tomogram,
+                coords=out.particles.coords_zyx,
+                radius_A=np.asarray(out.particles.features["radius_A"], float),
+            )
     return out
 
 
 def f1_of(found_zyx: np.ndarray, sim) -> dict:
     truth = sim.particles
-    m = match_centres(found_zyx * VOXEL_A, truth.coords_zyx * VOXEL_A,
-                      np.asarray(truth.features["radius_A"], float) / 2)
-    return {"f1": m.f1, "precision": m.precision, "recall": m.recall, "n_true": len(truth), "n_found":
-            m.true_positives + m.false_positives}
+    m = match_centres(
+        found_zyx * VOXEL_A, truth.coords_zyx * VOXEL_A, np.asarray(truth.features["radius_A"], float) / 2
+    )
+    return {
+        "f1": m.f1,
+        "precision": m.precision,
+        "recall": m.recall,
+        "n_true": len(truth),
+        "n_found": m.true_positives + m.false_positives,
+    }
 
 
 def dog_centres(tomogram: np.ndarray, min_sigma: float, max_sigma: float, threshold: float) -> np.ndarray:
     z = (tomogram - tomogram.mean()) / tomogram.std()
-    blobs = blob_dog(z, min_sigma=min_sigma, max_sigma=max_sigma, threshold=threshold, overlap=0.5,
-                     exclude_border=False)
+    blobs = blob_dog(
+        z, min_sigma=min_sigma, max_sigma=max_sigma, threshold=threshold, overlap=0.5, exclude_border=False
+    )
     return blobs[:, :3] if len(blobs) else np.zeros((0, 3))
 
 
@@ -151,8 +161,12 @@ def speed(model: str, threads: int, seed: int, cache: Path | None) -> dict:
         write_mrc(path, big, VOXEL_A)
         size_mib = path.stat().st_size / 2**20
         del big
-        out = subprocess.run([sys.executable, "-c", SPEED_CHILD, str(path), str(threads), model],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", SPEED_CHILD, str(path), str(threads), model],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     res = json.loads(out.stdout.strip().splitlines()[-1])
     res["input_MiB"] = size_mib
     res["shape_zyx"] = [200, 512, 512]
@@ -180,10 +194,13 @@ def main(argv=None) -> int:
     net, card = load_model(args.model, expected_task="detect")
     t0 = time.time()
     cache = Path(args.cache) if args.cache else None
-    tune_sims = [simulate(s, TRAIN_SNRS[i % len(TRAIN_SNRS)], cache=cache)
-                 for i, s in enumerate(TRAIN_SEEDS[: args.tune_n])]
+    tune_sims = [
+        simulate(s, TRAIN_SNRS[i % len(TRAIN_SNRS)], cache=cache) for i, s in enumerate(TRAIN_SEEDS[: args.tune_n])
+    ]
     dog_params, dog_train_f1 = tune_dog(tune_sims)
-    print(f"baseline DoG tuned on seeds {TRAIN_SEEDS[:args.tune_n]} (never in the test set): {dog_params} (F1 {dog_train_f1:.3f})")
+    print(
+        f"baseline DoG tuned on seeds {TRAIN_SEEDS[: args.tune_n]} (never in the test set): {dog_params} (F1 {dog_train_f1:.3f})"
+    )
     templates = {"phantoms": (None, False)}
     if MAPS.is_dir():
         templates["real maps"] = (sorted(str(p) for p in MAPS.glob("*.mrc")), False)
@@ -213,27 +230,35 @@ def main(argv=None) -> int:
         row["net_seconds_per_tomogram"] = float(np.mean(seconds))
         row["ratio_f1"] = row["net_f1"] / row["dog_f1"] if row["dog_f1"] > 0 else float("inf")
         rows.append(row)
-        print(f"{tname:30s} SNR {snr:<5g} net F1 {row['net_f1_summary']['text']} (P {row['net_precision']:.2f} "
-              f"R {row['net_recall']:.2f})  DoG F1 {row['dog_f1_summary']['text']}  ×{row['ratio_f1']:.2f}", flush=True)
+        print(
+            f"{tname:30s} SNR {snr:<5g} net F1 {row['net_f1_summary']['text']} (P {row['net_precision']:.2f} "
+            f"R {row['net_recall']:.2f})  DoG F1 {row['dog_f1_summary']['text']}  ×{row['ratio_f1']:.2f}",
+            flush=True,
+        )
     result = {
         "benchmark": "detect",
         "machine": f"2-core CPU, no GPU ({platform.processor() or platform.machine()})",
         "load_average_at_start": load_at_start,
-        "model": card.name, "model_sha256": card.sha256, "baseline": {"method": "skimage.feature.blob_dog",
-                                                                    "params": dog_params,
-                                                                    "train_f1": dog_train_f1},
-        "shape_zyx": list(SHAPE), "voxel_size_A": VOXEL_A, "accuracy": rows,
+        "model": card.name,
+        "model_sha256": card.sha256,
+        "baseline": {"method": "skimage.feature.blob_dog", "params": dog_params, "train_f1": dog_train_f1},
+        "shape_zyx": list(SHAPE),
+        "voxel_size_A": VOXEL_A,
+        "accuracy": rows,
         "command": "python benchmarks/bench_detect.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     earlier = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
     if args.skip_speed and "speed" in earlier:  # a speed is not an accuracy: keep the last one measured
         result["speed"] = earlier["speed"] | {
-            "from_earlier_run": earlier["speed"].get("from_earlier_run", earlier.get("command", ""))}
+            "from_earlier_run": earlier["speed"].get("from_earlier_run", earlier.get("command", ""))
+        }
     if not args.skip_speed:
         result["speed"] = speed(args.model, args.threads, args.seed, cache)
         s = result["speed"]
-        print(f"512×512×200: {s['seconds']:.1f} s, peak RSS {s['peak_rss_MiB']:.0f} MiB "
-              f"(input {s['input_MiB']:.0f} MiB), {s['particles']} particles, {s['threads']} threads")
+        print(
+            f"512×512×200: {s['seconds']:.1f} s, peak RSS {s['peak_rss_MiB']:.0f} MiB "
+            f"(input {s['input_MiB']:.0f} MiB), {s['particles']} particles, {s['threads']} threads"
+        )
     result["total_seconds"] = time.time() - t0
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

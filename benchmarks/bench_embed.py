@@ -74,9 +74,18 @@ def simulate(out: Path, templates: list[str], domain: str, n_per_class: int, see
 
     if (out / "dataset.json").is_file():
         return out
-    cfg = SubtomogramConfig(templates=templates, n_per_class=n_per_class, box=32, voxel_size_A=10.0, snrs=SNRS,
-                            crowding=True, crowding_fraction=0.15, split=(0.98, 0.01, 0.01), seed=seed,
-                            **DOMAINS[domain])
+    cfg = SubtomogramConfig(
+        templates=templates,
+        n_per_class=n_per_class,
+        box=32,
+        voxel_size_A=10.0,
+        snrs=SNRS,
+        crowding=True,
+        crowding_fraction=0.15,
+        split=(0.98, 0.01, 0.01),
+        seed=seed,
+        **DOMAINS[domain],
+    )
     run_job(simulate_subtomograms(cfg, out))
     return out
 
@@ -102,7 +111,9 @@ def ari_of(features: np.ndarray, truth: np.ndarray, k: int, seed: int, silhouett
     out = {"ari_k_true": float(adjusted_rand_score(truth, fixed.labels))}
     if silhouette:
         auto = cluster_features(features, "kmeans", n_clusters=0, k_max=10, seed=seed)
-        out.update({"ari_k_silhouette": float(adjusted_rand_score(truth, auto.labels)), "k_silhouette": auto.n_clusters})
+        out.update(
+            {"ari_k_silhouette": float(adjusted_rand_score(truth, auto.labels)), "k_silhouette": auto.n_clusters}
+        )
     return out
 
 
@@ -137,8 +148,13 @@ def load_embedders(model: str, snapshots: list[str]) -> dict:
 
 def summarise(runs: list[dict]) -> dict:
     keys = runs[0].keys()
-    return {k: {"mean": round(float(np.mean([r[k] for r in runs])), 3),
-                "std": round(float(np.std([r[k] for r in runs])), 3)} for k in keys}
+    return {
+        k: {
+            "mean": round(float(np.mean([r[k] for r in runs])), 3),
+            "std": round(float(np.std([r[k] for r in runs])), 3),
+        }
+        for k in keys
+    }
 
 
 def main(argv=None) -> int:
@@ -170,15 +186,25 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     results = {
         "machine": "2-core CPU shared with other jobs, 1 torch thread, no GPU",
-        "load_average_at_start": [round(v, 2) for v in os.getloadavg()], "python": platform.python_version(),
-        "torch": torch.__version__, "structures": [Path(t).stem for t in templates],
+        "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "structures": [Path(t).stem for t in templates],
         "never_trained_on": "all five: held-out maps and a pseudo-protein of the held-out family",
-        "n_per_class": args.n_per_class, "seeds": seeds, "domains": DOMAINS, "box": 32, "voxel_size_A": 10.0,
+        "n_per_class": args.n_per_class,
+        "seeds": seeds,
+        "domains": DOMAINS,
+        "box": 32,
+        "voxel_size_A": 10.0,
         "clustering": "cluster_features: standardise, PCA <= 32, k-means (k = 5; with --silhouette also k by "
-                      "silhouette over 2..10)",
-        "embedding_model": {"name": card.name, "steps": card.extra.get("steps"),
-                            "training_seconds": card.extra.get("training_seconds")},
-        "classifier_model": ccard.name, "results": {},
+        "silhouette over 2..10)",
+        "embedding_model": {
+            "name": card.name,
+            "steps": card.extra.get("steps"),
+            "training_seconds": card.extra.get("training_seconds"),
+        },
+        "classifier_model": ccard.name,
+        "results": {},
         "command": "python benchmarks/bench_embed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     for domain in DOMAINS:
@@ -186,15 +212,21 @@ def main(argv=None) -> int:
             key = f"{domain}/snr_{snr_name(snr)}"
             per_seed = {}
             for seed in seeds:
-                folder = simulate(data / f"{domain}_s{seed}_n{args.n_per_class}", templates, domain,
-                                  args.n_per_class, seed)
+                folder = simulate(
+                    data / f"{domain}_s{seed}_n{args.n_per_class}", templates, domain, args.n_per_class, seed
+                )
                 x, y = load_all(folder, snr_name(snr))
                 for name, feats in feature_sets(x, embedders, classifier).items():
                     for metric, value in ari_of(feats, y, 5, seed, args.silhouette).items():
                         per_seed.setdefault(f"{name}.{metric}", []).append(value)
-            results["results"][key] = {k: {"mean": round(float(np.mean(v)), 3), "std": round(float(np.std(v)), 3),
-                                           "per_seed": [round(float(a), 3) for a in v]}
-                                       for k, v in per_seed.items()}
+            results["results"][key] = {
+                k: {
+                    "mean": round(float(np.mean(v)), 3),
+                    "std": round(float(np.std(v)), 3),
+                    "per_seed": [round(float(a), 3) for a in v],
+                }
+                for k, v in per_seed.items()
+            }
             log.info("%s: %s", key, {k: v["mean"] for k, v in results["results"][key].items() if "ari_k_true" in k})
     results["total_seconds"] = round(time.monotonic() - t0)
     _write(results, Path(args.out))

@@ -81,7 +81,7 @@ def _data(seed: int = 0):
     centres = rng.uniform(12, np.array(SHAPE) - 12, (300, 3))
     for i, c in enumerate(centres, start=1):
         z, y, x = np.round(c).astype(int)
-        instances[z - 4:z + 5, y - 4:y + 5, x - 4:x + 5] = i
+        instances[z - 4 : z + 5, y - 4 : y + 5, x - 4 : x + 5] = i
     tomo = ndimage.gaussian_filter((instances > 0).astype(np.float32), 1.0) + rng.normal(0, 0.3, SHAPE)
     return tomo.astype(np.float32), instances, centres
 
@@ -91,10 +91,18 @@ def _precomputed_result(instances, centres):
     from tomolens.io.coords import ParticleTable
 
     n = len(centres)
-    features = pd.DataFrame({"score": np.linspace(0, 1, n), "volume_A3": np.full(n, 7.29e5),
-                             "instance_id": np.arange(1, n + 1)})
-    return DetectionResult(np.zeros((2, 64, 128, 128), np.float32), (instances > 0).astype(np.uint8), instances,
-                           ParticleTable(centres, features, 10.0), 10.0, 20.0, {"particle_radius_A": 40.0})
+    features = pd.DataFrame(
+        {"score": np.linspace(0, 1, n), "volume_A3": np.full(n, 7.29e5), "instance_id": np.arange(1, n + 1)}
+    )
+    return DetectionResult(
+        np.zeros((2, 64, 128, 128), np.float32),
+        (instances > 0).astype(np.uint8),
+        instances,
+        ParticleTable(centres, features, 10.0),
+        10.0,
+        20.0,
+        {"particle_radius_A": 40.0},
+    )
 
 
 def _returning(result):
@@ -135,10 +143,14 @@ def measure(phase: str, mode: str) -> dict:
         widget.runner.start(_returning(_precomputed_result(instances, centres)), show)
     _wait(app, lambda: not widget.runner.running, 1800)
     longest = meter.stop()
-    row = {"phase": phase, "mode": mode, "longest_gap_s": round(longest, 4),
-           "gaps_over_100ms": [round(g, 3) for g in meter.gaps if g > 0.1],
-           "wall_s": round(time.perf_counter() - t0, 3),
-           "particles": 0 if widget.result is None else len(widget.result.particles)}
+    row = {
+        "phase": phase,
+        "mode": mode,
+        "longest_gap_s": round(longest, 4),
+        "gaps_over_100ms": [round(g, 3) for g in meter.gaps if g > 0.1],
+        "wall_s": round(time.perf_counter() - t0, 3),
+        "particles": 0 if widget.result is None else len(widget.result.particles),
+    }
     os._exit(print(json.dumps(row), flush=True) or 0)  # skip teardown: napari#6472 may crash in it
 
 
@@ -156,8 +168,9 @@ def main() -> None:
     rows = []
     load = os.getloadavg()[0]
     for phase, mode in plan:
-        out = subprocess.run([sys.executable, __file__, "--child", phase, mode], capture_output=True, text=True,
-                             timeout=1800)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", phase, mode], capture_output=True, text=True, timeout=1800
+        )
         lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
         if out.returncode != 0 or not lines:
             raise RuntimeError(f"{phase}/{mode} failed (status {out.returncode}): {out.stderr[-2000:]}")
@@ -171,11 +184,19 @@ def main() -> None:
     for key, value in summary.items():
         print(f"  {key:<22} {value:.3f}")
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Xvfb + llvmpipe, "
-                   f"load average {load:.1f} at the start",
-        "shape_zyx": SHAPE, "timer_interval_s": 0.01, "rows": rows, "worst": summary,
-    }, indent=2))
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Xvfb + llvmpipe, "
+                f"load average {load:.1f} at the start",
+                "shape_zyx": SHAPE,
+                "timer_interval_s": 0.01,
+                "rows": rows,
+                "worst": summary,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

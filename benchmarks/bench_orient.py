@@ -54,8 +54,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-PAPER = {"exact_deg": 0.084, "learned_clean_deg": 11.4, "learned_var16_deg": 14.6,
-         "training_h_K40c": 4.2, "recovery_h_K40c": 4.4}
+PAPER = {
+    "exact_deg": 0.084,
+    "learned_clean_deg": 11.4,
+    "learned_var16_deg": 14.6,
+    "training_h_K40c": 4.2,
+    "recovery_h_K40c": 4.4,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,18 +72,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-exact", action="store_true", help="skip the exact-distance row")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=2024)
-    parser.add_argument("--out", default=None, help="output JSON (default: results/orient.json, or "
-                        "results/orient_maps.json with --maps)")
-    parser.add_argument("--maps", nargs="+", default=None,
-                        help="many-maps benchmark: 'default' (5j0n + six 10 Å SHREC maps) or map names/paths")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="output JSON (default: results/orient.json, or results/orient_maps.json with --maps)",
+    )
+    parser.add_argument(
+        "--maps",
+        nargs="+",
+        default=None,
+        help="many-maps benchmark: 'default' (5j0n + six 10 Å SHREC maps) or map names/paths",
+    )
     parser.add_argument("--train-steps", type=int, default=None, help="--maps: training steps (default: the CLI's)")
-    parser.add_argument("--conditions", default="var16,clean",
-                        help="--maps: comma-separated noise conditions: var16, clean, snr<value>")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
-                        help="--maps: repeats; seed s trains a fresh network with seed s and simulates with --seed + s")
+    parser.add_argument(
+        "--conditions", default="var16,clean", help="--maps: comma-separated noise conditions: var16, clean, snr<value>"
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="--maps: repeats; seed s trains a fresh network with seed s and simulates with --seed + s",
+    )
     parser.add_argument("--device", default="cpu", help="--maps: torch device of the distance training (cuda)")
-    parser.add_argument("--merge", nargs="+", default=None,
-                        help="merge the JSONs of --maps runs (one per map, run in parallel) into --out")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        help="merge the JSONs of --maps runs (one per map, run in parallel) into --out",
+    )
     args = parser.parse_args(argv)
     if args.merge:
         return merge_results(args.merge, args.out or str(ROOT / "benchmarks" / "results" / "orient_maps.json"))
@@ -122,13 +144,16 @@ def main(argv: list[str] | None = None) -> int:
 
     def recover(distances, label):
         t, c = time.monotonic(), time.process_time()
-        res = run_job(recover_orientations(distances, initialisation=args.initialisation,
-                                           steps=args.recover_steps, seed=0))
+        res = run_job(
+            recover_orientations(distances, initialisation=args.initialisation, steps=args.recover_steps, seed=0)
+        )
         elapsed = time.monotonic() - t
         cpu_times[label] = time.process_time() - c  # CPU seconds of this process (all threads)
         aligned, _ = align_orientations(res.quats, truth)
         err = np.degrees(geodesic_distance(aligned, truth))
-        print(f"{label:32s} mean {err.mean():7.3f}°  median {np.median(err):7.3f}°  recovery {elapsed:6.1f} s", flush=True)
+        print(
+            f"{label:32s} mean {err.mean():7.3f}°  median {np.median(err):7.3f}°  recovery {elapsed:6.1f} s", flush=True
+        )
         return res.quats, aligned, err, elapsed
 
     def refine(images, quats, label):
@@ -141,40 +166,65 @@ def main(argv: list[str] | None = None) -> int:
         t_refine = time.monotonic() - t
         aligned, _ = align_orientations(refined, truth)
         err = np.degrees(geodesic_distance(aligned, truth))
-        print(f"{label:32s} mean {err.mean():7.3f}°  median {np.median(err):7.3f}°  frame {t_frame:5.1f} s, "
-              f"refinement {t_refine:6.1f} s", flush=True)
+        print(
+            f"{label:32s} mean {err.mean():7.3f}°  median {np.median(err):7.3f}°  frame {t_frame:5.1f} s, "
+            f"refinement {t_refine:6.1f} s",
+            flush=True,
+        )
         return aligned, err, {"frame_s": t_frame, "refinement_s": t_refine, "frame": frame, "passes": passes}
 
     if not args.skip_exact:
         _, _, err_exact, t_exact = recover(ExactDistances(truth), "exact distances")
-        rows.append({"case": "exact distances", "mean_error_deg": float(err_exact.mean()),
-                     "median_error_deg": float(np.median(err_exact)), "recovery_s": t_exact,
-                     "paper_deg": PAPER["exact_deg"]})
+        rows.append(
+            {
+                "case": "exact distances",
+                "mean_error_deg": float(err_exact.mean()),
+                "median_error_deg": float(np.median(err_exact)),
+                "recovery_s": t_exact,
+                "paper_deg": PAPER["exact_deg"],
+            }
+        )
 
     net, card = load_model(args.model, "cpu", expected_task="orient")
     train_min = float(card.metrics.get("train_minutes", float("nan")))
-    for label, images, paper in (("learned, noise-free", clean.images, PAPER["learned_clean_deg"]),
-                                 ("learned, noise variance 16", noisy_images, PAPER["learned_var16_deg"])):
+    for label, images, paper in (
+        ("learned, noise-free", clean.images, PAPER["learned_clean_deg"]),
+        ("learned, noise variance 16", noisy_images, PAPER["learned_var16_deg"]),
+    ):
         t = time.monotonic()
         emb = run_job(embed_images(net, card, images, voxel))
         t_embed = time.monotonic() - t
         derr = distance_errors_deg(emb, truth)
         raw, aligned, err, t_rec = recover(EmbeddingDistances(emb), label)
-        row = {"case": label, "mean_error_deg": float(err.mean()), "median_error_deg": float(np.median(err)),
-               "distance_mae_deg": derr["mae_deg"], "embedding_s": t_embed, "recovery_s": t_rec,
-               "training_min": train_min, "total_min": train_min + (t_embed + t_rec) / 60, "paper_deg": paper}
+        row = {
+            "case": label,
+            "mean_error_deg": float(err.mean()),
+            "median_error_deg": float(np.median(err)),
+            "distance_mae_deg": derr["mae_deg"],
+            "embedding_s": t_embed,
+            "recovery_s": t_rec,
+            "training_min": train_min,
+            "total_min": train_min + (t_embed + t_rec) / 60,
+            "paper_deg": paper,
+        }
         if "16" in label:
             recon = run_job(reconstruct_fourier(images, aligned))
             fsc = fourier_shell_correlation(recon, reference, voxel)
             row.update({"fsc05_A": fsc.resolution_05_A, "fsc0143_A": fsc.resolution_0143_A})
         rows.append(row)
         aligned, err, extra = refine(images, raw, label + ", refined")
-        row = {"case": label + ", refined", "mean_error_deg": float(err.mean()),
-               "median_error_deg": float(np.median(err)), "distance_mae_deg": derr["mae_deg"],
-               "embedding_s": t_embed, "recovery_s": t_rec + extra["frame_s"] + extra["refinement_s"],
-               "training_min": train_min,
-               "total_min": train_min + (t_embed + t_rec + extra["frame_s"] + extra["refinement_s"]) / 60,
-               "paper_deg": paper, "refinement": extra}
+        row = {
+            "case": label + ", refined",
+            "mean_error_deg": float(err.mean()),
+            "median_error_deg": float(np.median(err)),
+            "distance_mae_deg": derr["mae_deg"],
+            "embedding_s": t_embed,
+            "recovery_s": t_rec + extra["frame_s"] + extra["refinement_s"],
+            "training_min": train_min,
+            "total_min": train_min + (t_embed + t_rec + extra["frame_s"] + extra["refinement_s"]) / 60,
+            "paper_deg": paper,
+            "refinement": extra,
+        }
         if "16" in label:
             t = time.monotonic()
             recon = run_job(reconstruct_fourier(images, aligned))
@@ -182,24 +232,45 @@ def main(argv: list[str] | None = None) -> int:
             fsc = fourier_shell_correlation(recon, reference, voxel)
             recon_true = run_job(reconstruct_fourier(images, truth))
             fsc_true = fourier_shell_correlation(recon_true, reference, voxel)
-            row.update({"fsc05_A": fsc.resolution_05_A, "fsc0143_A": fsc.resolution_0143_A,
-                        "fsc05_true_orientations_A": fsc_true.resolution_05_A,
-                        "fsc0143_true_orientations_A": fsc_true.resolution_0143_A})
-            print(f"FSC (recovered) {fsc.resolution_05_A:.1f} Å @0.5, {fsc.resolution_0143_A:.1f} Å @0.143; "
-                  f"(true orientations) {fsc_true.resolution_05_A:.1f} / {fsc_true.resolution_0143_A:.1f} Å")
+            row.update(
+                {
+                    "fsc05_A": fsc.resolution_05_A,
+                    "fsc0143_A": fsc.resolution_0143_A,
+                    "fsc05_true_orientations_A": fsc_true.resolution_05_A,
+                    "fsc0143_true_orientations_A": fsc_true.resolution_0143_A,
+                }
+            )
+            print(
+                f"FSC (recovered) {fsc.resolution_05_A:.1f} Å @0.5, {fsc.resolution_0143_A:.1f} Å @0.143; "
+                f"(true orientations) {fsc_true.resolution_05_A:.1f} / {fsc_true.resolution_0143_A:.1f} Å"
+            )
         rows.append(row)
 
     result = {
-        "benchmark": "orient", "machine": "2-core CPU, no GPU", "load_average_at_start": load_at_start,
+        "benchmark": "orient",
+        "machine": "2-core CPU, no GPU",
+        "load_average_at_start": load_at_start,
         "threads": args.threads,
-        "map": "5j0n.mrc, 3.667 Å, padded to 75³", "n_projections": args.n, "seed": args.seed,
-        "noise": {"variance": 16.0, "snr": snr16}, "half_sphere": True,
-        "model": {"name": card.name, "train_maps": card.extra.get("train_maps"), "metrics": card.metrics,
-                  "training_command": card.training_command},
+        "map": "5j0n.mrc, 3.667 Å, padded to 75³",
+        "n_projections": args.n,
+        "seed": args.seed,
+        "noise": {"variance": 16.0, "snr": snr16},
+        "half_sphere": True,
+        "model": {
+            "name": card.name,
+            "train_maps": card.extra.get("train_maps"),
+            "metrics": card.metrics,
+            "training_command": card.training_command,
+        },
         "recovery": {"initialisation": args.initialisation, "steps": args.recover_steps},
-        "timings": timings, "recovery_cpu_s": cpu_times, "rows": rows, "paper": PAPER,
-        "goals": {"learned_var16_le_5deg": bool(rows[-1]["mean_error_deg"] <= 5.0),
-                  "total_le_15min": bool(rows[-1]["total_min"] <= 15.0)},
+        "timings": timings,
+        "recovery_cpu_s": cpu_times,
+        "rows": rows,
+        "paper": PAPER,
+        "goals": {
+            "learned_var16_le_5deg": bool(rows[-1]["mean_error_deg"] <= 5.0),
+            "total_le_15min": bool(rows[-1]["total_min"] <= 15.0),
+        },
         "command": "python benchmarks/bench_orient.py " + " ".join(argv if argv is not None else os.sys.argv[1:]),
     }
     from tomolens.io import atomic_path
@@ -257,17 +328,30 @@ def many_maps(args: argparse.Namespace, argv: list[str] | None) -> int:
     steps = args.train_steps or train_defaults["train_steps"]
     conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
     out_path = Path(args.out or ROOT / "benchmarks" / "results" / "orient_maps.json")
-    reduced = {"n_projections": args.n < 5000, "train_steps": steps < train_defaults["train_steps"],
-               "maps": len(names) < len(DEFAULT_MAPS), "conditions": set(conditions) != {"var16", "clean"}}
+    reduced = {
+        "n_projections": args.n < 5000,
+        "train_steps": steps < train_defaults["train_steps"],
+        "maps": len(names) < len(DEFAULT_MAPS),
+        "conditions": set(conditions) != {"var16", "clean"},
+    }
     result = {
-        "benchmark": "orient_maps", "machine": _machine(args.device),
-        "load_average_at_start": [round(v, 2) for v in os.getloadavg()], "threads": args.threads,
-        "device": args.device, "reduced": reduced, "n_projections": args.n, "seed": args.seed, "seeds": args.seeds,
-        "train_steps": steps, "conditions": conditions,
+        "benchmark": "orient_maps",
+        "machine": _machine(args.device),
+        "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
+        "threads": args.threads,
+        "device": args.device,
+        "reduced": reduced,
+        "n_projections": args.n,
+        "seed": args.seed,
+        "seeds": args.seeds,
+        "train_steps": steps,
+        "conditions": conditions,
         "recover_settings": "defaults of RECOVER_PARAMS, symmetry from detect_symmetry",
         "training": "a fresh network per map and seed, TRAIN_PARAMS defaults but train_steps, trained with the "
-                    "detected symmetry (distances up to the group)",
-        "maps": [], "rows": [], "summary": [],
+        "detected symmetry (distances up to the group)",
+        "maps": [],
+        "rows": [],
+        "summary": [],
         "command": "python benchmarks/bench_orient.py " + " ".join(argv if argv is not None else os.sys.argv[1:]),
     }
 
@@ -289,20 +373,39 @@ def many_maps(args: argparse.Namespace, argv: list[str] | None) -> int:
         truth_sym, _ = check_symmetry(cube, symmetry)
         tmap = TrainingMap(cube, voxel, path.stem, truth_sym)
         pixel = network_pixel_size([tmap], train_defaults["input_size"])
-        info = {"map": path.stem, "voxel_A": voxel, "box": cube.shape[0],
-                "diameter_A": particle_diameter_A(cube, voxel), "symmetry": symmetry,
-                "symmetry_scores": report.scores, "symmetry_s": t_sym, "network_pixel_A": pixel,
-                "network_window_A": pixel * train_defaults["input_size"], "training_min": {},
-                "warnings": box_warnings(cube, voxel, pixel * train_defaults["input_size"])}
+        info = {
+            "map": path.stem,
+            "voxel_A": voxel,
+            "box": cube.shape[0],
+            "diameter_A": particle_diameter_A(cube, voxel),
+            "symmetry": symmetry,
+            "symmetry_scores": report.scores,
+            "symmetry_s": t_sym,
+            "network_pixel_A": pixel,
+            "network_window_A": pixel * train_defaults["input_size"],
+            "training_min": {},
+            "warnings": box_warnings(cube, voxel, pixel * train_defaults["input_size"]),
+        }
         result["maps"].append(info)
-        print(f"{path.stem}: {cube.shape[0]}³ at {voxel:.2f} Å, {info['diameter_A']:.0f} Å across, "
-              f"{report.summary()}; network pixel {pixel:.2f} Å", flush=True)
+        print(
+            f"{path.stem}: {cube.shape[0]}³ at {voxel:.2f} Å, {info['diameter_A']:.0f} Å across, "
+            f"{report.summary()}; network pixel {pixel:.2f} Å",
+            flush=True,
+        )
         for seed in args.seeds:
             t, cpu = time.monotonic(), time.process_time()
-            model = run_job(train_distance_model(
-                [tmap], pixel_size_A=pixel, input_size=train_defaults["input_size"],
-                projections_per_map=train_defaults["projections_per_map"], steps=steps, seed=seed,
-                name=f"bench_{path.stem}_{seed}", device=args.device))
+            model = run_job(
+                train_distance_model(
+                    [tmap],
+                    pixel_size_A=pixel,
+                    input_size=train_defaults["input_size"],
+                    projections_per_map=train_defaults["projections_per_map"],
+                    steps=steps,
+                    seed=seed,
+                    name=f"bench_{path.stem}_{seed}",
+                    device=args.device,
+                )
+            )
             training_min = (time.monotonic() - t) / 60
             info["training_min"][str(seed)] = training_min
             info.setdefault("training_cpu_min", {})[str(seed)] = (time.process_time() - cpu) / 60
@@ -324,8 +427,17 @@ def _machine(device: str) -> str:
     return f"{os.cpu_count()}-core CPU shared with other jobs, no GPU"
 
 
-def _map_row(name: str, truth_sym, cube: np.ndarray, voxel: float, label: str, seed: int, training_min: float,
-             model, args: argparse.Namespace) -> dict:
+def _map_row(
+    name: str,
+    truth_sym,
+    cube: np.ndarray,
+    voxel: float,
+    label: str,
+    seed: int,
+    training_min: float,
+    model,
+    args: argparse.Namespace,
+) -> dict:
     """One map, noise condition and seed: simulate, recover with default settings, measure."""
     from tomolens.jobs import run_job
     from tomolens.orient.pipeline import RECOVER_PARAMS, recover_from_stack
@@ -347,42 +459,65 @@ def _map_row(name: str, truth_sym, cube: np.ndarray, voxel: float, label: str, s
     before = res.errors_before_refinement_deg
     check = res.refinement.get("check", {})
     row = {
-        "map": name, "symmetry": symmetry, "condition": label, "seed": seed,
-        "noise_variance": pset.noise_variance, "snr": pset.info.get("snr"),
-        "mean_error_deg": float(err.mean()), "median_error_deg": float(np.median(err)),
+        "map": name,
+        "symmetry": symmetry,
+        "condition": label,
+        "seed": seed,
+        "noise_variance": pset.noise_variance,
+        "snr": pset.info.get("snr"),
+        "mean_error_deg": float(err.mean()),
+        "median_error_deg": float(np.median(err)),
         "within_10deg": float(np.mean(err < 10)),
         "before_refinement_mean_deg": None if before is None else float(before.mean()),
         "before_refinement_median_deg": None if before is None else float(np.median(before)),
         "distance_mae_deg": res.distance_errors.get("mae_deg"),
         "distance_mae_up_to_symmetry": True,
-        "refinement_kept_start": check.get("kept_start"), "half_set_score": check.get("half_set_score"),
-        "fsc05_A": res.fsc.resolution_05_A, "fsc0143_A": res.fsc.resolution_0143_A,
+        "refinement_kept_start": check.get("kept_start"),
+        "half_set_score": check.get("half_set_score"),
+        "fsc05_A": res.fsc.resolution_05_A,
+        "fsc0143_A": res.fsc.resolution_0143_A,
         "fsc05_true_orientations_A": fsc_true.resolution_05_A,
         "fsc0143_true_orientations_A": fsc_true.resolution_0143_A,
         "fsc05_vs_true_orientation_map_A": fsc_between.resolution_05_A,
         "fsc0143_vs_true_orientation_map_A": fsc_between.resolution_0143_A,
-        "fsc_curve": {"frequency_per_A": res.fsc.frequency_per_A.round(5).tolist(),
-                      "fsc": res.fsc.fsc.round(4).tolist()},
+        "fsc_curve": {
+            "frequency_per_A": res.fsc.frequency_per_A.round(5).tolist(),
+            "fsc": res.fsc.fsc.round(4).tolist(),
+        },
         "timings_s": {"simulate": t_sim, **res.timings_s},
         "total_min": training_min + t_rec / 60,
         "recovery_cpu_min": cpu_rec / 60,  # CPU time of this process (all its threads): the wall time includes waits
         "warnings": res.warnings,
     }
-    row["goals"] = {"mean_le_5deg": bool(row["mean_error_deg"] <= 5.0) if label == "var16" else None,
-                    "total_le_15min": bool(row["total_min"] <= 15.0)}
-    print(f"  seed {seed} {label:6s} SNR {row['snr'] or float('inf'):.3g}: mean {row['mean_error_deg']:.2f}° median "
-          f"{row['median_error_deg']:.2f}° ({100 * row['within_10deg']:.0f} % < 10°), before refinement "
-          f"{row['before_refinement_mean_deg'] or float('nan'):.1f}°, distances off by "
-          f"{row['distance_mae_deg']:.1f}°; FSC {row['fsc05_A']:.1f}/{row['fsc0143_A']:.1f} Å (true orientations "
-          f"{row['fsc05_true_orientations_A']:.1f}/{row['fsc0143_true_orientations_A']:.1f} Å); "
-          f"{row['total_min']:.1f} min", flush=True)
+    row["goals"] = {
+        "mean_le_5deg": bool(row["mean_error_deg"] <= 5.0) if label == "var16" else None,
+        "total_le_15min": bool(row["total_min"] <= 15.0),
+    }
+    print(
+        f"  seed {seed} {label:6s} SNR {row['snr'] or float('inf'):.3g}: mean {row['mean_error_deg']:.2f}° median "
+        f"{row['median_error_deg']:.2f}° ({100 * row['within_10deg']:.0f} % < 10°), before refinement "
+        f"{row['before_refinement_mean_deg'] or float('nan'):.1f}°, distances off by "
+        f"{row['distance_mae_deg']:.1f}°; FSC {row['fsc05_A']:.1f}/{row['fsc0143_A']:.1f} Å (true orientations "
+        f"{row['fsc05_true_orientations_A']:.1f}/{row['fsc0143_true_orientations_A']:.1f} Å); "
+        f"{row['total_min']:.1f} min",
+        flush=True,
+    )
     return row
 
 
 #: Row values that the summary gives as mean ± standard deviation over seeds.
-SUMMARY_KEYS = ("mean_error_deg", "median_error_deg", "within_10deg", "before_refinement_mean_deg",
-                "distance_mae_deg", "fsc05_A", "fsc0143_A", "fsc05_true_orientations_A", "total_min",
-                "recovery_cpu_min")
+SUMMARY_KEYS = (
+    "mean_error_deg",
+    "median_error_deg",
+    "within_10deg",
+    "before_refinement_mean_deg",
+    "distance_mae_deg",
+    "fsc05_A",
+    "fsc0143_A",
+    "fsc05_true_orientations_A",
+    "total_min",
+    "recovery_cpu_min",
+)
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -392,13 +527,20 @@ def summarise(rows: list[dict]) -> list[dict]:
         groups.setdefault((row["map"], row["condition"]), []).append(row)
     out = []
     for (name, condition), group in groups.items():
-        entry = {"map": name, "condition": condition, "symmetry": group[0]["symmetry"],
-                 "seeds": [r.get("seed", 0) for r in group],
-                 "refinement_kept_start": [r["refinement_kept_start"] for r in group]}
+        entry = {
+            "map": name,
+            "condition": condition,
+            "symmetry": group[0]["symmetry"],
+            "seeds": [r.get("seed", 0) for r in group],
+            "refinement_kept_start": [r["refinement_kept_start"] for r in group],
+        }
         for key in SUMMARY_KEYS:
             values = [r[key] for r in group if r.get(key) is not None]
-            entry[key] = {"per_seed": values, "mean": float(np.mean(values)) if values else None,
-                          "std": float(np.std(values, ddof=1)) if len(values) > 1 else None}
+            entry[key] = {
+                "per_seed": values,
+                "mean": float(np.mean(values)) if values else None,
+                "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+            }
         out.append(entry)
     return out
 
@@ -410,13 +552,17 @@ def _print_summary(summary: list[dict]) -> None:
         spread = f" ± {stat['std']:.{digits}f}" if stat["std"] is not None else ""
         return f"{stat['mean']:.{digits}f}{spread}"
 
-    print("\n| map | symmetry | condition | seeds | mean error (°) | median (°) | < 10° | before refinement (°) "
-          "| distance MAE (°) | FSC 0.5 (Å) | true orient. FSC 0.5 (Å) | min per run |\n" + "|---" * 12 + "|")
+    print(
+        "\n| map | symmetry | condition | seeds | mean error (°) | median (°) | < 10° | before refinement (°) "
+        "| distance MAE (°) | FSC 0.5 (Å) | true orient. FSC 0.5 (Å) | min per run |\n" + "|---" * 12 + "|"
+    )
     for e in summary:
-        print(f"| {e['map']} | {e['symmetry']} | {e['condition']} | {len(e['seeds'])} | {pm(e['mean_error_deg'])} | "
-              f"{pm(e['median_error_deg'])} | {pm(e['within_10deg'], 2)} | {pm(e['before_refinement_mean_deg'])} | "
-              f"{pm(e['distance_mae_deg'])} | {pm(e['fsc05_A'])} | {pm(e['fsc05_true_orientations_A'])} | "
-              f"{pm(e['total_min'])} |")
+        print(
+            f"| {e['map']} | {e['symmetry']} | {e['condition']} | {len(e['seeds'])} | {pm(e['mean_error_deg'])} | "
+            f"{pm(e['median_error_deg'])} | {pm(e['within_10deg'], 2)} | {pm(e['before_refinement_mean_deg'])} | "
+            f"{pm(e['distance_mae_deg'])} | {pm(e['fsc05_A'])} | {pm(e['fsc05_true_orientations_A'])} | "
+            f"{pm(e['total_min'])} |"
+        )
 
 
 def merge_results(paths: list[str], out: str) -> int:

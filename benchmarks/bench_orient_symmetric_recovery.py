@@ -60,25 +60,47 @@ def main(argv: list[str] | None = None) -> int:
         sym, _ = check_symmetry(cube, args.group)
     pset = run_job(simulate_projections(cube, voxel, args.n, seed=3))
     rows = []
-    for label, loss, start in (("plain loss, spectral start", None, "spectral"),
-                               ("symmetric loss, spectral start", args.group, "spectral"),
-                               ("symmetric loss, random start", args.group, "random")):
+    for label, loss, start in (
+        ("plain loss, spectral start", None, "spectral"),
+        ("symmetric loss, spectral start", args.group, "spectral"),
+        ("symmetric loss, random start", args.group, "random"),
+    ):
         t = time.process_time()
-        res = run_job(recover_orientations(ExactDistances(pset.quats, sym), initialisation=start, steps=args.steps,
-                                           seed=0, symmetry=loss))
+        res = run_job(
+            recover_orientations(
+                ExactDistances(pset.quats, sym), initialisation=start, steps=args.steps, seed=0, symmetry=loss
+            )
+        )
         fixed, _ = run_job(fix_frame(pset.images, res.quats, voxel))
         err, _ = symmetric_errors_deg(fixed, pset.quats, sym)
-        rows.append({"case": label, "final_loss": res.loss_history[-1], "mean_error_deg": float(err.mean()),
-                     "median_error_deg": float(np.median(err)), "within_10deg": float(np.mean(err < 10)),
-                     "cpu_s": time.process_time() - t})
-        print(f"{label:32s} mean {err.mean():6.2f}°  median {np.median(err):6.2f}°  loss {res.loss_history[-1]:.4f}",
-              flush=True)
+        rows.append(
+            {
+                "case": label,
+                "final_loss": res.loss_history[-1],
+                "mean_error_deg": float(err.mean()),
+                "median_error_deg": float(np.median(err)),
+                "within_10deg": float(np.mean(err < 10)),
+                "cpu_s": time.process_time() - t,
+            }
+        )
+        print(
+            f"{label:32s} mean {err.mean():6.2f}°  median {np.median(err):6.2f}°  loss {res.loss_history[-1]:.4f}",
+            flush=True,
+        )
     out = ROOT / "benchmarks" / "results" / f"orient_symmetric_recovery_{args.map}_{args.group}.json"
-    result = {"benchmark": "orient_symmetric_recovery", "map": args.map, "group": args.group,
-              "symmetrised": symmetrised, "symmetry_score": sym.score, "n_projections": args.n,
-              "adam_steps": args.steps, "threads": 1, "rows": rows,
-              "command": "python benchmarks/bench_orient_symmetric_recovery.py " + " ".join(
-                  argv if argv is not None else sys.argv[1:])}
+    result = {
+        "benchmark": "orient_symmetric_recovery",
+        "map": args.map,
+        "group": args.group,
+        "symmetrised": symmetrised,
+        "symmetry_score": sym.score,
+        "n_projections": args.n,
+        "adam_steps": args.steps,
+        "threads": 1,
+        "rows": rows,
+        "command": "python benchmarks/bench_orient_symmetric_recovery.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")

@@ -75,8 +75,11 @@ def tomogram(seed: int, cache: Path | None):
     cfg = replace(shifted_domain_config(seed), voxel_size_A=VOXEL_A, polarity="dark")
     sim = run_job(simulate_domain_tomogram(cfg))
     keep = sim.particles.features["class_name"].astype(str).to_numpy() == "macromolecule"
-    out = (np.asarray(sim.tomogram, np.float32), sim.particles.coords_zyx[keep],
-           np.asarray(sim.particles.features["radius_A"], float)[keep])
+    out = (
+        np.asarray(sim.tomogram, np.float32),
+        sim.particles.coords_zyx[keep],
+        np.asarray(sim.particles.features["radius_A"], float)[keep],
+    )
     if key is not None:
         cache.mkdir(parents=True, exist_ok=True)
         with atomic_path(key) as tmp, open(tmp, "wb") as fh:
@@ -110,8 +113,12 @@ def score(found: np.ndarray, coords: np.ndarray, radii: np.ndarray, shape, box) 
 
 
 def summary(values: list[float]) -> dict:
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values),
-            "values": [round(float(v), 4) for v in values]}
+    return {
+        "mean": float(np.mean(values)),
+        "std": float(np.std(values)),
+        "n": len(values),
+        "values": [round(float(v), 4) for v in values],
+    }
 
 
 def write(args, rows: dict, per_run: list, dog: dict, t_start: float) -> dict:
@@ -119,12 +126,20 @@ def write(args, rows: dict, per_run: list, dog: dict, t_start: float) -> dict:
     import torch
 
     table = {n: {m: summary(v) for m, v in methods.items()} for n, methods in rows.items()}
-    result = {"benchmark": "points", "machine": f"{platform.machine()}, torch threads 1, no GPU",
-              "python": platform.python_version(), "torch": torch.__version__,
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "data": "shifted_domain_config seeds " + args.seeds + ", simulated at 64x256x256 voxels of 10 A, dark",
-              "steps": args.steps, "max_radius_A": MAX_RADIUS_A, "dog_params": dog, "f1_by_clicks": table,
-              "runs": per_run, "total_s": round(time.monotonic() - t_start, 1)}
+    result = {
+        "benchmark": "points",
+        "machine": f"{platform.machine()}, torch threads 1, no GPU",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "data": "shifted_domain_config seeds " + args.seeds + ", simulated at 64x256x256 voxels of 10 A, dark",
+        "steps": args.steps,
+        "max_radius_A": MAX_RADIUS_A,
+        "dog_params": dog,
+        "f1_by_clicks": table,
+        "runs": per_run,
+        "total_s": round(time.monotonic() - t_start, 1),
+    }
     with atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(result, indent=2))
     return result
@@ -161,30 +176,53 @@ def main() -> int:
             clicked, radius = coords[inside], min(float(np.median(radii[inside])), MAX_RADIUS_A)
             with tempfile.TemporaryDirectory() as tmp:
                 t1 = time.monotonic()
-                res = run_job(train_from_points(tomo, VOXEL_A, clicked, Path(tmp) / "m.pt", radius_A=radius,
-                                                region=box, steps=args.steps, minutes=60, seed=0,
-                                                source=f"shifted seed {seed}, {n} true centres"))
+                res = run_job(
+                    train_from_points(
+                        tomo,
+                        VOXEL_A,
+                        clicked,
+                        Path(tmp) / "m.pt",
+                        radius_A=radius,
+                        region=box,
+                        steps=args.steps,
+                        minutes=60,
+                        seed=0,
+                        source=f"shifted seed {seed}, {n} true centres",
+                    )
+                )
                 train_s = time.monotonic() - t1
                 found = run_job(detect_particles(tomo, VOXEL_A, model=str(res.path), device="cpu")).particles
-            entry = {"seed": seed, "clicks": int(len(clicked)), "region": [[s.start, s.stop] for s in box],
-                     "radius_A": round(radius, 1), "train_s": round(train_s, 1), "simulate_s": round(sim_s, 1),
-                     "trained": score(found.coords_zyx, coords, radii, tomo.shape, box),
-                     "shipped": score(shipped, coords, radii, tomo.shape, box),
-                     "dog": score(dog_found, coords, radii, tomo.shape, box),
-                     "validation_f1_tuned": res.card.metrics["validation_f1_tuned"],
-                     "best_step": res.card.metrics["best_step"]}
+            entry = {
+                "seed": seed,
+                "clicks": int(len(clicked)),
+                "region": [[s.start, s.stop] for s in box],
+                "radius_A": round(radius, 1),
+                "train_s": round(train_s, 1),
+                "simulate_s": round(sim_s, 1),
+                "trained": score(found.coords_zyx, coords, radii, tomo.shape, box),
+                "shipped": score(shipped, coords, radii, tomo.shape, box),
+                "dog": score(dog_found, coords, radii, tomo.shape, box),
+                "validation_f1_tuned": res.card.metrics["validation_f1_tuned"],
+                "best_step": res.card.metrics["best_step"],
+            }
             per_run.append(entry)
             for method in ("trained", "shipped", "dog"):
                 rows.setdefault(f"{n}", {}).setdefault(method, []).append(entry[method]["f1"])
             write(args, rows, per_run, dog, t_start)
-            print(f"seed {seed} N={n}: trained {entry['trained']['f1']:.3f} shipped {entry['shipped']['f1']:.3f} "
-                  f"dog {entry['dog']['f1']:.3f} ({train_s:.0f} s training)", flush=True)
+            print(
+                f"seed {seed} N={n}: trained {entry['trained']['f1']:.3f} shipped {entry['shipped']['f1']:.3f} "
+                f"dog {entry['dog']['f1']:.3f} ({train_s:.0f} s training)",
+                flush=True,
+            )
     result = write(args, rows, per_run, dog, t_start)
     table = result["f1_by_clicks"]
     print("\n| clicks | trained (mean ± sd) | shipped untouched | DoG |\n|---|---|---|---|")
     for n, methods in table.items():
-        print(f"| {n} | " + " | ".join(f"{methods[m]['mean']:.3f} ± {methods[m]['std']:.3f}"
-                                       for m in ("trained", "shipped", "dog")) + " |")
+        print(
+            f"| {n} | "
+            + " | ".join(f"{methods[m]['mean']:.3f} ± {methods[m]['std']:.3f}" for m in ("trained", "shipped", "dog"))
+            + " |"
+        )
     print(f"wrote {args.out} ({result['total_s']:.0f} s)")
     return 0
 

@@ -79,9 +79,11 @@ def painted_settings(start_from: str) -> dict:
 
 FROM_SCRATCH = painted_settings(NEW_NETWORK)
 #: parts trained on 5 painted slices → (result key, settings given the shipped model's name)
-PAINTED = {"scratch": ("from_5_slices", lambda model: FROM_SCRATCH),
-           "scratch_wide": ("from_5_slices_wide", lambda model: FROM_SCRATCH),
-           "finetune": ("finetuned_5_slices", painted_settings)}
+PAINTED = {
+    "scratch": ("from_5_slices", lambda model: FROM_SCRATCH),
+    "scratch_wide": ("from_5_slices_wide", lambda model: FROM_SCRATCH),
+    "finetune": ("finetuned_5_slices", painted_settings),
+}
 #: result key suffixes of the painted parts
 SUFFIX = {"scratch": "5_slices", "scratch_wide": "wide", "finetune": "finetuned"}
 
@@ -93,8 +95,11 @@ def _mean(scores: list[dict]) -> dict:
 def _unpainted_dice(trained, sample, keep: np.ndarray, tta: bool) -> dict:
     """Dice per class on the slices ``keep`` of a model trained on painted slices, predicted as the
     Segment widget's Predict does with its defaults (``tta``: with test-time augmentation)."""
-    probs = run_job(predict_probabilities(trained.model, trained.card, sample.tomogram, sample.voxel_size_A,
-                                          orthogonal=False, tta=tta))
+    probs = run_job(
+        predict_probabilities(
+            trained.model, trained.card, sample.tomogram, sample.voxel_size_A, orthogonal=False, tta=tta
+        )
+    )
     return dice_per_class(classes_from_probabilities(probs)[keep], sample.classes[keep], DEFAULT_CLASSES)
 
 
@@ -111,9 +116,16 @@ def accuracy(model: str, cache: str | None, parts: set[str], snrs: set[float], n
             small = simulate_sample(seed, snr=snr, cache_dir=cache, **SIM) if uses_small else None
             for key in sorted(parts & {"shipped", "shipped_tta"}):
                 t0 = time.time()
-                res = run_job(segment_tomogram(small.tomogram, small.voxel_size_A, model=model, device="cpu",
-                                               threads=THREADS[0],
-                                               test_time_augmentation=key == "shipped_tta"))
+                res = run_job(
+                    segment_tomogram(
+                        small.tomogram,
+                        small.voxel_size_A,
+                        model=model,
+                        device="cpu",
+                        threads=THREADS[0],
+                        test_time_augmentation=key == "shipped_tta",
+                    )
+                )
                 row[key] = dice_per_class(res.classes, small.classes, DEFAULT_CLASSES)
                 row[f"seconds_{key}"] = round(time.time() - t0, 1)
                 print(f"SNR {snr} seed {seed}: {key} {row[key]}", flush=True)
@@ -124,8 +136,11 @@ def accuracy(model: str, cache: str | None, parts: set[str], snrs: set[float], n
                 painted = sparse_from_classes(s.classes, slices)
                 t0 = time.time()
                 settings = settings | {"epochs": EPOCHS[part], "seed": seed}  # the tomogram's seed: data and init
-                trained = run_job(train_segmenter([(s.tomogram, painted)], DEFAULT_CLASSES, s.voxel_size_A,
-                                                  threads=THREADS[0], **settings))
+                trained = run_job(
+                    train_segmenter(
+                        [(s.tomogram, painted)], DEFAULT_CLASSES, s.voxel_size_A, threads=THREADS[0], **settings
+                    )
+                )
                 keep = np.ones(s.classes.shape[0], bool)
                 keep[slices] = False  # score only the slices that were not "painted"
                 row[key] = _unpainted_dice(trained, s, keep, tta=False)
@@ -133,17 +148,31 @@ def accuracy(model: str, cache: str | None, parts: set[str], snrs: set[float], n
                 if part == "scratch":  # fine-tuned 3D models: test-time augmentation is measured on the shipped one
                     row[f"{key}_tta"] = _unpainted_dice(trained, s, keep, tta=True)
                 suffix = SUFFIX[part]
-                row.update({"painted_slices": slices, f"epochs_run_{suffix}": len(trained.history),
-                            f"training_budget_{suffix}": trained.card.extra.get("training_budget"),
-                            f"seconds_train_and_predict_{suffix}": seconds,
-                            f"training_precision_{suffix}": trained.card.extra.get("training_precision")})
-                print(f"SNR {snr} seed {seed}: {key} {row[key]}" + (f", with test-time augmentation "
-                      f"{row[key + '_tta']}" if part == "scratch" else ""), flush=True)
+                row.update(
+                    {
+                        "painted_slices": slices,
+                        f"epochs_run_{suffix}": len(trained.history),
+                        f"training_budget_{suffix}": trained.card.extra.get("training_budget"),
+                        f"seconds_train_and_predict_{suffix}": seconds,
+                        f"training_precision_{suffix}": trained.card.extra.get("training_precision"),
+                    }
+                )
+                print(
+                    f"SNR {snr} seed {seed}: {key} {row[key]}"
+                    + (f", with test-time augmentation {row[key + '_tta']}" if part == "scratch" else ""),
+                    flush=True,
+                )
     return out
 
 
-RESULT_KINDS = ("shipped", "shipped_tta", "from_5_slices", "from_5_slices_tta", "from_5_slices_wide",
-                "finetuned_5_slices")
+RESULT_KINDS = (
+    "shipped",
+    "shipped_tta",
+    "from_5_slices",
+    "from_5_slices_tta",
+    "from_5_slices_wide",
+    "finetuned_5_slices",
+)
 
 
 def merge_rows(dice: dict, new_rows: dict) -> dict:
@@ -162,9 +191,11 @@ def merge_rows(dice: dict, new_rows: dict) -> dict:
             scores = [r[kind] for r in entry["tomograms"] if kind in r]
             if scores:
                 entry[kind] = _mean(scores)
-                entry[f"{kind}_summary"] = {n: seed_summary([sc[n] for sc in scores], scale=1.0, unit="", decimals=2)
-                                            | {"seeds": [r["seed"] for r in entry["tomograms"] if kind in r]}
-                                            for n in DEFAULT_CLASSES}
+                entry[f"{kind}_summary"] = {
+                    n: seed_summary([sc[n] for sc in scores], scale=1.0, unit="", decimals=2)
+                    | {"seeds": [r["seed"] for r in entry["tomograms"] if kind in r]}
+                    for n in DEFAULT_CLASSES
+                }
     return dice
 
 
@@ -174,13 +205,17 @@ def timing(model: str, shape=(200, 512, 512)) -> dict:
 
     out = {}
     kind = read_card(resolve_model(model)).extra.get("model_kind", "3d")
-    for orthogonal in ((False, True) if kind == "2d" else (False,)):
+    for orthogonal in (False, True) if kind == "2d" else (False,):
         load = os.getloadavg()[0]
         t0, c0 = time.time(), time.process_time()
         run_job(segment_tomogram(data, 10.0, model=model, orthogonal=orthogonal, device="cpu", threads=THREADS[0]))
         key = "3d_tiles" if kind == "3d" else ("zyx_averaged" if orthogonal else "z_slices")
-        out[key] = {"wall_s": round(time.time() - t0, 1), "cpu_s": round(time.process_time() - c0, 1),
-                    "load_average_before": round(load, 1), "model": Path(str(model)).name}
+        out[key] = {
+            "wall_s": round(time.time() - t0, 1),
+            "cpu_s": round(time.process_time() - c0, 1),
+            "load_average_before": round(load, 1),
+            "model": Path(str(model)).name,
+        }
         print(f"{shape} {key}: {out[key]}", flush=True)
     return {"shape_zyx": list(shape), "measured_at_full_size": True, **out}
 
@@ -191,51 +226,79 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="segment_default")
     p.add_argument("--cache", default=None, help="directory caching simulated tomograms")
-    p.add_argument("--parts", default="shipped,scratch,finetune,timing",
-                   help="comma-separated: shipped (a), shipped_tta (a with test-time augmentation), scratch (b: 5 "
-                        "slices), scratch_wide (b': 5 slices of 64x512x512 tomograms), finetune (c: shipped + 5 "
-                        "slices), timing")
+    p.add_argument(
+        "--parts",
+        default="shipped,scratch,finetune,timing",
+        help="comma-separated: shipped (a), shipped_tta (a with test-time augmentation), scratch (b: 5 "
+        "slices), scratch_wide (b': 5 slices of 64x512x512 tomograms), finetune (c: shipped + 5 "
+        "slices), timing",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is faster on a shared 2-core box)")
     p.add_argument("--snr", default="0.05,0.03", help="comma-separated SNRs of the held-out tomograms to run")
-    p.add_argument("--epochs-scratch", type=int, default=EPOCHS["scratch"],
-                   help="epochs of the networks trained from scratch on 5 painted slices (parts scratch, scratch_wide)")
-    p.add_argument("--epochs-finetune", type=int, default=EPOCHS["finetune"],
-                   help="epochs of fine-tuning the shipped model on 5 painted slices (part finetune)")
+    p.add_argument(
+        "--epochs-scratch",
+        type=int,
+        default=EPOCHS["scratch"],
+        help="epochs of the networks trained from scratch on 5 painted slices (parts scratch, scratch_wide)",
+    )
+    p.add_argument(
+        "--epochs-finetune",
+        type=int,
+        default=EPOCHS["finetune"],
+        help="epochs of fine-tuning the shipped model on 5 painted slices (part finetune)",
+    )
     args = p.parse_args()
     EPOCHS.update(scratch=args.epochs_scratch, scratch_wide=args.epochs_scratch, finetune=args.epochs_finetune)
     parts = {x.strip() for x in args.parts.split(",") if x.strip()}
     snrs = {float(x) for x in args.snr.split(",") if x.strip()}
     if not snrs <= set(HELD_OUT):
-        p.error(f"--snr: the held-out tomograms are at SNR {', '.join(f'{k:g}' for k in HELD_OUT)}; "
-                f"got {args.snr}")
+        p.error(f"--snr: the held-out tomograms are at SNR {', '.join(f'{k:g}' for k in HELD_OUT)}; got {args.snr}")
     torch.set_num_threads(args.threads)
     THREADS[0] = args.threads
     load_at_start = [round(v, 2) for v in os.getloadavg()]
-    new_rows = (accuracy(args.model, args.cache, parts, snrs)
-                if parts & ({"shipped", "shipped_tta"} | set(PAINTED)) else {})
+    new_rows = (
+        accuracy(args.model, args.cache, parts, snrs) if parts & ({"shipped", "shipped_tta"} | set(PAINTED)) else {}
+    )
     timed = timing(args.model) if "timing" in parts else None
     result = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}  # read now: merge with runs beside this one
-    result.update({"benchmark": "segment", "machine": "2-core CPU, no GPU", "load_average_at_start": load_at_start,
-                   "cpu": platform.processor() or platform.machine(), "torch_threads": args.threads}
-                  | ({"model": args.model} if new_rows else {}))
-    result.setdefault("commands", {})[",".join(sorted(parts)) + (f" snr {args.snr}" if snrs != set(HELD_OUT) else "")] = (
+    result.update(
+        {
+            "benchmark": "segment",
+            "machine": "2-core CPU, no GPU",
+            "load_average_at_start": load_at_start,
+            "cpu": platform.processor() or platform.machine(),
+            "torch_threads": args.threads,
+        }
+        | ({"model": args.model} if new_rows else {})
+    )
+    result.setdefault("commands", {})[
+        ",".join(sorted(parts)) + (f" snr {args.snr}" if snrs != set(HELD_OUT) else "")
+    ] = (
         f"python benchmarks/bench_segment.py --parts {args.parts} --threads {args.threads}"
         + (f" --epochs-scratch {args.epochs_scratch}" if parts & {"scratch", "scratch_wide"} else "")
         + (f" --epochs-finetune {args.epochs_finetune}" if "finetune" in parts else "")
         + (f" --snr {args.snr}" if snrs != set(HELD_OUT) else "")
-        + (f" --cache {args.cache}" if args.cache else "") + (f" --model {args.model}" if args.model != "segment_default" else ""))
+        + (f" --cache {args.cache}" if args.cache else "")
+        + (f" --model {args.model}" if args.model != "segment_default" else "")
+    )
     if new_rows:
         result["dice"] = merge_rows(result.get("dice", {}), new_rows)
         if parts & {"scratch", "scratch_wide"}:
-            result["from_5_slices_settings"] = FROM_SCRATCH | {"threads": args.threads, "epochs": EPOCHS["scratch"],
-                                                               "seed": "the tomogram's"}
+            result["from_5_slices_settings"] = FROM_SCRATCH | {
+                "threads": args.threads,
+                "epochs": EPOCHS["scratch"],
+                "seed": "the tomogram's",
+            }
         if "finetune" in parts:
             tuned = painted_settings(args.model) | {"epochs": EPOCHS["finetune"], "seed": "the tomogram's"}
             result["finetuned_5_slices_settings"] = tuned | {
-                "threads": args.threads, "model_kind": trained_kind(tuned["model_kind"], tuned["start_from"])}
+                "threads": args.threads,
+                "model_kind": trained_kind(tuned["model_kind"], tuned["start_from"]),
+            }
         result["held_out"] = {f"snr_{k:g}": list(v) for k, v in HELD_OUT.items()} | {
             name: {k: list(v) if isinstance(v, tuple) else v for k, v in sim.items()}
-            for name, sim in (("simulation", SIM), ("simulation_wide", WIDE_SIM))}
+            for name, sim in (("simulation", SIM), ("simulation_wide", WIDE_SIM))
+        }
     if timed is not None:  # one entry per kind of model (3D tiles, 2D slices)
         result["timing"] = {**result.get("timing", {}), **timed}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

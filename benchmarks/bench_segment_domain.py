@@ -49,22 +49,35 @@ RESULTS = Path(__file__).resolve().parent / "results" / "segment_domain.json"
 FIRST_SEED = {"randomised": 9200, "shifted": 9100, "legacy": 9000}
 GROUPS = ("membrane", "microtubule", "actin", "filament", "macromolecule")
 # which of a model's classes count for each truth group
-PRED_CLASSES = {"membrane": ("membrane",), "microtubule": ("microtubule",), "actin": ("actin",),
-                "filament": ("filament", "microtubule", "actin"), "macromolecule": ("macromolecule", "particle")}
+PRED_CLASSES = {
+    "membrane": ("membrane",),
+    "microtubule": ("microtubule",),
+    "actin": ("actin",),
+    "filament": ("filament", "microtubule", "actin"),
+    "macromolecule": ("macromolecule", "particle"),
+}
 
 
 def truth_groups(semantic: np.ndarray, class_names: list[str]) -> dict[str, np.ndarray | None]:
     """Truth mask per group (None where the simulator has no such class)."""
     idx = {n: i for i, n in enumerate(class_names)}
     if "macromolecule" in idx:  # domain simulator
-        return {"membrane": semantic == idx["membrane"], "microtubule": semantic == idx["microtubule"],
-                "actin": semantic == idx["actin"],
-                "filament": np.isin(semantic, [idx["microtubule"], idx["actin"]]),
-                "macromolecule": semantic == idx["macromolecule"]}
+        return {
+            "membrane": semantic == idx["membrane"],
+            "microtubule": semantic == idx["microtubule"],
+            "actin": semantic == idx["actin"],
+            "filament": np.isin(semantic, [idx["microtubule"], idx["actin"]]),
+            "macromolecule": semantic == idx["macromolecule"],
+        }
     structure = {idx.get("membrane", -1), idx.get("filament", -1), 0}
     templates = [i for i in range(1, len(class_names)) if i not in structure]
-    return {"membrane": semantic == idx.get("membrane", -1), "microtubule": None, "actin": None,
-            "filament": semantic == idx.get("filament", -1), "macromolecule": np.isin(semantic, templates)}
+    return {
+        "membrane": semantic == idx.get("membrane", -1),
+        "microtubule": None,
+        "actin": None,
+        "filament": semantic == idx.get("filament", -1),
+        "macromolecule": np.isin(semantic, templates),
+    }
 
 
 def predicted_group(classes: np.ndarray, names: list[str], group: str) -> np.ndarray | None:
@@ -122,9 +135,11 @@ def real_scores(model: str, threads: int) -> dict:
     if mt is None:
         mt = predicted_group(res.classes, res.class_names, "filament")
     macro = predicted_group(res.classes, res.class_names, "macromolecule")
-    return {"microtubule_dice_vs_tube": dice(mt, tube),
-            "macromolecule_fraction": float(np.mean(macro)) if macro is not None else None,
-            "polarity": res.info["polarity"]["tomogram"]}
+    return {
+        "microtubule_dice_vs_tube": dice(mt, tube),
+        "macromolecule_fraction": float(np.mean(macro)) if macro is not None else None,
+        "polarity": res.info["polarity"]["tomogram"],
+    }
 
 
 def fmt(cell) -> str:
@@ -134,15 +149,16 @@ def fmt(cell) -> str:
 
 
 def markdown_table(results: dict) -> str:
-    lines = ["| model | set | " + " | ".join(f"{g} Dice" for g in GROUPS) + " |",
-             "|---|---|" + "---|" * len(GROUPS)]
+    lines = ["| model | set | " + " | ".join(f"{g} Dice" for g in GROUPS) + " |", "|---|---|" + "---|" * len(GROUPS)]
     for model, sets in results["models"].items():
         for label, row in sets.items():
             if label == "real":
                 d, f = row.get("microtubule_dice_vs_tube"), row.get("macromolecule_fraction")
-                lines.append(f"| {model} | real microtubule | microtubule vs tube "
-                             f"{'—' if d is None else f'{d:.2f}'}, macromolecule "
-                             f"{'—' if f is None else f'{100 * f:.1f} %'} of the volume |" + " |" * (len(GROUPS) - 1))
+                lines.append(
+                    f"| {model} | real microtubule | microtubule vs tube "
+                    f"{'—' if d is None else f'{d:.2f}'}, macromolecule "
+                    f"{'—' if f is None else f'{100 * f:.1f} %'} of the volume |" + " |" * (len(GROUPS) - 1)
+                )
             else:
                 lines.append(f"| {model} | {label} | " + " | ".join(fmt(row.get(g)) for g in GROUPS) + " |")
     return "\n".join(lines)
@@ -152,20 +168,27 @@ def main(argv=None) -> int:
     import torch
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="segment_default,segment_domain",
-                        help="comma-separated shipped model names or .pt paths")
+    parser.add_argument(
+        "--models", default="segment_default,segment_domain", help="comma-separated shipped model names or .pt paths"
+    )
     parser.add_argument("--sets", default="randomised,shifted,legacy,real")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--cache", type=Path, default=None, help="folder to keep simulated tomograms in")
-    parser.add_argument("--merge", action="store_true",
-                        help="add these models' results to the existing JSON (other models' kept)")
+    parser.add_argument(
+        "--merge", action="store_true", help="add these models' results to the existing JSON (other models' kept)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     sets = args.sets.split(",")
-    results = {"machine": f"{platform.processor() or platform.machine()}, {args.threads} threads, no GPU",
-               "python": sys.version.split()[0], "torch": torch.__version__, "models": {}, "commands": []}
+    results = {
+        "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads, no GPU",
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "models": {},
+        "commands": [],
+    }
     if args.merge and RESULTS.is_file():
         previous = json.loads(RESULTS.read_text())
         results["models"] = previous.get("models", {})
@@ -180,14 +203,21 @@ def main(argv=None) -> int:
                 for k, v in sc.items():
                     rows.setdefault(k, []).append(v)
                 print(f"{model} {kind} seed {seed}: {sc}", flush=True)
-            per_set[kind] = {k: (v if k == "polarity" else summary(v) if any(x is not None for x in v) else None)
-                             for k, v in rows.items()}
+            per_set[kind] = {
+                k: (v if k == "polarity" else summary(v) if any(x is not None for x in v) else None)
+                for k, v in rows.items()
+            }
         if "real" in sets:
             per_set["real"] = real_scores(model, args.threads)
             print(f"{model} real: {per_set['real']}", flush=True)
         results["models"].setdefault(model, {}).update(per_set)
-    results["commands"].append({"command": "python benchmarks/bench_segment_domain.py " + " ".join(
-        argv if argv is not None else sys.argv[1:]), "wall_seconds": round(time.perf_counter() - t0, 1)})
+    results["commands"].append(
+        {
+            "command": "python benchmarks/bench_segment_domain.py "
+            + " ".join(argv if argv is not None else sys.argv[1:]),
+            "wall_seconds": round(time.perf_counter() - t0, 1),
+        }
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(RESULTS) as tmp:
         Path(tmp).write_text(json.dumps(results, indent=2))

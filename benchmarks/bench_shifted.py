@@ -62,8 +62,9 @@ from tomolens.simulate import SimulationConfig, simulate_tomogram
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results" / "shifted.json"
-IN_DOMAIN = dict(shape_zyx=(64, 128, 128), voxel_size_A=10.0, volume_fraction=0.15, snr=0.05, n_membranes=1,
-                 n_filaments=2)
+IN_DOMAIN = dict(
+    shape_zyx=(64, 128, 128), voxel_size_A=10.0, volume_fraction=0.15, snr=0.05, n_membranes=1, n_filaments=2
+)
 DOG_TRAIN_SEEDS = (500, 501, 502, 503)
 DOG_GRID = {"min_sigma_A": (15.0, 20.0), "max_sigma_A": (40.0, 70.0), "threshold": (0.15, 0.2, 0.25, 0.3, 0.35)}
 MT_AXIS_NM = np.array([(21.97, 123.1, 32.98), (21.97, 83.3, 40.5), (21.97, 17.6, 64.96)])
@@ -90,36 +91,67 @@ def cached(kind: str, seed: int, cache: Path | None):
     key = cache / f"{kind}_{seed}.npz" if cache else None
     if key is not None and key.is_file():
         with np.load(key, allow_pickle=False) as f:
-            return (f["tomogram"], f["semantic"], [str(n) for n in f["class_names"]], f["coords"], f["radii"],
-                    float(f["voxel"]))
+            return (
+                f["tomogram"],
+                f["semantic"],
+                [str(n) for n in f["class_names"]],
+                f["coords"],
+                f["radii"],
+                float(f["voxel"]),
+            )
     sim = legacy(seed) if kind == "in-domain" else shifted(seed)
     table = sim.particles
     keep = np.ones(len(table), bool)
     if "class_name" in table.features:
         keep = table.features["class_name"].astype(str).to_numpy() != "gold"
-    out = (sim.tomogram, sim.semantic, list(sim.class_names), table.coords_zyx[keep],
-           np.asarray(table.features["radius_A"], float)[keep], float(sim.voxel_size_A))
+    out = (
+        sim.tomogram,
+        sim.semantic,
+        list(sim.class_names),
+        table.coords_zyx[keep],
+        np.asarray(table.features["radius_A"], float)[keep],
+        float(sim.voxel_size_A),
+    )
     if key is not None:
         cache.mkdir(parents=True, exist_ok=True)
         with atomic_path(key) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, tomogram=out[0], semantic=out[1], class_names=np.array(out[2]), coords=out[3],
-                     radii=out[4], voxel=out[5])
+            np.savez(
+                fh,
+                tomogram=out[0],
+                semantic=out[1],
+                class_names=np.array(out[2]),
+                coords=out[3],
+                radii=out[4],
+                voxel=out[5],
+            )
     return out
 
 
 # ------------------------------------------------------------------------ detection
 def f1_of(found_zyx: np.ndarray, coords: np.ndarray, radii: np.ndarray, voxel: float) -> dict:
     m = match_centres(np.asarray(found_zyx) * voxel, coords * voxel, radii / 2)
-    return {"f1": m.f1, "precision": m.precision, "recall": m.recall, "n_true": int(len(coords)),
-            "n_found": int(m.true_positives + m.false_positives)}
+    return {
+        "f1": m.f1,
+        "precision": m.precision,
+        "recall": m.recall,
+        "n_true": int(len(coords)),
+        "n_found": int(m.true_positives + m.false_positives),
+    }
 
 
-def dog_centres(tomogram: np.ndarray, voxel: float, min_sigma_A: float, max_sigma_A: float,
-                threshold: float) -> np.ndarray:
+def dog_centres(
+    tomogram: np.ndarray, voxel: float, min_sigma_A: float, max_sigma_A: float, threshold: float
+) -> np.ndarray:
     bright, _ = to_model_polarity(tomogram, "auto", "bright", voxel)
     z = (bright - bright.mean()) / bright.std()
-    blobs = blob_dog(z, min_sigma=min_sigma_A / voxel, max_sigma=max_sigma_A / voxel, threshold=threshold,
-                     overlap=0.5, exclude_border=False)
+    blobs = blob_dog(
+        z,
+        min_sigma=min_sigma_A / voxel,
+        max_sigma=max_sigma_A / voxel,
+        threshold=threshold,
+        overlap=0.5,
+        exclude_border=False,
+    )
     return blobs[:, :3] if len(blobs) else np.zeros((0, 3))
 
 
@@ -144,13 +176,18 @@ def truth_masks(semantic: np.ndarray, class_names: list[str]) -> dict[str, np.nd
     """Truth per shipped segmentation class (membrane, filament, particle)."""
     idx = {n: i for i, n in enumerate(class_names)}
     if "macromolecule" in idx:  # domain simulator
-        return {"membrane": semantic == idx["membrane"],
-                "filament": np.isin(semantic, [idx["microtubule"], idx["actin"]]),
-                "particle": semantic == idx["macromolecule"]}
+        return {
+            "membrane": semantic == idx["membrane"],
+            "filament": np.isin(semantic, [idx["microtubule"], idx["actin"]]),
+            "particle": semantic == idx["macromolecule"],
+        }
     structure = {idx.get("membrane", -1), idx.get("filament", -1), 0}
     particle_ids = [i for i in range(1, len(class_names)) if i not in structure]
-    return {"membrane": semantic == idx.get("membrane", -1), "filament": semantic == idx.get("filament", -1),
-            "particle": np.isin(semantic, particle_ids)}
+    return {
+        "membrane": semantic == idx.get("membrane", -1),
+        "filament": semantic == idx.get("filament", -1),
+        "particle": np.isin(semantic, particle_ids),
+    }
 
 
 def segment_scores(tomogram: np.ndarray, voxel: float, semantic, class_names, threads: int) -> dict:
@@ -186,10 +223,13 @@ def real_microtubule(threads: int) -> dict:
     res = run_job(segment_tomogram(np.asarray(vol.data), vs, device="cpu", threads=threads))
     tube = tube_mask(vol.data.shape, vs / 10)
     names = res.class_names
-    return {"filament_dice_vs_tube": dice(res.classes == names.index("filament"), tube),
-            "particle_fraction": float(np.mean(res.classes == names.index("particle"))),
-            "membrane_fraction": float(np.mean(res.classes == names.index("membrane"))),
-            "polarity": res.info["polarity"]["tomogram"], "polarity_skewness": res.info["polarity"]["skewness"]}
+    return {
+        "filament_dice_vs_tube": dice(res.classes == names.index("filament"), tube),
+        "particle_fraction": float(np.mean(res.classes == names.index("particle"))),
+        "membrane_fraction": float(np.mean(res.classes == names.index("membrane"))),
+        "polarity": res.info["polarity"]["tomogram"],
+        "polarity_skewness": res.info["polarity"]["skewness"],
+    }
 
 
 # ---------------------------------------------------------------------- subdivision
@@ -210,8 +250,9 @@ def subdivision_scores(tomogram, coords, radii, voxel: float, seed: int = 0) -> 
 
     _, truth = np.unique(np.round(radii, 3), return_inverse=True)
     k = int(truth.max()) + 1
-    res = run_job(subdivide_points(tomogram, coords, "classify_phantoms_resnet", voxel, n_clusters=k,
-                                   edge="skip", seed=seed))
+    res = run_job(
+        subdivide_points(tomogram, coords, "classify_phantoms_resnet", voxel, n_clusters=k, edge="skip", seed=seed)
+    )
     kept = res.features["cluster"].to_numpy() >= 0
     ari_net = adjusted_rand_score(truth[kept], res.features["cluster"].to_numpy()[kept])
     box, ratio = model_box(read_card(resolve_model("classify_phantoms_resnet")), voxel)
@@ -219,8 +260,13 @@ def subdivision_scores(tomogram, coords, radii, voxel: float, seed: int = 0) -> 
     flat = ex.subtomograms.reshape(len(ex.subtomograms), -1)
     feats = PCA(n_components=min(20, len(flat) - 1), random_state=seed).fit_transform(flat)
     labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(feats)
-    return {"ari_classifier_features": float(ari_net), "ari_pca_kmeans": float(adjusted_rand_score(truth[ex.indices], labels)),
-            "k": k, "n": int(kept.sum()), "polarity": res.info["polarity"]["tomogram"]}
+    return {
+        "ari_classifier_features": float(ari_net),
+        "ari_pca_kmeans": float(adjusted_rand_score(truth[ex.indices], labels)),
+        "k": k,
+        "n": int(kept.sum()),
+        "polarity": res.info["polarity"]["tomogram"],
+    }
 
 
 # ----------------------------------------------------------------------------- main
@@ -238,9 +284,12 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--cache", type=Path, default=None, help="folder to keep simulated tomograms in")
-    parser.add_argument("--parts", default="detect,segment,real",
-                        help="'detect,segment,real' (the default, run together) or 'subdivide' (alone, merged into "
-                             "the JSON); each keeps the other's results")
+    parser.add_argument(
+        "--parts",
+        default="detect,segment,real",
+        help="'detect,segment,real' (the default, run together) or 'subdivide' (alone, merged into "
+        "the JSON); each keeps the other's results",
+    )
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
     torch.set_num_threads(args.threads)
@@ -270,15 +319,24 @@ def main(argv=None) -> int:
                     seg = segment_scores(data, vs, semantic, names, args.threads)
                     for k in ("membrane", "filament", "particle"):
                         row.setdefault(f"dice_{k}", []).append(seg[k])
-                print(f"{label} seed {seed}: detect F1 {row['detect_f1'][-1]:.3f} (DoG {base['f1']:.3f})"
-                      + (f", Dice {[round(v, 3) if v is not None else None for v in (seg['membrane'], seg['filament'], seg['particle'])]}"
-                         if contrast == "dark" else ""), flush=True)
+                print(
+                    f"{label} seed {seed}: detect F1 {row['detect_f1'][-1]:.3f} (DoG {base['f1']:.3f})"
+                    + (
+                        f", Dice {[round(v, 3) if v is not None else None for v in (seg['membrane'], seg['filament'], seg['particle'])]}"
+                        if contrast == "dark"
+                        else ""
+                    ),
+                    flush=True,
+                )
     results = {
         "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads, no GPU",
-        "python": sys.version.split()[0], "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
         "dog_baseline": dog,
-        "sets": {label: {k: (summary(v) if k != "detect_polarity" else v) for k, v in row.items()}
-                 for label, row in rows.items()},
+        "sets": {
+            label: {k: (summary(v) if k != "detect_polarity" else v) for k, v in row.items()}
+            for label, row in rows.items()
+        },
         "real_microtubule": real_microtubule(args.threads),
         "wall_seconds": time.perf_counter() - t0,
         "command": "python benchmarks/bench_shifted.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -306,8 +364,10 @@ def run_subdivision(args, previous: dict, t0: float) -> int:
                 row.setdefault(key, []).append(scores[key])
             print(f"{kind} seed {seed}: {scores}", flush=True)
     previous["subdivision"] = {label: {k: summary(v) for k, v in row.items()} for label, row in rows.items()}
-    previous["subdivision_note"] = ("true centres; k-means with the true number of templates; shipped classifier "
-                                    "classify_phantoms_resnet's features vs PCA (20) of the raw boxes")
+    previous["subdivision_note"] = (
+        "true centres; k-means with the true number of templates; shipped classifier "
+        "classify_phantoms_resnet's features vs PCA (20) of the raw boxes"
+    )
     previous.setdefault("wall_seconds_parts", {})["subdivide"] = time.perf_counter() - t0
     with atomic_path(RESULTS) as tmp:
         Path(tmp).write_text(json.dumps(previous, indent=2))
@@ -322,21 +382,29 @@ def fmt(cell: dict | None) -> str:
 
 
 def markdown_table(results: dict) -> str:
-    lines = ["| set | detection F1 | DoG baseline F1 | precision / recall | membrane Dice | filament Dice | "
-             "particle Dice |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| set | detection F1 | DoG baseline F1 | precision / recall | membrane Dice | filament Dice | particle Dice |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for label, row in results["sets"].items():
         pr = f"{fmt(row.get('detect_precision'))} / {fmt(row.get('detect_recall'))}"
-        lines.append(f"| {label} | {fmt(row.get('detect_f1'))} | {fmt(row.get('dog_f1'))} | {pr} | "
-                     f"{fmt(row.get('dice_membrane'))} | {fmt(row.get('dice_filament'))} | "
-                     f"{fmt(row.get('dice_particle'))} |")
+        lines.append(
+            f"| {label} | {fmt(row.get('detect_f1'))} | {fmt(row.get('dog_f1'))} | {pr} | "
+            f"{fmt(row.get('dice_membrane'))} | {fmt(row.get('dice_filament'))} | "
+            f"{fmt(row.get('dice_particle'))} |"
+        )
     for label, row in results.get("subdivision", {}).items():
-        lines.append(f"| {label}: subdivision ARI | classifier features {fmt(row.get('ari_classifier_features'))} "
-                     f"| PCA + k-means {fmt(row.get('ari_pca_kmeans'))} | | | | |")
+        lines.append(
+            f"| {label}: subdivision ARI | classifier features {fmt(row.get('ari_classifier_features'))} "
+            f"| PCA + k-means {fmt(row.get('ari_pca_kmeans'))} | | | | |"
+        )
     mt = results["real_microtubule"]
     if "filament_dice_vs_tube" in mt:
-        lines.append(f"| real microtubule (10.52 Å) | — | — | — | membrane {mt['membrane_fraction']:.1%} of the volume "
-                     f"| {mt['filament_dice_vs_tube']:.2f} (vs the tube) | particle {mt['particle_fraction']:.1%} "
-                     "of the volume |")
+        lines.append(
+            f"| real microtubule (10.52 Å) | — | — | — | membrane {mt['membrane_fraction']:.1%} of the volume "
+            f"| {mt['filament_dice_vs_tube']:.2f} (vs the tube) | particle {mt['particle_fraction']:.1%} "
+            "of the volume |"
+        )
     return "\n".join(lines)
 
 

@@ -34,8 +34,9 @@ from tomolens.simulate.domain_scene import simulate_domain_tomogram
 
 MACHINE = "2-core CPU, no GPU (shared with other jobs)"
 #: label colours (background, membrane, microtubule, actin, macromolecule, gold, carbon)
-COLOURS = np.array([[0, 0, 0], [255, 200, 0], [0, 200, 255], [255, 60, 60], [80, 220, 80], [255, 255, 255],
-                    [160, 80, 255]], np.uint8)
+COLOURS = np.array(
+    [[0, 0, 0], [255, 200, 0], [0, 200, 255], [255, 60, 60], [80, 220, 80], [255, 255, 255], [160, 80, 255]], np.uint8
+)
 
 
 def cpu_seconds() -> float:
@@ -54,11 +55,13 @@ def figure(sim, path: Path) -> None:
     from skimage.io import imsave
 
     nz, ny, nx = sim.tomogram.shape
-    top = np.concatenate([_grey(sim.tomogram[nz // 2]), COLOURS[sim.semantic[nz // 2]],
-                          _grey(sim.density[nz // 2])], axis=1)
+    top = np.concatenate(
+        [_grey(sim.tomogram[nz // 2]), COLOURS[sim.semantic[nz // 2]], _grey(sim.density[nz // 2])], axis=1
+    )
     gap = np.full((4, top.shape[1], 3), 128, np.uint8)
-    bottom = np.concatenate([_grey(sim.tomogram[:, ny // 2]), COLOURS[sim.semantic[:, ny // 2]],
-                             _grey(sim.density[:, ny // 2])], axis=1)
+    bottom = np.concatenate(
+        [_grey(sim.tomogram[:, ny // 2]), COLOURS[sim.semantic[:, ny // 2]], _grey(sim.density[:, ny // 2])], axis=1
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     imsave(path, np.concatenate([top, gap, bottom], axis=0), check_contrast=False)
 
@@ -66,12 +69,22 @@ def figure(sim, path: Path) -> None:
 def time_one(cfg) -> tuple[dict, object]:
     t0, c0 = time.perf_counter(), cpu_seconds()
     sim = run_job(simulate_domain_tomogram(cfg))
-    row = {"seed": cfg.seed, "wall_s": round(time.perf_counter() - t0, 2), "cpu_s": round(cpu_seconds() - c0, 2),
-           "voxel_size_A": cfg.voxel_size_A, "binning": cfg.binning, "supersampling": cfg.supersampling,
-           "tilts": len(sim.tilt_angles_deg), "reconstruction": cfg.reconstruction, "polarity": cfg.polarity,
-           "particles": len(sim.particles), "structures": len(sim.structures),
-           "class_voxel_fraction": [round(float(f), 4) for f in np.bincount(sim.semantic.ravel(), minlength=7)
-                                    / sim.semantic.size]}
+    row = {
+        "seed": cfg.seed,
+        "wall_s": round(time.perf_counter() - t0, 2),
+        "cpu_s": round(cpu_seconds() - c0, 2),
+        "voxel_size_A": cfg.voxel_size_A,
+        "binning": cfg.binning,
+        "supersampling": cfg.supersampling,
+        "tilts": len(sim.tilt_angles_deg),
+        "reconstruction": cfg.reconstruction,
+        "polarity": cfg.polarity,
+        "particles": len(sim.particles),
+        "structures": len(sim.structures),
+        "class_voxel_fraction": [
+            round(float(f), 4) for f in np.bincount(sim.semantic.ravel(), minlength=7) / sim.semantic.size
+        ],
+    }
     return row, sim
 
 
@@ -100,18 +113,30 @@ def main() -> None:
         row, sim = time_one(cfg)
         figure(sim, args.figure)
         rows["figure"] = [row | {"config": cfg.to_dict()}]
-    summary = {k: {"wall_s_median": statistics.median(r["wall_s"] for r in v),
-                   "wall_s_max": max(r["wall_s"] for r in v), "cpu_s_median": statistics.median(r["cpu_s"] for r in v)}
-               for k, v in rows.items() if v}
+    summary = {
+        k: {
+            "wall_s_median": statistics.median(r["wall_s"] for r in v),
+            "wall_s_max": max(r["wall_s"] for r in v),
+            "cpu_s_median": statistics.median(r["cpu_s"] for r in v),
+        }
+        for k, v in rows.items()
+        if v
+    }
     result = {
-        "benchmark": "simulate_domain", "tomolens": __version__, "machine": args.machine,
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "cpu_count_visible": len(os.sched_getaffinity(0)),
-        "platform": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "shape_zyx": list(shape), "maps_dir": str(default_maps_dir()),
+        "benchmark": "simulate_domain",
+        "tomolens": __version__,
+        "machine": args.machine,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "cpu_count_visible": len(os.sched_getaffinity(0)),
+        "platform": platform.platform(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "shape_zyx": list(shape),
+        "maps_dir": str(default_maps_dir()),
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-        "summary": summary, "tomograms": rows,
-        "command": "python benchmarks/bench_simulate_domain.py " + " ".join(
-            ["--shape", *map(str, shape), "--n", str(args.n), "--n-shifted", str(args.n_shifted)]),
+        "summary": summary,
+        "tomograms": rows,
+        "command": "python benchmarks/bench_simulate_domain.py "
+        + " ".join(["--shape", *map(str, shape), "--n", str(args.n), "--n-shifted", str(args.n_shifted)]),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.out) as tmp:

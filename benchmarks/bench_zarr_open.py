@@ -43,23 +43,27 @@ def make_zarr(path: Path) -> float:
 
     t0 = time.perf_counter()
     group = zarr.group(parse_url(str(path), mode="w").store)
-    arrays = [group.create_dataset(str(i), shape=tuple(s // 2**i for s in SHAPE), chunks=CHUNK, dtype="f4")
-              for i in range(LEVELS)]
+    arrays = [
+        group.create_dataset(str(i), shape=tuple(s // 2**i for s in SHAPE), chunks=CHUNK, dtype="f4")
+        for i in range(LEVELS)
+    ]
     rng = np.random.default_rng(0)
     for z in range(0, SHAPE[0], CHUNK[0]):
         for y in range(0, SHAPE[1], CHUNK[1]):
             for x in range(0, SHAPE[2], CHUNK[2]):
                 block = rng.standard_normal(CHUNK, dtype=np.float32)
-                arrays[0][z:z + CHUNK[0], y:y + CHUNK[1], x:x + CHUNK[2]] = block
+                arrays[0][z : z + CHUNK[0], y : y + CHUNK[1], x : x + CHUNK[2]] = block
                 for i in range(1, LEVELS):
                     f = 2**i
                     small = block.reshape(CHUNK[0] // f, f, CHUNK[1] // f, f, CHUNK[2] // f, f).mean(axis=(1, 3, 5))
-                    arrays[i][z // f:(z + CHUNK[0]) // f, y // f:(y + CHUNK[1]) // f,
-                              x // f:(x + CHUNK[2]) // f] = small
-    datasets = [{"path": str(i), "coordinateTransformations": [{"type": "scale", "scale": [VOXEL_A * 2**i] * 3}]}
-                for i in range(LEVELS)]
-    write_multiscales_metadata(group, datasets, axes=[{"name": a, "type": "space", "unit": "angstrom"}
-                                                      for a in "zyx"])
+                    arrays[i][
+                        z // f : (z + CHUNK[0]) // f, y // f : (y + CHUNK[1]) // f, x // f : (x + CHUNK[2]) // f
+                    ] = small
+    datasets = [
+        {"path": str(i), "coordinateTransformations": [{"type": "scale", "scale": [VOXEL_A * 2**i] * 3}]}
+        for i in range(LEVELS)
+    ]
+    write_multiscales_metadata(group, datasets, axes=[{"name": a, "type": "space", "unit": "angstrom"} for a in "zyx"])
     return time.perf_counter() - t0
 
 
@@ -86,10 +90,15 @@ def measure(path: Path) -> dict:
     [layer] = viewer.open(str(path), plugin="napari-tomolens")
     shot = viewer.screenshot(canvas_only=True)
     first_slice_s = time.perf_counter() - t0
-    result = {"reader_middle_slice_s": reader_s, "napari_open_to_first_render_s": first_slice_s,
-              "multiscale_levels": len(layer.data), "screenshot_shape": list(shot.shape),
-              "peak_rss_before_viewer_mb": rss_start, "peak_rss_viewer_started_mb": rss_viewer,
-              "peak_rss_after_first_render_mb": _peak_rss_mb()}
+    result = {
+        "reader_middle_slice_s": reader_s,
+        "napari_open_to_first_render_s": first_slice_s,
+        "multiscale_levels": len(layer.data),
+        "screenshot_shape": list(shot.shape),
+        "peak_rss_before_viewer_mb": rss_start,
+        "peak_rss_viewer_started_mb": rss_viewer,
+        "peak_rss_after_first_render_mb": _peak_rss_mb(),
+    }
     result["added_by_opening_mb"] = result["peak_rss_after_first_render_mb"] - rss_viewer
     viewer.close()
     return result
@@ -108,12 +117,26 @@ def main() -> int:
     args.folder.mkdir(parents=True, exist_ok=True)
     made_s = None if (path / "0").is_dir() else make_zarr(path)
     on_disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    out = subprocess.run([sys.executable, __file__, "--folder", str(args.folder), "--measure-only"],
-                         capture_output=True, text=True, check=True, env={**os.environ})
+    out = subprocess.run(
+        [sys.executable, __file__, "--folder", str(args.folder), "--measure-only"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ},
+    )
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    result.update({"shape_zyx": list(SHAPE), "dtype": "float32", "full_resolution_gib": np.prod(SHAPE) * 4 / 2**30,
-                   "on_disk_gb": on_disk / 1e9, "chunks": list(CHUNK), "make_s": made_s,
-                   "machine": args.machine, "platform": platform.platform()})
+    result.update(
+        {
+            "shape_zyx": list(SHAPE),
+            "dtype": "float32",
+            "full_resolution_gib": np.prod(SHAPE) * 4 / 2**30,
+            "on_disk_gb": on_disk / 1e9,
+            "chunks": list(CHUNK),
+            "make_s": made_s,
+            "machine": args.machine,
+            "platform": platform.platform(),
+        }
+    )
     from tomolens import __version__
 
     result["tomolens"] = __version__

@@ -93,7 +93,7 @@ def check_markdown(text: str, results: Path = RESULTS, where: str = "") -> tuple
                 continue
             # the figure is the text between the previous marker (or the start of the line) and this one
             start = max([p.end() for p in MARKER.finditer(line, 0, m.start())], default=0)
-            why = check_figure(line[start:m.start()], value, float(m.group("scale") or 1.0))
+            why = check_figure(line[start : m.start()], value, float(m.group("scale") or 1.0))
             if why:
                 problems.append(f"{place}: {why}")
     return count, problems

@@ -53,8 +53,15 @@ def plot_detection(results: dict, out: Path) -> Path:
     ax.bar(x + 0.2, [r["dog_f1"] for r in rows], 0.4, label="DoG baseline (tuned)", color="#f39c12")
     ax.axhline(DETECT_F1_GOAL, color="#2ecc71", linestyle="--", linewidth=1, label=f"goal F1 {DETECT_F1_GOAL:g}")
     ax.set_xticks(x, labels, fontsize=8)
-    return _save(fig, ax, "F1 (held-out tomograms)", 1.0, f"Particle detection, {results['machine']}", "upper left",
-                 out / "bench_detect.png")
+    return _save(
+        fig,
+        ax,
+        "F1 (held-out tomograms)",
+        1.0,
+        f"Particle detection, {results['machine']}",
+        "upper left",
+        out / "bench_detect.png",
+    )
 
 
 def plot_classification(results: dict, out: Path) -> Path:
@@ -63,19 +70,35 @@ def plot_classification(results: dict, out: Path) -> Path:
 
     snrs = list(results["classification"])
     x = np.arange(len(snrs))
-    series = [(f"{arch} (ours)", [results["classification"][s][arch]["test"]["accuracy"] for s in snrs], colour)
-              for arch, colour in (("resnet", "#4c9be8"), ("seed", "#9b59b6"))
-              if all(arch in results["classification"][s] for s in snrs)]
+    series = [
+        (f"{arch} (ours)", [results["classification"][s][arch]["test"]["accuracy"] for s in snrs], colour)
+        for arch, colour in (("resnet", "#4c9be8"), ("seed", "#9b59b6"))
+        if all(arch in results["classification"][s] for s in snrs)
+    ]
     series.append(("seed 000 paper", [results["seed_paper_accuracy"][s] for s in snrs], "#95a5a6"))
     width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(7, 3.4), dpi=110)
     for i, (name, values, colour) in enumerate(series):
         ax.bar(x - 0.4 + width * (i + 0.5), values, width, label=name, color=colour)
-    ax.hlines([results["goals"][s] for s in snrs], x - 0.42, x + 0.42, color="#2ecc71", linestyles="--",
-              label="goal", zorder=3)
+    ax.hlines(
+        [results["goals"][s] for s in snrs],
+        x - 0.42,
+        x + 0.42,
+        color="#2ecc71",
+        linestyles="--",
+        label="goal",
+        zorder=3,
+    )
     ax.set_xticks(x, [f"SNR {s}" for s in snrs])
-    return _save(fig, ax, "test accuracy", 1.05, f"Subtomogram classification, {results['machine']}", "lower right",
-                 out / "bench_classify.png")
+    return _save(
+        fig,
+        ax,
+        "test accuracy",
+        1.05,
+        f"Subtomogram classification, {results['machine']}",
+        "lower right",
+        out / "bench_classify.png",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -76,8 +76,13 @@ def main(which: list[str]) -> None:
     show_layer_particles(viewer, viewer.layers["sample particles"])  # as the workbench does
     if "tomogram" in which:
         # as a user has it: the raw (dark) contrast, measured by the widget, seen through a slab mean
-        raw = viewer.add_image(-tomo.data, name="sample tomogram (raw, dark)", scale=tomo.scale, units=tomo.units,
-                               contrast_limits=tuple(-c for c in reversed(tomo.contrast_limits)))
+        raw = viewer.add_image(
+            -tomo.data,
+            name="sample tomogram (raw, dark)",
+            scale=tomo.scale,
+            units=tomo.units,
+            contrast_limits=tuple(-c for c in reversed(tomo.contrast_limits)),
+        )
         only(viewer, [raw.name])
         widget = TomogramWidget(viewer)
         d = add_dock(viewer, widget, "Tomogram")

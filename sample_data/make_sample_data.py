@@ -40,8 +40,16 @@ HERE = Path(__file__).resolve().parent
 SEED = 2026
 NAME = "crowded_dark"
 #: Size and settings of the committed sample.
-SETTINGS = dict(shape_zyx=(64, 256, 256), voxel_size_A=10.0, volume_fraction=0.15, snr=0.1,
-                n_membranes=2, n_filaments=3, mode="tiltseries", seed=SEED)
+SETTINGS = dict(
+    shape_zyx=(64, 256, 256),
+    voxel_size_A=10.0,
+    volume_fraction=0.15,
+    snr=0.1,
+    n_membranes=2,
+    n_filaments=3,
+    mode="tiltseries",
+    seed=SEED,
+)
 
 log = logging.getLogger("make_sample_data")
 
@@ -84,28 +92,41 @@ def make_sample_data(out: Path, settings: dict | None = None) -> list[Path]:
     features.insert(0, "tomo_name", NAME)
     import pandas as pd
 
-    optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"],
-                           "rlnTomoTiltSeriesPixelSize": [vs], "rlnImagePixelSize": [vs],
-                           "rlnImageDimensionality": [3]})
+    optics = pd.DataFrame(
+        {
+            "rlnOpticsGroup": [1],
+            "rlnOpticsGroupName": ["opticsGroup1"],
+            "rlnTomoTiltSeriesPixelSize": [vs],
+            "rlnImagePixelSize": [vs],
+            "rlnImageDimensionality": [3],
+        }
+    )
     features["rlnOpticsGroup"] = 1
     table = ParticleTable(particles.coords_zyx, features, vs, optics)
     star = write_coordinates(out / f"{NAME}_particles.star", table, comment=provenance)
     # starfile stamps the time of writing in a comment; drop it so the bytes repeat
-    star.write_text("".join(line for line in star.read_text().splitlines(keepends=True)
-                            if not line.startswith("# Created by the starfile")))
+    star.write_text(
+        "".join(
+            line
+            for line in star.read_text().splitlines(keepends=True)
+            if not line.startswith("# Created by the starfile")
+        )
+    )
     write_dynamo(out / f"{NAME}_particles.tbl", table)
 
     classes = features.drop_duplicates("class").sort_values("class")
-    objects = [CopickObject(str(r.class_name), int(r["class"]), float(r.radius_A), True)
-               for _, r in classes.iterrows()]
+    objects = [CopickObject(str(r.class_name), int(r["class"]), float(r.radius_A), True) for _, r in classes.iterrows()]
     config = create_project(out / "copick" / "copick_config.json", objects, name="tomolens sample")
     root = open_project(config)
     for obj in objects:
         rows = (features["class_name"] == obj.name).to_numpy()
         part = ParticleTable(particles.coords_zyx[rows], features[rows].reset_index(drop=True), vs)
         write_copick_picks(root, NAME, obj.name, part, user_id="tomolens", session_id="0")
-    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "SHA256SUMS"
-                   and p.suffix != ".py" and p.name != "README.md")
+    files = sorted(
+        p
+        for p in out.rglob("*")
+        if p.is_file() and p.name != "SHA256SUMS" and p.suffix != ".py" and p.name != "README.md"
+    )
     sums = "".join(f"{sha256(p)}  {p.relative_to(out).as_posix()}\n" for p in files)
     (out / "SHA256SUMS").write_text(sums)
     log.info("wrote %d files to %s", len(files), out)

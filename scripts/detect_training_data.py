@@ -31,9 +31,15 @@ def config_for(seed: int) -> SimulationConfig:
     """The simulation settings of one training seed (see the module docstring)."""
     i = seed - FIRST_SEED
     cell = i % 2 == 0
-    return SimulationConfig(shape_zyx=(64, 128, 128), voxel_size_A=10.0, volume_fraction=0.15 if cell else 0.2,
-                            snr=SNRS[(i // 2) % 4], n_membranes=1 if cell else 0, n_filaments=2 if cell else 0,
-                            seed=seed)
+    return SimulationConfig(
+        shape_zyx=(64, 128, 128),
+        voxel_size_A=10.0,
+        volume_fraction=0.15 if cell else 0.2,
+        snr=SNRS[(i // 2) % 4],
+        n_membranes=1 if cell else 0,
+        n_filaments=2 if cell else 0,
+        seed=seed,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,8 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         labels = np.where(np.isin(sim.semantic, particle_classes), sim.instances, 0).astype(np.int32)
         write_mrc(args.out / f"t{seed}.mrc", sim.tomogram, cfg.voxel_size_A)
         write_mrc(args.out / f"l{seed}.mrc", labels, cfg.voxel_size_A, is_labels=True)
-        print(f"seed {seed}: SNR {cfg.snr:g}, {'cell-like' if cfg.n_membranes else 'bare'}, "
-              f"{len(np.unique(labels)) - 1} particles", flush=True)
+        print(
+            f"seed {seed}: SNR {cfg.snr:g}, {'cell-like' if cfg.n_membranes else 'bare'}, "
+            f"{len(np.unique(labels)) - 1} particles",
+            flush=True,
+        )
     return 0
 
 

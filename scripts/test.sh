@@ -10,6 +10,7 @@ export QT_API=${QT_API:-pyqt6}
 export QT_QPA_PLATFORM=${QT_QPA_PLATFORM:-xcb}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 .venv/bin/python -m ruff check .
+.venv/bin/python -m ruff format --check .
 SITE=$(mktemp -d)  # the built site is thrown away: only its errors matter here
 export NO_MKDOCS_2_WARNING=1  # mkdocs-material prints a notice about its successor on every build
 .venv/bin/python -m mkdocs build --strict --quiet -d "$SITE"

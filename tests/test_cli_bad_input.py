@@ -44,32 +44,63 @@ COMMANDS = {
 }
 #: Where each command takes a voxel or pixel size, and the input file of the size cases.
 SIZE_OPTION = {
-    "convert-coords": ("--pixel-size", "{picks}"), "detect": ("--voxel-size", "{tomo}"),
-    "evaluate": ("--pixel-size", "{picks}"), "classify": ("--voxel-size", "{tomo}"),
-    "subdivide": ("--voxel-size", "{tomo}"), "segment": ("--voxel-size", "{tomo}"),
-    "batch": ("--voxel-size-A", "{tomo}"), "train": ("--voxel-size-A", "{tomo}"),
-    "orient simulate": ("--voxel-size", "{tomo}"), "orient recover": ("--pixel-size", "{stack}"),
+    "convert-coords": ("--pixel-size", "{picks}"),
+    "detect": ("--voxel-size", "{tomo}"),
+    "evaluate": ("--pixel-size", "{picks}"),
+    "classify": ("--voxel-size", "{tomo}"),
+    "subdivide": ("--voxel-size", "{tomo}"),
+    "segment": ("--voxel-size", "{tomo}"),
+    "batch": ("--voxel-size-A", "{tomo}"),
+    "train": ("--voxel-size-A", "{tomo}"),
+    "orient simulate": ("--voxel-size", "{tomo}"),
+    "orient recover": ("--pixel-size", "{stack}"),
 }
 #: Commands without an input file: only outputs and sizes can be wrong.
 NO_INPUT = {"simulate": "simulate --out {out}", "simulate-subtomograms": "simulate-subtomograms --out {out}"}
 #: How each command names its output (for the unwritable-output cases).
-OUTPUT_ARG = {"convert-coords": "{out}.star", "detect": "--out {out}", "classify": "--out {out}.star",
-              "subdivide": "--out {out}.star", "segment": "--out {out}", "batch": "--out {out}",
-              "orient simulate": "{out}.mrcs", "orient train": "{out}.pt", "simulate": "--out {out}",
-              "simulate-subtomograms": "--out {out}", "train": "--out {out}"}
+OUTPUT_ARG = {
+    "convert-coords": "{out}.star",
+    "detect": "--out {out}",
+    "classify": "--out {out}.star",
+    "subdivide": "--out {out}.star",
+    "segment": "--out {out}",
+    "batch": "--out {out}",
+    "orient simulate": "{out}.mrcs",
+    "orient train": "{out}.pt",
+    "simulate": "--out {out}",
+    "simulate-subtomograms": "--out {out}",
+    "train": "--out {out}",
+}
 #: Commands whose output is a folder (created if missing): a file in its place is the bad case.
 FOLDER_OUTPUTS = {"batch", "simulate", "simulate-subtomograms"}
-VALID_INPUT = {"info": "{tomo}", "convert-coords": "{picks}", "detect": "{tomo}", "evaluate": "{picks}",
-               "classify": "{tomo}", "subdivide": "{tomo}", "segment": "{tomo}", "batch": "{tomo}",
-               "train": "{tomo}", "orient simulate": "{tomo}", "orient train": "{tomo}", "orient recover": "{stack}"}
+VALID_INPUT = {
+    "info": "{tomo}",
+    "convert-coords": "{picks}",
+    "detect": "{tomo}",
+    "evaluate": "{picks}",
+    "classify": "{tomo}",
+    "subdivide": "{tomo}",
+    "segment": "{tomo}",
+    "batch": "{tomo}",
+    "train": "{tomo}",
+    "orient simulate": "{tomo}",
+    "orient train": "{tomo}",
+    "orient recover": "{stack}",
+}
 
 
 def _run(capsys, template, files, **values):
     if "{preset}" in template and not (files / "preset.json").exists():
         assert main(["batch-example"]) == 0
         (files / "preset.json").write_text(capsys.readouterr().out)
-    names = {"tomo": files / "tomo.mrc", "picks": files / "picks.star", "stack": files / "stack.mrcs",
-             "labels": files / "labels.mrc", "preset": files / "preset.json", "out": files / "out" / "result"}
+    names = {
+        "tomo": files / "tomo.mrc",
+        "picks": files / "picks.star",
+        "stack": files / "stack.mrcs",
+        "labels": files / "labels.mrc",
+        "preset": files / "preset.json",
+        "out": files / "out" / "result",
+    }
     (files / "out").mkdir(exist_ok=True)
     argv = template.format(**{**{k: str(v) for k, v in names.items()}, **values}).split()
     argv = [a.format(**{k: str(v) for k, v in names.items()}) for a in argv]
@@ -118,8 +149,9 @@ def _output_cases():
                 continue  # output folders are created with their parents
             if where == "read-only" and "{out}." not in arg and name not in FOLDER_OUTPUTS:
                 continue  # stems: a read-only file is not their target
-            bad_arg = arg.replace("{out}" + arg.split("{out}")[1], bad) if where == "read-only" else \
-                arg.replace("{out}", bad)
+            bad_arg = (
+                arg.replace("{out}" + arg.split("{out}")[1], bad) if where == "read-only" else arg.replace("{out}", bad)
+            )
             where = "a-file" if name in FOLDER_OUTPUTS else where
             yield pytest.param(template.replace(arg, bad_arg), id=f"{name}-{where}")
 
@@ -127,15 +159,19 @@ def _output_cases():
 @pytest.mark.parametrize("template", list(_output_cases()))
 def test_unwritable_output_fails_before_any_work(files, capsys, template):
     values = {"nofolder": str(files / "no" / "such" / "folder" / "x"), "readonly": str(files / "readonly.star")}
-    code, err = _run(capsys, template.replace("{nofolder}", values["nofolder"]).replace(
-        "{readonly}", values["readonly"]), files)
+    code, err = _run(
+        capsys, template.replace("{nofolder}", values["nofolder"]).replace("{readonly}", values["readonly"]), files
+    )
     _assert_one_clear_line(code, err)
     assert "does not exist" in err or "read-only" in err or "not a folder" in err
 
 
 def _size_cases():
-    for name, (option, valid) in {**SIZE_OPTION, "simulate": ("--voxel-size-A", ""),
-                                   "simulate-subtomograms": ("--voxel-size-A", "")}.items():
+    for name, (option, valid) in {
+        **SIZE_OPTION,
+        "simulate": ("--voxel-size-A", ""),
+        "simulate-subtomograms": ("--voxel-size-A", ""),
+    }.items():
         template = (COMMANDS.get(name) or NO_INPUT[name]).replace("{in}", valid)
         for value in ("nan", "0", "-5", "inf"):
             if value == "0" and name == "train":
@@ -175,12 +211,18 @@ def test_unexpected_errors_and_ctrl_c(files, capsys, monkeypatch):
 
 def test_real_process_stderr_is_one_line(files):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.run([sys.executable, "-m", "tomolens.cli", "info", str(files / "missing.mrc")],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tomolens.cli", "info", str(files / "missing.mrc")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("tomolens info: error: No such MRC file") \
-        and "missing.mrc" in lines[0], lines
+    assert (
+        len(lines) == 1 and lines[0].startswith("tomolens info: error: No such MRC file") and "missing.mrc" in lines[0]
+    ), lines
 
 
 def test_detect_help_shows_the_defaults_used(capsys):
@@ -209,8 +251,13 @@ def test_range_errors_state_the_allowed_range(files, capsys):
 def test_warnings_are_one_line(files, tmp_path):
     write_mrc(tmp_path / "unknown.mrc", np.zeros((4, 4, 4), np.float32), None)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.run([sys.executable, "-m", "tomolens.cli", "info", str(tmp_path / "unknown.mrc")],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tomolens.cli", "info", str(tmp_path / "unknown.mrc")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("WARNING tomolens: unknown.mrc: the header voxel size"), lines

@@ -56,9 +56,31 @@ def test_quiet_logger_level_shows_nothing(caplog, capsys):
 
 
 def _simulate(tmp_path, *flags):
-    cmd = [sys.executable, "-m", "tomolens.cli", *flags, "simulate", "--out", str(tmp_path / "sim"), "--size-x",
-           "32", "--size-y", "32", "--size-z", "16", "--n-particles", "2", "--templates", "globule",
-           "--n-membranes", "0", "--n-filaments", "0", "--mode", "fourier"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tomolens.cli",
+        *flags,
+        "simulate",
+        "--out",
+        str(tmp_path / "sim"),
+        "--size-x",
+        "32",
+        "--size-y",
+        "32",
+        "--size-z",
+        "16",
+        "--n-particles",
+        "2",
+        "--templates",
+        "globule",
+        "--n-membranes",
+        "0",
+        "--n-filaments",
+        "0",
+        "--mode",
+        "fourier",
+    ]
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
 

@@ -25,8 +25,9 @@ def test_link_pattern_finds_links_and_skips_urls():
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_relative_links_resolve(page):
-    missing = [t for t in relative_links(page.read_text(encoding="utf-8"))
-               if not (page.parent / t.split("#")[0]).exists()]
+    missing = [
+        t for t in relative_links(page.read_text(encoding="utf-8")) if not (page.parent / t.split("#")[0]).exists()
+    ]
     assert not missing, f"{page.relative_to(ROOT)} links to missing files: {missing}"
 
 

@@ -10,10 +10,23 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = yaml.safe_load((ROOT / "napari.yaml").read_text())
-CORE_PACKAGES = ["tomolens", "tomolens.io", "tomolens.jobs", "tomolens.params", "tomolens.cli",
-                 "tomolens.models", "tomolens.preprocess", "tomolens.simulate", "tomolens.detect",
-                 "tomolens.segment", "tomolens.classify", "tomolens.cluster", "tomolens.orient",
-                 "tomolens.evaluate", "tomolens.batch"]
+CORE_PACKAGES = [
+    "tomolens",
+    "tomolens.io",
+    "tomolens.jobs",
+    "tomolens.params",
+    "tomolens.cli",
+    "tomolens.models",
+    "tomolens.preprocess",
+    "tomolens.simulate",
+    "tomolens.detect",
+    "tomolens.segment",
+    "tomolens.classify",
+    "tomolens.cluster",
+    "tomolens.orient",
+    "tomolens.evaluate",
+    "tomolens.batch",
+]
 
 
 @pytest.mark.parametrize("command", MANIFEST["contributions"]["commands"], ids=lambda c: c["id"])
@@ -48,7 +61,9 @@ def _loaded_modules(module: str) -> set[str]:
 @pytest.mark.parametrize("module", CORE_PACKAGES)
 def test_core_imports_no_napari_or_qt(module):
     loaded = _loaded_modules(module)
-    heavy = {m for m in loaded if m.split(".")[0] in {"napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui"}}
+    heavy = {
+        m for m in loaded if m.split(".")[0] in {"napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui"}
+    }
     assert not heavy, f"{module} imports {sorted(heavy)[:5]}"
 
 

@@ -55,15 +55,17 @@ def test_sample_is_dark_and_every_pick_format_agrees():
     assert star.pixel_size_A == dyn.pixel_size_A == 10.0 and set(star.features["tomo_name"]) == {"crowded_dark"}
     np.testing.assert_allclose(dyn.coords_zyx, star.coords_zyx, atol=1e-3)
     r_star = matrices_from_angles(star.features[["rot", "tilt", "psi"]].to_numpy(float))
-    np.testing.assert_allclose(matrices_from_angles(dyn.features[["rot", "tilt", "psi"]].to_numpy(float)), r_star,
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        matrices_from_angles(dyn.features[["rot", "tilt", "psi"]].to_numpy(float)), r_star, atol=1e-4
+    )
     picks = read_copick_picks(open_project(SAMPLE / "copick" / "copick_config.json"), "crowded_dark", 10.0)
     assert sum(len(t) for t in picks.values()) == len(star)
     (obj, user, session), torus = next((k, t) for k, t in picks.items() if k[0] == "torus")
     rows = (star.features["class_name"] == "torus").to_numpy()
     np.testing.assert_allclose(torus.coords_zyx, star.coords_zyx[rows], atol=1e-6)
-    np.testing.assert_allclose(matrices_from_angles(torus.features[["rot", "tilt", "psi"]].to_numpy(float)),
-                               r_star[rows], atol=1e-6)
+    np.testing.assert_allclose(
+        matrices_from_angles(torus.features[["rot", "tilt", "psi"]].to_numpy(float)), r_star[rows], atol=1e-6
+    )
     assert (user, session) == ("tomolens", "0")
 
 

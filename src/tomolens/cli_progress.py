@@ -70,12 +70,19 @@ class ProgressDisplay:
         total = progress.total if progress.total > 0 else None
         message = progress.message
         if len(message) > MESSAGE_CHARS:
-            message = message[:MESSAGE_CHARS - 1] + "…"
+            message = message[: MESSAGE_CHARS - 1] + "…"
         if self._bar is None or self._bar.total != total or progress.done < self._bar.n:
             self.close()
-            self._bar = tqdm(total=total, desc=message, file=self.stream, dynamic_ncols=True, leave=False,
-                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n}/{total} "
-                                        "[{elapsed}<{remaining}, {rate_fmt}]" if total else None)
+            self._bar = tqdm(
+                total=total,
+                desc=message,
+                file=self.stream,
+                dynamic_ncols=True,
+                leave=False,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n}/{total} [{elapsed}<{remaining}, {rate_fmt}]"
+                if total
+                else None,
+            )
         self._bar.set_description_str(message, refresh=False)
         if text:
             self._bar.write(text, file=sys.stdout)  # above the bar, where the lines go without a terminal
@@ -90,8 +97,11 @@ class ProgressDisplay:
             self._bar = None
 
 
-def run_cli_job(job: Generator[Progress, None, T], line: Callable[[Progress], str | None] | None = None,
-                stream: IO[str] | None = None) -> T:
+def run_cli_job(
+    job: Generator[Progress, None, T],
+    line: Callable[[Progress], str | None] | None = None,
+    stream: IO[str] | None = None,
+) -> T:
     """Run ``job`` for a command, showing its progress as described in the module docstring.
 
     Parameters

@@ -88,13 +88,22 @@ def match_centres(pred_A: np.ndarray, true_A: np.ndarray, tolerance_A) -> MatchR
     precision = tp / len(pred) if len(pred) else float(len(true) == 0)
     recall = tp / len(true) if len(true) else float(len(pred) == 0)
     f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-    return MatchResult(tp, fp, fn, precision, recall, f1,
-                       float(np.mean(distances)) if distances else float("nan"), float(np.median(tol)),
-                       tuple(pairs))
+    return MatchResult(
+        tp,
+        fp,
+        fn,
+        precision,
+        recall,
+        f1,
+        float(np.mean(distances)) if distances else float("nan"),
+        float(np.median(tol)),
+        tuple(pairs),
+    )
 
 
-def evaluate_tables(pred, true, tolerance_A: float | None = None, radius_A: float | None = None,
-                    voxel_size_A: float | None = None) -> MatchResult:
+def evaluate_tables(
+    pred, true, tolerance_A: float | None = None, radius_A: float | None = None, voxel_size_A: float | None = None
+) -> MatchResult:
     """Evaluate two :class:`~tomolens.io.coords.ParticleTable` (voxel coordinates).
 
     The tolerance defaults to half of ``radius_A`` or, failing that, half the median of
@@ -136,8 +145,9 @@ class PrecisionRecallCurve:
     best_f1: float
 
 
-def precision_recall_curve(pred_A: np.ndarray, scores: np.ndarray, true_A: np.ndarray,
-                           tolerance_A) -> PrecisionRecallCurve:
+def precision_recall_curve(
+    pred_A: np.ndarray, scores: np.ndarray, true_A: np.ndarray, tolerance_A
+) -> PrecisionRecallCurve:
     """Precision and recall over the score threshold, in one pass (PASCAL VOC / COCO matching).
 
     Picks are taken in descending score; each is matched to the nearest still unmatched true
@@ -189,9 +199,14 @@ def precision_recall_curve(pred_A: np.ndarray, scores: np.ndarray, true_A: np.nd
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
     best = int(np.argmax(f1)) if len(f1) else -1
-    return PrecisionRecallCurve(scores[order], precision, recall, f1,
-                                float(scores[order][best]) if best >= 0 else float("nan"),
-                                float(f1[best]) if best >= 0 else 0.0)
+    return PrecisionRecallCurve(
+        scores[order],
+        precision,
+        recall,
+        f1,
+        float(scores[order][best]) if best >= 0 else float("nan"),
+        float(f1[best]) if best >= 0 else 0.0,
+    )
 
 
 def seed_summary(values, scale: float = 100.0, unit: str = " %", decimals: int = 1) -> dict:
@@ -220,7 +235,15 @@ def seed_summary(values, scale: float = 100.0, unit: str = " %", decimals: int =
         raise ValueError("seed_summary needs the figure of at least one seed.")
     std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
     mean = float(arr.mean())
-    text = (f"{mean * scale:.{decimals}f} ± {std * scale:.{decimals}f}{unit} "
-            f"({arr.size} seed{'s' if arr.size > 1 else ''})")
-    return {"per_seed": arr.tolist(), "mean": mean, "std": std, "min": float(arr.min()), "max": float(arr.max()),
-            "n_seeds": int(arr.size), "text": text}
+    text = (
+        f"{mean * scale:.{decimals}f} ± {std * scale:.{decimals}f}{unit} ({arr.size} seed{'s' if arr.size > 1 else ''})"
+    )
+    return {
+        "per_seed": arr.tolist(),
+        "mean": mean,
+        "std": std,
+        "min": float(arr.min()),
+        "max": float(arr.max()),
+        "n_seeds": int(arr.size),
+        "text": text,
+    }

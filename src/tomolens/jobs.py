@@ -100,8 +100,7 @@ def log_progress(progress: Progress) -> None:
     log.info("[%d/%d] %s", progress.done, progress.total, progress.message)
 
 
-def relay(job: Generator[Progress, None, T], transform: Callable[[Progress], Progress]
-          ) -> Generator[Progress, None, T]:
+def relay(job: Generator[Progress, None, T], transform: Callable[[Progress], Progress]) -> Generator[Progress, None, T]:
     """Re-yield a sub-job's progress mapped by ``transform`` and return the sub-job's result.
 
     For a job made of sub-jobs: ``result = yield from relay(sub, lambda p: Progress(...))``

@@ -191,16 +191,24 @@ def add_arguments(parser: argparse.ArgumentParser, params: Iterable[Param]) -> N
         kind = p.value_type
         if kind is bool:
             parser.add_argument(
-                p.option, dest=p.name, default=p.default, action=_BoolParam,
+                p.option,
+                dest=p.name,
+                default=p.default,
+                action=_BoolParam,
                 help=f"{_escape(p.help)} (default: {_escape(str(p.default))})",
             )
             continue
         parser.add_argument(
-            p.option, dest=p.name, default=p.default, type=p.parse, metavar=kind.__name__.upper(),
+            p.option,
+            dest=p.name,
+            default=p.default,
+            type=p.parse,
+            metavar=kind.__name__.upper(),
             action=_StoreParam,
             help=f"{_escape(p.help)} (default: {_escape(str(p.default))}"
             + _range_text(p)
-            + (f"; one of {list(p.choices)}" if p.choices else "") + ")",
+            + (f"; one of {list(p.choices)}" if p.choices else "")
+            + ")",
         )
     existing = parser._option_string_actions.get("--preset")
     if isinstance(existing, _PresetAction):
@@ -208,7 +216,12 @@ def add_arguments(parser: argparse.ArgumentParser, params: Iterable[Param]) -> N
     elif existing is None:
         task = parser.prog.split()[-1] if " " in parser.prog else ""
         parser.add_argument(
-            "--preset", metavar="FILE", action=_PresetAction, params=params, task=task, default=None,
+            "--preset",
+            metavar="FILE",
+            action=_PresetAction,
+            params=params,
+            task=task,
+            default=None,
             help="preset file (JSON/YAML, e.g. saved from the widget's 'Save preset…'); its values replace "
             "the defaults, options typed on the command line win",
         )

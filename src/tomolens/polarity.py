@@ -51,9 +51,12 @@ POLARITIES = ("auto", "dark", "bright")
 
 #: The setting as a CLI option, widget control and preset key (one definition for all).
 POLARITY_PARAM = Param(
-    "polarity", "auto",
+    "polarity",
+    "auto",
     "Contrast of the tomogram: auto = measured from the data; dark = dense matter dark (raw cryo-ET); "
-    "bright = dense matter bright (contrast-inverted)", choices=POLARITIES)
+    "bright = dense matter bright (contrast-inverted)",
+    choices=POLARITIES,
+)
 
 #: Smallest absolute block-mean skewness that decides the polarity.
 MIN_SKEWNESS = 0.05
@@ -126,8 +129,9 @@ class PolarityDecision:
     @property
     def message(self) -> str:
         """One line for the log, a notification and the provenance of outputs."""
-        how = {"auto": "detected", "user": "set by the user",
-               "model": "undecided by the data, assumed as the model's"}[self.source]
+        how = {"auto": "detected", "user": "set by the user", "model": "undecided by the data, assumed as the model's"}[
+            self.source
+        ]
         stat = "" if self.skewness is None else f" (band-passed skewness {self.skewness:+.3f})"
         action = "inverted for the model" if self.invert else "used as it is"
         return f"polarity: {self.tomogram} dense matter, {how}{stat}; model expects {self.model}: {action}."
@@ -224,23 +228,31 @@ def model_polarity(card) -> str:
     if value in ("dark", "bright"):
         return value
     if value not in (None, ""):
-        raise ValueError(f"The model card {getattr(card, 'name', '?')!r} has polarity {value!r}; "
-                         "a card must say 'dark' or 'bright'.")
-    warnings.warn(f"The model card {getattr(card, 'name', '?')!r} does not state the contrast polarity it was "
-                  "trained on; assuming 'bright' (dense matter bright).", UserWarning, stacklevel=2)
+        raise ValueError(
+            f"The model card {getattr(card, 'name', '?')!r} has polarity {value!r}; a card must say 'dark' or 'bright'."
+        )
+    warnings.warn(
+        f"The model card {getattr(card, 'name', '?')!r} does not state the contrast polarity it was "
+        "trained on; assuming 'bright' (dense matter bright).",
+        UserWarning,
+        stacklevel=2,
+    )
     return "bright"
 
 
 def check_polarity_setting(setting: str) -> str:
     """Return ``setting`` if it is one of :data:`POLARITIES`, else raise a clear ValueError."""
     if setting not in POLARITIES:
-        raise ValueError(f"Unknown polarity {setting!r}; use 'auto' (measure it), 'dark' (raw cryo-ET: dense "
-                         "matter dark) or 'bright' (contrast-inverted).")
+        raise ValueError(
+            f"Unknown polarity {setting!r}; use 'auto' (measure it), 'dark' (raw cryo-ET: dense "
+            "matter dark) or 'bright' (contrast-inverted)."
+        )
     return setting
 
 
-def decide_polarity(data: np.ndarray, setting: str = "auto", model: str = "bright",
-                    voxel_size_A: float | None = None) -> PolarityDecision:
+def decide_polarity(
+    data: np.ndarray, setting: str = "auto", model: str = "bright", voxel_size_A: float | None = None
+) -> PolarityDecision:
     """The polarity to use for running a ``model``-polarity network on ``data``.
 
     Parameters
@@ -267,17 +279,21 @@ def decide_polarity(data: np.ndarray, setting: str = "auto", model: str = "brigh
                 f"The contrast polarity cannot be decided from the data (band-passed skewness {est.skewness:+.3f} "
                 f"± {est.standard_error:.3f}: a flat, nearly empty or pure-noise volume); assuming the model's "
                 f"({model}). Set the polarity (dark = raw cryo-ET, bright = inverted) if that is wrong.",
-                UserWarning, stacklevel=2)
+                UserWarning,
+                stacklevel=2,
+            )
             decision = PolarityDecision(model, "model", model, False, est.skewness, est.standard_error)
         else:
-            decision = PolarityDecision(est.polarity, "auto", model, est.polarity != model,
-                                        est.skewness, est.standard_error)
+            decision = PolarityDecision(
+                est.polarity, "auto", model, est.polarity != model, est.skewness, est.standard_error
+            )
     log.info("%s", decision.message)
     return decision
 
 
-def to_model_polarity(volume: np.ndarray, setting: str, model: str,
-                      voxel_size_A: float | None = None) -> tuple[np.ndarray, PolarityDecision]:
+def to_model_polarity(
+    volume: np.ndarray, setting: str, model: str, voxel_size_A: float | None = None
+) -> tuple[np.ndarray, PolarityDecision]:
     """``volume`` as float32 in the model's polarity (negated when they differ), and the decision.
 
     For training on a user's tomogram: the network then always sees its own convention.
@@ -287,8 +303,9 @@ def to_model_polarity(volume: np.ndarray, setting: str, model: str,
     return (np.negative(data) if decision.invert else data), decision
 
 
-def model_input_normalisation(volume: np.ndarray, setting: str, card,
-                              voxel_size_A: float | None = None) -> tuple[Normalisation, PolarityDecision]:
+def model_input_normalisation(
+    volume: np.ndarray, setting: str, card, voxel_size_A: float | None = None
+) -> tuple[Normalisation, PolarityDecision]:
     """How ``volume`` becomes the input of the model of ``card``: its normalisation, negated when the
     polarity decision says so, and that decision (for the progress message and the provenance)."""
     decision = decide_polarity(volume, setting, model_polarity(card), voxel_size_A)

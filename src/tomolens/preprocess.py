@@ -67,7 +67,9 @@ def bin_volume(data: np.ndarray, factor: int, slab: int = 16) -> Generator[Progr
     steps = max(1, -(-nz // slab))
     for i, z0 in enumerate(range(0, nz, slab)):
         z1 = min(nz, z0 + slab)
-        block = np.asarray(data[z0 * factor : z1 * factor, : out_shape[1] * factor, : out_shape[2] * factor], np.float32)
+        block = np.asarray(
+            data[z0 * factor : z1 * factor, : out_shape[1] * factor, : out_shape[2] * factor], np.float32
+        )
         block = block.reshape(z1 - z0, factor, out_shape[1], factor, out_shape[2], factor)
         out[z0:z1] = block.mean(axis=(1, 3, 5))
         yield Progress(i + 1, steps, f"binning by {factor}")
@@ -140,8 +142,7 @@ def constant_regions(block: np.ndarray, grow: int = 1, connectivity: int = 3) ->
     flat = ndimage.maximum_filter(block, size=3) == ndimage.minimum_filter(block, size=3)
     if grow < 1 or not flat.any():
         return flat
-    return ndimage.binary_dilation(flat, structure=ndimage.generate_binary_structure(3, connectivity),
-                                   iterations=grow)
+    return ndimage.binary_dilation(flat, structure=ndimage.generate_binary_structure(3, connectivity), iterations=grow)
 
 
 def _sample_with_flat(data: np.ndarray, sample_voxels: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -187,8 +188,7 @@ def _fit_ramp(data: np.ndarray, n_blocks: int = 4) -> tuple[tuple[float, float, 
     return slopes, centre
 
 
-def estimate_normalisation(data: np.ndarray, sample_voxels: int = 2_000_000,
-                           remove_ramp: bool = True) -> Normalisation:
+def estimate_normalisation(data: np.ndarray, sample_voxels: int = 2_000_000, remove_ramp: bool = True) -> Normalisation:
     """The :class:`Normalisation` of a tomogram (see the module docstring); sign +1.
 
     Parameters
@@ -256,6 +256,7 @@ def normalisation_for_view(norm: Normalisation, shape: Sequence[int], view) -> N
         return sum(float(p[index]) for p in parts)
 
     base = plane_at((0, 0, 0))
-    slopes = tuple(plane_at(tuple(int(i == a) for i in range(3))) - base if view_shape[a] > 1 else 0.0
-                   for a in range(3))
+    slopes = tuple(
+        plane_at(tuple(int(i == a) for i in range(3))) - base if view_shape[a] > 1 else 0.0 for a in range(3)
+    )
     return Normalisation(norm.offset + base, norm.scale, slopes, (0.0, 0.0, 0.0), norm.sign)

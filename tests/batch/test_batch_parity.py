@@ -126,8 +126,11 @@ def widget_problems(action, widget) -> list[str]:
     outside = action.outside_panel
     if set(in_panel) | set(outside) != set(expected) or set(in_panel) & set(outside):
         problems.append(f"controls {sorted(set(in_panel) | set(outside))} != PARAMS {sorted(expected)}")
-    problems += [f"{n}: the widget's Param differs from the shared one" for n, p in in_panel.items()
-                 if n in expected and p != expected[n]]
+    problems += [
+        f"{n}: the widget's Param differs from the shared one"
+        for n, p in in_panel.items()
+        if n in expected and p != expected[n]
+    ]
     problems += [f"no control {attr!r} for {n}" for n, attr in outside.items() if not hasattr(widget, attr)]
     # what the widget shows at start: the shared defaults, or the shipped model card's tuned values
     start = {p.name: p.default for p in panel.params}
@@ -136,11 +139,15 @@ def widget_problems(action, widget) -> list[str]:
         start.update({k: v for k, v in card_postprocess_defaults(card).items() if k in start})
     if action.start_values:
         declared = import_object(action.start_values)
-        problems += [f"declares a start value for {k!r}, which is not one of its controls" for k in declared
-                     if k not in start]
+        problems += [
+            f"declares a start value for {k!r}, which is not one of its controls" for k in declared if k not in start
+        ]
         start.update({k: v for k, v in declared.items() if k in start})
-    problems += [f"starts {p.name} at {panel.controls[p.name].value!r}, expected {start[p.name]!r}"
-                 for p in panel.params if not _same(p.check(panel.controls[p.name].value), start[p.name])]
+    problems += [
+        f"starts {p.name} at {panel.controls[p.name].value!r}, expected {start[p.name]!r}"
+        for p in panel.params
+        if not _same(p.check(panel.controls[p.name].value), start[p.name])
+    ]
     if action.name in TASKS and panel.task != action.name:
         problems.append(f"presets from this panel would name task {panel.task!r}")
     return problems

@@ -29,15 +29,18 @@ from tomolens.models.card import sha256_of
 
 
 def _pipeline(model: str, **detect) -> Pipeline:
-    return Pipeline((make_step("detect", {"model": model, "device": "cpu", **detect}),
-                     make_step("export", {"format": "csv"})))
+    return Pipeline(
+        (make_step("detect", {"model": model, "device": "cpu", **detect}), make_step("export", {"format": "csv"}))
+    )
 
 
 def test_find_tomograms_files_folders_globs(batch_data, tmp_path):
     paths = batch_data["paths"]
     assert find_tomograms([batch_data["tomo_dir"]]) == [p.resolve() for p in paths]
     assert find_tomograms([str(batch_data["tomo_dir"] / "tomo_[13].mrc"), paths[1]]) == [
-        paths[1].resolve(), paths[3].resolve()]
+        paths[1].resolve(),
+        paths[3].resolve(),
+    ]
     with pytest.raises(ValueError, match="No such tomogram"):
         find_tomograms([tmp_path / "missing.mrc"])
     with pytest.raises(ValueError, match="holds no tomograms"):
@@ -54,7 +57,8 @@ def test_batch_presets_json_yaml_and_errors(batch_data, tmp_path):
     (tmp_path / "batch.yaml").write_text(
         "task: batch\nvoxel_size_A: 10\npipeline:\n"
         "  - {task: detect, preset: detect.json, params: {centre_threshold: 0.2}}\n"
-        "  - {task: export, params: {format: star, star_form: centred}}\n")
+        "  - {task: export, params: {format: star, star_form: centred}}\n"
+    )
     pipe = load_pipeline(tmp_path / "batch.yaml")
     assert [s.task for s in pipe.steps] == ["detect", "export"]
     assert pipe.steps[0].params == {"mask_threshold": 0.4, "model": model, "centre_threshold": 0.2}
@@ -105,8 +109,9 @@ def test_batch_interrupted_then_resumed_skips_finished(batch_data, tmp_path, mon
     assert sidecar_path(paths[0], out).stat().st_mtime_ns == first_mtime
     # outputs equal a direct call of the capability with the model card's defaults
     direct = run_job(detect_particles(read_mrc(paths[1]).data, 10.0, model=model, device="cpu"))
-    np.testing.assert_allclose(read_centres(out / "tomo_1" / "tomo_1_particles.csv"),
-                               read_centres_from(direct.particles.coords_zyx), atol=1e-3)
+    np.testing.assert_allclose(
+        read_centres(out / "tomo_1" / "tomo_1_particles.csv"), read_centres_from(direct.particles.coords_zyx), atol=1e-3
+    )
     assert summary.results[1].particles == len(direct.particles)
     # provenance in every output: sidecar, STAR comment, MRC header labels
     sha = sha256_of(model)
@@ -163,8 +168,10 @@ def test_batch_on_local_cluster_of_two_workers_matches_in_process(batch_data, tm
     distributed = pytest.importorskip("distributed")
     model, paths = batch_data["model"], batch_data["paths"]
     pipe = _pipeline(model)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         summary = run_batch(pipe, [batch_data["tomo_dir"]], tmp_path / "dask", scheduler=client, progress=False)
         workers = {json.loads(sidecar_path(p, tmp_path / "dask").read_text())["host"] for p in paths}
     assert [r.status for r in summary.results] == ["done"] * 4
@@ -172,8 +179,11 @@ def test_batch_on_local_cluster_of_two_workers_matches_in_process(batch_data, tm
     local = run_batch(pipe, paths[:2], tmp_path / "local", progress=False)
     for p in paths[:2]:
         name = p.stem
-        np.testing.assert_allclose(read_centres(tmp_path / "dask" / name / f"{name}_particles.csv"),
-                                   read_centres(tmp_path / "local" / name / f"{name}_particles.csv"), atol=1e-4)
+        np.testing.assert_allclose(
+            read_centres(tmp_path / "dask" / name / f"{name}_particles.csv"),
+            read_centres(tmp_path / "local" / name / f"{name}_particles.csv"),
+            atol=1e-4,
+        )
     assert [r.particles for r in local.results] == [r.particles for r in summary.results[:2]]
 
 
@@ -186,8 +196,12 @@ def test_batch_cli_exit_status_and_summary(batch_data, tmp_path, capsys):
     assert "1 done, 0 skipped" in text and "0 done, 1 skipped" in text
     assert main(["batch", str(preset), str(tmp_path / "nothing.mrc"), "--out", str(out)]) == 2
     assert "No such tomogram" in capsys.readouterr().err
-    assert main(["batch", str(preset), str(batch_data["paths"][0]), "--out", str(out), "--force",
-                 "--scheduler", "local:x"]) == 2
+    assert (
+        main(
+            ["batch", str(preset), str(batch_data["paths"][0]), "--out", str(out), "--force", "--scheduler", "local:x"]
+        )
+        == 2
+    )
     assert "local:N" in capsys.readouterr().err
 
 
@@ -198,11 +212,17 @@ def test_segment_detect_classify_export_with_shipped_models(batch_data, tmp_path
     needed = {"segment_default", "detect_default", "classify_phantoms_resnet"}
     if not needed <= set(shipped_models()):
         pytest.skip(f"shipped models missing: {sorted(needed - set(shipped_models()))}")
-    pipe = pipeline_from_dict({"task": "batch", "pipeline": [
-        {"task": "segment", "params": {"device": "cpu"}},
-        {"task": "detect", "params": {"device": "cpu"}},
-        {"task": "classify", "params": {"device": "cpu"}},
-        {"task": "export", "params": {"format": "csv", "min_confidence": 0.2}}]})
+    pipe = pipeline_from_dict(
+        {
+            "task": "batch",
+            "pipeline": [
+                {"task": "segment", "params": {"device": "cpu"}},
+                {"task": "detect", "params": {"device": "cpu"}},
+                {"task": "classify", "params": {"device": "cpu"}},
+                {"task": "export", "params": {"format": "csv", "min_confidence": 0.2}},
+            ],
+        }
+    )
     tomo = batch_data["paths"][2]
     summary = run_batch(pipe, [tomo], tmp_path, progress=False)
     assert summary.results[0].status == "done", summary.results[0].error

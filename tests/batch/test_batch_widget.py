@@ -49,8 +49,9 @@ def test_param_panel_presets_round_trip_and_errors(qtbot, tmp_path):
     with pytest.raises(ValueError, match="above the maximum"):
         other.load_preset(tmp_path / "bad.json")
     assert other.values()["mask_threshold"] == 0.8  # a bad preset changes nothing
-    custom = ParamPanel((Param("weird_setting", 1, "not any task's"),
-                         Param("learning_rate", 2e-3, "small float", min=1e-6, max=1.0)))
+    custom = ParamPanel(
+        (Param("weird_setting", 1, "not any task's"), Param("learning_rate", 2e-3, "small float", min=1e-6, max=1.0))
+    )
     assert custom.task == "custom"
     assert custom.values()["learning_rate"] == pytest.approx(2e-3)  # not rounded to the spin box's 2 decimals
 
@@ -60,14 +61,22 @@ def test_widget_preset_gives_same_outputs_through_cli_and_batch(make_napari_view
 
     model, tomo = batch_data["model"], batch_data["paths"][0]
     viewer = make_napari_viewer()
-    layer = viewer.add_image(np.asarray(read_mrc(tomo).data), name="tomo", scale=(VOXEL_A,) * 3,
-                             units=("angstrom",) * 3)
+    layer = viewer.add_image(
+        np.asarray(read_mrc(tomo).data), name="tomo", scale=(VOXEL_A,) * 3, units=("angstrom",) * 3
+    )
     widget = DetectWidget(viewer)
     widget.image.value = layer
     widget.model_file.value = model
     widget.model_choice.value = FROM_FILE
-    widget.params.set_values({"mask_threshold": 0.45, "centre_threshold": 0.25, "device": "cpu",
-                              "particle_radius_A": 40.0, "min_volume_A3": 5000.0})
+    widget.params.set_values(
+        {
+            "mask_threshold": 0.45,
+            "centre_threshold": 0.25,
+            "device": "cpu",
+            "particle_radius_A": 40.0,
+            "min_volume_A3": 5000.0,
+        }
+    )
     preset = widget.params.save_preset(tmp_path / "from_widget.json")
 
     widget.start_detection()
@@ -82,13 +91,21 @@ def test_widget_preset_gives_same_outputs_through_cli_and_batch(make_napari_view
     assert main(["detect", str(tomo), "--preset", str(preset), "--model", model, "--out", str(stem)]) == 0
     np.testing.assert_allclose(read_centres(tmp_path / "cli" / "tomo_centres.star"), gui, atol=1e-3)
 
-    pipeline = pipeline_from_dict({"task": "batch", "pipeline": [
-        {"task": "detect", "preset": preset.name, "params": {"model": model}},
-        {"task": "export", "params": {"format": "star"}}]}, base_dir=tmp_path)
+    pipeline = pipeline_from_dict(
+        {
+            "task": "batch",
+            "pipeline": [
+                {"task": "detect", "preset": preset.name, "params": {"model": model}},
+                {"task": "export", "params": {"format": "star"}},
+            ],
+        },
+        base_dir=tmp_path,
+    )
     summary = run_batch(pipeline, [tomo], tmp_path / "batch", progress=False)
     assert summary.results[0].status == "done" and summary.results[0].particles == len(gui)
-    np.testing.assert_allclose(read_centres(tmp_path / "batch" / tomo.stem / f"{tomo.stem}_particles.star"), gui,
-                               atol=1e-3)
+    np.testing.assert_allclose(
+        read_centres(tmp_path / "batch" / tomo.stem / f"{tomo.stem}_particles.star"), gui, atol=1e-3
+    )
 
 
 def test_detect_defaults_give_same_result_in_widget_and_cli(make_napari_viewer, qtbot, batch_data, tmp_path):
@@ -99,8 +116,9 @@ def test_detect_defaults_give_same_result_in_widget_and_cli(make_napari_viewer, 
         pytest.skip("no shipped detect_default model yet")
     tomo = batch_data["paths"][1]
     viewer = make_napari_viewer()
-    layer = viewer.add_image(np.asarray(read_mrc(tomo).data), name="tomo", scale=(VOXEL_A,) * 3,
-                             units=("angstrom",) * 3)
+    layer = viewer.add_image(
+        np.asarray(read_mrc(tomo).data), name="tomo", scale=(VOXEL_A,) * 3, units=("angstrom",) * 3
+    )
     widget = DetectWidget(viewer)
     widget.image.value = layer
     widget.params.set_values({"device": "cpu"})  # the default "auto" is the CPU here too

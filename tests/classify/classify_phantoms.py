@@ -43,6 +43,6 @@ def labelled_tomogram(kinds, n_per_class, box, seed, noise=0.3):
     centres = []
     for i, cube in enumerate(x):
         r, c = divmod(i, side)
-        tomo[2:2 + box, r * box:(r + 1) * box, c * box:(c + 1) * box] = cube
+        tomo[2 : 2 + box, r * box : (r + 1) * box, c * box : (c + 1) * box] = cube
         centres.append((2 + box // 2, r * box + box // 2, c * box + box // 2))
     return tomo, np.array(centres, float), np.array([kinds[k] for k in y])

@@ -14,10 +14,33 @@ def test_train_classify_subdivide_cli(tmp_path, capsys):
     tomo, centres, names = labelled_tomogram(kinds, 24, 16, seed=5)
     write_mrc(tmp_path / "t.mrc", tomo, 10.0)
     write_coordinates(tmp_path / "lab.star", ParticleTable(centres, pd.DataFrame({"kind": names}), 10.0))
-    rc = main(["train", "--task", "classify", "--classify-tomogram", str(tmp_path / "t.mrc"),
-               "--classify-points", str(tmp_path / "lab.star"), "--classify-label-column", "kind",
-               "--classify-box-A", "160", "--epochs", "5", "--batch-size", "8", "--learning-rate", "3e-3",
-               "--threads", "1", "--device", "cpu", "--out", str(tmp_path / "m.pt")])
+    rc = main(
+        [
+            "train",
+            "--task",
+            "classify",
+            "--classify-tomogram",
+            str(tmp_path / "t.mrc"),
+            "--classify-points",
+            str(tmp_path / "lab.star"),
+            "--classify-label-column",
+            "kind",
+            "--classify-box-A",
+            "160",
+            "--epochs",
+            "5",
+            "--batch-size",
+            "8",
+            "--learning-rate",
+            "3e-3",
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "m.pt"),
+        ]
+    )
     assert rc == 0
     card = read_card(tmp_path / "m.json")
     assert card.classes == sorted(kinds) and card.voxel_size_A == 10.0 and card.patch_size == [16] * 3
@@ -26,21 +49,68 @@ def test_train_classify_subdivide_cli(tmp_path, capsys):
 
     unlabelled = tmp_path / "picks.star"
     write_coordinates(unlabelled, ParticleTable(centres, pd.DataFrame(index=range(len(centres))), 10.0))
-    assert main(["classify", str(tmp_path / "t.mrc"), str(unlabelled), "--model", str(tmp_path / "m.pt"),
-                 "--out", str(tmp_path / "cls.star"), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "classify",
+                str(tmp_path / "t.mrc"),
+                str(unlabelled),
+                "--model",
+                str(tmp_path / "m.pt"),
+                "--out",
+                str(tmp_path / "cls.star"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     out = read_coordinates(tmp_path / "cls.star")
     assert {"class", "confidence", "prob_sphere", "prob_rod", "prob_ring"} <= set(out.features.columns)
     assert np.mean(out.features["class"].astype(str).to_numpy() == names) >= 0.8
 
-    assert main(["subdivide", str(tmp_path / "t.mrc"), str(unlabelled), "--features", "classifier",
-                 "--model", str(tmp_path / "m.pt"), "--out", str(tmp_path / "sub.star"), "--n-clusters", "3", "--averages", str(tmp_path / "avg"),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "subdivide",
+                str(tmp_path / "t.mrc"),
+                str(unlabelled),
+                "--features",
+                "classifier",
+                "--model",
+                str(tmp_path / "m.pt"),
+                "--out",
+                str(tmp_path / "sub.star"),
+                "--n-clusters",
+                "3",
+                "--averages",
+                str(tmp_path / "avg"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     sub = read_coordinates(tmp_path / "sub.star")
     assert sorted(set(sub.features["cluster"])) == [0, 1, 2]
     assert len(list((tmp_path / "avg").glob("cluster_*.mrc"))) == 3
 
-    assert main(["classify", str(tmp_path / "t.mrc"), str(unlabelled), "--model", str(tmp_path / "m.pt"),
-                 "--out", str(tmp_path / "x.star"), "--box-A", "320"]) == 2
+    assert (
+        main(
+            [
+                "classify",
+                str(tmp_path / "t.mrc"),
+                str(unlabelled),
+                "--model",
+                str(tmp_path / "m.pt"),
+                "--out",
+                str(tmp_path / "x.star"),
+                "--box-A",
+                "320",
+            ]
+        )
+        == 2
+    )
     assert "differs from the 160 Å" in capsys.readouterr().err
 
 
@@ -62,16 +132,52 @@ def test_training_pools_labelled_particles_of_several_tomograms(tmp_path, capsys
     write_coordinates(tmp_path / "a.star", ParticleTable(ca, pd.DataFrame({"kind": na}), 10.0))
     write_mrc(tmp_path / "b.mrc", b, 10.0)
     write_coordinates(tmp_path / "b.star", ParticleTable(cb, pd.DataFrame({"kind": nb}), 10.0))
-    rc = main(["train", "--task", "classify", "--classify-tomogram", str(tmp_path / "a.mrc"), str(tmp_path / "b.mrc"),
-               "--classify-points", str(tmp_path / "a.star"), str(tmp_path / "b.star"), "--classify-label-column",
-               "kind", "--classify-box-A", "160", "--epochs", "1", "--batch-size", "8", "--threads", "1",
-               "--device", "cpu", "--out", str(tmp_path / "m.pt")])
+    rc = main(
+        [
+            "train",
+            "--task",
+            "classify",
+            "--classify-tomogram",
+            str(tmp_path / "a.mrc"),
+            str(tmp_path / "b.mrc"),
+            "--classify-points",
+            str(tmp_path / "a.star"),
+            str(tmp_path / "b.star"),
+            "--classify-label-column",
+            "kind",
+            "--classify-box-A",
+            "160",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "m.pt"),
+        ]
+    )
     assert rc == 0
     card = read_card(tmp_path / "m.json")
     assert card.classes == ["ring", "rod", "sphere"] and f"{len(na) + len(nb)} labelled particles" in card.training_data
-    rc = main(["train", "--task", "classify", "--classify-tomogram", str(tmp_path / "a.mrc"), str(tmp_path / "a.mrc"),
-               "--classify-points", str(tmp_path / "a.star"), "--classify-label-column", "kind",
-               "--out", str(tmp_path / "m.pt")])
+    rc = main(
+        [
+            "train",
+            "--task",
+            "classify",
+            "--classify-tomogram",
+            str(tmp_path / "a.mrc"),
+            str(tmp_path / "a.mrc"),
+            "--classify-points",
+            str(tmp_path / "a.star"),
+            "--classify-label-column",
+            "kind",
+            "--out",
+            str(tmp_path / "m.pt"),
+        ]
+    )
     assert rc != 0
     assert "one coordinate file per tomogram" in capsys.readouterr().err
 

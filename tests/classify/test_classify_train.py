@@ -73,8 +73,9 @@ def test_brief_training_separates_two_phantoms(tmp_path, torch_one_thread):
     np.testing.assert_allclose(neg.features["prob_sphere"], f["prob_sphere"], atol=1e-5)
     # the same tomogram at 5 Å/voxel (twice as many voxels): resampled to the model's 10 Å
     fine = np.kron(tomo, np.ones((2, 2, 2), np.float32))
-    out5 = run_job(classify_points(fine, pts * 2 + 1, tmp_path / "m.pt", voxel_size_A=5.0, edge="skip",
-                                   polarity="bright"))
+    out5 = run_job(
+        classify_points(fine, pts * 2 + 1, tmp_path / "m.pt", voxel_size_A=5.0, edge="skip", polarity="bright")
+    )
     assert out5.info["resampled_by"] == 2.0
     assert list(out5.features["class"][:2]) == ["sphere", "rod"]
     assert f["class"][2] == "" and f["confidence"][2] == 0 and list(out.skipped) == [2]
@@ -128,15 +129,35 @@ def test_same_seed_same_weights_whatever_the_time_limit(tmp_path, torch_one_thre
     xva, yva = phantom_set(names, 4, 16, seed=2)
 
     def run(**changes):
-        cfg = TrainConfig(**{**dict(architecture="resnet", epochs=3, patience=3, batch_size=8, device="cpu",
-                                    seed=5, arch_kwargs={"width": 4}), **changes})
+        cfg = TrainConfig(
+            **{
+                **dict(
+                    architecture="resnet",
+                    epochs=3,
+                    patience=3,
+                    batch_size=8,
+                    device="cpu",
+                    seed=5,
+                    arch_kwargs={"width": 4},
+                ),
+                **changes,
+            }
+        )
         return run_job(train_classifier(xtr, ytr, xva, yva, names, cfg))
 
     first, second, limited, other = run(), run(), run(max_minutes=600.0), run(seed=6)
     a, b, c, d = (r.model.state_dict() for r in (first, second, limited, other))
     assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
     assert not all(torch.equal(a[k], d[k]) for k in a)
-    assert first.budget == {**first.budget, "epochs": 3, "steps_per_epoch": 3, "max_steps": 9, "epochs_run": 3,
-                            "steps_run": 9, "stopped_by": "epoch budget", "max_minutes": None}
+    assert first.budget == {
+        **first.budget,
+        "epochs": 3,
+        "steps_per_epoch": 3,
+        "max_steps": 9,
+        "epochs_run": 3,
+        "steps_run": 9,
+        "stopped_by": "epoch budget",
+        "max_minutes": None,
+    }
     save_classifier(first, str(tmp_path / "m.pt"), names, 10.0)
     assert read_card(tmp_path / "m.json").extra["training_budget"]["early_stopping"]["window"] == 3

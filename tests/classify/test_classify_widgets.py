@@ -1,6 +1,5 @@
 """Classify and Subdivide dock widgets: features, colours, confidence filter, plot↔layer link."""
 
-
 import numpy as np
 import pytest
 from classify_phantoms import labelled_tomogram, phantom_set
@@ -102,8 +101,9 @@ def test_subdivide_widget_plot_and_layer_selection_are_linked(scene, qtbot, tiny
     # plot → layer: a rubber band around the dots of particles 0 and 1 selects exactly them
     (x0, y0), (x1, y1) = widget.plot.scene_position(0), widget.plot.scene_position(1)
     others = [widget.plot.scene_position(i) for i in range(2, len(points.data))]
-    inside = [p for p in others if min(x0, x1) - 4 <= p[0] <= max(x0, x1) + 4
-              and min(y0, y1) - 4 <= p[1] <= max(y0, y1) + 4]
+    inside = [
+        p for p in others if min(x0, x1) - 4 <= p[0] <= max(x0, x1) + 4 and min(y0, y1) - 4 <= p[1] <= max(y0, y1) + 4
+    ]
     widget.plot.select_rect(min(x0, x1) - 1, min(y0, y1) - 1, max(x0, x1) + 1, max(y0, y1) + 1)
     assert {0, 1} <= set(points.selected_data)
     assert len(points.selected_data) == 2 + len(inside) or len(points.selected_data) >= 2

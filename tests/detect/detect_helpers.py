@@ -45,7 +45,14 @@ def save_small_detector(path, base_channels: int = 8):
     torch.set_num_threads(1)
     torch.manual_seed(0)
     kwargs = {"in_channels": 1, "out_channels": 2, "base_channels": base_channels, "depth": 2}
-    card = ModelCard(name=Path(path).stem, task="detect", architecture="tomolens.models.unet:UNet3D",
-                     arch_kwargs=kwargs, classes=["mask", "centre"], voxel_size_A=20.0, patch_size=[16, 16, 16],
-                     polarity="bright")
+    card = ModelCard(
+        name=Path(path).stem,
+        task="detect",
+        architecture="tomolens.models.unet:UNet3D",
+        arch_kwargs=kwargs,
+        classes=["mask", "centre"],
+        voxel_size_A=20.0,
+        patch_size=[16, 16, 16],
+        polarity="bright",
+    )
     return str(save_model(UNet3D(**kwargs), card, path)[0])

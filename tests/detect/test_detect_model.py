@@ -19,10 +19,16 @@ def tiny(tmp_path):
     torch.set_num_threads(1)
     torch.manual_seed(0)
     net = UNet3D(1, 2, base_channels=2, depth=2)
-    card = ModelCard(name="tiny", task="detect", architecture="tomolens.models.unet:UNet3D",
-                     arch_kwargs={"in_channels": 1, "out_channels": 2, "base_channels": 2, "depth": 2},
-                     classes=["mask", "centre"], voxel_size_A=20.0, patch_size=[16, 16, 16],
-                     extra={"postprocess": {"mask_threshold": 0.2, "centre_threshold": 0.0}})
+    card = ModelCard(
+        name="tiny",
+        task="detect",
+        architecture="tomolens.models.unet:UNet3D",
+        arch_kwargs={"in_channels": 1, "out_channels": 2, "base_channels": 2, "depth": 2},
+        classes=["mask", "centre"],
+        voxel_size_A=20.0,
+        patch_size=[16, 16, 16],
+        extra={"postprocess": {"mask_threshold": 0.2, "centre_threshold": 0.0}},
+    )
     weights, _ = save_model(net, card, tmp_path / "tiny.pt")
     return weights
 
@@ -67,8 +73,12 @@ def test_detect_rescales_to_model_voxel_size_and_maps_back(tiny):
 def test_cli_detect_and_evaluate(tiny, tmp_path, capsys):
     tomo, _, centres = make_spheres(shape=(24, 40, 40), n=6, seed=5)
     write_mrc(tmp_path / "t.mrc", tomo, 10.0)
-    assert main(["detect", str(tmp_path / "t.mrc"), "--model", str(tiny), "--out", str(tmp_path / "res"),
-                 "--format", "csv"]) == 0
+    assert (
+        main(
+            ["detect", str(tmp_path / "t.mrc"), "--model", str(tiny), "--out", str(tmp_path / "res"), "--format", "csv"]
+        )
+        == 0
+    )
     labels = read_mrc(tmp_path / "res_instances.mrc")
     assert labels.is_labels and labels.data.shape == tomo.shape
     found = read_coordinates(tmp_path / "res_centres.csv")
@@ -77,8 +87,10 @@ def test_cli_detect_and_evaluate(tiny, tmp_path, capsys):
     write_coordinates(tmp_path / "truth.star", truth)
     write_coordinates(tmp_path / "pred.star", ParticleTable(centres[:4] + 0.5, pixel_size_A=10.0))
     capsys.readouterr()
-    assert main(["evaluate", str(tmp_path / "pred.star"), str(tmp_path / "truth.star"), "--tolerance-A", "10",
-                 "--json"]) == 0
+    assert (
+        main(["evaluate", str(tmp_path / "pred.star"), str(tmp_path / "truth.star"), "--tolerance-A", "10", "--json"])
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["true_positives"] == 4 and out["recall"] == pytest.approx(4 / 6) and out["precision"] == 1.0
     assert main(["evaluate", str(tmp_path / "pred.star"), str(tmp_path / "truth.star")]) == 2  # no tolerance

@@ -85,7 +85,9 @@ def test_auto_radius_follows_each_particle_so_large_ones_are_not_split():
         maps[1, c[0], c[1], c[2] + 4] = 0.9
     _, _, fixed = postprocess(maps, 10.0, {"particle_radius_A": 30.0, "min_volume_A3": 0.0, "fragment_fraction": 0.0})
     assert len(fixed) > len(centres)  # the large ones are split with a 30 Å radius
-    _, instances, auto = postprocess(maps, 10.0, {"particle_radius_A": 0.0, "min_volume_A3": 0.0, "fragment_fraction": 0.0})
+    _, instances, auto = postprocess(
+        maps, 10.0, {"particle_radius_A": 0.0, "min_volume_A3": 0.0, "fragment_fraction": 0.0}
+    )
     m = match_centres(auto.coords_zyx * 10, centres * 10, 15.0)
     assert len(auto) == len(centres) == instances.max() and m.f1 == 1.0
     by_size = np.sort(auto.features["radius_A"].to_numpy())
@@ -101,10 +103,16 @@ def test_two_lobe_particle_is_picked_at_its_centre_of_mass():
     maps[1][inst == 2] *= 0.45  # the network is surer of one lobe
     maps[0] = inst > 0
     mass = lobes.mean(axis=0)
-    _, _, peak = postprocess(maps, 10.0, {"particle_radius_A": 120.0, "centre_method": "peak", "min_volume_A3": 0.0,
-                                    "min_distance_fraction": 0.7})
+    _, _, peak = postprocess(
+        maps,
+        10.0,
+        {"particle_radius_A": 120.0, "centre_method": "peak", "min_volume_A3": 0.0, "min_distance_fraction": 0.7},
+    )
     assert len(peak) == 1 and np.linalg.norm(peak.coords_zyx[0] - mass) > 2.5  # in a lobe
-    _, instances, table = postprocess(maps, 10.0, {"particle_radius_A": 120.0, "min_volume_A3": 0.0,
-                                                   "centre_method": "mass", "min_distance_fraction": 0.7})
+    _, instances, table = postprocess(
+        maps,
+        10.0,
+        {"particle_radius_A": 120.0, "min_volume_A3": 0.0, "centre_method": "mass", "min_distance_fraction": 0.7},
+    )
     assert len(table) == 1 and np.linalg.norm(table.coords_zyx[0] - mass) < 0.5
     assert instances.max() == 1 and np.count_nonzero(instances) == np.count_nonzero(maps[0] > 0.5)

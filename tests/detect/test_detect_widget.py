@@ -14,9 +14,15 @@ from tomolens.models.unet import UNet3D
 def tiny_model(tmp_path):
     torch.manual_seed(0)
     net = UNet3D(1, 2, base_channels=2, depth=2)
-    card = ModelCard(name="tiny", task="detect", architecture="tomolens.models.unet:UNet3D",
-                     arch_kwargs={"in_channels": 1, "out_channels": 2, "base_channels": 2, "depth": 2},
-                     classes=["mask", "centre"], voxel_size_A=10.0, patch_size=[16, 16, 16])
+    card = ModelCard(
+        name="tiny",
+        task="detect",
+        architecture="tomolens.models.unet:UNet3D",
+        arch_kwargs={"in_channels": 1, "out_channels": 2, "base_channels": 2, "depth": 2},
+        classes=["mask", "centre"],
+        voxel_size_A=10.0,
+        patch_size=[16, 16, 16],
+    )
     weights, _ = save_model(net, card, tmp_path / "tiny.pt")
     return weights
 
@@ -167,8 +173,9 @@ def test_training_on_a_mask_is_refused_with_a_message(widget, monkeypatch):
     w, viewer = widget
     warnings = []
     monkeypatch.setattr(module, "show_warning", warnings.append)
-    mask = viewer.add_labels((viewer.layers["truth labels"].data > 0).astype(np.uint8), name="tomo mask",
-                             scale=(10.0, 10.0, 10.0))
+    mask = viewer.add_labels(
+        (viewer.layers["truth labels"].data > 0).astype(np.uint8), name="tomo mask", scale=(10.0, 10.0, 10.0)
+    )
     w.train_labels.value = mask
     w.start_training()
     assert not w.train_runner.running

@@ -23,9 +23,32 @@ def files(tmp_path):
 
 def test_train_from_picks_then_detect_and_batch(files, capsys):
     d, centres = files
-    assert main(["train", "--task", "detect", "--points", str(d / "picks.star"), "--tomogram", str(d / "t.mrc"),
-                 "--radius-A", "60", "--region", "0:24,0:48,0:48", "--steps", "20", "--minutes", "5",
-                 "--start-from", str(d / "small.pt"), "--out", str(d / "mine")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                "detect",
+                "--points",
+                str(d / "picks.star"),
+                "--tomogram",
+                str(d / "t.mrc"),
+                "--radius-A",
+                "60",
+                "--region",
+                "0:24,0:48,0:48",
+                "--steps",
+                "20",
+                "--minutes",
+                "5",
+                "--start-from",
+                str(d / "small.pt"),
+                "--out",
+                str(d / "mine"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "step 20:" in out and "wrote" in out
     card = read_card(d / "mine.json")
@@ -36,26 +59,39 @@ def test_train_from_picks_then_detect_and_batch(files, capsys):
     assert main(["detect", str(d / "t.mrc"), "--model", str(d / "mine.pt"), "--out", str(d / "det")]) == 0
     assert (d / "det_centres.star").is_file()
     (d / "preset.json").write_text(json.dumps({"task": "detect", "params": {"model": str(d / "mine.pt")}}))
-    assert main(["batch", str(d / "preset.json"), str(d / "t.mrc"), "--out", str(d / "batch"),
-                 "--no-progress"]) == 0
+    assert main(["batch", str(d / "preset.json"), str(d / "t.mrc"), "--out", str(d / "batch"), "--no-progress"]) == 0
     written = list((d / "batch").rglob("*_detected.star"))
     assert written and len(read_coordinates(written[0])) == len(read_coordinates(d / "det_centres.star"))
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--points", "{d}/none.star"], "none.star"),
-    (["--points", "{d}/far.star"], "outside the tomogram"),
-    (["--points", "{d}/few.star"], "at least 5"),
-    (["--points", "{d}/picks.star", "--radius-A", "0"], "particle radius must be a positive"),
-    (["--points", "{d}/picks.star", "--radius-A=-3"], "particle radius must be a positive"),
-    (["--points", "{d}/picks.star", "--region", "0:24,0:99,0:48"], "within 0:48"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--points", "{d}/none.star"], "none.star"),
+        (["--points", "{d}/far.star"], "outside the tomogram"),
+        (["--points", "{d}/few.star"], "at least 5"),
+        (["--points", "{d}/picks.star", "--radius-A", "0"], "particle radius must be a positive"),
+        (["--points", "{d}/picks.star", "--radius-A=-3"], "particle radius must be a positive"),
+        (["--points", "{d}/picks.star", "--region", "0:24,0:99,0:48"], "within 0:48"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(files, capsys, extra, message):
     d, centres = files
     write_coordinates(d / "far.star", ParticleTable(np.vstack([centres[:5], [[5, 5, 300]]]), pixel_size_A=20.0))
     write_coordinates(d / "few.star", ParticleTable(centres[:3], pixel_size_A=20.0))
-    args = ["train", "--task", "detect", "--tomogram", str(d / "t.mrc"), "--steps", "10",
-            "--start-from", str(d / "small.pt"), "--out", str(d / "bad")] + [a.format(d=d) for a in extra]
+    args = [
+        "train",
+        "--task",
+        "detect",
+        "--tomogram",
+        str(d / "t.mrc"),
+        "--steps",
+        "10",
+        "--start-from",
+        str(d / "small.pt"),
+        "--out",
+        str(d / "bad"),
+    ] + [a.format(d=d) for a in extra]
     with pytest.raises(SystemExit) if any("radius-A" in a for a in extra) else _no_raise() as caught:
         code = main(args)
     err = capsys.readouterr().err
@@ -78,9 +114,29 @@ def test_one_pick_file_per_kind_with_its_own_radius(files):
     d, centres = files
     write_coordinates(d / "big.star", ParticleTable(centres[:5], pixel_size_A=20.0))
     write_coordinates(d / "small.csv", ParticleTable(centres[5:10], pixel_size_A=20.0))
-    assert main(["train", "--task", "detect", "--points", str(d / "big.star"), str(d / "small.csv"),
-                 "--tomogram", str(d / "t.mrc"), "--radius-A", "big=60", "--steps", "10",
-                 "--start-from", str(d / "small.pt"), "--out", str(d / "kinds")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                "detect",
+                "--points",
+                str(d / "big.star"),
+                str(d / "small.csv"),
+                "--tomogram",
+                str(d / "t.mrc"),
+                "--radius-A",
+                "big=60",
+                "--steps",
+                "10",
+                "--start-from",
+                str(d / "small.pt"),
+                "--out",
+                str(d / "kinds"),
+            ]
+        )
+        == 0
+    )
     info = read_card(d / "kinds.json").extra["points_training"]
     assert info["radius_source"] == {"big": "typed", "small": "estimated"} and info["radius_A"]["big"] == 60.0
     assert info["clicks"] == 10

@@ -7,7 +7,14 @@ import torch
 from detect_helpers import make_spheres, save_small_detector
 from tomolens.detect import detect_particles
 from tomolens.detect.points import (
-    CENTRE, MARKER, MASK, WEIGHT, default_region, estimate_radius, masked_detection_loss, parse_region,
+    CENTRE,
+    MARKER,
+    MASK,
+    WEIGHT,
+    default_region,
+    estimate_radius,
+    masked_detection_loss,
+    parse_region,
     point_targets,
 )
 from tomolens.detect.points_train import train_from_points
@@ -60,8 +67,9 @@ def test_negatives_are_background_outside_the_region():
 def test_masked_loss_ignores_an_unclicked_particle_outside_the_region():
     torch.manual_seed(0)
     shape = (16, 16, 32)
-    target = torch.from_numpy(point_targets(shape, np.array([[8, 8, 6]], float), 3.0,
-                                            (slice(0, 16), slice(0, 16), slice(0, 14))))[None]
+    target = torch.from_numpy(
+        point_targets(shape, np.array([[8, 8, 6]], float), 3.0, (slice(0, 16), slice(0, 16), slice(0, 14)))
+    )[None]
     logits = torch.randn(1, 2, *shape, requires_grad=True)
     loss = masked_detection_loss(logits, target)
     loss.backward()
@@ -78,8 +86,12 @@ def test_masked_loss_ignores_an_unclicked_particle_outside_the_region():
 
 def test_region_parsing_and_default_region():
     assert parse_region("0:10, 5:, :7", (20, 30, 40)) == (slice(0, 10), slice(5, 30), slice(0, 7))
-    for bad, msg in (("0:10,5:20", "three ranges"), ("0:10,a:3,0:4", "not two integers"),
-                     ("0:10,0:50,0:4", "within 0:30"), ("5:5,0:3,0:3", "not be empty")):
+    for bad, msg in (
+        ("0:10,5:20", "three ranges"),
+        ("0:10,a:3,0:4", "not two integers"),
+        ("0:10,0:50,0:4", "within 0:30"),
+        ("5:5,0:3,0:3", "not be empty"),
+    ):
         with pytest.raises(ValueError, match=msg):
             parse_region(bad, (20, 30, 40))
     box = default_region(np.array([[5, 10, 10], [8, 12, 20]], float), np.array([2.0, 3.0]), (20, 30, 40))
@@ -95,8 +107,19 @@ def test_radius_estimate_from_the_clicks(planted):
 
 def test_short_training_on_planted_particles_finds_them(planted, start_model, tmp_path):
     tomo, _, centres = planted
-    res = run_job(train_from_points(tomo, 20.0, centres[:10], tmp_path / "m.pt", radius_A=60.0,
-                                    start_from=start_model, steps=100, learning_rate=5e-3, source="test"))
+    res = run_job(
+        train_from_points(
+            tomo,
+            20.0,
+            centres[:10],
+            tmp_path / "m.pt",
+            radius_A=60.0,
+            start_from=start_model,
+            steps=100,
+            learning_rate=5e-3,
+            source="test",
+        )
+    )
     found = run_job(detect_particles(tomo, 20.0, model=str(res.path), device="cpu")).particles
     m = match_centres(found.coords_zyx, centres, 1.5)  # all 16, 6 of them never clicked
     assert m.f1 > 0.7, m
@@ -111,10 +134,14 @@ def test_short_training_on_planted_particles_finds_them(planted, start_model, tm
 
 def test_next_round_continues_from_the_last_model(planted, start_model, tmp_path):
     tomo, _, centres = planted
-    first = run_job(train_from_points(tomo, 20.0, centres[:8], tmp_path / "r1.pt", radius_A=60.0,
-                                      start_from=start_model, steps=10))
-    second = run_job(train_from_points(tomo, 20.0, centres[:12], tmp_path / "r2.pt", radius_A=60.0,
-                                       start_from=str(first.path), steps=10))
+    first = run_job(
+        train_from_points(tomo, 20.0, centres[:8], tmp_path / "r1.pt", radius_A=60.0, start_from=start_model, steps=10)
+    )
+    second = run_job(
+        train_from_points(
+            tomo, 20.0, centres[:12], tmp_path / "r2.pt", radius_A=60.0, start_from=str(first.path), steps=10
+        )
+    )
     card = read_card(second.path)
     assert card.extra["points_training"]["start_from"] == {"name": "r1", "sha256": first.card.sha256}
     assert [r["clicks"] for r in card.extra["rounds"]] == [8, 12]
@@ -125,9 +152,13 @@ def test_cancel_keeps_the_best_weights_so_far(planted, start_model, tmp_path):
     tomo, _, centres = planted
     seen = []
     with pytest.raises(JobCancelled):
-        run_job(train_from_points(tomo, 20.0, centres[:10], tmp_path / "c.pt", radius_A=60.0,
-                                  start_from=start_model, steps=200),
-                on_progress=lambda p: p.info and seen.append(p.info), should_stop=lambda: len(seen) >= 2)
+        run_job(
+            train_from_points(
+                tomo, 20.0, centres[:10], tmp_path / "c.pt", radius_A=60.0, start_from=start_model, steps=200
+            ),
+            on_progress=lambda p: p.info and seen.append(p.info),
+            should_stop=lambda: len(seen) >= 2,
+        )
     card = read_card(tmp_path / "c.json")
     assert card.extra["points_training"]["cancelled"] is True
     assert card.extra["points_training"]["steps_run"] == 20
@@ -137,33 +168,62 @@ def test_cancel_keeps_the_best_weights_so_far(planted, start_model, tmp_path):
 
 def test_time_limit_stops_training(planted, start_model, tmp_path):
     tomo, _, centres = planted
-    res = run_job(train_from_points(tomo, 20.0, centres[:10], tmp_path / "t.pt", radius_A=60.0,
-                                    start_from=start_model, steps=10_000, minutes=1e-4))
+    res = run_job(
+        train_from_points(
+            tomo,
+            20.0,
+            centres[:10],
+            tmp_path / "t.pt",
+            radius_A=60.0,
+            start_from=start_model,
+            steps=10_000,
+            minutes=1e-4,
+        )
+    )
     assert res.card.extra["points_training"]["steps_run"] == 10
 
 
 def test_per_kind_radius_and_estimate(planted, start_model, tmp_path):
     tomo, _, centres = planted
     kinds = ["a"] * 5 + ["b"] * 5
-    res = run_job(train_from_points(tomo, 20.0, centres[:10], tmp_path / "k.pt", radius_A={"a": 60.0},
-                                    kinds=kinds, start_from=start_model, steps=10))
+    res = run_job(
+        train_from_points(
+            tomo,
+            20.0,
+            centres[:10],
+            tmp_path / "k.pt",
+            radius_A={"a": 60.0},
+            kinds=kinds,
+            start_from=start_model,
+            steps=10,
+        )
+    )
     info = res.card.extra["points_training"]
     assert info["radius_source"] == {"a": "typed", "b": "estimated"}
     assert info["radius_A"]["b"] == pytest.approx(60.0, rel=0.3)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"centres_zyx": np.zeros((3, 3))}, "at least 5"),
-    ({"centres_zyx": np.array([[5, 5, 5]] * 4 + [[5, 5, 90]])}, "outside the tomogram"),
-    ({"radius_A": -10.0}, "positive number"),
-    ({"voxel_size_A": None}, "voxel size is unknown"),
-    ({"radius_A": 300.0}, "quarter of its 16-voxel patch"),
-    ({"region": (slice(0, 4), slice(0, 4), slice(0, 4)), "steps": 0}, "step budget"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"centres_zyx": np.zeros((3, 3))}, "at least 5"),
+        ({"centres_zyx": np.array([[5, 5, 5]] * 4 + [[5, 5, 90]])}, "outside the tomogram"),
+        ({"radius_A": -10.0}, "positive number"),
+        ({"voxel_size_A": None}, "voxel size is unknown"),
+        ({"radius_A": 300.0}, "quarter of its 16-voxel patch"),
+        ({"region": (slice(0, 4), slice(0, 4), slice(0, 4)), "steps": 0}, "step budget"),
+    ],
+)
 def test_bad_input_is_explained(planted, start_model, tmp_path, kwargs, message):
     tomo, _, centres = planted
-    args = {"volume": tomo, "voxel_size_A": 20.0, "centres_zyx": centres[:10], "out": tmp_path / "x.pt",
-            "radius_A": 60.0, "start_from": start_model} | kwargs
+    args = {
+        "volume": tomo,
+        "voxel_size_A": 20.0,
+        "centres_zyx": centres[:10],
+        "out": tmp_path / "x.pt",
+        "radius_A": 60.0,
+        "start_from": start_model,
+    } | kwargs
     with pytest.raises(ValueError, match=message):
         run_job(train_from_points(**args))
     assert not (tmp_path / "x.pt").exists()

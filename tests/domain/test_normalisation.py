@@ -61,8 +61,9 @@ def test_inversion_and_views_give_the_same_values(vol):
     for view in (lambda a: np.moveaxis(a, 2, 0), lambda a: np.flip(np.rot90(a, 3, axes=(1, 2)), -1)):
         v_norm = normalisation_for_view(norm, data.shape, view)
         v_data = np.ascontiguousarray(view(data))
-        np.testing.assert_allclose(v_norm.apply(v_data[2:10, 5:20, 3:30], (2, 5, 3)),
-                                   view(whole)[2:10, 5:20, 3:30], atol=1e-4)
+        np.testing.assert_allclose(
+            v_norm.apply(v_data[2:10, 5:20, 3:30], (2, 5, 3)), view(whole)[2:10, 5:20, 3:30], atol=1e-4
+        )
 
 
 def test_constant_and_non_finite_volumes_are_refused():

@@ -17,8 +17,13 @@ from tomolens.simulate import SimulationConfig, simulate_tomogram
 @pytest.fixture(scope="module")
 def sim():
     torch.set_num_threads(1)
-    return run_job(simulate_tomogram(SimulationConfig(shape_zyx=(48, 96, 96), volume_fraction=0.12, snr=0.1,
-                                                      n_membranes=1, n_filaments=1, seed=11)))
+    return run_job(
+        simulate_tomogram(
+            SimulationConfig(
+                shape_zyx=(48, 96, 96), volume_fraction=0.12, snr=0.1, n_membranes=1, n_filaments=1, seed=11
+            )
+        )
+    )
 
 
 def test_detection_is_the_same_on_the_raw_dark_tomogram(sim):

@@ -24,8 +24,15 @@ def classifier_embedding(tmp_path_factory):
     torch.manual_seed(0)
     net = EmbedNet3D(48, 32, 16)
     init_body(net, "classify_phantoms_resnet")
-    card = ModelCard(name="test_embedding", task="embed", architecture=ARCHITECTURE,
-                     arch_kwargs={"dim": 48, "box": 32, "width": 16}, voxel_size_A=10.0, patch_size=[32] * 3,
-                     normalisation="zscore per subtomogram", polarity="bright")
+    card = ModelCard(
+        name="test_embedding",
+        task="embed",
+        architecture=ARCHITECTURE,
+        arch_kwargs={"dim": 48, "box": 32, "width": 16},
+        voxel_size_A=10.0,
+        patch_size=[32] * 3,
+        normalisation="zscore per subtomogram",
+        polarity="bright",
+    )
     weights, _ = save_model(net.eval(), card, tmp_path_factory.mktemp("embed") / "test_embedding.pt")
     return str(weights)

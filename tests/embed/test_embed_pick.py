@@ -19,13 +19,13 @@ def test_dense_windows_equal_separately_embedded_boxes(stride):
     net = EmbedNet3D(16, 32, 4).eval()
     vol = np.zeros((40, 48, 56), np.float32)
     c = np.array([16, 24, 32])
-    vol[c[0] - 4:c[0] + 4, c[1] - 3:c[1] + 5, c[2] - 5:c[2] + 3] = np.random.default_rng(0).normal(size=(8, 8, 8))
+    vol[c[0] - 4 : c[0] + 4, c[1] - 3 : c[1] + 5, c[2] - 5 : c[2] + 3] = np.random.default_rng(0).normal(size=(8, 8, 8))
     dense = run_job(dense_embedding(net, vol, 32, stride))
     assert dense.shape == (16, *(-(-np.array(vol.shape) // stride)))
     padded = np.pad(vol, 16)
     for shift in (0, stride):
         at = c + np.array([0, 0, shift])
-        cube = padded[at[0]:at[0] + 32, at[1]:at[1] + 32, at[2]:at[2] + 32]
+        cube = padded[at[0] : at[0] + 32, at[1] : at[1] + 32, at[2] : at[2] + 32]
         with torch.no_grad():
             ref = net(torch.from_numpy(np.ascontiguousarray(cube))[None, None])[0].numpy()
         g = at // stride
@@ -35,14 +35,18 @@ def test_dense_windows_equal_separately_embedded_boxes(stride):
 def test_several_targets_and_bad_input(classifier_embedding):
     vol, target, distractor = planted_tomogram()
     examples = np.concatenate([target[:2], distractor[:2]])
-    sim = run_job(similarity_to_examples(vol, examples, ["a", "a", "b", "b"], classifier_embedding, voxel_size_A=10.0,
-                                         polarity="bright"))
+    sim = run_job(
+        similarity_to_examples(
+            vol, examples, ["a", "a", "b", "b"], classifier_embedding, voxel_size_A=10.0, polarity="bright"
+        )
+    )
     assert sim.targets == ["a", "b"] and sim.similarity.shape[0] == 2
     with pytest.raises(ValueError, match="at least 1 example"):
         run_job(similarity_to_examples(vol, np.empty((0, 3)), model=classifier_embedding, voxel_size_A=10.0))
     with pytest.raises(ValueError, match="outside the tomogram"):
-        run_job(similarity_to_examples(vol, np.array([[10.0, 500.0, 10.0]]), model=classifier_embedding,
-                                       voxel_size_A=10.0))
+        run_job(
+            similarity_to_examples(vol, np.array([[10.0, 500.0, 10.0]]), model=classifier_embedding, voxel_size_A=10.0)
+        )
     with pytest.raises(ValueError, match="one per example"):
         run_job(similarity_to_examples(vol, target[:2], ["a"], model=classifier_embedding, voxel_size_A=10.0))
 
@@ -60,9 +64,28 @@ def test_pick_by_example_cli(tmp_path, capsys, classifier_embedding):
     vol, target, _ = planted_tomogram()
     write_mrc(tmp_path / "t.mrc", vol, 10.0)
     write_coordinates(tmp_path / "ex.star", ParticleTable(target[:2], pd.DataFrame(index=range(2)), 10.0))
-    assert main(["pick-by-example", "--tomogram", str(tmp_path / "t.mrc"), "--examples", str(tmp_path / "ex.star"),
-                 "--out", str(tmp_path / "picks.star"), "--similarity-out", str(tmp_path / "sim.mrc"),
-                 "--threshold", "0.5", "--polarity", "bright", "--embed-model", classifier_embedding]) == 0
+    assert (
+        main(
+            [
+                "pick-by-example",
+                "--tomogram",
+                str(tmp_path / "t.mrc"),
+                "--examples",
+                str(tmp_path / "ex.star"),
+                "--out",
+                str(tmp_path / "picks.star"),
+                "--similarity-out",
+                str(tmp_path / "sim.mrc"),
+                "--threshold",
+                "0.5",
+                "--polarity",
+                "bright",
+                "--embed-model",
+                classifier_embedding,
+            ]
+        )
+        == 0
+    )
     picks = read_coordinates(tmp_path / "picks.star")
     assert len(picks) >= 1 and {"score", "class"} <= set(picks.features.columns)
     assert picks.features["score"].min() >= 0.5
@@ -70,7 +93,18 @@ def test_pick_by_example_cli(tmp_path, capsys, classifier_embedding):
     assert sim.data.shape == (8, 16, 16) and abs(sim.voxel_size_A[-1] - 80.0) < 1e-3
     empty = tmp_path / "none.csv"
     empty.write_text("x,y,z\n")
-    rc = main(["pick-by-example", "--tomogram", str(tmp_path / "t.mrc"), "--examples", str(empty),
-               "--out", str(tmp_path / "p2.star"), "--embed-model", classifier_embedding])
+    rc = main(
+        [
+            "pick-by-example",
+            "--tomogram",
+            str(tmp_path / "t.mrc"),
+            "--examples",
+            str(empty),
+            "--out",
+            str(tmp_path / "p2.star"),
+            "--embed-model",
+            classifier_embedding,
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "example" in err

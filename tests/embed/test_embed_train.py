@@ -50,7 +50,9 @@ def test_held_out_maps_are_refused():
 
 def test_supcon_loss_prefers_grouped_embeddings_and_recall():
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
-    grouped = torch.nn.functional.normalize(torch.eye(3)[labels] + 0.05 * torch.randn(6, 3, generator=torch.Generator().manual_seed(0)), dim=1)
+    grouped = torch.nn.functional.normalize(
+        torch.eye(3)[labels] + 0.05 * torch.randn(6, 3, generator=torch.Generator().manual_seed(0)), dim=1
+    )
     mixed = grouped[torch.tensor([0, 2, 4, 1, 3, 5])]
     assert float(supcon_loss(grouped, labels)) < float(supcon_loss(mixed, labels)) - 1.0
     assert recall_at_1(grouped.numpy(), labels.numpy()) == 1.0
@@ -58,8 +60,18 @@ def test_supcon_loss_prefers_grouped_embeddings_and_recall():
 
 
 def _config(tmp_path, steps, resume=False):
-    return EmbedTrainConfig(steps=steps, structures=3, views=2, dim=8, width=4, eval_every=2,
-                            snapshots=(2,), checkpoint=str(tmp_path / "e.ckpt"), resume=resume, data=TINY)
+    return EmbedTrainConfig(
+        steps=steps,
+        structures=3,
+        views=2,
+        dim=8,
+        width=4,
+        eval_every=2,
+        snapshots=(2,),
+        checkpoint=str(tmp_path / "e.ckpt"),
+        resume=resume,
+        data=TINY,
+    )
 
 
 def test_training_resumes_from_its_checkpoint_and_saves_a_loadable_card(tmp_path, monkeypatch):
@@ -94,9 +106,34 @@ def test_train_cli_task_embed(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(train_mod, "validation_set", lambda cfg: small_val(cfg, n_structures=3, n_views=2))
     monkeypatch.setattr(train_mod, "EmbedDataConfig", lambda **kw: replace(TINY, **kw))
     out = tmp_path / "emb.pt"
-    assert main(["train", "--task", "embed", "--out", str(out), "--embed-steps", "2", "--embed-structures", "3",
-                 "--embed-views", "2", "--embed-dim", "8", "--embed-width", "4", "--embed-pseudo", "4",
-                 "--embed-eval-every", "1", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                "embed",
+                "--out",
+                str(out),
+                "--embed-steps",
+                "2",
+                "--embed-structures",
+                "3",
+                "--embed-views",
+                "2",
+                "--embed-dim",
+                "8",
+                "--embed-width",
+                "4",
+                "--embed-pseudo",
+                "4",
+                "--embed-eval-every",
+                "1",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["task"] == "embed" and card["extra"]["steps"] == 2
     assert card["training_command"].startswith("tomolens train --task embed")

@@ -60,14 +60,17 @@ def _mutate_field(path: Path, offset: int, dtype: np.dtype, value) -> None:
     else:
         encoded = np.full(dtype.shape, value, dtype=dtype.base).tobytes()
     raw = bytearray(path.read_bytes())
-    raw[offset:offset + len(encoded)] = encoded
+    raw[offset : offset + len(encoded)] = encoded
     path.write_bytes(bytes(raw))
 
 
 def _mrc_header_cases(folder: Path, rng: np.random.Generator) -> list[Path]:
     out = []
-    bases = [("vol", dict(shape=(6, 8, 10))), ("img", dict(shape=(1, 8, 10))),
-             ("lab", dict(shape=(4, 6, 8), is_labels=True))]
+    bases = [
+        ("vol", dict(shape=(6, 8, 10))),
+        ("img", dict(shape=(1, 8, 10))),
+        ("lab", dict(shape=(4, 6, 8), is_labels=True)),
+    ]
     for label, offset, dtype in _leaf_fields():
         for i, value in enumerate(_values_for(dtype, rng)):
             base, kwargs = bases[i % len(bases)]
@@ -155,8 +158,9 @@ def _coordinate_cases(folder: Path, rng: np.random.Generator) -> list[Path]:
             columns = columns[:1]  # only X
         if variant >= 4:
             columns = columns + list(rng.choice(extra, size=int(rng.integers(1, 4)), replace=False))
-            rows = [r + [str(rng.choice(["0", "-3", "nan", "inf", "10.5", "abc", "1"]))
-                         for _ in columns[3:]] for r in rows]
+            rows = [
+                r + [str(rng.choice(["0", "-3", "nan", "inf", "10.5", "abc", "1"])) for _ in columns[3:]] for r in rows
+            ]
         if variant in (5, 6, 7) and rows:
             r = int(rng.integers(0, len(rows)))
             rows[r][int(rng.integers(0, 3))] = str(rng.choice(bad_values))
@@ -179,8 +183,17 @@ def _coordinate_cases(folder: Path, rng: np.random.Generator) -> list[Path]:
         else:
             path.write_text(text)
         out.append(path)
-    csv_headers = ["x,y,z", "x,y,z,unit", "x,y,z,unit,pixel_size_A", "X, Y ,Z,score", "x,y", "a,b,c", "",
-                   "x,y,z,x", "x;y;z"]
+    csv_headers = [
+        "x,y,z",
+        "x,y,z,unit",
+        "x,y,z,unit,pixel_size_A",
+        "X, Y ,Z,score",
+        "x,y",
+        "a,b,c",
+        "",
+        "x,y,z,x",
+        "x;y;z",
+    ]
     for i in range(230):
         header = csv_headers[i % len(csv_headers)]
         n_cols = len(header.split(",")) if header else 3

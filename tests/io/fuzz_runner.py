@@ -22,8 +22,15 @@ from pathlib import Path
 import numpy as np
 
 #: Errors a reader may raise for bad input (the message must name the file).
-REFUSALS = ("MrcReadError", "CoordinateFileError", "ValueError", "FileNotFoundError", "IsADirectoryError",
-            "OSError", "PermissionError")
+REFUSALS = (
+    "MrcReadError",
+    "CoordinateFileError",
+    "ValueError",
+    "FileNotFoundError",
+    "IsADirectoryError",
+    "OSError",
+    "PermissionError",
+)
 
 
 class CaseTimeout(Exception):
@@ -81,8 +88,11 @@ def run(folder: Path, result_path: Path, seconds: float, headroom_mib: int) -> N
                     if why:
                         outcome, detail = "unshowable", why
                 # numpy's overflow / invalid value / divide warnings (napari's own advice is not a problem)
-                runtime = [str(w.message) for w in caught
-                           if issubclass(w.category, RuntimeWarning) and "encountered" in str(w.message)]
+                runtime = [
+                    str(w.message)
+                    for w in caught
+                    if issubclass(w.category, RuntimeWarning) and "encountered" in str(w.message)
+                ]
                 if runtime and outcome == "read":
                     outcome, detail = "unshowable", "RuntimeWarning: " + runtime[0]
         except CaseTimeout:
@@ -100,12 +110,17 @@ def run(folder: Path, result_path: Path, seconds: float, headroom_mib: int) -> N
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             viewer.layers.clear()
-        results.append({"file": path.name, "outcome": outcome, "detail": detail,
-                        "seconds": round(time.perf_counter() - t0, 4)})
+        results.append(
+            {"file": path.name, "outcome": outcome, "detail": detail, "seconds": round(time.perf_counter() - t0, 4)}
+        )
     current.unlink(missing_ok=True)
     result_path.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
-    run(Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]) if len(sys.argv) > 3 else 10.0,
-        int(sys.argv[4]) if len(sys.argv) > 4 else 1024)
+    run(
+        Path(sys.argv[1]),
+        Path(sys.argv[2]),
+        float(sys.argv[3]) if len(sys.argv) > 3 else 10.0,
+        int(sys.argv[4]) if len(sys.argv) > 4 else 1024,
+    )

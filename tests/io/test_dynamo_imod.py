@@ -13,15 +13,29 @@ from tomolens.io.picks import read_picks, write_picks
 
 
 def test_dynamo_table_made_by_dynamotable_reads_positions_shifts_and_angles(tmp_path):
-    df = pd.DataFrame({"tag": [1, 2], "x": [10.0, 40.0], "y": [20.0, 50.0], "z": [30.0, 60.0],
-                       "dx": [0.5, -1.0], "dy": [0.0, 2.0], "dz": [1.0, 0.0],
-                       "tdrot": [-47.2730, 0.0], "tilt": [1.1777, 90.0], "narot": [-132.3, 0.0],
-                       "cc": [0.8, 0.3], "tomo": [1, 2], "apix": [6.0, 6.0]})
+    df = pd.DataFrame(
+        {
+            "tag": [1, 2],
+            "x": [10.0, 40.0],
+            "y": [20.0, 50.0],
+            "z": [30.0, 60.0],
+            "dx": [0.5, -1.0],
+            "dy": [0.0, 2.0],
+            "dz": [1.0, 0.0],
+            "tdrot": [-47.2730, 0.0],
+            "tilt": [1.1777, 90.0],
+            "narot": [-132.3, 0.0],
+            "cc": [0.8, 0.3],
+            "tomo": [1, 2],
+            "apix": [6.0, 6.0],
+        }
+    )
     dynamotable.write(df, str(tmp_path / "crop.tbl"))
     table = read_picks(tmp_path / "crop.tbl")
     np.testing.assert_allclose(table.coords_zyx, [[31.0, 20.0, 10.5], [60.0, 52.0, 39.0]])
-    np.testing.assert_allclose(table.features.loc[0, ["rot", "tilt", "psi"]].to_numpy(float),
-                               [137.7, 1.1777, 42.727], atol=1e-3)  # the published equivalent pair
+    np.testing.assert_allclose(
+        table.features.loc[0, ["rot", "tilt", "psi"]].to_numpy(float), [137.7, 1.1777, 42.727], atol=1e-3
+    )  # the published equivalent pair
     assert table.pixel_size_A == 6.0 and list(table.features["tomo_name"]) == ["1", "2"]
     np.testing.assert_allclose(table.features["score"], [0.8, 0.3])
 
@@ -33,8 +47,15 @@ def test_dynamo_round_trip_keeps_orientation_matrices_and_tomogram_names(tmp_pat
     from tomolens.io.orientation import angles_from_matrices
 
     angles = angles_from_matrices(mats)
-    features = pd.DataFrame({"rot": angles[:, 0], "tilt": angles[:, 1], "psi": angles[:, 2],
-                             "score": rng.uniform(size=6), "tomo_name": ["TS_01"] * 3 + ["TS_07"] * 3})
+    features = pd.DataFrame(
+        {
+            "rot": angles[:, 0],
+            "tilt": angles[:, 1],
+            "psi": angles[:, 2],
+            "score": rng.uniform(size=6),
+            "tomo_name": ["TS_01"] * 3 + ["TS_07"] * 3,
+        }
+    )
     table = ParticleTable(rng.uniform(0, 200, (6, 3)), features, pixel_size_A=7.5)
     write_picks(tmp_path / "out.tbl", table)
     assert (tmp_path / "out.doc").read_text().split() == ["1", "TS_01", "2", "TS_07"]
@@ -54,8 +75,15 @@ def test_bad_dynamo_table_is_named(tmp_path):
 
 
 def test_imod_model_made_by_imodmodel_reads_objects_and_contours(tmp_path):
-    df = pd.DataFrame({"object_id": [0, 0, 0, 1], "contour_id": [0, 0, 1, 0],
-                       "x": [1.0, 2.0, 3.0, 4.0], "y": [5.0, 6.0, 7.0, 8.0], "z": [9.0, 10.0, 11.0, 12.0]})
+    df = pd.DataFrame(
+        {
+            "object_id": [0, 0, 0, 1],
+            "contour_id": [0, 0, 1, 0],
+            "x": [1.0, 2.0, 3.0, 4.0],
+            "y": [5.0, 6.0, 7.0, 8.0],
+            "z": [9.0, 10.0, 11.0, 12.0],
+        }
+    )
     imodmodel.write(df, tmp_path / "picks.mod")
     table = read_picks(tmp_path / "picks.mod")
     np.testing.assert_allclose(table.coords_zyx[:, ::-1], df[["x", "y", "z"]].to_numpy(), atol=1e-5)
@@ -92,8 +120,16 @@ def test_simulated_tilt_series_saved_with_its_tlt(tmp_path):
     from tomolens.jobs import run_job
     from tomolens.simulate import SimulationConfig, simulate_tomogram
 
-    cfg = SimulationConfig(shape_zyx=(32, 48, 48), templates=("globule",), n_particles=2, snr=1.0,
-                           tilt_range_deg=30.0, tilt_step_deg=10.0, mode="tiltseries", seed=3)
+    cfg = SimulationConfig(
+        shape_zyx=(32, 48, 48),
+        templates=("globule",),
+        n_particles=2,
+        snr=1.0,
+        tilt_range_deg=30.0,
+        tilt_step_deg=10.0,
+        mode="tiltseries",
+        seed=3,
+    )
     sim = run_job(simulate_tomogram(cfg))
     paths = sim.save(tmp_path)
     np.testing.assert_allclose(read_tlt(paths["tilt_angles"]), [-30.0, -20.0, -10.0, 0.0, 10.0, 20.0, 30.0])

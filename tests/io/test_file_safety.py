@@ -28,19 +28,22 @@ def _layer(layer_data):
 # --- MRC reader ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("fields", "message"), [
-    ({"ispg": 401, "nz": 4, "mz": 2}, "holds 2 volumes of 2 sections"),
-    ({"ispg": 401, "mz": 0}, "not a multiple of mz = 0"),
-    ({"ispg": 401, "nz": 4, "mz": 3}, "not a multiple of mz = 3"),
-    ({"nx": -8}, "empty or negative size"),
-    ({"nz": -2**31}, "empty or negative size"),
-    ({"ny": 0}, "empty or negative size"),
-    ({"nsymbt": 2**31 - 1}, "extended header of 2,147,483,647 bytes"),
-    ({"nsymbt": -5}, "extended header of -5 bytes"),
-    ({"mode": 4}, "mode 4"),
-    ({"machst": (0x99, 0x99, 0, 0)}, "unknown byte-order stamp"),
-    ({"nx": 2**30, "ny": 2**30}, "truncated"),
-])
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"ispg": 401, "nz": 4, "mz": 2}, "holds 2 volumes of 2 sections"),
+        ({"ispg": 401, "mz": 0}, "not a multiple of mz = 0"),
+        ({"ispg": 401, "nz": 4, "mz": 3}, "not a multiple of mz = 3"),
+        ({"nx": -8}, "empty or negative size"),
+        ({"nz": -(2**31)}, "empty or negative size"),
+        ({"ny": 0}, "empty or negative size"),
+        ({"nsymbt": 2**31 - 1}, "extended header of 2,147,483,647 bytes"),
+        ({"nsymbt": -5}, "extended header of -5 bytes"),
+        ({"mode": 4}, "mode 4"),
+        ({"machst": (0x99, 0x99, 0, 0)}, "unknown byte-order stamp"),
+        ({"nx": 2**30, "ny": 2**30}, "truncated"),
+    ],
+)
 def test_corrupt_headers_are_refused_with_the_file_name(tmp_path, fields, message):
     path = patch_header(valid_mrc(tmp_path / "bad.mrc"), **fields)
     with pytest.raises(MrcReadError, match=message) as err:
@@ -83,8 +86,9 @@ def test_constant_volumes_get_valid_contrast_limits(tmp_path, value):
     assert layer.contrast_limits[1] > layer.contrast_limits[0]
 
 
-@pytest.mark.parametrize("cell", [(np.nan, 10.0, 10.0), (np.inf, np.inf, np.inf), (-80.0, -60.0, -40.0),
-                                  (1e38, 1e38, 1e38)])
+@pytest.mark.parametrize(
+    "cell", [(np.nan, 10.0, 10.0), (np.inf, np.inf, np.inf), (-80.0, -60.0, -40.0), (1e38, 1e38, 1e38)]
+)
 def test_unusable_header_voxel_sizes_are_unknown(tmp_path, cell):
     path = patch_header(valid_mrc(tmp_path / "v.mrc"), cella=cell)
     with pytest.warns(UnknownVoxelSizeWarning, match="v.mrc"):
@@ -137,12 +141,15 @@ def test_star_loop_without_rows_is_refused_also_when_we_wrote_it(tmp_path):
         read_coordinates(tmp_path / "ours.star")
 
 
-@pytest.mark.parametrize(("name", "text"), [
-    ("zero.star", STAR_HEAD + "_rlnImagePixelSize #4\n1 2 3 0\n"),
-    ("nan.star", STAR_HEAD + "_rlnImagePixelSize #4\n1 2 3 nan\n"),
-    ("neg.csv", "x,y,z,pixel_size_A\n1,2,3,-5\n"),
-    ("inf.csv", "x,y,z,pixel_size_A\n1,2,3,inf\n"),
-])
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("zero.star", STAR_HEAD + "_rlnImagePixelSize #4\n1 2 3 0\n"),
+        ("nan.star", STAR_HEAD + "_rlnImagePixelSize #4\n1 2 3 nan\n"),
+        ("neg.csv", "x,y,z,pixel_size_A\n1,2,3,-5\n"),
+        ("inf.csv", "x,y,z,pixel_size_A\n1,2,3,inf\n"),
+    ],
+)
 def test_unusable_pixel_sizes_in_files_are_unknown(tmp_path, name, text):
     (tmp_path / name).write_text(text)
     with pytest.warns(UserWarning, match=f"{name}: .* not a positive pixel size"):
@@ -151,14 +158,17 @@ def test_unusable_pixel_sizes_in_files_are_unknown(tmp_path, name, text):
     assert _layer(points_layer_data(table)).scale.tolist() == [1.0, 1.0, 1.0]
 
 
-@pytest.mark.parametrize(("name", "text", "message"), [
-    ("abc.csv", "x,y,z\n1,2,3\n4,abc,6\n", "abc.csv, line 3, column y: 'abc' is not a finite number"),
-    ("nan.csv", "x,y,z\n1,nan,3\n", "nan.csv, line 2, column y"),
-    ("big.star", STAR_HEAD + "1 2 3\n4 5 1e400\n", "big.star, particle 2, column rlnCoordinateZ"),
-    ("inf.star", STAR_HEAD + "inf 2 3\n", "inf.star, particle 1, column rlnCoordinateX"),
-    ("nan.txt", "1 2 3\n4 nan 6\n", "nan.txt, particle 2: .* is not a finite position"),
-    ("word.txt", "1 2 abc\n", "word.txt is not a plain 'x y z' text file"),
-])
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("abc.csv", "x,y,z\n1,2,3\n4,abc,6\n", "abc.csv, line 3, column y: 'abc' is not a finite number"),
+        ("nan.csv", "x,y,z\n1,nan,3\n", "nan.csv, line 2, column y"),
+        ("big.star", STAR_HEAD + "1 2 3\n4 5 1e400\n", "big.star, particle 2, column rlnCoordinateZ"),
+        ("inf.star", STAR_HEAD + "inf 2 3\n", "inf.star, particle 1, column rlnCoordinateX"),
+        ("nan.txt", "1 2 3\n4 nan 6\n", "nan.txt, particle 2: .* is not a finite position"),
+        ("word.txt", "1 2 abc\n", "word.txt is not a plain 'x y z' text file"),
+    ],
+)
 def test_bad_coordinates_name_file_line_and_column(tmp_path, name, text, message):
     (tmp_path / name).write_text(text)
     with pytest.raises(CoordinateFileError, match=message):
@@ -226,8 +236,9 @@ def test_write_fsyncs_before_the_rename(tmp_path, monkeypatch):
 
 
 def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     pid = int(dead.stdout)
     stale = tmp_path / f".t.mrc.{pid}.abcd.tmp"
     stale.write_bytes(b"x" * 1000)
@@ -246,14 +257,15 @@ def test_signal_during_a_write_leaves_no_temporary_file(tmp_path, sig):
         import sys, time
         from tomolens.io.atomic import atomic_path, install_sigterm_cleanup
         assert install_sigterm_cleanup()
-        with atomic_path({str(tmp_path / 'out.bin')!r}) as tmp:
+        with atomic_path({str(tmp_path / "out.bin")!r}) as tmp:
             tmp.write_bytes(b"x" * 1_000_000)
             print("writing", flush=True)
             time.sleep(60)
     """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     assert proc.stdout.readline().strip() == "writing"
     assert len(list(tmp_path.glob(".out.bin.*.tmp"))) == 1
     proc.send_signal(sig)

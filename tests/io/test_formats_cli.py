@@ -18,8 +18,9 @@ from tomolens.io.zarr_io import write_ome_zarr
 def star_two_tomograms(tmp_path):
     mats = Rotation.random(6, random_state=np.random.default_rng(8)).as_matrix()
     angles = angles_from_matrices(mats)
-    features = pd.DataFrame({"tomo_name": ["TS_01"] * 4 + ["TS_02"] * 2, "rot": angles[:, 0],
-                             "tilt": angles[:, 1], "psi": angles[:, 2]})
+    features = pd.DataFrame(
+        {"tomo_name": ["TS_01"] * 4 + ["TS_02"] * 2, "rot": angles[:, 0], "tilt": angles[:, 1], "psi": angles[:, 2]}
+    )
     coords = np.random.default_rng(9).uniform(0, 100, (6, 3))
     write_coordinates(tmp_path / "all.star", ParticleTable(coords, features, 5.0))
     return tmp_path / "all.star", coords, mats
@@ -31,8 +32,9 @@ def test_convert_star_per_tomogram_to_dynamo_keeps_orientations(star_two_tomogra
     assert "wrote 6 particles to 2 files" in capsys.readouterr().out
     ts02 = read_picks(tmp_path / "per" / "all_TS_02.tbl")
     np.testing.assert_allclose(ts02.coords_zyx, coords[4:], atol=1e-4)
-    np.testing.assert_allclose(matrices_from_angles(ts02.features[["rot", "tilt", "psi"]].to_numpy(float)), mats[4:],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        matrices_from_angles(ts02.features[["rot", "tilt", "psi"]].to_numpy(float)), mats[4:], atol=1e-5
+    )
     assert main(["convert-coords", str(src), str(tmp_path / "one.csv"), "--tomogram", "TS_01.mrc"]) == 0
     assert len(read_picks(tmp_path / "one.csv")) == 4
     assert main(["convert-coords", str(src), str(tmp_path / "none.star"), "--tomogram", "TS_09"]) != 0
@@ -42,14 +44,33 @@ def test_convert_star_per_tomogram_to_dynamo_keeps_orientations(star_two_tomogra
 def test_convert_into_and_out_of_a_copick_project(star_two_tomograms, tmp_path):
     src, coords, mats = star_two_tomograms
     cfg = create_project(tmp_path / "proj" / "copick_config.json", [CopickObject("ribosome", 1, 120.0, True)])
-    assert main(["convert-coords", str(src), str(cfg), "--tomogram", "TS_01", "--run", "TS_01",
-                 "--object", "ribosome", "--user", "me", "--session", "3"]) == 0
+    assert (
+        main(
+            [
+                "convert-coords",
+                str(src),
+                str(cfg),
+                "--tomogram",
+                "TS_01",
+                "--run",
+                "TS_01",
+                "--object",
+                "ribosome",
+                "--user",
+                "me",
+                "--session",
+                "3",
+            ]
+        )
+        == 0
+    )
     [table] = read_copick_picks(open_project(cfg), "TS_01", 5.0, user_id="me").values()
     np.testing.assert_allclose(table.coords_zyx, coords[:4], atol=1e-5)  # STAR keeps 6 decimals
     assert main(["convert-coords", str(cfg), str(tmp_path / "back.star"), "--voxel-size", "5"]) == 0
     back = read_picks(tmp_path / "back.star")
-    np.testing.assert_allclose(matrices_from_angles(back.features[["rot", "tilt", "psi"]].to_numpy(float)), mats[:4],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        matrices_from_angles(back.features[["rot", "tilt", "psi"]].to_numpy(float)), mats[:4], atol=1e-5
+    )
     assert main(["convert-coords", str(cfg), str(tmp_path / "x.star")]) != 0  # no voxel size for copick's Å
 
 
@@ -73,8 +94,26 @@ def test_convert_to_relion5_names_the_tomogram(tmp_path, capsys):
     coords = np.array([[10.0, 20.0, 30.0], [5.0, 6.0, 7.0]])
     write_coordinates(tmp_path / "picks.csv", ParticleTable(coords, pd.DataFrame({"score": [0.9, 0.4]}), 10.0))
     out = tmp_path / "relion5.star"
-    assert main(["convert-coords", str(tmp_path / "picks.csv"), str(out), "--pixel-size", "10",
-                 "--tomogram-shape", "64", "48", "40", "--star-form", "centred", "--tomo-name", "TS_01"]) == 0
+    assert (
+        main(
+            [
+                "convert-coords",
+                str(tmp_path / "picks.csv"),
+                str(out),
+                "--pixel-size",
+                "10",
+                "--tomogram-shape",
+                "64",
+                "48",
+                "40",
+                "--star-form",
+                "centred",
+                "--tomo-name",
+                "TS_01",
+            ]
+        )
+        == 0
+    )
     df = starfile.read(out)
     assert list(df["rlnTomoName"]) == ["TS_01", "TS_01"]
     # RELION 5 centred Å: (x - size_x / 2) * pixel size

@@ -26,8 +26,13 @@ def fuzz_results(tmp_path_factory):
     paths = generate(folder / "cases", seed=2022)
     result = folder / "results.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(RUNNER), str(folder / "cases"), str(result), "10", "1024"],
-                          capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(RUNNER), str(folder / "cases"), str(result), "10", "1024"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     current = result.with_suffix(".current")
     assert proc.returncode == 0, (
         f"the runner died (status {proc.returncode}) on {current.read_text() if current.exists() else '?'}:\n"

@@ -10,19 +10,32 @@ from tomolens.io.coords import CoordinateFileError, ParticleTable, read_coordina
 def table():
     rng = np.random.default_rng(0)
     coords = rng.uniform(0, 100, size=(7, 3))
-    features = pd.DataFrame({
-        "score": rng.uniform(size=7), "class": rng.integers(1, 4, size=7),
-        "rot": rng.uniform(-180, 180, 7), "tilt": rng.uniform(0, 180, 7), "psi": rng.uniform(-180, 180, 7),
-        "cluster": rng.integers(0, 3, size=7),
-    })
+    features = pd.DataFrame(
+        {
+            "score": rng.uniform(size=7),
+            "class": rng.integers(1, 4, size=7),
+            "rot": rng.uniform(-180, 180, 7),
+            "tilt": rng.uniform(0, 180, 7),
+            "psi": rng.uniform(-180, 180, 7),
+            "cluster": rng.integers(0, 3, size=7),
+        }
+    )
     return ParticleTable(coords, features, pixel_size_A=10.0)
 
 
 def test_star_pixel_form_follows_relion_columns(tmp_path, table):
     write_coordinates(tmp_path / "p.star", table)
     df = starfile.read(tmp_path / "p.star")
-    for col in ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ", "rlnAngleRot", "rlnAngleTilt",
-                "rlnAnglePsi", "rlnClassNumber", "rlnAutopickFigureOfMerit"):
+    for col in (
+        "rlnCoordinateX",
+        "rlnCoordinateY",
+        "rlnCoordinateZ",
+        "rlnAngleRot",
+        "rlnAngleTilt",
+        "rlnAnglePsi",
+        "rlnClassNumber",
+        "rlnAutopickFigureOfMerit",
+    ):
         assert col in df.columns
     # x in the file is the last axis inside.
     np.testing.assert_allclose(df["rlnCoordinateX"], table.coords_zyx[:, 2], atol=1e-5)

@@ -49,8 +49,9 @@ def test_image_layer_saved_as_mrc_float32(make_napari_viewer, tmp_path):
 def test_points_saved_as_star_reopen_with_features(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     coords = np.array([[1.0, 2.0, 3.0], [10.5, 20.25, 30.0]])
-    features = pd.DataFrame({"score": [0.9, 0.4], "class": [1, 2], "rot": [10.0, 20.0],
-                             "tilt": [30.0, 40.0], "psi": [50.0, 60.0]})
+    features = pd.DataFrame(
+        {"score": [0.9, 0.4], "class": [1, 2], "rot": [10.0, 20.0], "tilt": [30.0, 40.0], "psi": [50.0, 60.0]}
+    )
     layer = viewer.add_points(coords, features=features, scale=(10.0,) * 3, units=("angstrom",) * 3)
     layer.save(str(tmp_path / "picks.star"), plugin="napari-tomolens")
     df = starfile.read(tmp_path / "picks.star")
@@ -100,8 +101,9 @@ def test_points_coloured_by_class_and_shown_within_a_particle_slab(make_napari_v
 
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((40, 30, 30), np.float32), scale=(10.0,) * 3, units=("angstrom",) * 3)
-    feats = pd.DataFrame({"class_name": ["ring", "barrel", "ring"], "score": [0.2, 0.9, 0.5],
-                          "radius_A": [40.0, 60.0, 50.0]})
+    feats = pd.DataFrame(
+        {"class_name": ["ring", "barrel", "ring"], "score": [0.2, 0.9, 0.5], "radius_A": [40.0, 60.0, 50.0]}
+    )
     table = ParticleTable(np.array([[10.0, 5, 5], [20, 15, 15], [30, 25, 25]]), feats, 10.0)
     data, kwargs, kind = points_layer_data(table, name="picks")
     layer = viewer.add_points(data, **kwargs)
@@ -150,8 +152,14 @@ def test_toggle_orientations_from_a_points_layer(make_napari_viewer):
 
     viewer = make_napari_viewer()
     features = pd.DataFrame({"rot": [0.0, 30.0], "tilt": [0.0, 90.0], "psi": [0.0, 0.0], "radius_A": [50.0, 50.0]})
-    layer = viewer.add_points([[5.0, 5.0, 5.0], [10.0, 10.0, 10.0]], features=features, size=10.0,
-                              scale=(10.0,) * 3, units=("angstrom",) * 3, name="picks")
+    layer = viewer.add_points(
+        [[5.0, 5.0, 5.0], [10.0, 10.0, 10.0]],
+        features=features,
+        size=10.0,
+        scale=(10.0,) * 3,
+        units=("angstrom",) * 3,
+        name="picks",
+    )
     toggle_orientations(layer, viewer)
     arrows = viewer.layers["picks orientation"]
     assert arrows._type_string == "vectors" and arrows.visible

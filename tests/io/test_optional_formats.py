@@ -14,16 +14,20 @@ def test_missing_library_says_what_to_install():
 
 
 def test_importing_copick_keeps_the_root_logger_as_it_was():
-    code = ("import logging, sys; logging.basicConfig(level=logging.WARNING, stream=sys.stdout);"
-            "before = list(logging.getLogger().handlers);"
-            "from tomolens.io.optional import require; require('copick', 'copick projects');"
-            "root = logging.getLogger(); print(root.handlers == before, root.level == logging.WARNING)")
+    code = (
+        "import logging, sys; logging.basicConfig(level=logging.WARNING, stream=sys.stdout);"
+        "before = list(logging.getLogger().handlers);"
+        "from tomolens.io.optional import require; require('copick', 'copick projects');"
+        "root = logging.getLogger(); print(root.handlers == before, root.level == logging.WARNING)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "True"]
 
 
 def test_core_import_needs_no_format_library():
-    code = "import tomolens.io.picks, tomolens.io.zarr_io, tomolens.io.copick_io, sys; " \
-           "print(sorted(m for m in ('copick', 'zarr', 'dynamotable', 'imodmodel') if m in sys.modules))"
+    code = (
+        "import tomolens.io.picks, tomolens.io.zarr_io, tomolens.io.copick_io, sys; "
+        "print(sorted(m for m in ('copick', 'zarr', 'dynamotable', 'imodmodel') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -34,8 +34,7 @@ def test_dynamo_matrix_of_a_known_rotation():
     r = matrices_from_angles([0.0, 90.0, 0.0], "dynamo")[0]
     np.testing.assert_allclose(r, Rotation.from_euler("x", -90, degrees=True).as_matrix(), atol=1e-12)
     # a pure in-plane tdrot of 40 degrees is RELION rot + psi = 40 (both about z)
-    np.testing.assert_allclose(convert_angles([40.0, 0.0, 0.0], "dynamo", "relion")[0][[0, 2]].sum(), 40.0,
-                               atol=1e-9)
+    np.testing.assert_allclose(convert_angles([40.0, 0.0, 0.0], "dynamo", "relion")[0][[0, 2]].sum(), 40.0, atol=1e-9)
 
 
 def test_round_trip_through_every_convention_keeps_the_matrix():

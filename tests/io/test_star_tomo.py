@@ -16,16 +16,28 @@ def relion5_star(tmp_path):
     """A RELION 5-style particles file made by starfile: 3 tomograms, 2 optics groups."""
     rng = np.random.default_rng(1)
     n = 30
-    optics = pd.DataFrame({"rlnOpticsGroup": [1, 2], "rlnOpticsGroupName": ["opticsGroup1", "opticsGroup2"],
-                           "rlnTomoTiltSeriesPixelSize": [1.5, 1.5], "rlnImagePixelSize": [6.0, 6.0],
-                           "rlnImageSize": [64, 64], "rlnImageDimensionality": [3, 3]})
-    particles = pd.DataFrame({
-        "rlnTomoName": np.repeat(["TS_01", "TS_02", "TS_10"], [12, 10, 8]),
-        "rlnCoordinateX": rng.uniform(0, 4000, n), "rlnCoordinateY": rng.uniform(0, 4000, n),
-        "rlnCoordinateZ": rng.uniform(0, 1000, n),
-        "rlnAngleRot": rng.uniform(-180, 180, n), "rlnAngleTilt": rng.uniform(0, 180, n),
-        "rlnAnglePsi": rng.uniform(-180, 180, n), "rlnOpticsGroup": np.repeat([1, 2], [12, 18]),
-    })
+    optics = pd.DataFrame(
+        {
+            "rlnOpticsGroup": [1, 2],
+            "rlnOpticsGroupName": ["opticsGroup1", "opticsGroup2"],
+            "rlnTomoTiltSeriesPixelSize": [1.5, 1.5],
+            "rlnImagePixelSize": [6.0, 6.0],
+            "rlnImageSize": [64, 64],
+            "rlnImageDimensionality": [3, 3],
+        }
+    )
+    particles = pd.DataFrame(
+        {
+            "rlnTomoName": np.repeat(["TS_01", "TS_02", "TS_10"], [12, 10, 8]),
+            "rlnCoordinateX": rng.uniform(0, 4000, n),
+            "rlnCoordinateY": rng.uniform(0, 4000, n),
+            "rlnCoordinateZ": rng.uniform(0, 1000, n),
+            "rlnAngleRot": rng.uniform(-180, 180, n),
+            "rlnAngleTilt": rng.uniform(0, 180, n),
+            "rlnAnglePsi": rng.uniform(-180, 180, n),
+            "rlnOpticsGroup": np.repeat([1, 2], [12, 18]),
+        }
+    )
     path = tmp_path / "run_data.star"
     starfile.write({"optics": optics, "particles": particles}, path)
     return path, particles
@@ -47,8 +59,14 @@ def test_optics_group_pixel_size_is_honoured_and_written_back(relion5_star, tmp_
 
 def test_optics_groups_of_different_pixel_sizes_share_one_scale(tmp_path):
     optics = pd.DataFrame({"rlnOpticsGroup": [1, 2], "rlnTomoTiltSeriesPixelSize": [2.0, 4.0]})
-    particles = pd.DataFrame({"rlnCoordinateX": [10.0, 10.0], "rlnCoordinateY": [0.0, 0.0],
-                              "rlnCoordinateZ": [0.0, 0.0], "rlnOpticsGroup": [1, 2]})
+    particles = pd.DataFrame(
+        {
+            "rlnCoordinateX": [10.0, 10.0],
+            "rlnCoordinateY": [0.0, 0.0],
+            "rlnCoordinateZ": [0.0, 0.0],
+            "rlnOpticsGroup": [1, 2],
+        }
+    )
     starfile.write({"optics": optics, "particles": particles}, tmp_path / "mixed.star")
     table = read_coordinates(tmp_path / "mixed.star")
     assert table.pixel_size_A == 2.0
@@ -82,9 +100,14 @@ def test_pick_layers_one_per_tomogram_with_orientations(relion5_star):
     table = read_coordinates(relion5_star[0])
     layers = pick_layers(table, "run_data", "run_data.star")
     kinds = [(kw["name"], kind) for _, kw, kind in layers]
-    assert kinds == [("run_data TS_01", "points"), ("run_data TS_01 orientation", "vectors"),
-                     ("run_data TS_02", "points"), ("run_data TS_02 orientation", "vectors"),
-                     ("run_data TS_10", "points"), ("run_data TS_10 orientation", "vectors")]
+    assert kinds == [
+        ("run_data TS_01", "points"),
+        ("run_data TS_01 orientation", "vectors"),
+        ("run_data TS_02", "points"),
+        ("run_data TS_02 orientation", "vectors"),
+        ("run_data TS_10", "points"),
+        ("run_data TS_10 orientation", "vectors"),
+    ]
     vectors = layers[1][0]
     assert vectors.shape == (12, 2, 3)
     np.testing.assert_allclose(np.linalg.norm(vectors[:, 1], axis=1), layers[0][1]["size"] / 2)
@@ -105,9 +128,15 @@ def test_point_size_follows_the_particles():
 
 def test_centred_coordinates_need_the_tomograms_voxel_size_not_the_optics_one(tmp_path):
     optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnTomoTiltSeriesPixelSize": [1.5]})
-    particles = pd.DataFrame({"rlnTomoName": ["TS_1"], "rlnCenteredCoordinateXAngst": [100.0],
-                              "rlnCenteredCoordinateYAngst": [0.0], "rlnCenteredCoordinateZAngst": [-50.0],
-                              "rlnOpticsGroup": [1]})
+    particles = pd.DataFrame(
+        {
+            "rlnTomoName": ["TS_1"],
+            "rlnCenteredCoordinateXAngst": [100.0],
+            "rlnCenteredCoordinateYAngst": [0.0],
+            "rlnCenteredCoordinateZAngst": [-50.0],
+            "rlnOpticsGroup": [1],
+        }
+    )
     starfile.write({"optics": optics, "particles": particles}, tmp_path / "centred.star")
     with pytest.raises(CoordinateFileError, match="needs the pixel size and the tomogram size"):
         read_coordinates(tmp_path / "centred.star", tomogram_shape_zyx=(100, 200, 200))

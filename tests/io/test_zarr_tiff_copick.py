@@ -35,9 +35,15 @@ def test_ome_zarr_written_by_ome_zarr_is_read_lazily_with_voxel_size_in_angstrom
     vol = np.random.default_rng(0).normal(size=(16, 24, 32)).astype(np.float32)
     group = zarr.group(parse_url(str(tmp_path / "portal.zarr"), mode="w").store)
     axes = [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"]
-    write_multiscale([vol, vol[::2, ::2, ::2]], group, axes=axes,
-                     coordinate_transformations=[[{"type": "scale", "scale": [1.2, 1.1, 1.0]}],
-                                                 [{"type": "scale", "scale": [2.4, 2.2, 2.0]}]])
+    write_multiscale(
+        [vol, vol[::2, ::2, ::2]],
+        group,
+        axes=axes,
+        coordinate_transformations=[
+            [{"type": "scale", "scale": [1.2, 1.1, 1.0]}],
+            [{"type": "scale", "scale": [2.4, 2.2, 2.0]}],
+        ],
+    )
     opened = read_ome_zarr(tmp_path / "portal.zarr")
     assert isinstance(opened.data, da.Array) and [lv.shape for lv in opened.levels] == [(16, 24, 32), (8, 12, 16)]
     assert opened.voxel_size_A == pytest.approx((12.0, 11.0, 10.0))  # nm -> Å
@@ -70,8 +76,13 @@ def test_zarr_without_multiscales_is_named(tmp_path):
 
 def test_tiff_stack_by_tifffile_and_round_trip(tmp_path):
     vol = np.random.default_rng(2).normal(size=(6, 10, 12)).astype(np.float32)
-    tifffile.imwrite(tmp_path / "fiji.tif", vol, imagej=True, resolution=(1 / 0.5, 1 / 0.5),
-                     metadata={"spacing": 0.6, "unit": "nm", "axes": "ZYX"})
+    tifffile.imwrite(
+        tmp_path / "fiji.tif",
+        vol,
+        imagej=True,
+        resolution=(1 / 0.5, 1 / 0.5),
+        metadata={"spacing": 0.6, "unit": "nm", "axes": "ZYX"},
+    )
     opened = read_tiff(tmp_path / "fiji.tif")
     assert opened.voxel_size_A == pytest.approx((6.0, 5.0, 5.0))
     np.testing.assert_array_equal(opened.data, vol)
@@ -88,8 +99,10 @@ def test_tiff_stack_by_tifffile_and_round_trip(tmp_path):
 @pytest.fixture
 def project(tmp_path):
     """A copick project made by copick: one run, a tomogram, ribosome picks with known rotations."""
-    cfg = create_project(tmp_path / "proj" / "copick_config.json",
-                         [CopickObject("ribosome", 1, 130.0, True), CopickObject("membrane", 2, None, False)])
+    cfg = create_project(
+        tmp_path / "proj" / "copick_config.json",
+        [CopickObject("ribosome", 1, 130.0, True), CopickObject("membrane", 2, None, False)],
+    )
     root = open_project(cfg)
     run = root.new_run("TS_01")
     run.new_voxel_spacing(10.0).new_tomogram("wbp").from_numpy(np.ones((16, 32, 32), np.float32))
@@ -122,8 +135,11 @@ def test_copick_write_picks_and_segmentation_round_trip(project, tmp_path):
     rng = np.random.default_rng(4)
     mats = Rotation.random(5, random_state=rng).as_matrix()
     angles = angles_from_matrices(mats)
-    table = ParticleTable(rng.uniform(0, 30, (5, 3)), pd.DataFrame(
-        {"rot": angles[:, 0], "tilt": angles[:, 1], "psi": angles[:, 2], "score": rng.uniform(size=5)}), 10.0)
+    table = ParticleTable(
+        rng.uniform(0, 30, (5, 3)),
+        pd.DataFrame({"rot": angles[:, 0], "tilt": angles[:, 1], "psi": angles[:, 2], "score": rng.uniform(size=5)}),
+        10.0,
+    )
     write_copick_picks(root, "TS_01", "ribosome", table, user_id="tomolens", session_id="7")
     labels = np.zeros((16, 32, 32), np.uint8)
     labels[4:8, 10:20, 10:20] = 2
@@ -131,8 +147,9 @@ def test_copick_write_picks_and_segmentation_round_trip(project, tmp_path):
     root = open_project(cfg)
     back = read_copick_picks(root, "TS_01", 10.0, user_id="tomolens")[("ribosome", "tomolens", "7")]
     np.testing.assert_allclose(back.coords_zyx, table.coords_zyx, atol=1e-9)
-    np.testing.assert_allclose(matrices_from_angles(back.features[["rot", "tilt", "psi"]].to_numpy(float)), mats,
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        matrices_from_angles(back.features[["rot", "tilt", "psi"]].to_numpy(float)), mats, atol=1e-9
+    )
     [(name, user, session, seg)] = read_copick_segmentations(root, "TS_01", 10.0)
     assert (name, user, session) == ("tomolens-labels", "tomolens", "7")
     np.testing.assert_array_equal(seg.data.compute(), labels)
@@ -144,8 +161,9 @@ def test_copick_config_errors(tmp_path):
     with pytest.raises(CopickProjectError, match="No copick config"):
         open_project(tmp_path / "missing.json")
     cfg = tmp_path / "copick_config.json"
-    cfg.write_text(json.dumps({"config_type": "filesystem", "pickable_objects": [],
-                               "overlay_root": "local:///nowhere/at/all"}))
+    cfg.write_text(
+        json.dumps({"config_type": "filesystem", "pickable_objects": [], "overlay_root": "local:///nowhere/at/all"})
+    )
     with pytest.raises(CopickProjectError, match="points to '/nowhere/at/all'.*does not exist"):
         open_project(cfg)
     cfg.write_text("{not json")

@@ -15,9 +15,15 @@ from tomolens.models.unet import UNet3D
 @pytest.fixture
 def tiny(tmp_path):
     torch.manual_seed(0)
-    card = ModelCard(name="tiny", task="detect", architecture="tomolens.models.unet:UNet3D",
-                     arch_kwargs={"in_channels": 1, "out_channels": 2, "base_channels": 2, "depth": 1},
-                     classes=["mask", "centre"], voxel_size_A=20.0, patch_size=[8, 8, 8])
+    card = ModelCard(
+        name="tiny",
+        task="detect",
+        architecture="tomolens.models.unet:UNet3D",
+        arch_kwargs={"in_channels": 1, "out_channels": 2, "base_channels": 2, "depth": 1},
+        classes=["mask", "centre"],
+        voxel_size_A=20.0,
+        patch_size=[8, 8, 8],
+    )
     weights, card_path = save_model(UNet3D(1, 2, base_channels=2, depth=1), card, tmp_path / "tiny.pt")
     return weights, card_path
 
@@ -33,8 +39,7 @@ def test_card_naming_write_mrc_cannot_overwrite_a_file(tiny, tmp_path):
     weights, card_path = tiny
     victim = tmp_path / "precious.mrc"
     victim.write_bytes(b"user data")
-    _edit_card(card_path, architecture="tomolens.io.mrc:write_mrc",
-               arch_kwargs={"path": str(victim), "data": [[0.0]]})
+    _edit_card(card_path, architecture="tomolens.io.mrc:write_mrc", arch_kwargs={"path": str(victim), "data": [[0.0]]})
     with pytest.raises(ModelFileError, match="Unknown architecture 'tomolens.io.mrc:write_mrc'"):
         load_model(weights)
     assert victim.read_bytes() == b"user data"
@@ -46,22 +51,27 @@ def test_card_naming_write_mrc_cannot_overwrite_a_file(tiny, tmp_path):
     assert code == 2 and victim.read_bytes() == b"user data"
 
 
-@pytest.mark.parametrize("architecture", ["tomolens.cli:main", "os:system", "tomolens.models.unet:_UNet",
-                                          "tomolens.models.unet:UNet3D ", 42, None])
+@pytest.mark.parametrize(
+    "architecture",
+    ["tomolens.cli:main", "os:system", "tomolens.models.unet:_UNet", "tomolens.models.unet:UNet3D ", 42, None],
+)
 def test_only_registered_architectures_are_built(architecture):
     card = ModelCard(name="x", task="detect", architecture=architecture)
     with pytest.raises(ModelFileError, match="Unknown architecture"):
         build_network(card)
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"in_channels": 1, "evil": "rm -rf"}, "no argument 'evil'"),
-    ({"base_channels": 10**9}, "base_channels=1000000000 is invalid: it must be an integer from 1 to 256"),
-    ({"depth": "2"}, "depth='2' is invalid"),
-    ({"depth": True}, "depth=True is invalid"),
-    ({"dropout": float("nan")}, "dropout=nan is invalid"),
-    ({"batch_norm": 1}, "batch_norm=1 is invalid"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"in_channels": 1, "evil": "rm -rf"}, "no argument 'evil'"),
+        ({"base_channels": 10**9}, "base_channels=1000000000 is invalid: it must be an integer from 1 to 256"),
+        ({"depth": "2"}, "depth='2' is invalid"),
+        ({"depth": True}, "depth=True is invalid"),
+        ({"dropout": float("nan")}, "dropout=nan is invalid"),
+        ({"batch_norm": 1}, "batch_norm=1 is invalid"),
+    ],
+)
 def test_arguments_are_checked(kwargs, message):
     card = ModelCard(name="x", task="detect", architecture="tomolens.models.unet:UNet3D", arch_kwargs=kwargs)
     with pytest.raises(ModelFileError, match=message.replace("(", r"\(")):
@@ -77,8 +87,12 @@ def test_every_registered_architecture_builds_with_its_shipped_arguments():
         assert build_network(card) is not None
         used.add(card.architecture)
     assert used <= set(NETWORK_REGISTRY)
-    orient = ModelCard(name="o", task="orient", architecture="tomolens.orient.network:SiameseDistanceNet",
-                       arch_kwargs={"channels": [4, 4, 4]})
+    orient = ModelCard(
+        name="o",
+        task="orient",
+        architecture="tomolens.orient.network:SiameseDistanceNet",
+        arch_kwargs={"channels": [4, 4, 4]},
+    )
     with pytest.raises(ModelFileError, match="a list of 4 integers"):
         build_network(orient)
 
@@ -97,8 +111,9 @@ def test_resume_from_a_bad_checkpoint_is_one_clear_error(tmp_path):
     from tomolens.jobs import run_job
 
     rng = np.random.default_rng(0)
-    pair = TrainingPair(rng.normal(size=(8, 16, 16)).astype(np.float32),
-                        (rng.random((8, 16, 16)) > 0.5).astype(np.int64))
+    pair = TrainingPair(
+        rng.normal(size=(8, 16, 16)).astype(np.float32), (rng.random((8, 16, 16)) > 0.5).astype(np.int64)
+    )
     for content in (b"not a checkpoint", None):
         ckpt = tmp_path / "bad.ckpt"
         if content is None:
@@ -107,5 +122,6 @@ def test_resume_from_a_bad_checkpoint_is_one_clear_error(tmp_path):
             ckpt.write_bytes(content)
         config = TrainConfig(epochs=1, steps_per_epoch=1, checkpoint=str(ckpt), resume=True)
         with pytest.raises(ValueError, match="Cannot resume: bad.ckpt is not a"):
-            run_job(train_model(UNet3D(1, 2, base_channels=2, depth=1), [pair], [pair],
-                                    torch.nn.CrossEntropyLoss(), config))
+            run_job(
+                train_model(UNet3D(1, 2, base_channels=2, depth=1), [pair], [pair], torch.nn.CrossEntropyLoss(), config)
+            )

@@ -29,10 +29,35 @@ def test_train_dispatches_by_task_and_writes_model_with_card(tmp_path, capsys):
         write_mrc(tmp_path / f"{name}_lab.mrc", lab, 10.0, is_labels=True)
         files.append((str(tmp_path / f"{name}.mrc"), str(tmp_path / f"{name}_lab.mrc")))
     out = tmp_path / "m.pt"
-    argv = ["train", "--task", "detect", "--tomograms", files[0][0], "--labels", files[0][1],
-            "--val-tomograms", files[1][0], "--val-labels", files[1][1], "--epochs", "2", "--steps-per-epoch", "2",
-            "--batch-size", "1", "--patch", "16", "--base-channels", "2", "--val-patches", "2", "--threads", "1",
-            "--out", str(out)]
+    argv = [
+        "train",
+        "--task",
+        "detect",
+        "--tomograms",
+        files[0][0],
+        "--labels",
+        files[0][1],
+        "--val-tomograms",
+        files[1][0],
+        "--val-labels",
+        files[1][1],
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "2",
+        "--batch-size",
+        "1",
+        "--patch",
+        "16",
+        "--base-channels",
+        "2",
+        "--val-patches",
+        "2",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "epoch   2" in printed
@@ -52,8 +77,19 @@ def test_train_needs_a_known_task_and_validation(tmp_path, capsys):
     tomo, lab = _spheres(0)
     write_mrc(tmp_path / "a.mrc", tomo.astype(np.float32), 10.0)
     write_mrc(tmp_path / "l.mrc", lab, 10.0, is_labels=True)
-    rc = main(["train", "--task", "detect", "--tomograms", str(tmp_path / "a.mrc"), "--labels",
-               str(tmp_path / "l.mrc"), "--out", str(tmp_path / "m.pt")])
+    rc = main(
+        [
+            "train",
+            "--task",
+            "detect",
+            "--tomograms",
+            str(tmp_path / "a.mrc"),
+            "--labels",
+            str(tmp_path / "l.mrc"),
+            "--out",
+            str(tmp_path / "m.pt"),
+        ]
+    )
     assert rc == 2 and "validation" in capsys.readouterr().err
 
 

@@ -73,8 +73,11 @@ def test_tiled_context_reads_neighbouring_slices_and_repeats_the_faces():
     rng = np.random.default_rng(3)
     vol = rng.normal(size=(7, 40, 24)).astype(np.float32)
     h = 2
-    out = run_job(predict_tiled(_SlabMean(), vol, (1, 16, 16), overlap=0.25, activation=None,
-                                normalisation=(0.0, 1.0), context=(h, 0, 0)))
+    out = run_job(
+        predict_tiled(
+            _SlabMean(), vol, (1, 16, 16), overlap=0.25, activation=None, normalisation=(0.0, 1.0), context=(h, 0, 0)
+        )
+    )
     idx = np.clip(np.arange(-h, vol.shape[0] + h), 0, vol.shape[0] - 1)
     slabs = np.stack([vol[idx[z : z + 2 * h + 1]] for z in range(vol.shape[0])])  # (z, 2h+1, y, x)
     np.testing.assert_allclose(out[0], slabs.mean(1), atol=1e-5)

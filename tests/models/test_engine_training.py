@@ -38,11 +38,22 @@ def test_training_learns_stops_early_and_resumes(tmp_path):
     torch.set_num_threads(1)
     torch.manual_seed(0)
     ckpt = tmp_path / "run.ckpt"
-    cfg = TrainConfig(patch_size=(8, 16, 16), batch_size=2, epochs=4, steps_per_epoch=6, val_patches=4,
-                      learning_rate=1e-2, patience=10, seed=0, checkpoint=ckpt)
+    cfg = TrainConfig(
+        patch_size=(8, 16, 16),
+        batch_size=2,
+        epochs=4,
+        steps_per_epoch=6,
+        val_patches=4,
+        learning_rate=1e-2,
+        patience=10,
+        seed=0,
+        checkpoint=ckpt,
+    )
     infos = []
-    result = run_job(train_model(UNet3D(1, 1, base_channels=4, depth=1), [_pair(0)], [_pair(1)], bce, cfg),
-                     lambda p: p.info and infos.append(p.info))
+    result = run_job(
+        train_model(UNet3D(1, 1, base_channels=4, depth=1), [_pair(0)], [_pair(1)], bce, cfg),
+        lambda p: p.info and infos.append(p.info),
+    )
     assert [i["epoch"] for i in infos] == [1, 2, 3, 4]
     assert infos[-1]["val_loss"] < infos[0]["val_loss"]
     assert result.best_val_loss == min(i["val_loss"] for i in infos)
@@ -59,8 +70,16 @@ def test_early_stopping_on_validation_only():
     # validation target is the opposite of the training target: val loss rises, training stops
     good, bad = _pair(0), _pair(1)
     bad = TrainingPair(bad.image, 1 - bad.target)
-    cfg = TrainConfig(patch_size=(8, 16, 16), batch_size=2, epochs=30, steps_per_epoch=4, val_patches=4,
-                      learning_rate=1e-2, patience=2, seed=0)
+    cfg = TrainConfig(
+        patch_size=(8, 16, 16),
+        batch_size=2,
+        epochs=30,
+        steps_per_epoch=4,
+        val_patches=4,
+        learning_rate=1e-2,
+        patience=2,
+        seed=0,
+    )
     result = run_job(train_model(UNet3D(1, 1, base_channels=2, depth=1), [good], [bad], bce, cfg))
     assert result.stopped_early and len(result.history) < 30
     assert len(result.history) == result.best_epoch + 2
@@ -71,12 +90,24 @@ def test_resuming_an_early_stopped_run_trains_another_patience_window(tmp_path):
     torch.manual_seed(0)
     good, bad = _pair(0), _pair(1)
     bad = TrainingPair(bad.image, 1 - bad.target)
-    cfg = TrainConfig(patch_size=(8, 16, 16), batch_size=2, epochs=30, steps_per_epoch=2, val_patches=4,
-                      learning_rate=1e-2, patience=2, seed=0, checkpoint=tmp_path / "run.ckpt")
+    cfg = TrainConfig(
+        patch_size=(8, 16, 16),
+        batch_size=2,
+        epochs=30,
+        steps_per_epoch=2,
+        val_patches=4,
+        learning_rate=1e-2,
+        patience=2,
+        seed=0,
+        checkpoint=tmp_path / "run.ckpt",
+    )
     first = run_job(train_model(UNet3D(1, 1, base_channels=2, depth=1), [good], [bad], bce, cfg))
     assert first.stopped_early
-    again = run_job(train_model(UNet3D(1, 1, base_channels=2, depth=1), [good], [bad], bce,
-                                TrainConfig(**{**cfg.__dict__, "resume": True})))
+    again = run_job(
+        train_model(
+            UNet3D(1, 1, base_channels=2, depth=1), [good], [bad], bce, TrainConfig(**{**cfg.__dict__, "resume": True})
+        )
+    )
     # not one epoch and out: two more epochs without improvement, then it stops again
     assert len(again.history) == len(first.history) + 2 and again.stopped_early
 
@@ -91,14 +122,23 @@ def test_training_needs_validation_and_checkpoint_for_resume(tmp_path):
 
 def test_fine_tuning_keeps_the_starting_weights_when_no_epoch_beats_them():
     torch.manual_seed(0)
-    cfg = TrainConfig(patch_size=(8, 16, 16), batch_size=2, epochs=4, steps_per_epoch=6, val_patches=4,
-                      learning_rate=1e-2, patience=10, seed=0)
+    cfg = TrainConfig(
+        patch_size=(8, 16, 16),
+        batch_size=2,
+        epochs=4,
+        steps_per_epoch=6,
+        val_patches=4,
+        learning_rate=1e-2,
+        patience=10,
+        seed=0,
+    )
     good = run_job(train_model(UNet3D(1, 1, base_channels=4, depth=1), [_pair(0)], [_pair(1)], bce, cfg)).model
     start = {k: v.clone() for k, v in good.state_dict().items()}
     # now train it on the opposite target: every epoch is worse on the (original) validation data
     flipped = TrainingPair(_pair(0).image, 1 - _pair(0).target)
-    tuned = run_job(train_model(good, [flipped], [_pair(1)], bce,
-                                TrainConfig(**{**cfg.__dict__, "keep_start_if_best": True})))
+    tuned = run_job(
+        train_model(good, [flipped], [_pair(1)], bce, TrainConfig(**{**cfg.__dict__, "keep_start_if_best": True}))
+    )
     assert tuned.best_epoch == 0 and tuned.start_val_loss == tuned.best_val_loss
     assert all(h["val_loss"] > tuned.start_val_loss for h in tuned.history)
     for k, v in tuned.model.state_dict().items():
@@ -134,9 +174,18 @@ def test_a_validation_score_chooses_the_epoch_and_stops_training(tmp_path):
     """With val_score the best epoch is the best score's (not the lowest loss), and patience follows it."""
     torch.manual_seed(0)
     scores = iter([0.1, 0.5, 0.3, 0.2, 0.9])
-    cfg = TrainConfig(patch_size=(8, 16, 16), batch_size=2, epochs=5, steps_per_epoch=3, val_patches=4,
-                      learning_rate=1e-2, patience=2, seed=0, checkpoint=tmp_path / "s.ckpt",
-                      val_score=lambda logits, target: next(scores))
+    cfg = TrainConfig(
+        patch_size=(8, 16, 16),
+        batch_size=2,
+        epochs=5,
+        steps_per_epoch=3,
+        val_patches=4,
+        learning_rate=1e-2,
+        patience=2,
+        seed=0,
+        checkpoint=tmp_path / "s.ckpt",
+        val_score=lambda logits, target: next(scores),
+    )
     result = run_job(train_model(UNet3D(1, 1, base_channels=4, depth=1), [_pair(0)], [_pair(1)], bce, cfg))
     assert [h["val_score"] for h in result.history] == [0.1, 0.5, 0.3, 0.2]  # stopped: 2 epochs without a better score
     assert result.best_epoch == 2 and result.best_val_score == 0.5 and result.stopped_early
@@ -148,9 +197,18 @@ def test_keep_last_trains_every_epoch_and_returns_the_last_weights():
     """keep_last: worse scores neither stop training nor bring back an earlier epoch's weights."""
     torch.manual_seed(0)
     scores = iter([0.9, 0.5, 0.3, 0.2])
-    cfg = TrainConfig(patch_size=(8, 16, 16), batch_size=2, epochs=4, steps_per_epoch=3, val_patches=4,
-                      learning_rate=1e-2, patience=1, seed=0, keep_last=True,
-                      val_score=lambda logits, target: next(scores))
+    cfg = TrainConfig(
+        patch_size=(8, 16, 16),
+        batch_size=2,
+        epochs=4,
+        steps_per_epoch=3,
+        val_patches=4,
+        learning_rate=1e-2,
+        patience=1,
+        seed=0,
+        keep_last=True,
+        val_score=lambda logits, target: next(scores),
+    )
     model = UNet3D(1, 1, base_channels=4, depth=1)
     last = {}
     job = train_model(model, [_pair(0)], [_pair(1)], bce, cfg)
@@ -171,12 +229,29 @@ def test_weight_average_is_what_is_validated_and_returned(tmp_path):
     torch.manual_seed(0)
     net = UNet3D(1, 1, base_channels=4, depth=1)
     start = {k: v.clone() for k, v in net.state_dict().items()}
-    cfg = TrainConfig(patch_size=(8, 16, 16), batch_size=2, epochs=2, steps_per_epoch=4, val_patches=4,
-                      learning_rate=5e-2, patience=5, seed=0, ema_decay=0.99, checkpoint=tmp_path / "e.ckpt")
+    cfg = TrainConfig(
+        patch_size=(8, 16, 16),
+        batch_size=2,
+        epochs=2,
+        steps_per_epoch=4,
+        val_patches=4,
+        learning_rate=5e-2,
+        patience=5,
+        seed=0,
+        ema_decay=0.99,
+        checkpoint=tmp_path / "e.ckpt",
+    )
     result = run_job(train_model(net, [_pair(0)], [_pair(1)], bce, cfg))
     torch.manual_seed(0)
-    raw = run_job(train_model(UNet3D(1, 1, base_channels=4, depth=1), [_pair(0)], [_pair(1)], bce,
-                              TrainConfig(**{**cfg.__dict__, "ema_decay": 0.0, "checkpoint": None})))
+    raw = run_job(
+        train_model(
+            UNet3D(1, 1, base_channels=4, depth=1),
+            [_pair(0)],
+            [_pair(1)],
+            bce,
+            TrainConfig(**{**cfg.__dict__, "ema_decay": 0.0, "checkpoint": None}),
+        )
+    )
 
     def moved(model):
         return sum(float((v.detach() - start[k]).abs().sum()) for k, v in model.named_parameters())
@@ -184,8 +259,15 @@ def test_weight_average_is_what_is_validated_and_returned(tmp_path):
     # the same steps; the average of the trajectory lies closer to the start than its end does
     assert 0 < moved(result.model) < moved(raw.model)
     assert "ema" in torch.load(tmp_path / "e.ckpt", weights_only=True)
-    resumed = run_job(train_model(UNet3D(1, 1, base_channels=4, depth=1), [_pair(0)], [_pair(1)], bce,
-                                  TrainConfig(**{**cfg.__dict__, "epochs": 3, "resume": True})))
+    resumed = run_job(
+        train_model(
+            UNet3D(1, 1, base_channels=4, depth=1),
+            [_pair(0)],
+            [_pair(1)],
+            bce,
+            TrainConfig(**{**cfg.__dict__, "epochs": 3, "resume": True}),
+        )
+    )
     assert len(resumed.history) == 3
     with pytest.raises(ValueError, match="ema_decay"):
         run_job(train_model(net, [_pair(0)], [_pair(1)], bce, TrainConfig(**{**cfg.__dict__, "ema_decay": 1.5})))
@@ -210,8 +292,17 @@ def test_weight_average_warms_up_then_decays():
 def test_resuming_with_a_score_rescores_a_checkpoint_chosen_by_loss(tmp_path):
     """A checkpoint whose best epoch was chosen by loss is scored again, not compared loss vs score."""
     torch.manual_seed(0)
-    cfg = TrainConfig(patch_size=(8, 16, 16), batch_size=2, epochs=2, steps_per_epoch=3, val_patches=4,
-                      learning_rate=1e-2, patience=5, seed=0, checkpoint=tmp_path / "r.ckpt")
+    cfg = TrainConfig(
+        patch_size=(8, 16, 16),
+        batch_size=2,
+        epochs=2,
+        steps_per_epoch=3,
+        val_patches=4,
+        learning_rate=1e-2,
+        patience=5,
+        seed=0,
+        checkpoint=tmp_path / "r.ckpt",
+    )
     first = run_job(train_model(UNet3D(1, 1, base_channels=4, depth=1), [_pair(0)], [_pair(1)], bce, cfg))
     scored = TrainConfig(**{**cfg.__dict__, "epochs": 3, "resume": True, "val_score": lambda logits, target: 0.3})
     resumed = run_job(train_model(UNet3D(1, 1, base_channels=4, depth=1), [_pair(0)], [_pair(1)], bce, scored))
@@ -225,8 +316,9 @@ def test_any_angle_rotation_keeps_image_and_integer_labels_aligned():
     target = (1 + ((yy // 8 + xx // 8) % 3)).astype(np.int16)  # painted blocks of classes 1-3
     target[:, 70:] = 0  # not painted
     image = target.astype(np.float32)
-    sampler = PatchSampler([TrainingPair(image, target, target > 0)], (32, 32), foreground_fraction=1.0,
-                           augment=True, rotate_any=True)
+    sampler = PatchSampler(
+        [TrainingPair(image, target, target > 0)], (32, 32), foreground_fraction=1.0, augment=True, rotate_any=True
+    )
     x, y = sampler.sample(24, np.random.default_rng(0))
     assert y.dtype == np.int16 and set(np.unique(y)) <= {0, 1, 2, 3}
     for xi, yi in zip(x[:, 0], y[:, 0]):
@@ -237,9 +329,11 @@ def test_any_angle_rotation_keeps_image_and_integer_labels_aligned():
     # a patch that is not rotated (1 in 4) is an axis-aligned crop of the labels under one of the 8
     # flips/quarter turns; a rotated and scaled one is none of them
     crops = np.lib.stride_tricks.sliding_window_view(target, (32, 32))
+
     def aligned(patch):
         views = [np.rot90(v, k) for v in (patch, patch[:, ::-1]) for k in range(4)]
         return any(np.all(crops == v, axis=(-2, -1)).any() for v in views)
+
     n_aligned = sum(aligned(yi) for yi in y[:, 0])
     assert 1 <= n_aligned <= 16, n_aligned
     plain = PatchSampler([TrainingPair(image, target, target > 0)], (32, 32), foreground_fraction=1.0, augment=True)
@@ -262,8 +356,17 @@ def test_resuming_a_keep_last_run_with_held_out_validation_scores_the_kept_weigh
     """A run that kept its last epoch (scored on training voxels) resumed to choose by validation: re-scored."""
     torch.manual_seed(0)
     scores = iter([0.9, 0.95, 0.1, 0.2])  # the fit (two epochs), then the kept weights re-scored, then epoch 3
-    common = dict(patch_size=(8, 16, 16), batch_size=2, steps_per_epoch=2, val_patches=4, learning_rate=1e-2,
-                  patience=5, seed=0, checkpoint=tmp_path / "k.ckpt", val_score=lambda logits, target: next(scores))
+    common = dict(
+        patch_size=(8, 16, 16),
+        batch_size=2,
+        steps_per_epoch=2,
+        val_patches=4,
+        learning_rate=1e-2,
+        patience=5,
+        seed=0,
+        checkpoint=tmp_path / "k.ckpt",
+        val_score=lambda logits, target: next(scores),
+    )
     model = UNet3D(1, 1, base_channels=4, depth=1)
     run_job(train_model(model, [_pair(0)], [_pair(1)], bce, TrainConfig(epochs=2, keep_last=True, **common)))
     resumed = run_job(train_model(model, [_pair(0)], [_pair(1)], bce, TrainConfig(epochs=3, resume=True, **common)))
@@ -309,8 +412,17 @@ def test_cpu_bfloat16_autocasts_training_forward_passes_only(bf16):
         loss_dtypes.append(logits.dtype)
         return bce(logits, target)
 
-    cfg = TrainConfig(patch_size=(8, 16, 16), batch_size=2, epochs=4, steps_per_epoch=6, val_patches=4,
-                      learning_rate=1e-2, patience=10, seed=0, cpu_bf16=bf16)
+    cfg = TrainConfig(
+        patch_size=(8, 16, 16),
+        batch_size=2,
+        epochs=4,
+        steps_per_epoch=6,
+        val_patches=4,
+        learning_rate=1e-2,
+        patience=10,
+        seed=0,
+        cpu_bf16=bf16,
+    )
     result = run_job(train_model(net, [_pair(0)], [_pair(1)], loss, cfg))
     assert result.precision == ("bfloat16" if bf16 else "float32")
     training = {dtype for is_training, dtype in seen if is_training}
@@ -321,8 +433,16 @@ def test_cpu_bfloat16_autocasts_training_forward_passes_only(bf16):
 
 
 def test_resuming_in_another_precision_reports_mixed(tmp_path):
-    cfg = TrainConfig(patch_size=(8, 16, 16), batch_size=2, epochs=1, steps_per_epoch=2, val_patches=2,
-                      seed=0, checkpoint=tmp_path / "run.ckpt", cpu_bf16=False)
+    cfg = TrainConfig(
+        patch_size=(8, 16, 16),
+        batch_size=2,
+        epochs=1,
+        steps_per_epoch=2,
+        val_patches=2,
+        seed=0,
+        checkpoint=tmp_path / "run.ckpt",
+        cpu_bf16=False,
+    )
     run_job(train_model(UNet3D(1, 1, base_channels=4, depth=1), [_pair(0)], [_pair(1)], bce, cfg))
     again = TrainConfig(**{**cfg.__dict__, "epochs": 2, "resume": True, "cpu_bf16": True})
     result = run_job(train_model(UNet3D(1, 1, base_channels=4, depth=1), [_pair(0)], [_pair(1)], bce, again))
@@ -373,8 +493,22 @@ def test_same_seed_same_weights_and_the_budget_on_record():
 
     def run(**changes):
         torch.manual_seed(0)  # the network's initial weights
-        cfg = TrainConfig(**{**dict(patch_size=(8, 16, 16), batch_size=2, epochs=3, steps_per_epoch=3, val_patches=4,
-                                    learning_rate=1e-2, patience=10, seed=3, cpu_bf16=False), **changes})
+        cfg = TrainConfig(
+            **{
+                **dict(
+                    patch_size=(8, 16, 16),
+                    batch_size=2,
+                    epochs=3,
+                    steps_per_epoch=3,
+                    val_patches=4,
+                    learning_rate=1e-2,
+                    patience=10,
+                    seed=3,
+                    cpu_bf16=False,
+                ),
+                **changes,
+            }
+        )
         return run_job(train_model(UNet3D(1, 1, base_channels=4, depth=1), [_pair(0)], [_pair(1)], bce, cfg))
 
     first, second, limited = run(), run(), run(max_minutes=600.0)

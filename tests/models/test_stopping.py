@@ -69,8 +69,9 @@ def test_replay_gives_the_same_state():
     assert (a.best_smoothed, a.bad_epochs, a.values) == (b.best_smoothed, b.bad_epochs, b.values)
 
 
-@pytest.mark.parametrize("kwargs, message", [({"patience": 0}, "patience"), ({"window": 0}, "window"),
-                                             ({"min_epochs": -1}, "min_epochs")])
+@pytest.mark.parametrize(
+    "kwargs, message", [({"patience": 0}, "patience"), ({"window": 0}, "window"), ({"min_epochs": -1}, "min_epochs")]
+)
 def test_bad_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         EarlyStopping(**kwargs)
@@ -79,5 +80,10 @@ def test_bad_settings_are_refused(kwargs, message):
 def test_budget_record_says_steps_and_settings():
     record = training_budget(30, 110, 12, 1320, "early stopping", EarlyStopping(6, 10, 5), None)
     assert record["max_steps"] == 3300 and record["steps_run"] == 1320
-    assert record["early_stopping"] == {"criterion": "median of the last 5 validation values", "patience": 6,
-                                        "min_epochs": 10, "window": 5, "min_delta": 1e-5}
+    assert record["early_stopping"] == {
+        "criterion": "median of the last 5 validation values",
+        "patience": 6,
+        "min_epochs": 10,
+        "window": 5,
+        "min_delta": 1e-5,
+    }

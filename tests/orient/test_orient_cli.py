@@ -20,14 +20,47 @@ def test_cli_simulate_then_recover(tmp_path, capsys):
         vol[tuple(rng.integers(6, 18, 3))] += rng.uniform(0.5, 2.0)
     write_mrc(tmp_path / "map.mrc", ndimage.gaussian_filter(vol, 1.5) * 10, 8.0)
     stack = tmp_path / "p.mrcs"
-    assert main(["orient", "simulate", str(tmp_path / "map.mrc"), str(stack), "--n-projections", "30",
-                 "--noise-variance", "1"]) == 0
+    assert (
+        main(
+            [
+                "orient",
+                "simulate",
+                str(tmp_path / "map.mrc"),
+                str(stack),
+                "--n-projections",
+                "30",
+                "--noise-variance",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert read_mrc(stack).data.shape == (30, 24, 24)
     out = tmp_path / "rec.star"
-    assert main(["orient", "recover", str(stack), "--truth-star", str(tmp_path / "p.star"),
-                 "--reference", str(tmp_path / "map.mrc"), "--out-star", str(out),
-                 "--reconstruction", str(tmp_path / "r.mrc"), "--recover-steps", "20",
-                 "--n-anchors", "20", "--pairs-per-step", "400"]) == 0
+    assert (
+        main(
+            [
+                "orient",
+                "recover",
+                str(stack),
+                "--truth-star",
+                str(tmp_path / "p.star"),
+                "--reference",
+                str(tmp_path / "map.mrc"),
+                "--out-star",
+                str(out),
+                "--reconstruction",
+                str(tmp_path / "r.mrc"),
+                "--recover-steps",
+                "20",
+                "--n-anchors",
+                "20",
+                "--pairs-per-step",
+                "400",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "mean orientation error" in text and "FSC resolution" in text
     quats, _ = read_angles_star(out)
@@ -63,22 +96,86 @@ def test_cli_symmetry_evaluate_and_bad_input(tmp_path, capsys):
     write_angles_star(tmp_path / "truth.star", truth, "p.mrcs")
     write_angles_star(tmp_path / "rec.star", same, "p.mrcs", symmetry="C4")
     assert read_star_symmetry(tmp_path / "rec.star") == "C4"
-    assert main(["orient", "evaluate", str(tmp_path / "rec.star"), "--truth-star", str(tmp_path / "truth.star"),
-                 "--symmetry", "C4"]) == 0
+    assert (
+        main(
+            [
+                "orient",
+                "evaluate",
+                str(tmp_path / "rec.star"),
+                "--truth-star",
+                str(tmp_path / "truth.star"),
+                "--symmetry",
+                "C4",
+            ]
+        )
+        == 0
+    )
     assert "up to C4: mean orientation error 0.00°" in capsys.readouterr().out
-    assert main(["orient", "evaluate", str(tmp_path / "rec.star"), "--truth-star", str(tmp_path / "truth.star"),
-                 "--symmetry", "C17x"]) == 2
+    assert (
+        main(
+            [
+                "orient",
+                "evaluate",
+                str(tmp_path / "rec.star"),
+                "--truth-star",
+                str(tmp_path / "truth.star"),
+                "--symmetry",
+                "C17x",
+            ]
+        )
+        == 2
+    )
     assert "Unknown symmetry" in capsys.readouterr().err
     # projections whose box differs from the map's
-    assert main(["orient", "simulate", str(tmp_path / "c4.mrc"), str(tmp_path / "p.mrcs"), "--n-projections", "40",
-                 "--snr", "2"]) == 0
+    assert (
+        main(
+            [
+                "orient",
+                "simulate",
+                str(tmp_path / "c4.mrc"),
+                str(tmp_path / "p.mrcs"),
+                "--n-projections",
+                "40",
+                "--snr",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert "SNR 2" in capsys.readouterr().out
     write_mrc(tmp_path / "big.mrc", np.pad(vol, 4), 8.0)
-    assert main(["orient", "evaluate", str(tmp_path / "rec.star"), "--stack", str(tmp_path / "p.mrcs"),
-                 "--reference", str(tmp_path / "big.mrc")]) == 2
+    assert (
+        main(
+            [
+                "orient",
+                "evaluate",
+                str(tmp_path / "rec.star"),
+                "--stack",
+                str(tmp_path / "p.mrcs"),
+                "--reference",
+                str(tmp_path / "big.mrc"),
+            ]
+        )
+        == 2
+    )
     assert "pads to a 32³ cube but the images are 24² pixels" in capsys.readouterr().err
-    assert main(["orient", "evaluate", str(tmp_path / "p.star"), "--stack", str(tmp_path / "p.mrcs"),
-                 "--reference", str(tmp_path / "c4.mrc"), "--symmetry", "C4",
-                 "--fsc-csv", str(tmp_path / "fsc.csv")]) == 0
+    assert (
+        main(
+            [
+                "orient",
+                "evaluate",
+                str(tmp_path / "p.star"),
+                "--stack",
+                str(tmp_path / "p.mrcs"),
+                "--reference",
+                str(tmp_path / "c4.mrc"),
+                "--symmetry",
+                "C4",
+                "--fsc-csv",
+                str(tmp_path / "fsc.csv"),
+            ]
+        )
+        == 0
+    )
     assert "FSC resolution" in capsys.readouterr().out
     assert (tmp_path / "fsc.csv").read_text().startswith("frequency_per_A,resolution_A,fsc")

@@ -36,11 +36,13 @@ def blob_map(n: int = 24, seed: int = 0) -> np.ndarray:
 def test_relion_matrix_matches_relion_formula():
     rot, tilt, psi = np.radians([30.0, 50.0, 70.0])
     ca, sa, cb, sb, cg, sg = np.cos(rot), np.sin(rot), np.cos(tilt), np.sin(tilt), np.cos(psi), np.sin(psi)
-    expected = np.array([
-        [cg * cb * ca - sg * sa, cg * cb * sa + sg * ca, -cg * sb],
-        [-sg * cb * ca - cg * sa, -sg * cb * sa + cg * ca, sg * sb],
-        [sb * ca, sb * sa, cb],
-    ])
+    expected = np.array(
+        [
+            [cg * cb * ca - sg * sa, cg * cb * sa + sg * ca, -cg * sb],
+            [-sg * cb * ca - cg * sa, -sg * cb * sa + cg * ca, sg * sb],
+            [sb * ca, sb * sa, cb],
+        ]
+    )
     q = quats_from_relion([30.0, 50.0, 70.0])
     np.testing.assert_allclose(matrices(q)[0], expected, atol=1e-12)
     np.testing.assert_allclose(relion_from_quats(q)[0], [30.0, 50.0, 70.0], atol=1e-9)
@@ -153,8 +155,11 @@ def test_recovery_from_exact_distances_within_one_degree(n_anchors):
 
     torch.set_num_threads(1)
     truth = random_orientations(150, seed=9)
-    result = run_job(recover_orientations(ExactDistances(truth), steps=150, pairs_per_step=3000,
-                                          learning_rate=0.005, n_anchors=n_anchors, seed=1))
+    result = run_job(
+        recover_orientations(
+            ExactDistances(truth), steps=150, pairs_per_step=3000, learning_rate=0.005, n_anchors=n_anchors, seed=1
+        )
+    )
     errors = orientation_errors_deg(result.quats, truth)
     assert errors.mean() < 1.0 and errors.max() < 3.0
     assert result.loss_history[-1] < 1e-3
@@ -183,8 +188,16 @@ def test_distance_network_trains_and_round_trips(tmp_path):
     from tomolens.orient.network import TrainingMap, embed_images, train_distance_model
 
     losses = []
-    job = train_distance_model([TrainingMap(blob_map(24), 8.0, "blob")], pixel_size_A=8.0, input_size=24,
-                               projections_per_map=120, steps=60, batch_size=24, learning_rate=3e-3, seed=1)
+    job = train_distance_model(
+        [TrainingMap(blob_map(24), 8.0, "blob")],
+        pixel_size_A=8.0,
+        input_size=24,
+        projections_per_map=120,
+        steps=60,
+        batch_size=24,
+        learning_rate=3e-3,
+        seed=1,
+    )
     model, card = run_job(job, on_progress=lambda p: losses.append(p.info["loss"]) if p.info else None)
     assert losses[-1] < losses[0]  # the distance regression learns
     weights, _ = save_model(model, card, tmp_path / "orient_test.pt")

@@ -54,8 +54,7 @@ def test_common_lines_undo_a_left_factor_and_transposition(projections, transpos
     quats = Rotation.from_matrix(scrambled).as_quat()
     # distances cannot see the scrambling; only a right factor is left after the common lines
     assert right_factor_error_deg(quats, truth) > 30
-    fixed, info = run_job(fix_frame(projections.images, quats, 5.0, resolution_A=15.0, n_pairs=800,
-                                    n_directions=300))
+    fixed, info = run_job(fix_frame(projections.images, quats, 5.0, resolution_A=15.0, n_pairs=800, n_directions=300))
     assert info["transposed"] == transposed
     assert info["score"] > info["score_before"] + 0.05
     # up to a global map rotation (or the undeterminable hand, an in-plane half turn away)
@@ -71,9 +70,15 @@ def test_projection_matching_reduces_the_error(projections):
     start = (kicks * Rotation.from_quat(truth)).as_quat()
     before = errors_deg(start, truth)
     progress = []
-    refined, _, history = run_job(refine_orientations(projections.images, start, 5.0,
-                                                   schedule=(("local", 4.0, 15.0, 2), ("local", 2.0, 12.0, 2), ("local", 1.0, 12.0, 1))),
-                               on_progress=progress.append)
+    refined, _, history = run_job(
+        refine_orientations(
+            projections.images,
+            start,
+            5.0,
+            schedule=(("local", 4.0, 15.0, 2), ("local", 2.0, 12.0, 2), ("local", 1.0, 12.0, 1)),
+        ),
+        on_progress=progress.append,
+    )
     after = errors_deg(refined, truth)
     assert before.mean() > 6.0
     assert after.mean() < 0.5 * before.mean() and np.median(after) < 4.0
@@ -94,7 +99,9 @@ def test_global_pass_brings_back_orientations_far_off(projections):
     assert nearest.max() < 15.0
     truth = projections.quats
     rng = np.random.default_rng(5)
-    start = (Rotation.from_rotvec(rng.normal(size=(len(truth), 3)) * np.radians(2.0)) * Rotation.from_quat(truth)).as_quat()
+    start = (
+        Rotation.from_rotvec(rng.normal(size=(len(truth), 3)) * np.radians(2.0)) * Rotation.from_quat(truth)
+    ).as_quat()
     lost = rng.choice(len(truth), 60, replace=False)  # a fifth of them anywhere at all
     start[lost] = Rotation.random(60, random_state=rng).as_quat()
     schedule = (("global", 15.0, 15.0, 1), ("local", 6.0, 15.0, 2), ("local", 3.0, 12.0, 1))
@@ -111,7 +118,9 @@ def test_odd_boxes_offsets_and_blank_images(projections):
 
     truth = projections.quats
     rng = np.random.default_rng(8)
-    start = (Rotation.from_rotvec(rng.normal(size=(len(truth), 3)) * np.radians(5.0)) * Rotation.from_quat(truth)).as_quat()
+    start = (
+        Rotation.from_rotvec(rng.normal(size=(len(truth), 3)) * np.radians(5.0)) * Rotation.from_quat(truth)
+    ).as_quat()
     schedule = (("local", 4.0, 15.0, 2), ("local", 2.0, 12.0, 1))
     clean, _, _ = run_job(refine_orientations(projections.images, start, 5.0, schedule=schedule))
     # a constant added to every image (an unknown mean, as in real data) changes nothing
@@ -167,11 +176,14 @@ def test_shift_search_finds_in_plane_shifts():
     shifted = run_job(simulate_projections(vol, 5.0, 300, seed=9, snr=1.0, max_shift_A=10.0))
     truth, true_px = shifted.quats, shifted.shifts_A / 5.0
     rng = np.random.default_rng(4)
-    start = (Rotation.from_rotvec(rng.normal(size=(len(truth), 3)) * np.radians(5.0)) * Rotation.from_quat(truth)).as_quat()
+    start = (
+        Rotation.from_rotvec(rng.normal(size=(len(truth), 3)) * np.radians(5.0)) * Rotation.from_quat(truth)
+    ).as_quat()
     schedule = (("local", 4.0, 15.0, 2), ("local", 2.0, 12.0, 2), ("local", 1.0, 12.0, 2))
     blind, none, _ = run_job(refine_orientations(shifted.images, start, 5.0, schedule=schedule))
-    found, shifts, history = run_job(refine_orientations(shifted.images, start, 5.0, schedule=schedule,
-                                                          max_shift_px=3.0))
+    found, shifts, history = run_job(
+        refine_orientations(shifted.images, start, 5.0, schedule=schedule, max_shift_px=3.0)
+    )
     assert not np.any(none) and np.abs(shifts).max() <= 3.0 and "mean_shift_px" in history[-1]
     # shifts are defined up to a translation t of the map (image i sees (A_i t)_xy): remove the best t
     a_xy = matrices(truth)[:, :2, :]
@@ -182,13 +194,17 @@ def test_shift_search_finds_in_plane_shifts():
     assert errors_deg(found, truth).mean() < errors_deg(start, truth).mean() < errors_deg(blind, truth).mean()
 
 
-
 def test_pipeline_shifts_are_the_images_own_after_alignment_to_the_truth():
     from tomolens.orient.pipeline import recover_from_stack
 
     shifted = run_job(simulate_projections(blob_map(seed=2), 5.0, 300, seed=9, snr=1.0, max_shift_A=10.0))
-    values = {"recover_steps": 30, "pairs_per_step": 2000, "n_anchors": 50, "reconstruct": False,
-              "refine_max_shift_A": 15.0}
+    values = {
+        "recover_steps": 30,
+        "pairs_per_step": 2000,
+        "n_anchors": 50,
+        "reconstruct": False,
+        "refine_max_shift_A": 15.0,
+    }
     out = run_job(recover_from_stack(shifted.images, 5.0, values, shifted.quats))
     # aligning the orientations to the truth must not touch the shifts: they stay those of the images (a sign
     # flip there gave a correlation of about −0.6; the start from a distance network that never saw this map is

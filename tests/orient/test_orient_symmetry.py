@@ -110,15 +110,22 @@ def test_refinement_finds_orientations_up_to_symmetry():
     sym = Symmetry("C3", tilted())
     start = _quat_multiply(truth, sym.quats()[rng.integers(0, 3, len(truth))])
     start = _quat_multiply(start, Rotation.random(random_state=9).as_quat()[None])  # a global rotation of the map
-    start = (Rotation.from_rotvec(rng.normal(size=(len(truth), 3)) * np.radians(4.0)) * Rotation.from_quat(start))
+    start = Rotation.from_rotvec(rng.normal(size=(len(truth), 3)) * np.radians(4.0)) * Rotation.from_quat(start)
     start = start.as_quat()
     lost = rng.choice(len(truth), 60, replace=False)
     start[lost] = Rotation.random(60, random_state=rng).as_quat()
     before, _ = symmetric_errors_deg(start, truth, sym)
     info: dict = {}
-    refined, _, history = run_job(refine_orientations(
-        pset.images, start, 5.0, schedule=(("global", 15.0, 15.0, 1), ("local", 4.0, 15.0, 2), ("local", 2.0, 12.0, 1)),
-        symmetry="C3", info=info))
+    refined, _, history = run_job(
+        refine_orientations(
+            pset.images,
+            start,
+            5.0,
+            schedule=(("global", 15.0, 15.0, 1), ("local", 4.0, 15.0, 2), ("local", 2.0, 12.0, 1)),
+            symmetry="C3",
+            info=info,
+        )
+    )
     after, _ = symmetric_errors_deg(refined, truth, sym)
     assert np.median(before) > 7.0 and np.median(after) < 5.0 and np.median(after[lost]) < 6.0
     assert info["symmetry_score"] > 0.5 and not info["kept_start"]  # a blurred first map: well above 0
@@ -144,8 +151,11 @@ def test_refinement_never_ends_below_its_start(monkeypatch, gold_standard):
 
     monkeypatch.setattr(refine, "local_pass", scramble)
     info: dict = {}
-    refined, _, history = run_job(refine.refine_orientations(pset.images, pset.quats, 5.0, schedule=schedule,
-                                                             info=info, gold_standard=gold_standard))
+    refined, _, history = run_job(
+        refine.refine_orientations(
+            pset.images, pset.quats, 5.0, schedule=schedule, info=info, gold_standard=gold_standard
+        )
+    )
     assert history[0]["moved"] == len(pset.quats)
     assert history[0]["half_set_score_after"] < history[0]["half_set_score_before"] - 0.2
     assert info["kept_start"]  # the start is returned
@@ -223,8 +233,11 @@ def test_distance_targets_are_the_same_for_orientations_that_differ_by_a_group_e
     target = pair_targets(torch.from_numpy(quats), torch.from_numpy(expand_quats(quats, sym))).numpy()
     target_moved = pair_targets(torch.from_numpy(moved), torch.from_numpy(expand_quats(moved, sym))).numpy()
     np.testing.assert_allclose(target_moved, target, atol=1e-6)
-    np.testing.assert_allclose(np.diag(pair_targets(torch.from_numpy(quats), torch.from_numpy(
-        expand_quats(moved, sym))).numpy()), 0.0, atol=1e-6)  # an image and its symmetry copy: distance 0
+    np.testing.assert_allclose(
+        np.diag(pair_targets(torch.from_numpy(quats), torch.from_numpy(expand_quats(moved, sym))).numpy()),
+        0.0,
+        atol=1e-6,
+    )  # an image and its symmetry copy: distance 0
     i, j = np.triu_indices(12, 1)
     np.testing.assert_allclose(target[i, j], symmetric_distance(quats[i], quats[j], sym), atol=1e-9)
     assert np.all(target[i, j] <= geodesic_distance(quats[i], quats[j]) + 1e-9)
@@ -238,9 +251,17 @@ def test_distance_training_on_a_symmetric_map_records_its_group_and_axes():
     torch.set_num_threads(1)
     frame = tilted()
     vol = symmetrise_volume(blob_map(seed=3), Symmetry("C3", frame))
-    _, card = run_job(train_distance_model(
-        [TrainingMap(vol, 8.0, "c3blob", "C3"), TrainingMap(blob_map(), 8.0, "plain")], pixel_size_A=8.0,
-        input_size=24, projections_per_map=40, steps=2, batch_size=8, seed=1))
+    _, card = run_job(
+        train_distance_model(
+            [TrainingMap(vol, 8.0, "c3blob", "C3"), TrainingMap(blob_map(), 8.0, "plain")],
+            pixel_size_A=8.0,
+            input_size=24,
+            projections_per_map=40,
+            steps=2,
+            batch_size=8,
+            seed=1,
+        )
+    )
     assert card.extra["symmetry"] == {"c3blob": "C3", "plain": "C1"}
     axis = np.asarray(card.extra["symmetry_frames"]["c3blob"]) @ [0.0, 0.0, 1.0]  # the 3-fold axis found
     assert np.degrees(np.arccos(abs(axis @ (frame @ [0.0, 0.0, 1.0])))) < 3.0
@@ -259,8 +280,11 @@ def test_recovery_fits_distances_up_to_the_group():
     target = symmetric_distance(truth[i], truth[j], sym)
     misfit = {}
     for loss in ("C1", "D7"):
-        res = run_job(recover_orientations(ExactDistances(truth, sym), steps=600, pairs_per_step=10000,
-                                           n_anchors=300, symmetry=loss))
+        res = run_job(
+            recover_orientations(
+                ExactDistances(truth, sym), steps=600, pairs_per_step=10000, n_anchors=300, symmetry=loss
+            )
+        )
         assert res.settings["symmetry"] == loss
         misfit[loss] = np.degrees(np.abs(symmetric_distance(res.quats[i], res.quats[j], "D7") - target).mean())
     assert misfit["D7"] < 1.0 and misfit["C1"] > 5.0

@@ -46,8 +46,9 @@ def orient_widget(make_napari_viewer, tmp_path):
 def test_train_recover_show_and_export(orient_widget, qtbot):
     widget, viewer, tmp_path, vol = orient_widget
     widget.train_maps.value = [str(tmp_path / "train.mrc")]
-    widget.train_panel.set_values({"pixel_size_A": 8.0, "input_size": 24, "projections_per_map": 100,
-                                   "train_steps": 10, "batch_size": 16})
+    widget.train_panel.set_values(
+        {"pixel_size_A": 8.0, "input_size": 24, "projections_per_map": 100, "train_steps": 10, "batch_size": 16}
+    )
     widget.start_training()
     qtbot.waitUntil(lambda: not widget.train_runner.running, timeout=600000)
     assert widget.trained_model is not None and widget.model_choice.value == "(trained here)"
@@ -77,8 +78,7 @@ def test_train_recover_show_and_export(orient_widget, qtbot):
 
 def test_volume_layer_is_refused_with_a_clear_message(orient_widget):
     widget, viewer, tmp_path, vol = orient_widget
-    layer = viewer.add_image(vol, name="map", scale=(8.0,) * 3, units=("angstrom",) * 3,
-                             metadata={"kind": "volume"})
+    layer = viewer.add_image(vol, name="map", scale=(8.0,) * 3, units=("angstrom",) * 3, metadata={"kind": "volume"})
     widget.reset_choices()
     widget.stack_picker.value = layer
     with pytest.raises(ValueError, match="not a stack of projections"):

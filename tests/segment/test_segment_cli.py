@@ -20,24 +20,86 @@ def test_train_and_segment_from_the_command_line(tmp_path, capsys):
         write_mrc(tmp_path / f"{name}.mrc", tomo, 10.0)
         write_mrc(tmp_path / f"{name}_painted.mrc", sparse_from_classes(classes, slices), 10.0, is_labels=True)
     model = tmp_path / "cli_model.pt"
-    rc = main(["train", "--task", "segment", "--segment-model", "2d", "--segment-classes", ",".join(TOY_CLASSES),
-               "--tomograms", str(tmp_path / "train.mrc"), "--labels", str(tmp_path / "train_painted.mrc"),
-               "--val-tomograms", str(tmp_path / "val.mrc"), "--val-labels", str(tmp_path / "val_painted.mrc"),
-               "--patch", "32", "--base-channels", "4", "--epochs", "2", "--steps-per-epoch", "4",
-               "--val-patches", "4", "--threads", "1", "--device", "cpu", "--out", str(model)])
+    rc = main(
+        [
+            "train",
+            "--task",
+            "segment",
+            "--segment-model",
+            "2d",
+            "--segment-classes",
+            ",".join(TOY_CLASSES),
+            "--tomograms",
+            str(tmp_path / "train.mrc"),
+            "--labels",
+            str(tmp_path / "train_painted.mrc"),
+            "--val-tomograms",
+            str(tmp_path / "val.mrc"),
+            "--val-labels",
+            str(tmp_path / "val_painted.mrc"),
+            "--patch",
+            "32",
+            "--base-channels",
+            "4",
+            "--epochs",
+            "2",
+            "--steps-per-epoch",
+            "4",
+            "--val-patches",
+            "4",
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            str(model),
+        ]
+    )
     assert rc == 0 and model.is_file()
     card = json.loads(model.with_suffix(".json").read_text())
     assert card["task"] == "segment" and card["classes"] == TOY_CLASSES and card["extra"]["model_kind"] == "2d"
     assert card["training_command"].startswith("tomolens ") and len(card["extra"]["history"]) == 2
     out = tmp_path / "seg"
-    assert main(["segment", str(tmp_path / "val.mrc"), "--model", str(model), "--out", str(out), "--instances",
-                 "--no-orthogonal", "--threads", "1", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "val.mrc"),
+                "--model",
+                str(model),
+                "--out",
+                str(out),
+                "--instances",
+                "--no-orthogonal",
+                "--threads",
+                "1",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     labels = read_mrc(tmp_path / "seg_labels.mrc")
     assert labels.data.shape == (16, 48, 48) and set(np.unique(labels.data)) <= {0, 2, 3}
     assert (tmp_path / "seg_instances.csv").is_file()
     assert "voxels per class" in capsys.readouterr().out
-    assert main(["segment", str(tmp_path / "val.mrc"), "--model", str(model), "--out", str(out),
-                 "--classes", "background,membrane", "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "val.mrc"),
+                "--model",
+                str(model),
+                "--out",
+                str(out),
+                "--classes",
+                "background,membrane",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert "segments ['background', 'membrane', 'filament']" in capsys.readouterr().err
 
 
@@ -47,10 +109,31 @@ def test_train_from_painted_files_without_validation_files(tmp_path, capsys):
     tomo, classes = make_toy(0)
     write_mrc(tmp_path / "t.mrc", tomo, 10.0)
     write_mrc(tmp_path / "t_painted.mrc", sparse_from_classes(classes, [3, 8, 12]), 10.0, is_labels=True)
-    common = ["train", "--task", "segment", "--segment-classes", ",".join(TOY_CLASSES), "--tomograms",
-              str(tmp_path / "t.mrc"), "--labels", str(tmp_path / "t_painted.mrc"), "--patch", "32",
-              "--base-channels", "4", "--epochs", "2", "--steps-per-epoch", "2", "--val-patches", "4",
-              "--threads", "1", "--device", "cpu"]
+    common = [
+        "train",
+        "--task",
+        "segment",
+        "--segment-classes",
+        ",".join(TOY_CLASSES),
+        "--tomograms",
+        str(tmp_path / "t.mrc"),
+        "--labels",
+        str(tmp_path / "t_painted.mrc"),
+        "--patch",
+        "32",
+        "--base-channels",
+        "4",
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "2",
+        "--val-patches",
+        "4",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+    ]
     for hold_out, fit in (("auto", "none"), ("strip", "strip")):
         model = tmp_path / f"{hold_out}.pt"
         assert main([*common, "--segment-hold-out", hold_out, "--out", str(model)]) == 0

@@ -27,8 +27,17 @@ from tomolens.segment.predict import (
 from tomolens.segment.simulated import dice_per_class
 from tomolens.segment.train import save_segmenter, train_segmenter
 
-FAST = dict(model_kind="2d", patch=32, batch_size=4, base_channels=8, depth=2, learning_rate=5e-3,
-            val_patches=4, device="cpu", seed=0)
+FAST = dict(
+    model_kind="2d",
+    patch=32,
+    batch_size=4,
+    base_channels=8,
+    depth=2,
+    learning_rate=5e-3,
+    val_patches=4,
+    device="cpu",
+    seed=0,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +62,8 @@ def test_sparse_loss_ignores_unpainted_voxels(dice_weight):
     assert float(sparse_segmentation_loss(changed, target, dice_weight=dice_weight)) == pytest.approx(float(loss))
     if dice_weight == 0:
         expected = torch.nn.functional.cross_entropy(
-            logits.detach().permute(0, 2, 3, 1)[:, 4:].reshape(-1, 3), (target[:, 4:] - 1).reshape(-1))
+            logits.detach().permute(0, 2, 3, 1)[:, 4:].reshape(-1, 3), (target[:, 4:] - 1).reshape(-1)
+        )
         assert float(loss) == pytest.approx(float(expected), rel=1e-5)
 
 
@@ -127,8 +137,9 @@ def test_threshold_and_label_values():
 def test_training_on_painted_slices_lowers_loss_and_segments_a_new_volume(tmp_path):
     tomo, classes = make_toy(0)
     painted = sparse_from_classes(classes, [3, 8, 12])
-    trained = run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=5, steps_per_epoch=10,
-                                      patience=10, **FAST))
+    trained = run_job(
+        train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=5, steps_per_epoch=10, patience=10, **FAST)
+    )
     losses = [h["loss"] for h in trained.history]
     assert losses[-1] < 0.7 * losses[0]
     test_tomo, test_classes = make_toy(1)
@@ -139,14 +150,16 @@ def test_training_on_painted_slices_lowers_loss_and_segments_a_new_volume(tmp_pa
     assert dice["background"] > 0.9 and dice["membrane"] > 0.5 and dice["filament"] > 0.5, dice
     # save → load → segment gives the same probabilities; the card records the convention
     weights = save_segmenter(trained, tmp_path / "toy.pt")
-    result = run_job(segment_tomogram(test_tomo, 10.0, model=str(weights), orthogonal=False, device="cpu",
-                                      class_names=TOY_CLASSES))
+    result = run_job(
+        segment_tomogram(test_tomo, 10.0, model=str(weights), orthogonal=False, device="cpu", class_names=TOY_CLASSES)
+    )
     np.testing.assert_allclose(result.probabilities, probs, atol=1e-5)
     assert result.labels.max() == 3 and 1 not in np.unique(result.labels)
     assert result.reapply(threshold=0.99).classes.sum() < result.classes.sum()
     with pytest.raises(ValueError, match="segments \\['background', 'membrane', 'filament'\\].*train a new model"):
-        run_job(segment_tomogram(test_tomo, 10.0, model=str(weights), device="cpu",
-                                 class_names=["background", "membrane"]))
+        run_job(
+            segment_tomogram(test_tomo, 10.0, model=str(weights), device="cpu", class_names=["background", "membrane"])
+        )
 
 
 def test_cancel_training_and_prediction_then_resume(tmp_path):
@@ -154,18 +167,26 @@ def test_cancel_training_and_prediction_then_resume(tmp_path):
     painted = sparse_from_classes(classes, [4, 11])
     ckpt = tmp_path / "toy.ckpt"
     with pytest.raises(JobCancelled):
-        run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=3, steps_per_epoch=10,
-                                checkpoint=ckpt, **FAST),
-                should_stop=lambda: True)
+        run_job(
+            train_segmenter(
+                [(tomo, painted)], TOY_CLASSES, 10.0, epochs=3, steps_per_epoch=10, checkpoint=ckpt, **FAST
+            ),
+            should_stop=lambda: True,
+        )
     assert not ckpt.exists()  # cancelled before the first epoch ended
     seen = []
     with pytest.raises(JobCancelled):
-        run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=3, steps_per_epoch=5,
-                                checkpoint=ckpt, **FAST),
-                on_progress=seen.append, should_stop=lambda: bool(seen and seen[-1].info))
+        run_job(
+            train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=3, steps_per_epoch=5, checkpoint=ckpt, **FAST),
+            on_progress=seen.append,
+            should_stop=lambda: bool(seen and seen[-1].info),
+        )
     assert ckpt.is_file()
-    resumed = run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=2, steps_per_epoch=5,
-                                      checkpoint=ckpt, resume=True, **FAST))
+    resumed = run_job(
+        train_segmenter(
+            [(tomo, painted)], TOY_CLASSES, 10.0, epochs=2, steps_per_epoch=5, checkpoint=ckpt, resume=True, **FAST
+        )
+    )
     assert [h["epoch"] for h in resumed.history] == [1, 2]
     check_model_classes(resumed.card, TOY_CLASSES)
     with pytest.raises(JobCancelled):
@@ -189,29 +210,44 @@ def test_fine_tuning_starts_from_the_given_model(tmp_path):
     painted = sparse_from_classes(classes, [3, 8, 12])
     source = run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=2, steps_per_epoch=5, **FAST))
     weights = save_segmenter(source, tmp_path / "source.pt")
-    fresh = run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=1, steps_per_epoch=1,
-                                    **{**FAST, "learning_rate": 1e-6}))
+    fresh = run_job(
+        train_segmenter(
+            [(tomo, painted)], TOY_CLASSES, 10.0, epochs=1, steps_per_epoch=1, **{**FAST, "learning_rate": 1e-6}
+        )
+    )
     # the kind, width and depth come from the starting model, whatever was asked for
-    tuned = run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=1, steps_per_epoch=1,
-                                    start_from=str(weights),
-                                    **{**FAST, "learning_rate": 1e-6, "model_kind": "3d", "base_channels": 4,
-                                       "patch": 16}))
+    tuned = run_job(
+        train_segmenter(
+            [(tomo, painted)],
+            TOY_CLASSES,
+            10.0,
+            epochs=1,
+            steps_per_epoch=1,
+            start_from=str(weights),
+            **{**FAST, "learning_rate": 1e-6, "model_kind": "3d", "base_channels": 4, "patch": 16},
+        )
+    )
     assert tuned.card.arch_kwargs == source.card.arch_kwargs and tuned.card.extra["model_kind"] == "2d"
     assert tuned.card.extra["start_from"]["sha256"] == source.card.sha256
     # it predicts with its starting model's tiles, whatever patch it was fine-tuned on
-    assert tuned.card.patch_size == source.card.patch_size == [32, 32] and tuned.card.extra["training_patch"] == [16, 16]
+    assert tuned.card.patch_size == source.card.patch_size == [32, 32] and tuned.card.extra["training_patch"] == [
+        16,
+        16,
+    ]
     assert "fine-tuned from source" in tuned.card.training_data
     # one step at a tiny learning rate: the weights are still the starting model's, not a fresh network's
     src = dict(source.model.state_dict())
     for name, value in tuned.model.state_dict().items():
         if value.dtype.is_floating_point and value.ndim > 1:
             assert torch.allclose(value, src[name], atol=1e-4), name
-    assert any(not torch.allclose(v, src[k], atol=1e-3) for k, v in fresh.model.state_dict().items()
-               if v.dtype.is_floating_point and v.ndim > 1)
+    assert any(
+        not torch.allclose(v, src[k], atol=1e-3)
+        for k, v in fresh.model.state_dict().items()
+        if v.dtype.is_floating_point and v.ndim > 1
+    )
     assert fresh.card.extra.get("start_from") is None
     with pytest.raises(ValueError, match="Cannot start from source: it segments .*--segment-start-from none"):
-        run_job(train_segmenter([(tomo, painted)], ["background", "membrane"], 10.0, start_from=str(weights),
-                                **FAST))
+        run_job(train_segmenter([(tomo, painted)], ["background", "membrane"], 10.0, start_from=str(weights), **FAST))
 
 
 def test_start_model_sets_kind_patch_rule_voxel_size_and_resume_checks(tmp_path):
@@ -229,11 +265,20 @@ def test_start_model_sets_kind_patch_rule_voxel_size_and_resume_checks(tmp_path)
         run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 20.0, start_from=str(weights), **FAST))
     # resuming a checkpoint written by another network: a clear message, not a torch size mismatch
     ckpt = tmp_path / "run.ckpt"
-    run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=1, steps_per_epoch=2, checkpoint=ckpt,
-                            **FAST))
+    run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=1, steps_per_epoch=2, checkpoint=ckpt, **FAST))
     with pytest.raises(ValueError, match="written by a different network"):
-        run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=2, steps_per_epoch=2, checkpoint=ckpt,
-                                resume=True, **{**FAST, "base_channels": 4}))
+        run_job(
+            train_segmenter(
+                [(tomo, painted)],
+                TOY_CLASSES,
+                10.0,
+                epochs=2,
+                steps_per_epoch=2,
+                checkpoint=ckpt,
+                resume=True,
+                **{**FAST, "base_channels": 4},
+            )
+        )
 
 
 def test_slab_pairs_and_prediction_read_the_same_neighbouring_slices():
@@ -253,11 +298,20 @@ def test_slab_pairs_and_prediction_read_the_same_neighbouring_slices():
     torch.manual_seed(0)
     net, arch, kwargs = build_segmentation_network("2d", 3, base_channels=4, depth=2, context=2)
     assert kwargs["in_channels"] == 5
-    card = ModelCard(name="slab", task="segment", architecture=arch, arch_kwargs=kwargs, classes=TOY_CLASSES,
-                     voxel_size_A=10.0, patch_size=[32, 32], extra={"model_kind": "2d", "context_slices": 2},
-                     polarity="bright")
-    probs = run_job(predict_probabilities(net, card, tomo, 10.0, orthogonal=False, slice_smoothing=0,
-                                          polarity="bright"))
+    card = ModelCard(
+        name="slab",
+        task="segment",
+        architecture=arch,
+        arch_kwargs=kwargs,
+        classes=TOY_CLASSES,
+        voxel_size_A=10.0,
+        patch_size=[32, 32],
+        extra={"model_kind": "2d", "context_slices": 2},
+        polarity="bright",
+    )
+    probs = run_job(
+        predict_probabilities(net, card, tomo, 10.0, orthogonal=False, slice_smoothing=0, polarity="bright")
+    )
     normalised = estimate_normalisation(tomo).apply(tomo, (0, 0, 0))
     with torch.no_grad():
         for z in (0, 1, 7, 15):
@@ -273,8 +327,16 @@ def _untrained_slice_model(seed: int, context: int = 1):
 
     torch.manual_seed(seed)
     net, arch, kwargs = build_segmentation_network("2d", 3, base_channels=4, depth=2, context=context)
-    card = ModelCard(name="t", task="segment", architecture=arch, arch_kwargs=kwargs, classes=TOY_CLASSES,
-                     voxel_size_A=10.0, patch_size=[32, 32], extra={"model_kind": "2d", "context_slices": context})
+    card = ModelCard(
+        name="t",
+        task="segment",
+        architecture=arch,
+        arch_kwargs=kwargs,
+        classes=TOY_CLASSES,
+        voxel_size_A=10.0,
+        patch_size=[32, 32],
+        extra={"model_kind": "2d", "context_slices": context},
+    )
     return net, card
 
 
@@ -286,10 +348,13 @@ def test_test_time_augmentation_averages_the_eight_plane_symmetries():
     np.testing.assert_allclose(averaged.sum(0), 1.0, atol=1e-4)
     assert np.abs(averaged - plain).max() > 1e-3  # an untrained network is not symmetric by itself
     # averaged over the group, the prediction of a rotated (or flipped) tomogram is the rotated prediction
-    for turned, undo in ((np.rot90(tomo, 1, (1, 2)), lambda p: np.rot90(p, -1, (2, 3))),
-                         (tomo[:, ::-1], lambda p: p[:, :, ::-1])):
-        again = run_job(predict_probabilities(net, card, np.ascontiguousarray(turned), 10.0, orthogonal=False,
-                                              tta=True))
+    for turned, undo in (
+        (np.rot90(tomo, 1, (1, 2)), lambda p: np.rot90(p, -1, (2, 3))),
+        (tomo[:, ::-1], lambda p: p[:, :, ::-1]),
+    ):
+        again = run_job(
+            predict_probabilities(net, card, np.ascontiguousarray(turned), 10.0, orthogonal=False, tta=True)
+        )
         np.testing.assert_allclose(undo(again), averaged, atol=1e-5)
 
 
@@ -314,8 +379,9 @@ def test_training_is_reproducible_from_its_seed():
     runs = []
     for draw in (1, 7):
         torch.rand(draw)  # move the global random state
-        trained = run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=2, steps_per_epoch=3,
-                                          patience=10, **FAST))
+        trained = run_job(
+            train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=2, steps_per_epoch=3, patience=10, **FAST)
+        )
         runs.append([(h["loss"], h["val_loss"]) for h in trained.history])
     assert runs[0] == runs[1]
 
@@ -326,10 +392,12 @@ def test_hold_out_none_trains_on_every_painted_voxel_and_keeps_the_last_epoch():
     painted = sparse_from_classes(classes, [3, 8, 12])
     painted[:, 30:] = 0  # painted only where the strip would train: holding the strip back is impossible
     with pytest.raises(ValueError, match="validation region"):
-        run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=2, steps_per_epoch=2,
-                                hold_out="strip", **FAST))
-    trained = run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=4, steps_per_epoch=3,
-                                      patience=1, **FAST))  # hold_out "auto" = "none" for a new network
+        run_job(
+            train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=2, steps_per_epoch=2, hold_out="strip", **FAST)
+        )
+    trained = run_job(
+        train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=4, steps_per_epoch=3, patience=1, **FAST)
+    )  # hold_out "auto" = "none" for a new network
     assert len(trained.history) == 4  # patience does not stop it
     metrics = trained.card.metrics
     assert metrics["validation"] == "none" and metrics["kept_epoch"] == 4 and "best_val_dice" not in metrics
@@ -361,7 +429,17 @@ def test_slice_smoothing_averages_neighbouring_slices_of_slice_models_only():
     with pytest.raises(ValueError, match="slice_smoothing"):
         run_job(predict_probabilities(net, card, tomo, 10.0, slice_smoothing=-1))
     net3, arch3, kwargs3 = build_segmentation_network("3d", 3, base_channels=4, depth=1)
-    card3 = ModelCard(name="v", task="segment", architecture=arch3, arch_kwargs=kwargs3, classes=TOY_CLASSES,
-                      voxel_size_A=10.0, patch_size=[16, 16, 16], extra={"model_kind": "3d"})
-    np.testing.assert_array_equal(run_job(predict_probabilities(net3, card3, tomo, 10.0, slice_smoothing=2)),
-                                  run_job(predict_probabilities(net3, card3, tomo, 10.0, slice_smoothing=0)))
+    card3 = ModelCard(
+        name="v",
+        task="segment",
+        architecture=arch3,
+        arch_kwargs=kwargs3,
+        classes=TOY_CLASSES,
+        voxel_size_A=10.0,
+        patch_size=[16, 16, 16],
+        extra={"model_kind": "3d"},
+    )
+    np.testing.assert_array_equal(
+        run_job(predict_probabilities(net3, card3, tomo, 10.0, slice_smoothing=2)),
+        run_job(predict_probabilities(net3, card3, tomo, 10.0, slice_smoothing=0)),
+    )

@@ -44,18 +44,61 @@ def test_volumes_come_at_the_model_voxel_size_and_bright(datasets):
 
 def test_train_command_on_a_dataset_writes_a_card_with_ranges(datasets, tmp_path, capsys):
     out = tmp_path / "seg_domain"
-    code = main(["train", "--task", "segment", "--domain-data", str(datasets / "train"), "--domain-val",
-                 str(datasets / "val"), "--out", str(out), "--epochs", "1", "--steps-per-epoch", "2",
-                 "--batch-size", "2", "--base-channels", "4", "--depth", "2", "--val-patches", "2",
-                 "--device", "cpu", "--threads", "1", "--patch", "32", "--segment-context", "1"])
+    code = main(
+        [
+            "train",
+            "--task",
+            "segment",
+            "--domain-data",
+            str(datasets / "train"),
+            "--domain-val",
+            str(datasets / "val"),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "2",
+            "--batch-size",
+            "2",
+            "--base-channels",
+            "4",
+            "--depth",
+            "2",
+            "--val-patches",
+            "2",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--patch",
+            "32",
+            "--segment-context",
+            "1",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["classes"] == list(DOMAIN_CLASSES) and card["polarity"] == "bright"
     assert card["extra"]["training_seeds"] == [11, 12] and card["extra"]["validation_seeds"] == [21]
     assert card["extra"]["training_ranges"]["tilt_range_deg"] == [45.0, 70.0]
     assert "domain-randomised dataset" in card["training_data"]
-    assert main(["train", "--task", "segment", "--domain-data", str(datasets / "train"), "--domain-val",
-                 str(datasets / "train"), "--out", str(tmp_path / "x")]) != 0
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                "segment",
+                "--domain-data",
+                str(datasets / "train"),
+                "--domain-val",
+                str(datasets / "train"),
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        != 0
+    )
     assert "share seeds" in capsys.readouterr().err
 
 
@@ -73,10 +116,37 @@ def test_detection_trains_on_a_dataset_with_macromolecules_only(datasets, tmp_pa
         others = set(table.loc[table["class_name"] != "macromolecule", "instance_id"])
         assert not (set(np.unique(inst)) & others)  # gold beads are not particles to pick
     out = tmp_path / "det_domain"
-    code = main(["train", "--task", "detect", "--domain-data", str(datasets / "train"), "--domain-val",
-                 str(datasets / "val"), "--out", str(out), "--epochs", "1", "--steps-per-epoch", "2",
-                 "--batch-size", "2", "--base-channels", "4", "--depth", "2", "--val-patches", "2",
-                 "--device", "cpu", "--threads", "1", "--patch", "16"])
+    code = main(
+        [
+            "train",
+            "--task",
+            "detect",
+            "--domain-data",
+            str(datasets / "train"),
+            "--domain-val",
+            str(datasets / "val"),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "2",
+            "--batch-size",
+            "2",
+            "--base-channels",
+            "4",
+            "--depth",
+            "2",
+            "--val-patches",
+            "2",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--patch",
+            "16",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["task"] == "detect" and "domain-randomised dataset" in card["training_data"]

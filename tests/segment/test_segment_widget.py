@@ -10,8 +10,16 @@ from segment_toy import TOY_CLASSES, make_toy
 from tomolens._widgets.segment import FROM_FILE, SegmentWidget
 from tomolens.segment.labels import sparse_from_classes
 
-SMALL = {"segment_model": "2d", "epochs": 2, "steps_per_epoch": 6, "patch": 32, "batch_size": 4, "base_channels": 4,
-         "learning_rate": 5e-3, "device": "cpu"}
+SMALL = {
+    "segment_model": "2d",
+    "epochs": 2,
+    "steps_per_epoch": 6,
+    "patch": 32,
+    "batch_size": 4,
+    "base_channels": 4,
+    "learning_rate": 5e-3,
+    "device": "cpu",
+}
 
 
 @pytest.fixture

@@ -25,17 +25,36 @@ from tomolens.simulate.pseudoproteins import HELD_OUT_FAMILIES, TRAINING_FAMILIE
 
 SHAPE = (48, 80, 80)
 #: training ranges made cheap for tests: few tilts, small fine grids
-FAST = replace(TRAINING_RANGES, binning=(1, 2), tilt_step_deg=(4.0, 5.0), pseudo_size_nm=(6.0, 20.0),
-               macromolecule_fraction=(0.03, 0.06), vesicle_radius_nm=(20.0, 60.0), actin=(0, 2))
+FAST = replace(
+    TRAINING_RANGES,
+    binning=(1, 2),
+    tilt_step_deg=(4.0, 5.0),
+    pseudo_size_nm=(6.0, 20.0),
+    macromolecule_fraction=(0.03, 0.06),
+    vesicle_radius_nm=(20.0, 60.0),
+    actin=(0, 2),
+)
 
 
 def _rich_config(seed=4, **changes) -> DomainConfig:
     """Every structure class present: a vesicle (decorated), a microtubule, actin, gold, carbon."""
     cfg = sample_domain_config(FAST, seed, SHAPE, maps_dir=None)
-    base = dict(voxel_size_A=10.0, binning=2, supersampling=2, vesicle_radii_nm=(22.0,), sheet_curvature_radii_nm=(),
-                n_microtubules=1, n_actin=1, n_gold=2, carbon=True, carbon_thickness_nm=10.0, carbon_coverage=0.12,
-                decorated_probability=1.0, bundle_probability=0.0,
-                pseudoproteins=(PseudoProteinSpec("compact", 8.0, 1), PseudoProteinSpec("hollow", 12.0, 2)))
+    base = dict(
+        voxel_size_A=10.0,
+        binning=2,
+        supersampling=2,
+        vesicle_radii_nm=(22.0,),
+        sheet_curvature_radii_nm=(),
+        n_microtubules=1,
+        n_actin=1,
+        n_gold=2,
+        carbon=True,
+        carbon_thickness_nm=10.0,
+        carbon_coverage=0.12,
+        decorated_probability=1.0,
+        bundle_probability=0.0,
+        pseudoproteins=(PseudoProteinSpec("compact", 8.0, 1), PseudoProteinSpec("hollow", 12.0, 2)),
+    )
     return replace(cfg, **{**base, **changes})
 
 
@@ -59,8 +78,9 @@ def test_sampling_is_deterministic_and_in_range():
         assert {s.family for s in c.pseudoproteins} <= set(TRAINING_FAMILIES) and not c.map_names
         # pseudo-proteins are 6-40 nm, at least 5 voxels across and at most 0.8 of the slab
         assert all(max(6.0, 0.5 * c.voxel_size_A) - 0.01 <= s.size_nm <= 40.0 for s in c.pseudoproteins)
-        assert all(s.size_nm <= max(0.8 * 64 * c.voxel_size_A / 10, 0.5 * c.voxel_size_A) + 0.01
-                   for s in c.pseudoproteins)
+        assert all(
+            s.size_nm <= max(0.8 * 64 * c.voxel_size_A / 10, 0.5 * c.voxel_size_A) + 0.01 for s in c.pseudoproteins
+        )
         assert DomainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
     assert {sample_domain_config(TRAINING_RANGES, s, maps_dir=None).polarity for s in range(20)} == {"bright", "dark"}
     json.dumps(TRAINING_RANGES.to_dict())  # JSON-ready for model cards
@@ -144,8 +164,9 @@ def test_maps_used_and_held_out_when_present():
     assert replace(train[3], map_names=(), maps_dir=None) == bare
     shifted = shifted_domain_config(3, SHAPE, maps_dir=maps)
     assert shifted.map_names and set(shifted.map_names) <= set(HELD_OUT_MAPS)
-    cfg = _rich_config(map_names=("1bxn",), maps_dir=str(maps), n_microtubules=0, vesicle_radii_nm=(),
-                       macromolecule_fraction=0.05)
+    cfg = _rich_config(
+        map_names=("1bxn",), maps_dir=str(maps), n_microtubules=0, vesicle_radii_nm=(), macromolecule_fraction=0.05
+    )
     sim = run_job(simulate_domain_tomogram(cfg))
     assert "1bxn" in set(sim.particles.features["template"])
 
@@ -164,17 +185,39 @@ def test_bad_settings_raise_clear_errors():
     with pytest.raises(ValueError, match="No macromolecule source"):
         DomainRanges(pseudo_families=(), map_templates=(0, 0)).check()
     good = _rich_config()
-    for change, message in (({"polarity": "grey"}, "polarity"), ({"reconstruction": "art"}, "reconstruction"),
-                            ({"shape_zyx": (8, 64, 64)}, "shape_zyx"), ({"supersampling": 3}, "supersampling"),
-                            ({"tilt_range_deg": 95.0}, "tilt_range_deg"), ({"map_names": ("1bxn",)}, "maps_dir"),
-                            ({"pseudoproteins": (), "map_names": ()}, "No macromolecule")):
+    for change, message in (
+        ({"polarity": "grey"}, "polarity"),
+        ({"reconstruction": "art"}, "reconstruction"),
+        ({"shape_zyx": (8, 64, 64)}, "shape_zyx"),
+        ({"supersampling": 3}, "supersampling"),
+        ({"tilt_range_deg": 95.0}, "tilt_range_deg"),
+        ({"map_names": ("1bxn",)}, "maps_dir"),
+        ({"pseudoproteins": (), "map_names": ()}, "No macromolecule"),
+    ):
         with pytest.raises(ValueError, match=message):
             run_job(simulate_domain_tomogram(replace(good, **change)))
 
 
 def test_cli_domain_tomogram_and_dataset(tmp_path, capsys):
-    rc = main(["simulate", "--domain", "randomised", "--seed", "3", "--size-z", "32", "--size-y", "48",
-               "--size-x", "48", "--maps-dir", "none", "--out", str(tmp_path / "one")])
+    rc = main(
+        [
+            "simulate",
+            "--domain",
+            "randomised",
+            "--seed",
+            "3",
+            "--size-z",
+            "32",
+            "--size-y",
+            "48",
+            "--size-x",
+            "48",
+            "--maps-dir",
+            "none",
+            "--out",
+            str(tmp_path / "one"),
+        ]
+    )
     assert rc == 0
     meta = json.loads((tmp_path / "one" / "config.json").read_text())
     assert meta["domain"] == "randomised" and meta["class_names"] == list(DOMAIN_CLASSES)
@@ -187,8 +230,27 @@ def test_cli_domain_tomogram_and_dataset(tmp_path, capsys):
     assert len(table) == meta["n_particles"] and "template" in table.features.columns
     rc = main(["simulate", "--domain", "shifted", "--seed", "1", "--snr", "0.3", "--out", str(tmp_path / "bad")])
     assert rc == 2 and "--snr" in capsys.readouterr().err and not (tmp_path / "bad").exists()
-    rc = main(["simulate-dataset", "--domain", "shifted", "--n", "2", "--first-seed", "50", "--size-z", "24",
-               "--size-y", "32", "--size-x", "32", "--maps-dir", "none", "--out", str(tmp_path / "set")])
+    rc = main(
+        [
+            "simulate-dataset",
+            "--domain",
+            "shifted",
+            "--n",
+            "2",
+            "--first-seed",
+            "50",
+            "--size-z",
+            "24",
+            "--size-y",
+            "32",
+            "--size-x",
+            "32",
+            "--maps-dir",
+            "none",
+            "--out",
+            str(tmp_path / "set"),
+        ]
+    )
     assert rc == 0
     manifest = json.loads((tmp_path / "set" / "manifest.json").read_text())
     assert [t["seed"] for t in manifest["tomograms"]] == [50, 51] and manifest["domain"] == "shifted"
@@ -202,10 +264,12 @@ def test_cli_domain_tomogram_and_dataset(tmp_path, capsys):
 
 def test_bundles_and_branches_are_recorded():
     common = dict(vesicle_radii_nm=(), carbon=False, n_gold=0, n_microtubules=0, n_actin=2, macromolecule_fraction=0.01)
-    bundles = run_job(simulate_domain_tomogram(_rich_config(seed=2, bundle_probability=1.0, branch_probability=0.0,
-                                                            **common)))
-    branched = run_job(simulate_domain_tomogram(_rich_config(seed=2, bundle_probability=0.0, branch_probability=1.0,
-                                                             **common)))
+    bundles = run_job(
+        simulate_domain_tomogram(_rich_config(seed=2, bundle_probability=1.0, branch_probability=0.0, **common))
+    )
+    branched = run_job(
+        simulate_domain_tomogram(_rich_config(seed=2, bundle_probability=0.0, branch_probability=1.0, **common))
+    )
     members = [s for s in bundles.structures.to_dict("records") if s["kind"] == "actin"]
     assert len(members) >= 3 and all(s["bundle_size"] >= 2 for s in members)
     actin = [s for s in branched.structures.to_dict("records") if s["kind"] == "actin"]

@@ -20,8 +20,9 @@ from tomolens.simulate.structures import add_filament, add_membrane, bilayer_pro
 def test_bilayer_has_two_peaks_3_to_5_nm_apart(thickness_nm):
     voxel = 2.0
     scene = Scene.empty((80, 24, 24))
-    ok = add_membrane(scene, "sheet", {"point_zyx": (40.0, 12.0, 12.0), "normal_zyx": (1.0, 0.0, 0.0)},
-                      thickness_nm * 10, voxel)
+    ok = add_membrane(
+        scene, "sheet", {"point_zyx": (40.0, 12.0, 12.0), "normal_zyx": (1.0, 0.0, 0.0)}, thickness_nm * 10, voxel
+    )
     assert ok
     profile = scene.density[:, 12, 12]
     peaks, _ = find_peaks(profile, height=0.5)

@@ -8,8 +8,10 @@ from tomolens.simulate import load_template
 
 
 def _pdb_line(serial, x, y, z, element="C"):
-    return (f"ATOM  {serial:5d}  {element:<3s} ALA A{serial:4d}    "
-            f"{x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00          {element:>2s}")
+    return (
+        f"ATOM  {serial:5d}  {element:<3s} ALA A{serial:4d}    "
+        f"{x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00          {element:>2s}"
+    )
 
 
 def write_two_clusters(path, separation_A=100.0):

@@ -12,8 +12,9 @@ from tomolens.simulate import SimulationConfig, simulate_tomogram
 
 
 def test_save_round_trip(tmp_path):
-    cfg = SimulationConfig(shape_zyx=(32, 48, 48), templates=("l_shape", "globule"), n_particles=6,
-                           snr=0.1, mode="fourier", seed=1)
+    cfg = SimulationConfig(
+        shape_zyx=(32, 48, 48), templates=("l_shape", "globule"), n_particles=6, snr=0.1, mode="fourier", seed=1
+    )
     sim = run_job(simulate_tomogram(cfg))
     paths = sim.save(tmp_path)
     tomo = read_mrc(paths["tomogram"])
@@ -31,21 +32,69 @@ def test_save_round_trip(tmp_path):
 
 
 def test_cli_simulate_and_subtomograms(tmp_path, capsys):
-    rc = main(["simulate", "--out", str(tmp_path / "t"), "--size-x", "48", "--size-y", "48", "--size-z", "32",
-               "--n-particles", "5", "--templates", "globule,torus", "--snr", "0"])
+    rc = main(
+        [
+            "simulate",
+            "--out",
+            str(tmp_path / "t"),
+            "--size-x",
+            "48",
+            "--size-y",
+            "48",
+            "--size-z",
+            "32",
+            "--n-particles",
+            "5",
+            "--templates",
+            "globule,torus",
+            "--snr",
+            "0",
+        ]
+    )
     assert rc == 0 and (tmp_path / "t" / "tomogram.mrc").is_file()
     assert "5 particles" in capsys.readouterr().out
-    rc = main(["simulate-subtomograms", "--out", str(tmp_path / "s0"), "--templates", "globule,torus",
-               "--n-per-class", "3", "--box", "16", "--snrs", "0.1,inf", "--no-crowding"])
+    rc = main(
+        [
+            "simulate-subtomograms",
+            "--out",
+            str(tmp_path / "s0"),
+            "--templates",
+            "globule,torus",
+            "--n-per-class",
+            "3",
+            "--box",
+            "16",
+            "--snrs",
+            "0.1,inf",
+            "--no-crowding",
+        ]
+    )
     # torus (radius 95 Å) + 20 Å jitter does not fit a half-box of 80 Å
     assert rc == 2 and "would crop torus" in capsys.readouterr().err and not (tmp_path / "s0").exists()
-    rc = main(["simulate-subtomograms", "--out", str(tmp_path / "s"), "--templates", "globule,torus",
-               "--n-per-class", "3", "--box", "16", "--voxel-size-A", "16", "--snrs", "0.1,inf", "--no-crowding"])
+    rc = main(
+        [
+            "simulate-subtomograms",
+            "--out",
+            str(tmp_path / "s"),
+            "--templates",
+            "globule,torus",
+            "--n-per-class",
+            "3",
+            "--box",
+            "16",
+            "--voxel-size-A",
+            "16",
+            "--snrs",
+            "0.1,inf",
+            "--no-crowding",
+        ]
+    )
     assert rc == 0 and (tmp_path / "s" / "inf" / "test.npz").is_file()
     with pytest.raises(SystemExit):  # argparse refuses a tilt range beyond 90°
         main(["simulate", "--out", str(tmp_path / "bad"), "--tilt-range-deg", "120"])
-    rc = main(["simulate", "--out", str(tmp_path / "bad"), "--size-z", "8", "--n-particles", "3",
-               "--templates", "shell"])
+    rc = main(
+        ["simulate", "--out", str(tmp_path / "bad"), "--size-z", "8", "--n-particles", "3", "--templates", "shell"]
+    )
     assert rc == 2 and "does not fit" in capsys.readouterr().err
 
 

@@ -15,8 +15,9 @@ TEMPLATES = ("l_shape", "two_subunit", "tetrahedron", "globule")
 
 @pytest.fixture(scope="module")
 def sim():
-    cfg = SimulationConfig(shape_zyx=(32, 64, 64), templates=TEMPLATES, n_particles=18, snr=0.05,
-                           n_filaments=1, seed=11)
+    cfg = SimulationConfig(
+        shape_zyx=(32, 64, 64), templates=TEMPLATES, n_particles=18, snr=0.05, n_filaments=1, seed=11
+    )
     return run_job(simulate_tomogram(cfg))
 
 
@@ -36,8 +37,7 @@ def test_measured_snr_on_projections_within_10_percent(sim):
 
 
 def test_fourier_mode_snr_on_volume():
-    cfg = SimulationConfig(shape_zyx=(32, 48, 48), templates=TEMPLATES, n_particles=8, snr=0.1,
-                           mode="fourier", seed=2)
+    cfg = SimulationConfig(shape_zyx=(32, 48, 48), templates=TEMPLATES, n_particles=8, snr=0.1, mode="fourier", seed=2)
     s = run_job(simulate_tomogram(cfg))
     assert s.snr_domain == "volume" and s.measured_snr == pytest.approx(0.1, rel=0.1)
 
@@ -74,8 +74,9 @@ def test_ground_truth_centres_are_correlation_peaks(clean_sim):
     for (z, y, x), row in zip(sim.particles.coords_zyx, sim.particles.features.itertuples()):
         t = templates[row.class_name]
         c = np.round([z, y, x]).astype(int)
-        ref = rotate_density(t.density, rotation_matrix_zyx((row.rot, row.tilt, row.psi)),
-                             centre_offset=np.array([z, y, x]) - c)
+        ref = rotate_density(
+            t.density, rotation_matrix_zyx((row.rot, row.tilt, row.psi)), centre_offset=np.array([z, y, x]) - c
+        )
         full = np.zeros(shape, np.float32)
         h = (np.array(ref.shape) - 1) // 2
         idx = np.argwhere(ref > 0)
@@ -98,8 +99,8 @@ def test_euler_angles_reproduce_orientation(clean_sim):
         lo, hi = c - h, c - h + t.density.shape
         if np.any(lo < 0) or np.any(hi > np.array(sim.density.shape)):
             continue
-        own = sim.instances[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] == row.instance_id
-        dens = sim.density[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        own = sim.instances[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] == row.instance_id
+        dens = sim.density[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
         angles = (row.rot, row.tilt, row.psi)
         right = rotate_density(t.density, rotation_matrix_zyx(angles), centre_offset=np.array([z, y, x]) - c)
         wrong = rotate_density(t.density, rotation_matrix_zyx(angles).T, centre_offset=np.array([z, y, x]) - c)

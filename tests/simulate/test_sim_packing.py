@@ -29,8 +29,16 @@ def test_volume_fraction_20_percent_without_overlap():
 
 
 def test_count_reached_with_membranes_and_filaments():
-    cfg = SimulationConfig(shape_zyx=(48, 96, 96), templates=SMALL, n_particles=40, n_membranes=1,
-                           n_filaments=2, snr=float("inf"), mode="fourier", seed=3)
+    cfg = SimulationConfig(
+        shape_zyx=(48, 96, 96),
+        templates=SMALL,
+        n_particles=40,
+        n_membranes=1,
+        n_filaments=2,
+        snr=float("inf"),
+        mode="fourier",
+        seed=3,
+    )
     sim = run_job(simulate_tomogram(cfg))
     assert len(sim.particles) == 40
     assert sim.class_names[-2:] == ["membrane", "filament"]
@@ -50,25 +58,37 @@ def test_impossible_packing_is_refused():
     with pytest.raises(ValueError, match="volume_fraction"):
         run_job(simulate_tomogram(SimulationConfig(shape_zyx=(16, 32, 32), volume_fraction=0.7, mode="fourier")))
     with pytest.raises(PackingError, match="stalled|does not fit"):
-        run_job(simulate_tomogram(SimulationConfig(shape_zyx=(24, 32, 32), templates=("shell",),
-                                                   volume_fraction=0.45, mode="fourier")))
+        run_job(
+            simulate_tomogram(
+                SimulationConfig(shape_zyx=(24, 32, 32), templates=("shell",), volume_fraction=0.45, mode="fourier")
+            )
+        )
 
 
 def test_bad_sizes_and_tilts_are_clear_errors():
-    for kwargs, match in (({"shape_zyx": (0, 64, 64)}, "positive"), ({"shape_zyx": (-4, 64, 64)}, "positive"),
-                          ({"voxel_size_A": 0}, "voxel_size_A"), ({"tilt_range_deg": 95}, "90"),
-                          ({"tilt_step_deg": -1}, "tilt_step"), ({"snr": -0.1}, "snr"),
-                          ({"mode": "magic"}, "mode")):
+    for kwargs, match in (
+        ({"shape_zyx": (0, 64, 64)}, "positive"),
+        ({"shape_zyx": (-4, 64, 64)}, "positive"),
+        ({"voxel_size_A": 0}, "voxel_size_A"),
+        ({"tilt_range_deg": 95}, "90"),
+        ({"tilt_step_deg": -1}, "tilt_step"),
+        ({"snr": -0.1}, "snr"),
+        ({"mode": "magic"}, "mode"),
+    ):
         with pytest.raises(ValueError, match=match):
             run_job(simulate_tomogram(SimulationConfig(**kwargs)))
 
 
 def test_a_template_wider_than_the_slab_is_warned_about_and_radii_recorded(tmp_path):
     """l_shape (radius 122 Å, 254 Å across) in a 24-voxel (240 Å) slab fits only lying down: a warning says so."""
-    cfg = SimulationConfig(shape_zyx=(24, 48, 48), templates=("l_shape", "globule"), n_particles=2, mode="fourier",
-                           seed=0)
-    with pytest.warns(UserWarning, match=r"'l_shape' is up to 254 Å across \(radius 122.1 Å\), 14 Å more than the "
-                                         r"volume's 240 Å along z \(24 voxels\).*at least 28 voxels along z"):
+    cfg = SimulationConfig(
+        shape_zyx=(24, 48, 48), templates=("l_shape", "globule"), n_particles=2, mode="fourier", seed=0
+    )
+    with pytest.warns(
+        UserWarning,
+        match=r"'l_shape' is up to 254 Å across \(radius 122.1 Å\), 14 Å more than the "
+        r"volume's 240 Å along z \(24 voxels\).*at least 28 voxels along z",
+    ):
         sim = run_job(simulate_tomogram(cfg))
     assert sim.template_radius_A == {"l_shape": pytest.approx(122.1), "globule": pytest.approx(42.4)}
     import json
@@ -79,5 +99,8 @@ def test_a_template_wider_than_the_slab_is_warned_about_and_radii_recorded(tmp_p
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a slab that holds every orientation: no warning
-        run_job(simulate_tomogram(SimulationConfig(shape_zyx=(32, 32, 32), templates=("globule",), n_particles=1,
-                                                   mode="fourier", seed=0)))
+        run_job(
+            simulate_tomogram(
+                SimulationConfig(shape_zyx=(32, 32, 32), templates=("globule",), n_particles=1, mode="fourier", seed=0)
+            )
+        )

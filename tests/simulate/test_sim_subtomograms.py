@@ -14,8 +14,14 @@ from tomolens.simulate import SubtomogramConfig, load_subtomogram_split, simulat
 def dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("subtomos")
     # 24 voxels of 14 Å: a half-box of 168 Å holds l_shape's 122 Å radius and the 20 Å jitter
-    cfg = SubtomogramConfig(templates=("barrel", "l_shape", "globule"), n_per_class=8, box=24, voxel_size_A=14.0,
-                            snrs=(0.05, math.inf), seed=3)
+    cfg = SubtomogramConfig(
+        templates=("barrel", "l_shape", "globule"),
+        n_per_class=8,
+        box=24,
+        voxel_size_A=14.0,
+        snrs=(0.05, math.inf),
+        seed=3,
+    )
     return out, run_job(simulate_subtomograms(cfg, out))
 
 
@@ -80,8 +86,11 @@ def test_bad_config_and_bad_file(tmp_path):
 def test_a_template_the_box_would_crop_is_refused_before_any_work(tmp_path):
     """l_shape (radius 122 Å) + 20 Å jitter in a 24-voxel box of 10 Å (half-box 120 Å): cropped by 22 Å."""
     cfg = SubtomogramConfig(templates=("globule", "l_shape"), n_per_class=3, box=24, voxel_size_A=10.0)
-    with pytest.raises(ValueError, match=r"would crop l_shape \(radius 122.1 Å: cropped by 22 Å\)\. Use a box of "
-                                         r"at least 32 voxels \(320 Å\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"would crop l_shape \(radius 122.1 Å: cropped by 22 Å\)\. Use a box of "
+        r"at least 32 voxels \(320 Å\)",
+    ):
         run_job(simulate_subtomograms(cfg, tmp_path / "out"))
     assert not (tmp_path / "out").exists()
     # the suggested box is accepted

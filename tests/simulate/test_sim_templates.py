@@ -56,8 +56,13 @@ def test_mrc_template_resampled(tmp_path):
 def test_real_map_template():
     t = load_template(MAPS / "1bxn.mrc", 10.0)
     assert 80 < 2 * t.radius_A < 300 and t.mask.sum() > 500
-    cfg = SimulationConfig(shape_zyx=(32, 64, 64), templates=(str(MAPS / "1bxn.mrc"), str(MAPS / "3qm1.mrc")),
-                           n_particles=6, mode="fourier", seed=0)
+    cfg = SimulationConfig(
+        shape_zyx=(32, 64, 64),
+        templates=(str(MAPS / "1bxn.mrc"), str(MAPS / "3qm1.mrc")),
+        n_particles=6,
+        mode="fourier",
+        seed=0,
+    )
     sim = run_job(simulate_tomogram(cfg))
     assert sim.class_names == ["background", "1bxn", "3qm1"] and len(sim.particles) == 6
 

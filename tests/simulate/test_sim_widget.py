@@ -8,8 +8,17 @@ from tomolens._widgets.simulate import SimulateWidget
 def test_simulate_widget_adds_layers(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     widget = SimulateWidget(viewer)
-    widget.panel.set_values({"size_x": 48, "size_y": 48, "size_z": 32, "n_particles": 6,
-                             "templates": "globule,tetrahedron", "mode": "fourier", "seed": 2})
+    widget.panel.set_values(
+        {
+            "size_x": 48,
+            "size_y": 48,
+            "size_z": 32,
+            "n_particles": 6,
+            "templates": "globule,tetrahedron",
+            "mode": "fourier",
+            "seed": 2,
+        }
+    )
     widget.runner.run_button.changed.emit(True)
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
     names = [layer.name for layer in viewer.layers]

@@ -6,8 +6,13 @@ import pytest
 import starfile
 
 from tomolens._widgets.picks import ONE_TOMOGRAM, PER_TOMOGRAM, PicksWidget
-from tomolens.io.copick_io import CopickObject, create_project, open_project, read_copick_picks, \
-    read_copick_segmentations
+from tomolens.io.copick_io import (
+    CopickObject,
+    create_project,
+    open_project,
+    read_copick_picks,
+    read_copick_segmentations,
+)
 
 
 @pytest.fixture
@@ -19,10 +24,17 @@ def widget_and_viewer(make_napari_viewer):
 
 
 def _star(tmp_path):
-    particles = pd.DataFrame({"rlnTomoName": ["TS_01"] * 3 + ["TS_02"] * 2, "rlnCoordinateX": np.arange(5.0),
-                              "rlnCoordinateY": np.arange(5.0), "rlnCoordinateZ": np.arange(5.0),
-                              "rlnAngleRot": np.zeros(5), "rlnAngleTilt": np.full(5, 90.0),
-                              "rlnAnglePsi": np.zeros(5)})
+    particles = pd.DataFrame(
+        {
+            "rlnTomoName": ["TS_01"] * 3 + ["TS_02"] * 2,
+            "rlnCoordinateX": np.arange(5.0),
+            "rlnCoordinateY": np.arange(5.0),
+            "rlnCoordinateZ": np.arange(5.0),
+            "rlnAngleRot": np.zeros(5),
+            "rlnAngleTilt": np.full(5, 90.0),
+            "rlnAnglePsi": np.zeros(5),
+        }
+    )
     starfile.write({"particles": particles}, tmp_path / "run_data.star")
     return tmp_path / "run_data.star"
 
@@ -54,10 +66,13 @@ def test_several_tomograms_and_no_tomogram_open_is_a_message_not_a_layer(widget_
 
 def test_copick_open_run_and_save_picks_and_labels(widget_and_viewer, tmp_path):
     widget, viewer = widget_and_viewer
-    cfg = create_project(tmp_path / "copick_config.json", [CopickObject("ribosome", 1, 100.0, True),
-                                                            CopickObject("proteasome", 2, 80.0, True)])
+    cfg = create_project(
+        tmp_path / "copick_config.json",
+        [CopickObject("ribosome", 1, 100.0, True), CopickObject("proteasome", 2, 80.0, True)],
+    )
     open_project(cfg).new_run("TS_01").new_voxel_spacing(10.0).new_tomogram("wbp").from_numpy(
-        np.zeros((8, 16, 16), np.float32))
+        np.zeros((8, 16, 16), np.float32)
+    )
     widget.config.value = cfg
     assert widget.object.choices == ("ribosome", "proteasome") and widget.run.choices == ("TS_01",)
     assert widget.spacing.choices == (10.0,)
@@ -71,8 +86,9 @@ def test_copick_open_run_and_save_picks_and_labels(widget_and_viewer, tmp_path):
     [table] = read_copick_picks(open_project(cfg), "TS_01", 10.0, user_id="alice").values()
     np.testing.assert_allclose(table.coords_zyx, [[1.0, 2.0, 3.0]])
     assert table.features["object"][0] == "proteasome"
-    labels = viewer.add_labels(np.ones((8, 16, 16), np.uint8), scale=(10.0,) * 3, units=("angstrom",) * 3,
-                               name="membranes")
+    labels = viewer.add_labels(
+        np.ones((8, 16, 16), np.uint8), scale=(10.0,) * 3, units=("angstrom",) * 3, name="membranes"
+    )
     viewer.layers.selection.active = labels
     widget.save_copick_segmentation()
     [(name, user, _, seg)] = read_copick_segmentations(open_project(cfg), "TS_01", 10.0)
@@ -81,11 +97,18 @@ def test_copick_open_run_and_save_picks_and_labels(widget_and_viewer, tmp_path):
 
 def test_relion5_centred_picks_use_the_chosen_tomogram(widget_and_viewer, tmp_path):
     widget, viewer = widget_and_viewer
-    particles = pd.DataFrame({"rlnTomoName": ["TS_1", "TS_2"], "rlnCenteredCoordinateXAngst": [100.0, 0.0],
-                              "rlnCenteredCoordinateYAngst": [0.0, 0.0], "rlnCenteredCoordinateZAngst": [-50.0, 0.0]})
+    particles = pd.DataFrame(
+        {
+            "rlnTomoName": ["TS_1", "TS_2"],
+            "rlnCenteredCoordinateXAngst": [100.0, 0.0],
+            "rlnCenteredCoordinateYAngst": [0.0, 0.0],
+            "rlnCenteredCoordinateZAngst": [-50.0, 0.0],
+        }
+    )
     starfile.write({"particles": particles}, tmp_path / "centred.star")
-    tomo = viewer.add_image(np.zeros((100, 200, 200), np.float32), name="TS_1", scale=(10.0,) * 3,
-                            units=("angstrom",) * 3)
+    tomo = viewer.add_image(
+        np.zeros((100, 200, 200), np.float32), name="TS_1", scale=(10.0,) * 3, units=("angstrom",) * 3
+    )
     widget.reset_choices()
     widget.pick_file.value = tmp_path / "centred.star"
     widget.mode.value = ONE_TOMOGRAM

@@ -115,8 +115,7 @@ def test_display_filters_leave_the_data_alone(widget_and_viewer, qtbot):
     np.testing.assert_array_equal(layer.data, before)
 
 
-def test_choosing_another_tomogram_while_measuring_shows_the_chosen_ones_contrast(make_napari_viewer, qtbot,
-                                                                                   blobs):
+def test_choosing_another_tomogram_while_measuring_shows_the_chosen_ones_contrast(make_napari_viewer, qtbot, blobs):
     viewer = make_napari_viewer()
     bright = viewer.add_image(blobs(seed=5), name="bright", scale=(10.0, 10.0, 10.0))
     widget = TomogramWidget(viewer)
@@ -127,8 +126,7 @@ def test_choosing_another_tomogram_while_measuring_shows_the_chosen_ones_contras
     assert widget.contrast_runner.running
     dark = viewer.add_image(-blobs(seed=5), name="dark", scale=(10.0, 10.0, 10.0))
     widget.layer_picker.value = dark  # while the bright one is measured (its result must not be shown for it)
-    qtbot.waitUntil(lambda: "polarity_estimate" in dark.metadata and not widget.contrast_runner.running,
-                    timeout=30000)
+    qtbot.waitUntil(lambda: "polarity_estimate" in dark.metadata and not widget.contrast_runner.running, timeout=30000)
     assert widget.contrast.value.startswith("contrast: dark")
     assert bright.metadata["polarity_estimate"]["polarity"] == "bright"
     viewer.window.remove_dock_widget(dock)  # closing the viewer (removing its layers) must not start another

@@ -33,8 +33,7 @@ def ome_zarr_layer_data(volume, name: str | None = None) -> LayerData:
     kwargs = {
         "name": name or volume.path.name.removesuffix(".zarr").removesuffix(".ome"),
         "multiscale": len(volume.levels) > 1,
-        "metadata": {"path": str(volume.path), "voxel_size_known": volume.voxel_size_A is not None,
-                     "kind": "volume"},
+        "metadata": {"path": str(volume.path), "voxel_size_known": volume.voxel_size_A is not None, "kind": "volume"},
         **scale_kwargs(volume.voxel_size_A, 3),
     }
     data = volume.levels if len(volume.levels) > 1 else volume.levels[0]
@@ -89,8 +88,9 @@ def is_copick_config(path) -> bool:
         return False
 
 
-def copick_run_layers(config_path, run_name: str | None = None, voxel_size_A: float | None = None,
-                      tomo_type: str | None = None) -> list[LayerData]:
+def copick_run_layers(
+    config_path, run_name: str | None = None, voxel_size_A: float | None = None, tomo_type: str | None = None
+) -> list[LayerData]:
     """A copick run as layers: tomogram, picks (per object/user/session), segmentations.
 
     ``run_name`` None opens the only run (or the first, with a notification listing the
@@ -109,8 +109,10 @@ def copick_run_layers(config_path, run_name: str | None = None, voxel_size_A: fl
     names = [r.name for r in root.runs]
     if run_name is None and len(names) > 1:
         run_name = names[0]
-        notify(f"The copick project has {len(names)} runs ({', '.join(names[:8])}); opened {run_name}. "
-                "Choose another with the Copick widget or `tomolens info`.")
+        notify(
+            f"The copick project has {len(names)} runs ({', '.join(names[:8])}); opened {run_name}. "
+            "Choose another with the Copick widget or `tomolens info`."
+        )
     run = get_run(root, run_name)
     layers: list[LayerData] = []
     try:
@@ -124,8 +126,17 @@ def copick_run_layers(config_path, run_name: str | None = None, voxel_size_A: fl
         layers.append(ome_zarr_layer_data(volume, name=f"{run.name} {volume.path.name.removesuffix('.zarr')}"))
     for (obj, user, session), table in read_copick_picks(root, run.name, float(voxel_size_A)).items():
         points = points_layer_data(table, name=f"{run.name} {obj} ({user}/{session})", color_by="object")
-        points[1]["metadata"].update({"copick": {"config": str(config_path), "run": run.name, "object": obj,
-                                                 "user_id": user, "session_id": session}})
+        points[1]["metadata"].update(
+            {
+                "copick": {
+                    "config": str(config_path),
+                    "run": run.name,
+                    "object": obj,
+                    "user_id": user,
+                    "session_id": session,
+                }
+            }
+        )
         layers.extend(points_with_orientations(points))
     for name, user, session, seg in read_copick_segmentations(root, run.name, float(voxel_size_A)):
         seg.is_labels = True

@@ -35,8 +35,18 @@ def scale_kwargs(voxel_size_A: tuple[float, ...] | float | None, ndim: int, kind
 #: Colours of label values 1, 2, 3, … in painted and predicted segmentation layers (value 1 =
 #: painted background, grey; then the structures in colours far apart, so that classes such as
 #: filament and particle are not two shades of purple as with napari's default colours).
-CLASS_COLOURS = ("#9e9e9e", "#00e5ff", "#ffb300", "#e040fb", "#76ff03", "#ff1744", "#2979ff", "#ffea00",
-                 "#1de9b6", "#ff6d00")
+CLASS_COLOURS = (
+    "#9e9e9e",
+    "#00e5ff",
+    "#ffb300",
+    "#e040fb",
+    "#76ff03",
+    "#ff1744",
+    "#2979ff",
+    "#ffea00",
+    "#1de9b6",
+    "#ff6d00",
+)
 
 
 def class_colormap(n_values: int = 64):
@@ -104,8 +114,9 @@ def particle_diameters_px(table: ParticleTable) -> np.ndarray | float:
     return DEFAULT_PARTICLE_DIAMETER_A / px
 
 
-def points_layer_data(table: ParticleTable, name: str = "particles", color_by: str | None = None,
-                      size_px: float | None = None) -> tuple[Any, dict, str]:
+def points_layer_data(
+    table: ParticleTable, name: str = "particles", color_by: str | None = None, size_px: float | None = None
+) -> tuple[Any, dict, str]:
     """A napari Points layer-data tuple: coordinates in voxels with per-point features.
 
     Point sizes (voxels) follow the particles (:func:`particle_diameters_px`) unless
@@ -120,8 +131,11 @@ def points_layer_data(table: ParticleTable, name: str = "particles", color_by: s
     whichever exists.
     """
     features = table.features.reset_index(drop=True)
-    text = [c for c in features.columns
-            if not (pd.api.types.is_numeric_dtype(features[c]) or pd.api.types.is_bool_dtype(features[c]))]
+    text = [
+        c
+        for c in features.columns
+        if not (pd.api.types.is_numeric_dtype(features[c]) or pd.api.types.is_bool_dtype(features[c]))
+    ]
     if text:  # text columns may mix in NaN or numbers (a file's typo): all strings, which napari can sort
         features = features.copy()
         for column in text:
@@ -131,8 +145,10 @@ def points_layer_data(table: ParticleTable, name: str = "particles", color_by: s
         "features": features,
         "size": particle_diameters_px(table) if size_px is None else size_px,
         "opacity": 0.5,  # particle-sized discs: the density shows through
-        "metadata": {"pixel_size_A": table.pixel_size_A,
-                     "star_optics": None if table.optics is None else table.optics.to_dict("list")},
+        "metadata": {
+            "pixel_size_A": table.pixel_size_A,
+            "star_optics": None if table.optics is None else table.optics.to_dict("list"),
+        },
         "projection_mode": "rescale_linear",
         **scale_kwargs(table.pixel_size_A, 3),
     }
@@ -199,6 +215,24 @@ def table_from_points(data: np.ndarray, meta: dict) -> ParticleTable:
 
 
 _CATEGORICAL = [  # matplotlib's tab20, strong colours first: the 13 built-in phantoms get distinct colours
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
+    "#ff9896",
+    "#c5b0d5",
+    "#c49c94",
+    "#f7b6d2",
+    "#c7c7c7",
+    "#dbdb8d",
+    "#9edae5",
 ]

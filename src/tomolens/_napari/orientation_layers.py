@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 ORIENTATION_OF = "orientation_of"
 
 
-def orientation_vectors_data(coords_zyx: np.ndarray, features, pixel_size_A: float | None, sizes_px,
-                             name: str) -> tuple[Any, dict, str] | None:
+def orientation_vectors_data(
+    coords_zyx: np.ndarray, features, pixel_size_A: float | None, sizes_px, name: str
+) -> tuple[Any, dict, str] | None:
     """A napari Vectors layer-data tuple for oriented picks, or None without angles.
 
     Parameters
@@ -63,8 +64,9 @@ def points_with_orientations(points: tuple[Any, dict, str]) -> list[tuple[Any, d
     data, kwargs, _ = points
     scale = kwargs.get("scale")
     px = float(scale[-1]) if scale is not None and "angstrom" in str(kwargs.get("units")) else None
-    vectors = orientation_vectors_data(data, kwargs.get("features"), px, kwargs.get("size", 8.0),
-                                       kwargs.get("name", "particles"))
+    vectors = orientation_vectors_data(
+        data, kwargs.get("features"), px, kwargs.get("size", 8.0), kwargs.get("name", "particles")
+    )
     return [points] if vectors is None else [points, vectors]
 
 
@@ -88,8 +90,10 @@ def toggle_orientations(layer, viewer) -> None:
     px = float(layer.scale[-1]) if any("angstrom" in str(u) for u in layer.units) else None
     made = orientation_vectors_data(layer.data, layer.features, px, sizes, layer.name)
     if made is None:
-        show_warning(f"{layer.name} has no orientations: it needs the features rot, tilt and psi "
-                     "(RELION Euler angles in degrees).")
+        show_warning(
+            f"{layer.name} has no orientations: it needs the features rot, tilt and psi "
+            "(RELION Euler angles in degrees)."
+        )
         return
     data, kwargs, _ = made
     kwargs.pop("units", None), kwargs.pop("axis_labels", None)

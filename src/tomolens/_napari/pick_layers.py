@@ -47,14 +47,15 @@ def pick_layers(table: ParticleTable, name: str, file_name: str) -> list[LayerDa
         points[1]["metadata"].update({TOMO_FEATURE: tomo or None, "source_file": file_name})
         layers.extend(points_with_orientations(points))
     if len(parts) > 1:
-        notify(f"{describe_tomograms(table, file_name)}: opened one Points layer per tomogram. "
-                "To open only the rows of the tomogram you are looking at, use Tomogram ▸ "
-                "'Open picks of this tomogram'.")
+        notify(
+            f"{describe_tomograms(table, file_name)}: opened one Points layer per tomogram. "
+            "To open only the rows of the tomogram you are looking at, use Tomogram ▸ "
+            "'Open picks of this tomogram'."
+        )
     return layers
 
 
-def tomogram_pick_layers(table: ParticleTable, tomogram: str | None, name: str,
-                         file_name: str) -> list[LayerData]:
+def tomogram_pick_layers(table: ParticleTable, tomogram: str | None, name: str, file_name: str) -> list[LayerData]:
     """Points (and orientation) layer data for the rows of one tomogram only.
 
     ``tomogram`` is the open tomogram's layer name or file path, matched to ``rlnTomoName``
@@ -64,8 +65,10 @@ def tomogram_pick_layers(table: ParticleTable, tomogram: str | None, name: str,
     """
     part = select_tomogram(table, tomogram, file_name)
     if len(part) != len(table):
-        notify(f"{describe_tomograms(table, file_name)}: opened the {len(part)} rows of "
-                f"{part.features[TOMO_FEATURE].iloc[0]}.")
+        notify(
+            f"{describe_tomograms(table, file_name)}: opened the {len(part)} rows of "
+            f"{part.features[TOMO_FEATURE].iloc[0]}."
+        )
     points = points_layer_data(part, name=name)
     tomo = part.features[TOMO_FEATURE].iloc[0] if TOMO_FEATURE in part.features and len(part) else None
     points[1]["metadata"].update({TOMO_FEATURE: tomo, "source_file": file_name})

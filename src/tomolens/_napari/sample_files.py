@@ -45,11 +45,18 @@ def dark_sample() -> list[tuple[Any, dict, str]]:
     tomogram = volume_layer_data(read_mrc(folder / f"{SAMPLE_NAME}.mrc"))
     labels_data, labels_kwargs, _ = volume_layer_data(read_mrc(folder / f"{SAMPLE_NAME}_labels.mrc"))
     names = [line.split(maxsplit=1)[1] for line in (folder / "labels.txt").read_text().splitlines()]
-    labels_kwargs.update(opacity=0.4, visible=False, colormap=class_colormap(len(names)),
-                         metadata={**labels_kwargs["metadata"], "class_names": names})
+    labels_kwargs.update(
+        opacity=0.4,
+        visible=False,
+        colormap=class_colormap(len(names)),
+        metadata={**labels_kwargs["metadata"], "class_names": names},
+    )
     picks = read_coordinates(folder / f"{SAMPLE_NAME}_particles.star")
-    return [tomogram, (labels_data, labels_kwargs, "labels"),
-            *pick_layers(picks, f"{SAMPLE_NAME} particles", f"{SAMPLE_NAME}_particles.star")]
+    return [
+        tomogram,
+        (labels_data, labels_kwargs, "labels"),
+        *pick_layers(picks, f"{SAMPLE_NAME} particles", f"{SAMPLE_NAME}_particles.star"),
+    ]
 
 
 def dark_sample_copick() -> list[tuple[Any, dict, str]]:

@@ -56,8 +56,10 @@ class LossPlot(QWidget):
         lo, hi = min(values), max(values)
         span = hi - lo or 1.0
         for key, colour in (("loss", "#4c9be8"), ("val_loss", "#f39c12")):
-            pts = [QPointF(pad + (w - 2 * pad) * (i / max(n - 1, 1)), h - pad - (h - 2 * pad) * (v - lo) / span)
-                   for i, v in enumerate(self.series[key])]
+            pts = [
+                QPointF(pad + (w - 2 * pad) * (i / max(n - 1, 1)), h - pad - (h - 2 * pad) * (v - lo) / span)
+                for i, v in enumerate(self.series[key])
+            ]
             draw_curve(painter, pts, colour)
         painter.setPen(QPen(QColor("#bbbbbb")))
         painter.drawText(pad, pad + 10, f"{hi:.3g}")

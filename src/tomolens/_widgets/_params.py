@@ -40,7 +40,11 @@ def build_control(p: Param):
     if kind is Path:
         options["mode"] = "r"
     widget = create_widget(
-        value=p.default, annotation=kind, name=p.name, label=p.label, options=options,
+        value=p.default,
+        annotation=kind,
+        name=p.name,
+        label=p.label,
+        options=options,
     )
     widget.tooltip = p.help
     return widget
@@ -86,11 +90,16 @@ class ParamPanel(Container):
         self._extra_fields: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]] = {}
         self.controls = {p.name: build_control(p) for p in self.params}
         basic = [self.controls[p.name] for p in self.params if not p.advanced]
-        self.save_button = PushButton(text="Save preset…", tooltip=(
-            "Save these settings as a preset file (JSON) for 'tomolens <command> --preset FILE' and 'tomolens batch'."))
+        self.save_button = PushButton(
+            text="Save preset…",
+            tooltip=(
+                "Save these settings as a preset file (JSON) for 'tomolens <command> --preset FILE' and 'tomolens batch'."
+            ),
+        )
         self.load_button = PushButton(text="Load preset…", tooltip="Set these controls from a preset file.")
-        self.preset_row = Container(widgets=[self.save_button, self.load_button], layout="horizontal",
-                                    labels=False, visible=presets)
+        self.preset_row = Container(
+            widgets=[self.save_button, self.load_button], layout="horizontal", labels=False, visible=presets
+        )
         self.preset_row.margins = (0, 0, 0, 0)
         super().__init__(widgets=[*basic, self.preset_row])
         advanced = [self.controls[p.name] for p in self.params if p.advanced]

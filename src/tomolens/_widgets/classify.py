@@ -33,6 +33,7 @@ from tomolens.cluster.subdivide import SUBDIVIDE_PARAMS, subdivide_points
 
 log = logging.getLogger(__name__)
 
+
 def _points_voxel(points, image) -> float | None:
     vs = voxel_size_from_layer(image.scale, image.units) if image is not None else None
     if vs is None and points is not None:
@@ -76,29 +77,61 @@ class ClassifyWidget(Container):
         self.points_picker.tooltip = "Points layer of picked particles; gets class/probability/confidence features."
         self.params = ParamPanel(CLASSIFY_PARAMS)
         self.runner = JobRunner("Classify", title="Classification")
-        self.min_confidence = FloatSlider(value=0.0, min=0.0, max=1.0, step=0.01, label="min confidence",
-                                          tooltip="Hide particles whose confidence is below this value.")
+        self.min_confidence = FloatSlider(
+            value=0.0,
+            min=0.0,
+            max=1.0,
+            step=0.01,
+            label="min confidence",
+            tooltip="Hide particles whose confidence is below this value.",
+        )
         self.summary = Label(value="")
         self.summary.native.setWordWrap(True)  # a long class list would widen every tabbed dock
         self.train_params = ParamPanel(TRAIN_PARAMS)
-        self.train_source = ComboBox(choices=["labelled points", "dataset folder"], value="labelled points",
-                                     label="train from", tooltip="Class-labelled particles of the chosen layers, "
-                                     "or a folder with train.npz/val.npz/test.npz from the simulator.")
-        self.dataset_dir = FileEdit(mode="d", label="dataset folder",
-                                    tooltip="Folder with train.npz, val.npz, test.npz.")
-        self.train_out = LineEdit(value=str(Path.home() / "tomolens_classifier.pt"), label="save as",
-                                  tooltip="Where to write the trained model (.pt, with its .json card beside it).")
+        self.train_source = ComboBox(
+            choices=["labelled points", "dataset folder"],
+            value="labelled points",
+            label="train from",
+            tooltip="Class-labelled particles of the chosen layers, "
+            "or a folder with train.npz/val.npz/test.npz from the simulator.",
+        )
+        self.dataset_dir = FileEdit(
+            mode="d", label="dataset folder", tooltip="Folder with train.npz, val.npz, test.npz."
+        )
+        self.train_out = LineEdit(
+            value=str(Path.home() / "tomolens_classifier.pt"),
+            label="save as",
+            tooltip="Where to write the trained model (.pt, with its .json card beside it).",
+        )
         show_whole_path(self.train_out)
         self.train_runner = JobRunner("Train classifier", title="Training")
         self.train_log = Label(value="")
         self.train_log.native.setWordWrap(True)
         self.loss_plot = LossPlot()
-        train_box = Container(widgets=[self.train_source, self.dataset_dir, self.train_params, self.train_out,
-                                       self.train_runner, self.train_log], label="training")
+        train_box = Container(
+            widgets=[
+                self.train_source,
+                self.dataset_dir,
+                self.train_params,
+                self.train_out,
+                self.train_runner,
+                self.train_log,
+            ],
+            label="training",
+        )
         train_box.native.layout().addWidget(self.loss_plot)  # loss and validation loss per epoch
-        super().__init__(widgets=[self.image_picker, self.points_picker, self.params, self.runner,
-                                  self.min_confidence, self.summary, Label(value="<b>Train a classifier</b>"),
-                                  train_box])
+        super().__init__(
+            widgets=[
+                self.image_picker,
+                self.points_picker,
+                self.params,
+                self.runner,
+                self.min_confidence,
+                self.summary,
+                Label(value="<b>Train a classifier</b>"),
+                train_box,
+            ]
+        )
         self.runner.run_button.changed.connect(self.start_classification)
         self.min_confidence.changed.connect(self.apply_confidence_filter)
         self.train_runner.run_button.changed.connect(self.start_training)
@@ -114,9 +147,17 @@ class ClassifyWidget(Container):
             show_warning(str(err))
             return
         layer = self.points_picker.value
-        job = classify_points(tomo, coords, values["model"], voxel, box_A=values["box_A"] or None,
-                              edge=values["edge"], batch_size=values["batch_size"], device=values["device"],
-                              polarity=values["polarity"])
+        job = classify_points(
+            tomo,
+            coords,
+            values["model"],
+            voxel,
+            box_A=values["box_A"] or None,
+            edge=values["edge"],
+            batch_size=values["batch_size"],
+            device=values["device"],
+            polarity=values["polarity"],
+        )
         self.runner.start(job, lambda result: self.show_classification(layer, result))
 
     def show_classification(self, layer, result) -> None:
@@ -125,10 +166,12 @@ class ClassifyWidget(Container):
         layer.metadata["tomolens_classify"] = result.info
         colour_by(layer, "class")
         counts = result.features["class"].astype(str).value_counts()
-        self.summary.value = (f"{len(result.indices)} classified, {len(result.padded)} padded, "
-                              f"{len(result.skipped)} skipped at the edge\n"
-                              + ", ".join(f"{k or '(skipped)'}: {v}" for k, v in counts.items())
-                              + f"\n{result.info['polarity']['message']}")
+        self.summary.value = (
+            f"{len(result.indices)} classified, {len(result.padded)} padded, "
+            f"{len(result.skipped)} skipped at the edge\n"
+            + ", ".join(f"{k or '(skipped)'}: {v}" for k, v in counts.items())
+            + f"\n{result.info['polarity']['message']}"
+        )
         self.apply_confidence_filter()
 
     def apply_confidence_filter(self, *_) -> None:
@@ -151,8 +194,10 @@ class ClassifyWidget(Container):
         layer = self.points_picker.value
         column = values["classify_label_column"]
         if column not in layer.features:
-            raise ValueError(f"The layer {layer.name!r} has no feature {column!r}; label the particles first "
-                             f"(features: {list(layer.features.columns)}).")
+            raise ValueError(
+                f"The layer {layer.name!r} has no feature {column!r}; label the particles first "
+                f"(features: {list(layer.features.columns)})."
+            )
         if voxel is None:
             raise ValueError("The tomogram's voxel size is unknown; set it in the Tomogram widget.")
         labels = layer.features[column].to_numpy()
@@ -167,16 +212,23 @@ class ClassifyWidget(Container):
         except ValueError as err:
             show_warning(str(err))
             return
-        config = TrainConfig(architecture=values["classify_arch"], epochs=values["epochs"],
-                             patience=values["patience"], min_epochs=values["min_epochs"],
-                             stop_window=values["stop_window"], batch_size=values["batch_size"],
-                             learning_rate=values["learning_rate"], max_minutes=values["max_minutes"] or None)
+        config = TrainConfig(
+            architecture=values["classify_arch"],
+            epochs=values["epochs"],
+            patience=values["patience"],
+            min_epochs=values["min_epochs"],
+            stop_window=values["stop_window"],
+            batch_size=values["batch_size"],
+            learning_rate=values["learning_rate"],
+            max_minutes=values["max_minutes"] or None,
+        )
         out = self.train_out.value
         self.history = []
         self.loss_plot.set_history([])
         self.train_log.value = "extracting…" if extract_job is not None else "training…"
-        self.train_runner.start(self._train_job(ds, extract_job, config, out), self._trained,
-                                on_progress=self._show_epoch)
+        self.train_runner.start(
+            self._train_job(ds, extract_job, config, out), self._trained, on_progress=self._show_epoch
+        )
 
     @staticmethod
     def _train_job(ds, extract_job, config, out):
@@ -186,27 +238,40 @@ class ClassifyWidget(Container):
             ds = yield from extract_job
         result = yield from train_classifier(ds.train.x, ds.train.y, ds.val.x, ds.val.y, ds.class_names, config)
         test = evaluate(result.model, ds.test.x, ds.test.y, ds.class_names)
-        metrics = {"test_accuracy": round(test["accuracy"], 4), "test_n": test["n"],
-                   "test_confusion": test["confusion"], "best_epoch": result.best_epoch}
-        save_classifier(result, out, ds.class_names, ds.voxel_size_A,
-                        training_command=f"napari Classify widget: {config}", training_data=ds.source,
-                        metrics=metrics)
+        metrics = {
+            "test_accuracy": round(test["accuracy"], 4),
+            "test_n": test["n"],
+            "test_confusion": test["confusion"],
+            "best_epoch": result.best_epoch,
+        }
+        save_classifier(
+            result,
+            out,
+            ds.class_names,
+            ds.voxel_size_A,
+            training_command=f"napari Classify widget: {config}",
+            training_data=ds.source,
+            metrics=metrics,
+        )
         return out, metrics
 
     def _show_epoch(self, progress) -> None:
         if not progress.info or "val_acc" not in progress.info:
             return
         self.history.append(progress.info)
-        lines = [f"epoch {h['epoch']:3d}  loss {h['loss']:.3f}  val loss {h['val_loss']:.3f}  "
-                 f"val acc {h['val_acc']:.3f}" for h in self.history[-8:]]
+        lines = [
+            f"epoch {h['epoch']:3d}  loss {h['loss']:.3f}  val loss {h['val_loss']:.3f}  val acc {h['val_acc']:.3f}"
+            for h in self.history[-8:]
+        ]
         self.train_log.value = "\n".join(lines)
         self.loss_plot.set_history(self.history)
 
     def _trained(self, result) -> None:
         out, metrics = result
         self.last_training = result
-        self.train_log.value += (f"\ntest accuracy {metrics['test_accuracy']:.3f} on {metrics['test_n']} "
-                                 f"held-out particles; saved {out}")
+        self.train_log.value += (
+            f"\ntest accuracy {metrics['test_accuracy']:.3f} on {metrics['test_n']} held-out particles; saved {out}"
+        )
         self.params.controls["model"].value = str(Path(out).with_suffix(".pt"))
         show_info(f"Classifier saved to {out}")
 
@@ -241,10 +306,24 @@ class SubdivideWidget(Container):
             show_warning(str(err))
             return
         layer, image = self.points_picker.value, self.image_picker.value
-        job = subdivide_points(tomo, coords, v["model"], voxel, method=v["method"], n_clusters=v["n_clusters"],
-                               k_max=v["k_max"], min_cluster_size=v["min_cluster_size"], embedding=v["embedding"],
-                               edge=v["edge"], batch_size=v["batch_size"], seed=v["seed"], device=v["device"],
-                               polarity=v["polarity"], features=v["features"], embed_model=v["embed_model"])
+        job = subdivide_points(
+            tomo,
+            coords,
+            v["model"],
+            voxel,
+            method=v["method"],
+            n_clusters=v["n_clusters"],
+            k_max=v["k_max"],
+            min_cluster_size=v["min_cluster_size"],
+            embedding=v["embedding"],
+            edge=v["edge"],
+            batch_size=v["batch_size"],
+            seed=v["seed"],
+            device=v["device"],
+            polarity=v["polarity"],
+            features=v["features"],
+            embed_model=v["embed_model"],
+        )
         self.runner.start(job, lambda result: self.show_result(layer, image, result))
 
     def show_result(self, layer, image, result) -> None:
@@ -260,17 +339,25 @@ class SubdivideWidget(Container):
             name = f"{layer.name} cluster {k} average"
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
-            self.viewer.add_image(cube, name=name, scale=scale, units=image.units if image else None,
-                                  visible=False, metadata={"cluster": k, "n": int(np.sum(result.features["cluster"] == k))})
+            self.viewer.add_image(
+                cube,
+                name=name,
+                scale=scale,
+                units=image.units if image else None,
+                visible=False,
+                metadata={"cluster": k, "n": int(np.sum(result.features["cluster"] == k))},
+            )
         clusters = result.features["cluster"].to_numpy()
         colours = [_CATEGORICAL[c % len(_CATEGORICAL)] if c >= 0 else "#999999" for c in clusters]
         tips = [f"particle {i}, cluster {c}" for i, c in enumerate(clusters)]
         self.plot.set_data(result.embedding_2d, colours, tips)
         self.link(layer)
         sizes = np.bincount(clusters[clusters >= 0]) if np.any(clusters >= 0) else []
-        self.summary.value = (f"{result.clustering.n_clusters} clusters ({result.clustering.method}): "
-                              + ", ".join(f"{k}: {n}" for k, n in enumerate(sizes))
-                              + (f"; noise {int(np.sum(clusters < 0))}" if np.any(clusters < 0) else ""))
+        self.summary.value = (
+            f"{result.clustering.n_clusters} clusters ({result.clustering.method}): "
+            + ", ".join(f"{k}: {n}" for k, n in enumerate(sizes))
+            + (f"; noise {int(np.sum(clusters < 0))}" if np.any(clusters < 0) else "")
+        )
 
     def link(self, layer) -> None:
         """Link the plot's selection with ``layer.selected_data`` both ways."""

@@ -71,50 +71,97 @@ class DetectWidget(Container):
         self.image = create_widget(annotation=napari.layers.Image, label="tomogram")
         self.image.tooltip = "Tomogram to analyse (particles bright; 3D)."
         names = list(shipped_models("detect")) + [FROM_FILE]
-        self.model_choice = ComboBox(choices=names, value=DEFAULT_MODEL if DEFAULT_MODEL in names else names[0],
-                                     label="model", tooltip="A shipped detection model, or a model file below.")
-        self.model_file = FileEdit(mode="r", filter="*.pt *.json", label="model file",
-                                   tooltip="A tomolens model (.pt with its .json card).")
+        self.model_choice = ComboBox(
+            choices=names,
+            value=DEFAULT_MODEL if DEFAULT_MODEL in names else names[0],
+            label="model",
+            tooltip="A shipped detection model, or a model file below.",
+        )
+        self.model_file = FileEdit(
+            mode="r", filter="*.pt *.json", label="model file", tooltip="A tomolens model (.pt with its .json card)."
+        )
         show_whole_path(self.model_file)
         self.params = ParamPanel(tuple(p for p in DETECT_PARAMS if p.name != "model"))
         self.radius_note = Label(value="")
         self._card_radius: float | None = None
         self.runner = JobRunner("Detect particles", title="Particle detection")
-        self.truth = create_widget(annotation=napari.layers.Points | None, label="ground truth",
-                                   options={"nullable": True})
+        self.truth = create_widget(
+            annotation=napari.layers.Points | None, label="ground truth", options={"nullable": True}
+        )
         self.truth.tooltip = "Optional Points layer of true centres: precision/recall/F1 are shown."
-        self.tolerance = FloatSpinBox(value=0.0, min=0.0, max=1000.0, step=5.0, label="tolerance (Å)",
-                                      tooltip="Match distance in Å (0 = half the particle radius).")
+        self.tolerance = FloatSpinBox(
+            value=0.0,
+            min=0.0,
+            max=1000.0,
+            step=5.0,
+            label="tolerance (Å)",
+            tooltip="Match distance in Å (0 = half the particle radius).",
+        )
         self.evaluation = Label(value="")
         self.evaluation.native.setWordWrap(True)
         self.pr_plot = PrecisionRecallPlot()
         self.pr_curve = None
-        self.train_source = ComboBox(choices=[FROM_LABELS, FROM_POINTS], value=FROM_LABELS, label="train from",
-                                     tooltip="Painted instance labels, or a few clicked particles (a Points layer).")
-        self.train_labels = ComboBox(label="train labels", choices=self._instance_labels_first, nullable=True,
-                                     tooltip="Instance labels of the tomogram: one integer per particle (a "
-                                             "corrected '… instances' layer, simulated truth, painted particles). "
-                                             "Not a semantic mask.")
+        self.train_source = ComboBox(
+            choices=[FROM_LABELS, FROM_POINTS],
+            value=FROM_LABELS,
+            label="train from",
+            tooltip="Painted instance labels, or a few clicked particles (a Points layer).",
+        )
+        self.train_labels = ComboBox(
+            label="train labels",
+            choices=self._instance_labels_first,
+            nullable=True,
+            tooltip="Instance labels of the tomogram: one integer per particle (a "
+            "corrected '… instances' layer, simulated truth, painted particles). "
+            "Not a semantic mask.",
+        )
         self._labels_picked_by_hand = False
         self.train_labels.changed.connect(self._train_labels_chosen)
         self.train_params = ParamPanel(TRAIN_PARAMS)
         self.points_box = self._points_controls()
-        self.train_out = FileEdit(mode="w", filter="*.pt", label="save model as",
-                                  value=str(Path(tempfile.gettempdir()) / "tomolens_detect_user.pt"),
-                                  tooltip="Where the trained model (.pt + .json card) is written.")
+        self.train_out = FileEdit(
+            mode="w",
+            filter="*.pt",
+            label="save model as",
+            value=str(Path(tempfile.gettempdir()) / "tomolens_detect_user.pt"),
+            tooltip="Where the trained model (.pt + .json card) is written.",
+        )
         show_whole_path(self.train_out)
         self.train_runner = JobRunner("Train", title="Detection training")
         self.loss_text = Label(value="")
         self.loss_text.native.setWordWrap(True)
         self._history: list[dict] = []
         self._train_started = 0.0
-        train_box = Container(widgets=[self.train_source, self.train_labels, self.train_params, self.points_box,
-                                       self.train_out, self.train_runner, self.loss_text], label="train")
+        train_box = Container(
+            widgets=[
+                self.train_source,
+                self.train_labels,
+                self.train_params,
+                self.points_box,
+                self.train_out,
+                self.train_runner,
+                self.loss_text,
+            ],
+            label="train",
+        )
         pr_box = Container(widgets=[], labels=False)
         pr_box.native.layout().addWidget(self.pr_plot)
         self.pr_plot.setVisible(False)
-        super().__init__(widgets=[self.image, self.model_choice, self.model_file, self.params, self.radius_note,
-                                  self.runner, self.truth, self.tolerance, self.evaluation, pr_box, train_box])
+        super().__init__(
+            widgets=[
+                self.image,
+                self.model_choice,
+                self.model_file,
+                self.params,
+                self.radius_note,
+                self.runner,
+                self.truth,
+                self.tolerance,
+                self.evaluation,
+                pr_box,
+                train_box,
+            ]
+        )
         self.runner.run_button.changed.connect(self.start_detection)
         self.train_runner.run_button.changed.connect(self.start_training)
         self.model_choice.changed.connect(self._model_changed)
@@ -130,25 +177,62 @@ class DetectWidget(Container):
     def _points_controls(self) -> Container:
         """Controls of training from a Points layer (shown when the source is a Points layer)."""
         self.train_points = create_widget(annotation=napari.layers.Points, label="clicked particles")
-        self.train_points.tooltip = ("Points on particles of the tomogram (at least 5); a 'class' feature gives each "
-                                     "its kind. Pick every particle inside the region.")
-        self.train_negatives = create_widget(annotation=napari.layers.Points | None, label="negatives",
-                                             options={"nullable": True})
+        self.train_points.tooltip = (
+            "Points on particles of the tomogram (at least 5); a 'class' feature gives each "
+            "its kind. Pick every particle inside the region."
+        )
+        self.train_negatives = create_widget(
+            annotation=napari.layers.Points | None, label="negatives", options={"nullable": True}
+        )
         self.train_negatives.tooltip = "Optional Points on things that are not particles (background around each)."
-        self.radius = FloatSpinBox(value=0.0, min=0.0, max=5000.0, step=5.0, label="radius (Å)",
-                                   tooltip="Particle radius in Å; 0 = estimated from the clicks (blob scale).")
-        self.region = LineEdit(value="", label="picked region",
-                               tooltip="z0:z1,y0:y1,x0:x1 in voxels: the box where every particle is clicked. "
-                                       "Empty = the clicks' bounding box grown by one radius.")
-        self.minutes = FloatSpinBox(value=5.0, min=0.1, max=600.0, step=1.0, label="time limit (min)",
-                                    tooltip="Training stops after this time or the step budget, keeping the best.")
-        self.steps = SpinBox(value=300, min=10, max=100_000, step=10, label="step budget",
-                             tooltip="Most optimiser steps (validated every 10).")
-        self.start_choice = ComboBox(choices=[START_CURRENT, START_NEW], value=START_CURRENT, label="start from",
-                                     tooltip="Fine-tune the model chosen above (after a round: that round's model), "
-                                             "or train a new network.")
-        return Container(widgets=[self.train_points, self.train_negatives, self.radius, self.region, self.minutes,
-                                  self.steps, self.start_choice], labels=True)
+        self.radius = FloatSpinBox(
+            value=0.0,
+            min=0.0,
+            max=5000.0,
+            step=5.0,
+            label="radius (Å)",
+            tooltip="Particle radius in Å; 0 = estimated from the clicks (blob scale).",
+        )
+        self.region = LineEdit(
+            value="",
+            label="picked region",
+            tooltip="z0:z1,y0:y1,x0:x1 in voxels: the box where every particle is clicked. "
+            "Empty = the clicks' bounding box grown by one radius.",
+        )
+        self.minutes = FloatSpinBox(
+            value=5.0,
+            min=0.1,
+            max=600.0,
+            step=1.0,
+            label="time limit (min)",
+            tooltip="Training stops after this time or the step budget, keeping the best.",
+        )
+        self.steps = SpinBox(
+            value=300,
+            min=10,
+            max=100_000,
+            step=10,
+            label="step budget",
+            tooltip="Most optimiser steps (validated every 10).",
+        )
+        self.start_choice = ComboBox(
+            choices=[START_CURRENT, START_NEW],
+            value=START_CURRENT,
+            label="start from",
+            tooltip="Fine-tune the model chosen above (after a round: that round's model), or train a new network.",
+        )
+        return Container(
+            widgets=[
+                self.train_points,
+                self.train_negatives,
+                self.radius,
+                self.region,
+                self.minutes,
+                self.steps,
+                self.start_choice,
+            ],
+            labels=True,
+        )
 
     def _source_changed(self, *_) -> None:
         points = self.train_source.value == FROM_POINTS
@@ -178,7 +262,9 @@ class DetectWidget(Container):
 
     # ----------------------------------------------------------------- model
     def model_path(self) -> str:
-        return chosen_model(self.model_choice.value, self.model_file.value, "Choose a model file (.pt or .json) or a shipped model.")
+        return chosen_model(
+            self.model_choice.value, self.model_file.value, "Choose a model file (.pt or .json) or a shipped model."
+        )
 
     def _model_changed(self, *_) -> None:
         """Load the model card's tuned thresholds into the controls (not its radius: that is the run's)."""
@@ -203,8 +289,11 @@ class DetectWidget(Container):
     def _show_radius_source(self, *_) -> None:
         """Say where the particle radius comes from: typed, or estimated (with the last run's median)."""
         typed = float(self.params.controls["particle_radius_A"].value or 0)
-        card = (f"\nmodel card: {self._card_radius:.0f} Å (equivalent radius\nof its training particles' masks)"
-                if self._card_radius else "")
+        card = (
+            f"\nmodel card: {self._card_radius:.0f} Å (equivalent radius\nof its training particles' masks)"
+            if self._card_radius
+            else ""
+        )
         if typed > 0:
             self.radius_note.value = f"radius: {typed:g} Å, typed\n(0 = estimate per particle){card}"
             return
@@ -233,8 +322,10 @@ class DetectWidget(Container):
         """Add the result's layers one per event-loop turn (the runner advances this generator)."""
         self.result = result
         yield from self._layer_steps()
-        show_info(f"Detected {len(result.particles)} particles; "
-                  f"{result.params.get('polarity_decision', {}).get('message', '')}")
+        show_info(
+            f"Detected {len(result.particles)} particles; "
+            f"{result.params.get('polarity_decision', {}).get('message', '')}"
+        )
 
     def _update_layers(self) -> None:
         for _ in self._layer_steps():
@@ -310,12 +401,17 @@ class DetectWidget(Container):
         self.pr_plot.set_curve(self.pr_curve)
         self.pr_plot.setVisible(True)
         min_score = self.params.values()["min_score"]
-        best = (f"best F1 {self.pr_curve.best_f1:.3f} at min score {self.pr_curve.best_threshold:.2f}"
-                if len(self.pr_curve.thresholds) else "no picks")
+        best = (
+            f"best F1 {self.pr_curve.best_f1:.3f} at min score {self.pr_curve.best_threshold:.2f}"
+            if len(self.pr_curve.thresholds)
+            else "no picks"
+        )
         # one short line per fact: a long line would widen the dock (or be clipped to its first line)
-        self.evaluation.value = (f"vs {truth.name[:30]} (tolerance {tol:.0f} Å), min score {min_score:.2f}:\n"
-                                 f"precision {m.precision:.3f}  recall {m.recall:.3f}  F1 {m.f1:.3f}\n"
-                                 f"TP {m.true_positives}, FP {m.false_positives}, FN {m.false_negatives}\n{best}")
+        self.evaluation.value = (
+            f"vs {truth.name[:30]} (tolerance {tol:.0f} Å), min score {min_score:.2f}:\n"
+            f"precision {m.precision:.3f}  recall {m.recall:.3f}  F1 {m.f1:.3f}\n"
+            f"TP {m.true_positives}, FP {m.false_positives}, FN {m.false_negatives}\n{best}"
+        )
         self.evaluation.native.updateGeometry()
 
     # -------------------------------------------------------------- training
@@ -333,8 +429,10 @@ class DetectWidget(Container):
             show_warning(f"The tomogram {image.data.shape} and labels {labels.data.shape} must be 3D of one shape.")
             return
         if int(np.asarray(labels.data).max()) <= 1:
-            show_warning(f"{labels.name!r} holds one label value (a mask); training needs instance labels, one "
-                         "integer per particle — choose an '… instances' layer or paint each particle its own value.")
+            show_warning(
+                f"{labels.name!r} holds one label value (a mask); training needs instance labels, one "
+                "integer per particle — choose an '… instances' layer or paint each particle its own value."
+            )
             return
         vs = voxel_size_from_layer(image.scale, image.units)
         if not vs:
@@ -344,8 +442,9 @@ class DetectWidget(Container):
         out = Path(self.train_out.value)
         self._history = []
         self.loss_text.value = "training…"
-        job = train_and_save(volume, instances, float(vs[-1]), out, device=self.params.values()["device"],
-                             **self.train_params.values())
+        job = train_and_save(
+            volume, instances, float(vs[-1]), out, device=self.params.values()["device"], **self.train_params.values()
+        )
         self.train_runner.start(job, self._trained, on_progress=self._train_progress)
 
     def _train_progress(self, progress) -> None:
@@ -354,8 +453,10 @@ class DetectWidget(Container):
         self._history.append(progress.info)
         loss = [h["loss"] for h in self._history]
         val = [h["val_loss"] for h in self._history]
-        self.loss_text.value = (f"epoch {progress.info['epoch']}: loss {loss[-1]:.4f}  val {val[-1]:.4f}\n"
-                                f"loss {sparkline(loss)}\nval  {sparkline(val)}")
+        self.loss_text.value = (
+            f"epoch {progress.info['epoch']}: loss {loss[-1]:.4f}  val {val[-1]:.4f}\n"
+            f"loss {sparkline(loss)}\nval  {sparkline(val)}"
+        )
 
     def start_points_training(self) -> None:
         """Train (fine-tune) the detector from the clicked Points layer: snapshot on the GUI thread, job in a worker."""
@@ -373,7 +474,9 @@ class DetectWidget(Container):
             if not vs:
                 raise ValueError("Set the tomogram's voxel size (Tomogram widget) before training.")
             clicks = layer_points_in_voxels(points, image)
-            negatives = layer_points_in_voxels(self.train_negatives.value, image) if self.train_negatives.value else None
+            negatives = (
+                layer_points_in_voxels(self.train_negatives.value, image) if self.train_negatives.value else None
+            )
             region = parse_region(self.region.value, image.data.shape) if self.region.value.strip() else None
             start = self.model_path() if self.start_choice.value == START_CURRENT else None
         except ValueError as err:
@@ -384,14 +487,29 @@ class DetectWidget(Container):
         self._history = []
         self._train_started = time.time()
         self.loss_text.value = "training…"
-        job = train_from_points(np.asarray(image.data, np.float32), float(vs[-1]), clicks, out,
-                                radius_A=self.radius.value or None, kinds=kinds, region=region, negatives_zyx=negatives,
-                                start_from=start, minutes=self.minutes.value, steps=self.steps.value,
-                                polarity=self.params.values()["polarity"], device=self.params.values()["device"],
-                                source=f"napari Points layer {points.name!r}",
-                                command="napari 'Detect particles' widget: Train from Points layer")
-        self.train_runner.start(job, self._points_trained, on_progress=self._points_progress,
-                                on_finish=lambda: self._after_points_training(job, out))
+        job = train_from_points(
+            np.asarray(image.data, np.float32),
+            float(vs[-1]),
+            clicks,
+            out,
+            radius_A=self.radius.value or None,
+            kinds=kinds,
+            region=region,
+            negatives_zyx=negatives,
+            start_from=start,
+            minutes=self.minutes.value,
+            steps=self.steps.value,
+            polarity=self.params.values()["polarity"],
+            device=self.params.values()["device"],
+            source=f"napari Points layer {points.name!r}",
+            command="napari 'Detect particles' widget: Train from Points layer",
+        )
+        self.train_runner.start(
+            job,
+            self._points_trained,
+            on_progress=self._points_progress,
+            on_finish=lambda: self._after_points_training(job, out),
+        )
 
     def _points_progress(self, progress) -> None:
         if not progress.info or "val_f1" not in progress.info:
@@ -399,15 +517,20 @@ class DetectWidget(Container):
         self._history.append(progress.info)
         loss = [h["loss"] for h in self._history]
         f1 = [h["val_f1"] for h in self._history]
-        self.loss_text.value = (f"step {progress.info['step']}: loss {loss[-1]:.4f}  held-out F1 {f1[-1]:.2f}\n"
-                                f"loss {sparkline(loss)}\nF1   {sparkline(f1)}")
+        self.loss_text.value = (
+            f"step {progress.info['step']}: loss {loss[-1]:.4f}  held-out F1 {f1[-1]:.2f}\n"
+            f"loss {sparkline(loss)}\nF1   {sparkline(f1)}"
+        )
 
     def _points_trained(self, result) -> None:
         info = result.card.extra["points_training"]
-        radii = ", ".join(f"{k + ' ' if k else ''}{v:.0f} Å ({info['radius_source'][k]})"
-                          for k, v in info["radius_A"].items())
-        self.loss_text.value += (f"\nradius {radii}; {info['steps_run']} steps in {info['seconds']:.0f} s; "
-                                 f"held-out F1 {result.card.metrics['validation_f1_tuned']:.2f}")
+        radii = ", ".join(
+            f"{k + ' ' if k else ''}{v:.0f} Å ({info['radius_source'][k]})" for k, v in info["radius_A"].items()
+        )
+        self.loss_text.value += (
+            f"\nradius {radii}; {info['steps_run']} steps in {info['seconds']:.0f} s; "
+            f"held-out F1 {result.card.metrics['validation_f1_tuned']:.2f}"
+        )
         self._trained(result.path)
 
     def _after_points_training(self, job, out: Path) -> None:
@@ -441,8 +564,10 @@ def layer_points_in_voxels(points, image) -> np.ndarray:
     data = np.asarray(points.data, float)[:, -3:]
     scale, image_scale = np.asarray(points.scale[-3:], float), np.asarray(image.scale[-3:], float)
     if voxel_size_from_layer(points.scale, points.units) is None and not np.allclose(scale, image_scale):
-        raise ValueError(f"The Points layer {points.name!r} has no voxel size (its scale is not in Å) and not the "
-                         f"tomogram's scale: set its scale to {tuple(image_scale)} Å, or add the points while "
-                         "the tomogram is shown.")
+        raise ValueError(
+            f"The Points layer {points.name!r} has no voxel size (its scale is not in Å) and not the "
+            f"tomogram's scale: set its scale to {tuple(image_scale)} Å, or add the points while "
+            "the tomogram is shown."
+        )
     world = data * scale + np.asarray(points.translate[-3:], float)
     return (world - np.asarray(image.translate[-3:], float)) / image_scale

@@ -23,8 +23,13 @@ DARK_SAMPLE = "crowded_dark"
 #: Tab titles of the docked widgets: one word each, so that all tabs stay readable side by side
 #: (the dock's title bar and the Plugins menu keep the manifest's full names).
 TAB_TITLES = {
-    "Tomogram": "Tomogram", "Simulate": "Simulate", "Detect particles": "Detect", "Segment": "Segment",
-    "Classify": "Classify", "Subdivide": "Subdivide", "Picks and copick": "Picks",
+    "Tomogram": "Tomogram",
+    "Simulate": "Simulate",
+    "Detect particles": "Detect",
+    "Segment": "Segment",
+    "Classify": "Classify",
+    "Subdivide": "Subdivide",
+    "Picks and copick": "Picks",
     "Orientation recovery": "Orient",
 }
 
@@ -74,8 +79,10 @@ def open_workbench(viewer: napari.Viewer, sample: str | None = None) -> list[str
 
         # the tabs run down the window's right edge: eight titles fit there whole, where along the
         # bottom of a ~450 px wide dock they were cut to "To…", "Si…"
-        viewer.window._qt_window.setTabPosition(Qt.DockWidgetArea.RightDockWidgetArea,  # noqa: SLF001
-                                                QTabWidget.TabPosition.East)
+        viewer.window._qt_window.setTabPosition(
+            Qt.DockWidgetArea.RightDockWidgetArea,  # noqa: SLF001
+            QTabWidget.TabPosition.East,
+        )
 
         # Tabified docks show the last one added; bring the first (Tomogram) forward
         # once the window has been laid out.
@@ -85,11 +92,20 @@ def open_workbench(viewer: napari.Viewer, sample: str | None = None) -> list[str
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sample", default=None,
-                        help="sample key (default: crowded_dark from sample_data/, else the generated crowded one)")
+    parser.add_argument(
+        "--sample",
+        default=None,
+        help="sample key (default: crowded_dark from sample_data/, else the generated crowded one)",
+    )
     parser.add_argument("--screenshot", default=None, help="save a PNG of the window and exit")
-    parser.add_argument("--size", type=int, nargs=2, default=(1600, 1000), metavar=("WIDTH", "HEIGHT"),
-                        help="window size in pixels (default: 1600 1000)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=(1600, 1000),
+        metavar=("WIDTH", "HEIGHT"),
+        help="window size in pixels (default: 1600 1000)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     viewer = napari.Viewer(title="napari-tomolens")

@@ -90,42 +90,76 @@ class OrientationWidget(Container):
         self.stack_picker = create_widget(annotation=napari.layers.Image, label="stack")
         self.stack_picker.tooltip = "The projection stack (an .mrcs opened as an image stack: axis 0 = image)."
         names = list(shipped_models("orient")) or [DEFAULT_MODEL]
-        self.model_choice = ComboBox(choices=names + [FROM_FILE, TRAINED_HERE],
-                                     value=DEFAULT_MODEL if DEFAULT_MODEL in names else names[0], label="model",
-                                     tooltip="Distance network: shipped, from a .pt file, or trained below. A "
-                                             "distance network knows the particle it was trained on "
-                                             "(orient_distance_5j0n: 5j0n): for another particle, train one on "
-                                             "its map (a few CPU minutes).")
-        self.model_file = FileEdit(mode="r", filter="*.pt *.json", label="model file",
-                                   tooltip="A distance model (.pt with its .json card).")
-        self.train_maps = FileEdit(mode="rm", filter="*.mrc *.map", label="training maps",
-                                   tooltip="3D maps (.mrc) whose simulated projections train a new distance network.")
+        self.model_choice = ComboBox(
+            choices=names + [FROM_FILE, TRAINED_HERE],
+            value=DEFAULT_MODEL if DEFAULT_MODEL in names else names[0],
+            label="model",
+            tooltip="Distance network: shipped, from a .pt file, or trained below. A "
+            "distance network knows the particle it was trained on "
+            "(orient_distance_5j0n: 5j0n): for another particle, train one on "
+            "its map (a few CPU minutes).",
+        )
+        self.model_file = FileEdit(
+            mode="r", filter="*.pt *.json", label="model file", tooltip="A distance model (.pt with its .json card)."
+        )
+        self.train_maps = FileEdit(
+            mode="rm",
+            filter="*.mrc *.map",
+            label="training maps",
+            tooltip="3D maps (.mrc) whose simulated projections train a new distance network.",
+        )
         self.train_panel = ParamPanel(TRAIN_PARAMS)
         self.train_runner = JobRunner("Train distance model", title="Training the distance model")
-        self.truth_star = FileEdit(mode="r", filter="*.star", label="truth STAR (optional)",
-                                   tooltip="True angles (RELION STAR): align the result and colour points by error.")
-        self.reference = FileEdit(mode="r", filter="*.mrc *.map", label="true map (optional)",
-                                  tooltip="The true map at the stack's pixel size, for the FSC of the reconstruction.")
+        self.truth_star = FileEdit(
+            mode="r",
+            filter="*.star",
+            label="truth STAR (optional)",
+            tooltip="True angles (RELION STAR): align the result and colour points by error.",
+        )
+        self.reference = FileEdit(
+            mode="r",
+            filter="*.mrc *.map",
+            label="true map (optional)",
+            tooltip="The true map at the stack's pixel size, for the FSC of the reconstruction.",
+        )
         self.panel = ParamPanel([p for p in RECOVER_PARAMS if p.name != "model"])
         self.symmetry_runner = JobRunner("Suggest symmetry", title="Symmetry detection")
-        self.symmetry_runner.tooltip = ("Measure the point group of the true map (or, without it, of the last "
-                                        "reconstruction) and set the symmetry setting to it.")
+        self.symmetry_runner.tooltip = (
+            "Measure the point group of the true map (or, without it, of the last "
+            "reconstruction) and set the symmetry setting to it."
+        )
         self.runner = JobRunner("Recover orientations", title="Orientation recovery")
         self.summary = Label(value="")
         self.summary.native.setWordWrap(True)
         self.fsc_plot = FSCPlot()
-        self.export_star = FileEdit(mode="w", filter="*.star", label="export STAR",
-                                    tooltip="Where to write the recovered angles (RELION STAR).")
+        self.export_star = FileEdit(
+            mode="w", filter="*.star", label="export STAR", tooltip="Where to write the recovered angles (RELION STAR)."
+        )
         show_whole_path(self.export_star)
-        self.export_map = FileEdit(mode="w", filter="*.mrc", label="export map",
-                                   tooltip="Where to write the reconstruction (MRC).")
+        self.export_map = FileEdit(
+            mode="w", filter="*.mrc", label="export map", tooltip="Where to write the reconstruction (MRC)."
+        )
         show_whole_path(self.export_map)
         self.export_button = PushButton(text="Export", tooltip="Write the STAR and the reconstruction")
-        super().__init__(widgets=[
-            self.stack_picker, self.model_choice, self.model_file, self.train_maps, self.train_panel,
-            self.train_runner, self.truth_star, self.reference, self.panel, self.symmetry_runner, self.runner,
-            self.summary, self.export_star, self.export_map, self.export_button,
-        ])
+        super().__init__(
+            widgets=[
+                self.stack_picker,
+                self.model_choice,
+                self.model_file,
+                self.train_maps,
+                self.train_panel,
+                self.train_runner,
+                self.truth_star,
+                self.reference,
+                self.panel,
+                self.symmetry_runner,
+                self.runner,
+                self.summary,
+                self.export_star,
+                self.export_map,
+                self.export_button,
+            ]
+        )
         self.native.layout().addWidget(self.fsc_plot)
         self.symmetry_report = None
         self.trained_model = None
@@ -171,8 +205,9 @@ class OrientationWidget(Container):
             if self.trained_model is None:
                 raise ValueError("No model has been trained here yet; train one or choose another model.")
             return self.trained_model
-        source = chosen_model(choice, self.model_file.value, "Choose a model file (.pt or .json), train one, "
-                              "or pick a shipped model.")
+        source = chosen_model(
+            choice, self.model_file.value, "Choose a model file (.pt or .json), train one, or pick a shipped model."
+        )
         return load_model(source, "cpu", expected_task="orient")
 
     # -- actions --------------------------------------------------------------------------
@@ -191,9 +226,15 @@ class OrientationWidget(Container):
             show_warning(str(err))
             return
         job = train_distance_model(
-            maps, pixel_size_A=network_pixel_size(maps, v["input_size"], v["pixel_size_A"]), input_size=v["input_size"],
-            projections_per_map=v["projections_per_map"], steps=v["train_steps"], batch_size=v["batch_size"],
-            learning_rate=v["learning_rate"], max_minutes=v["max_minutes"] or None, seed=v["seed"],
+            maps,
+            pixel_size_A=network_pixel_size(maps, v["input_size"], v["pixel_size_A"]),
+            input_size=v["input_size"],
+            projections_per_map=v["projections_per_map"],
+            steps=v["train_steps"],
+            batch_size=v["batch_size"],
+            learning_rate=v["learning_rate"],
+            max_minutes=v["max_minutes"] or None,
+            seed=v["seed"],
             name="orient_trained_in_napari",
         )
 
@@ -238,15 +279,18 @@ class OrientationWidget(Container):
                 show_warning(f"Could not read the true map: {err}")
                 return
             if vol.kind != "volume":
-                show_warning(f"{Path(self.reference.value).name} is a {vol.kind}, not a 3D map; symmetry is "
-                             "measured on a map.")
+                show_warning(
+                    f"{Path(self.reference.value).name} is a {vol.kind}, not a 3D map; symmetry is measured on a map."
+                )
                 return
             volume, source = np.asarray(vol.data, np.float32), Path(self.reference.value).name
         elif self.result is not None and self.result.reconstruction is not None:
             volume, source = self.result.reconstruction, "the last reconstruction"
         else:
-            show_warning("Choose the true map (optional field above) or recover orientations first: the symmetry "
-                         "is measured on a 3D map.")
+            show_warning(
+                "Choose the true map (optional field above) or recover orientations first: the symmetry "
+                "is measured on a 3D map."
+            )
             return
 
         def done(report) -> None:
@@ -276,21 +320,32 @@ class OrientationWidget(Container):
         # projection_mode "all" with a slab as thick as the sphere: in 2D every direction
         # shows (the sphere seen along z); the 3D view (Ctrl+Y) shows the sphere itself.
         self.viewer.add_points(
-            points, name=f"{meta['name']} orientations", features=features, size=1.5,
-            scale=(pixel,) * 3, units=(ANGSTROM,) * 3, projection_mode="all", **kwargs,
+            points,
+            name=f"{meta['name']} orientations",
+            features=features,
+            size=1.5,
+            scale=(pixel,) * 3,
+            units=(ANGSTROM,) * 3,
+            projection_mode="all",
+            **kwargs,
         )
         show_particles_in_slab(self.viewer, 2 * radius * pixel)
         if result.reconstruction is not None:
             self.viewer.add_image(
-                result.reconstruction, name=f"{meta['name']} reconstruction", scale=(pixel,) * 3,
-                units=(ANGSTROM,) * 3, contrast_limits=contrast_limits(result.reconstruction),
+                result.reconstruction,
+                name=f"{meta['name']} reconstruction",
+                scale=(pixel,) * 3,
+                units=(ANGSTROM,) * 3,
+                contrast_limits=contrast_limits(result.reconstruction),
                 projection_mode="none",
             )
         self.summary.value = result.summary()
         if result.fsc is not None:
-            self.fsc_plot.set_curve(result.fsc.frequency_per_A, result.fsc.fsc,
-                                    f"FSC {result.fsc.resolution_05_A:.0f} Å (0.5), "
-                                    f"{result.fsc.resolution_0143_A:.0f} Å (0.143)")
+            self.fsc_plot.set_curve(
+                result.fsc.frequency_per_A,
+                result.fsc.fsc,
+                f"FSC {result.fsc.resolution_05_A:.0f} Å (0.5), {result.fsc.resolution_0143_A:.0f} Å (0.143)",
+            )
         for warning in result.warnings:
             show_warning(warning)
 
@@ -306,9 +361,15 @@ class OrientationWidget(Container):
         star = self.export_star.value
         if star and not Path(star).is_dir():
             extra = {"tlOrientErrorDeg": self.result.errors_deg} if self.result.errors_deg is not None else None
-            write_angles_star(star, self.result.quats, f"{self._result_meta['name']}.mrcs",
-                              self._result_meta["pixel"], shifts_A=self.result.shifts_A, extra=extra,
-                              symmetry=self.result.symmetry)
+            write_angles_star(
+                star,
+                self.result.quats,
+                f"{self._result_meta['name']}.mrcs",
+                self._result_meta["pixel"],
+                shifts_A=self.result.shifts_A,
+                extra=extra,
+                symmetry=self.result.symmetry,
+            )
             written.append(str(star))
         mrc = self.export_map.value
         if mrc and not Path(mrc).is_dir() and self.result.reconstruction is not None:

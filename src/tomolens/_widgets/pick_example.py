@@ -39,8 +39,10 @@ class PickByExampleWidget(Container):
         self.image_picker = create_widget(annotation=napari.layers.Image, label="tomogram")
         self.image_picker.tooltip = "The tomogram to search."
         self.examples_picker = create_widget(annotation=napari.layers.Points, label="examples")
-        self.examples_picker.tooltip = ("Points layer with 1-10 clicked examples of the particle; a 'class' "
-                                        "feature makes each class its own target.")
+        self.examples_picker.tooltip = (
+            "Points layer with 1-10 clicked examples of the particle; a 'class' "
+            "feature makes each class its own target."
+        )
         self.params = ParamPanel(PICK_PARAMS)
         self.runner = JobRunner("Find similar", title="Pick by example")
         self.summary = Label(value="")
@@ -64,8 +66,16 @@ class PickByExampleWidget(Container):
         layer = self.examples_picker.value
         targets = layer.features["class"].astype(str).to_numpy() if "class" in layer.features else None
         self._image = self.image_picker.value
-        job = similarity_to_examples(tomo, coords, targets, v["embed_model"], voxel, stride=v["stride"],
-                                     device=v["device"], polarity=v["polarity"])
+        job = similarity_to_examples(
+            tomo,
+            coords,
+            targets,
+            v["embed_model"],
+            voxel,
+            stride=v["stride"],
+            device=v["device"],
+            polarity=v["polarity"],
+        )
         self.runner.start(job, self.show_result)
 
     def show_result(self, result: SimilarityMap) -> None:
@@ -76,11 +86,22 @@ class PickByExampleWidget(Container):
         name = f"{image.name} similarity"
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
-        self.viewer.add_image(result.similarity[0], name=name, scale=tuple(scale), translate=tuple(image.translate[-3:]),
-                              units=image.units, colormap="magma", contrast_limits=(0.0, 1.0), blending="additive",
-                              opacity=0.6, metadata={"tomolens": {"targets": result.targets, **result.info}})
+        self.viewer.add_image(
+            result.similarity[0],
+            name=name,
+            scale=tuple(scale),
+            translate=tuple(image.translate[-3:]),
+            units=image.units,
+            colormap="magma",
+            contrast_limits=(0.0, 1.0),
+            blending="additive",
+            opacity=0.6,
+            metadata={"tomolens": {"targets": result.targets, **result.info}},
+        )
         self.repick()
-        agree = ", ".join(f"{t}: {a.min():.2f}-{a.max():.2f}" for t, a in zip(result.targets, result.example_similarity))
+        agree = ", ".join(
+            f"{t}: {a.min():.2f}-{a.max():.2f}" for t, a in zip(result.targets, result.example_similarity)
+        )
         show_info(f"Similarity map ready; examples' similarity to their mean: {agree}")
 
     def repick(self, *_) -> None:
@@ -98,11 +119,20 @@ class PickByExampleWidget(Container):
             layer.data = data
             layer.features = features
         else:
-            layer = self.viewer.add_points(data, name=name, features=features, scale=tuple(image.scale[-3:]),
-                                           translate=tuple(image.translate[-3:]), units=image.units, size=8,
-                                           border_color="white", out_of_slice_display=True)
+            layer = self.viewer.add_points(
+                data,
+                name=name,
+                features=features,
+                scale=tuple(image.scale[-3:]),
+                translate=tuple(image.translate[-3:]),
+                units=image.units,
+                size=8,
+                border_color="white",
+                out_of_slice_display=True,
+            )
         if len(picks):
             colour_by(layer, "class")
         counts = picks["class"].value_counts()
-        self.summary.value = (f"{len(picks)} picks at similarity ≥ {v['threshold']:.2f}: "
-                              + ", ".join(f"{k}: {n}" for k, n in counts.items()))
+        self.summary.value = f"{len(picks)} picks at similarity ≥ {v['threshold']:.2f}: " + ", ".join(
+            f"{k}: {n}" for k, n in counts.items()
+        )

@@ -33,33 +33,65 @@ class PicksWidget(Container):
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.viewer = viewer
-        self.pick_file = FileEdit(label="pick file", mode="r", filter="*.star *.tbl *.csv *.txt *.coords *.mod",
-                                  tooltip="RELION STAR, Dynamo table, CSV, TXT or IMOD model")
-        self.mode = ComboBox(label="tomograms", choices=[PER_TOMOGRAM, ONE_TOMOGRAM], value=PER_TOMOGRAM,
-                             tooltip="A file may list the picks of many tomograms (rlnTomoName): open each as "
-                                     "its own layer, or only those of the tomogram chosen below.")
+        self.pick_file = FileEdit(
+            label="pick file",
+            mode="r",
+            filter="*.star *.tbl *.csv *.txt *.coords *.mod",
+            tooltip="RELION STAR, Dynamo table, CSV, TXT or IMOD model",
+        )
+        self.mode = ComboBox(
+            label="tomograms",
+            choices=[PER_TOMOGRAM, ONE_TOMOGRAM],
+            value=PER_TOMOGRAM,
+            tooltip="A file may list the picks of many tomograms (rlnTomoName): open each as "
+            "its own layer, or only those of the tomogram chosen below.",
+        )
         self.tomogram = create_widget(annotation=napari.layers.Image, label="tomogram")
         self.tomogram.tooltip = "The open tomogram whose picks to keep (its name or file name is matched)."
         self.open_file = PushButton(text="Open picks", tooltip="Read the pick file into Points layers")
-        self.config = FileEdit(label="copick config", mode="r", filter="*.json",
-                               tooltip="The project's copick_config.json (local filesystem project)")
+        self.config = FileEdit(
+            label="copick config",
+            mode="r",
+            filter="*.json",
+            tooltip="The project's copick_config.json (local filesystem project)",
+        )
         self._root = None
         # choices are functions of the open project, so napari's reset_choices keeps them
         self.run = ComboBox(label="run", choices=self._run_choices, tooltip="The copick run to open or write")
-        self.spacing = ComboBox(label="voxel spacing (Å)", choices=self._spacing_choices,
-                                tooltip="The run's voxel spacings")
-        self.object = ComboBox(label="object", choices=self._object_choices,
-                               tooltip="Pickable object from the project's list")
+        self.spacing = ComboBox(
+            label="voxel spacing (Å)", choices=self._spacing_choices, tooltip="The run's voxel spacings"
+        )
+        self.object = ComboBox(
+            label="object", choices=self._object_choices, tooltip="Pickable object from the project's list"
+        )
         self.user = LineEdit(label="user", value="tomolens", tooltip="copick user id of written picks")
         self.session = LineEdit(label="session", value="0", tooltip="copick session id of written picks")
         self.open_run = PushButton(text="Open run", tooltip="Tomogram, picks and segmentations of the run")
-        self.save_picks = PushButton(text="Save selected Points as picks",
-                                     tooltip="Store the selected Points layer as picks of the chosen object")
-        self.save_seg = PushButton(text="Save selected Labels as segmentation",
-                                   tooltip="Store the selected Labels layer as a multilabel segmentation")
-        super().__init__(widgets=[self.pick_file, self.mode, self.tomogram, self.open_file, self.config, self.run,
-                                  self.spacing, self.object, self.user, self.session, self.open_run,
-                                  self.save_picks, self.save_seg])
+        self.save_picks = PushButton(
+            text="Save selected Points as picks",
+            tooltip="Store the selected Points layer as picks of the chosen object",
+        )
+        self.save_seg = PushButton(
+            text="Save selected Labels as segmentation",
+            tooltip="Store the selected Labels layer as a multilabel segmentation",
+        )
+        super().__init__(
+            widgets=[
+                self.pick_file,
+                self.mode,
+                self.tomogram,
+                self.open_file,
+                self.config,
+                self.run,
+                self.spacing,
+                self.object,
+                self.user,
+                self.session,
+                self.open_run,
+                self.save_picks,
+                self.save_seg,
+            ]
+        )
         self.open_file.changed.connect(self.open_picks)
         self.config.changed.connect(self.load_project)
         self.run.changed.connect(self._refresh_spacings)
@@ -145,16 +177,21 @@ class PicksWidget(Container):
         if layer is None or self._root is None or not self.run.value or not self.object.value:
             show_error("Select a Points layer, and choose a copick config, run and object first.")
             return
-        table = table_from_points(layer.data, {"features": layer.features, "scale": layer.scale,
-                                               "units": layer.units, "metadata": layer.metadata})
+        table = table_from_points(
+            layer.data,
+            {"features": layer.features, "scale": layer.scale, "units": layer.units, "metadata": layer.metadata},
+        )
         try:
-            write_copick_picks(self._root, self.run.value, self.object.value, table, self.user.value,
-                               self.session.value)
+            write_copick_picks(
+                self._root, self.run.value, self.object.value, table, self.user.value, self.session.value
+            )
         except (ValueError, OSError) as err:
             show_error(str(err))
             return
-        show_info(f"Saved {len(table)} {self.object.value} picks to run {self.run.value} "
-                  f"({self.user.value}/{self.session.value}).")
+        show_info(
+            f"Saved {len(table)} {self.object.value} picks to run {self.run.value} "
+            f"({self.user.value}/{self.session.value})."
+        )
 
     def save_copick_segmentation(self, *_) -> None:
         """Store the selected Labels layer as a multilabel segmentation of the run."""
@@ -166,8 +203,15 @@ class PicksWidget(Container):
             show_error("Select a Labels layer with a voxel size in Å, and choose a copick config and run first.")
             return
         try:
-            write_copick_segmentation(self._root, self.run.value, copick_name(layer.name),
-                                      layer.data, vs[-1], self.user.value, self.session.value)
+            write_copick_segmentation(
+                self._root,
+                self.run.value,
+                copick_name(layer.name),
+                layer.data,
+                vs[-1],
+                self.user.value,
+                self.session.value,
+            )
         except (ValueError, OSError) as err:
             show_error(str(err))
             return

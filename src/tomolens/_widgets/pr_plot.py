@@ -24,8 +24,10 @@ class PrecisionRecallPlot(QWidget):
         self.setMinimumHeight(120)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
         self.curve: PrecisionRecallCurve | None = None
-        self.setToolTip("Precision against recall of the picks scoring at least each threshold (greedy "
-                        "matching in score order). White: the picks kept now; green: the threshold of the best F1.")
+        self.setToolTip(
+            "Precision against recall of the picks scoring at least each threshold (greedy "
+            "matching in score order). White: the picks kept now; green: the threshold of the best F1."
+        )
 
     def set_curve(self, curve: PrecisionRecallCurve | None) -> None:
         """Show ``curve`` (None clears the plot)."""

@@ -39,7 +39,6 @@ from tomolens.segment.train import save_segmenter, train_segmenter
 log = logging.getLogger(__name__)
 
 
-
 class SegmentWidget(Container):
     """Train a segmentation U-Net on painted slices and segment the whole tomogram.
 
@@ -55,13 +54,15 @@ class SegmentWidget(Container):
         self._history: list[dict] = []
         self.image = create_widget(annotation=napari.layers.Image, label="tomogram")
         self.image.tooltip = "The tomogram to paint on and segment (3D, protein bright)."
-        self.class_names = LineEdit(value=", ".join(DEFAULT_CLASSES), label="classes",
-                                    tooltip="Class names, background first, comma-separated.")
+        self.class_names = LineEdit(
+            value=", ".join(DEFAULT_CLASSES), label="classes", tooltip="Class names, background first, comma-separated."
+        )
         self.legend = Label(value="")
         self.painted = create_widget(annotation=napari.layers.Labels, label="painted labels")
         self.painted.tooltip = "A Labels layer of the tomogram's shape with a few painted slices."
-        self.new_labels = PushButton(text="New painting layer",
-                                     tooltip="Add an empty Labels layer of the tomogram's shape to paint in.")
+        self.new_labels = PushButton(
+            text="New painting layer", tooltip="Add an empty Labels layer of the tomogram's shape to paint in."
+        )
         self.train_params = ParamPanel(TRAIN_PARAMS)
         self.train_params.set_values(WIDGET_TRAIN_VALUES)
         self._start_from = self.train_params.controls["segment_start_from"]
@@ -71,33 +72,60 @@ class SegmentWidget(Container):
         except ValueError:
             self._shipped_classes = []
         self._start_from.changed.connect(self._start_edited)
-        self.save_path = FileEdit(mode="w", filter="*.pt", label="save model as",
-                                  value=str(Path(tempfile.gettempdir()) / "tomolens_segment_user.pt"),
-                                  tooltip="Trained model file (.pt + .json card); the checkpoint goes beside it.")
+        self.save_path = FileEdit(
+            mode="w",
+            filter="*.pt",
+            label="save model as",
+            value=str(Path(tempfile.gettempdir()) / "tomolens_segment_user.pt"),
+            tooltip="Trained model file (.pt + .json card); the checkpoint goes beside it.",
+        )
         show_whole_path(self.save_path)
-        self.resume = CheckBox(value=False, text="resume from checkpoint",
-                               tooltip="Continue the training saved in the checkpoint beside 'save model as'.")
+        self.resume = CheckBox(
+            value=False,
+            text="resume from checkpoint",
+            tooltip="Continue the training saved in the checkpoint beside 'save model as'.",
+        )
         self.train_runner = JobRunner("Train", title="Segmentation training")
         self.loss_plot = LossPlot()
         self.loss_text = Label(value="")
         shipped = list(shipped_models("segment"))
-        self.model_choice = ComboBox(choices=shipped + [FROM_FILE],
-                                     value=DEFAULT_MODEL if DEFAULT_MODEL in shipped else FROM_FILE,
-                                     label="model", tooltip="A shipped segmentation model, or a model file.")
-        self.model_file = FileEdit(mode="r", filter="*.pt *.json", label="model file",
-                                   tooltip="A tomolens segmentation model (.pt with its .json card).")
+        self.model_choice = ComboBox(
+            choices=shipped + [FROM_FILE],
+            value=DEFAULT_MODEL if DEFAULT_MODEL in shipped else FROM_FILE,
+            label="model",
+            tooltip="A shipped segmentation model, or a model file.",
+        )
+        self.model_file = FileEdit(
+            mode="r",
+            filter="*.pt *.json",
+            label="model file",
+            tooltip="A tomolens segmentation model (.pt with its .json card).",
+        )
         show_whole_path(self.model_file)
         self.model_info = Label(value="")
         for label in (self.legend, self.loss_text, self.model_info):
             label.native.setWordWrap(True)  # long lines would widen every tabbed dock
         self.predict_params = ParamPanel(tuple(p for p in PREDICT_PARAMS if p.name != "model"))
         self.predict_runner = JobRunner("Predict", title="Segmentation")
-        train_box = Container(widgets=[self.train_params, self.save_path, self.resume, self.train_runner,
-                                       self.loss_text], label="train")
+        train_box = Container(
+            widgets=[self.train_params, self.save_path, self.resume, self.train_runner, self.loss_text], label="train"
+        )
         train_box.native.layout().addWidget(self.loss_plot)
-        super().__init__(widgets=[self.image, self.class_names, self.legend, self.painted, self.new_labels,
-                                  train_box, self.model_choice, self.model_file, self.model_info,
-                                  self.predict_params, self.predict_runner])
+        super().__init__(
+            widgets=[
+                self.image,
+                self.class_names,
+                self.legend,
+                self.painted,
+                self.new_labels,
+                train_box,
+                self.model_choice,
+                self.model_file,
+                self.model_info,
+                self.predict_params,
+                self.predict_runner,
+            ]
+        )
         self.class_names.changed.connect(self._update_legend)
         self.new_labels.changed.connect(self.add_painting_layer)
         self.train_runner.run_button.changed.connect(self.start_training)
@@ -121,7 +149,8 @@ class SegmentWidget(Container):
             self.legend.value = str(err)
             return
         self.legend.value = "paint: 0 = not painted, " + ", ".join(
-            f"{label_value(k)} = {n}" for k, n in enumerate(names))
+            f"{label_value(k)} = {n}" for k, n in enumerate(names)
+        )
         self._default_start(names)
 
     def _default_start(self, names: list[str]) -> None:
@@ -149,9 +178,14 @@ class SegmentWidget(Container):
         if image is None:
             show_warning("Choose a tomogram first.")
             return
-        layer = self.viewer.add_labels(np.zeros(image.data.shape, np.uint8), name=f"{image.name} painted",
-                                       scale=image.scale, units=image.units, axis_labels=image.axis_labels,
-                                       colormap=class_colormap())
+        layer = self.viewer.add_labels(
+            np.zeros(image.data.shape, np.uint8),
+            name=f"{image.name} painted",
+            scale=image.scale,
+            units=image.units,
+            axis_labels=image.axis_labels,
+            colormap=class_colormap(),
+        )
         layer.selected_label = 1
         layer.brush_size = 5
         layer.mode = "paint"
@@ -160,7 +194,11 @@ class SegmentWidget(Container):
 
     # ------------------------------------------------------------------ model
     def model_path(self) -> str:
-        return chosen_model(self.model_choice.value, self.model_file.value, "Choose a model file (.pt or .json), train one, or pick a shipped model.")
+        return chosen_model(
+            self.model_choice.value,
+            self.model_file.value,
+            "Choose a model file (.pt or .json), train one, or pick a shipped model.",
+        )
 
     def _model_changed(self, *_) -> None:
         try:
@@ -169,10 +207,15 @@ class SegmentWidget(Container):
             self.model_info.value = str(err)
             return
         held = card.metrics.get("held_out_dice", {}) if isinstance(card.metrics, dict) else {}
-        figures = "; ".join(f"{k}: " + ", ".join(f"{n} {v:.2f}" for n, v in d.items() if n in card.classes[1:])
-                            for k, d in held.items() if isinstance(d, dict))
-        self.model_info.value = (f"{card.extra.get('model_kind', '?')} U-Net, classes {', '.join(card.classes)}, "
-                                 f"{card.voxel_size_A} Å" + (f"\nheld-out Dice {figures}" if figures else ""))
+        figures = "; ".join(
+            f"{k}: " + ", ".join(f"{n} {v:.2f}" for n, v in d.items() if n in card.classes[1:])
+            for k, d in held.items()
+            if isinstance(d, dict)
+        )
+        self.model_info.value = (
+            f"{card.extra.get('model_kind', '?')} U-Net, classes {', '.join(card.classes)}, "
+            f"{card.voxel_size_A} Å" + (f"\nheld-out Dice {figures}" if figures else "")
+        )
 
     # --------------------------------------------------------------- training
     def start_training(self, *_) -> None:
@@ -195,11 +238,17 @@ class SegmentWidget(Container):
         self.loss_plot.set_history([])
         self.loss_text.value = "training…"
         # the training tomogram's contrast: the same polarity setting as prediction (auto by default)
-        job = train_segmenter([(volume, labels)], names, vs[-1] if vs else None,
-                              checkpoint=out.with_suffix(".ckpt"), resume=bool(self.resume.value),
-                              name=out.stem, training_command="napari 'Segment' widget: Train",
-                              polarity=self.predict_params.values().get("polarity", "auto"),
-                              **train_kwargs(params))
+        job = train_segmenter(
+            [(volume, labels)],
+            names,
+            vs[-1] if vs else None,
+            checkpoint=out.with_suffix(".ckpt"),
+            resume=bool(self.resume.value),
+            name=out.stem,
+            training_command="napari 'Segment' widget: Train",
+            polarity=self.predict_params.values().get("polarity", "auto"),
+            **train_kwargs(params),
+        )
         self.train_runner.start(self._train_and_save(job, out), self._trained, on_progress=self._train_progress)
 
     @staticmethod
@@ -213,9 +262,11 @@ class SegmentWidget(Container):
             return
         self._history.append(progress.info)
         self.loss_plot.set_history(self._history)
-        self.loss_text.value = (f"epoch {progress.info['epoch']}: loss {progress.info['loss']:.4f}, "
-                                + ("fit on the painted voxels" if progress.info.get("val_is_fit") else "validation")
-                                + f" {progress.info['val_loss']:.4f}")
+        self.loss_text.value = (
+            f"epoch {progress.info['epoch']}: loss {progress.info['loss']:.4f}, "
+            + ("fit on the painted voxels" if progress.info.get("val_is_fit") else "validation")
+            + f" {progress.info['val_loss']:.4f}"
+        )
 
     def _trained(self, result) -> None:
         self.trained, out = result
@@ -244,8 +295,9 @@ class SegmentWidget(Container):
             return
         vs = voxel_size_from_layer(image.scale, image.units)
         self._source = image.name
-        self.predict_runner.start(segment_tomogram(image.data, vs[-1] if vs else None, model=model,
-                                                   class_names=names, **params), self._show)
+        self.predict_runner.start(
+            segment_tomogram(image.data, vs[-1] if vs else None, model=model, class_names=names, **params), self._show
+        )
 
     def _show(self, result: SegmentationResult) -> Iterator[None]:
         """Add one layer per event-loop turn (the runner advances this generator)."""
@@ -256,8 +308,15 @@ class SegmentWidget(Container):
             if key in self.viewer.layers:
                 self.viewer.layers[key].data = result.probabilities[k]
             else:
-                self.viewer.add_image(result.probabilities[k], name=key, colormap="inferno", blending="additive",
-                                      contrast_limits=(0.0, 1.0), visible=False, **scale)
+                self.viewer.add_image(
+                    result.probabilities[k],
+                    name=key,
+                    colormap="inferno",
+                    blending="additive",
+                    contrast_limits=(0.0, 1.0),
+                    visible=False,
+                    **scale,
+                )
             yield
         self._update_labels()
         yield
@@ -270,8 +329,13 @@ class SegmentWidget(Container):
         if key in self.viewer.layers:
             self.viewer.layers[key].data = self.result.labels
         else:
-            self.viewer.add_labels(self.result.labels, name=key, opacity=0.5, colormap=class_colormap(),
-                                   **scale_kwargs(self.result.voxel_size_A, 3))
+            self.viewer.add_labels(
+                self.result.labels,
+                name=key,
+                opacity=0.5,
+                colormap=class_colormap(),
+                **scale_kwargs(self.result.voxel_size_A, 3),
+            )
 
     def reapply(self, *_) -> None:
         """Re-apply threshold and clean-up on the kept probabilities (no network)."""

@@ -49,7 +49,9 @@ class SimulateWidget(Container):
             if kind == "points":
                 show_layer_particles(self.viewer, layer)
             yield
-        text = (f"{len(sim.particles)} particles, volume fraction {sim.volume_fraction:.3f}, "
-                f"SNR {sim.measured_snr:.3g} (on the {sim.snr_domain})")
+        text = (
+            f"{len(sim.particles)} particles, volume fraction {sim.volume_fraction:.3f}, "
+            f"SNR {sim.measured_snr:.3g} (on the {sim.snr_domain})"
+        )
         self.summary.value = text
         show_info(f"Simulated: {text}")

@@ -81,32 +81,65 @@ class TomogramWidget(Container):
         self.layer_picker.tooltip = "The tomogram to describe, rescale or bin."
         self.info = Label(value="")
         self.voxel_size = FloatSpinBox(
-            value=10.0, min=0.01, max=1000.0, step=0.1, label="voxel size (Å)",
+            value=10.0,
+            min=0.01,
+            max=1000.0,
+            step=0.1,
+            label="voxel size (Å)",
             tooltip="Voxel size in Å, for files whose header does not say (0 or 1).",
         )
         self.apply_voxel = PushButton(text="Set voxel size", tooltip="Scale the layer to this voxel size (Å)")
-        self.bin_factor = ComboBox(choices=[2, 4], value=2, label="bin by",
-                                   tooltip="Average 2×2×2 or 4×4×4 voxels into one.")
+        self.bin_factor = ComboBox(
+            choices=[2, 4], value=2, label="bin by", tooltip="Average 2×2×2 or 4×4×4 voxels into one."
+        )
         self.runner = JobRunner("Bin", title="Binning")
         self.contrast = Label(value="contrast: not measured")
         self.contrast.native.setWordWrap(True)
         self.contrast_runner = JobRunner("Measure contrast", title="Contrast measurement")
         self.display_filter = ComboBox(
-            choices=DISPLAY_FILTERS, value="none", label="display filter",
+            choices=DISPLAY_FILTERS,
+            value="none",
+            label="display filter",
             tooltip="See particles in a raw tomogram without changing the data: slab mean = average N slices "
-                    "around the current one in the view; Gaussian low-pass = a smoothed copy as a new layer.")
-        self.slab_slices = SpinBox(value=9, min=1, max=201, label="slab slices",
-                                   tooltip="Slices averaged by the slab mean (odd numbers centre the slab).")
-        self.sigma_A = FloatSpinBox(value=20.0, min=1.0, max=500.0, step=5.0, label="low-pass σ (Å)",
-                                    tooltip="Gaussian σ of the low-pass display copy, Å.")
-        self.apply_display = PushButton(text="Apply display filter",
-                                        tooltip="Apply the display filter to the chosen tomogram")
+            "around the current one in the view; Gaussian low-pass = a smoothed copy as a new layer.",
+        )
+        self.slab_slices = SpinBox(
+            value=9,
+            min=1,
+            max=201,
+            label="slab slices",
+            tooltip="Slices averaged by the slab mean (odd numbers centre the slab).",
+        )
+        self.sigma_A = FloatSpinBox(
+            value=20.0,
+            min=1.0,
+            max=500.0,
+            step=5.0,
+            label="low-pass σ (Å)",
+            tooltip="Gaussian σ of the low-pass display copy, Å.",
+        )
+        self.apply_display = PushButton(
+            text="Apply display filter", tooltip="Apply the display filter to the chosen tomogram"
+        )
         self.filter_runner = JobRunner("Low-pass copy", title="Display filter")
         self.filter_runner.run_button.visible = False
-        super().__init__(widgets=[self.layer_picker, self.info, self.voxel_size, self.apply_voxel,
-                                  self.contrast, self.contrast_runner, self.display_filter, self.slab_slices,
-                                  self.sigma_A, self.apply_display, self.filter_runner,
-                                  self.bin_factor, self.runner])
+        super().__init__(
+            widgets=[
+                self.layer_picker,
+                self.info,
+                self.voxel_size,
+                self.apply_voxel,
+                self.contrast,
+                self.contrast_runner,
+                self.display_filter,
+                self.slab_slices,
+                self.sigma_A,
+                self.apply_display,
+                self.filter_runner,
+                self.bin_factor,
+                self.runner,
+            ]
+        )
         self.layer_picker.changed.connect(self._refresh)
         self.layer_picker.changed.connect(self.start_contrast)
         self.apply_voxel.changed.connect(self.set_voxel_size)
@@ -132,8 +165,10 @@ class TomogramWidget(Container):
             return
         vs = float(self.voxel_size.value)
         targets = [
-            other for other in self.viewer.layers
-            if other is layer or (getattr(other.data, "shape", None) == layer.data.shape)
+            other
+            for other in self.viewer.layers
+            if other is layer
+            or (getattr(other.data, "shape", None) == layer.data.shape)
             or (isinstance(other, napari.layers.Points) and other.ndim == layer.ndim)
         ]
         for target in targets:
@@ -156,8 +191,11 @@ class TomogramWidget(Container):
 
         def add_result(binned: np.ndarray) -> None:
             self.viewer.add_image(
-                binned, name=f"{name} bin{factor}", scale=tuple(s * factor for s in scale),
-                units=units, contrast_limits=contrast_limits(binned),
+                binned,
+                name=f"{name} bin{factor}",
+                scale=tuple(s * factor for s in scale),
+                units=units,
+                contrast_limits=contrast_limits(binned),
             )
 
         self.runner.start(bin_volume(data, factor), add_result)
@@ -181,8 +219,11 @@ class TomogramWidget(Container):
         self.contrast.value = "contrast: measuring…"
 
         def shown(estimate: PolarityEstimate) -> None:
-            layer.metadata["polarity_estimate"] = {"polarity": estimate.polarity, "skewness": estimate.skewness,
-                                                   "standard_error": estimate.standard_error}
+            layer.metadata["polarity_estimate"] = {
+                "polarity": estimate.polarity,
+                "skewness": estimate.skewness,
+                "standard_error": estimate.standard_error,
+            }
             if self.layer_picker.value is not layer:
                 return  # another tomogram was chosen meanwhile: its own measurement follows
             self.estimate = estimate
@@ -223,8 +264,13 @@ class TomogramWidget(Container):
         def add(filtered: np.ndarray) -> None:
             if key in self.viewer.layers:
                 self.viewer.layers.remove(key)
-            self.viewer.add_image(filtered, name=key, scale=scale, units=units,
-                                  contrast_limits=contrast_limits(filtered),
-                                  metadata={"display_only": True, "source_layer": name})
+            self.viewer.add_image(
+                filtered,
+                name=key,
+                scale=scale,
+                units=units,
+                contrast_limits=contrast_limits(filtered),
+                metadata={"display_only": True, "source_layer": name},
+            )
 
         self.filter_runner.start(low_pass(data, sigma), add)

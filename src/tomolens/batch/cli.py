@@ -30,11 +30,19 @@ def _batch(args: argparse.Namespace) -> int:
     pipeline = load_pipeline(args.preset)
     if args.voxel_size_A:
         pipeline = pipeline_from_dict({**pipeline.to_dict(), "voxel_size_A": args.voxel_size_A})
-    summary = run_batch(pipeline, args.tomograms, args.out, scheduler=args.scheduler or None,
-                        retries=args.retries, force=args.force, progress=not args.no_progress and not progress_is_quiet())
+    summary = run_batch(
+        pipeline,
+        args.tomograms,
+        args.out,
+        scheduler=args.scheduler or None,
+        retries=args.retries,
+        force=args.force,
+        progress=not args.no_progress and not progress_is_quiet(),
+    )
     print(summary.table())
-    print(f"summary: {args.out}/batch_summary.json; per tomogram: {args.out}/<name>/<name>.log and "
-          "<name>.tomolens.json")
+    print(
+        f"summary: {args.out}/batch_summary.json; per tomogram: {args.out}/<name>/<name>.log and <name>.tomolens.json"
+    )
     return 1 if summary.failed else 0
 
 
@@ -46,20 +54,32 @@ def _example(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     tasks = "; ".join(f"{name}: {spec.summary}" for name, spec in TASKS.items())
     p = sub.add_parser(
-        "batch", help="run a pipeline preset on many tomograms (resumable; dask.distributed optional)",
+        "batch",
+        help="run a pipeline preset on many tomograms (resumable; dask.distributed optional)",
         description="Run the pipeline of PRESET on every tomogram. Finished tomograms (a matching "
         f"OUT/<name>/<name>.tomolens.json) are skipped; a failure is retried once. Tasks: {tasks}.",
     )
-    p.add_argument("preset", help="batch preset (JSON/YAML with a 'pipeline'), or a widget's single-task preset; "
-                   "see 'tomolens batch-example'")
+    p.add_argument(
+        "preset",
+        help="batch preset (JSON/YAML with a 'pipeline'), or a widget's single-task preset; "
+        "see 'tomolens batch-example'",
+    )
     p.add_argument("tomograms", nargs="+", help="tomogram files, folders (their .mrc/.rec/.map) or glob patterns")
     p.add_argument("--out", required=True, type=output_folder, help="output folder: one sub-folder per tomogram")
-    p.add_argument("--scheduler", default="", help="'' = in this process, one by one (default); local:N = a "
-                   "dask LocalCluster of N single-thread workers; tcp://HOST:PORT = an existing dask scheduler")
+    p.add_argument(
+        "--scheduler",
+        default="",
+        help="'' = in this process, one by one (default); local:N = a "
+        "dask LocalCluster of N single-thread workers; tcp://HOST:PORT = an existing dask scheduler",
+    )
     p.add_argument("--retries", type=int, default=1, help="extra attempts for a failed tomogram (default: 1)")
     p.add_argument("--force", action="store_true", help="run finished tomograms again")
-    p.add_argument("--voxel-size-A", type=length_A, default=None,
-                   help="voxel size in Å for tomograms whose header lacks it (overrides the preset's)")
+    p.add_argument(
+        "--voxel-size-A",
+        type=length_A,
+        default=None,
+        help="voxel size in Å for tomograms whose header lacks it (overrides the preset's)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_batch)
 

@@ -42,8 +42,10 @@ class Step:
     params: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"task": self.task, "params": {k: (str(v) if isinstance(v, Path) else v)
-                                             for k, v in self.params.items()}}
+        return {
+            "task": self.task,
+            "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in self.params.items()},
+        }
 
 
 @dataclass(frozen=True)
@@ -101,8 +103,9 @@ def pipeline_from_dict(payload: dict[str, Any], base_dir: str | os.PathLike = ".
         return Pipeline((make_step(task, payload.get("params", {})),), payload.get("voxel_size_A"))
     raw_steps = payload.get("pipeline")
     if not isinstance(raw_steps, list) or not raw_steps:
-        raise ValueError("A batch preset needs a non-empty 'pipeline' list of steps "
-                         '({"task": "detect", "params": {...}}).')
+        raise ValueError(
+            'A batch preset needs a non-empty \'pipeline\' list of steps ({"task": "detect", "params": {...}}).'
+        )
     steps: list[Step] = []
     has_particles = False
     for i, raw in enumerate(raw_steps, start=1):
@@ -117,8 +120,9 @@ def pipeline_from_dict(payload: dict[str, Any], base_dir: str | os.PathLike = ".
             preset_path = preset_path if preset_path.is_absolute() else base_dir / preset_path
             preset_task, params = load_preset(preset_path)
             if preset_task not in ("", "custom", raw["task"]):
-                raise ValueError(f"Pipeline step {i}: {preset_path.name} is a {preset_task!r} preset, "
-                                 f"not {raw['task']!r}.")
+                raise ValueError(
+                    f"Pipeline step {i}: {preset_path.name} is a {preset_task!r} preset, not {raw['task']!r}."
+                )
         params.update(raw.get("params") or {})
         try:
             step = make_step(str(raw["task"]), params)

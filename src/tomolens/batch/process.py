@@ -171,8 +171,14 @@ def process_tomogram(
     stem = tomogram.stem
     started = time.perf_counter()
     with tomogram_log(folder / f"{stem}.log"):
-        log.info("=== %s: %d steps (%s), tomolens %s on %s", tomogram.name, len(pipeline.steps),
-                 " > ".join(s.task for s in pipeline.steps), __version__, platform.node())
+        log.info(
+            "=== %s: %d steps (%s), tomolens %s on %s",
+            tomogram.name,
+            len(pipeline.steps),
+            " > ".join(s.task for s in pipeline.steps),
+            __version__,
+            platform.node(),
+        )
         ctx = TomogramContext(tomogram, folder, stem, voxel_size_A=pipeline.voxel_size_A)
         ctx.provenance = {"tomolens_version": __version__, "input": str(tomogram), "steps": []}
         steps_done: list[dict[str, Any]] = []
@@ -182,17 +188,29 @@ def process_tomogram(
                 ctx.provenance["steps"].append({"task": step.task, "params": step.to_dict()["params"], **model})
                 log.info("%s: %s %s", step.task, json.dumps(step.to_dict()["params"]), model.get("model_sha256", ""))
                 output = run_job(get_task(step.task).runner()(ctx, step.params), on_progress=on_progress)
-                steps_done.append({**ctx.provenance["steps"][-1], "files": [f.name for f in output.files],
-                                   "figures": output.figures, "seconds": round(time.perf_counter() - t0, 3)})
+                steps_done.append(
+                    {
+                        **ctx.provenance["steps"][-1],
+                        "files": [f.name for f in output.files],
+                        "figures": output.figures,
+                        "seconds": round(time.perf_counter() - t0, 3),
+                    }
+                )
                 log.info("%s done in %.1f s: %s", step.task, time.perf_counter() - t0, output.figures)
         except Exception:
             log.exception("%s failed", tomogram.name)
             raise
         record = {
-            "status": "done", "tomolens_version": __version__, "fingerprint": expected,
+            "status": "done",
+            "tomolens_version": __version__,
+            "fingerprint": expected,
             "input": {"path": str(tomogram), "size": tomogram.stat().st_size},
-            "voxel_size_A": ctx.voxel(), "pipeline": pipeline.to_dict(), "steps": steps_done,
-            "finished": _now(), "seconds": round(time.perf_counter() - started, 3), "host": platform.node(),
+            "voxel_size_A": ctx.voxel(),
+            "pipeline": pipeline.to_dict(),
+            "steps": steps_done,
+            "finished": _now(),
+            "seconds": round(time.perf_counter() - started, 3),
+            "host": platform.node(),
         }
         with atomic_path(sidecar_path(tomogram, out_root)) as tmp:
             tmp.write_text(json.dumps(record, indent=2, default=str))

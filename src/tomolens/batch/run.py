@@ -68,13 +68,23 @@ class BatchSummary:
         """A plain-text table: tomogram, status, attempts, seconds, particles, error."""
         rows = [("tomogram", "status", "tries", "seconds", "particles", "error")]
         for r in self.results:
-            rows.append((r.tomogram, r.status, str(r.attempts), f"{r.seconds:.1f}",
-                         "" if r.particles is None else str(r.particles), r.error[:60]))
+            rows.append(
+                (
+                    r.tomogram,
+                    r.status,
+                    str(r.attempts),
+                    f"{r.seconds:.1f}",
+                    "" if r.particles is None else str(r.particles),
+                    r.error[:60],
+                )
+            )
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
-        lines.append(f"{self.count('done')} done, {self.count('skipped')} skipped (already finished), "
-                     f"{self.count('failed')} failed")
+        lines.append(
+            f"{self.count('done')} done, {self.count('skipped')} skipped (already finished), "
+            f"{self.count('failed')} failed"
+        )
         return "\n".join(lines)
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -112,8 +122,10 @@ def find_tomograms(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     stems: dict[str, Path] = {}
     for p in unique:
         if p.stem in stems:
-            raise ValueError(f"Two tomograms are named {p.stem!r} ({stems[p.stem]} and {p}); their outputs would "
-                             "collide. Rename one or run them in separate batches.")
+            raise ValueError(
+                f"Two tomograms are named {p.stem!r} ({stems[p.stem]} and {p}); their outputs would "
+                "collide. Rename one or run them in separate batches."
+            )
         stems[p.stem] = p
     return unique
 
@@ -249,8 +261,15 @@ def _run_distributed(client, paths, pipeline, out_root, retries, force, finish) 
 
     def submit(path: Path):
         attempts[path] = attempts.get(path, 0) + 1
-        future = client.submit(process_tomogram, str(path), pipeline, str(out_root), force, pure=False,
-                               key=f"tomolens-{path.stem}-try{attempts[path]}")
+        future = client.submit(
+            process_tomogram,
+            str(path),
+            pipeline,
+            str(out_root),
+            force,
+            pure=False,
+            key=f"tomolens-{path.stem}-try{attempts[path]}",
+        )
         owner[future.key] = path
         return future
 

@@ -32,11 +32,20 @@ log = logging.getLogger(__name__)
 #: Settings of the ``export`` step (batch only: the widgets save points with napari's writers).
 EXPORT_PARAMS = (
     Param("format", "star", "Particle file format", choices=("star", "csv", "txt")),
-    Param("star_form", "pixels", "STAR coordinates: rlnCoordinateX/Y/Z in pixels or RELION 5 centred Å",
-          choices=("pixels", "centred")),
+    Param(
+        "star_form",
+        "pixels",
+        "STAR coordinates: rlnCoordinateX/Y/Z in pixels or RELION 5 centred Å",
+        choices=("pixels", "centred"),
+    ),
     Param("min_score", 0.0, "Leave out particles scoring below this (needs a score column)", min=0.0, max=1.0),
-    Param("min_confidence", 0.0, "Leave out particles classified with a lower confidence (needs classify)",
-          min=0.0, max=1.0),
+    Param(
+        "min_confidence",
+        0.0,
+        "Leave out particles classified with a lower confidence (needs classify)",
+        min=0.0,
+        max=1.0,
+    ),
 )
 
 
@@ -138,11 +147,13 @@ def run_detect(ctx: TomogramContext, params: dict[str, Any]) -> Generator[Progre
     model = params.pop("model", DEFAULT_MODEL)
     result = yield from detect_particles(ctx.volume.data, ctx.voxel(), model=model, **params)
     ctx.particles = result.particles
-    labels_path = write_mrc(ctx.output("_instances.mrc"), result.instances, result.voxel_size_A, is_labels=True,
-                            labels=ctx.mrc_labels())
+    labels_path = write_mrc(
+        ctx.output("_instances.mrc"), result.instances, result.voxel_size_A, is_labels=True, labels=ctx.mrc_labels()
+    )
     star_path = write_coordinates(ctx.output("_detected.star"), result.particles, comment=ctx.star_comment())
-    return StepOutput([labels_path, star_path], {"particles": len(result.particles),
-                                                 "polarity": result.params["polarity_decision"]})
+    return StepOutput(
+        [labels_path, star_path], {"particles": len(result.particles), "polarity": result.params["polarity_decision"]}
+    )
 
 
 def run_segment(ctx: TomogramContext, params: dict[str, Any]) -> Generator[Progress, None, StepOutput]:
@@ -162,8 +173,9 @@ def _merge_features(table: ParticleTable, features: pd.DataFrame) -> ParticleTab
     kept = table.features.drop(columns=[c for c in features.columns if c in table.features.columns])
     features = features.copy()
     features["class"] = features["class"].astype(str)
-    return ParticleTable(table.coords_zyx, kept.reset_index(drop=True).join(features.reset_index(drop=True)),
-                         table.pixel_size_A)
+    return ParticleTable(
+        table.coords_zyx, kept.reset_index(drop=True).join(features.reset_index(drop=True)), table.pixel_size_A
+    )
 
 
 def run_classify(ctx: TomogramContext, params: dict[str, Any]) -> Generator[Progress, None, StepOutput]:
@@ -176,14 +188,28 @@ def run_classify(ctx: TomogramContext, params: dict[str, Any]) -> Generator[Prog
     if len(table) == 0:
         log.warning("no particles to classify in %s", ctx.path.name)
         return StepOutput([], {"classified": 0})
-    result = yield from classify_points(ctx.volume.data, table.coords_zyx, p["model"], ctx.voxel(),
-                                        box_A=p["box_A"] or None, edge=p["edge"], batch_size=p["batch_size"],
-                                        device=p["device"], polarity=p["polarity"])
+    result = yield from classify_points(
+        ctx.volume.data,
+        table.coords_zyx,
+        p["model"],
+        ctx.voxel(),
+        box_A=p["box_A"] or None,
+        edge=p["edge"],
+        batch_size=p["batch_size"],
+        device=p["device"],
+        polarity=p["polarity"],
+    )
     ctx.particles = _merge_features(table, result.features)
     path = write_coordinates(ctx.output("_classified.star"), ctx.particles, comment=ctx.star_comment())
     counts = result.features["class"].astype(str).value_counts()
-    return StepOutput([path], {"classified": int(len(result.indices)), "polarity": result.info["polarity"],
-                               "classes": {str(k or "(skipped)"): int(v) for k, v in counts.items()}})
+    return StepOutput(
+        [path],
+        {
+            "classified": int(len(result.indices)),
+            "polarity": result.info["polarity"],
+            "classes": {str(k or "(skipped)"): int(v) for k, v in counts.items()},
+        },
+    )
 
 
 def run_subdivide(ctx: TomogramContext, params: dict[str, Any]) -> Generator[Progress, None, StepOutput]:
@@ -203,8 +229,14 @@ def run_subdivide(ctx: TomogramContext, params: dict[str, Any]) -> Generator[Pro
     ctx.particles = _merge_features(table, features)
     files = [write_coordinates(ctx.output("_subdivided.star"), ctx.particles, comment=ctx.star_comment())]
     for k, cube in result.averages.items():
-        files.append(write_mrc(ctx.output(f"_cluster_{k:02d}.mrc"), cube,
-                               result.info.get("model_voxel_size_A") or ctx.voxel(), labels=ctx.mrc_labels()))
+        files.append(
+            write_mrc(
+                ctx.output(f"_cluster_{k:02d}.mrc"),
+                cube,
+                result.info.get("model_voxel_size_A") or ctx.voxel(),
+                labels=ctx.mrc_labels(),
+            )
+        )
     return StepOutput(files, {"clusters": int(result.clustering.n_clusters), "polarity": result.info["polarity"]})
 
 
@@ -218,11 +250,18 @@ def run_export(ctx: TomogramContext, params: dict[str, Any]) -> Generator[Progre
     for column, limit in (("score", p["min_score"]), ("confidence", p["min_confidence"])):
         if limit > 0:
             if column not in table.features.columns:
-                raise ValueError(f"export: min_{column} needs a {column!r} column; the particles have "
-                                 f"{list(table.features.columns)}.")
+                raise ValueError(
+                    f"export: min_{column} needs a {column!r} column; the particles have "
+                    f"{list(table.features.columns)}."
+                )
             keep &= table.features[column].to_numpy(float) >= limit
     subset = ParticleTable(table.coords_zyx[keep], table.features[keep].reset_index(drop=True), table.pixel_size_A)
-    path = write_coordinates(ctx.output(f"_particles.{p['format']}"), subset, star_form=p["star_form"],
-                             tomogram_shape_zyx=tuple(ctx.volume.data.shape), comment=ctx.star_comment())
+    path = write_coordinates(
+        ctx.output(f"_particles.{p['format']}"),
+        subset,
+        star_form=p["star_form"],
+        tomogram_shape_zyx=tuple(ctx.volume.data.shape),
+        comment=ctx.star_comment(),
+    )
     yield Progress(1, 1, f"exported {len(subset)} particles")
     return StepOutput([path], {"exported": int(keep.sum())})

@@ -37,15 +37,26 @@ def _table_with(table: ParticleTable, features, voxel) -> ParticleTable:
 def _classify(args: argparse.Namespace) -> int:
     vol, voxel, table = _inputs(args)
     params = values_from_args(args, CLASSIFY_PARAMS)
-    result = run_cli_job(classify_points(vol.data, table.coords_zyx, params["model"], voxel,
-                                         box_A=params["box_A"] or None, edge=params["edge"],
-                                         batch_size=params["batch_size"], device=params["device"],
-                                         polarity=params["polarity"]))
+    result = run_cli_job(
+        classify_points(
+            vol.data,
+            table.coords_zyx,
+            params["model"],
+            voxel,
+            box_A=params["box_A"] or None,
+            edge=params["edge"],
+            batch_size=params["batch_size"],
+            device=params["device"],
+            polarity=params["polarity"],
+        )
+    )
     write_coordinates(args.out, _table_with(table, result.features, voxel))
     write_provenance(args.out, {"command": "classify", **result.info})
     counts = result.features["class"].astype(str).value_counts()
-    print(f"classified {len(result.indices)} of {len(table)} particles "
-          f"({len(result.padded)} padded, {len(result.skipped)} skipped at the edge); wrote {args.out}")
+    print(
+        f"classified {len(result.indices)} of {len(table)} particles "
+        f"({len(result.padded)} padded, {len(result.skipped)} skipped at the edge); wrote {args.out}"
+    )
     for name, n in counts.items():
         print(f"  {name or '(skipped)'}: {n}")
     return 0
@@ -57,9 +68,19 @@ def _subdivide(args: argparse.Namespace) -> int:
     vol, voxel, table = _inputs(args)
     cp = values_from_args(args, CLASSIFY_PARAMS)
     sp = values_from_args(args, SUBDIVIDE_PARAMS)
-    result = run_cli_job(subdivide_points(vol.data, table.coords_zyx, cp["model"], voxel, edge=cp["edge"],
-                                          batch_size=cp["batch_size"], device=cp["device"],
-                                          polarity=cp["polarity"], **sp))
+    result = run_cli_job(
+        subdivide_points(
+            vol.data,
+            table.coords_zyx,
+            cp["model"],
+            voxel,
+            edge=cp["edge"],
+            batch_size=cp["batch_size"],
+            device=cp["device"],
+            polarity=cp["polarity"],
+            **sp,
+        )
+    )
     write_provenance(args.out, {"command": "subdivide", **result.info})
     features = result.features.copy()
     features["embed_x"], features["embed_y"] = result.embedding_2d[:, 0], result.embedding_2d[:, 1]
@@ -80,8 +101,9 @@ def _subdivide(args: argparse.Namespace) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("tomogram", help="tomogram MRC")
     p.add_argument("coords", help="particle coordinates (.star/.csv/.txt) on the tomogram")
-    p.add_argument("--out", required=True, type=output_file,
-                   help="output coordinates (.star/.csv) with the new feature columns")
+    p.add_argument(
+        "--out", required=True, type=output_file, help="output coordinates (.star/.csv) with the new feature columns"
+    )
     p.add_argument("--voxel-size", type=length_A, default=None, help="voxel size in Å if the header lacks it")
 
 
@@ -93,8 +115,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     from tomolens.cluster.subdivide import SUBDIVIDE_PARAMS
 
-    p = sub.add_parser("subdivide", help="cluster particles by a classifier's learned features (default) or a general "
-                       "embedding: cluster column")
+    p = sub.add_parser(
+        "subdivide",
+        help="cluster particles by a classifier's learned features (default) or a general embedding: cluster column",
+    )
     _common(p)
     p.add_argument("--averages", default="", metavar="DIR", help="write each cluster's average as DIR/cluster_NN.mrc")
     add_arguments(p, CLASSIFY_PARAMS)

@@ -90,9 +90,15 @@ def load_dataset(folder: str | os.PathLike) -> ClassDataset:
 
 
 def dataset_from_points(
-    tomogram: np.ndarray, coords_zyx: np.ndarray, labels, box: int,
-    voxel_size_A: float | None = None, val_fraction: float = 0.15, test_fraction: float = 0.15,
-    seed: int = 0, edge: str = "pad",
+    tomogram: np.ndarray,
+    coords_zyx: np.ndarray,
+    labels,
+    box: int,
+    voxel_size_A: float | None = None,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+    edge: str = "pad",
 ) -> Generator[Progress, None, ClassDataset]:
     """Cut subtomograms at class-labelled particles of one tomogram and split them (a job).
 
@@ -110,8 +116,11 @@ def dataset_from_points(
     -------
     ClassDataset
     """
-    return (yield from dataset_from_tomograms([(tomogram, coords_zyx, labels)], box, voxel_size_A,
-                                              val_fraction, test_fraction, seed, edge))
+    return (
+        yield from dataset_from_tomograms(
+            [(tomogram, coords_zyx, labels)], box, voxel_size_A, val_fraction, test_fraction, seed, edge
+        )
+    )
 
 
 def _label_text(label) -> str:
@@ -125,8 +134,13 @@ def _label_text(label) -> str:
 
 
 def dataset_from_tomograms(
-    items: Sequence[tuple[np.ndarray, np.ndarray, Sequence]], box: int, voxel_size_A: float | None = None, val_fraction: float = 0.15,
-    test_fraction: float = 0.15, seed: int = 0, edge: str = "pad",
+    items: Sequence[tuple[np.ndarray, np.ndarray, Sequence]],
+    box: int,
+    voxel_size_A: float | None = None,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+    edge: str = "pad",
 ) -> Generator[Progress, None, ClassDataset]:
     """Cut subtomograms at the class-labelled particles of several tomograms, pool them and
     split them stratified by class (a job).
@@ -168,15 +182,19 @@ def dataset_from_tomograms(
     for k, ((tomogram, coords_zyx, _), text) in enumerate(zip(items, texts)):
         keep = np.flatnonzero(text != "")
         prefix = "" if len(items) == 1 else f"tomogram {k + 1}/{len(items)}: "
-        extraction = yield from relay(extract_subtomograms(tomogram, np.asarray(coords_zyx)[keep], box, edge=edge),
-                                      lambda p: Progress(p.done, p.total, prefix + p.message, p.info))
+        extraction = yield from relay(
+            extract_subtomograms(tomogram, np.asarray(coords_zyx)[keep], box, edge=edge),
+            lambda p: Progress(p.done, p.total, prefix + p.message, p.info),
+        )
         cubes.append(extraction.subtomograms)
         ys.append(np.array([names.index(t) for t in text[keep][extraction.indices]], np.int64))
     x, y = np.concatenate(cubes), np.concatenate(ys)
     idx = np.arange(len(y))
     rest, test = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=seed)
-    train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), stratify=y[rest],
-                                  random_state=seed)
+    train, val = train_test_split(
+        rest, test_size=val_fraction / (1 - test_fraction), stratify=y[rest], random_state=seed
+    )
     source = "labelled points" if len(items) == 1 else f"labelled points of {len(items)} tomograms"
-    return ClassDataset(Split(x[train], y[train]), Split(x[val], y[val]), Split(x[test], y[test]),
-                        names, voxel_size_A, source)
+    return ClassDataset(
+        Split(x[train], y[train]), Split(x[val], y[val]), Split(x[test], y[test]), names, voxel_size_A, source
+    )

@@ -61,8 +61,7 @@ def box_in_voxels(box_A: float, voxel_size_A: float) -> int:
     """
     if voxel_size_A is None or voxel_size_A <= 0:
         raise ValueError(
-            f"The voxel size must be a positive number of Å; got {voxel_size_A}. "
-            "Set the tomogram's voxel size first."
+            f"The voxel size must be a positive number of Å; got {voxel_size_A}. Set the tomogram's voxel size first."
         )
     if box_A <= 0:
         raise ValueError(f"The box size must be a positive number of Å; got {box_A}.")
@@ -206,12 +205,12 @@ def extract_subtomograms(
             i = keep[row]
             lo = np.maximum(starts[i], 0)
             hi = np.minimum(ends[i], shape)
-            inner = np.asarray(tomogram[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], dtype=np.float32)
+            inner = np.asarray(tomogram[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], dtype=np.float32)
             if crosses[i]:
                 out[row] = inner.mean()
                 a = lo - starts[i]
                 b = a + (hi - lo)
-                out[row, a[0]:b[0], a[1]:b[1], a[2]:b[2]] = inner
+                out[row, a[0] : b[0], a[1] : b[1], a[2] : b[2]] = inner
             else:
                 out[row] = inner
         yield Progress(step + 1, n_steps, f"extracting subtomograms ({box}³ voxels)")
@@ -222,7 +221,9 @@ def extract_subtomograms(
     padded = np.flatnonzero(crosses) if edge == "pad" else np.empty(0, np.int64)
     skipped = np.flatnonzero(crosses) if edge == "skip" else np.empty(0, np.int64)
     if len(padded):
-        log.info("%d of %d boxes crossed the tomogram's edge and were padded with their mean.", len(padded), len(centres))
+        log.info(
+            "%d of %d boxes crossed the tomogram's edge and were padded with their mean.", len(padded), len(centres)
+        )
     if len(skipped):
         log.info("%d of %d boxes crossed the tomogram's edge and were skipped.", len(skipped), len(centres))
     return Extraction(out, keep.astype(np.int64), padded.astype(np.int64), skipped.astype(np.int64), out_box)

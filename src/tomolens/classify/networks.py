@@ -52,14 +52,24 @@ class SeedCNN3D(nn.Module):
         if box % 4:
             raise ValueError(f"SeedCNN3D needs a box divisible by 4; got {box}.")
         self.body = nn.Sequential(
-            _conv_bn_relu(1, 32), _conv_bn_relu(32, 32), nn.MaxPool3d(2),
-            _conv_bn_relu(32, 64), _conv_bn_relu(64, 64), nn.MaxPool3d(2),
+            _conv_bn_relu(1, 32),
+            _conv_bn_relu(32, 32),
+            nn.MaxPool3d(2),
+            _conv_bn_relu(32, 64),
+            _conv_bn_relu(64, 64),
+            nn.MaxPool3d(2),
             nn.Flatten(),
         )
         flat = 64 * (box // 4) ** 3
         self.head = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(flat, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True),
-            nn.Dropout(dropout), nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(flat, 512),
+            nn.BatchNorm1d(512),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(512, 512),
+            nn.BatchNorm1d(512),
+            nn.ReLU(inplace=True),
         )
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(512, n_classes))
 
@@ -82,7 +92,8 @@ class _ResBlock(nn.Module):
         self.conv1 = _conv_bn_relu(cin, cout, stride)
         self.conv2 = nn.Sequential(nn.Conv3d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm3d(cout))
         self.skip = (
-            nn.Identity() if cin == cout and stride == 1
+            nn.Identity()
+            if cin == cout and stride == 1
             else nn.Sequential(nn.Conv3d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm3d(cout))
         )
         self.relu = nn.ReLU(inplace=True)
@@ -115,9 +126,12 @@ class ResNet3DSmall(nn.Module):
         self.body = nn.Sequential(
             _conv_bn_relu(1, w, stride=2),
             _ResBlock(w, w, 1),
-            _ResBlock(w, 2 * w, 2), _ResBlock(2 * w, 2 * w, 1),
-            _ResBlock(2 * w, 4 * w, 2), _ResBlock(4 * w, 4 * w, 1),
-            nn.AdaptiveAvgPool3d(1), nn.Flatten(),
+            _ResBlock(w, 2 * w, 2),
+            _ResBlock(2 * w, 2 * w, 1),
+            _ResBlock(2 * w, 4 * w, 2),
+            _ResBlock(4 * w, 4 * w, 1),
+            nn.AdaptiveAvgPool3d(1),
+            nn.Flatten(),
         )
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(4 * w, n_classes))
 

@@ -31,8 +31,12 @@ VOXEL_TOLERANCE = 0.05
 CLASSIFY_PARAMS = (
     Param("model", "classify_phantoms_resnet", "Shipped classifier name or a .pt/.json model file", type=str),
     Param("box_A", 0.0, "Box edge in Å (0 = the model's box); must match the model", min=0.0, advanced=True),
-    Param("edge", "pad", "Boxes crossing the tomogram's edge: pad with their mean, or skip the point",
-          choices=("pad", "skip")),
+    Param(
+        "edge",
+        "pad",
+        "Boxes crossing the tomogram's edge: pad with their mean, or skip the point",
+        choices=("pad", "skip"),
+    ),
     Param("batch_size", 64, "Subtomograms per inference batch", min=1, max=4096, advanced=True),
     Param("device", "auto", "Torch device", choices=("auto", "cpu", "cuda", "mps"), advanced=True),
     POLARITY_PARAM,
@@ -104,8 +108,9 @@ def model_box(card, voxel_size_A: float | None, box_A: float | None = None) -> t
     return box, ratio
 
 
-def classify_subtomograms(model, x: np.ndarray, batch_size: int = 64,
-                          device: str = "cpu") -> Generator[Progress, None, tuple[np.ndarray, np.ndarray]]:
+def classify_subtomograms(
+    model, x: np.ndarray, batch_size: int = 64, device: str = "cpu"
+) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray]]:
     """Probabilities and subdivision embeddings of z-scored cubes (a job).
 
     Parameters
@@ -121,7 +126,7 @@ def classify_subtomograms(model, x: np.ndarray, batch_size: int = 64,
     logits, feats = [], []
     n_steps = max(1, -(-len(x) // batch_size))
     for step in range(n_steps):
-        chunk = x[step * batch_size:(step + 1) * batch_size]
+        chunk = x[step * batch_size : (step + 1) * batch_size]
         if len(chunk):
             lg, ft = predict_logits(model, chunk, batch_size, device, with_features=True)
             logits.append(lg)
@@ -147,8 +152,14 @@ def features_table(probs: np.ndarray, indices: np.ndarray, n_points: int, class_
 
 
 def model_subtomograms(
-    tomogram: np.ndarray, coords_zyx: np.ndarray, card, voxel_size_A: float | None = None,
-    box_A: float | None = None, edge: str = "pad", batch_size: int = 64, polarity: str = "auto",
+    tomogram: np.ndarray,
+    coords_zyx: np.ndarray,
+    card,
+    voxel_size_A: float | None = None,
+    box_A: float | None = None,
+    edge: str = "pad",
+    batch_size: int = 64,
+    polarity: str = "auto",
 ) -> Generator[Progress, None, tuple]:
     """Cut z-scored subtomograms for a subtomogram model at its voxel size and polarity (a job).
 
@@ -171,19 +182,31 @@ def model_subtomograms(
     yield Progress(0, 1, decision.message)
     if ratio != 1.0:
         log.info("subtomograms resampled from %g to the model's %g Å/voxel", voxel_size_A, card.voxel_size_A)
-    extraction = yield from extract_subtomograms(tomogram, coords_zyx, box, edge=edge, batch=batch_size * 4,
-                                                 voxel_ratio=ratio)
+    extraction = yield from extract_subtomograms(
+        tomogram, coords_zyx, box, edge=edge, batch=batch_size * 4, voxel_ratio=ratio
+    )
     if decision.invert:
         np.negative(extraction.subtomograms, out=extraction.subtomograms)
-    info = {"model": card.name, "model_voxel_size_A": card.voxel_size_A, "voxel_size_A": voxel_size_A,
-            "resampled_by": ratio, "polarity": decision.to_dict()}
+    info = {
+        "model": card.name,
+        "model_voxel_size_A": card.voxel_size_A,
+        "voxel_size_A": voxel_size_A,
+        "resampled_by": ratio,
+        "polarity": decision.to_dict(),
+    }
     return extraction, info
 
 
 def classify_points(
-    tomogram: np.ndarray, coords_zyx: np.ndarray, model: str | os.PathLike,
-    voxel_size_A: float | None = None, box_A: float | None = None, edge: str = "pad",
-    batch_size: int = 64, device: str = "cpu", polarity: str = "auto",
+    tomogram: np.ndarray,
+    coords_zyx: np.ndarray,
+    model: str | os.PathLike,
+    voxel_size_A: float | None = None,
+    box_A: float | None = None,
+    edge: str = "pad",
+    batch_size: int = 64,
+    device: str = "cpu",
+    polarity: str = "auto",
 ) -> Generator[Progress, None, Classification]:
     """Classify the particle at every position (a job).
 
@@ -216,9 +239,18 @@ def classify_points(
 
     device = choose_device(device)
     net, card = load_model(model, device=device, expected_task="classify")
-    extraction, info = yield from model_subtomograms(tomogram, coords_zyx, card, voxel_size_A, box_A, edge,
-                                                     batch_size, polarity)
+    extraction, info = yield from model_subtomograms(
+        tomogram, coords_zyx, card, voxel_size_A, box_A, edge, batch_size, polarity
+    )
     probs, feats = yield from classify_subtomograms(net, extraction.subtomograms, batch_size, device)
     table = features_table(probs, extraction.indices, len(np.asarray(coords_zyx)), list(card.classes))
-    return Classification(table, feats, extraction.indices, extraction.subtomograms,
-                          extraction.padded, extraction.skipped, list(card.classes), info)
+    return Classification(
+        table,
+        feats,
+        extraction.indices,
+        extraction.subtomograms,
+        extraction.padded,
+        extraction.skipped,
+        list(card.classes),
+        info,
+    )

@@ -36,21 +36,42 @@ log = logging.getLogger(__name__)
 #: ``tomolens train --task classify`` (the classify-only options are prefixed; epochs,
 #: patience, batch size and learning rate are the engine's options with its defaults).
 TRAIN_PARAMS = (
-    Param("classify_arch", "resnet", "Small residual 3D CNN (resnet) or the seed's 3D CNN (seed)",
-          choices=("resnet", "seed")),
+    Param(
+        "classify_arch",
+        "resnet",
+        "Small residual 3D CNN (resnet) or the seed's 3D CNN (seed)",
+        choices=("resnet", "seed"),
+    ),
     engine_param("epochs", help="Maximum training epochs (stops early on the validation loss)"),
     engine_param("patience", advanced=True),
     engine_param("min_epochs", advanced=True),
     engine_param("stop_window", advanced=True),
-    engine_param("max_minutes", help="Stop after the epoch that passes this many minutes (0 = no limit; the "
-                 "result then depends on the machine's load, the epochs do not)", advanced=True),
-    engine_param("batch_size", help="Subtomograms per optimiser step (default 4, the engine's, shared with the "
-                 "U-Net tasks; 16-32 gives faster epochs on large datasets)", advanced=True),
-    engine_param("learning_rate", help="Peak AdamW learning rate of the warm-up + cosine schedule (default 1e-3, "
-                 "the engine's; it suits both networks)", step=1e-4, advanced=True),
+    engine_param(
+        "max_minutes",
+        help="Stop after the epoch that passes this many minutes (0 = no limit; the "
+        "result then depends on the machine's load, the epochs do not)",
+        advanced=True,
+    ),
+    engine_param(
+        "batch_size",
+        help="Subtomograms per optimiser step (default 4, the engine's, shared with the "
+        "U-Net tasks; 16-32 gives faster epochs on large datasets)",
+        advanced=True,
+    ),
+    engine_param(
+        "learning_rate",
+        help="Peak AdamW learning rate of the warm-up + cosine schedule (default 1e-3, "
+        "the engine's; it suits both networks)",
+        step=1e-4,
+        advanced=True,
+    ),
     Param("classify_box_A", 320.0, "Box edge in Å for training from labelled points", min=10.0),
-    Param("classify_label_column", "class", "Points feature holding the class of labelled particles "
-          "(class = rlnClassNumber)", type=str),
+    Param(
+        "classify_label_column",
+        "class",
+        "Points feature holding the class of labelled particles (class = rlnClassNumber)",
+        type=str,
+    ),
 )
 
 
@@ -185,11 +206,10 @@ def check_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, name: str) -> No
 def _batches(n: int, size: int, rng: np.random.Generator | None):
     order = rng.permutation(n) if rng is not None else np.arange(n)
     for start in range(0, n, size):
-        yield order[start:start + size]
+        yield order[start : start + size]
 
 
-def predict_logits(model, x: np.ndarray, batch_size: int = 64, device: str = "cpu",
-                   with_features: bool = False):
+def predict_logits(model, x: np.ndarray, batch_size: int = 64, device: str = "cpu", with_features: bool = False):
     """Logits (and the subdivision embedding, see ``forward_with_embedding``) of ``model`` for cubes ``x``.
 
     Parameters
@@ -220,8 +240,12 @@ def predict_logits(model, x: np.ndarray, batch_size: int = 64, device: str = "cp
 
 
 def train_classifier(
-    x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-    class_names: list[str], config: TrainConfig | None = None,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    class_names: list[str],
+    config: TrainConfig | None = None,
 ) -> Generator[Progress, None, TrainResult]:
     """Train a classifier with early stopping on the validation split (a job).
 
@@ -262,8 +286,12 @@ def train_classifier(
     if config.architecture not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}; got {config.architecture!r}.")
     box = int(x_train.shape[1])
-    card = ModelCard(name="training", task="classify", architecture=ARCHITECTURES[config.architecture],
-                     arch_kwargs={"n_classes": n_classes, "box": box, **config.arch_kwargs})
+    card = ModelCard(
+        name="training",
+        task="classify",
+        architecture=ARCHITECTURES[config.architecture],
+        arch_kwargs={"n_classes": n_classes, "box": box, **config.arch_kwargs},
+    )
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     device = choose_device(config.device)
@@ -303,8 +331,13 @@ def train_classifier(
         val_loss = float(loss_fn(torch.from_numpy(logits), torch.from_numpy(np.asarray(y_val, np.int64))))
         val_acc = float(np.mean(logits.argmax(1) == y_val))
         stopping.update(val_loss)
-        info = {"epoch": epoch, "loss": total / max(seen, 1), "val_loss": val_loss, "val_acc": val_acc,
-                "smoothed_val_loss": stopping.smoothed()}
+        info = {
+            "epoch": epoch,
+            "loss": total / max(seen, 1),
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "smoothed_val_loss": stopping.smoothed(),
+        }
         history.append(info)
         log.info("epoch %d: loss %.4f, val_loss %.4f, val_acc %.3f", epoch, info["loss"], val_loss, val_acc)
         if val_loss < best_loss:
@@ -312,22 +345,26 @@ def train_classifier(
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         stop = stopping.should_stop
         out_of_time = bool(config.max_minutes) and time.monotonic() - t0 > 60 * config.max_minutes
-        yield Progress(epoch, config.epochs,
-                       f"epoch {epoch}: loss {info['loss']:.3f}, val acc {val_acc:.3f}"
-                       + (" — early stop" if stop else "") + (" — time budget used" if out_of_time else ""),
-                       info=info)
+        yield Progress(
+            epoch,
+            config.epochs,
+            f"epoch {epoch}: loss {info['loss']:.3f}, val acc {val_acc:.3f}"
+            + (" — early stop" if stop else "")
+            + (" — time budget used" if out_of_time else ""),
+            info=info,
+        )
         if stop or out_of_time:
             stopped_by = "early stopping" if stop else "time limit"
             break
     model.load_state_dict(best_state)
     model = model.cpu().eval()
-    budget = training_budget(config.epochs, steps_per_epoch, len(history), step, stopped_by, stopping,
-                             config.max_minutes)
+    budget = training_budget(
+        config.epochs, steps_per_epoch, len(history), step, stopped_by, stopping, config.max_minutes
+    )
     return TrainResult(model, history, best_epoch, config, dict(card.arch_kwargs), budget)
 
 
-def evaluate(model, x_test: np.ndarray, y_test: np.ndarray, class_names: list[str],
-             batch_size: int = 64) -> dict:
+def evaluate(model, x_test: np.ndarray, y_test: np.ndarray, class_names: list[str], batch_size: int = 64) -> dict:
     """Accuracy and confusion matrix on a held-out (test) split.
 
     Returns
@@ -341,10 +378,13 @@ def evaluate(model, x_test: np.ndarray, y_test: np.ndarray, class_names: list[st
     check_dataset(x_test, y_test, len(class_names), "test")
     pred = predict_logits(model, x_test, batch_size).argmax(1)
     cm = confusion_matrix(y_test, pred, labels=list(range(len(class_names))))
-    per_class = {n: float(cm[i, i] / cm[i].sum()) if cm[i].sum() else float("nan")
-                 for i, n in enumerate(class_names)}
-    return {"accuracy": float(np.mean(pred == y_test)), "confusion": cm.tolist(),
-            "per_class_accuracy": per_class, "n": int(len(y_test))}
+    per_class = {n: float(cm[i, i] / cm[i].sum()) if cm[i].sum() else float("nan") for i, n in enumerate(class_names)}
+    return {
+        "accuracy": float(np.mean(pred == y_test)),
+        "confusion": cm.tolist(),
+        "per_class_accuracy": per_class,
+        "n": int(len(y_test)),
+    }
 
 
 def config_dict(config: TrainConfig) -> dict:
@@ -353,8 +393,13 @@ def config_dict(config: TrainConfig) -> dict:
 
 
 def save_classifier(
-    result: TrainResult, path: str, class_names: list[str], voxel_size_A: float | None,
-    training_command: str = "", training_data: str = "", metrics: dict | None = None,
+    result: TrainResult,
+    path: str,
+    class_names: list[str],
+    voxel_size_A: float | None,
+    training_command: str = "",
+    training_data: str = "",
+    metrics: dict | None = None,
 ):
     """Save a trained classifier with its model card (task ``"classify"``).
 
@@ -372,14 +417,25 @@ def save_classifier(
     if arch_kwargs.get("n_classes") != len(class_names):
         raise ValueError(f"The model has {arch_kwargs.get('n_classes')} outputs but {len(class_names)} class names.")
     card = ModelCard(
-        name=Path(path).stem, task="classify", architecture=ARCHITECTURES[result.config.architecture],
-        arch_kwargs=arch_kwargs, classes=list(class_names),
+        name=Path(path).stem,
+        task="classify",
+        architecture=ARCHITECTURES[result.config.architecture],
+        arch_kwargs=arch_kwargs,
+        classes=list(class_names),
         voxel_size_A=float(voxel_size_A) if voxel_size_A else None,
-        patch_size=[arch_kwargs["box"]] * 3, normalisation="zscore per subtomogram", polarity="bright",
-        training_command=training_command, training_data=training_data, seed=result.config.seed,
+        patch_size=[arch_kwargs["box"]] * 3,
+        normalisation="zscore per subtomogram",
+        polarity="bright",
+        training_command=training_command,
+        training_data=training_data,
+        seed=result.config.seed,
         metrics=metrics or {},
-        extra={"best_epoch": result.best_epoch, "history": result.history, "train_config": config_dict(result.config),
-               "training_budget": result.budget},
+        extra={
+            "best_epoch": result.best_epoch,
+            "history": result.history,
+            "train_config": config_dict(result.config),
+            "training_budget": result.budget,
+        },
     )
     return save_model(result.model, card, path)
 

@@ -37,29 +37,64 @@ def register_train_args(group: argparse._ArgumentGroup) -> None:
 
     # the shared Params (widget and CLI); the engine's ones are on the parser already
     add_arguments(group, [p for p in TRAIN_PARAMS if p.name.startswith("classify_")])
-    group.add_argument("--classify-data", default="", metavar="DIR[,DIR…]",
-                       help="dataset folder(s) with train.npz, val.npz, test.npz; several (e.g. one per SNR, "
-                            "comma-separated) are pooled split by split")
-    group.add_argument("--classify-simulate", type=int, default=0, metavar="N",
-                       help="simulate N subtomograms per class with the simulator and train on them")
-    group.add_argument("--classify-templates", nargs="*", default=None, metavar="NAME_OR_MRC",
-                       help="simulator templates (built-in phantom names or MRC maps; default: built-in phantoms)")
-    group.add_argument("--classify-snr", default="0.05",
-                       help="SNR(s) to simulate and train on, comma-separated, inf = noise-free; several SNRs "
-                            "are pooled split by split (default: 0.05)")
-    group.add_argument("--classify-dataset-out", default="", metavar="DIR",
-                       help="where --classify-simulate writes its dataset (default: OUT_dataset beside --out)")
-    group.add_argument("--classify-crowding", action="store_true",
-                       help="simulate crowded neighbours around each particle (about 20x slower)")
+    group.add_argument(
+        "--classify-data",
+        default="",
+        metavar="DIR[,DIR…]",
+        help="dataset folder(s) with train.npz, val.npz, test.npz; several (e.g. one per SNR, "
+        "comma-separated) are pooled split by split",
+    )
+    group.add_argument(
+        "--classify-simulate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="simulate N subtomograms per class with the simulator and train on them",
+    )
+    group.add_argument(
+        "--classify-templates",
+        nargs="*",
+        default=None,
+        metavar="NAME_OR_MRC",
+        help="simulator templates (built-in phantom names or MRC maps; default: built-in phantoms)",
+    )
+    group.add_argument(
+        "--classify-snr",
+        default="0.05",
+        help="SNR(s) to simulate and train on, comma-separated, inf = noise-free; several SNRs "
+        "are pooled split by split (default: 0.05)",
+    )
+    group.add_argument(
+        "--classify-dataset-out",
+        default="",
+        metavar="DIR",
+        help="where --classify-simulate writes its dataset (default: OUT_dataset beside --out)",
+    )
+    group.add_argument(
+        "--classify-crowding",
+        action="store_true",
+        help="simulate crowded neighbours around each particle (about 20x slower)",
+    )
     group.add_argument("--classify-box", type=int, default=32, help="simulated box edge, voxels (default: 32)")
-    group.add_argument("--classify-tomogram", nargs="+", default=[], metavar="MRC",
-                       help="tomogram(s) of labelled particles")
-    group.add_argument("--classify-points", nargs="+", default=[], metavar="COORDS",
-                       help="class-labelled particles (.star/.csv), one file per --classify-tomogram, same order")
-    group.add_argument("--classify-width", type=int, default=None,
-                       help="resnet: channels of the first stage, then 2x and 4x (default: 16)")
-    group.add_argument("--classify-dropout", type=float, default=None,
-                       help="dropout probability (default: 0.5 seed, 0.3 resnet)")
+    group.add_argument(
+        "--classify-tomogram", nargs="+", default=[], metavar="MRC", help="tomogram(s) of labelled particles"
+    )
+    group.add_argument(
+        "--classify-points",
+        nargs="+",
+        default=[],
+        metavar="COORDS",
+        help="class-labelled particles (.star/.csv), one file per --classify-tomogram, same order",
+    )
+    group.add_argument(
+        "--classify-width",
+        type=int,
+        default=None,
+        help="resnet: channels of the first stage, then 2x and 4x (default: 16)",
+    )
+    group.add_argument(
+        "--classify-dropout", type=float, default=None, help="dropout probability (default: 0.5 seed, 0.3 resnet)"
+    )
 
 
 def _dataset(args: argparse.Namespace):
@@ -67,8 +102,10 @@ def _dataset(args: argparse.Namespace):
 
     sources = [bool(args.classify_data), bool(args.classify_simulate), bool(args.classify_points)]
     if sum(sources) != 1:
-        raise ValueError("Give exactly one data source: --classify-data DIR, --classify-simulate N, "
-                         "or --classify-tomogram MRC with --classify-points COORDS.")
+        raise ValueError(
+            "Give exactly one data source: --classify-data DIR, --classify-simulate N, "
+            "or --classify-tomogram MRC with --classify-points COORDS."
+        )
     if args.classify_data:
         ds = pool_datasets([load_dataset(d) for d in args.classify_data.split(",") if d.strip()])
         return ds, f"dataset folder(s) {args.classify_data}"
@@ -76,22 +113,33 @@ def _dataset(args: argparse.Namespace):
         from tomolens.simulate import SubtomogramConfig, simulate_subtomograms
         from tomolens.simulate.subtomograms import snr_name
 
-        out_dir = Path(args.classify_dataset_out or
-                       Path(args.out).parent / (Path(args.out).with_suffix("").name + "_dataset"))
+        out_dir = Path(
+            args.classify_dataset_out or Path(args.out).parent / (Path(args.out).with_suffix("").name + "_dataset")
+        )
         snrs = tuple(float(v) for v in str(args.classify_snr).split(",") if v.strip())
-        cfg = SubtomogramConfig(templates=args.classify_templates, n_per_class=args.classify_simulate,
-                                box=args.classify_box, voxel_size_A=args.sim_voxel_size_A, snrs=snrs,
-                                crowding=args.classify_crowding, seed=args.seed)
+        cfg = SubtomogramConfig(
+            templates=args.classify_templates,
+            n_per_class=args.classify_simulate,
+            box=args.classify_box,
+            voxel_size_A=args.sim_voxel_size_A,
+            snrs=snrs,
+            crowding=args.classify_crowding,
+            seed=args.seed,
+        )
         run_cli_job(simulate_subtomograms(cfg, out_dir))
         ds = pool_datasets([load_dataset(out_dir / snr_name(s)) for s in snrs])
         ds.voxel_size_A = ds.voxel_size_A or args.sim_voxel_size_A
-        return ds, (f"simulate_subtomograms(templates={args.classify_templates or 'built-in phantoms'}, "
-                    f"n_per_class={args.classify_simulate}, box={args.classify_box}, "
-                    f"voxel_size_A={args.sim_voxel_size_A}, snrs={snrs}, crowding={args.classify_crowding}, "
-                    f"seed={args.seed}); split 70/15/15 per particle, shared by all SNRs")
+        return ds, (
+            f"simulate_subtomograms(templates={args.classify_templates or 'built-in phantoms'}, "
+            f"n_per_class={args.classify_simulate}, box={args.classify_box}, "
+            f"voxel_size_A={args.sim_voxel_size_A}, snrs={snrs}, crowding={args.classify_crowding}, "
+            f"seed={args.seed}); split 70/15/15 per particle, shared by all SNRs"
+        )
     if len(args.classify_tomogram) != len(args.classify_points):
-        raise ValueError(f"--classify-points gives {len(args.classify_points)} file(s) but --classify-tomogram "
-                         f"{len(args.classify_tomogram)}: give one coordinate file per tomogram, in the same order.")
+        raise ValueError(
+            f"--classify-points gives {len(args.classify_points)} file(s) but --classify-tomogram "
+            f"{len(args.classify_tomogram)}: give one coordinate file per tomogram, in the same order."
+        )
     from tomolens.classify.data import dataset_from_tomograms
     from tomolens.classify.extract import box_in_voxels
     from tomolens.io.coords import read_coordinates
@@ -106,8 +154,9 @@ def _dataset(args: argparse.Namespace):
         voxels.add(round(float(voxel), 3))
         table = read_coordinates(points_path, pixel_size_A=voxel, tomogram_shape_zyx=vol.data.shape)
         if args.classify_label_column not in table.features:
-            raise ValueError(f"{points_path} has no column {args.classify_label_column!r}; columns: "
-                             f"{list(table.features.columns)}.")
+            raise ValueError(
+                f"{points_path} has no column {args.classify_label_column!r}; columns: {list(table.features.columns)}."
+            )
         items.append((vol.data, table.coords_zyx, table.features[args.classify_label_column]))
         n_points += len(table)
     if len(voxels) > 1:
@@ -115,8 +164,11 @@ def _dataset(args: argparse.Namespace):
     voxel = voxels.pop()
     box = box_in_voxels(args.classify_box_A, voxel)
     ds = run_cli_job(dataset_from_tomograms(items, box, voxel, seed=args.seed))
-    where = (f"{args.classify_points[0]} on {args.classify_tomogram[0]}" if len(items) == 1 else
-             f"{len(items)} tomograms ({args.classify_tomogram[0]} … {args.classify_tomogram[-1]})")
+    where = (
+        f"{args.classify_points[0]} on {args.classify_tomogram[0]}"
+        if len(items) == 1
+        else f"{len(items)} tomograms ({args.classify_tomogram[0]} … {args.classify_tomogram[-1]})"
+    )
     n_labelled = len(ds.train.y) + len(ds.val.y) + len(ds.test.y)
     return ds, f"{n_labelled} labelled particles (of {n_points} points) of {where}"
 
@@ -131,8 +183,10 @@ def pool_datasets(datasets):
             raise ValueError("Datasets to pool must share classes and box size.")
     if len(datasets) == 1:
         return first
-    splits = [Split(np.concatenate([getattr(d, k).x for d in datasets]), np.concatenate([getattr(d, k).y for d in datasets]))
-              for k in ("train", "val", "test")]
+    splits = [
+        Split(np.concatenate([getattr(d, k).x for d in datasets]), np.concatenate([getattr(d, k).y for d in datasets]))
+        for k in ("train", "val", "test")
+    ]
     return ClassDataset(*splits, first.class_names, first.voxel_size_A, " + ".join(d.source for d in datasets))
 
 
@@ -151,26 +205,54 @@ def run_train(args: argparse.Namespace) -> int:
         if args.classify_arch != "resnet":
             raise ValueError("--classify-width applies to --classify-arch resnet only.")
         arch_kwargs["width"] = args.classify_width
-    cfg = TrainConfig(architecture=args.classify_arch, epochs=args.epochs, patience=args.patience,
-                      min_epochs=args.min_epochs, stop_window=args.stop_window,
-                      batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
-                      device=device, max_minutes=args.max_minutes or None, arch_kwargs=arch_kwargs)
-    print(f"{len(ds.train.y)} train / {len(ds.val.y)} val / {len(ds.test.y)} test subtomograms, "
-          f"{len(ds.class_names)} classes, box {ds.box}", flush=True)
+    cfg = TrainConfig(
+        architecture=args.classify_arch,
+        epochs=args.epochs,
+        patience=args.patience,
+        min_epochs=args.min_epochs,
+        stop_window=args.stop_window,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        device=device,
+        max_minutes=args.max_minutes or None,
+        arch_kwargs=arch_kwargs,
+    )
+    print(
+        f"{len(ds.train.y)} train / {len(ds.val.y)} val / {len(ds.test.y)} test subtomograms, "
+        f"{len(ds.class_names)} classes, box {ds.box}",
+        flush=True,
+    )
     result = run_cli_job(
         train_classifier(ds.train.x, ds.train.y, ds.val.x, ds.val.y, ds.class_names, cfg),
-        line=lambda p: p.info and (f"epoch {p.info['epoch']:3d}  loss {p.info['loss']:.4f}  val_loss "
-                                   f"{p.info['val_loss']:.4f}  val_acc {p.info['val_acc']:.3f}"),
+        line=lambda p: (
+            p.info
+            and (
+                f"epoch {p.info['epoch']:3d}  loss {p.info['loss']:.4f}  val_loss "
+                f"{p.info['val_loss']:.4f}  val_acc {p.info['val_acc']:.3f}"
+            )
+        ),
     )
     test = evaluate(result.model, ds.test.x, ds.test.y, ds.class_names)
-    metrics = {"test_accuracy": round(test["accuracy"], 4), "test_n": test["n"],
-               "test_confusion": test["confusion"], "test_per_class_accuracy": test["per_class_accuracy"],
-               "best_epoch": result.best_epoch, "epochs_run": len(result.history),
-               "best_val_acc": max(h["val_acc"] for h in result.history)}
-    weights, card = save_classifier(result, args.out, ds.class_names, ds.voxel_size_A,
-                                    training_command=command_line(args), training_data=described, metrics=metrics)
+    metrics = {
+        "test_accuracy": round(test["accuracy"], 4),
+        "test_n": test["n"],
+        "test_confusion": test["confusion"],
+        "test_per_class_accuracy": test["per_class_accuracy"],
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "best_val_acc": max(h["val_acc"] for h in result.history),
+    }
+    weights, card = save_classifier(
+        result,
+        args.out,
+        ds.class_names,
+        ds.voxel_size_A,
+        training_command=command_line(args),
+        training_data=described,
+        metrics=metrics,
+    )
     print(f"test accuracy {test['accuracy']:.3f} on {test['n']} held-out subtomograms")
     print(json.dumps({"confusion (rows true, columns predicted)": test["confusion"]}))
     print(f"wrote {weights} and {card}")
     return 0
-

@@ -43,10 +43,21 @@ MIN_POINTS = 6
 
 #: User settings of subdivision (CLI options and widget controls).
 SUBDIVIDE_PARAMS = (
-    Param("features", "classifier", "Features to cluster: the classifier's learned features, or a general "
-          "particle embedding (features = embedding, with an embedding model file)", choices=FEATURE_SOURCES),
-    Param("embed_model", "embed_default", "Embedding name or a .pt/.json embedding model file (features = "
-          "embedding; none is shipped yet: train one with tomolens train --task embed)", type=str, advanced=True),
+    Param(
+        "features",
+        "classifier",
+        "Features to cluster: the classifier's learned features, or a general "
+        "particle embedding (features = embedding, with an embedding model file)",
+        choices=FEATURE_SOURCES,
+    ),
+    Param(
+        "embed_model",
+        "embed_default",
+        "Embedding name or a .pt/.json embedding model file (features = "
+        "embedding; none is shipped yet: train one with tomolens train --task embed)",
+        type=str,
+        advanced=True,
+    ),
     Param("method", "kmeans", "Clustering: k-means, agglomerative (Ward) or HDBSCAN", choices=METHODS),
     Param("n_clusters", 0, "Clusters for k-means/agglomerative (0 = choose by silhouette score)", min=0, max=100),
     Param("k_max", 12, "Largest k tried when choosing by silhouette", min=2, max=100, advanced=True),
@@ -108,8 +119,13 @@ def _fit(method: str, x: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 def cluster_features(
-    features: np.ndarray, method: str = "kmeans", n_clusters: int = 0, k_max: int = 12,
-    min_cluster_size: int = 10, max_dims: int = 32, seed: int = 0,
+    features: np.ndarray,
+    method: str = "kmeans",
+    n_clusters: int = 0,
+    k_max: int = 12,
+    min_cluster_size: int = 10,
+    max_dims: int = 32,
+    seed: int = 0,
 ) -> Clustering:
     """Cluster feature vectors.
 
@@ -160,8 +176,7 @@ def cluster_features(
         return Clustering(labels.astype(np.int64), k, method, score)
     if n_clusters:
         labels = _fit(method, x, n_clusters, seed)
-        return Clustering(labels.astype(np.int64), n_clusters, method,
-                          {n_clusters: float(silhouette_score(x, labels))})
+        return Clustering(labels.astype(np.int64), n_clusters, method, {n_clusters: float(silhouette_score(x, labels))})
     scores, fits = {}, {}
     for k in range(2, min(k_max, n - 1) + 1):
         fits[k] = _fit(method, x, k, seed)
@@ -190,8 +205,11 @@ def embed_2d(features: np.ndarray, method: str = "pca", seed: int = 0) -> np.nda
     perplexity = float(max(2, min(30, (len(x) - 1) // 3)))
     # Barnes-Hut is slower than the exact gradient below about a thousand points
     tsne_method = "exact" if len(x) <= 1000 else "barnes_hut"
-    return TSNE(n_components=2, perplexity=perplexity, random_state=seed, init="pca",
-                method=tsne_method).fit_transform(x).astype(np.float32)
+    return (
+        TSNE(n_components=2, perplexity=perplexity, random_state=seed, init="pca", method=tsne_method)
+        .fit_transform(x)
+        .astype(np.float32)
+    )
 
 
 def cluster_averages(subtomograms: np.ndarray, labels: np.ndarray) -> dict[int, np.ndarray]:
@@ -202,8 +220,7 @@ def cluster_averages(subtomograms: np.ndarray, labels: np.ndarray) -> dict[int, 
     dict
         ``{cluster: ndarray float32 (b, b, b)}``
     """
-    return {int(k): subtomograms[labels == k].mean(axis=0).astype(np.float32)
-            for k in np.unique(labels) if k >= 0}
+    return {int(k): subtomograms[labels == k].mean(axis=0).astype(np.float32) for k in np.unique(labels) if k >= 0}
 
 
 @dataclass
@@ -233,10 +250,21 @@ class Subdivision:
 
 
 def subdivide_points(
-    tomogram: np.ndarray, coords_zyx: np.ndarray, model: str | os.PathLike = "classify_phantoms_resnet",
-    voxel_size_A: float | None = None, method: str = "kmeans", n_clusters: int = 0, k_max: int = 12,
-    min_cluster_size: int = 10, embedding: str = "pca", edge: str = "pad", batch_size: int = 64,
-    seed: int = 0, device: str = "cpu", polarity: str = "auto", features: str = "classifier",
+    tomogram: np.ndarray,
+    coords_zyx: np.ndarray,
+    model: str | os.PathLike = "classify_phantoms_resnet",
+    voxel_size_A: float | None = None,
+    method: str = "kmeans",
+    n_clusters: int = 0,
+    k_max: int = 12,
+    min_cluster_size: int = 10,
+    embedding: str = "pca",
+    edge: str = "pad",
+    batch_size: int = 64,
+    seed: int = 0,
+    device: str = "cpu",
+    polarity: str = "auto",
+    features: str = "classifier",
     embed_model: str | os.PathLike = "embed_default",
 ) -> Generator[Progress, None, Subdivision]:
     """Cluster particles by learned features (a job).
@@ -268,18 +296,36 @@ def subdivide_points(
     if features == "classifier":
         from tomolens.classify.predict import classify_points
 
-        result = yield from classify_points(tomogram, coords_zyx, model, voxel_size_A, edge=edge,
-                                            batch_size=batch_size, device=device, polarity=polarity)
+        result = yield from classify_points(
+            tomogram,
+            coords_zyx,
+            model,
+            voxel_size_A,
+            edge=edge,
+            batch_size=batch_size,
+            device=device,
+            polarity=polarity,
+        )
         table = result.features.copy()
     else:
         from tomolens.embed.predict import embed_points
 
-        result = yield from embed_points(tomogram, coords_zyx, embed_model, voxel_size_A, edge=edge,
-                                         batch_size=batch_size, device=device, polarity=polarity)
+        result = yield from embed_points(
+            tomogram,
+            coords_zyx,
+            embed_model,
+            voxel_size_A,
+            edge=edge,
+            batch_size=batch_size,
+            device=device,
+            polarity=polarity,
+        )
         table = pd.DataFrame(index=pd.RangeIndex(n_points))
     if len(result.indices) < MIN_POINTS:
-        raise ValueError(f"Only {len(result.indices)} particles lie far enough from the tomogram's edge "
-                         f"(edge = {edge!r}); subdivision needs at least {MIN_POINTS}. Use edge = 'pad'.")
+        raise ValueError(
+            f"Only {len(result.indices)} particles lie far enough from the tomogram's edge "
+            f"(edge = {edge!r}); subdivision needs at least {MIN_POINTS}. Use edge = 'pad'."
+        )
     yield Progress(0, 2, f"clustering {len(result.indices)} particles ({method}, {features} features)")
     clustering = cluster_features(result.embedding, method, n_clusters, k_max, min_cluster_size, seed=seed)
     yield Progress(1, 2, "2D embedding")

@@ -28,9 +28,16 @@ def _detect(args: argparse.Namespace) -> int:
     stem = out.with_suffix("") if out.suffix in (".mrc", ".star", ".csv") else out
     labels_path = stem.with_name(stem.name + "_instances.mrc")
     decision = result.params["polarity_decision"]
-    write_mrc(labels_path, result.instances, result.voxel_size_A, is_labels=True,
-              labels=(f"tomolens detect {result.params['model']}",
-                      f"polarity {decision['tomogram']} ({decision['source']}), inverted {decision['invert']}"))
+    write_mrc(
+        labels_path,
+        result.instances,
+        result.voxel_size_A,
+        is_labels=True,
+        labels=(
+            f"tomolens detect {result.params['model']}",
+            f"polarity {decision['tomogram']} ({decision['source']}), inverted {decision['invert']}",
+        ),
+    )
     coords_path = stem.with_name(stem.name + f"_centres.{args.format}")
     write_coordinates(coords_path, result.particles)
     prov = write_provenance(stem.with_name(stem.name + "_centres"), {"command": "detect", **result.params})
@@ -41,16 +48,21 @@ def _detect(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     pred = read_coordinates(args.pred, pixel_size_A=args.pixel_size)
     true = read_coordinates(args.true, pixel_size_A=args.pixel_size)
-    result = evaluate_tables(pred, true, tolerance_A=args.tolerance_A, radius_A=args.radius_A,
-                             voxel_size_A=args.pixel_size)
+    result = evaluate_tables(
+        pred, true, tolerance_A=args.tolerance_A, radius_A=args.radius_A, voxel_size_A=args.pixel_size
+    )
     s = result.summary()
     if args.json:
         print(json.dumps(s, indent=2))
     else:
-        print(f"tolerance {s['tolerance_A']:.1f} Å: TP {s['true_positives']}  FP {s['false_positives']}  "
-              f"FN {s['false_negatives']}")
-        print(f"precision {s['precision']:.3f}  recall {s['recall']:.3f}  F1 {s['f1']:.3f}  "
-              f"mean distance {s['mean_distance_A']:.1f} Å")
+        print(
+            f"tolerance {s['tolerance_A']:.1f} Å: TP {s['true_positives']}  FP {s['false_positives']}  "
+            f"FN {s['false_negatives']}"
+        )
+        print(
+            f"precision {s['precision']:.3f}  recall {s['recall']:.3f}  F1 {s['f1']:.3f}  "
+            f"mean distance {s['mean_distance_A']:.1f} Å"
+        )
     return 0
 
 
@@ -64,16 +76,18 @@ def _show_card_defaults(parser: argparse.ArgumentParser) -> None:
     params = {q.name: q for q in DETECT_PARAMS}
     for action in parser._actions:
         if action.dest in tuned and action.dest in params:
-            action.help = (f"{params[action.dest].help} (default: the model card's value, {tuned[action.dest]:.3g} "
-                           f"for {DEFAULT_MODEL}; {params[action.dest].default:g} for a card without one)"
-                           ).replace("%", "%%")
+            action.help = (
+                f"{params[action.dest].help} (default: the model card's value, {tuned[action.dest]:.3g} "
+                f"for {DEFAULT_MODEL}; {params[action.dest].default:g} for a card without one)"
+            ).replace("%", "%%")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("detect", help="detect particles: instance-label MRC + centres (STAR/CSV)")
     p.add_argument("tomogram", help="tomogram MRC, either contrast (see --polarity)")
-    p.add_argument("--out", required=True, type=output_stem,
-                   help="output stem: writes STEM_instances.mrc and STEM_centres.star")
+    p.add_argument(
+        "--out", required=True, type=output_stem, help="output stem: writes STEM_instances.mrc and STEM_centres.star"
+    )
     p.add_argument("--format", choices=("star", "csv"), default="star", help="centres file format")
     p.add_argument("--voxel-size", type=length_A, default=None, help="voxel size in Å if the header lacks it")
     add_arguments(p, DETECT_PARAMS)
@@ -83,10 +97,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="precision/recall/F1 of picked centres against ground truth")
     p.add_argument("pred", help="predicted centres (.star/.csv/.txt)")
     p.add_argument("true", help="true centres (.star/.csv/.txt)")
-    p.add_argument("--tolerance-A", type=length_A, default=None,
-                   help="match distance in Å (default: half the particle radius)")
-    p.add_argument("--radius-A", type=length_A, default=None,
-                   help="particle radius in Å (used when no tolerance is given and TRUE has no radius_A)")
+    p.add_argument(
+        "--tolerance-A", type=length_A, default=None, help="match distance in Å (default: half the particle radius)"
+    )
+    p.add_argument(
+        "--radius-A",
+        type=length_A,
+        default=None,
+        help="particle radius in Å (used when no tolerance is given and TRUE has no radius_A)",
+    )
     p.add_argument("--pixel-size", type=length_A, default=None, help="pixel size in Å if the files lack it")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=_evaluate)

@@ -39,8 +39,15 @@ INFERENCE_PARAMS = (
     Param("model", DEFAULT_MODEL, "Shipped model name or path to a .pt/.json model file", type=str),
     Param("device", "auto", "Torch device (auto = CUDA, then MPS, then CPU)", choices=("auto", "cpu", "cuda", "mps")),
     Param("batch_size", 2, "Patches per forward pass", min=1, max=64, advanced=True),
-    Param("overlap", 0.25, "Overlap of neighbouring patches (fraction of the patch)", min=0.0, max=0.75,
-          step=0.05, advanced=True),
+    Param(
+        "overlap",
+        0.25,
+        "Overlap of neighbouring patches (fraction of the patch)",
+        min=0.0,
+        max=0.75,
+        step=0.05,
+        advanced=True,
+    ),
     Param("patch", 0, "Patch edge in voxels (0 = the model's training patch × 2)", min=0, advanced=True),
     POLARITY_PARAM,
 )
@@ -88,13 +95,16 @@ class DetectionResult:
         params = {**self.params, **changes}
         post = {k: v for k, v in params.items() if k in {p.name for p in POSTPROCESS_PARAMS}}
         mask, instances, particles = to_image_grid(
-            *postprocess(self.prob_maps, self.map_voxel_size_A, post), self.mask.shape, self.voxel_size_A)
-        return DetectionResult(self.prob_maps, mask, instances, particles, self.voxel_size_A,
-                               self.map_voxel_size_A, params)
+            *postprocess(self.prob_maps, self.map_voxel_size_A, post), self.mask.shape, self.voxel_size_A
+        )
+        return DetectionResult(
+            self.prob_maps, mask, instances, particles, self.voxel_size_A, self.map_voxel_size_A, params
+        )
 
 
-def to_image_grid(mask: np.ndarray, instances: np.ndarray, particles: ParticleTable,
-                  shape: tuple[int, ...], voxel_size_A: float):
+def to_image_grid(
+    mask: np.ndarray, instances: np.ndarray, particles: ParticleTable, shape: tuple[int, ...], voxel_size_A: float
+):
     """Map post-processing output from the model's grid onto the tomogram's grid.
 
     Labels are resampled nearest-neighbour; centres scale by (n − 1)/(n' − 1) per axis
@@ -165,7 +175,8 @@ def detect_particles(
             raise ValueError("The voxel size is unknown and the model does not state one; give it in Å.")
         warnings.warn(
             f"Unknown voxel size: using the model's {card.voxel_size_A:g} Å. Set the voxel size if it differs.",
-            UserWarning, stacklevel=2,
+            UserWarning,
+            stacklevel=2,
         )
         voxel_size_A = float(card.voxel_size_A)
     edge = p["patch"] or 2 * int(card.patch_size[0] if card.patch_size else 32)
@@ -178,9 +189,18 @@ def detect_particles(
     norm, decision = model_input_normalisation(volume, p["polarity"], card, voxel_size_A)
     yield Progress(0, 1, decision.message)
     prob_maps = yield from predict_tiled(
-        net, volume, patch, overlap=p["overlap"], batch_size=p["batch_size"], device=device,
-        out_channels=2, activation="sigmoid", voxel_size_A=voxel_size_A, model_voxel_size_A=model_vs,
-        map_back=False, normalisation=norm,
+        net,
+        volume,
+        patch,
+        overlap=p["overlap"],
+        batch_size=p["batch_size"],
+        device=device,
+        out_channels=2,
+        activation="sigmoid",
+        voxel_size_A=voxel_size_A,
+        model_voxel_size_A=model_vs,
+        map_back=False,
+        normalisation=norm,
     )
     map_vs = model_vs if tuple(prob_maps.shape[1:]) != tuple(volume.shape) else float(voxel_size_A)
     post = {k: p[k] for k in (q.name for q in POSTPROCESS_PARAMS)}
@@ -189,6 +209,12 @@ def detect_particles(
             post[key] = value
     mask, instances, particles = to_image_grid(*postprocess(prob_maps, map_vs, post), volume.shape, voxel_size_A)
     yield Progress(1, 1, f"found {len(particles)} particles")
-    return DetectionResult(np.asarray(prob_maps), mask, instances, particles, float(voxel_size_A), float(map_vs),
-                           {**p, **post, "model": card.name, "polarity_decision": decision.to_dict(),
-                            "normalisation": norm.to_dict()})
+    return DetectionResult(
+        np.asarray(prob_maps),
+        mask,
+        instances,
+        particles,
+        float(voxel_size_A),
+        float(map_vs),
+        {**p, **post, "model": card.name, "polarity_decision": decision.to_dict(), "normalisation": norm.to_dict()},
+    )

@@ -70,20 +70,24 @@ def default_region(centres_zyx: np.ndarray, radii_vox: np.ndarray, shape: Sequen
     return tuple(slice(int(a), int(min(b, n))) for a, b, n in zip(lo, hi, shape))
 
 
-def check_points(centres_zyx: np.ndarray, shape: Sequence[int], minimum: int = 5, what: str = "clicked particles"
-                 ) -> np.ndarray:
+def check_points(
+    centres_zyx: np.ndarray, shape: Sequence[int], minimum: int = 5, what: str = "clicked particles"
+) -> np.ndarray:
     """The clicks as an (N, 3) float array; ValueError when too few or outside the tomogram."""
     centres = np.asarray(centres_zyx, float).reshape(-1, 3)
     if len(centres) < minimum:
-        raise ValueError(f"Training from points needs at least {minimum} {what}; got {len(centres)}. "
-                         "Click more particles.")
+        raise ValueError(
+            f"Training from points needs at least {minimum} {what}; got {len(centres)}. Click more particles."
+        )
     outside = np.any((centres < -0.5) | (centres > np.asarray(shape) - 0.5), axis=1)
     if outside.any():
         i = int(np.flatnonzero(outside)[0])
-        raise ValueError(f"{int(outside.sum())} of the {len(centres)} points lie outside the tomogram "
-                         f"(z, y, x size {tuple(int(n) for n in shape)}), e.g. point {i} at "
-                         f"{tuple(round(float(v), 1) for v in centres[i])}: are they from another tomogram or "
-                         "in another pixel size?")
+        raise ValueError(
+            f"{int(outside.sum())} of the {len(centres)} points lie outside the tomogram "
+            f"(z, y, x size {tuple(int(n) for n in shape)}), e.g. point {i} at "
+            f"{tuple(round(float(v), 1) for v in centres[i])}: are they from another tomogram or "
+            "in another pixel size?"
+        )
     return centres
 
 
@@ -93,8 +97,9 @@ def _distance_to_nearest(shape: Sequence[int], centres: np.ndarray, radii: np.nd
     index = np.full(shape, -1, np.int32)
     for i, (c, r) in enumerate(zip(centres, radii)):
         reach = IGNORE_RADII * r + 1
-        box = tuple(slice(max(0, int(np.floor(v - reach))), min(n, int(np.ceil(v + reach)) + 1))
-                    for v, n in zip(c, shape))
+        box = tuple(
+            slice(max(0, int(np.floor(v - reach))), min(n, int(np.ceil(v + reach)) + 1)) for v, n in zip(c, shape)
+        )
         if any(s.start >= s.stop for s in box):
             continue
         grids = np.ogrid[box]
@@ -106,9 +111,15 @@ def _distance_to_nearest(shape: Sequence[int], centres: np.ndarray, radii: np.nd
     return best, index
 
 
-def point_targets(shape: Sequence[int], centres_zyx: np.ndarray, radii_vox: np.ndarray | float,
-                  region: tuple[slice, ...] | None, negatives_zyx: np.ndarray | None = None,
-                  held_out: np.ndarray | None = None, validation: bool = False) -> np.ndarray:
+def point_targets(
+    shape: Sequence[int],
+    centres_zyx: np.ndarray,
+    radii_vox: np.ndarray | float,
+    region: tuple[slice, ...] | None,
+    negatives_zyx: np.ndarray | None = None,
+    held_out: np.ndarray | None = None,
+    validation: bool = False,
+) -> np.ndarray:
     """Targets of the masked detection loss from clicked centres.
 
     Parameters
@@ -213,8 +224,7 @@ def f1_of_counts(tp: int, fp: int, fn: int) -> float:
     return 2.0 * tp / max(2 * tp + fp + fn, 1)
 
 
-def estimate_radius(volume: np.ndarray, centres_zyx: np.ndarray, min_vox: float = 1.0, max_vox: float = 12.0
-                    ) -> float:
+def estimate_radius(volume: np.ndarray, centres_zyx: np.ndarray, min_vox: float = 1.0, max_vox: float = 12.0) -> float:
     """Particle radius (voxels) from the clicks: the scale of the strongest blob response there.
 
     The volume (bright particles) is filtered with the scale-normalised Laplacian of Gaussian

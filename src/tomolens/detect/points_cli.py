@@ -40,31 +40,60 @@ def radius_option(text: str) -> float | dict[str, float]:
 
 def register_points_args(group: argparse._ArgumentGroup) -> None:
     """Options of training from picks (detection only)."""
-    group.add_argument("--points", nargs="+", default=None, metavar="PICKS",
-                       help="train from clicked particle centres (.star/.csv/.txt/.tbl/.mod) in --tomogram; "
-                            f"a '{KIND_COLUMN}' column gives each particle's kind, else each file is one kind "
-                            "named by its file name")
+    group.add_argument(
+        "--points",
+        nargs="+",
+        default=None,
+        metavar="PICKS",
+        help="train from clicked particle centres (.star/.csv/.txt/.tbl/.mod) in --tomogram; "
+        f"a '{KIND_COLUMN}' column gives each particle's kind, else each file is one kind "
+        "named by its file name",
+    )
     group.add_argument("--tomogram", default=None, metavar="MRC", help="the tomogram the --points were picked in")
-    group.add_argument("--negatives", default=None, metavar="PICKS",
-                       help="points that are not particles (background around each)")
-    group.add_argument("--radius-A", type=radius_option, default=None,
-                       help="particle radius in Å, or KIND=R,KIND=R per kind (default: estimated from the clicks, "
-                            "the scale of the strongest blob response)")
-    group.add_argument("--region", default=None, metavar="z0:z1,y0:y1,x0:x1",
-                       help="box (voxels) in which every particle is picked; unclicked voxels elsewhere are not "
-                            "taken as background (default: the clicks' bounding box grown by one radius)")
+    group.add_argument(
+        "--negatives", default=None, metavar="PICKS", help="points that are not particles (background around each)"
+    )
+    group.add_argument(
+        "--radius-A",
+        type=radius_option,
+        default=None,
+        help="particle radius in Å, or KIND=R,KIND=R per kind (default: estimated from the clicks, "
+        "the scale of the strongest blob response)",
+    )
+    group.add_argument(
+        "--region",
+        default=None,
+        metavar="z0:z1,y0:y1,x0:x1",
+        help="box (voxels) in which every particle is picked; unclicked voxels elsewhere are not "
+        "taken as background (default: the clicks' bounding box grown by one radius)",
+    )
     group.add_argument("--minutes", type=float, default=5.0, help="time limit of --points training (default: 5)")
-    group.add_argument("--steps", type=int, default=300,
-                       help="step budget of --points training, whichever of it and --minutes ends first "
-                            "(default: 300)")
-    group.add_argument("--start-from", default=None, metavar="MODEL",
-                       help="model to fine-tune from --points: a shipped name or .pt/.json, e.g. the last "
-                            "round's (default: detect_default)")
+    group.add_argument(
+        "--steps",
+        type=int,
+        default=300,
+        help="step budget of --points training, whichever of it and --minutes ends first (default: 300)",
+    )
+    group.add_argument(
+        "--start-from",
+        default=None,
+        metavar="MODEL",
+        help="model to fine-tune from --points: a shipped name or .pt/.json, e.g. the last "
+        "round's (default: detect_default)",
+    )
     group.add_argument("--from-scratch", action="store_true", help="train a new network from --points")
-    group.add_argument("--val-fraction", type=float, default=0.2,
-                       help="share of the clicks held out for the validation curve (default: 0.2)")
-    group.add_argument("--points-polarity", default="auto", choices=("auto", "dark", "bright"),
-                       help="contrast of --tomogram (default: auto = measured)")
+    group.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="share of the clicks held out for the validation curve (default: 0.2)",
+    )
+    group.add_argument(
+        "--points-polarity",
+        default="auto",
+        choices=("auto", "dark", "bright"),
+        help="contrast of --tomogram (default: auto = measured)",
+    )
 
 
 def _voxels(table, voxel_size_A: float) -> np.ndarray:
@@ -119,15 +148,34 @@ def run_points_train(args: argparse.Namespace) -> int:
     centres, kinds = _read_kinds(args.points, shape, vs)
     negatives = _voxels(read_picks(args.negatives, tomogram_shape_zyx=shape), vs) if args.negatives else None
     region = parse_region(args.region, shape) if args.region else None
-    result = run_job(train_from_points(
-        vol.data, vs, centres, args.out, radius_A=args.radius_A, kinds=kinds, region=region,
-        negatives_zyx=negatives, start_from=None if args.from_scratch else (args.start_from or DEFAULT_MODEL),
-        minutes=args.minutes, steps=args.steps, val_fraction=args.val_fraction, polarity=args.points_polarity,
-        batch_size=args.batch_size, seed=args.seed, device=device, source=", ".join(args.points),
-        command=command_line(args)), on_progress=_print_validation)
+    result = run_job(
+        train_from_points(
+            vol.data,
+            vs,
+            centres,
+            args.out,
+            radius_A=args.radius_A,
+            kinds=kinds,
+            region=region,
+            negatives_zyx=negatives,
+            start_from=None if args.from_scratch else (args.start_from or DEFAULT_MODEL),
+            minutes=args.minutes,
+            steps=args.steps,
+            val_fraction=args.val_fraction,
+            polarity=args.points_polarity,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            device=device,
+            source=", ".join(args.points),
+            command=command_line(args),
+        ),
+        on_progress=_print_validation,
+    )
     info = result.card.extra["points_training"]
-    print(f"radius {info['radius_A']} Å ({info['radius_source']}); {info['steps_run']} steps in {info['seconds']:.0f} s; "
-          f"held-out F1 {result.card.metrics['validation_f1_tuned']:.3f}; wrote {result.path} and its card")
+    print(
+        f"radius {info['radius_A']} Å ({info['radius_source']}); {info['steps_run']} steps in {info['seconds']:.0f} s; "
+        f"held-out F1 {result.card.metrics['validation_f1_tuned']:.3f}; wrote {result.path} and its card"
+    )
     return 0
 
 

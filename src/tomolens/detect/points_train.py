@@ -88,8 +88,11 @@ def _radii_A(kinds: np.ndarray, radius_A, estimate) -> tuple[dict[str, float], d
             radii[kind], source[kind] = estimate(kinds == kind), "estimated"
             continue
         if not np.isfinite(float(given)) or float(given) <= 0:
-            raise ValueError(f"The particle radius must be a positive number of Å; got {given!r}"
-                             + (f" for {kind!r}" if kind else "") + ".")
+            raise ValueError(
+                f"The particle radius must be a positive number of Å; got {given!r}"
+                + (f" for {kind!r}" if kind else "")
+                + "."
+            )
         radii[kind], source[kind] = float(given), "typed"
     return radii, source
 
@@ -178,12 +181,17 @@ def train_from_points(
     if volume.ndim != 3:
         raise ValueError(f"Training from points needs a 3D tomogram (z, y, x); got shape {volume.shape}.")
     if voxel_size_A is None or voxel_size_A == 0:
-        raise ValueError("The voxel size is unknown: set the tomogram's (or the Points layer's) voxel size in Å "
-                         "before training, so that the radius and the model's scale mean something.")
+        raise ValueError(
+            "The voxel size is unknown: set the tomogram's (or the Points layer's) voxel size in Å "
+            "before training, so that the radius and the model's scale mean something."
+        )
     vs = float(check_voxel_size(voxel_size_A))
     centres = check_points(centres_zyx, volume.shape, MIN_CLICKS)
-    negatives = (check_points(negatives_zyx, volume.shape, 0, "negative points")
-                 if negatives_zyx is not None else np.zeros((0, 3)))
+    negatives = (
+        check_points(negatives_zyx, volume.shape, 0, "negative points")
+        if negatives_zyx is not None
+        else np.zeros((0, 3))
+    )
     kinds = np.asarray([str(k) for k in kinds] if kinds is not None else [""] * len(centres))
     if len(kinds) != len(centres):
         raise ValueError(f"{len(kinds)} kinds for {len(centres)} points: give one kind per point.")
@@ -213,23 +221,29 @@ def train_from_points(
     radii_A = np.array([radii_by_kind[k] for k in kinds])
     model_vs = float(start_card.voxel_size_A) if start_card is not None else max(vs, float(radii_A.min()) / 4)
     if radii_A.max() / model_vs > patch / 4:
-        raise ValueError(f"A radius of {radii_A.max():.0f} Å is {radii_A.max() / model_vs:.1f} voxels of the model's "
-                         f"{model_vs:g} Å: more than a quarter of its {patch}-voxel patch. Give a smaller radius, or "
-                         "train a new network (from scratch), which picks a coarser voxel size.")
+        raise ValueError(
+            f"A radius of {radii_A.max():.0f} Å is {radii_A.max() / model_vs:.1f} voxels of the model's "
+            f"{model_vs:g} Å: more than a quarter of its {patch}-voxel patch. Give a smaller radius, or "
+            "train a new network (from scratch), which picks a coarser voxel size."
+        )
     radii_vox = radii_A / vs
     region = region if region is not None else default_region(centres, radii_vox, volume.shape)
     region_lo = np.array([s.start for s in region], float)
     region_hi = np.array([s.stop for s in region], float)
-    spheres = [(c - 1.5 * r, c + 1.5 * r + 1) for c, r in zip(np.vstack([centres, negatives]),
-                                                             np.concatenate([radii_vox, np.full(len(negatives),
-                                                                             np.median(radii_vox))]))]
+    spheres = [
+        (c - 1.5 * r, c + 1.5 * r + 1)
+        for c, r in zip(
+            np.vstack([centres, negatives]), np.concatenate([radii_vox, np.full(len(negatives), np.median(radii_vox))])
+        )
+    ]
     crop = _crop_box([(region_lo, region_hi), *spheres], volume.shape, patch / 2 * model_vs / vs)
     start = np.array([s.start for s in crop])
     image = rescale_volume(norm.apply(np.asarray(volume[crop], np.float32), start), vs / model_vs)
     factor = np.array([(m - 1) / max(n - 1, 1) for m, n in zip(image.shape, (s.stop - s.start for s in crop))])
     to_work = lambda p: (np.asarray(p, float).reshape(-1, 3) - start) * factor  # noqa: E731
-    work_region = tuple(slice(int(np.floor(a)), int(np.ceil(b)))
-                        for a, b in zip(to_work(region_lo)[0], to_work(region_hi - 1)[0] + 1))
+    work_region = tuple(
+        slice(int(np.floor(a)), int(np.ceil(b))) for a, b in zip(to_work(region_lo)[0], to_work(region_hi - 1)[0] + 1)
+    )
     rng = np.random.default_rng(seed)
     n_held = max(1, int(round(val_fraction * len(centres))))
     held = np.zeros(len(centres), bool)
@@ -245,26 +259,47 @@ def train_from_points(
     spe = STEPS_PER_VALIDATION
     work_dir = tempfile.TemporaryDirectory(prefix="tomolens_points_")
     ckpt = Path(work_dir.name) / "points.ckpt"
-    config = TrainConfig(patch_size=(patch,) * 3, batch_size=batch_size, epochs=math.ceil(steps / spe),
-                         steps_per_epoch=spe, val_patches=min(32, 4 * n_held), learning_rate=learning_rate,
-                         patience=10**6, seed=seed, device=device, checkpoint=ckpt, max_minutes=minutes,
-                         keep_start_if_best=start_card is not None,
-                         val_score=_val_score(post, model_vs, tolerance))
+    config = TrainConfig(
+        patch_size=(patch,) * 3,
+        batch_size=batch_size,
+        epochs=math.ceil(steps / spe),
+        steps_per_epoch=spe,
+        val_patches=min(32, 4 * n_held),
+        learning_rate=learning_rate,
+        patience=10**6,
+        seed=seed,
+        device=device,
+        checkpoint=ckpt,
+        max_minutes=minutes,
+        keep_start_if_best=start_card is not None,
+        val_score=_val_score(post, model_vs, tolerance),
+    )
     out = Path(out).with_suffix(".pt")
     card = new_card(out.stem, model_vs, patch, 16, 2, seed=seed)
     if start_card is not None:  # same network, same input convention as the start model
         card.arch_kwargs = dict(start_card.arch_kwargs)
         card.polarity = start_card.polarity or "bright"
-    info = {"clicks_source": source or "points", "clicks": int(len(centres)), "held_out_clicks": int(n_held),
-            "negatives": int(len(negatives)), "radius_A": radii_by_kind, "radius_source": radius_source,
-            "region_zyx_voxels": [[s.start, s.stop] for s in region], "tomogram_shape_zyx": list(volume.shape),
-            "tomogram_voxel_size_A": vs, "minutes_limit": float(minutes), "steps_limit": int(steps),
-            "polarity_decision": decision.to_dict(), "loss": "masked (labelled voxels only)",
-            "start_from": ({"name": start_card.name, "sha256": start_card.sha256} if start_card else "new network")}
+    info = {
+        "clicks_source": source or "points",
+        "clicks": int(len(centres)),
+        "held_out_clicks": int(n_held),
+        "negatives": int(len(negatives)),
+        "radius_A": radii_by_kind,
+        "radius_source": radius_source,
+        "region_zyx_voxels": [[s.start, s.stop] for s in region],
+        "tomogram_shape_zyx": list(volume.shape),
+        "tomogram_voxel_size_A": vs,
+        "minutes_limit": float(minutes),
+        "steps_limit": int(steps),
+        "polarity_decision": decision.to_dict(),
+        "loss": "masked (labelled voxels only)",
+        "start_from": ({"name": start_card.name, "sha256": start_card.sha256} if start_card else "new network"),
+    }
     t0 = time.monotonic()
     try:
-        result = yield from relay(train_model(net, [train_pair], [val_pair], masked_detection_loss, config),
-                                  _progress_in_steps)
+        result = yield from relay(
+            train_model(net, [train_pair], [val_pair], masked_detection_loss, config), _progress_in_steps
+        )
         yield Progress(steps, steps, "tuning thresholds on the held-out clicks")
     except GeneratorExit:
         _save_cancelled(net, card, ckpt, out, start_card, info | {"seconds": round(time.monotonic() - t0, 1)}, post)
@@ -276,16 +311,26 @@ def train_from_points(
     history = [_step_record(h) for h in result.history]
     steps_run = history[-1]["step"] if history else 0
     card.training_command = command or "tomolens.detect.points_train.train_from_points"
-    card.training_data = (f"{len(centres)} clicked particles ({source or 'points'}) in one tomogram "
-                          f"{tuple(volume.shape)} at {vs:g} Å, resampled to {model_vs:g} Å; fully picked region "
-                          f"{info['region_zyx_voxels']} (z, y, x voxels); {n_held} clicks held out for validation")
-    card.metrics = {"validation_f1_tuned": round(val_f1, 4), "best_step": result.best_epoch * spe,
-                    "held_out_clicks": int(n_held), "note": "F1 at half the radius on the held-out clicks, which "
-                    "also chose the best step and the thresholds: optimistic"}
-    card.extra = {"postprocess": post, "particle_radius_A": float(radii_A.min()), "history": history,
-                  "training_precision": result.precision,
-                  "points_training": info | {"seconds": seconds, "steps_run": int(steps_run), "cancelled": False},
-                  "rounds": _rounds(start_card) + [info | {"seconds": seconds, "steps_run": int(steps_run)}]}
+    card.training_data = (
+        f"{len(centres)} clicked particles ({source or 'points'}) in one tomogram "
+        f"{tuple(volume.shape)} at {vs:g} Å, resampled to {model_vs:g} Å; fully picked region "
+        f"{info['region_zyx_voxels']} (z, y, x voxels); {n_held} clicks held out for validation"
+    )
+    card.metrics = {
+        "validation_f1_tuned": round(val_f1, 4),
+        "best_step": result.best_epoch * spe,
+        "held_out_clicks": int(n_held),
+        "note": "F1 at half the radius on the held-out clicks, which "
+        "also chose the best step and the thresholds: optimistic",
+    }
+    card.extra = {
+        "postprocess": post,
+        "particle_radius_A": float(radii_A.min()),
+        "history": history,
+        "training_precision": result.precision,
+        "points_training": info | {"seconds": seconds, "steps_run": int(steps_run), "cancelled": False},
+        "rounds": _rounds(start_card) + [info | {"seconds": seconds, "steps_run": int(steps_run)}],
+    }
     weights, _ = save_model(result.model.cpu(), card, out)
     yield Progress(steps, steps, f"saved {weights.name} (held-out F1 {val_f1:.2f})")
     return PointsTrainingResult(weights, card, history)
@@ -339,8 +384,11 @@ def _tune(net, card, image: np.ndarray, model_vs: float, val_t: np.ndarray, post
     from tomolens.detect.detector import detect_particles
     from tomolens.jobs import run_job
 
-    found = run_job(detect_particles(image, model_vs, model=(net.eval(), card), device="cpu",
-                                     polarity=card.polarity or "bright", **post))
+    found = run_job(
+        detect_particles(
+            image, model_vs, model=(net.eval(), card), device="cpu", polarity=card.polarity or "bright", **post
+        )
+    )
     best, best_f1 = dict(post), -1.0
     for mask_t, centre_t in product(TUNING_GRID["mask_threshold"], TUNING_GRID["centre_threshold"]):
         params = {**post, "mask_threshold": mask_t, "centre_threshold": centre_t}
@@ -372,8 +420,12 @@ def _save_cancelled(net, card, ckpt: Path, out: Path, start_card, info: dict, po
     card.training_data = f"{info['clicks']} clicked particles ({info['clicks_source']}); cancelled"
     card.metrics = {"best_step": int(state["best_epoch"]) * STEPS_PER_VALIDATION}
     steps_run = history[-1]["step"] if history else 0
-    card.extra = {"postprocess": post, "particle_radius_A": post["particle_radius_A"], "history": history,
-                  "points_training": info | {"steps_run": steps_run, "cancelled": True},
-                  "rounds": _rounds(start_card) + [info | {"steps_run": steps_run, "cancelled": True}]}
+    card.extra = {
+        "postprocess": post,
+        "particle_radius_A": post["particle_radius_A"],
+        "history": history,
+        "points_training": info | {"steps_run": steps_run, "cancelled": True},
+        "rounds": _rounds(start_card) + [info | {"steps_run": steps_run, "cancelled": True}],
+    }
     weights, _ = save_model(net.cpu(), card, out)
     log.info("cancelled: saved the best weights so far (step %d) to %s", card.metrics["best_step"], weights)

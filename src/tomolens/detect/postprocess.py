@@ -76,20 +76,58 @@ HALF_MAX_RADIUS = _half_max_radius()
 #: Post-processing settings shared by :func:`postprocess`, the CLI and the widget.
 POSTPROCESS_PARAMS = (
     Param("mask_threshold", 0.5, "Mask probability above which a voxel is particle", min=0.0, max=1.0, step=0.05),
-    Param("centre_threshold", 0.3, "Minimum centre-map value of a particle centre (0 at boundary, 1 at centre)",
-          min=0.0, max=1.0, step=0.05),
-    Param("particle_radius_A", 0.0, "Particle radius in Å (0 = auto: estimated for each particle from the data)",
-          min=0.0, step=5.0),
+    Param(
+        "centre_threshold",
+        0.3,
+        "Minimum centre-map value of a particle centre (0 at boundary, 1 at centre)",
+        min=0.0,
+        max=1.0,
+        step=0.05,
+    ),
+    Param(
+        "particle_radius_A",
+        0.0,
+        "Particle radius in Å (0 = auto: estimated for each particle from the data)",
+        min=0.0,
+        step=5.0,
+    ),
     Param("min_volume_A3", 2.0e4, "Smallest particle volume kept, Å³", min=0.0, step=1e4),
     Param("max_volume_A3", 0.0, "Largest particle volume kept, Å³ (0 = no limit)", min=0.0, step=1e5),
-    Param("centre_method", "peak", "Centre of a particle: the top of its centre-map peak(s), or its centre of mass "
-          "(mask-weighted; for hollow and multi-lobe particles)", choices=("peak", "mass"), advanced=True),
-    Param("min_score", 0.0, "Drop particles scoring below this (score in 0..1)", min=0.0, max=1.0, step=0.05,
-          advanced=True),
-    Param("fragment_fraction", 0.2, "Drop isolated fragments smaller than this fraction of the median particle volume",
-          min=0.0, max=1.0, step=0.05, advanced=True),
-    Param("min_distance_fraction", 0.5, "Minimum centre distance as a fraction of the particle radius",
-          min=0.1, max=2.0, step=0.1, advanced=True),
+    Param(
+        "centre_method",
+        "peak",
+        "Centre of a particle: the top of its centre-map peak(s), or its centre of mass "
+        "(mask-weighted; for hollow and multi-lobe particles)",
+        choices=("peak", "mass"),
+        advanced=True,
+    ),
+    Param(
+        "min_score",
+        0.0,
+        "Drop particles scoring below this (score in 0..1)",
+        min=0.0,
+        max=1.0,
+        step=0.05,
+        advanced=True,
+    ),
+    Param(
+        "fragment_fraction",
+        0.2,
+        "Drop isolated fragments smaller than this fraction of the median particle volume",
+        min=0.0,
+        max=1.0,
+        step=0.05,
+        advanced=True,
+    ),
+    Param(
+        "min_distance_fraction",
+        0.5,
+        "Minimum centre distance as a fraction of the particle radius",
+        min=0.1,
+        max=2.0,
+        step=0.1,
+        advanced=True,
+    ),
 )
 
 
@@ -188,8 +226,9 @@ def suppress(peaks: np.ndarray, heights: np.ndarray, radius_of, fraction: float)
     return owner, radii
 
 
-def postprocess(prob_maps: np.ndarray, voxel_size_A: float, params: dict[str, Any] | None = None
-                ) -> tuple[np.ndarray, np.ndarray, ParticleTable]:
+def postprocess(
+    prob_maps: np.ndarray, voxel_size_A: float, params: dict[str, Any] | None = None
+) -> tuple[np.ndarray, np.ndarray, ParticleTable]:
     """Turn mask and centre probability maps into instances and centres.
 
     Parameters
@@ -226,8 +265,9 @@ def postprocess(prob_maps: np.ndarray, voxel_size_A: float, params: dict[str, An
     peaks = peak_local_max(centre, min_distance=first, threshold_abs=p["centre_threshold"], exclude_border=False)
     heights = centre[tuple(peaks.T)] if len(peaks) else np.zeros(0, np.float32)
     if given > 0:
-        owner, radii = suppress(peaks, heights, lambda i: np.full(len(i), given / voxel_size_A),
-                                p["min_distance_fraction"])
+        owner, radii = suppress(
+            peaks, heights, lambda i: np.full(len(i), given / voxel_size_A), p["min_distance_fraction"]
+        )
     else:
         owner, radii = suppress(peaks, heights, lambda i: peak_radii(centre, peaks[i]), p["min_distance_fraction"])
     kept_peaks = np.unique(owner)
@@ -268,8 +308,15 @@ def postprocess(prob_maps: np.ndarray, voxel_size_A: float, params: dict[str, An
             continue
         keep_ids.append(r.label)
         coords.append(np.asarray(props[r.label].centroid_weighted))
-        rows.append({"score": score, "volume_A3": vol, "radius_A": float(radius_of[r.label]),
-                     "centre_value": centre_value, "mask_probability": mask_mean})
+        rows.append(
+            {
+                "score": score,
+                "volume_A3": vol,
+                "radius_A": float(radius_of[r.label]),
+                "centre_value": centre_value,
+                "mask_probability": mask_mean,
+            }
+        )
     kept = np.zeros(int(instances.max()) + 1, np.int32)
     kept[keep_ids] = keep_ids
     instances = kept[instances]
@@ -277,8 +324,11 @@ def postprocess(prob_maps: np.ndarray, voxel_size_A: float, params: dict[str, An
     features = pd.DataFrame(rows, columns=["score", "volume_A3", "radius_A", "centre_value", "mask_probability"])
     features.insert(2, "instance_id", np.asarray(fw[np.asarray(keep_ids, int)], int) if keep_ids else [])
     table = ParticleTable(np.asarray(coords, float).reshape(-1, 3), features, float(voxel_size_A))
-    log.info("post-processing: %d peaks → %d candidates after suppression → %d particles (radius %s)",
-             len(peaks), len(kept_peaks), len(table),
-             f"{given:g} Å given" if given > 0 else
-             f"auto, median {np.median(radius_of[1:]):.0f} Å" if n_basins else "auto")
+    log.info(
+        "post-processing: %d peaks → %d candidates after suppression → %d particles (radius %s)",
+        len(peaks),
+        len(kept_peaks),
+        len(table),
+        f"{given:g} Å given" if given > 0 else f"auto, median {np.median(radius_of[1:]):.0f} Å" if n_basins else "auto",
+    )
     return mask.astype(np.uint8), instances.astype(np.int32), table

@@ -76,10 +76,16 @@ def new_card(name: str, voxel_size_A: float, patch: int, base_channels: int, dep
     from tomolens.models.card import ModelCard
 
     return ModelCard(
-        name=name, task="detect", architecture=ARCHITECTURE,
+        name=name,
+        task="detect",
+        architecture=ARCHITECTURE,
         arch_kwargs={"in_channels": 1, "out_channels": 2, "base_channels": base_channels, "depth": depth},
-        classes=list(CLASSES), voxel_size_A=float(voxel_size_A), patch_size=[int(patch)] * 3,
-        normalisation="zscore", polarity="bright", **fields,
+        classes=list(CLASSES),
+        voxel_size_A=float(voxel_size_A),
+        patch_size=[int(patch)] * 3,
+        normalisation="zscore",
+        polarity="bright",
+        **fields,
     )
 
 
@@ -107,15 +113,20 @@ def train_detection_model(
     from tomolens.models.unet import UNet3D
 
     def pairs(vols):
-        return [TrainingPair(to_model_polarity(img, polarity, "bright", vs)[0],
-                             detection_targets(np.asarray(lab).astype(np.int32))) for img, lab, vs in vols]
+        return [
+            TrainingPair(
+                to_model_polarity(img, polarity, "bright", vs)[0], detection_targets(np.asarray(lab).astype(np.int32))
+            )
+            for img, lab, vs in vols
+        ]
 
     import torch
 
     torch.manual_seed(config.seed)  # the initial weights follow the seed too
     net = UNet3D(in_channels=1, out_channels=2, base_channels=base_channels, depth=depth)
-    result = yield from train_model(net, pairs(volumes), pairs(val_volumes),
-                                    partial(detection_loss, centre_weight=centre_weight), config)
+    result = yield from train_model(
+        net, pairs(volumes), pairs(val_volumes), partial(detection_loss, centre_weight=centre_weight), config
+    )
     return result
 
 
@@ -126,8 +137,12 @@ def tune_postprocess(results_and_truth, radius_A: float) -> tuple[dict, float]:
     """
     best, best_f1 = {}, -1.0
     for mask_t, centre_t in product(TUNING_GRID["mask_threshold"], TUNING_GRID["centre_threshold"]):
-        params = {"mask_threshold": mask_t, "centre_threshold": centre_t, "particle_radius_A": radius_A,
-                  "min_volume_A3": 0.15 * 4 / 3 * np.pi * radius_A**3}
+        params = {
+            "mask_threshold": mask_t,
+            "centre_threshold": centre_t,
+            "particle_radius_A": radius_A,
+            "min_volume_A3": 0.15 * 4 / 3 * np.pi * radius_A**3,
+        }
         f1s = []
         for result, truth in results_and_truth:
             found = result.reapply(**params).particles
@@ -140,13 +155,23 @@ def tune_postprocess(results_and_truth, radius_A: float) -> tuple[dict, float]:
 
 def register_train_args(group: argparse._ArgumentGroup) -> None:
     """Detection-only options of ``tomolens train``."""
-    group.add_argument("--detect-centre-weight", type=float, default=2.0,
-                       help="weight of the centre-map MSE against the mask BCE (default: 2.0)")
-    group.add_argument("--detect-test", type=int, default=0, metavar="N",
-                       help="held-out simulated tomograms per SNR for the card's metrics, seeds after "
-                            "training and validation (default: 0)")
-    group.add_argument("--detect-test-snr", type=str, default="0.05,0.03",
-                       help="SNRs of the held-out tomograms (default: 0.05,0.03)")
+    group.add_argument(
+        "--detect-centre-weight",
+        type=float,
+        default=2.0,
+        help="weight of the centre-map MSE against the mask BCE (default: 2.0)",
+    )
+    group.add_argument(
+        "--detect-test",
+        type=int,
+        default=0,
+        metavar="N",
+        help="held-out simulated tomograms per SNR for the card's metrics, seeds after "
+        "training and validation (default: 0)",
+    )
+    group.add_argument(
+        "--detect-test-snr", type=str, default="0.05,0.03", help="SNRs of the held-out tomograms (default: 0.05,0.03)"
+    )
     from tomolens.detect.points_cli import register_points_args
 
     register_points_args(group)
@@ -182,30 +207,61 @@ def run_train(args: argparse.Namespace) -> int:
     config = train_config(args, device)
     from tomolens.cli_progress import run_cli_job
 
-    result = run_cli_job(train_detection_model(bin_volumes(train, args.bin), bin_volumes(val, args.bin), config,
-                                               args.base_channels, args.depth, args.detect_centre_weight),
-                         line=_epoch_line)
+    result = run_cli_job(
+        train_detection_model(
+            bin_volumes(train, args.bin),
+            bin_volumes(val, args.bin),
+            config,
+            args.base_channels,
+            args.depth,
+            args.detect_centre_weight,
+        ),
+        line=_epoch_line,
+    )
     net = result.model.cpu()
     first_test = args.sim_seed + args.sim_train + args.sim_val
     card = new_card(
-        Path(args.out).stem, model_vs, args.patch, args.base_channels, args.depth,
-        training_command=command_line(args), seed=args.seed,
-        training_data=domain_note or (f"{len(train)} training / {len(val)} validation volumes at {data_vs:g} Å"
-                       + (f", resampled to {model_vs:g} Å" if args.bin > 1 else "")
-                       + (f"; simulated (tomolens.simulate) seeds {args.sim_seed}..{first_test - 1}, shape "
-                          f"{args.sim_shape}, SNR {args.sim_snr}, volume fraction {args.sim_volume_fraction}, "
-                          "all built-in phantoms" if args.sim_train else f"; files {args.tomograms}")),
+        Path(args.out).stem,
+        model_vs,
+        args.patch,
+        args.base_channels,
+        args.depth,
+        training_command=command_line(args),
+        seed=args.seed,
+        training_data=domain_note
+        or (
+            f"{len(train)} training / {len(val)} validation volumes at {data_vs:g} Å"
+            + (f", resampled to {model_vs:g} Å" if args.bin > 1 else "")
+            + (
+                f"; simulated (tomolens.simulate) seeds {args.sim_seed}..{first_test - 1}, shape "
+                f"{args.sim_shape}, SNR {args.sim_snr}, volume fraction {args.sim_volume_fraction}, "
+                "all built-in phantoms"
+                if args.sim_train
+                else f"; files {args.tomograms}"
+            )
+        ),
     )
     radius_A = float(np.median([true_centres(lab)[1] for _, lab, _ in val])) * data_vs
-    val_sets = [(run_job(detect_particles(img, vs, model=(net, card), device="cpu")), true_centres(lab)[0])
-                for img, lab, vs in val]
+    val_sets = [
+        (run_job(detect_particles(img, vs, model=(net, card), device="cpu")), true_centres(lab)[0])
+        for img, lab, vs in val
+    ]
     post, val_f1 = tune_postprocess(val_sets, radius_A)
     print(f"validation F1 {val_f1:.3f} with {post}")
-    card.metrics = {"validation_f1_tuned": round(val_f1, 4), "best_epoch": result.best_epoch,
-                    "best_val_loss": round(result.best_val_loss, 5), "epochs_run": len(result.history),
-                    "stopped_early": result.stopped_early}
-    card.extra = {"postprocess": post, "history": result.history, "particle_radius_A": radius_A,
-                  "training_precision": result.precision, "training_budget": result.budget}
+    card.metrics = {
+        "validation_f1_tuned": round(val_f1, 4),
+        "best_epoch": result.best_epoch,
+        "best_val_loss": round(result.best_val_loss, 5),
+        "epochs_run": len(result.history),
+        "stopped_early": result.stopped_early,
+    }
+    card.extra = {
+        "postprocess": post,
+        "history": result.history,
+        "particle_radius_A": radius_A,
+        "training_precision": result.precision,
+        "training_budget": result.budget,
+    }
     if args.detect_test:
         card.metrics["held_out"] = held_out_metrics(net, card, args, post, simulated_volumes)
         print(f"held-out: {card.metrics['held_out']}")
@@ -227,8 +283,12 @@ def _domain_training_volumes(args: argparse.Namespace):
     val, val_volumes = detection_volumes(args.domain_val, args.sim_voxel_size_A)
     if {v.seed for v in volumes} & {v.seed for v in val_volumes}:
         raise ValueError("--domain-data and --domain-val share seeds; validation must be other tomograms.")
-    note = (dataset_summary(args.domain_data, volumes) + "; validation " + dataset_summary(args.domain_val, val_volumes)
-            + f"; macromolecule instances at {args.sim_voxel_size_A:g} Å")
+    note = (
+        dataset_summary(args.domain_data, volumes)
+        + "; validation "
+        + dataset_summary(args.domain_val, val_volumes)
+        + f"; macromolecule instances at {args.sim_voxel_size_A:g} Å"
+    )
     return train, val, note
 
 
@@ -250,11 +310,17 @@ def held_out_metrics(net, card, args, post, simulate) -> dict:
             vs = sim.voxel_size_A
             found = run_job(detect_particles(sim.tomogram, vs, model=(net, card), device="cpu", **post)).particles
             truth = sim.particles
-            m = match_centres(found.coords_zyx * vs, truth.coords_zyx * vs,
-                              np.asarray(truth.features["radius_A"], float) / 2)
+            m = match_centres(
+                found.coords_zyx * vs, truth.coords_zyx * vs, np.asarray(truth.features["radius_A"], float) / 2
+            )
             f1s.append(m.f1), ps.append(m.precision), rs.append(m.recall)
-        out[f"snr_{snr:g}"] = {"f1": round(float(np.mean(f1s)), 4), "precision": round(float(np.mean(ps)), 4),
-                               "recall": round(float(np.mean(rs)), 4), "tomograms": len(sims), "seeds": seeds}
+        out[f"snr_{snr:g}"] = {
+            "f1": round(float(np.mean(f1s)), 4),
+            "precision": round(float(np.mean(ps)), 4),
+            "recall": round(float(np.mean(rs)), 4),
+            "tomograms": len(sims),
+            "seeds": seeds,
+        }
     return out
 
 
@@ -267,10 +333,22 @@ def split_regions(volume: np.ndarray, labels: np.ndarray, val_fraction: float = 
     return (volume[:, :cut], labels[:, :cut]), (volume[:, cut:], labels[:, cut:])
 
 
-def train_and_save(volume: np.ndarray, instances: np.ndarray, voxel_size_A: float, out, epochs: int = 30,
-                   device: str = "auto", patch: int = 32, base_channels: int = 16, depth: int = 2,
-                   seed: int = 0, steps_per_epoch: int = 40, batch_size: int = 4, learning_rate: float = 1e-3,
-                   patience: int = 6) -> Generator[Progress, None, Any]:
+def train_and_save(
+    volume: np.ndarray,
+    instances: np.ndarray,
+    voxel_size_A: float,
+    out,
+    epochs: int = 30,
+    device: str = "auto",
+    patch: int = 32,
+    base_channels: int = 16,
+    depth: int = 2,
+    seed: int = 0,
+    steps_per_epoch: int = 40,
+    batch_size: int = 4,
+    learning_rate: float = 1e-3,
+    patience: int = 6,
+) -> Generator[Progress, None, Any]:
     """Train on one annotated tomogram (y split 75/25 into training/validation regions), save, return the path.
 
     The widget's "Train" action, at the tomogram's own voxel size, with the settings of
@@ -288,23 +366,44 @@ def train_and_save(volume: np.ndarray, instances: np.ndarray, voxel_size_A: floa
     m = 2**depth
     patch = max(m, min(patch, *(s // m * m for s in va_img.shape)))
     device = choose_device(device)
-    config = TrainConfig(patch_size=(patch,) * 3, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                         batch_size=batch_size, learning_rate=learning_rate, val_patches=8, patience=patience,
-                         seed=seed, device=device)
-    result = yield from train_detection_model([(tr_img, tr_lab, voxel_size_A)], [(va_img, va_lab, voxel_size_A)],
-                                              config, base_channels, depth)
+    config = TrainConfig(
+        patch_size=(patch,) * 3,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        val_patches=8,
+        patience=patience,
+        seed=seed,
+        device=device,
+    )
+    result = yield from train_detection_model(
+        [(tr_img, tr_lab, voxel_size_A)], [(va_img, va_lab, voxel_size_A)], config, base_channels, depth
+    )
     net = result.model.cpu()
     out = Path(out)
-    card = new_card(out.stem, voxel_size_A, patch, base_channels, depth, seed=seed,
-                    training_command="napari 'Detect particles' widget: Train (tomolens.detect.train.train_and_save)",
-                    training_data=f"one annotated tomogram {volume.shape}, y split 75/25 into training/validation")
+    card = new_card(
+        out.stem,
+        voxel_size_A,
+        patch,
+        base_channels,
+        depth,
+        seed=seed,
+        training_command="napari 'Detect particles' widget: Train (tomolens.detect.train.train_and_save)",
+        training_data=f"one annotated tomogram {volume.shape}, y split 75/25 into training/validation",
+    )
     centres, radius_vox = true_centres(va_lab)
     radius_A = radius_vox * voxel_size_A
     found = yield from detect_particles(va_img, voxel_size_A, model=(net, card), device="cpu")
     post, val_f1 = tune_postprocess([(found, centres)], radius_A)
     card.metrics = {"validation_f1_tuned": round(val_f1, 4), "best_epoch": result.best_epoch}
-    card.extra = {"postprocess": post, "history": result.history, "particle_radius_A": radius_A,
-                  "training_precision": result.precision, "training_budget": result.budget}
+    card.extra = {
+        "postprocess": post,
+        "history": result.history,
+        "particle_radius_A": radius_A,
+        "training_precision": result.precision,
+        "training_budget": result.budget,
+    }
     weights, _ = save_model(net, card, out)
     yield Progress(1, 1, f"saved {weights.name} (validation F1 {val_f1:.2f})")
     return weights

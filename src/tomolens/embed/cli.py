@@ -24,13 +24,25 @@ def _pick(args: argparse.Namespace) -> int:
     targets = None
     if args.target_column:
         if args.target_column not in examples.features:
-            raise ValueError(f"{args.examples} has no column {args.target_column!r}; its columns are "
-                             f"{', '.join(map(str, examples.features.columns)) or 'none'}.")
+            raise ValueError(
+                f"{args.examples} has no column {args.target_column!r}; its columns are "
+                f"{', '.join(map(str, examples.features.columns)) or 'none'}."
+            )
         targets = examples.features[args.target_column].astype(str).to_numpy()
     p = values_from_args(args, PICK_PARAMS)
-    sim = run_job(similarity_to_examples(vol.data, examples.coords_zyx, targets, p["embed_model"], voxel,
-                                         stride=p["stride"], device=p["device"], polarity=p["polarity"]),
-                  on_progress=log_progress)
+    sim = run_job(
+        similarity_to_examples(
+            vol.data,
+            examples.coords_zyx,
+            targets,
+            p["embed_model"],
+            voxel,
+            stride=p["stride"],
+            device=p["device"],
+            polarity=p["polarity"],
+        ),
+        on_progress=log_progress,
+    )
     picks = pick_peaks(sim, p["threshold"], p["min_distance_A"])
     table = ParticleTable(picks[["z", "y", "x"]].to_numpy(), picks[["score", "class"]], voxel)
     write_coordinates(args.out, table)
@@ -42,23 +54,38 @@ def _pick(args: argparse.Namespace) -> int:
         write_mrc(args.similarity_out, np.ascontiguousarray(sim.similarity[0]), step_A)
     for name, agree in zip(sim.targets, sim.example_similarity):
         n = int((picks["class"] == name).sum())
-        print(f"{name}: {len(agree)} example(s) (similarity to their mean {agree.min():.2f}-{agree.max():.2f}), "
-              f"{n} picks at similarity >= {p['threshold']:g}")
-    print(f"wrote {len(picks)} picks to {args.out}" + (f" and the similarity map to {args.similarity_out}"
-                                                        if args.similarity_out else ""))
+        print(
+            f"{name}: {len(agree)} example(s) (similarity to their mean {agree.min():.2f}-{agree.max():.2f}), "
+            f"{n} picks at similarity >= {p['threshold']:g}"
+        )
+    print(
+        f"wrote {len(picks)} picks to {args.out}"
+        + (f" and the similarity map to {args.similarity_out}" if args.similarity_out else "")
+    )
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pick-by-example", help="pick particles that look like a few examples (embedding "
-                       "similarity map, peaks above a threshold)")
+    p = sub.add_parser(
+        "pick-by-example",
+        help="pick particles that look like a few examples (embedding similarity map, peaks above a threshold)",
+    )
     p.add_argument("--tomogram", required=True, help="tomogram MRC")
     p.add_argument("--examples", required=True, help="example coordinates (.star/.csv/.txt) on the tomogram, >= 1")
     p.add_argument("--out", required=True, type=output_file, help="output picks (.star/.csv) with score and class")
-    p.add_argument("--target-column", default="", help="examples' column naming the target of each example "
-                   "(several targets at once, each its own class); default: one target")
-    p.add_argument("--similarity-out", default=None, type=output_file, metavar="MRC",
-                   help="also write the (first target's) similarity map, voxel = the map's grid step")
+    p.add_argument(
+        "--target-column",
+        default="",
+        help="examples' column naming the target of each example "
+        "(several targets at once, each its own class); default: one target",
+    )
+    p.add_argument(
+        "--similarity-out",
+        default=None,
+        type=output_file,
+        metavar="MRC",
+        help="also write the (first target's) similarity map, voxel = the map's grid step",
+    )
     p.add_argument("--voxel-size", type=length_A, default=None, help="voxel size in Å if the header lacks it")
     add_arguments(p, PICK_PARAMS)
     p.set_defaults(func=_pick)

@@ -96,10 +96,10 @@ def _fit_canvas(density: np.ndarray, n: int) -> np.ndarray:
     m = density.shape[0]
     if m >= n:
         a = (m - n) // 2
-        out[:] = density[a:a + n, a:a + n, a:a + n]
+        out[:] = density[a : a + n, a : a + n, a : a + n]
     else:
         a = (n - m) // 2
-        out[a:a + m, a:a + m, a:a + m] = density
+        out[a : a + m, a : a + m, a : a + m] = density
     return out
 
 
@@ -122,16 +122,18 @@ class StructureBank:
     _cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def build(cls, config: EmbedDataConfig, maps_dir: str | Path | None = None,
-              seed_offset: int = 0) -> StructureBank:
+    def build(cls, config: EmbedDataConfig, maps_dir: str | Path | None = None, seed_offset: int = 0) -> StructureBank:
         """Bank of ``config.maps`` (when their folder is found) and ``config.n_pseudo``
         pseudo-proteins drawn from ``config.seed + seed_offset``."""
         config.check()
         folder = Path(maps_dir) if maps_dir else default_maps_dir()
         maps = [m for m in config.maps if folder is not None and (folder / f"{m}.mrc").is_file()]
         if config.maps and len(maps) < len(config.maps):
-            log.warning("maps folder %s lacks %s; training on pseudo-proteins and the maps found",
-                        folder, sorted(set(config.maps) - set(maps)))
+            log.warning(
+                "maps folder %s lacks %s; training on pseudo-proteins and the maps found",
+                folder,
+                sorted(set(config.maps) - set(maps)),
+            )
         rng = np.random.default_rng([config.seed, seed_offset, 77])
         specs: list = [("map", m) for m in maps]
         for _ in range(config.n_pseudo):
@@ -167,8 +169,9 @@ class StructureBank:
         key = ("radius", i)
         if key not in self._cache:
             idx = np.argwhere(self.density(i) >= 0.2)
-            self._cache[key] = (float(np.linalg.norm(idx - (self.config.canvas - 1) / 2.0, axis=1).max())
-                                if len(idx) else 1.0)
+            self._cache[key] = (
+                float(np.linalg.norm(idx - (self.config.canvas - 1) / 2.0, axis=1).max()) if len(idx) else 1.0
+            )
         return self._cache[key]
 
     def draw(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -197,8 +200,11 @@ def imaging_filters(config: EmbedDataConfig, rng: np.random.Generator) -> tuple[
     """
     b = config.box
     shape = (b, b, b)
-    k = np.sqrt(np.fft.fftfreq(b)[:, None, None] ** 2 + np.fft.fftfreq(b)[None, :, None] ** 2
-                + np.fft.rfftfreq(b)[None, None, :] ** 2)
+    k = np.sqrt(
+        np.fft.fftfreq(b)[:, None, None] ** 2
+        + np.fft.fftfreq(b)[None, :, None] ** 2
+        + np.fft.rfftfreq(b)[None, None, :] ** 2
+    )
     sig, noi, settings = [], [], []
     for _ in range(config.n_filters):
         tilt = float(rng.uniform(*config.tilt_range_deg))
@@ -214,8 +220,15 @@ def imaging_filters(config: EmbedDataConfig, rng: np.random.Generator) -> tuple[
         wedge = missing_wedge_mask(shape, tilt).astype(np.float32)
         sig.append(filt * gauss)
         noi.append(wedge * colour * gauss)
-        settings.append({"tilt_range_deg": tilt, "defocus_um": defocus, "phase_flipped": flipped,
-                         "lowpass_fraction": lowpass, "noise_exponent": exponent})
+        settings.append(
+            {
+                "tilt_range_deg": tilt,
+                "defocus_um": defocus,
+                "phase_flipped": flipped,
+                "lowpass_fraction": lowpass,
+                "noise_exponent": exponent,
+            }
+        )
     return np.stack(sig).astype(np.float32), np.stack(noi).astype(np.float32), settings
 
 
@@ -238,8 +251,14 @@ def _random_unit(n: int, rng: np.random.Generator) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def render_views(bank: StructureBank, ids: np.ndarray, n_views: int, rng: np.random.Generator,
-                 filters: tuple[np.ndarray, np.ndarray] | None = None, snr: float | None = None):
+def render_views(
+    bank: StructureBank,
+    ids: np.ndarray,
+    n_views: int,
+    rng: np.random.Generator,
+    filters: tuple[np.ndarray, np.ndarray] | None = None,
+    snr: float | None = None,
+):
     """``n_views`` domain-randomised views of each structure in ``ids`` (torch, CPU).
 
     Parameters
@@ -297,8 +316,9 @@ def render_views(bank: StructureBank, ids: np.ndarray, n_views: int, rng: np.ran
     signal = torch.fft.irfftn(spec, s=(b, b, b), dim=(1, 2, 3))
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
     noise = torch.randn(signal.shape, generator=gen)
-    noise = torch.fft.irfftn(torch.fft.rfftn(noise, dim=(1, 2, 3)) * torch.from_numpy(noi_f[pick]),
-                             s=(b, b, b), dim=(1, 2, 3))
+    noise = torch.fft.irfftn(
+        torch.fft.rfftn(noise, dim=(1, 2, 3)) * torch.from_numpy(noi_f[pick]), s=(b, b, b), dim=(1, 2, 3)
+    )
     if snr is None or isinstance(snr, tuple):
         lo, hi = cfg.snr if snr is None else snr
         snrs = np.exp(rng.uniform(np.log(lo), np.log(hi), n))

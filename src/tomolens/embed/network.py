@@ -34,8 +34,9 @@ class EmbedNet3D(nn.Module):
     def __init__(self, dim: int = 48, box: int = 32, width: int = 16) -> None:
         super().__init__()
         self.body = ResNet3DSmall(n_classes=1, box=box, width=width, dropout=0.0).body
-        self.head = nn.Sequential(nn.Linear(7 * width, 4 * width), nn.BatchNorm1d(4 * width), nn.ReLU(inplace=True),
-                                  nn.Linear(4 * width, dim))
+        self.head = nn.Sequential(
+            nn.Linear(7 * width, 4 * width), nn.BatchNorm1d(4 * width), nn.ReLU(inplace=True), nn.Linear(4 * width, dim)
+        )
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """Global averages of the three stages' outputs, shape (B, 7 × width)."""

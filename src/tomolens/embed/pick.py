@@ -47,13 +47,25 @@ SLAB_ROWS = 12
 
 #: User settings of pick by example (CLI options and widget controls).
 PICK_PARAMS = (
-    Param("threshold", 0.8, "Cosine similarity to the examples a peak must reach to be picked", min=-1.0, max=1.0,
-          step=0.01),
+    Param(
+        "threshold",
+        0.8,
+        "Cosine similarity to the examples a peak must reach to be picked",
+        min=-1.0,
+        max=1.0,
+        step=0.01,
+    ),
     Param("min_distance_A", 100.0, "Smallest distance between two picks, Å (about a particle's radius)", min=0.0),
-    Param("stride", 8, "Similarity-map grid step in model voxels: 8 (fast) or 4 (finer, 8x slower)",
-          min=4, max=8, step=4),
-    Param("embed_model", DEFAULT_EMBED_MODEL, "Shipped embedding name or a .pt/.json embedding model file",
-          type=str, advanced=True),
+    Param(
+        "stride", 8, "Similarity-map grid step in model voxels: 8 (fast) or 4 (finer, 8x slower)", min=4, max=8, step=4
+    ),
+    Param(
+        "embed_model",
+        DEFAULT_EMBED_MODEL,
+        "Shipped embedding name or a .pt/.json embedding model file",
+        type=str,
+        advanced=True,
+    ),
     Param("device", "auto", "Torch device", choices=("auto", "cpu", "cuda", "mps"), advanced=True),
     POLARITY_PARAM,
 )
@@ -102,11 +114,12 @@ def _stage_windows(net, x, box: int):
             s = 2 ** (k // 2 + 1)  # stride of this stage: 2, 4, 8
             pooled.append(F.avg_pool3d(h, kernel_size=box // s, stride=BASE_STRIDE // s))
     n = [min(p.shape[d] for p in pooled) for d in (2, 3, 4)]
-    return torch.cat([p[:, :, :n[0], :n[1], :n[2]] for p in pooled], dim=1)
+    return torch.cat([p[:, :, : n[0], : n[1], : n[2]] for p in pooled], dim=1)
 
 
-def dense_embedding(net, volume: np.ndarray, box: int, stride: int = BASE_STRIDE,
-                    device: str = "cpu") -> Generator[Progress, None, np.ndarray]:
+def dense_embedding(
+    net, volume: np.ndarray, box: int, stride: int = BASE_STRIDE, device: str = "cpu"
+) -> Generator[Progress, None, np.ndarray]:
     """Embedding of the window centred on every ``stride``-th voxel (a job).
 
     Parameters
@@ -133,8 +146,12 @@ def dense_embedding(net, volume: np.ndarray, box: int, stride: int = BASE_STRIDE
     # pad: half a box before, enough after so every grid centre has a full window
     after = half + BASE_STRIDE + (-(shape + 2 * half) % BASE_STRIDE)
     padded = np.pad(np.asarray(volume, np.float32), [(half, int(a)) for a in after])
-    offsets = [(a, b, c) for a in range(0, BASE_STRIDE, stride) for b in range(0, BASE_STRIDE, stride)
-               for c in range(0, BASE_STRIDE, stride)]
+    offsets = [
+        (a, b, c)
+        for a in range(0, BASE_STRIDE, stride)
+        for b in range(0, BASE_STRIDE, stride)
+        for c in range(0, BASE_STRIDE, stride)
+    ]
     dim = int(net.head[-1].out_features)
     out = np.zeros((dim, *grid), np.float32)
     coarse = -(-shape // BASE_STRIDE)
@@ -153,9 +170,13 @@ def dense_embedding(net, volume: np.ndarray, box: int, stride: int = BASE_STRIDE
                 gy = np.arange(emb.shape[2]) * BASE_STRIDE + oy
                 gx = np.arange(emb.shape[3]) * BASE_STRIDE + ox
                 keep = [np.flatnonzero((g < shape[d]) & (g % stride == 0)) for d, g in enumerate((gz, gy, gx))]
-                sub = emb[:, :len(gz)][:, keep[0]][:, :, keep[1]][:, :, :, keep[2]]
-                out[:, (gz[keep[0]] // stride)[:, None, None], (gy[keep[1]] // stride)[None, :, None],
-                    (gx[keep[2]] // stride)[None, None, :]] = sub
+                sub = emb[:, : len(gz)][:, keep[0]][:, :, keep[1]][:, :, :, keep[2]]
+                out[
+                    :,
+                    (gz[keep[0]] // stride)[:, None, None],
+                    (gy[keep[1]] // stride)[None, :, None],
+                    (gx[keep[2]] // stride)[None, None, :],
+                ] = sub
                 done += 1
                 yield Progress(done, total, f"embedding the tomogram: pass {done}/{total}")
     return out
@@ -164,8 +185,10 @@ def dense_embedding(net, volume: np.ndarray, box: int, stride: int = BASE_STRIDE
 def _group_examples(examples_zyx: np.ndarray, targets: Sequence[str] | None) -> dict[str, np.ndarray]:
     coords = np.asarray(examples_zyx, float).reshape(-1, 3) if len(np.asarray(examples_zyx)) else np.empty((0, 3))
     if len(coords) < 1:
-        raise ValueError("Pick by example needs at least 1 example; click one or more particles in a Points "
-                         "layer (or give a coordinates file with at least one row).")
+        raise ValueError(
+            "Pick by example needs at least 1 example; click one or more particles in a Points "
+            "layer (or give a coordinates file with at least one row)."
+        )
     names = np.array(["target"] * len(coords) if targets is None else [str(t) for t in targets], dtype=object)
     if len(names) != len(coords):
         raise ValueError(f"{len(names)} target names for {len(coords)} examples; give one per example.")
@@ -173,9 +196,14 @@ def _group_examples(examples_zyx: np.ndarray, targets: Sequence[str] | None) -> 
 
 
 def similarity_to_examples(
-    tomogram: np.ndarray, examples_zyx: np.ndarray, targets: Sequence[str] | None = None,
-    model: str | os.PathLike = DEFAULT_EMBED_MODEL, voxel_size_A: float | None = None, stride: int = 8,
-    device: str = "cpu", polarity: str = "auto",
+    tomogram: np.ndarray,
+    examples_zyx: np.ndarray,
+    targets: Sequence[str] | None = None,
+    model: str | os.PathLike = DEFAULT_EMBED_MODEL,
+    voxel_size_A: float | None = None,
+    stride: int = 8,
+    device: str = "cpu",
+    polarity: str = "auto",
 ) -> Generator[Progress, None, SimilarityMap]:
     """Similarity map of a tomogram to the examples of each target (a job).
 
@@ -253,8 +281,15 @@ def similarity_to_examples(
         ref /= max(float(np.linalg.norm(ref)), 1e-12)
         maps.append(np.tensordot(ref, dense, axes=(0, 0)).astype(np.float32))
         agreement.append((emb @ ref).astype(np.float32))
-    info = {"model": card.name, "model_voxel_size_A": card.voxel_size_A, "voxel_size_A": voxel_size_A,
-            "resampled_by": ratio, "polarity": decision.to_dict(), "stride_model_voxels": stride, "box": box}
+    info = {
+        "model": card.name,
+        "model_voxel_size_A": card.voxel_size_A,
+        "voxel_size_A": voxel_size_A,
+        "resampled_by": ratio,
+        "polarity": decision.to_dict(),
+        "stride_model_voxels": stride,
+        "box": box,
+    }
     return SimilarityMap(np.stack(maps), list(groups), stride * ratio, voxel_size_A, agreement, info)
 
 
@@ -281,12 +316,16 @@ def pick_peaks(sim: SimilarityMap, threshold: float = 0.8, min_distance_A: float
     rows = []
     for t, name in enumerate(sim.targets):
         m = sim.similarity[t]
-        peaks = peak_local_max(m, min_distance=min_dist, threshold_abs=float(threshold),
-                               exclude_border=border if min(m.shape) > 2 * border else False)
+        peaks = peak_local_max(
+            m,
+            min_distance=min_dist,
+            threshold_abs=float(threshold),
+            exclude_border=border if min(m.shape) > 2 * border else False,
+        )
         for p in peaks:
             lo = np.maximum(p - 1, 0)
             hi = np.minimum(p + 2, m.shape)
-            block = m[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+            block = m[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
             w = np.clip(block - block.min(), 0, None)
             idx = np.stack(np.meshgrid(*(np.arange(a, b) for a, b in zip(lo, hi)), indexing="ij"), -1)
             centre = (idx * w[..., None]).sum((0, 1, 2)) / w.sum() if w.sum() > 0 else p.astype(float)

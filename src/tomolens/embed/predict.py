@@ -69,8 +69,9 @@ def load_embedding(model: str | os.PathLike = DEFAULT_EMBED_MODEL, device: str =
     return load_model(model, device=device, expected_task="embed")
 
 
-def embed_subtomograms(model, x: np.ndarray, batch_size: int = 64,
-                       device: str = "cpu") -> Generator[Progress, None, np.ndarray]:
+def embed_subtomograms(
+    model, x: np.ndarray, batch_size: int = 64, device: str = "cpu"
+) -> Generator[Progress, None, np.ndarray]:
     """Embeddings of z-scored cubes (a job).
 
     Parameters
@@ -89,7 +90,7 @@ def embed_subtomograms(model, x: np.ndarray, batch_size: int = 64,
     n_steps = max(1, -(-len(x) // batch_size))
     with torch.no_grad():
         for step in range(n_steps):
-            chunk = x[step * batch_size:(step + 1) * batch_size]
+            chunk = x[step * batch_size : (step + 1) * batch_size]
             if len(chunk):
                 t = torch.from_numpy(np.ascontiguousarray(chunk, np.float32)[:, None]).to(device)
                 out.append(model(t).cpu().numpy())
@@ -99,8 +100,13 @@ def embed_subtomograms(model, x: np.ndarray, batch_size: int = 64,
 
 
 def embed_points(
-    tomogram: np.ndarray, coords_zyx: np.ndarray, model: str | os.PathLike = DEFAULT_EMBED_MODEL,
-    voxel_size_A: float | None = None, edge: str = "pad", batch_size: int = 64, device: str = "cpu",
+    tomogram: np.ndarray,
+    coords_zyx: np.ndarray,
+    model: str | os.PathLike = DEFAULT_EMBED_MODEL,
+    voxel_size_A: float | None = None,
+    edge: str = "pad",
+    batch_size: int = 64,
+    device: str = "cpu",
     polarity: str = "auto",
 ) -> Generator[Progress, None, Embedding]:
     """Embed the particle at every position (a job).
@@ -127,8 +133,8 @@ def embed_points(
 
     device = choose_device(device)
     net, card = load_embedding(model, device)
-    extraction, info = yield from model_subtomograms(tomogram, coords_zyx, card, voxel_size_A, None, edge,
-                                                     batch_size, polarity)
+    extraction, info = yield from model_subtomograms(
+        tomogram, coords_zyx, card, voxel_size_A, None, edge, batch_size, polarity
+    )
     emb = yield from embed_subtomograms(net, extraction.subtomograms, batch_size, device)
-    return Embedding(emb, extraction.indices, extraction.subtomograms, extraction.padded, extraction.skipped,
-                     info)
+    return Embedding(emb, extraction.indices, extraction.subtomograms, extraction.padded, extraction.skipped, info)

@@ -103,8 +103,10 @@ class EmbedTrainConfig:
         if self.steps < 1:
             raise ValueError(f"The step budget must be at least 1; got {self.steps}.")
         if self.structures < 2 or self.views < 2:
-            raise ValueError("Metric learning needs at least 2 structures and 2 views per step; got "
-                             f"{self.structures} and {self.views}.")
+            raise ValueError(
+                "Metric learning needs at least 2 structures and 2 views per step; got "
+                f"{self.structures} and {self.views}."
+            )
         if not self.temperature > 0:
             raise ValueError(f"temperature must be positive; got {self.temperature}.")
         self.data.check()
@@ -178,7 +180,7 @@ def embed_tensor(model, x, batch_size: int = 64) -> np.ndarray:
     out = []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            out.append(model(x[i:i + batch_size]).numpy())
+            out.append(model(x[i : i + batch_size]).numpy())
     return np.concatenate(out).astype(np.float32)
 
 
@@ -220,13 +222,17 @@ def init_body(model, classifier: str) -> None:
 
     net, card = load_model(classifier, expected_task="classify")
     if not card.architecture.endswith(":ResNet3DSmall"):
-        raise ValueError(f"{card.name!r} is a {card.architecture}; only a ResNet3DSmall classifier's body fits "
-                         "the embedding network.")
+        raise ValueError(
+            f"{card.name!r} is a {card.architecture}; only a ResNet3DSmall classifier's body fits "
+            "the embedding network."
+        )
     try:
         model.body.load_state_dict(net.body.state_dict())
     except RuntimeError as err:
-        raise ValueError(f"The body of {card.name!r} does not fit the embedding network (use --embed-width "
-                         f"{card.arch_kwargs.get('width')}): {str(err).splitlines()[0]}") from None
+        raise ValueError(
+            f"The body of {card.name!r} does not fit the embedding network (use --embed-width "
+            f"{card.arch_kwargs.get('width')}): {str(err).splitlines()[0]}"
+        ) from None
     log.info("embedding body initialised from the classifier %s", card.name)
 
 
@@ -251,8 +257,10 @@ def train_embedding(config: EmbedTrainConfig) -> Generator[Progress, None, Embed
     config.check()
     torch.manual_seed(config.seed)
     model = EmbedNet3D(config.dim, config.data.box, config.width)
-    groups = [{"params": model.body.parameters(), "lr_scale": config.body_lr_scale},
-              {"params": model.head.parameters(), "lr_scale": 1.0}]
+    groups = [
+        {"params": model.body.parameters(), "lr_scale": config.body_lr_scale},
+        {"params": model.head.parameters(), "lr_scale": 1.0},
+    ]
     opt = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
     start, history, elapsed = 0, [], 0.0
     if config.init_from and not config.resume:
@@ -264,13 +272,14 @@ def train_embedding(config: EmbedTrainConfig) -> Generator[Progress, None, Embed
         try:
             state = torch.load(ckpt, map_location="cpu", weights_only=True)
             if state.get("network") != _network_key(config):
-                raise ValueError(f"the checkpoint's network {state.get('network')} differs from "
-                                 f"{_network_key(config)}")
+                raise ValueError(f"the checkpoint's network {state.get('network')} differs from {_network_key(config)}")
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimiser"])
         except Exception as err:
-            raise ValueError(f"Cannot resume from {ckpt.name}: {err}. Train without --resume, or use the "
-                             "same --embed-dim/--embed-width/box as the checkpoint.") from err
+            raise ValueError(
+                f"Cannot resume from {ckpt.name}: {err}. Train without --resume, or use the "
+                "same --embed-dim/--embed-width/box as the checkpoint."
+            ) from err
         start, history, elapsed = int(state["step"]), json.loads(state["history"]), float(state["elapsed"])
         log.info("resumed at step %d of %d (%.0f s spent before)", start, config.steps, elapsed)
     bank = StructureBank.build(config.data)
@@ -282,8 +291,9 @@ def train_embedding(config: EmbedTrainConfig) -> Generator[Progress, None, Embed
     while step < config.steps:
         model.train()
         rng = np.random.default_rng([config.seed, step])
-        x, labels = render_views(bank, bank.draw(config.structures, rng), config.views, rng, filters,
-                                 snr=snr_range_at(step, config))
+        x, labels = render_views(
+            bank, bank.draw(config.structures, rng), config.views, rng, filters, snr=snr_range_at(step, config)
+        )
         for group in opt.param_groups:
             group["lr"] = _learning_rate(step, config) * group["lr_scale"]
         loss = supcon_loss(model(x), labels, config.temperature)
@@ -296,23 +306,37 @@ def train_embedding(config: EmbedTrainConfig) -> Generator[Progress, None, Embed
         spent = time.monotonic() - t0
         out_of_time = bool(config.max_minutes) and spent > 60 * config.max_minutes
         if step % config.eval_every == 0 or step == config.steps or out_of_time:
-            info = {"step": step, "loss": float(np.mean(losses)), "seconds": round(elapsed + spent, 1),
-                    "val_recall_at_1": recall_at_1(embed_tensor(model, x_val), y_val)}
+            info = {
+                "step": step,
+                "loss": float(np.mean(losses)),
+                "seconds": round(elapsed + spent, 1),
+                "val_recall_at_1": recall_at_1(embed_tensor(model, x_val), y_val),
+            }
             losses = []
             history.append(info)
-            log.info("step %d: loss %.3f, val recall@1 %.3f (%.0f s)", step, info["loss"],
-                     info["val_recall_at_1"], info["seconds"])
+            log.info(
+                "step %d: loss %.3f, val recall@1 %.3f (%.0f s)",
+                step,
+                info["loss"],
+                info["val_recall_at_1"],
+                info["seconds"],
+            )
             if ckpt is not None:
-                state = {"model": model.state_dict(), "optimiser": opt.state_dict(), "step": step,
-                         "history": json.dumps(history), "elapsed": elapsed + spent,
-                         "network": _network_key(config), "config": _config_json(config)}
+                state = {
+                    "model": model.state_dict(),
+                    "optimiser": opt.state_dict(),
+                    "step": step,
+                    "history": json.dumps(history),
+                    "elapsed": elapsed + spent,
+                    "network": _network_key(config),
+                    "config": _config_json(config),
+                }
                 with atomic_path(ckpt) as tmp:
                     torch.save(state, tmp)
         if step in config.snapshots and ckpt is not None:
             with atomic_path(ckpt.with_suffix(f".step{step}.pt")) as tmp:
                 torch.save(model.state_dict(), tmp)
-        yield Progress(step, config.steps, f"step {step}: loss {losses[-1] if losses else info['loss']:.3f}",
-                       info=info)
+        yield Progress(step, config.steps, f"step {step}: loss {losses[-1] if losses else info['loss']:.3f}", info=info)
         if out_of_time:
             log.info("time budget of %.1f min used at step %d; resume to continue", config.max_minutes, step)
             break
@@ -320,30 +344,42 @@ def train_embedding(config: EmbedTrainConfig) -> Generator[Progress, None, Embed
     return EmbedTrainResult(model, history, step, elapsed + time.monotonic() - t0, config)
 
 
-def save_embedding(result: EmbedTrainResult, path: str, training_command: str = "",
-                   metrics: dict | None = None):
+def save_embedding(result: EmbedTrainResult, path: str, training_command: str = "", metrics: dict | None = None):
     """Save a trained embedding with its card (task ``"embed"``); returns (weights, card) paths."""
     from tomolens.models.card import ModelCard, save_model
 
     cfg = result.config
     data = cfg.data
     card = ModelCard(
-        name=Path(path).stem, task="embed", architecture=ARCHITECTURE,
+        name=Path(path).stem,
+        task="embed",
+        architecture=ARCHITECTURE,
         arch_kwargs={"dim": cfg.dim, "box": data.box, "width": cfg.width},
-        voxel_size_A=float(data.voxel_size_A), patch_size=[data.box] * 3,
-        normalisation="zscore per subtomogram", polarity="bright",
+        voxel_size_A=float(data.voxel_size_A),
+        patch_size=[data.box] * 3,
+        normalisation="zscore per subtomogram",
+        polarity="bright",
         training_command=training_command,
-        training_data=(f"domain-randomised views rendered on the fly (tomolens.embed.data): the {len(data.maps)} "
-                       f"training maps of maps_10A ({', '.join(data.maps)}; the held-out maps never) with "
-                       f"probability {data.map_probability} per structure, else one of {data.n_pseudo} procedural "
-                       f"pseudo-proteins ({', '.join(data.families)}, {data.pseudo_size_nm[0]:g}-"
-                       f"{data.pseudo_size_nm[1]:g} nm); {cfg.structures} structures x {cfg.views} views per "
-                       f"step, {result.steps_done} steps, both polarities, imaging ranges of "
-                       "tomolens.simulate.domain.TRAINING_RANGES (see extra.data)"),
-        seed=cfg.seed, metrics=metrics or {},
-        extra={"steps": result.steps_done, "body_initialised_from": cfg.init_from or None, "training_seconds": round(result.seconds, 1),
-               "history": result.history, "loss": "supervised contrastive",
-               "train_config": json.loads(_config_json(cfg)), "data": data.to_dict()},
+        training_data=(
+            f"domain-randomised views rendered on the fly (tomolens.embed.data): the {len(data.maps)} "
+            f"training maps of maps_10A ({', '.join(data.maps)}; the held-out maps never) with "
+            f"probability {data.map_probability} per structure, else one of {data.n_pseudo} procedural "
+            f"pseudo-proteins ({', '.join(data.families)}, {data.pseudo_size_nm[0]:g}-"
+            f"{data.pseudo_size_nm[1]:g} nm); {cfg.structures} structures x {cfg.views} views per "
+            f"step, {result.steps_done} steps, both polarities, imaging ranges of "
+            "tomolens.simulate.domain.TRAINING_RANGES (see extra.data)"
+        ),
+        seed=cfg.seed,
+        metrics=metrics or {},
+        extra={
+            "steps": result.steps_done,
+            "body_initialised_from": cfg.init_from or None,
+            "training_seconds": round(result.seconds, 1),
+            "history": result.history,
+            "loss": "supervised contrastive",
+            "train_config": json.loads(_config_json(cfg)),
+            "data": data.to_dict(),
+        },
     )
     return save_model(result.model, card, path)
 
@@ -357,14 +393,27 @@ def register_train_args(group) -> None:
     group.add_argument("--embed-dim", type=int, default=48, help="embed: embedding size")
     group.add_argument("--embed-width", type=int, default=16, help="embed: first-stage channels")
     group.add_argument("--embed-pseudo", type=int, default=600, help="embed: procedural pseudo-proteins in the bank")
-    group.add_argument("--embed-eval-every", type=int, default=100,
-                       help="embed: steps between validation scores and checkpoints")
-    group.add_argument("--embed-init", default="", metavar="CLASSIFIER",
-                       help="embed: initialise the body from this ResNet3DSmall classifier (shipped name or .pt)")
-    group.add_argument("--embed-body-lr-scale", type=float, default=1.0,
-                       help="embed: the body's learning rate relative to the head's (e.g. 0.1 with --embed-init)")
-    group.add_argument("--embed-snapshots", default="", metavar="N,N,…",
-                       help="embed: also write the weights after these steps to OUT.stepN.pt")
+    group.add_argument(
+        "--embed-eval-every", type=int, default=100, help="embed: steps between validation scores and checkpoints"
+    )
+    group.add_argument(
+        "--embed-init",
+        default="",
+        metavar="CLASSIFIER",
+        help="embed: initialise the body from this ResNet3DSmall classifier (shipped name or .pt)",
+    )
+    group.add_argument(
+        "--embed-body-lr-scale",
+        type=float,
+        default=1.0,
+        help="embed: the body's learning rate relative to the head's (e.g. 0.1 with --embed-init)",
+    )
+    group.add_argument(
+        "--embed-snapshots",
+        default="",
+        metavar="N,N,…",
+        help="embed: also write the weights after these steps to OUT.stepN.pt",
+    )
 
 
 def run_train(args) -> int:
@@ -381,17 +430,28 @@ def run_train(args) -> int:
     except ValueError:
         raise ValueError(f"--embed-snapshots must be comma-separated step numbers; got {args.embed_snapshots!r}.")
     config = EmbedTrainConfig(
-        steps=args.embed_steps, structures=args.embed_structures, views=args.embed_views, dim=args.embed_dim,
-        width=args.embed_width, learning_rate=args.learning_rate, eval_every=args.embed_eval_every, snapshots=snapshots,
-        checkpoint=args.checkpoint or str(Path(args.out).with_suffix(".ckpt")), resume=args.resume,
-        max_minutes=args.max_minutes, seed=args.seed, init_from=args.embed_init,
+        steps=args.embed_steps,
+        structures=args.embed_structures,
+        views=args.embed_views,
+        dim=args.embed_dim,
+        width=args.embed_width,
+        learning_rate=args.learning_rate,
+        eval_every=args.embed_eval_every,
+        snapshots=snapshots,
+        checkpoint=args.checkpoint or str(Path(args.out).with_suffix(".ckpt")),
+        resume=args.resume,
+        max_minutes=args.max_minutes,
+        seed=args.seed,
+        init_from=args.embed_init,
         body_lr_scale=args.embed_body_lr_scale,
         data=EmbedDataConfig(n_pseudo=args.embed_pseudo, seed=args.seed),
     )
     result = run_job(train_embedding(config), on_progress=log_progress)
     if result.steps_done < config.steps:
-        print(f"stopped at step {result.steps_done} of {config.steps} (time budget); the checkpoint "
-              f"{config.checkpoint} continues with --resume. No model written.")
+        print(
+            f"stopped at step {result.steps_done} of {config.steps} (time budget); the checkpoint "
+            f"{config.checkpoint} continues with --resume. No model written."
+        )
         return 0
     metrics = {"val_recall_at_1_unseen_pseudo_snr0.05": result.history[-1]["val_recall_at_1"]}
     weights, card = save_embedding(result, args.out, command_line(args), metrics)

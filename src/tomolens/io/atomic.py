@@ -89,7 +89,7 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
     removed = []
     prefix = f".{target.name}."
     for candidate in target.parent.glob(f".{_glob_escape(target.name)}.*.tmp"):
-        middle = candidate.name[len(prefix):-len(".tmp")]
+        middle = candidate.name[len(prefix) : -len(".tmp")]
         pid_text, _, rest = middle.partition(".")
         if not pid_text.isdigit() or not rest or (pid := int(pid_text)) == os.getpid() or _pid_alive(pid):
             continue
@@ -142,8 +142,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=folder)
     except PermissionError as err:
         raise PermissionError(
-            f"Cannot write to {str(folder)!r}: permission denied. "
-            "Choose a folder you can write to."
+            f"Cannot write to {str(folder)!r}: permission denied. Choose a folder you can write to."
         ) from err
     os.close(fd)
     tmp = Path(tmp_name)
@@ -199,11 +198,8 @@ def check_writable_target(path: str | os.PathLike) -> Path:
         raise IsADirectoryError(f"Cannot write {str(target)!r}: a folder of that name exists.")
     if target.exists() and not _may_write(target):
         raise PermissionError(
-            f"Cannot write {str(target)!r}: the file is read-only. Make it writable (chmod u+w) "
-            "or choose another name."
+            f"Cannot write {str(target)!r}: the file is read-only. Make it writable (chmod u+w) or choose another name."
         )
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise PermissionError(
-            f"Cannot write to {str(folder)!r}: permission denied. Choose a folder you can write to."
-        )
+        raise PermissionError(f"Cannot write to {str(folder)!r}: permission denied. Choose a folder you can write to.")
     return target

@@ -48,37 +48,63 @@ def _convert(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="describe a tomogram (MRC, TIFF, OME-Zarr), a copick project or a pick file")
-    p.add_argument("path", help="MRC (.mrc .rec .map .mrcs .st .ali), TIFF, OME-Zarr folder, copick config "
-                                "(.json) or picks (.star .csv .txt .tbl .mod)")
+    p.add_argument(
+        "path",
+        help="MRC (.mrc .rec .map .mrcs .st .ali), TIFF, OME-Zarr folder, copick config "
+        "(.json) or picks (.star .csv .txt .tbl .mod)",
+    )
     p.set_defaults(func=_info)
 
     p = sub.add_parser(
         "convert-coords",
         help="convert particle picks between RELION STAR, CSV, TXT, Dynamo .tbl, IMOD .mod and copick "
-             "(positions and Euler-angle conventions)",
+        "(positions and Euler-angle conventions)",
     )
     p.add_argument("src", help="input .star/.csv/.txt/.tbl/.mod, or a copick config .json")
-    p.add_argument("dst", help="output (format from the extension; a copick config .json writes into the "
-                               "project; a folder with --per-tomogram)")
-    p.add_argument("--tomogram", default=None, help="keep only the rows of this tomogram (rlnTomoName, "
-                                                    "Dynamo tomo, or a tomogram file name)")
-    p.add_argument("--tomo-name", default=None,
-                   help="name every pick's tomogram (rlnTomoName in STAR; RELION 5 imports picks by it)")
-    p.add_argument("--per-tomogram", metavar="EXT", default=None,
-                   help="write one file per tomogram into the folder DST, with extension EXT (.star, .tbl…)")
+    p.add_argument(
+        "dst",
+        help="output (format from the extension; a copick config .json writes into the "
+        "project; a folder with --per-tomogram)",
+    )
+    p.add_argument(
+        "--tomogram",
+        default=None,
+        help="keep only the rows of this tomogram (rlnTomoName, Dynamo tomo, or a tomogram file name)",
+    )
+    p.add_argument(
+        "--tomo-name",
+        default=None,
+        help="name every pick's tomogram (rlnTomoName in STAR; RELION 5 imports picks by it)",
+    )
+    p.add_argument(
+        "--per-tomogram",
+        metavar="EXT",
+        default=None,
+        help="write one file per tomogram into the folder DST, with extension EXT (.star, .tbl…)",
+    )
     p.add_argument("--run", default=None, help="copick run (default: the only run)")
     p.add_argument("--object", default=None, help="copick object name (read: all objects)")
     p.add_argument("--user", default=None, help="copick user id (write default: tomolens)")
     p.add_argument("--session", default=None, help="copick session id (write default: 0)")
-    p.add_argument("--voxel-size", type=length_A, default=None,
-                   help="voxel size in Å of the coordinates read from copick (copick stores Å)")
+    p.add_argument(
+        "--voxel-size",
+        type=length_A,
+        default=None,
+        help="voxel size in Å of the coordinates read from copick (copick stores Å)",
+    )
     p.add_argument("--pixel-size", type=length_A, default=None, help="pixel size in Å")
     p.add_argument(
-        "--tomogram-shape", type=int, nargs=3, metavar=("X", "Y", "Z"), default=None,
+        "--tomogram-shape",
+        type=int,
+        nargs=3,
+        metavar=("X", "Y", "Z"),
+        default=None,
         help="tomogram size in voxels (needed for RELION 5 centred coordinates)",
     )
     p.add_argument(
-        "--star-form", choices=("pixels", "centred"), default="pixels",
+        "--star-form",
+        choices=("pixels", "centred"),
+        default="pixels",
         help="STAR output: rlnCoordinateX/Y/Z in pixels or RELION 5 rlnCenteredCoordinate*Angst",
     )
     p.set_defaults(func=_convert)

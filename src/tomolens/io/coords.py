@@ -80,7 +80,8 @@ def _numbers(df: pd.DataFrame, columns, path: Path, row_name) -> np.ndarray:
             shown = repr(value) if isinstance(value, str) else str(value)
             raise CoordinateFileError(
                 f"{path.name}, {row_name(i)}, column {col}: {shown} is not a finite number"
-                + (f" ({bad.size} such values)" if bad.size > 1 else "") + "; fix or remove those rows."
+                + (f" ({bad.size} such values)" if bad.size > 1 else "")
+                + "; fix or remove those rows."
             )
         out[:, j] = values
     return out
@@ -90,8 +91,11 @@ def _file_pixel_size(value, column: str, path: Path) -> float | None:
     """A pixel size read from a file, or None (with a warning) when it is not a usable size."""
     if is_valid_length(value):
         return float(value)
-    warnings.warn(f"{path.name}: {column} is {value!r}, not a positive pixel size in Å; treating it as unknown.",
-                  UserWarning, stacklevel=4)
+    warnings.warn(
+        f"{path.name}: {column} is {value!r}, not a positive pixel size in Å; treating it as unknown.",
+        UserWarning,
+        stacklevel=4,
+    )
     return None
 
 
@@ -122,9 +126,7 @@ class ParticleTable:
             self.features = pd.DataFrame(index=range(len(self.coords_zyx)))
         self.features = self.features.reset_index(drop=True)
         if len(self.features) != len(self.coords_zyx):
-            raise ValueError(
-                f"{len(self.coords_zyx)} coordinates but {len(self.features)} feature rows."
-            )
+            raise ValueError(f"{len(self.coords_zyx)} coordinates but {len(self.features)} feature rows.")
 
     def __len__(self) -> int:
         return len(self.coords_zyx)
@@ -168,9 +170,7 @@ def _join_optics(df: pd.DataFrame, optics: pd.DataFrame | None) -> pd.DataFrame:
         joined = lookup.reindex(df["rlnOpticsGroup"].to_numpy()).reset_index(drop=True)
         if joined.isna().any().any():
             missing = sorted(set(df["rlnOpticsGroup"]) - set(optics["rlnOpticsGroup"]))
-            raise CoordinateFileError(
-                f"Particles name optics groups {missing} that the data_optics table lacks."
-            )
+            raise CoordinateFileError(f"Particles name optics groups {missing} that the data_optics table lacks.")
     else:
         joined = pd.DataFrame({c: np.full(len(df), optics[c].iloc[0]) for c in cols})
     return pd.concat([df.reset_index(drop=True), joined], axis=1)
@@ -186,8 +186,13 @@ def _star_to_table(df: pd.DataFrame, path: Path, pixel_size_A, tomogram_shape_zy
     particle = lambda i: f"particle {i + 1}"  # noqa: E731
     if set(PIXEL_COLS[:2]) <= set(df.columns):
         xyz = _numbers(df, PIXEL_COLS, path, particle)
-        if (pixel_size_A is None and file_px is not None and row_px is not None
-                and np.all(np.isfinite(row_px) & (row_px > 0)) and not np.allclose(row_px, file_px)):
+        if (
+            pixel_size_A is None
+            and file_px is not None
+            and row_px is not None
+            and np.all(np.isfinite(row_px) & (row_px > 0))
+            and not np.allclose(row_px, file_px)
+        ):
             # optics groups of different pixel sizes: every row to the first row's pixel size
             log.info("%s: optics groups of several pixel sizes; coordinates rescaled to %g Å", path.name, px)
             xyz = xyz * (row_px / px)[:, None]
@@ -206,9 +211,7 @@ def _star_to_table(df: pd.DataFrame, path: Path, pixel_size_A, tomogram_shape_zy
         xyz = ang / px + size_xyz / 2.0
         used = set(CENTRED_COLS)
     used |= set(PIXEL_SIZE_COLS)
-    features = pd.DataFrame(
-        {STAR_FEATURES.get(c, c): df[c].to_numpy() for c in df.columns if c not in used}
-    )
+    features = pd.DataFrame({STAR_FEATURES.get(c, c): df[c].to_numpy() for c in df.columns if c not in used})
     return ParticleTable(xyz[:, ::-1], features, px, optics)
 
 
@@ -225,13 +228,14 @@ def _read_csv(path: Path, pixel_size_A) -> ParticleTable:
         raise CoordinateFileError(f"{path.name} is not a readable CSV table: {' '.join(str(err).split())}") from err
     lower = {str(c).lower().strip(): c for c in df.columns}
     if not {"x", "y", "z"} <= set(lower):
-        raise CoordinateFileError(
-            f"{path.name} needs a header with columns x, y, z; found: {', '.join(df.columns)}."
-        )
+        raise CoordinateFileError(f"{path.name} needs a header with columns x, y, z; found: {', '.join(df.columns)}.")
     xyz = _numbers(df, [lower["x"], lower["y"], lower["z"]], path, lambda i: f"line {i + 2}")
     unit = str(df[lower["unit"]].iloc[0]).strip() if "unit" in lower and len(df) else "px"
-    file_px = (_file_pixel_size(df[lower["pixel_size_a"]].iloc[0], lower["pixel_size_a"], path)
-               if "pixel_size_a" in lower and len(df) else None)
+    file_px = (
+        _file_pixel_size(df[lower["pixel_size_a"]].iloc[0], lower["pixel_size_a"], path)
+        if "pixel_size_a" in lower and len(df)
+        else None
+    )
     px = pixel_size_A if pixel_size_A is not None else file_px
     if unit.lower() in ("a", "å", "angstrom"):
         if px is None:
@@ -255,9 +259,7 @@ def _read_txt(path: Path, pixel_size_A) -> ParticleTable:
     if xyz.size == 0:
         return ParticleTable(np.zeros((0, 3)), pd.DataFrame(), pixel_size_A)
     if xyz.shape[1] < 3:
-        raise CoordinateFileError(
-            f"{path.name} has {xyz.shape[1]} columns per line; expected 'x y z'."
-        )
+        raise CoordinateFileError(f"{path.name} has {xyz.shape[1]} columns per line; expected 'x y z'.")
     bad = np.flatnonzero(~np.all(np.isfinite(xyz[:, :3]), axis=1))
     if bad.size:
         raise CoordinateFileError(
@@ -294,8 +296,9 @@ def read_coordinates(
     """
     path = require_regular_file(path, "coordinate file")
     pixel_size_A = check_voxel_size(pixel_size_A, "pixel size")
-    if tomogram_shape_zyx is not None and (len(tomogram_shape_zyx) != 3
-                                           or not all(int(n) >= 1 for n in tomogram_shape_zyx)):
+    if tomogram_shape_zyx is not None and (
+        len(tomogram_shape_zyx) != 3 or not all(int(n) >= 1 for n in tomogram_shape_zyx)
+    ):
         raise ValueError(f"The tomogram shape must be three positive sizes in voxels; got {tomogram_shape_zyx!r}.")
     if path.stat().st_size == 0:
         raise CoordinateFileError(f"{path.name} is empty: it holds no particles.")
@@ -308,9 +311,7 @@ def read_coordinates(
     elif suffix in (".txt", ".coords"):
         table = _read_txt(path, pixel_size_A)
     else:
-        raise CoordinateFileError(
-            f"Unknown coordinate format {suffix!r}; use one of {', '.join(COORD_EXTENSIONS)}."
-        )
+        raise CoordinateFileError(f"Unknown coordinate format {suffix!r}; use one of {', '.join(COORD_EXTENSIONS)}.")
     if len(table) == 0:
         raise CoordinateFileError(f"{path.name} holds no particles.")
     log.info("read %d particles from %s", len(table), path)
@@ -372,9 +373,7 @@ def write_coordinates(
         _check_star_text(features, path)
         if star_form == "centred":
             if table.pixel_size_A is None or tomogram_shape_zyx is None:
-                raise CoordinateFileError(
-                    "RELION 5 centred coordinates need the pixel size and the tomogram size."
-                )
+                raise CoordinateFileError("RELION 5 centred coordinates need the pixel size and the tomogram size.")
             size_xyz = np.asarray(tomogram_shape_zyx, float)[::-1]
             ang = (xyz - size_xyz / 2.0) * table.pixel_size_A
             cols = dict(zip(CENTRED_COLS, ang.T))
@@ -406,8 +405,6 @@ def write_coordinates(
             header = comment or "x y z (voxels, 0-based)"
             np.savetxt(tmp, xyz, fmt="%.3f", header=header)
     else:
-        raise CoordinateFileError(
-            f"Unknown coordinate format {suffix!r}; use one of {', '.join(COORD_EXTENSIONS)}."
-        )
+        raise CoordinateFileError(f"Unknown coordinate format {suffix!r}; use one of {', '.join(COORD_EXTENSIONS)}.")
     log.info("wrote %d particles to %s", len(table), path)
     return path

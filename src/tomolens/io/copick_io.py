@@ -63,7 +63,7 @@ def _resolve_roots(config: dict, folder: Path) -> dict:
     for key in ("overlay_root", "static_root"):
         root = config.get(key)
         if isinstance(root, str) and root.startswith("local://") and not root.startswith("local:///"):
-            config[key] = "local://" + str((folder / root[len("local://"):]).resolve())
+            config[key] = "local://" + str((folder / root[len("local://") :]).resolve())
     return config
 
 
@@ -95,7 +95,7 @@ def open_project(config_path: str | os.PathLike):
     overlay = str(config.get("overlay_root", ""))
     if not overlay.startswith("local://"):
         raise CopickProjectError(f"{path.name}: overlay_root {overlay!r} is not a local:// folder.")
-    folder = Path(overlay[len("local://"):])
+    folder = Path(overlay[len("local://") :])
     if not folder.is_dir():
         raise CopickProjectError(
             f"{path.name} points to {str(folder)!r} for its runs (overlay_root), which does not exist. "
@@ -110,8 +110,10 @@ def open_project(config_path: str | os.PathLike):
 
 def project_objects(root) -> list[CopickObject]:
     """The project's pickable objects, in config order."""
-    return [CopickObject(o.name, int(o.label), None if o.radius is None else float(o.radius), bool(o.is_particle))
-            for o in root.config.pickable_objects]
+    return [
+        CopickObject(o.name, int(o.label), None if o.radius is None else float(o.radius), bool(o.is_particle))
+        for o in root.config.pickable_objects
+    ]
 
 
 def get_run(root, run_name: str | None):
@@ -129,8 +131,7 @@ def get_run(root, run_name: str | None):
     return run
 
 
-def read_copick_tomogram(root, run_name: str | None, voxel_size_A: float | None = None,
-                         tomo_type: str | None = None):
+def read_copick_tomogram(root, run_name: str | None, voxel_size_A: float | None = None, tomo_type: str | None = None):
     """A run's tomogram as a lazy :class:`~tomolens.io.zarr_io.OmeZarrVolume`.
 
     ``voxel_size_A`` None takes the run's finest voxel spacing; ``tomo_type`` None the first
@@ -154,8 +155,14 @@ def read_copick_tomogram(root, run_name: str | None, voxel_size_A: float | None 
     return read_ome_zarr(getattr(store, "path", None) or store.root)
 
 
-def read_copick_picks(root, run_name: str | None, voxel_size_A: float, object_name: str | None = None,
-                      user_id: str | None = None, session_id: str | None = None) -> dict[tuple, ParticleTable]:
+def read_copick_picks(
+    root,
+    run_name: str | None,
+    voxel_size_A: float,
+    object_name: str | None = None,
+    user_id: str | None = None,
+    session_id: str | None = None,
+) -> dict[tuple, ParticleTable]:
     """A run's picks, one table per (object, user, session), coordinates in voxels of
     ``voxel_size_A``; features ``rot``, ``tilt``, ``psi``, ``score``, ``instance_id``,
     ``radius_A`` (the object's radius), ``object``, ``user_id``, ``session_id``."""
@@ -179,8 +186,14 @@ def read_copick_picks(root, run_name: str | None, voxel_size_A: float, object_na
     return tables
 
 
-def write_copick_picks(root, run_name: str, object_name: str, table: ParticleTable,
-                       user_id: str = DEFAULT_USER, session_id: str = DEFAULT_SESSION) -> None:
+def write_copick_picks(
+    root,
+    run_name: str,
+    object_name: str,
+    table: ParticleTable,
+    user_id: str = DEFAULT_USER,
+    session_id: str = DEFAULT_SESSION,
+) -> None:
     """Store a table as the picks of ``object_name`` by ``user_id``/``session_id`` (replacing
     earlier picks of that triple).  Needs ``table.pixel_size_A``; orientations from
     ``rot``/``tilt``/``psi`` (identity without them)."""
@@ -214,30 +227,45 @@ def read_copick_segmentations(root, run_name: str | None, voxel_size_A: float | 
     return out
 
 
-def write_copick_segmentation(root, run_name: str, name: str, labels: np.ndarray, voxel_size_A: float,
-                              user_id: str = DEFAULT_USER, session_id: str = DEFAULT_SESSION,
-                              multilabel: bool = True) -> None:
+def write_copick_segmentation(
+    root,
+    run_name: str,
+    name: str,
+    labels: np.ndarray,
+    voxel_size_A: float,
+    user_id: str = DEFAULT_USER,
+    session_id: str = DEFAULT_SESSION,
+    multilabel: bool = True,
+) -> None:
     """Store integer labels (z, y, x) as a copick segmentation (multilabel: values are object
     labels; else ``name`` must be a pickable object)."""
     run = root.get_run(run_name) or root.new_run(run_name)
-    seg = run.new_segmentation(float(voxel_size_A), name, session_id, is_multilabel=multilabel,
-                               user_id=user_id, exist_ok=True)
+    seg = run.new_segmentation(
+        float(voxel_size_A), name, session_id, is_multilabel=multilabel, user_id=user_id, exist_ok=True
+    )
     seg.from_numpy(np.asarray(labels).astype(np.uint8 if np.max(labels, initial=0) < 256 else np.uint16))
 
 
-def create_project(config_path: str | os.PathLike, objects: list[CopickObject], name: str = "tomolens",
-                   runs_folder: str = "runs") -> Path:
+def create_project(
+    config_path: str | os.PathLike, objects: list[CopickObject], name: str = "tomolens", runs_folder: str = "runs"
+) -> Path:
     """Write a new local copick config whose runs live in ``<config folder>/<runs_folder>``
     (a relative ``local://`` root, see module docstring), and return its path."""
     path = Path(config_path)
     (path.parent / runs_folder).mkdir(parents=True, exist_ok=True)
     config = {
-        "config_type": "filesystem", "name": name,
+        "config_type": "filesystem",
+        "name": name,
         "description": "written by tomolens",
         "version": "0.2.0",
         "pickable_objects": [
-            {"name": copick_name(o.name), "is_particle": o.is_particle, "label": o.label,
-             "color": list(_colour(o.label)), **({"radius": o.radius_A} if o.radius_A else {})}
+            {
+                "name": copick_name(o.name),
+                "is_particle": o.is_particle,
+                "label": o.label,
+                "color": list(_colour(o.label)),
+                **({"radius": o.radius_A} if o.radius_A else {}),
+            }
             for o in objects
         ],
         "overlay_root": f"local://{runs_folder}",
@@ -251,8 +279,18 @@ def create_project(config_path: str | os.PathLike, objects: list[CopickObject], 
 
 
 #: Object colours by label (RGBA), cycling: distinct hues for the first ten objects.
-_COLOURS = ((158, 158, 158), (0, 229, 255), (255, 179, 0), (224, 64, 251), (118, 255, 3), (255, 23, 68),
-            (41, 121, 255), (255, 234, 0), (29, 233, 182), (255, 109, 0))
+_COLOURS = (
+    (158, 158, 158),
+    (0, 229, 255),
+    (255, 179, 0),
+    (224, 64, 251),
+    (118, 255, 3),
+    (255, 23, 68),
+    (41, 121, 255),
+    (255, 234, 0),
+    (29, 233, 182),
+    (255, 109, 0),
+)
 
 
 def _colour(label: int) -> tuple[int, int, int, int]:

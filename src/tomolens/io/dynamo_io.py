@@ -31,8 +31,21 @@ log = logging.getLogger(__name__)
 
 DYNAMO_ANGLES = ("tdrot", "tilt", "narot")
 #: Dynamo columns that tomolens turns into coordinates, angles or named features.
-_CONSUMED = {"x", "y", "z", "dx", "dy", "dz", *DYNAMO_ANGLES, "cc", "tomo", "tomo_file", "apix", "aligned_value",
-             "averaged_value"}
+_CONSUMED = {
+    "x",
+    "y",
+    "z",
+    "dx",
+    "dy",
+    "dz",
+    *DYNAMO_ANGLES,
+    "cc",
+    "tomo",
+    "tomo_file",
+    "apix",
+    "aligned_value",
+    "averaged_value",
+}
 
 
 def read_dynamo(path: str | os.PathLike, pixel_size_A: float | None = None) -> ParticleTable:
@@ -96,8 +109,9 @@ def write_dynamo(path: str | os.PathLike, table: ParticleTable) -> Path:
     xyz = table.coords_zyx[:, ::-1]
     angles = relion_angles(table.features)
     dyn = convert_angles(angles, "relion", "dynamo") if angles is not None else np.zeros((n, 3))
-    df = pd.DataFrame({"tag": np.arange(1, n + 1), "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2],
-                       **dict(zip(DYNAMO_ANGLES, dyn.T))})
+    df = pd.DataFrame(
+        {"tag": np.arange(1, n + 1), "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2], **dict(zip(DYNAMO_ANGLES, dyn.T))}
+    )
     feats = table.features
     if "score" in feats:
         df["cc"] = pd.to_numeric(feats["score"], errors="coerce").fillna(0.0).to_numpy()

@@ -26,8 +26,12 @@ def _is_copick(path: Path) -> bool:
 
 def _volume_lines(data, voxel_size_A, kind: str) -> list[str]:
     vs = " × ".join(f"{v:g}" for v in voxel_size_A) + " Å (z, y, x)" if voxel_size_A else "unknown"
-    return [f"kind:        {kind}", f"shape (zyx): {tuple(data.shape)}", f"dtype:       {data.dtype}",
-            f"voxel:       {vs}"]
+    return [
+        f"kind:        {kind}",
+        f"shape (zyx): {tuple(data.shape)}",
+        f"dtype:       {data.dtype}",
+        f"voxel:       {vs}",
+    ]
 
 
 def _zarr_lines(path: Path) -> list[str]:
@@ -45,17 +49,22 @@ def _copick_lines(path: Path) -> list[str]:
 
     root = open_project(path)
     objects = project_objects(root)
-    lines = [f"kind:        copick project {root.config.name!r}",
-             "objects:     " + ", ".join(f"{o.name} (label {o.label}"
-                                         + (f", radius {o.radius_A:g} Å)" if o.radius_A else ")") for o in objects)]
+    lines = [
+        f"kind:        copick project {root.config.name!r}",
+        "objects:     "
+        + ", ".join(
+            f"{o.name} (label {o.label}" + (f", radius {o.radius_A:g} Å)" if o.radius_A else ")") for o in objects
+        ),
+    ]
     for run in root.runs:
         lines.append(f"run {run.name}:")
         for spacing in sorted(run.voxel_spacings, key=lambda v: v.voxel_size):
             types = ", ".join(t.tomo_type for t in spacing.tomograms) or "no tomograms"
             lines.append(f"  voxel spacing {spacing.voxel_size:g} Å: {types}")
         for picks in run.picks:
-            lines.append(f"  picks {picks.pickable_object_name} by {picks.user_id}/{picks.session_id}: "
-                         f"{len(picks.points or [])}")
+            lines.append(
+                f"  picks {picks.pickable_object_name} by {picks.user_id}/{picks.session_id}: {len(picks.points or [])}"
+            )
         for seg in run.segmentations:
             lines.append(f"  segmentation {seg.name} by {seg.user_id}/{seg.session_id} at {seg.voxel_size:g} Å")
     return lines
@@ -66,10 +75,13 @@ def _pick_lines(path: Path) -> list[str]:
     from tomolens.io.star_tomo import describe_tomograms, tomogram_names
 
     table = read_picks(path)
-    lines = [f"kind:        particle picks ({path.suffix.lower().lstrip('.')})", f"particles:   {len(table)}",
-             f"pixel size:  {f'{table.pixel_size_A:g} Å' if table.pixel_size_A else 'unknown'}",
-             f"angles:      {'yes (RELION rot, tilt, psi)' if relion_angles(table.features) is not None else 'no'}",
-             f"features:    {', '.join(map(str, table.features.columns)) or 'none'}"]
+    lines = [
+        f"kind:        particle picks ({path.suffix.lower().lstrip('.')})",
+        f"particles:   {len(table)}",
+        f"pixel size:  {f'{table.pixel_size_A:g} Å' if table.pixel_size_A else 'unknown'}",
+        f"angles:      {'yes (RELION rot, tilt, psi)' if relion_angles(table.features) is not None else 'no'}",
+        f"features:    {', '.join(map(str, table.features.columns)) or 'none'}",
+    ]
     if len(tomogram_names(table)) > 1:
         lines.append(f"tomograms:   {describe_tomograms(table, path.name)}")
     return lines
@@ -99,8 +111,10 @@ def describe_path(path: str | Path) -> list[str]:
     if suffix in MRC_EXTENSIONS:
         vol = read_mrc(path)
         return head + _volume_lines(vol.data, vol.voxel_size_A, vol.kind + (" (labels)" if vol.is_labels else ""))
-    raise ValueError(f"{path.name}: tomolens reads MRC, TIFF, OME-Zarr, copick configs (.json) and pick files "
-                     f"({', '.join(PICK_EXTENSIONS)}).")
+    raise ValueError(
+        f"{path.name}: tomolens reads MRC, TIFF, OME-Zarr, copick configs (.json) and pick files "
+        f"({', '.join(PICK_EXTENSIONS)})."
+    )
 
 
 @dataclass
@@ -128,13 +142,17 @@ def read_any_picks(src: Path, pixel_size_A: float | None, shape_zyx, copick: Cop
     vs = copick.voxel_size_A or pixel_size_A
     if not vs:
         raise ValueError("Reading copick picks needs --voxel-size (Å) for the voxel coordinates.")
-    tables = list(read_copick_picks(open_project(src), copick.run, vs, copick.object, copick.user,
-                                    copick.session).values())
+    tables = list(
+        read_copick_picks(open_project(src), copick.run, vs, copick.object, copick.user, copick.session).values()
+    )
     if not tables:
-        raise ValueError(f"{src.name}: no picks match object {copick.object}, user {copick.user}, "
-                         f"session {copick.session} in run {copick.run or '(the only run)'}.")
-    return ParticleTable(np.concatenate([t.coords_zyx for t in tables]),
-                         pd.concat([t.features for t in tables], ignore_index=True), vs)
+        raise ValueError(
+            f"{src.name}: no picks match object {copick.object}, user {copick.user}, "
+            f"session {copick.session} in run {copick.run or '(the only run)'}."
+        )
+    return ParticleTable(
+        np.concatenate([t.coords_zyx for t in tables]), pd.concat([t.features for t in tables], ignore_index=True), vs
+    )
 
 
 def write_any_picks(dst: Path, table: ParticleTable, copick: CopickTarget, **kwargs) -> str:
@@ -148,6 +166,12 @@ def write_any_picks(dst: Path, table: ParticleTable, copick: CopickTarget, **kwa
 
     if not copick.run or not copick.object:
         raise ValueError("Writing into a copick project needs --run and --object.")
-    write_copick_picks(open_project(dst), copick.run, copick.object, table, copick.user or DEFAULT_USER,
-                       copick.session or DEFAULT_SESSION)
+    write_copick_picks(
+        open_project(dst),
+        copick.run,
+        copick.object,
+        table,
+        copick.user or DEFAULT_USER,
+        copick.session or DEFAULT_SESSION,
+    )
     return f"{dst} run {copick.run}, object {copick.object}"

@@ -66,8 +66,9 @@ def read_imod_model(path: str | os.PathLike, pixel_size_A: float | None = None) 
             "add points in 3dmod (or choose another model)."
         )
     df = model_to_dataframe(model).reset_index(drop=True)
-    features = pd.DataFrame({"object": df["object_id"].to_numpy(int) + 1,
-                             "contour": df["contour_id"].to_numpy(int) + 1})
+    features = pd.DataFrame(
+        {"object": df["object_id"].to_numpy(int) + 1, "contour": df["contour_id"].to_numpy(int) + 1}
+    )
     xyz = df[["x", "y", "z"]].to_numpy(float)
     px = pixel_size_A if pixel_size_A is not None else _pixel_size_A(model.header)
     log.info("read %d points in %d objects from %s", len(df), len(model.objects), path)

@@ -154,40 +154,64 @@ def _read_header(path: Path) -> _Header:
         raise _refuse(path, f"is not an MRC file: it has {len(raw)} bytes, fewer than the 1024 of an MRC header.")
     header = np.frombuffer(raw, dtype=HEADER_DTYPE).reshape(()).view(np.recarray)
     if bytes(header.map)[:3] != b"MAP":
-        raise _refuse(path, "is not an MRC file (no 'MAP ' identifier in its header). "
-                            "Check that it is a tomogram or map in MRC format.")
+        raise _refuse(
+            path,
+            "is not an MRC file (no 'MAP ' identifier in its header). "
+            "Check that it is a tomogram or map in MRC format.",
+        )
     try:
         header = header.view(header.dtype.newbyteorder(mrcfile.utils.byte_order_from_machine_stamp(header.machst)))
     except ValueError:
-        raise _refuse(path, f"has an unknown byte-order stamp {bytes(header.machst)!r} in its header; "
-                            "the file is corrupt or was written by a broken program.") from None
+        raise _refuse(
+            path,
+            f"has an unknown byte-order stamp {bytes(header.machst)!r} in its header; "
+            "the file is corrupt or was written by a broken program.",
+        ) from None
     mode = int(header.mode)
     if mode not in SUPPORTED_MODES:
-        raise _refuse(path, f"uses MRC mode {mode}, which tomolens cannot read. Supported modes: "
-                            f"{sorted(SUPPORTED_MODES)} (int8, int16, float32, uint16, float16); convert it, "
-                            "e.g. with IMOD's newstack -mode 2.")
+        raise _refuse(
+            path,
+            f"uses MRC mode {mode}, which tomolens cannot read. Supported modes: "
+            f"{sorted(SUPPORTED_MODES)} (int8, int16, float32, uint16, float16); convert it, "
+            "e.g. with IMOD's newstack -mode 2.",
+        )
     nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
     if min(nx, ny, nz) < 1:
-        raise _refuse(path, f"has an empty or negative size in its header (nx, ny, nz = {nx}, {ny}, {nz}); "
-                            "every axis needs at least one voxel.")
+        raise _refuse(
+            path,
+            f"has an empty or negative size in its header (nx, ny, nz = {nx}, {ny}, {nz}); "
+            "every axis needs at least one voxel.",
+        )
     ext_bytes, ispg, mz = int(header.nsymbt), int(header.ispg), int(header.mz)
     if ext_bytes < 0 or HEADER_DTYPE.itemsize + ext_bytes > size:
-        raise _refuse(path, f"declares an extended header of {ext_bytes:,} bytes, which the {size:,}-byte "
-                            "file cannot hold; the header is corrupt.")
+        raise _refuse(
+            path,
+            f"declares an extended header of {ext_bytes:,} bytes, which the {size:,}-byte "
+            "file cannot hold; the header is corrupt.",
+        )
     if 401 <= ispg <= 630:  # a volume stack: nz / mz volumes of mz sections
         if mz < 1 or nz % mz:
-            raise _refuse(path, f"is marked as a stack of volumes (space group {ispg}) but its nz = {nz} is "
-                                f"not a multiple of mz = {mz}; the header is corrupt.")
+            raise _refuse(
+                path,
+                f"is marked as a stack of volumes (space group {ispg}) but its nz = {nz} is "
+                f"not a multiple of mz = {mz}; the header is corrupt.",
+            )
         if nz // mz > 1:
-            raise _refuse(path, f"holds {nz // mz} volumes of {mz} sections (space group {ispg}); tomolens reads "
-                                "one volume per file. Split it first (e.g. with IMOD's newstack -split).")
+            raise _refuse(
+                path,
+                f"holds {nz // mz} volumes of {mz} sections (space group {ispg}); tomolens reads "
+                "one volume per file. Split it first (e.g. with IMOD's newstack -split).",
+            )
     dtype = mrcfile.utils.data_dtype_from_header(header)
     shape = (nz, ny, nx)
     offset = HEADER_DTYPE.itemsize + ext_bytes
     expected = offset + nx * ny * nz * dtype.itemsize
     if size < expected:
-        raise _refuse(path, f"is truncated: the header promises {expected:,} bytes but the file has {size:,}. "
-                            "The file was probably cut off while copying or writing; copy it again.")
+        raise _refuse(
+            path,
+            f"is truncated: the header promises {expected:,} bytes but the file has {size:,}. "
+            "The file was probably cut off while copying or writing; copy it again.",
+        )
     cell = np.array([float(header.cella.x), float(header.cella.y), float(header.cella.z)])
     sampling = np.array([int(header.mx), int(header.my), int(header.mz)], float)
     with np.errstate(all="ignore"):
@@ -245,8 +269,7 @@ def read_mrc(path: str | os.PathLike, check_finite: bool = True) -> MrcVolume:
     path = require_regular_file(path, "MRC file")
     head = _read_header(path)
     is_labels = LABELS_TAG in head.labels and head.dtype.kind in "iu"
-    data = np.memmap(path, dtype=head.dtype, mode="c" if is_labels else "r", offset=head.offset,
-                     shape=head.shape)
+    data = np.memmap(path, dtype=head.dtype, mode="c" if is_labels else "r", offset=head.offset, shape=head.shape)
     if data.shape[0] == 1:
         data = data[0]
     suffix = path.suffix.lower()
@@ -259,8 +282,11 @@ def read_mrc(path: str | os.PathLike, check_finite: bool = True) -> MrcVolume:
     if check_finite and data.dtype.kind == "f":
         bad = _count_non_finite(path, head)
         if bad:
-            raise _refuse(path, f"contains {bad:,} NaN or Inf values (of {data.size:,} voxels). "
-                                "Replace them (for example with the mean) before analysis.")
+            raise _refuse(
+                path,
+                f"contains {bad:,} NaN or Inf values (of {data.size:,} voxels). "
+                "Replace them (for example with the mean) before analysis.",
+            )
     voxel_size_A = _voxel_size_from_header(head.vs_xyz, data.ndim, kind, path)
     return MrcVolume(data, voxel_size_A, kind, is_labels, path, head.labels)
 
@@ -328,9 +354,7 @@ def write_mrc(
         if arr.dtype.kind == "f":
             bad = int(np.count_nonzero(~np.isfinite(arr)))
             if bad:
-                raise ValueError(
-                    f"The image contains {bad} NaN or Inf values; replace them before saving."
-                )
+                raise ValueError(f"The image contains {bad} NaN or Inf values; replace them before saving.")
             if arr.size and arr.dtype.itemsize > 4:
                 top = float(np.max(np.abs(arr)))
                 if top > np.finfo(np.float32).max:

@@ -34,8 +34,9 @@ def _handler(path: str | os.PathLike, which: int):
     raise CoordinateFileError(f"Unknown pick format {suffix!r}; use one of {', '.join(PICK_EXTENSIONS)}.")
 
 
-def read_picks(path: str | os.PathLike, pixel_size_A: float | None = None,
-               tomogram_shape_zyx: tuple[int, int, int] | None = None) -> ParticleTable:
+def read_picks(
+    path: str | os.PathLike, pixel_size_A: float | None = None, tomogram_shape_zyx: tuple[int, int, int] | None = None
+) -> ParticleTable:
     """Read particle picks from any supported file (format from the extension).
 
     Parameters

@@ -30,8 +30,11 @@ def jsonable(value):
 def write_provenance(output: str | os.PathLike, record: dict) -> Path:
     """Write ``record`` beside ``output`` as ``<output stem>.provenance.json`` (atomic); return its path."""
     out = Path(output)
-    path = out.with_name(out.name.split(".")[0] + ".provenance.json") if out.suffix else out.with_name(
-        out.name + ".provenance.json")
+    path = (
+        out.with_name(out.name.split(".")[0] + ".provenance.json")
+        if out.suffix
+        else out.with_name(out.name + ".provenance.json")
+    )
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps({"tomolens_version": __version__, **jsonable(record)}, indent=2))
     return path

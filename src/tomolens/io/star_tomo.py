@@ -33,8 +33,9 @@ def tomogram_names(table: ParticleTable) -> list[str]:
 def subset(table: ParticleTable, mask: np.ndarray) -> ParticleTable:
     """The rows of ``table`` where ``mask`` (bool, shape (N,)) is true, with its pixel size and optics."""
     mask = np.asarray(mask, bool)
-    return ParticleTable(table.coords_zyx[mask], table.features[mask].reset_index(drop=True),
-                         table.pixel_size_A, table.optics)
+    return ParticleTable(
+        table.coords_zyx[mask], table.features[mask].reset_index(drop=True), table.pixel_size_A, table.optics
+    )
 
 
 def split_by_tomogram(table: ParticleTable) -> dict[str, ParticleTable]:
@@ -76,8 +77,9 @@ def match_tomogram(names: list[str], tomogram: str) -> str | None:
     return max(hits, key=len) if hits else None
 
 
-def select_tomogram(table: ParticleTable, tomogram: str | None, file_name: str = "the file",
-                    strict: bool = False) -> ParticleTable:
+def select_tomogram(
+    table: ParticleTable, tomogram: str | None, file_name: str = "the file", strict: bool = False
+) -> ParticleTable:
     """The rows of the tomogram ``tomogram`` (a name, file path or layer name refers to it).
 
     A table of one tomogram is returned whole unless ``strict`` and its name does not match.
@@ -117,8 +119,9 @@ def is_centred_star(path: str | os.PathLike) -> bool:
         return any(line.lstrip().startswith("_rlnCenteredCoordinateXAngst") for line in handle)
 
 
-def write_per_tomogram(folder: str | os.PathLike, table: ParticleTable, stem: str = "particles",
-                       suffix: str = ".star", **kwargs) -> list[Path]:
+def write_per_tomogram(
+    folder: str | os.PathLike, table: ParticleTable, stem: str = "particles", suffix: str = ".star", **kwargs
+) -> list[Path]:
     """Write one pick file per tomogram, ``<folder>/<stem>_<tomogram><suffix>``.
 
     Each is written atomically by :func:`~tomolens.io.picks.write_picks` in the format of

@@ -22,8 +22,18 @@ from tomolens.io.optional import require
 log = logging.getLogger(__name__)
 
 TIFF_EXTENSIONS = (".tif", ".tiff")
-_UNIT_TO_A = {"a": 1.0, "å": 1.0, "angstrom": 1.0, "\\u00c5": 1.0, "nm": 10.0, "nanometer": 10.0,
-              "um": 1e4, "µm": 1e4, "micron": 1e4, "\\u00b5m": 1e4}
+_UNIT_TO_A = {
+    "a": 1.0,
+    "å": 1.0,
+    "angstrom": 1.0,
+    "\\u00c5": 1.0,
+    "nm": 10.0,
+    "nanometer": 10.0,
+    "um": 1e4,
+    "µm": 1e4,
+    "micron": 1e4,
+    "\\u00b5m": 1e4,
+}
 
 
 class TiffFormatError(ValueError):
@@ -78,8 +88,9 @@ def read_tiff(path: str | os.PathLike) -> MrcVolume:
     return MrcVolume(data=data, voxel_size_A=vs, path=path, is_labels=is_labels, kind="volume")
 
 
-def write_tiff(path: str | os.PathLike, data: np.ndarray, voxel_size_A: float | tuple[float, ...] | None,
-               is_labels: bool = False) -> Path:
+def write_tiff(
+    path: str | os.PathLike, data: np.ndarray, voxel_size_A: float | tuple[float, ...] | None, is_labels: bool = False
+) -> Path:
     """Write a 3D array as an ImageJ TIFF stack (atomically), voxel size in Å."""
     tifffile = require("tifffile", "TIFF stacks")
     arr = np.asarray(data)

@@ -26,8 +26,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("ome_zarr").setLevel(logging.WARNING)
 
 #: Length units of OME-NGFF axes, in Å.
-UNIT_TO_A = {"angstrom": 1.0, "nanometer": 10.0, "micrometer": 1e4, "millimeter": 1e7, "picometer": 0.01,
-             "meter": 1e10}
+UNIT_TO_A = {"angstrom": 1.0, "nanometer": 10.0, "micrometer": 1e4, "millimeter": 1e7, "picometer": 0.01, "meter": 1e10}
 
 
 class ZarrFormatError(ValueError):
@@ -106,8 +105,10 @@ def read_ome_zarr(path: str | os.PathLike) -> OmeZarrVolume:
     node = nodes[0]
     levels = list(node.data)
     if levels[0].ndim != 3:
-        raise ZarrFormatError(f"{path.name} holds {levels[0].ndim}D images (shape {levels[0].shape}); "
-                              "tomolens opens 3D tomograms (z, y, x).")
+        raise ZarrFormatError(
+            f"{path.name} holds {levels[0].ndim}D images (shape {levels[0].shape}); "
+            "tomolens opens 3D tomograms (z, y, x)."
+        )
     multiscales = node.zarr.root_attrs["multiscales"][0]
     is_labels = "image-label" in node.zarr.root_attrs
     vs = _voxel_size(multiscales)
@@ -130,8 +131,14 @@ def _pyramid(data: np.ndarray, levels: int, is_labels: bool) -> list[np.ndarray]
     return out
 
 
-def write_ome_zarr(path: str | os.PathLike, data: np.ndarray, voxel_size_A: float | tuple[float, ...] | None,
-                   levels: int = 3, is_labels: bool = False, chunks: int = 64) -> Path:
+def write_ome_zarr(
+    path: str | os.PathLike,
+    data: np.ndarray,
+    voxel_size_A: float | tuple[float, ...] | None,
+    levels: int = 3,
+    is_labels: bool = False,
+    chunks: int = 64,
+) -> Path:
     """Write a 3D array as an OME-Zarr pyramid (a new folder; replaced only when complete).
 
     Parameters
@@ -166,8 +173,9 @@ def write_ome_zarr(path: str | os.PathLike, data: np.ndarray, voxel_size_A: floa
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         group = zarr.group(parse_url(str(tmp), mode="w").store)
-        write_multiscale(pyramid, group, chunks=(chunks,) * 3, axes=axes, coordinate_transformations=transforms,
-                         name=target.name)
+        write_multiscale(
+            pyramid, group, chunks=(chunks,) * 3, axes=axes, coordinate_transformations=transforms, name=target.name
+        )
         if is_labels:
             group.attrs["image-label"] = {"version": "0.4"}
         if target.exists():

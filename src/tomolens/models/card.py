@@ -105,9 +105,7 @@ class ModelCard:
         except json.JSONDecodeError as err:
             raise ModelFileError(f"{source} is not a tomolens model card (invalid JSON: {err}).") from err
         if not isinstance(raw, dict) or not {"name", "task", "architecture"} <= set(raw):
-            raise ModelFileError(
-                f"{source} is not a tomolens model card (needs name, task and architecture)."
-            )
+            raise ModelFileError(f"{source} is not a tomolens model card (needs name, task and architecture).")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in raw.items() if k in known})
 
@@ -126,15 +124,21 @@ def _int_arg(low: int, high: int) -> Callable[[Any], int]:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ValueError(f"an integer from {low} to {high}")
         return value
+
     return check
 
 
 def _float_arg(low: float, high: float) -> Callable[[Any], float]:
     def check(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or not low <= value <= high:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or not low <= value <= high
+        ):
             raise ValueError(f"a number from {low} to {high}")
         return float(value)
+
     return check
 
 
@@ -154,12 +158,17 @@ def _int_list_arg(length: int, low: int, high: int) -> Callable[[Any], list[int]
             return [element(v) for v in value]
         except ValueError:
             raise ValueError(f"a list of {length} integers from {low} to {high}") from None
+
     return check
 
 
 _UNET_ARGS = {
-    "in_channels": _int_arg(1, 64), "out_channels": _int_arg(1, 256), "base_channels": _int_arg(1, 256),
-    "depth": _int_arg(1, 6), "batch_norm": _bool_arg, "dropout": _float_arg(0.0, 1.0),
+    "in_channels": _int_arg(1, 64),
+    "out_channels": _int_arg(1, 256),
+    "base_channels": _int_arg(1, 256),
+    "depth": _int_arg(1, 6),
+    "batch_norm": _bool_arg,
+    "dropout": _float_arg(0.0, 1.0),
     "channel_growth": _int_arg(1, 4),
 }
 #: The only networks a card can name: architecture → (module, class, {argument: checker}).
@@ -167,16 +176,31 @@ _UNET_ARGS = {
 NETWORK_REGISTRY: dict[str, tuple[str, str, dict[str, Callable[[Any], Any]]]] = {
     "tomolens.models.unet:UNet3D": ("tomolens.models.unet", "UNet3D", _UNET_ARGS),
     "tomolens.models.unet:UNet2D": ("tomolens.models.unet", "UNet2D", _UNET_ARGS),
-    "tomolens.classify.networks:SeedCNN3D": ("tomolens.classify.networks", "SeedCNN3D", {
-        "n_classes": _int_arg(1, 1000), "box": _int_arg(4, 256), "dropout": _float_arg(0.0, 1.0)}),
-    "tomolens.classify.networks:ResNet3DSmall": ("tomolens.classify.networks", "ResNet3DSmall", {
-        "n_classes": _int_arg(1, 1000), "box": _int_arg(8, 256), "width": _int_arg(1, 256),
-        "dropout": _float_arg(0.0, 1.0)}),
-    "tomolens.embed.network:EmbedNet3D": ("tomolens.embed.network", "EmbedNet3D", {
-        "dim": _int_arg(2, 1024), "box": _int_arg(8, 256), "width": _int_arg(1, 256)}),
-    "tomolens.orient.network:SiameseDistanceNet": ("tomolens.orient.network", "SiameseDistanceNet", {
-        "input_size": _int_arg(8, 256), "channels": _int_list_arg(4, 1, 1024),
-        "embedding_dim": _int_arg(1, 4096)}),
+    "tomolens.classify.networks:SeedCNN3D": (
+        "tomolens.classify.networks",
+        "SeedCNN3D",
+        {"n_classes": _int_arg(1, 1000), "box": _int_arg(4, 256), "dropout": _float_arg(0.0, 1.0)},
+    ),
+    "tomolens.classify.networks:ResNet3DSmall": (
+        "tomolens.classify.networks",
+        "ResNet3DSmall",
+        {
+            "n_classes": _int_arg(1, 1000),
+            "box": _int_arg(8, 256),
+            "width": _int_arg(1, 256),
+            "dropout": _float_arg(0.0, 1.0),
+        },
+    ),
+    "tomolens.embed.network:EmbedNet3D": (
+        "tomolens.embed.network",
+        "EmbedNet3D",
+        {"dim": _int_arg(2, 1024), "box": _int_arg(8, 256), "width": _int_arg(1, 256)},
+    ),
+    "tomolens.orient.network:SiameseDistanceNet": (
+        "tomolens.orient.network",
+        "SiameseDistanceNet",
+        {"input_size": _int_arg(8, 256), "channels": _int_list_arg(4, 1, 1024), "embedding_dim": _int_arg(1, 4096)},
+    ),
 }
 
 
@@ -192,8 +216,7 @@ def build_network(card: ModelCard):
     entry = NETWORK_REGISTRY.get(card.architecture) if isinstance(card.architecture, str) else None
     if entry is None:
         raise ModelFileError(
-            f"Unknown architecture {card.architecture!r}; tomolens builds only "
-            f"{', '.join(NETWORK_REGISTRY)}."
+            f"Unknown architecture {card.architecture!r}; tomolens builds only {', '.join(NETWORK_REGISTRY)}."
         )
     module_name, class_name, allowed = entry
     if not isinstance(card.arch_kwargs, dict):
@@ -201,9 +224,7 @@ def build_network(card: ModelCard):
     kwargs = {}
     for key, value in card.arch_kwargs.items():
         if key not in allowed:
-            raise ModelFileError(
-                f"{card.architecture} has no argument {key!r}; allowed: {', '.join(allowed)}."
-            )
+            raise ModelFileError(f"{card.architecture} has no argument {key!r}; allowed: {', '.join(allowed)}.")
         try:
             kwargs[key] = allowed[key](value)
         except ValueError as err:
@@ -270,9 +291,7 @@ def load_model(path: str | os.PathLike, device: str = "cpu", expected_task: str 
     path = resolve_model(path)
     card = read_card(path)
     if expected_task is not None and card.task != expected_task:
-        raise ModelFileError(
-            f"{path.name} is a {card.task!r} model; this step needs a {expected_task!r} model."
-        )
+        raise ModelFileError(f"{path.name} is a {card.task!r} model; this step needs a {expected_task!r} model.")
     weights = path.with_suffix(".pt")
     if not weights.is_file():
         raise ModelFileError(f"The weights file {weights.name} named by the card is missing.")
@@ -321,8 +340,7 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
     path = Path(text).expanduser()
     if path.suffix not in (".pt", ".json"):
         raise ModelFileError(
-            f"{text!r} is neither a shipped model ({', '.join(shipped) or 'none shipped'}) nor a "
-            ".pt/.json model file."
+            f"{text!r} is neither a shipped model ({', '.join(shipped) or 'none shipped'}) nor a .pt/.json model file."
         )
     if not path.exists():
         raise ModelFileError(f"No such model file: {text!r}")

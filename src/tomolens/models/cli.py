@@ -49,23 +49,44 @@ TRAIN_PARAMS = (
     Param("learning_rate", 1e-3, "AdamW learning rate", min=1e-6, max=1.0),
     Param("patience", 6, "Early stopping: epochs without improvement of the smoothed validation loss", min=1),
     Param("min_epochs", 0, "Early stopping: never stop before this many epochs", min=0),
-    Param("stop_window", 3, "Early stopping: the validation value that must improve is the median of the last N "
-          "epochs' (1 = the raw value; 3 or 5 ride out a noisy epoch)", min=1),
+    Param(
+        "stop_window",
+        3,
+        "Early stopping: the validation value that must improve is the median of the last N "
+        "epochs' (1 = the raw value; 3 or 5 ride out a noisy epoch)",
+        min=1,
+    ),
     Param("val_patches", 32, "Validation patches (drawn once from the validation volumes)", min=1),
     Param("base_channels", 16, "U-Net width of the first level", min=2),
     Param("depth", 2, "U-Net down/up blocks", min=1, max=5),
     Param("seed", 0, "Random seed of sampling, augmentation and initialisation"),
     Param("device", "auto", "Torch device", choices=("auto", "cpu", "cuda", "mps")),
     Param("threads", 0, "CPU threads for torch (0 = all cores but one)", min=0),
-    Param("cpu_precision", "auto", "Precision of training forward passes on the CPU: auto = bfloat16 where the CPU "
-          "has bfloat16 instructions (AVX512-BF16/AMX; 1.6-1.9x faster there), else float32 (detection and "
-          "segmentation; classification trains in float32)", choices=("auto", "float32", "bfloat16")),
-    Param("max_minutes", 0.0, "Stop after this many minutes (0 = no limit). The result then depends on the "
-          "machine's load; the budget that makes a run reproducible is epochs x steps", min=0.0),
+    Param(
+        "cpu_precision",
+        "auto",
+        "Precision of training forward passes on the CPU: auto = bfloat16 where the CPU "
+        "has bfloat16 instructions (AVX512-BF16/AMX; 1.6-1.9x faster there), else float32 (detection and "
+        "segmentation; classification trains in float32)",
+        choices=("auto", "float32", "bfloat16"),
+    ),
+    Param(
+        "max_minutes",
+        0.0,
+        "Stop after this many minutes (0 = no limit). The result then depends on the "
+        "machine's load; the budget that makes a run reproducible is epochs x steps",
+        min=0.0,
+    ),
     Param("checkpoint", "", "Checkpoint file written every epoch (default: OUT.ckpt)", type=str),
     Param("resume", False, "Continue from the checkpoint"),
-    Param("bin", 1, "Train at bin × the voxel size (anti-aliased resampling; the card records the "
-          "coarser size; inference rescales inputs to it)", min=1, max=8),
+    Param(
+        "bin",
+        1,
+        "Train at bin × the voxel size (anti-aliased resampling; the card records the "
+        "coarser size; inference rescales inputs to it)",
+        min=1,
+        max=8,
+    ),
     Param("voxel_size_A", 0.0, "Voxel size of the training files in Å (0 = from the MRC header)", min=0.0),
     Param("sim_train", 0, "Simulated training tomograms (instead of / besides files)", min=0),
     Param("sim_val", 0, "Simulated validation tomograms", min=0),
@@ -107,13 +128,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``tomolens train`` to the top-level CLI."""
     tasks = available_tasks()
     p = sub.add_parser(
-        "train", help="train a model (--task " + "|".join(tasks) + ") and write it with its model card",
+        "train",
+        help="train a model (--task " + "|".join(tasks) + ") and write it with its model card",
         description=__doc__.split("\n\n")[0],
     )
     p.add_argument("--task", required=True, choices=tasks, help="what the model is for")
     p.add_argument("--tomograms", nargs="*", default=[], metavar="MRC", help="training tomograms")
-    p.add_argument("--labels", nargs="*", default=[], metavar="MRC",
-                   help="label volumes paired with --tomograms (instances for detect)")
+    p.add_argument(
+        "--labels",
+        nargs="*",
+        default=[],
+        metavar="MRC",
+        help="label volumes paired with --tomograms (instances for detect)",
+    )
     p.add_argument("--val-tomograms", nargs="*", default=[], metavar="MRC", help="validation tomograms")
     p.add_argument("--val-labels", nargs="*", default=[], metavar="MRC", help="validation labels")
     add_arguments(p, TRAIN_PARAMS)
@@ -165,8 +192,9 @@ def _parse_floats(text: str) -> list[float]:
         raise ValueError(f"Expected comma-separated numbers, got {text!r}.") from err
 
 
-def simulated_volumes(args: argparse.Namespace, count: int, first_seed: int, labels_kind: str,
-                      keep_simulations: bool = False):
+def simulated_volumes(
+    args: argparse.Namespace, count: int, first_seed: int, labels_kind: str, keep_simulations: bool = False
+):
     """``count`` simulated (tomogram, labels, voxel size) triples with consecutive seeds.
 
     With ``keep_simulations`` the simulator's result objects are returned instead (with
@@ -183,9 +211,13 @@ def simulated_volumes(args: argparse.Namespace, count: int, first_seed: int, lab
     for i in range(count):
         seed = first_seed + i
         snr = snrs[i % len(snrs)]
-        cfg = SimulationConfig(shape_zyx=shape, voxel_size_A=args.sim_voxel_size_A,
-                               volume_fraction=args.sim_volume_fraction,
-                               snr=snr, seed=seed)
+        cfg = SimulationConfig(
+            shape_zyx=shape,
+            voxel_size_A=args.sim_voxel_size_A,
+            volume_fraction=args.sim_volume_fraction,
+            snr=snr,
+            seed=seed,
+        )
         log.info("simulating tomogram seed %d, SNR %s", seed, snr)
         sim = run_job(simulate_tomogram(cfg))
         if keep_simulations:
@@ -256,12 +288,21 @@ def train_config(args: argparse.Namespace, device: str):
     from tomolens.models.training import TrainConfig
 
     return TrainConfig(
-        patch_size=(args.patch,) * 3, batch_size=args.batch_size, epochs=args.epochs,
-        steps_per_epoch=args.steps_per_epoch, val_patches=args.val_patches,
-        learning_rate=args.learning_rate, patience=args.patience, min_epochs=args.min_epochs,
-        stop_window=args.stop_window, seed=args.seed, device=device,
-        checkpoint=args.checkpoint or str(Path(args.out).with_suffix(".ckpt")), resume=args.resume,
-        max_minutes=args.max_minutes or None, cpu_bf16=cpu_bf16(args.cpu_precision),
+        patch_size=(args.patch,) * 3,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        val_patches=args.val_patches,
+        learning_rate=args.learning_rate,
+        patience=args.patience,
+        min_epochs=args.min_epochs,
+        stop_window=args.stop_window,
+        seed=args.seed,
+        device=device,
+        checkpoint=args.checkpoint or str(Path(args.out).with_suffix(".ckpt")),
+        resume=args.resume,
+        max_minutes=args.max_minutes or None,
+        cpu_bf16=cpu_bf16(args.cpu_precision),
     )
 
 

@@ -50,8 +50,10 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     """The dataset's manifest, with a clear error when the folder is not a dataset."""
     path = Path(folder) / "manifest.json"
     if not path.is_file():
-        raise ValueError(f"{folder} is not a tomolens dataset (no manifest.json); make one with "
-                         "'tomolens simulate-dataset --out DIR --n N'.")
+        raise ValueError(
+            f"{folder} is not a tomolens dataset (no manifest.json); make one with "
+            "'tomolens simulate-dataset --out DIR --n N'."
+        )
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -72,8 +74,9 @@ def central_crop(volume: np.ndarray, shape) -> np.ndarray:
     return volume[tuple(slice(s, s + min(n, m)) for s, n, m in zip(starts, volume.shape, shape))]
 
 
-def load_domain_volumes(folder: str | os.PathLike, voxel_size_A: float, limit: int = 0,
-                        max_shape=MAX_SHAPE, with_instances: bool = True) -> list[DomainVolume]:
+def load_domain_volumes(
+    folder: str | os.PathLike, voxel_size_A: float, limit: int = 0, max_shape=MAX_SHAPE, with_instances: bool = True
+) -> list[DomainVolume]:
     """Every tomogram of a dataset folder, at ``voxel_size_A`` and bright (module docstring).
 
     Tomograms larger than ``max_shape`` at the model's voxel size keep their central
@@ -112,8 +115,10 @@ def load_domain_volumes(folder: str | os.PathLike, voxel_size_A: float, limit: i
             data = -data
         zoom = source_vs / voxel_size_A
         tomo = rescale_volume(data, zoom) if abs(zoom - 1) > 0.01 else data
-        labels = [rescale_labels(np.asarray(read_mrc(sub / f"{name}.mrc").data), tomo.shape)
-                  for name in (("semantic", "instances") if with_instances else ("semantic",))]
+        labels = [
+            rescale_labels(np.asarray(read_mrc(sub / f"{name}.mrc").data), tomo.shape)
+            for name in (("semantic", "instances") if with_instances else ("semantic",))
+        ]
         if max_shape is not None:
             tomo, *labels = (np.ascontiguousarray(central_crop(a, max_shape)) for a in (tomo, *labels))
         semantic, instances = labels[0], (labels[1] if with_instances else None)
@@ -127,8 +132,7 @@ def load_domain_volumes(folder: str | os.PathLike, voxel_size_A: float, limit: i
                     table = table[table["class_name"].astype(str) == "macromolecule"]
                 ids = table["instance_id"].to_numpy(np.int64)
         out.append(DomainVolume(tomo, semantic, instances, ids, int(entry["seed"]), source_vs))
-        log.info("dataset tomogram %s: %g Å %s -> %s at %g Å", sub.name, source_vs, polarity, tomo.shape,
-                 voxel_size_A)
+        log.info("dataset tomogram %s: %g Å %s -> %s at %g Å", sub.name, source_vs, polarity, tomo.shape, voxel_size_A)
     return out
 
 
@@ -138,8 +142,11 @@ def detection_volumes(folders, voxel_size_A: float, limit: int = 0) -> tuple[lis
     Instances of everything that is not a macromolecule (gold beads, membranes, filaments) are set
     to 0: the detector learns to pick macromolecules only.  Also returns the volumes (for the card).
     """
-    volumes = [v for f in ([folders] if isinstance(folders, (str, os.PathLike)) else folders)
-               for v in load_domain_volumes(f, voxel_size_A, limit, with_instances=True)]
+    volumes = [
+        v
+        for f in ([folders] if isinstance(folders, (str, os.PathLike)) else folders)
+        for v in load_domain_volumes(f, voxel_size_A, limit, with_instances=True)
+    ]
     out = []
     for v in volumes:
         keep = np.isin(v.instances, v.particle_ids) if v.particle_ids is not None else v.instances > 0
@@ -153,6 +160,8 @@ def dataset_summary(folders, volumes: list[DomainVolume]) -> str:
     domains = sorted({str(read_manifest(f).get("domain", "?")) for f in folders})
     seeds = [v.seed for v in volumes]
     names = ", ".join(Path(f).name for f in folders)
-    return (f"domain-randomised dataset {names} ({'/'.join(domains)}), {len(volumes)} tomograms, "
-            f"seeds {min(seeds)}..{max(seeds)}, source voxel sizes {min(v.source_voxel_size_A for v in volumes):g}-"
-            f"{max(v.source_voxel_size_A for v in volumes):g} Å; ranges in extra.training_ranges")
+    return (
+        f"domain-randomised dataset {names} ({'/'.join(domains)}), {len(volumes)} tomograms, "
+        f"seeds {min(seeds)}..{max(seeds)}, source voxel sizes {min(v.source_voxel_size_A for v in volumes):g}-"
+        f"{max(v.source_voxel_size_A for v in volumes):g} Å; ranges in extra.training_ranges"
+    )

@@ -41,12 +41,11 @@ class TrainingPair:
 
     def __post_init__(self) -> None:
         spatial = self.spatial_shape
-        if tuple(self.target.shape[-len(spatial):]) != spatial:
+        if tuple(self.target.shape[-len(spatial) :]) != spatial:
             raise ValueError(
                 f"Target shape {self.target.shape} does not match image shape {self.image.shape}"
                 + (" (channels first)." if self.channels else ".")
             )
-
 
 
 #: Most voxels per class that a class-balanced :class:`PatchSampler` keeps to draw centres from.
@@ -81,9 +80,16 @@ class PatchSampler:
         structure would be in few patches.  Integer targets only.
     """
 
-    def __init__(self, pairs: Sequence[TrainingPair], patch_size: Sequence[int],
-                 foreground_fraction: float = 0.5, augment: bool = True, rotate_any: bool = False,
-                 flip_channels: bool = False, balance_classes: bool = False) -> None:
+    def __init__(
+        self,
+        pairs: Sequence[TrainingPair],
+        patch_size: Sequence[int],
+        foreground_fraction: float = 0.5,
+        augment: bool = True,
+        rotate_any: bool = False,
+        flip_channels: bool = False,
+        balance_classes: bool = False,
+    ) -> None:
         if not pairs:
             raise ValueError("Training needs at least one (tomogram, target) pair.")
         self.patch = tuple(int(p) for p in patch_size)
@@ -95,15 +101,19 @@ class PatchSampler:
         self.images, self.targets, self.fg = [], [], []  # images (K, *spatial), targets (C, *spatial)
         for pair in pairs:
             if len(pair.spatial_shape) != self.ndim:
-                raise ValueError(f"Patch size {self.patch} needs {self.ndim}D images; got {pair.image.shape}"
-                                 + (" (channels first)." if pair.channels else "."))
+                raise ValueError(
+                    f"Patch size {self.patch} needs {self.ndim}D images; got {pair.image.shape}"
+                    + (" (channels first)." if pair.channels else ".")
+                )
             img = np.asarray(pair.image, np.float32)
             img = (img - img.mean()) / max(float(img.std()), 1e-6)
             if not pair.channels:
                 img = img[None]
             if self.images and img.shape[0] != self.images[0].shape[0]:
-                raise ValueError(f"Training pairs have different numbers of input channels "
-                                 f"({self.images[0].shape[0]} and {img.shape[0]}).")
+                raise ValueError(
+                    f"Training pairs have different numbers of input channels "
+                    f"({self.images[0].shape[0]} and {img.shape[0]})."
+                )
             tgt = np.asarray(pair.target)
             if tgt.ndim == self.ndim:
                 tgt = tgt[None]
@@ -137,8 +147,9 @@ class PatchSampler:
         found: dict[int, list] = {}
         for k, tgt in enumerate(self.targets):
             if not np.issubdtype(tgt.dtype, np.integer):
-                raise ValueError("balance_classes needs integer class targets (painted labels); got "
-                                 f"{tgt.dtype} targets.")
+                raise ValueError(
+                    f"balance_classes needs integer class targets (painted labels); got {tgt.dtype} targets."
+                )
             flat = tgt[0].ravel()
             for value in np.flatnonzero(np.bincount(flat[flat > 0])):
                 idx = np.flatnonzero(flat == value)
@@ -173,11 +184,12 @@ class PatchSampler:
     def _around(self, centre: Sequence[int], k: int, rng: np.random.Generator) -> tuple[int, ...]:
         """A patch start that puts ``centre`` near the middle of the patch (± a quarter), inside pair ``k``."""
         shape = self.images[k].shape[1:]
-        return tuple(int(np.clip(c - p // 2 + rng.integers(-p // 4, p // 4 + 1), 0, s - p))
-                     for c, p, s in zip(centre, self.patch, shape))
+        return tuple(
+            int(np.clip(c - p // 2 + rng.integers(-p // 4, p // 4 + 1), 0, s - p))
+            for c, p, s in zip(centre, self.patch, shape)
+        )
 
-    def sample(self, n: int, rng: np.random.Generator, augment: bool | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, n: int, rng: np.random.Generator, augment: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``n`` patches: input (n, K, *patch) float32 (K = 1 without channels) and target (n, C, *patch)."""
         augment = self.augment if augment is None else augment
         xs, ys = [], []
@@ -218,8 +230,9 @@ class PatchSampler:
             coords = plane
         x = np.stack([map_coordinates(ch, coords, order=1, mode="reflect") for ch in image])
         integer = np.issubdtype(target.dtype, np.integer)
-        y = np.stack([map_coordinates(ch, coords, order=0 if integer else 1, mode="constant", cval=0)
-                      for ch in target]).astype(target.dtype)
+        y = np.stack(
+            [map_coordinates(ch, coords, order=0 if integer else 1, mode="constant", cval=0) for ch in target]
+        ).astype(target.dtype)
         return x.astype(np.float32), y
 
     def _augment(self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator):

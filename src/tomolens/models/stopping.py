@@ -65,7 +65,7 @@ class EarlyStopping:
         """Median of the last ``window`` values (inf before the first)."""
         if not self.values:
             return math.inf
-        return float(np.median(self.values[-self.window:]))
+        return float(np.median(self.values[-self.window :]))
 
     def update(self, value: float) -> bool:
         """Record one epoch's validation value; True when the smoothed value improved."""
@@ -90,13 +90,26 @@ class EarlyStopping:
 
     def settings(self) -> dict:
         """The settings (for model cards)."""
-        return {"criterion": f"median of the last {self.window} validation values" if self.window > 1
-                else "validation value", "patience": self.patience, "min_epochs": self.min_epochs,
-                "window": self.window, "min_delta": self.min_delta}
+        return {
+            "criterion": f"median of the last {self.window} validation values"
+            if self.window > 1
+            else "validation value",
+            "patience": self.patience,
+            "min_epochs": self.min_epochs,
+            "window": self.window,
+            "min_delta": self.min_delta,
+        }
 
 
-def training_budget(epochs: int, steps_per_epoch: int, epochs_run: int, steps_run: int, stopped_by: str,
-                    stopping: EarlyStopping, max_minutes: float | None) -> dict:
+def training_budget(
+    epochs: int,
+    steps_per_epoch: int,
+    epochs_run: int,
+    steps_run: int,
+    stopped_by: str,
+    stopping: EarlyStopping,
+    max_minutes: float | None,
+) -> dict:
     """What a model card records about a run's budget and why it ended.
 
     Parameters
@@ -110,8 +123,14 @@ def training_budget(epochs: int, steps_per_epoch: int, epochs_run: int, steps_ru
     max_minutes : float or None
         The user's wall-clock limit, if any (a run it ended depends on the machine's load).
     """
-    return {"epochs": int(epochs), "steps_per_epoch": int(steps_per_epoch),
-            "max_steps": int(epochs) * int(steps_per_epoch), "epochs_run": int(epochs_run),
-            "steps_run": int(steps_run), "stopped_by": stopped_by, "early_stopping": stopping.settings(),
-            "max_minutes": max_minutes,
-            "learning_rate_schedule": "follows optimiser steps (not elapsed time)"}
+    return {
+        "epochs": int(epochs),
+        "steps_per_epoch": int(steps_per_epoch),
+        "max_steps": int(epochs) * int(steps_per_epoch),
+        "epochs_run": int(epochs_run),
+        "steps_run": int(steps_run),
+        "stopped_by": stopped_by,
+        "early_stopping": stopping.settings(),
+        "max_minutes": max_minutes,
+        "learning_rate_schedule": "follows optimiser steps (not elapsed time)",
+    }

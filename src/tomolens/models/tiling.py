@@ -58,8 +58,9 @@ def blend_window(patch_size: Sequence[int], sigma_fraction: float = 0.125) -> np
     return np.maximum(window, 1e-3).astype(np.float32)
 
 
-def allocate_output(shape: Sequence[int], tmp_dir: str | Path | None = None,
-                    memmap_above_bytes: int = MEMMAP_ABOVE_BYTES) -> np.ndarray:
+def allocate_output(
+    shape: Sequence[int], tmp_dir: str | Path | None = None, memmap_above_bytes: int = MEMMAP_ABOVE_BYTES
+) -> np.ndarray:
     """A zeroed float32 array, memory-mapped in a temporary directory when large."""
     nbytes = int(np.prod(shape)) * 4
     if nbytes <= memmap_above_bytes:
@@ -100,8 +101,13 @@ def rescale_labels(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return _zoom_to(labels, factors, shape, order=0)
 
 
-def _read_patch(volume: np.ndarray, start: Sequence[int], patch: Sequence[int], norm: Normalisation,
-                context: Sequence[int] | None = None) -> np.ndarray:
+def _read_patch(
+    volume: np.ndarray,
+    start: Sequence[int],
+    patch: Sequence[int],
+    norm: Normalisation,
+    context: Sequence[int] | None = None,
+) -> np.ndarray:
     """The normalised patch at ``start``, with ``context`` extra voxels on both sides per axis.
 
     A patch running past the end of a volume smaller than it is reflect-padded; context
@@ -264,7 +270,8 @@ def predict_tiled(
         except torch.cuda.OutOfMemoryError:
             warnings.warn(
                 f"The GPU ran out of memory with batch size {batch_size}; continuing on the CPU.",
-                RuntimeWarning, stacklevel=2,
+                RuntimeWarning,
+                stacklevel=2,
             )
             torch.cuda.empty_cache()
             device = "cpu"

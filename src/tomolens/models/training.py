@@ -194,9 +194,15 @@ def train_model(
     device = config.device
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
-    sampler = PatchSampler(train_pairs, config.patch_size, config.foreground_fraction, config.augment,
-                           rotate_any=config.rotate_any, flip_channels=config.flip_channels,
-                           balance_classes=config.balance_classes)
+    sampler = PatchSampler(
+        train_pairs,
+        config.patch_size,
+        config.foreground_fraction,
+        config.augment,
+        rotate_any=config.rotate_any,
+        flip_channels=config.flip_channels,
+        balance_classes=config.balance_classes,
+    )
     val_sampler = PatchSampler(val_pairs, config.patch_size, config.foreground_fraction, augment=False)
     val_rng = np.random.default_rng(config.seed + 10_000)
     val_x, val_y = val_sampler.sample(config.val_patches, val_rng, augment=False)
@@ -228,8 +234,10 @@ def train_model(
         try:
             optimiser.load_state_dict(state["optimiser"])
         except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"Cannot resume: the optimiser state in {ckpt.name} does not fit this network "
-                             f"({err}). Train without resume, or save to another file.") from err
+            raise ValueError(
+                f"Cannot resume: the optimiser state in {ckpt.name} does not fit this network "
+                f"({err}). Train without resume, or save to another file."
+            ) from err
         best_state = state["best_state"]
         history = list(state["history"])
         best_epoch, bad_epochs = state["best_epoch"], state["bad_epochs"]
@@ -241,8 +249,10 @@ def train_model(
             log.warning("resuming a %s run in %s", state.get("precision", "float32"), precision)
             precision = "mixed"
         log.info("resumed from %s at epoch %d", ckpt, start_epoch)
-        if (state.get("criterion", "loss") != _criterion_name(config)
-                or bool(state.get("keep_last", False)) != config.keep_last):
+        if (
+            state.get("criterion", "loss") != _criterion_name(config)
+            or bool(state.get("keep_last", False)) != config.keep_last
+        ):
             # the best epoch was chosen by the other criterion (a loss vs minus a score), or against other
             # "validation" data (kept last on the training voxels vs best on held-back ones): score it again
             best_loss, best_score = _evaluate_state(model, best_state, loss_fn, val_x, val_y, config, device)
@@ -260,8 +270,12 @@ def train_model(
         best_loss = start_val
         log.info("validation loss of the starting weights: %.4f", start_val)
 
-    stopping = EarlyStopping(config.patience, config.min_epochs, config.stop_window,
-                             baseline=_criterion(best_loss, best_score) if start_val is not None else float("inf"))
+    stopping = EarlyStopping(
+        config.patience,
+        config.min_epochs,
+        config.stop_window,
+        baseline=_criterion(best_loss, best_score) if start_val is not None else float("inf"),
+    )
     if config.resume and not config.keep_last:
         if state.get("criterion", "loss") == _criterion_name(config):  # the same criterion: its history counts
             stopping.replay(_criterion(h["val_loss"], h.get("val_score")) for h in history)
@@ -285,8 +299,9 @@ def train_model(
                 ema.update_parameters(model)
             losses.append(float(loss.detach()))
             if (step + 1) % 5 == 0 and step + 1 < config.steps_per_epoch:
-                yield Progress(epoch * config.steps_per_epoch + step + 1, total,
-                               f"epoch {epoch + 1}: loss {np.mean(losses):.4f}")
+                yield Progress(
+                    epoch * config.steps_per_epoch + step + 1, total, f"epoch {epoch + 1}: loss {np.mean(losses):.4f}"
+                )
         val_loss, score = _evaluate(scored, loss_fn, val_x, val_y, config.batch_size, device, config.val_score)
         train_loss = float(np.mean(losses))
         improved = config.keep_last or _criterion(val_loss, score) < _criterion(best_loss, best_score) - 1e-5
@@ -297,8 +312,13 @@ def train_model(
         if not config.keep_last:
             stopping.update(_criterion(val_loss, score))
         bad_epochs = stopping.bad_epochs
-        record = {"epoch": epoch + 1, "loss": train_loss, "val_loss": val_loss,
-                  "best_val_loss": best_loss, "seconds": round(time.monotonic() - t0, 1)}
+        record = {
+            "epoch": epoch + 1,
+            "loss": train_loss,
+            "val_loss": val_loss,
+            "best_val_loss": best_loss,
+            "seconds": round(time.monotonic() - t0, 1),
+        }
         if score is not None:
             record |= {"val_score": score, "best_val_score": best_score}
         if config.keep_last:
@@ -307,16 +327,31 @@ def train_model(
         log.info("epoch %d: loss %.4f val_loss %.4f%s", epoch + 1, train_loss, val_loss, " *" if improved else "")
         if ckpt is not None:
             with atomic_path(ckpt) as tmp:
-                torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
-                            "best_state": best_state, "history": history,
-                            "best_loss": best_loss, "best_score": best_score,
-                            "criterion": _criterion_name(config), "keep_last": config.keep_last,
-                            "precision": precision,
-                            "best_epoch": best_epoch, "bad_epochs": bad_epochs, "epoch": epoch + 1,
-                            "rng": rng.bit_generator.state}
-                           | ({"ema": ema.state_dict()} if ema is not None else {}), tmp)
-        yield Progress((epoch + 1) * config.steps_per_epoch, total,
-                       f"epoch {epoch + 1}: loss {train_loss:.4f}, val {val_loss:.4f}", info=dict(record))
+                torch.save(
+                    {
+                        "model": model.state_dict(),
+                        "optimiser": optimiser.state_dict(),
+                        "best_state": best_state,
+                        "history": history,
+                        "best_loss": best_loss,
+                        "best_score": best_score,
+                        "criterion": _criterion_name(config),
+                        "keep_last": config.keep_last,
+                        "precision": precision,
+                        "best_epoch": best_epoch,
+                        "bad_epochs": bad_epochs,
+                        "epoch": epoch + 1,
+                        "rng": rng.bit_generator.state,
+                    }
+                    | ({"ema": ema.state_dict()} if ema is not None else {}),
+                    tmp,
+                )
+        yield Progress(
+            (epoch + 1) * config.steps_per_epoch,
+            total,
+            f"epoch {epoch + 1}: loss {train_loss:.4f}, val {val_loss:.4f}",
+            info=dict(record),
+        )
         if not config.keep_last and stopping.should_stop:
             log.info("early stop: no improvement of the smoothed validation value for %d epochs", bad_epochs)
             stopped, stopped_by = True, "early stopping"
@@ -327,8 +362,15 @@ def train_model(
             break
     model.load_state_dict(best_state)
     model.eval()
-    budget = training_budget(config.epochs, config.steps_per_epoch, len(history),
-                             len(history) * config.steps_per_epoch, stopped_by, stopping, config.max_minutes)
+    budget = training_budget(
+        config.epochs,
+        config.steps_per_epoch,
+        len(history),
+        len(history) * config.steps_per_epoch,
+        stopped_by,
+        stopping,
+        config.max_minutes,
+    )
     return TrainResult(model, history, best_epoch, best_loss, stopped, start_val, best_score, precision, budget)
 
 
@@ -352,8 +394,9 @@ def _weight_average(model, decay: float):
     return AveragedModel(model, avg_fn=average, use_buffers=True)
 
 
-def _evaluate(model, loss_fn, x: np.ndarray, y: np.ndarray, batch_size: int, device: str,
-              score_fn: Callable | None = None) -> tuple[float, float | None]:
+def _evaluate(
+    model, loss_fn, x: np.ndarray, y: np.ndarray, batch_size: int, device: str, score_fn: Callable | None = None
+) -> tuple[float, float | None]:
     """(mean validation loss, ``score_fn`` on all validation outputs or None)."""
     import torch
 

@@ -31,11 +31,19 @@ def _simulate(args: argparse.Namespace) -> int:
     voxel = args.voxel_size or (vol.voxel_size_A[-1] if vol.voxel_size_A else None)
     if not voxel:
         raise ValueError(f"{Path(args.map).name} has no voxel size in its header; pass --voxel-size (Å).")
-    pset = run_cli_job(simulate_projections(
-        np.asarray(vol.data, np.float32), float(voxel), v["n_projections"], seed=v["seed"],
-        half_sphere=not v["full_sphere"], max_shift_A=v["max_shift_A"], defocus_A=v["defocus_A"] or None,
-        noise_variance=v["noise_variance"] or None, snr=v["snr"] or None,
-    ))
+    pset = run_cli_job(
+        simulate_projections(
+            np.asarray(vol.data, np.float32),
+            float(voxel),
+            v["n_projections"],
+            seed=v["seed"],
+            half_sphere=not v["full_sphere"],
+            max_shift_A=v["max_shift_A"],
+            defocus_A=v["defocus_A"] or None,
+            noise_variance=v["noise_variance"] or None,
+            snr=v["snr"] or None,
+        )
+    )
     from tomolens.orient.project import box_warnings
 
     for warning in box_warnings(np.asarray(vol.data, np.float32), float(voxel)):
@@ -43,9 +51,11 @@ def _simulate(args: argparse.Namespace) -> int:
     star = Path(args.star) if args.star else Path(args.out).with_suffix(".star")
     write_projection_set(args.out, star, pset)
     snr = pset.info.get("snr")
-    print(f"wrote {len(pset)} projections ({pset.images.shape[1]}² px, {voxel:g} Å"
-          + (f", noise variance {pset.noise_variance:.4g} = SNR {snr:.3g}" if snr else "")
-          + f") to {args.out} and true angles to {star}")
+    print(
+        f"wrote {len(pset)} projections ({pset.images.shape[1]}² px, {voxel:g} Å"
+        + (f", noise variance {pset.noise_variance:.4g} = SNR {snr:.3g}" if snr else "")
+        + f") to {args.out} and true angles to {star}"
+    )
     return 0
 
 
@@ -57,13 +67,21 @@ def _train(args: argparse.Namespace) -> int:
     v = values_from_args(args, TRAIN_PARAMS)
     maps = load_training_maps(args.maps, v["symmetry"])
     val = load_training_maps(args.validation_maps or [])
-    model, card = run_cli_job(train_distance_model(
-        maps, val, pixel_size_A=network_pixel_size(maps, v["input_size"], v["pixel_size_A"]),
-        input_size=v["input_size"],
-        projections_per_map=v["projections_per_map"], steps=v["train_steps"], batch_size=v["batch_size"],
-        learning_rate=v["learning_rate"], max_minutes=v["max_minutes"] or None, seed=v["seed"],
-        name=Path(args.out).stem,
-    ))
+    model, card = run_cli_job(
+        train_distance_model(
+            maps,
+            val,
+            pixel_size_A=network_pixel_size(maps, v["input_size"], v["pixel_size_A"]),
+            input_size=v["input_size"],
+            projections_per_map=v["projections_per_map"],
+            steps=v["train_steps"],
+            batch_size=v["batch_size"],
+            learning_rate=v["learning_rate"],
+            max_minutes=v["max_minutes"] or None,
+            seed=v["seed"],
+            name=Path(args.out).stem,
+        )
+    )
     card.training_command = "tomolens " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
     weights, card_path = save_model(model, card, args.out)
     print(f"wrote {weights} and {card_path}; held-out metrics: {json.dumps(card.metrics)}")
@@ -81,10 +99,19 @@ def _recover(args: argparse.Namespace) -> int:
     truth = read_angles_star(args.truth_star)[0] if args.truth_star else None
     reference = np.asarray(read_mrc(args.reference).data, np.float32) if args.reference else None
     result = run_cli_job(recover_from_stack(images, pixel, v, truth, reference))
-    out_star = Path(args.out_star) if args.out_star else Path(args.stack).with_name(Path(args.stack).stem + "_orient.star")
+    out_star = (
+        Path(args.out_star) if args.out_star else Path(args.stack).with_name(Path(args.stack).stem + "_orient.star")
+    )
     extra = {"tlOrientErrorDeg": result.errors_deg} if result.errors_deg is not None else None
-    write_angles_star(out_star, result.quats, Path(args.stack).name, pixel, shifts_A=result.shifts_A, extra=extra,
-                      symmetry=result.symmetry)
+    write_angles_star(
+        out_star,
+        result.quats,
+        Path(args.stack).name,
+        pixel,
+        shifts_A=result.shifts_A,
+        extra=extra,
+        symmetry=result.symmetry,
+    )
     print(result.summary())
     if result.fsc is not None and args.fsc_csv:
         write_fsc_csv(args.fsc_csv, result.fsc)
@@ -135,11 +162,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.truth_star:
         truth, _ = read_angles_star(args.truth_star)
         if len(truth) != len(quats):
-            raise ValueError(f"{Path(args.truth_star).name} has {len(truth)} orientations, {Path(args.star).name} "
-                             f"{len(quats)}: compare tables of the same images.")
+            raise ValueError(
+                f"{Path(args.truth_star).name} has {len(truth)} orientations, {Path(args.star).name} "
+                f"{len(quats)}: compare tables of the same images."
+            )
         errors, quats = symmetric_errors_deg(quats, truth, truth_symmetry)
-        print(f"up to {symmetry.name}: mean orientation error {errors.mean():.2f}° (median {np.median(errors):.2f}°, "
-              f"{np.mean(errors < 10) * 100:.0f} % within 10°)")
+        print(
+            f"up to {symmetry.name}: mean orientation error {errors.mean():.2f}° (median {np.median(errors):.2f}°, "
+            f"{np.mean(errors < 10) * 100:.0f} % within 10°)"
+        )
     if args.stack:
         images, pixel = read_projection_stack(args.stack)
         pixel = args.pixel_size or pixel
@@ -148,12 +179,17 @@ def _evaluate(args: argparse.Namespace) -> int:
         if len(images) != len(quats):
             raise ValueError(f"{Path(args.stack).name} has {len(images)} images for {len(quats)} orientations.")
         if reference is not None and reference.shape[0] != images.shape[1]:
-            raise ValueError(f"The reference map pads to a {reference.shape[0]}³ cube but the images are "
-                             f"{images.shape[1]}² pixels; give the map at the images' pixel size and box.")
+            raise ValueError(
+                f"The reference map pads to a {reference.shape[0]}³ cube but the images are "
+                f"{images.shape[1]}² pixels; give the map at the images' pixel size and box."
+            )
         shifts = None if shifts_A is None else shifts_A / pixel
         # aligned to the truth: the truth's frame; else the STAR's own (RELION's setting)
-        recon = run_cli_job(reconstruct_fourier(images, quats, shifts, symmetry=truth_symmetry if args.truth_star
-                                                else Symmetry(symmetry.name)))
+        recon = run_cli_job(
+            reconstruct_fourier(
+                images, quats, shifts, symmetry=truth_symmetry if args.truth_star else Symmetry(symmetry.name)
+            )
+        )
         if args.reconstruction:
             write_mrc(args.reconstruction, recon, pixel)
             print(f"wrote the reconstruction to {args.reconstruction}")
@@ -169,16 +205,18 @@ def _evaluate(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     from tomolens.orient.pipeline import RECOVER_PARAMS, SIMULATE_PARAMS, TRAIN_PARAMS
 
-    orient = sub.add_parser("orient", help="single-particle orientation recovery: simulate, train, recover, "
-                            "evaluate, symmetry")
+    orient = sub.add_parser(
+        "orient", help="single-particle orientation recovery: simulate, train, recover, evaluate, symmetry"
+    )
     osub = orient.add_subparsers(dest="orient_command", metavar="STEP")
     orient.set_defaults(func=lambda a: (orient.print_help(), 2)[1])
 
     p = osub.add_parser("simulate", help="projections of a 3D map at random orientations (.mrcs + STAR)")
     p.add_argument("map", help="3D density map (.mrc)")
     p.add_argument("out", type=output_file, help="output stack (.mrcs)")
-    p.add_argument("--star", default=None, type=output_file,
-                   help="output STAR of the true angles (default: beside the stack)")
+    p.add_argument(
+        "--star", default=None, type=output_file, help="output STAR of the true angles (default: beside the stack)"
+    )
     p.add_argument("--voxel-size", type=length_A, default=None, help="map voxel size in Å (default: header)")
     add_arguments(p, SIMULATE_PARAMS)
     p.set_defaults(func=_simulate)
@@ -206,8 +244,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check", default=None, help="only score this group (e.g. D7), with its axes")
     p.set_defaults(func=_symmetry)
 
-    p = osub.add_parser("evaluate", help="errors of a STAR against a truth and the FSC of its reconstruction, "
-                        "up to a symmetry")
+    p = osub.add_parser(
+        "evaluate", help="errors of a STAR against a truth and the FSC of its reconstruction, up to a symmetry"
+    )
     p.add_argument("star", help="STAR of orientations to evaluate")
     p.add_argument("--truth-star", default=None, help="STAR of the true orientations of the same images")
     p.add_argument("--stack", default=None, help="projection stack (.mrcs): reconstruct from it")

@@ -142,9 +142,7 @@ def read_angles_star(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | 
     if table is None:
         table = next((t for t in data.values() if isinstance(t, pd.DataFrame) and ANGLE_COLUMNS[0] in t), None)
     if table is None or not set(ANGLE_COLUMNS) <= set(table.columns):
-        raise ValueError(
-            f"{Path(path).name} has no {', '.join(ANGLE_COLUMNS)} columns; it is not an angles STAR file."
-        )
+        raise ValueError(f"{Path(path).name} has no {', '.join(ANGLE_COLUMNS)} columns; it is not an angles STAR file.")
     if "rlnImageName" in table.columns:
         order = table["rlnImageName"].astype(str).str.split("@").str[0].astype(int).to_numpy()
         table = table.iloc[np.argsort(order, kind="stable")]
@@ -170,8 +168,9 @@ def write_fsc_csv(path: str | os.PathLike, fsc) -> Path:
 
     Columns: ``frequency_per_A``, ``resolution_A`` (1/frequency) and ``fsc``.
     """
-    table = pd.DataFrame({"frequency_per_A": fsc.frequency_per_A, "resolution_A": 1.0 / fsc.frequency_per_A,
-                          "fsc": fsc.fsc})
+    table = pd.DataFrame(
+        {"frequency_per_A": fsc.frequency_per_A, "resolution_A": 1.0 / fsc.frequency_per_A, "fsc": fsc.fsc}
+    )
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
     return Path(path)
@@ -181,7 +180,11 @@ def write_projection_set(stack_path: str | os.PathLike, star_path: str | os.Path
     """Write a simulated :class:`ProjectionSet` as an ``.mrcs`` stack plus a STAR of true angles."""
     if Path(stack_path).suffix.lower() != ".mrcs":
         raise ValueError(f"Write projection stacks as .mrcs; got {Path(stack_path).name!r}.")
-    write_mrc(stack_path, pset.images, (1.0, pset.pixel_size_A, pset.pixel_size_A),
-              labels=(f"tomolens orient simulate noise_variance={pset.noise_variance:.4g}",))
+    write_mrc(
+        stack_path,
+        pset.images,
+        (1.0, pset.pixel_size_A, pset.pixel_size_A),
+        labels=(f"tomolens orient simulate noise_variance={pset.noise_variance:.4g}",),
+    )
     if pset.quats is not None:
         write_angles_star(star_path, pset.quats, Path(stack_path).name, pset.pixel_size_A, pset.shifts_A)

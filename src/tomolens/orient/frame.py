@@ -55,8 +55,9 @@ def _central_lines(images: np.ndarray, pixel_size_A: float, resolution_A: float,
     for start in range(0, len(images), 200):
         spec = centred_fft2(zero_mean(images[start : start + 200]), m)
         for i, f in enumerate(spec):
-            lines[start + i] = (ndimage.map_coordinates(f.real, [ys, xs], order=1)
-                                + 1j * ndimage.map_coordinates(f.imag, [ys, xs], order=1))
+            lines[start + i] = ndimage.map_coordinates(f.real, [ys, xs], order=1) + 1j * ndimage.map_coordinates(
+                f.imag, [ys, xs], order=1
+            )
     lines /= np.linalg.norm(lines, axis=2, keepdims=True) + 1e-12
     return lines
 
@@ -69,8 +70,10 @@ def _line_angles(mats: np.ndarray, first: np.ndarray, second: np.ndarray, n_angl
     ki = np.einsum("pij,pj->pi", mats[first], c)
     kj = np.einsum("pij,pj->pi", mats[second], c)
     step = 2 * np.pi / n_angles
-    return (np.round(np.arctan2(ki[:, 1], ki[:, 0]) / step).astype(np.int64),
-            np.round(np.arctan2(kj[:, 1], kj[:, 0]) / step).astype(np.int64))
+    return (
+        np.round(np.arctan2(ki[:, 1], ki[:, 0]) / step).astype(np.int64),
+        np.round(np.arctan2(kj[:, 1], kj[:, 0]) / step).astype(np.int64),
+    )
 
 
 def _branch(mats: np.ndarray, transposed: bool) -> np.ndarray:

@@ -40,7 +40,6 @@ def zero_mean(images: np.ndarray) -> np.ndarray:
     return images - images.mean(axis=(1, 2), keepdims=True)
 
 
-
 def central_slices(spec, mats: np.ndarray, plane: np.ndarray):
     """Central slices of a 3D spectrum (torch (1, 2, m, m, m)) at orientations: (2, len(mats), P)."""
     import torch
@@ -59,8 +58,9 @@ def unit_norm(slices):
     return slices / torch.sqrt((slices**2).sum(dim=(0, 2), keepdim=True) + 1e-12)
 
 
-def local_pass(images_ft: np.ndarray, mats: np.ndarray, spec, plane: np.ndarray,
-                candidates: np.ndarray, batch: int) -> Generator[Progress, None, tuple[np.ndarray, int]]:
+def local_pass(
+    images_ft: np.ndarray, mats: np.ndarray, spec, plane: np.ndarray, candidates: np.ndarray, batch: int
+) -> Generator[Progress, None, tuple[np.ndarray, int]]:
     """Local projection matching (job): each orientation to the best of ``Δ A`` (Δ in candidates).
 
     ``candidates[0]`` is the identity: an orientation stays unless another scores strictly higher.
@@ -82,8 +82,9 @@ def local_pass(images_ft: np.ndarray, mats: np.ndarray, spec, plane: np.ndarray,
     return out, moved
 
 
-def global_pass(images_ft: np.ndarray, mats: np.ndarray, spec, plane: np.ndarray, grid: np.ndarray,
-                 batch: int) -> Generator[Progress, None, tuple[np.ndarray, int]]:
+def global_pass(
+    images_ft: np.ndarray, mats: np.ndarray, spec, plane: np.ndarray, grid: np.ndarray, batch: int
+) -> Generator[Progress, None, tuple[np.ndarray, int]]:
     """Global projection matching (job): an orientation moves to the best of ``grid`` if that scores higher."""
     import torch
 
@@ -107,8 +108,9 @@ def global_pass(images_ft: np.ndarray, mats: np.ndarray, spec, plane: np.ndarray
     return out, moved
 
 
-def shift_pass(images_ft: np.ndarray, mats: np.ndarray, spec, plane: np.ndarray, offsets: np.ndarray,
-                m: int, batch: int) -> Generator[Progress, None, np.ndarray]:
+def shift_pass(
+    images_ft: np.ndarray, mats: np.ndarray, spec, plane: np.ndarray, offsets: np.ndarray, m: int, batch: int
+) -> Generator[Progress, None, np.ndarray]:
     """Best in-plane shift offset (pixels, x y) of each image against its central slice (job).
 
     ``images_ft`` already has the current shifts undone; the offset ``o`` maximising

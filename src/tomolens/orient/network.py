@@ -164,9 +164,15 @@ def map_symmetry(tmap: TrainingMap) -> Symmetry:
     found = find_symmetry_frame(pad_to_cube(np.asarray(tmap.volume, np.float32)), sym.name)
     log.info("%s: %s axes found, symmetry score %.2f", tmap.name, sym.name, found.score)
     if found.score < SYMMETRY_THRESHOLD:
-        log.warning("%s scores %.2f for %s symmetry (a map with it scores at least %.2f): it probably does not have "
-                    "it, and distances up to the group will mislead the network; `tomolens orient symmetry MAP` "
-                    "measures which it has", tmap.name, found.score, sym.name, SYMMETRY_THRESHOLD)
+        log.warning(
+            "%s scores %.2f for %s symmetry (a map with it scores at least %.2f): it probably does not have "
+            "it, and distances up to the group will mislead the network; `tomolens orient symmetry MAP` "
+            "measures which it has",
+            tmap.name,
+            found.score,
+            sym.name,
+            SYMMETRY_THRESHOLD,
+        )
     return found
 
 
@@ -174,12 +180,19 @@ def _make_pool(tmap: TrainingMap, n: int, seed: int, pixel_A: float, size: int) 
     pset = yield from simulate_projections(tmap.volume, tmap.voxel_size_A, n, seed=seed, pad_factor=1.5)
     imgs = resample_images(pset.images, tmap.voxel_size_A, pixel_A, size)
     sym = map_symmetry(tmap)
-    return _Pool(torch.from_numpy(imgs), torch.from_numpy(pset.quats), float(imgs.var(axis=(1, 2)).mean()),
-                 tmap.name, torch.from_numpy(expand_quats(pset.quats, sym)), sym)
+    return _Pool(
+        torch.from_numpy(imgs),
+        torch.from_numpy(pset.quats),
+        float(imgs.var(axis=(1, 2)).mean()),
+        tmap.name,
+        torch.from_numpy(expand_quats(pset.quats, sym)),
+        sym,
+    )
 
 
-def _noisy_batch(pool: _Pool, idx: torch.Tensor, snr_range: tuple[float, float], clean_fraction: float,
-                 gen: torch.Generator) -> torch.Tensor:
+def _noisy_batch(
+    pool: _Pool, idx: torch.Tensor, snr_range: tuple[float, float], clean_fraction: float, gen: torch.Generator
+) -> torch.Tensor:
     x = pool.images[idx]
     lo, hi = np.log(snr_range[0]), np.log(snr_range[1])
     log_snr = lo + (hi - lo) * torch.rand(len(idx), generator=gen)
@@ -266,10 +279,12 @@ def train_distance_model(
     all_maps = list(maps) + list(validation_maps)
     for k, tmap in enumerate(all_maps):
         n = projections_per_map if k < len(maps) else max(200, projections_per_map // 4)
-        pool = yield from _relabel(_make_pool(tmap, n, seed * 1000 + k, pixel_size_A, input_size),
-                                   f"simulating projections of {tmap.name} ({k + 1}/{len(all_maps)})")
+        pool = yield from _relabel(
+            _make_pool(tmap, n, seed * 1000 + k, pixel_size_A, input_size),
+            f"simulating projections of {tmap.name} ({k + 1}/{len(all_maps)})",
+        )
         pools.append(pool)
-    train_pools, val_pools = pools[: len(maps)], pools[len(maps):]
+    train_pools, val_pools = pools[: len(maps)], pools[len(maps) :]
     model = SiameseDistanceNet(input_size=input_size).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=learning_rate)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps), eta_min=0.05 * learning_rate)
@@ -302,9 +317,13 @@ def train_distance_model(
     for pool in val_pools:
         metrics[f"val_{pool.name}"] = evaluate_pool(model, pool, snr_range, seed)
     card = ModelCard(
-        name=name, task="orient", architecture=ARCHITECTURE,
+        name=name,
+        task="orient",
+        architecture=ARCHITECTURE,
         arch_kwargs={"input_size": input_size, "channels": [16, 32, 64, 128], "embedding_dim": 32},
-        classes=["distance_rad"], voxel_size_A=pixel_size_A, patch_size=[input_size, input_size],
+        classes=["distance_rad"],
+        voxel_size_A=pixel_size_A,
+        patch_size=[input_size, input_size],
         normalisation="Fourier resampling to voxel_size_A, centre crop/pad to patch_size, per-image zscore",
         training_data=(
             f"{projections_per_map} Fourier-slice projections per map of {', '.join(m.name for m in maps)} "
@@ -312,12 +331,18 @@ def train_distance_model(
             f"({clean_fraction:.0%} clean), batch-all pairs of {batch_size} images; target distances "
             f"up to each map's point group ({', '.join(f'{p.name} {p.symmetry.name}' for p in pools)})"
         ),
-        seed=seed, metrics=metrics,
-        extra={"train_maps": [m.name for m in maps], "validation_maps": [m.name for m in validation_maps],
-               "symmetry": {p.name: p.symmetry.name for p in pools},
-               "symmetry_frames": {p.name: p.symmetry.frame.round(6).tolist() for p in pools
-                                   if p.symmetry.name != "C1"},
-               "steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "half_sphere": True},
+        seed=seed,
+        metrics=metrics,
+        extra={
+            "train_maps": [m.name for m in maps],
+            "validation_maps": [m.name for m in validation_maps],
+            "symmetry": {p.name: p.symmetry.name for p in pools},
+            "symmetry_frames": {p.name: p.symmetry.frame.round(6).tolist() for p in pools if p.symmetry.name != "C1"},
+            "steps": steps,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+            "half_sphere": True,
+        },
     )
     return model, card
 
@@ -365,8 +390,13 @@ def embed_images(
     return np.concatenate(out)
 
 
-def distance_errors_deg(embeddings: np.ndarray, quats: np.ndarray, n_pairs: int = 200_000, seed: int = 0,
-                        symmetry: Symmetry | str | None = None) -> dict:
+def distance_errors_deg(
+    embeddings: np.ndarray,
+    quats: np.ndarray,
+    n_pairs: int = 200_000,
+    seed: int = 0,
+    symmetry: Symmetry | str | None = None,
+) -> dict:
     """Mean and median absolute error (degrees) of embedding distances on random pairs.
 
     With a ``symmetry`` (in the frame of ``quats``) the true distance is the one up to the group.

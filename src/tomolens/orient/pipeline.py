@@ -35,20 +35,45 @@ DEFAULT_MODEL = "orient_distance_5j0n"
 SIMULATE_PARAMS = (
     Param("n_projections", 1000, "number of projections", int, min=10, max=1_000_000),
     Param("seed", 0, "random seed of orientations, shifts, defoci and noise", int, min=0),
-    Param("snr", 0.0, "noise as a signal-to-noise ratio: the mean variance of the noise-free projections / "
-          "the noise variance, so it means the same on any map (0: no noise; the paper's variance 16 is SNR 0.133 "
-          "on 5j0n)", float, min=0.0),
-    Param("noise_variance", 0.0, "alternatively, an absolute noise variance (the paper's 16; its SNR depends on the "
-          "map's values and box: not with snr)", float, min=0.0),
+    Param(
+        "snr",
+        0.0,
+        "noise as a signal-to-noise ratio: the mean variance of the noise-free projections / "
+        "the noise variance, so it means the same on any map (0: no noise; the paper's variance 16 is SNR 0.133 "
+        "on 5j0n)",
+        float,
+        min=0.0,
+    ),
+    Param(
+        "noise_variance",
+        0.0,
+        "alternatively, an absolute noise variance (the paper's 16; its SNR depends on the "
+        "map's values and box: not with snr)",
+        float,
+        min=0.0,
+    ),
     Param("max_shift_A", 0.0, "in-plane shifts uniform in ± this, Å", float, min=0.0, advanced=True),
     Param("defocus_A", 0.0, "apply a CTF at this defocus ±20 % (Å; 0: no CTF)", float, min=0.0, advanced=True),
-    Param("full_sphere", False, "viewing directions on the whole sphere (default: one hemisphere, "
-          "which removes the mirror ambiguity as the paper does)", bool, advanced=True),
+    Param(
+        "full_sphere",
+        False,
+        "viewing directions on the whole sphere (default: one hemisphere, "
+        "which removes the mirror ambiguity as the paper does)",
+        bool,
+        advanced=True,
+    ),
 )
 
 TRAIN_PARAMS = (
-    Param("pixel_size_A", 0.0, "pixel size of the network input, Å (0: from the maps, so that the widest "
-          "particle fills the input window with 15 % to spare; 8.5 Å for 5j0n)", float, min=0.0, max=50.0),
+    Param(
+        "pixel_size_A",
+        0.0,
+        "pixel size of the network input, Å (0: from the maps, so that the widest "
+        "particle fills the input window with 15 % to spare; 8.5 Å for 5j0n)",
+        float,
+        min=0.0,
+        max=50.0,
+    ),
     Param("input_size", 32, "network input side, pixels (multiple of 8)", int, min=16, max=128, step=8),
     Param("projections_per_map", 1500, "clean projections simulated per training map", int, min=100),
     Param("train_steps", 3000, "training steps (one map, a batch of images and all their pairs each)", int, min=1),
@@ -56,34 +81,79 @@ TRAIN_PARAMS = (
     Param("learning_rate", 1e-3, "Adam step size for training", float, min=1e-6, max=1.0, advanced=True),
     Param("max_minutes", 0.0, "stop training after this many minutes (0: no limit)", float, min=0.0),
     Param("seed", 0, "random seed of training", int, min=0, advanced=True),
-    Param("symmetry", "C1", "point group of the training maps (axes found on each map): the network learns "
-          "distances up to it, min over g of d(A, B g), since projections at A and A g are identical",
-          str, choices=COMMON_GROUPS),
+    Param(
+        "symmetry",
+        "C1",
+        "point group of the training maps (axes found on each map): the network learns "
+        "distances up to it, min over g of d(A, B g), since projections at A and A g are identical",
+        str,
+        choices=COMMON_GROUPS,
+    ),
 )
 
 RECOVER_PARAMS = (
     Param("model", DEFAULT_MODEL, "distance model: a shipped name or a .pt/.json path", str),
-    Param("initialisation", "spectral", "start of the Adam recovery: 'spectral' (closed form from anchor "
-          "distances) or 'random' (the paper)", str, choices=("spectral", "random")),
+    Param(
+        "initialisation",
+        "spectral",
+        "start of the Adam recovery: 'spectral' (closed form from anchor distances) or 'random' (the paper)",
+        str,
+        choices=("spectral", "random"),
+    ),
     Param("recover_steps", 1000, "Adam steps of the recovery", int, min=1),
     Param("pairs_per_step", 20000, "random pairs per Adam step", int, min=100, advanced=True),
     Param("recover_learning_rate", 0.01, "Adam step size of the recovery", float, min=1e-6, max=1.0, advanced=True),
     Param("n_anchors", 500, "images of the spectral start", int, min=10, advanced=True),
-    Param("local_scale", 0.0, "weight pairs by exp(-d/local_scale) (radians; 0: equal weights as the paper)",
-          float, min=0.0, advanced=True),
+    Param(
+        "local_scale",
+        0.0,
+        "weight pairs by exp(-d/local_scale) (radians; 0: equal weights as the paper)",
+        float,
+        min=0.0,
+        advanced=True,
+    ),
     Param("seed", 0, "random seed of the recovery", int, min=0, advanced=True),
-    Param("refine", True, "after recovery, fix the frame by common lines and refine by projection matching "
-          "against the reconstruction (for projections without CTF)", bool),
-    Param("refine_max_shift_A", 0.0, "refinement also searches each projection's in-plane shift up to this "
-          "(Å; 0: the projections are centred)", float, min=0.0, advanced=True),
-    Param("refine_gold_standard", False, "refinement matches each half set only against its own map (RELION's "
-          "gold standard: an unbiased half-set FSC, slightly less accurate on small sets)", bool, advanced=True),
-    Param("symmetry", "C1", "point group of the particle (RELION's: Cn/Dn with the n-fold axis along z, T, O, I; "
-          "C1: none): refinement and reconstruction average over it and errors are measured up to it",
-          str, choices=COMMON_GROUPS),
+    Param(
+        "refine",
+        True,
+        "after recovery, fix the frame by common lines and refine by projection matching "
+        "against the reconstruction (for projections without CTF)",
+        bool,
+    ),
+    Param(
+        "refine_max_shift_A",
+        0.0,
+        "refinement also searches each projection's in-plane shift up to this (Å; 0: the projections are centred)",
+        float,
+        min=0.0,
+        advanced=True,
+    ),
+    Param(
+        "refine_gold_standard",
+        False,
+        "refinement matches each half set only against its own map (RELION's "
+        "gold standard: an unbiased half-set FSC, slightly less accurate on small sets)",
+        bool,
+        advanced=True,
+    ),
+    Param(
+        "symmetry",
+        "C1",
+        "point group of the particle (RELION's: Cn/Dn with the n-fold axis along z, T, O, I; "
+        "C1: none): refinement and reconstruction average over it and errors are measured up to it",
+        str,
+        choices=COMMON_GROUPS,
+    ),
     Param("reconstruct", True, "reconstruct a map from the projections and recovered orientations", bool),
-    Param("recon_pad_factor", 1.0, "zero padding of the Fourier reconstruction (2: fewer artefacts, slower)",
-          float, min=1.0, max=3.0, advanced=True),
+    Param(
+        "recon_pad_factor",
+        1.0,
+        "zero padding of the Fourier reconstruction (2: fewer artefacts, slower)",
+        float,
+        min=1.0,
+        max=3.0,
+        advanced=True,
+    ),
 )
 
 
@@ -140,17 +210,25 @@ class OrientationResult:
 
     def summary(self) -> str:
         """A few lines for the CLI and the widget's status."""
-        lines = [f"{len(self.quats)} orientations recovered in {sum(self.timings_s.values()):.1f} s"
-                 + (f" (symmetry {self.symmetry})" if self.symmetry != "C1" else "")]
+        lines = [
+            f"{len(self.quats)} orientations recovered in {sum(self.timings_s.values()):.1f} s"
+            + (f" (symmetry {self.symmetry})" if self.symmetry != "C1" else "")
+        ]
         if self.errors_deg is not None:
             prefix = "" if self.symmetry == "C1" else f"up to {self.symmetry}: "
-            lines.append(f"{prefix}mean orientation error {self.errors_deg.mean():.2f}° "
-                         f"(median {np.median(self.errors_deg):.2f}°)")
+            lines.append(
+                f"{prefix}mean orientation error {self.errors_deg.mean():.2f}° "
+                f"(median {np.median(self.errors_deg):.2f}°)"
+            )
             if self.errors_before_refinement_deg is not None:
-                lines.append(f"before refinement {self.errors_before_refinement_deg.mean():.2f}° "
-                             f"(median {np.median(self.errors_before_refinement_deg):.2f}°)")
+                lines.append(
+                    f"before refinement {self.errors_before_refinement_deg.mean():.2f}° "
+                    f"(median {np.median(self.errors_before_refinement_deg):.2f}°)"
+                )
         if self.fsc is not None:
-            lines.append(f"FSC resolution {self.fsc.resolution_05_A:.1f} Å (0.5), {self.fsc.resolution_0143_A:.1f} Å (0.143)")
+            lines.append(
+                f"FSC resolution {self.fsc.resolution_05_A:.1f} Å (0.5), {self.fsc.resolution_0143_A:.1f} Å (0.143)"
+            )
         lines.extend(f"warning: {w}" for w in self.warnings)
         return "\n".join(lines)
 
@@ -216,9 +294,11 @@ def recover_from_stack(
     net, card = model if model is not None else load_model(settings["model"], "cpu", expected_task="orient")
     trained_for = sorted(set((card.extra or {}).get("symmetry", {}).values()) or {"C1"})
     if trained_for != [symmetry.name]:
-        warnings.append(f"The distance network was trained for {', '.join(trained_for)} symmetry, but recovery "
-                        f"assumes {symmetry.name}: train one with `tomolens orient train --symmetry "
-                        f"{symmetry.name}` on the particle's map, so that its distances are up to the group.")
+        warnings.append(
+            f"The distance network was trained for {', '.join(trained_for)} symmetry, but recovery "
+            f"assumes {symmetry.name}: train one with `tomolens orient train --symmetry "
+            f"{symmetry.name}` on the particle's map, so that its distances are up to the group."
+        )
     if reference_map is not None:
         reference = pad_to_cube(reference_map)
         if reference.shape[0] != images.shape[1]:
@@ -238,14 +318,25 @@ def recover_from_stack(
     timings["embedding"] = time.monotonic() - t0
     t0 = time.monotonic()
     result = yield from recover_orientations(
-        EmbeddingDistances(embeddings), initialisation=settings["initialisation"],
-        steps=settings["recover_steps"], pairs_per_step=settings["pairs_per_step"],
-        learning_rate=settings["recover_learning_rate"], n_anchors=settings["n_anchors"],
-        local_scale=settings["local_scale"] or None, seed=settings["seed"], symmetry=symmetry.name,
+        EmbeddingDistances(embeddings),
+        initialisation=settings["initialisation"],
+        steps=settings["recover_steps"],
+        pairs_per_step=settings["pairs_per_step"],
+        learning_rate=settings["recover_learning_rate"],
+        n_anchors=settings["n_anchors"],
+        local_scale=settings["local_scale"] or None,
+        seed=settings["seed"],
+        symmetry=symmetry.name,
     )
     timings["recovery"] = time.monotonic() - t0
-    out = OrientationResult(result.quats, timings_s=timings, loss_history=result.loss_history,
-                            symmetry=symmetry.name, symmetry_score=truth_symmetry.score, warnings=warnings)
+    out = OrientationResult(
+        result.quats,
+        timings_s=timings,
+        loss_history=result.loss_history,
+        symmetry=symmetry.name,
+        symmetry_score=truth_symmetry.score,
+        warnings=warnings,
+    )
     quats = result.quats
     recon_symmetry = None  # the group in the frame of the orientations that are reconstructed
     if settings["refine"]:
@@ -259,20 +350,30 @@ def recover_from_stack(
         t0 = time.monotonic()
         check: dict = {}
         quats, shifts_px, passes = yield from refine_orientations(
-            images, quats, float(pixel_size_A), max_shift_px=settings["refine_max_shift_A"] / float(pixel_size_A),
-            symmetry=symmetry.name, info=check, gold_standard=settings["refine_gold_standard"])
+            images,
+            quats,
+            float(pixel_size_A),
+            max_shift_px=settings["refine_max_shift_A"] / float(pixel_size_A),
+            symmetry=symmetry.name,
+            info=check,
+            gold_standard=settings["refine_gold_standard"],
+        )
         timings["refinement"] = time.monotonic() - t0
         out.quats, out.refinement = quats, {"frame": frame, "passes": passes, "check": check}
         recon_symmetry = Symmetry(symmetry.name)  # refinement turned the orientations into RELION's setting
         if check.get("kept_start"):
-            warnings.append("Refinement scored lower than its start by half-set FSC, so the orientations from "
-                            "distances and common lines are returned: the distance network may not know this "
-                            "particle (train one on its map) or the symmetry may be wrong.")
+            warnings.append(
+                "Refinement scored lower than its start by half-set FSC, so the orientations from "
+                "distances and common lines are returned: the distance network may not know this "
+                "particle (train one on its map) or the symmetry may be wrong."
+            )
         if reference is None and "symmetry_score" in check:
             out.symmetry_score = check["symmetry_score"]
             if check["symmetry_score"] < SYMMETRY_THRESHOLD:
-                warnings.append(f"The first reconstruction scores {check['symmetry_score']:.2f} for "
-                                f"{symmetry.name} symmetry: the particle may not have it.")
+                warnings.append(
+                    f"The first reconstruction scores {check['symmetry_score']:.2f} for "
+                    f"{symmetry.name} symmetry: the particle may not have it."
+                )
         if settings["refine_max_shift_A"] > 0:
             out.shifts_A = shifts_px * float(pixel_size_A)
     if truth_quats is not None:
@@ -288,8 +389,9 @@ def recover_from_stack(
     if settings["reconstruct"]:
         t0 = time.monotonic()
         shifts = None if out.shifts_A is None else out.shifts_A / float(pixel_size_A)
-        out.reconstruction = yield from reconstruct_fourier(images, out.quats, shifts,
-                                                            pad_factor=settings["recon_pad_factor"])
+        out.reconstruction = yield from reconstruct_fourier(
+            images, out.quats, shifts, pad_factor=settings["recon_pad_factor"]
+        )
         if symmetry.name != "C1":
             if recon_symmetry is None:  # neither refined nor aligned: find the axes on the map itself
                 recon_symmetry = find_symmetry_frame(out.reconstruction, symmetry.name)
@@ -322,8 +424,9 @@ def network_pixel_size(maps, input_size: int, pixel_size_A: float = 0.0, margin:
         return float(pixel_size_A)
     widest = max(particle_diameter_A(m.volume, m.voxel_size_A) for m in maps)
     pixel = max(max(m.voxel_size_A for m in maps), widest * margin / input_size)
-    log.info("network input: %.2f Å pixels, a %.0f Å window for particles up to %.0f Å", pixel,
-             pixel * input_size, widest)
+    log.info(
+        "network input: %.2f Å pixels, a %.0f Å window for particles up to %.0f Å", pixel, pixel * input_size, widest
+    )
     return float(pixel)
 
 
@@ -339,6 +442,5 @@ def load_training_maps(paths: list[str | Path], symmetry: str = "C1"):
             raise ValueError(f"{Path(p).name} is a {vol.kind}, not a 3D map; train on density maps (.mrc).")
         if vol.voxel_size_A is None:
             raise ValueError(f"{Path(p).name} has no voxel size in its header; set it before training.")
-        out.append(TrainingMap(np.asarray(vol.data, np.float32), float(vol.voxel_size_A[-1]), Path(p).stem,
-                               symmetry))
+        out.append(TrainingMap(np.asarray(vol.data, np.float32), float(vol.voxel_size_A[-1]), Path(p).stem, symmetry))
     return out

@@ -122,7 +122,11 @@ def centred_fft3(volume: np.ndarray, pad_factor: float = 2.0) -> np.ndarray:
 
 
 def ctf_2d(
-    m: int, pixel_size_A: float, defocus_A: float, voltage_kV: float = 300.0, cs_mm: float = 2.7,
+    m: int,
+    pixel_size_A: float,
+    defocus_A: float,
+    voltage_kV: float = 300.0,
+    cs_mm: float = 2.7,
     amplitude_contrast: float = 0.1,
 ) -> np.ndarray:
     """The CTF on a centred m×m frequency grid (no envelope), float32, shape (m, m).
@@ -184,9 +188,9 @@ def project_map(
         xyz = np.einsum("bji,jp->bip", mats[start:stop], plane).astype(np.float32)  # Aᵀ k, (b, 3, P)
         coords = np.stack([xyz[:, 2], xyz[:, 1], xyz[:, 0]], axis=0).reshape(3, -1) + half
         slices = np.zeros((stop - start, m, m), np.complex64)
-        slices[:, inside] = ndimage.map_coordinates(
-            spectrum, coords, order=1, mode="constant", cval=0.0
-        ).reshape(stop - start, -1)
+        slices[:, inside] = ndimage.map_coordinates(spectrum, coords, order=1, mode="constant", cval=0.0).reshape(
+            stop - start, -1
+        )
         if ctf is not None:
             slices = slices * (ctf if ctf.ndim == 2 else ctf[start:stop])
         if shifts_px is not None:
@@ -310,17 +314,23 @@ def box_warnings(volume: np.ndarray, voxel_size_A: float, window_A: float | None
         rim = np.ones(cube.shape, bool)
         rim[2:-2, 2:-2, 2:-2] = False
         if np.any(smooth[rim] > 0.1 * peak):
-            out.append("The map's density reaches the edge of its box: projections cut the particle; pad the map "
-                       "(a box about 1.3× the particle) before simulating or reconstructing.")
+            out.append(
+                "The map's density reaches the edge of its box: projections cut the particle; pad the map "
+                "(a box about 1.3× the particle) before simulating or reconstructing."
+            )
     if window_A:
         diameter = particle_diameter_A(cube, voxel_size_A)
         if diameter > window_A:
-            out.append(f"The particle is about {diameter:.0f} Å across, wider than the distance network's "
-                       f"{window_A:.0f} Å input window: train a network with a pixel size of at least "
-                       f"{diameter / window_A:.2f}× the current one "
-                       f"(pixel_size_A × input_size ≥ {diameter:.0f} Å).")
+            out.append(
+                f"The particle is about {diameter:.0f} Å across, wider than the distance network's "
+                f"{window_A:.0f} Å input window: train a network with a pixel size of at least "
+                f"{diameter / window_A:.2f}× the current one "
+                f"(pixel_size_A × input_size ≥ {diameter:.0f} Å)."
+            )
         elif 0 < diameter < 0.25 * window_A:
-            out.append(f"The particle is about {diameter:.0f} Å across, under a quarter of the distance network's "
-                       f"{window_A:.0f} Å input window: train a network with a finer pixel size so that it "
-                       "spans more input pixels.")
+            out.append(
+                f"The particle is about {diameter:.0f} Å across, under a quarter of the distance network's "
+                f"{window_A:.0f} Å input window: train a network with a finer pixel size so that it "
+                "spans more input pixels."
+            )
     return out

@@ -134,9 +134,14 @@ def reconstruct_half_sets(
     for h in (0, 1):
         sel = slice(h, None, 2)
         sub_shifts = None if shifts_px is None else shifts_px[sel]
-        halves.append((yield from relay(
-            reconstruct_fourier(images[sel], quats[sel], sub_shifts, pad_factor=pad_factor),
-            lambda s, h=h: Progress(h * s.total + s.done, 2 * s.total, f"half set {h + 1} of 2: {s.message}"))))
+        halves.append(
+            (
+                yield from relay(
+                    reconstruct_fourier(images[sel], quats[sel], sub_shifts, pad_factor=pad_factor),
+                    lambda s, h=h: Progress(h * s.total + s.done, 2 * s.total, f"half set {h + 1} of 2: {s.message}"),
+                )
+            )
+        )
     return halves[0], halves[1]
 
 

@@ -92,9 +92,18 @@ class RecoveryResult:
 
 
 def _optimise(
-    distances: Callable, index: "torch.Tensor", q0: "torch.Tensor", fixed: "torch.Tensor | None",
-    steps: int, pairs_per_step: int, learning_rate: float, local_scale: float | None,
-    gen: "torch.Generator", message: str, log_every: int, history: list[float],
+    distances: Callable,
+    index: "torch.Tensor",
+    q0: "torch.Tensor",
+    fixed: "torch.Tensor | None",
+    steps: int,
+    pairs_per_step: int,
+    learning_rate: float,
+    local_scale: float | None,
+    gen: "torch.Generator",
+    message: str,
+    log_every: int,
+    history: list[float],
     group: "torch.Tensor | None" = None,
 ) -> Generator[Progress, None, "torch.Tensor"]:
     """Adam on the quaternions ``q0`` of images ``index``; ``fixed`` (anchors) stay put.
@@ -154,9 +163,7 @@ def _nearest_rotations(mats: np.ndarray) -> np.ndarray:
     return u @ vt
 
 
-def spectral_orientations(
-    dist: np.ndarray, starts: int = 10, iterations: int = 40, seed: int = 0
-) -> np.ndarray:
+def spectral_orientations(dist: np.ndarray, starts: int = 10, iterations: int = 40, seed: int = 0) -> np.ndarray:
     """Orientations from a full matrix of distances, without iterative descent from random starts.
 
     ``tr(R_iᵀ R_j) = 1 + 2 cos d_ij`` is the Gram matrix of the vectors ``vec(R_i)`` (9-D),
@@ -327,12 +334,30 @@ def recover_orientations(
         start = torch.as_tensor(quats)
     full = torch.arange(n)
     offset = total - steps
-    job = _optimise(distances, full, start, None, steps, pairs_per_step, learning_rate, local_scale, gen,
-                    "recovering orientations (Adam)", log_every, history, group)
+    job = _optimise(
+        distances,
+        full,
+        start,
+        None,
+        steps,
+        pairs_per_step,
+        learning_rate,
+        local_scale,
+        gen,
+        "recovering orientations (Adam)",
+        log_every,
+        history,
+        group,
+    )
     quats = yield from relay(job, lambda p: Progress(offset + p.done, total, p.message, p.info))
     settings = {
-        "initialisation": initialisation, "steps": steps, "pairs_per_step": pairs_per_step,
-        "learning_rate": learning_rate, "n_anchors": n_anchors, "local_scale": local_scale, "seed": seed,
+        "initialisation": initialisation,
+        "steps": steps,
+        "pairs_per_step": pairs_per_step,
+        "learning_rate": learning_rate,
+        "n_anchors": n_anchors,
+        "local_scale": local_scale,
+        "seed": seed,
         "symmetry": sym.name,
     }
     log.info("recovery finished, final loss %.3g", history[-1] if history else float("nan"))

@@ -71,9 +71,13 @@ log = logging.getLogger(__name__)
 #: Projection-matching passes: (mode, step in degrees, resolution limit in Å, passes); see
 #: :func:`refine_orientations`.
 REFINE_SCHEDULE: tuple[tuple[str, float, float, int], ...] = (
-    ("global", 10.0, 20.0, 1), ("local", 6.0, 20.0, 2), ("global", 10.0, 15.0, 1), ("local", 3.0, 15.0, 2),
-    ("local", 1.5, 12.0, 1), ("local", 0.75, 10.0, 1))
-
+    ("global", 10.0, 20.0, 1),
+    ("local", 6.0, 20.0, 2),
+    ("global", 10.0, 15.0, 1),
+    ("local", 3.0, 15.0, 2),
+    ("local", 1.5, 12.0, 1),
+    ("local", 0.75, 10.0, 1),
+)
 
 
 def refine_orientations(
@@ -183,12 +187,25 @@ def refine_orientations(
     best = None  # (half-set score, orientations, shifts, pass): the result never scores below its start
     for p in range(len(passes) + 1):
         last = p == len(passes)
-        label = "projection matching: checking the result" if last else \
-            f"projection matching: pass {p + 1} of {len(passes)}"
+        label = (
+            "projection matching: checking the result"
+            if last
+            else f"projection matching: pass {p + 1} of {len(passes)}"
+        )
         halves, score, mats = yield from _half_set_volume(
-            images, mats, shifts, pixel_size_A, pad_factor, sym, p == 0, frame_info, finest_A,
-            lambda s, p=p, label=label: Progress(1000 * p + 300 * s.done // max(s.total, 1), steps,
-                                                 f"{label}, reconstructing"))
+            images,
+            mats,
+            shifts,
+            pixel_size_A,
+            pad_factor,
+            sym,
+            p == 0,
+            frame_info,
+            finest_A,
+            lambda s, p=p, label=label: Progress(
+                1000 * p + 300 * s.done // max(s.total, 1), steps, f"{label}, reconstructing"
+            ),
+        )
         if p == 0 and sym.name != "C1":
             sym = Symmetry(sym.name)  # the orientations are now in the group's canonical frame
         if history:
@@ -207,49 +224,75 @@ def refine_orientations(
         found = np.zeros_like(shifts)
         moved = 0
         # gold standard: each half against its own map; otherwise every image against the mean of the two
-        groups = (list(zip((slice(0, None, 2), slice(1, None, 2)), halves)) if gold_standard
-                  else [(slice(None), 0.5 * (halves[0] + halves[1]))])
+        groups = (
+            list(zip((slice(0, None, 2), slice(1, None, 2)), halves))
+            if gold_standard
+            else [(slice(None), 0.5 * (halves[0] + halves[1]))]
+        )
         for h, (rows, volume) in enumerate(groups):
             spectrum = centred_fft3(volume, pad_factor)
             spec = torch.from_numpy(np.stack([spectrum.real, spectrum.imag])[None])
-            match = (global_pass(ft[rows], mats[rows], spec, plane, global_grid(step), 5 * batch)
-                     if mode == "global" else
-                     local_pass(ft[rows], mats[rows], spec, plane, rotation_grid(np.radians(step)), batch))
+            match = (
+                global_pass(ft[rows], mats[rows], spec, plane, global_grid(step), 5 * batch)
+                if mode == "global"
+                else local_pass(ft[rows], mats[rows], spec, plane, rotation_grid(np.radians(step)), batch)
+            )
             share = 600 // len(groups)
-            mats[rows], moved_h = yield from relay(match, lambda s, p=p, h=h, label=label, mode=mode, share=share:
-                                                   Progress(1000 * p + 300 + share * h + share * s.done
-                                                            // max(s.total, 1), steps, f"{label}, {mode} "
-                                                            f"({s.done}/{s.total})"))
+            mats[rows], moved_h = yield from relay(
+                match,
+                lambda s, p=p, h=h, label=label, mode=mode, share=share: Progress(
+                    1000 * p + 300 + share * h + share * s.done // max(s.total, 1),
+                    steps,
+                    f"{label}, {mode} ({s.done}/{s.total})",
+                ),
+            )
             moved += moved_h
             if max_shift_px > 0:
                 reach, spacing = (2.0, 1.0) if 2 * p < len(passes) else (1.0, 0.5)
                 grid = np.arange(-reach, reach + spacing / 2, spacing)
                 offsets = centre_first(np.stack(np.meshgrid(grid, grid, indexing="xy"), axis=-1).reshape(-1, 2))
-                found[rows] = yield from relay(shift_pass(ft[rows], mats[rows], spec, plane, offsets, m, batch),
-                                               lambda s, p=p, label=label: Progress(
-                                                   1000 * p + 900, steps, f"{label}, shifts ({s.done}/{s.total})"))
+                found[rows] = yield from relay(
+                    shift_pass(ft[rows], mats[rows], spec, plane, offsets, m, batch),
+                    lambda s, p=p, label=label: Progress(
+                        1000 * p + 900, steps, f"{label}, shifts ({s.done}/{s.total})"
+                    ),
+                )
         resolution = m * pixel_size_A / radius
-        history.append({"mode": mode, "step_deg": step, "resolution_A": resolution, "moved": moved,
-                        "half_set_score_before": score})
+        history.append(
+            {"mode": mode, "step_deg": step, "resolution_A": resolution, "moved": moved, "half_set_score_before": score}
+        )
         if max_shift_px > 0:
             shifts = np.clip(shifts + found, -max_shift_px, max_shift_px)
             history[-1]["mean_shift_px"] = float(np.mean(np.hypot(shifts[:, 0], shifts[:, 1])))
-        log.info("refinement pass %d (%s): step %.2f°, %.1f Å, %d of %d moved, half-set score %.4f", p + 1, mode,
-                 step, resolution, moved, n_img, score)
+        log.info(
+            "refinement pass %d (%s): step %.2f°, %.1f Å, %d of %d moved, half-set score %.4f",
+            p + 1,
+            mode,
+            step,
+            resolution,
+            moved,
+            n_img,
+            score,
+        )
         yield Progress(1000 * (p + 1), steps, f"{label} ({moved} moved)")
     score, mats, shifts, kept = best
     kept_start = kept == 0 and len(passes) > 0
     if kept_start:
-        log.warning("refinement kept its starting orientations: the refined ones scored lower by half-set FSC "
-                    "(%.4f against %.4f)", history[-1]["half_set_score_after"], score)
+        log.warning(
+            "refinement kept its starting orientations: the refined ones scored lower by half-set FSC "
+            "(%.4f against %.4f)",
+            history[-1]["half_set_score_after"],
+            score,
+        )
     if frame_info is not None:
         frame_info["half_set_score"] = score
         frame_info["kept_start"] = kept_start
     return canonical(Rotation.from_matrix(mats).as_quat()), shifts, history
 
 
-def _half_set_volume(images, mats, shifts, pixel_size_A, pad_factor, sym, find_frame, frame_info, resolution_A,
-                     transform):
+def _half_set_volume(
+    images, mats, shifts, pixel_size_A, pad_factor, sym, find_frame, frame_info, resolution_A, transform
+):
     """Reconstruct the even and odd halves (job): the two maps, their score, and the orientations.
 
     The score is the mean FSC of the halves between ``2 · resolution_A`` and ``resolution_A``.
@@ -264,8 +307,8 @@ def _half_set_volume(images, mats, shifts, pixel_size_A, pad_factor, sym, find_f
 
     quats_now = canonical(Rotation.from_matrix(mats).as_quat())
     half_a, half_b = yield from relay(
-        reconstruct_half_sets(images, quats_now, shifts if np.any(shifts) else None, pad_factor=pad_factor),
-        transform)
+        reconstruct_half_sets(images, quats_now, shifts if np.any(shifts) else None, pad_factor=pad_factor), transform
+    )
     if sym.name != "C1":
         # the axes are searched on every pass: the first maps are blurred, so the first frame is rough
         found = find_symmetry_frame(0.5 * (half_a + half_b), sym.name)
@@ -275,8 +318,13 @@ def _half_set_volume(images, mats, shifts, pixel_size_A, pad_factor, sym, find_f
             if frame_info is not None:
                 frame_info.update({"symmetry": sym.name, "symmetry_score": found.score})
             if found.score < SYMMETRY_THRESHOLD:
-                log.warning("the reconstruction scores %.2f for %s symmetry (a symmetric map scores above %.2f): "
-                            "the particle may not have it", found.score, sym.name, SYMMETRY_THRESHOLD)
+                log.warning(
+                    "the reconstruction scores %.2f for %s symmetry (a symmetric map scores above %.2f): "
+                    "the particle may not have it",
+                    found.score,
+                    sym.name,
+                    SYMMETRY_THRESHOLD,
+                )
         canonical_sym = Symmetry(sym.name)
         half_a, half_b = symmetrise_volume(half_a, canonical_sym), symmetrise_volume(half_b, canonical_sym)
     fsc = fourier_shell_correlation(half_a, half_b, pixel_size_A)

@@ -48,8 +48,9 @@ SYMMETRY_THRESHOLD = 0.9
 SUGGEST_MARGIN = 0.05
 
 #: Choices offered by the widget and listed in errors (any Cn/Dn with n ≤ 60 is accepted).
-COMMON_GROUPS: tuple[str, ...] = ("C1",) + tuple(f"C{n}" for n in range(2, 13)) + tuple(
-    f"D{n}" for n in range(2, 13)) + ("T", "O", "I")
+COMMON_GROUPS: tuple[str, ...] = (
+    ("C1",) + tuple(f"C{n}" for n in range(2, 13)) + tuple(f"D{n}" for n in range(2, 13)) + ("T", "O", "I")
+)
 
 _PATTERN = re.compile(r"^(?:([CD])(\d+)|([TOI]))$")
 
@@ -137,10 +138,15 @@ def _quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         import torch
 
         stack = torch.stack
-    return stack([aw * bx + ax * bw + ay * bz - az * by,
-                     aw * by - ax * bz + ay * bw + az * bx,
-                     aw * bz + ax * by - ay * bx + az * bw,
-                     aw * bw - ax * bx - ay * by - az * bz], axis=-1)
+    return stack(
+        [
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+            aw * bw - ax * bx - ay * by - az * bz,
+        ],
+        axis=-1,
+    )
 
 
 def expand_quats(quats: np.ndarray, symmetry: Symmetry | str | None) -> np.ndarray:
@@ -189,8 +195,14 @@ def _start_scores(classes: np.ndarray, r: np.ndarray, starts: np.ndarray) -> np.
 
 
 def align_orientations_symmetric(
-    recovered: np.ndarray, truth: np.ndarray, symmetry: Symmetry | str | None,
-    n_starts: int = 100, iterations: int = 30, subset: int = 200, keep: int = 8, grid_step_deg: float = 12.0,
+    recovered: np.ndarray,
+    truth: np.ndarray,
+    symmetry: Symmetry | str | None,
+    n_starts: int = 100,
+    iterations: int = 30,
+    subset: int = 200,
+    keep: int = 8,
+    grid_step_deg: float = 12.0,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Align recovered orientations to the truth up to the group (and the O(4) of distances).
@@ -230,8 +242,9 @@ def align_orientations_symmetric(
     pick = rng.choice(len(r), min(subset, len(r)), replace=False)
     # starts: right factors (a rotation of the map) on a grid, with and without the other hand, plus random O(4)
     grid = _right_factor_starts(grid_step_deg)
-    scores = np.concatenate([_start_scores(classes[pick], r[pick], grid[i : i + 256])
-                             for i in range(0, len(grid), 256)])
+    scores = np.concatenate(
+        [_start_scores(classes[pick], r[pick], grid[i : i + 256]) for i in range(0, len(grid), 256)]
+    )
     starts = [grid[i] for i in np.argsort(-scores)[:keep]]
     starts += [np.eye(4), np.diag([1.0, 1.0, 1.0, -1.0])] + [_random_o4(rng) for _ in range(n_starts)]
     brief = sorted((_refine_alignment(classes[pick], r[pick], m, 6) for m in starts), key=lambda sm: -sm[0])
@@ -243,8 +256,9 @@ def align_orientations_symmetric(
     return canonical(r @ best_m.T), best_m
 
 
-def symmetric_errors_deg(recovered: np.ndarray, truth: np.ndarray, symmetry: Symmetry | str | None = None,
-                         **align_kwargs) -> tuple[np.ndarray, np.ndarray]:
+def symmetric_errors_deg(
+    recovered: np.ndarray, truth: np.ndarray, symmetry: Symmetry | str | None = None, **align_kwargs
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-image errors (degrees) up to the group, after alignment; and the aligned orientations.
 
     With C1 this is :func:`tomolens.orient.rotations.align_orientations` and the geodesic distance.
@@ -265,6 +279,7 @@ def symmetric_errors_deg(recovered: np.ndarray, truth: np.ndarray, symmetry: Sym
 
 
 # -- maps ---------------------------------------------------------------------------------------
+
 
 def _rotate_volume(volume: np.ndarray, matrix_xyz: np.ndarray, order: int = 1) -> np.ndarray:
     """``out(x) = V(g x)`` about the box centre (voxel n//2), for a rotation g acting on (x, y, z)."""
@@ -340,7 +355,7 @@ def _search_volume(volume: np.ndarray, size: int = 32) -> np.ndarray:
     factor = size / n
     smooth = ndimage.gaussian_filter(vol, 0.5 / factor)
     small = ndimage.zoom(smooth, factor, order=1)
-    return small[: size, : size, : size] if small.shape[0] > size else small
+    return small[:size, :size, :size] if small.shape[0] > size else small
 
 
 def _axis_frame(axis: np.ndarray, angle: float = 0.0) -> np.ndarray:
@@ -432,13 +447,17 @@ class SymmetryReport:
     def summary(self) -> str:
         """One line: the suggestion and the best scores."""
         top = sorted(self.scores.items(), key=lambda kv: -kv[1])[:4]
-        return (f"suggested symmetry {self.suggested.name}"
-                + (f" (score {self.suggested.score:.2f})" if self.suggested.score is not None else "")
-                + "; scores " + ", ".join(f"{k} {v:.2f}" for k, v in top))
+        return (
+            f"suggested symmetry {self.suggested.name}"
+            + (f" (score {self.suggested.score:.2f})" if self.suggested.score is not None else "")
+            + "; scores "
+            + ", ".join(f"{k} {v:.2f}" for k, v in top)
+        )
 
 
-def detect_symmetry(volume: np.ndarray, candidates: tuple[str, ...] = DETECT_CANDIDATES,
-                    threshold: float = SYMMETRY_THRESHOLD) -> Generator[Progress, None, SymmetryReport]:
+def detect_symmetry(
+    volume: np.ndarray, candidates: tuple[str, ...] = DETECT_CANDIDATES, threshold: float = SYMMETRY_THRESHOLD
+) -> Generator[Progress, None, SymmetryReport]:
     """Suggest a point group for a map from its symmetry scores (job).
 
     Each candidate's axes are searched (:func:`find_symmetry_frame`); a dihedral group is tried
@@ -477,8 +496,9 @@ def detect_symmetry(volume: np.ndarray, candidates: tuple[str, ...] = DETECT_CAN
     return report
 
 
-def check_symmetry(volume: np.ndarray, symmetry: Symmetry | str | None,
-                   threshold: float = SYMMETRY_THRESHOLD) -> tuple[Symmetry, str | None]:
+def check_symmetry(
+    volume: np.ndarray, symmetry: Symmetry | str | None, threshold: float = SYMMETRY_THRESHOLD
+) -> tuple[Symmetry, str | None]:
     """The group's frame on a map, and a warning when the map scores below ``threshold`` for it.
 
     Returns
@@ -491,7 +511,9 @@ def check_symmetry(volume: np.ndarray, symmetry: Symmetry | str | None,
 
     sym = find_symmetry_frame(pad_to_cube(volume), as_symmetry(symmetry).name)
     if sym.score is not None and sym.score < threshold:
-        return sym, (f"The map scores {sym.score:.2f} for {sym.name} symmetry (a map with it scores at least "
-                     f"{threshold:.2f}): it probably does not have it; `tomolens orient symmetry MAP` measures "
-                     "which it has.")
+        return sym, (
+            f"The map scores {sym.score:.2f} for {sym.name} symmetry (a map with it scores at least "
+            f"{threshold:.2f}): it probably does not have it; `tomolens orient symmetry MAP` measures "
+            "which it has."
+        )
     return sym, None

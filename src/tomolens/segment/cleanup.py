@@ -48,8 +48,9 @@ def fill_small_holes(mask: np.ndarray, max_hole_voxels: int) -> np.ndarray:
     return mask | fill[labelled]
 
 
-def clean_classes(classes: np.ndarray, n_classes: int, min_size_voxels: int = 0,
-                  max_hole_voxels: int = 0) -> np.ndarray:
+def clean_classes(
+    classes: np.ndarray, n_classes: int, min_size_voxels: int = 0, max_hole_voxels: int = 0
+) -> np.ndarray:
     """Per structure class: drop small components (→ background), fill small holes.
 
     Parameters
@@ -82,8 +83,9 @@ def clean_classes(classes: np.ndarray, n_classes: int, min_size_voxels: int = 0,
     return out
 
 
-def instances_from_classes(classes: np.ndarray, class_names: Sequence[str], min_size_voxels: int = 0,
-                           voxel_size_A: float | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+def instances_from_classes(
+    classes: np.ndarray, class_names: Sequence[str], min_size_voxels: int = 0, voxel_size_A: float | None = None
+) -> tuple[np.ndarray, pd.DataFrame]:
     """Connected components of every structure class as instances.
 
     Parameters
@@ -125,8 +127,17 @@ def instances_from_classes(classes: np.ndarray, class_names: Sequence[str], min_
         instances[sel > 0] = sel[sel > 0]
         centroids = ndimage.center_of_mass(mask, labelled, keep)
         for lab, c in zip(keep, centroids):
-            rows.append({"instance_id": int(lut[lab]), "class": k, "class_name": class_names[k],
-                         "voxels": int(sizes[lab]), "z": c[0], "y": c[1], "x": c[2]})
+            rows.append(
+                {
+                    "instance_id": int(lut[lab]),
+                    "class": k,
+                    "class_name": class_names[k],
+                    "voxels": int(sizes[lab]),
+                    "z": c[0],
+                    "y": c[1],
+                    "x": c[2],
+                }
+            )
         next_id += len(keep)
     table = pd.DataFrame(rows, columns=["instance_id", "class", "class_name", "voxels", "z", "y", "x"])
     if voxel_size_A:

@@ -122,8 +122,9 @@ def painted_slices(labels: np.ndarray, axis: int = 0) -> list[int]:
     return [int(i) for i in np.flatnonzero(np.any(np.asarray(labels) > 0, axis=other))]
 
 
-def class_lookup(source_names: Sequence[str], target_names: Sequence[str] = DEFAULT_CLASSES,
-                 other: str = "particle") -> np.ndarray:
+def class_lookup(
+    source_names: Sequence[str], target_names: Sequence[str] = DEFAULT_CLASSES, other: str = "particle"
+) -> np.ndarray:
     """Lookup table mapping source class indices to target class indices.
 
     Names present in ``target_names`` keep their class; ``"background"`` maps to 0; every
@@ -139,8 +140,9 @@ def class_lookup(source_names: Sequence[str], target_names: Sequence[str] = DEFA
     return lut
 
 
-def semantic_to_classes(semantic: np.ndarray, source_names: Sequence[str],
-                        target_names: Sequence[str] = DEFAULT_CLASSES) -> np.ndarray:
+def semantic_to_classes(
+    semantic: np.ndarray, source_names: Sequence[str], target_names: Sequence[str] = DEFAULT_CLASSES
+) -> np.ndarray:
     """Dense class indices (int16, 0 = background) from a simulator's semantic labels."""
     return class_lookup(source_names, target_names)[np.asarray(semantic).astype(np.intp)]
 

@@ -11,8 +11,9 @@ from torch import nn
 ARCHITECTURES = {"2d": "tomolens.models.unet:UNet2D", "3d": "tomolens.models.unet:UNet3D"}
 
 
-def build_segmentation_network(kind: str, n_classes: int, base_channels: int = 16, depth: int = 2,
-                               context: int = 0) -> tuple[nn.Module, str, dict]:
+def build_segmentation_network(
+    kind: str, n_classes: int, base_channels: int = 16, depth: int = 2, context: int = 0
+) -> tuple[nn.Module, str, dict]:
     """A fresh U-Net with ``n_classes`` output channels.
 
     Parameters
@@ -32,8 +33,12 @@ def build_segmentation_network(kind: str, n_classes: int, base_channels: int = 1
     if kind not in ARCHITECTURES:
         raise ValueError(f"Unknown model kind {kind!r}; use '2d' (slice U-Net) or '3d'.")
     in_channels = 2 * int(context) + 1 if kind == "2d" else 1
-    kwargs = {"in_channels": in_channels, "out_channels": int(n_classes), "base_channels": int(base_channels),
-              "depth": int(depth)}
+    kwargs = {
+        "in_channels": in_channels,
+        "out_channels": int(n_classes),
+        "base_channels": int(base_channels),
+        "depth": int(depth),
+    }
     net = (UNet2D if kind == "2d" else UNet3D)(**kwargs)
     return net, ARCHITECTURES[kind], kwargs
 

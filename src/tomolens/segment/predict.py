@@ -28,7 +28,7 @@ DEFAULT_MODEL = "segment_default"
 
 
 def model_kind_of(card) -> str:
-    """"2d" (slice U-Net) or "3d": the card's ``extra["model_kind"]``, else from its patch's dimensions."""
+    """ "2d" (slice U-Net) or "3d": the card's ``extra["model_kind"]``, else from its patch's dimensions."""
     return str((card.extra or {}).get("model_kind", "3d" if len(card.patch_size or (0, 0, 0)) == 3 else "2d"))
 
 
@@ -39,8 +39,15 @@ def context_of(card) -> int:
 
 #: Post-processing settings: re-applied live on kept probabilities (no network).
 POSTPROCESS_PARAMS = (
-    Param("threshold", 0.0, "0 = most probable class (argmax); otherwise a voxel is a structure when "
-          "its most probable structure reaches this probability", min=0.0, max=1.0, step=0.05),
+    Param(
+        "threshold",
+        0.0,
+        "0 = most probable class (argmax); otherwise a voxel is a structure when "
+        "its most probable structure reaches this probability",
+        min=0.0,
+        max=1.0,
+        step=0.05,
+    ),
     Param("min_size_voxels", 0, "Remove components smaller than this per class (0 = keep all)", min=0),
     Param("max_hole_voxels", 0, "Fill holes up to this size inside each class (0 = none)", min=0),
 )
@@ -49,15 +56,28 @@ POSTPROCESS_PARAMS = (
 PREDICT_PARAMS = (
     Param("model", DEFAULT_MODEL, "Shipped model name or a .pt/.json model file", type=str),
     *POSTPROCESS_PARAMS,
-    Param("orthogonal", False, "2D models: also average the predictions of slices along y and x (a model "
-          "trained on the three slicings always does; one trained on z-slices sees them as trained)"),
-    Param("test_time_augmentation", False, "Average the predictions of the 8 rotations and flips of the "
-          "y-x plane (8× the time, a little more accurate)"),
-    Param("slice_smoothing", 1.0, "2D models: average each slice's probabilities with its neighbours' "
-          "(Gaussian, sigma in slices; slices are predicted one by one; 0 = off). Ignored for 3D models",
-          min=0.0, max=5.0, step=0.5, advanced=True),
-    Param("overlap", 0.25, "Overlap of neighbouring tiles (fraction of the tile)", min=0.0, max=0.75,
-          advanced=True),
+    Param(
+        "orthogonal",
+        False,
+        "2D models: also average the predictions of slices along y and x (a model "
+        "trained on the three slicings always does; one trained on z-slices sees them as trained)",
+    ),
+    Param(
+        "test_time_augmentation",
+        False,
+        "Average the predictions of the 8 rotations and flips of the y-x plane (8× the time, a little more accurate)",
+    ),
+    Param(
+        "slice_smoothing",
+        1.0,
+        "2D models: average each slice's probabilities with its neighbours' "
+        "(Gaussian, sigma in slices; slices are predicted one by one; 0 = off). Ignored for 3D models",
+        min=0.0,
+        max=5.0,
+        step=0.5,
+        advanced=True,
+    ),
+    Param("overlap", 0.25, "Overlap of neighbouring tiles (fraction of the tile)", min=0.0, max=0.75, advanced=True),
     Param("batch_size", 4, "Tiles per forward pass", min=1, advanced=True),
     Param("device", "auto", "Torch device", choices=("auto", "cpu", "cuda", "mps"), advanced=True),
     Param("threads", 0, "CPU threads for torch (0 = all cores but one)", min=0, advanced=True),
@@ -92,11 +112,14 @@ class SegmentationResult:
         """Label values for a Labels layer / MRC: 0 background, class k as k + 1."""
         return predicted_label_values(self.classes)
 
-    def reapply(self, threshold: float = 0.0, min_size_voxels: int = 0, max_hole_voxels: int = 0
-                ) -> SegmentationResult:
+    def reapply(self, threshold: float = 0.0, min_size_voxels: int = 0, max_hole_voxels: int = 0) -> SegmentationResult:
         """The same probabilities with another threshold / clean-up (no network)."""
-        classes = clean_classes(classes_from_probabilities(self.probabilities, threshold),
-                                len(self.class_names), min_size_voxels, max_hole_voxels)
+        classes = clean_classes(
+            classes_from_probabilities(self.probabilities, threshold),
+            len(self.class_names),
+            min_size_voxels,
+            max_hole_voxels,
+        )
         return SegmentationResult(self.probabilities, classes, self.class_names, self.voxel_size_A, self.info)
 
 
@@ -136,8 +159,11 @@ def _round_up(n: int, m: int) -> int:
 
 def _staged(job, stage: int, n_stages: int, message: str):
     """Re-yield a sub-job's progress as stage ``stage`` of ``n_stages`` (steps of 1000)."""
-    return (yield from relay(job, lambda p: Progress(stage * 1000 + int(1000 * p.fraction), n_stages * 1000,
-                                                     f"{message}: {p.message}")))
+    return (
+        yield from relay(
+            job, lambda p: Progress(stage * 1000 + int(1000 * p.fraction), n_stages * 1000, f"{message}: {p.message}")
+        )
+    )
 
 
 #: Test-time augmentation: the 8 symmetries of the y-x plane (k quarter turns, then a flip of x);
@@ -231,21 +257,28 @@ def predict_probabilities(
     return total
 
 
-def _predict_view(model, card, volume, voxel_size_A, orthogonal, overlap, batch_size, device, stats,
-                  slice_smoothing=0.0) -> Generator[Progress, None, np.ndarray]:
+def _predict_view(
+    model, card, volume, voxel_size_A, orthogonal, overlap, batch_size, device, stats, slice_smoothing=0.0
+) -> Generator[Progress, None, np.ndarray]:
     """:func:`predict_probabilities` of one view of the tomogram (no test-time augmentation)."""
     from tomolens.models.tiling import allocate_output, predict_tiled
     from tomolens.preprocess import normalisation_for_view
 
     kind = model_kind_of(card)
     n_classes = len(card.classes)
-    common = dict(overlap=overlap, batch_size=batch_size, device=device, out_channels=n_classes,
-                  activation="softmax", voxel_size_A=voxel_size_A, model_voxel_size_A=card.voxel_size_A)
+    common = dict(
+        overlap=overlap,
+        batch_size=batch_size,
+        device=device,
+        out_channels=n_classes,
+        activation="softmax",
+        voxel_size_A=voxel_size_A,
+        model_voxel_size_A=card.voxel_size_A,
+    )
     if kind == "3d":
         m = model.size_multiple
         patch = tuple(min(2 * int(p), _round_up(n, m)) for p, n in zip(card.patch_size, volume.shape))
-        probs = yield from _staged(predict_tiled(model, volume, patch, **common, normalisation=stats), 0, 1,
-                                   "3D tiles")
+        probs = yield from _staged(predict_tiled(model, volume, patch, **common, normalisation=stats), 0, 1, "3D tiles")
         return probs
     from tomolens.segment.networks import SliceWise
 
@@ -260,9 +293,12 @@ def _predict_view(model, card, volume, voxel_size_A, orthogonal, overlap, batch_
         view = np.moveaxis(volume, axis, 0)
         view_stats = normalisation_for_view(stats, volume.shape, lambda a: np.moveaxis(a, axis, 0))
         patch = (1, *(min(256, _round_up(n, m)) for n in view.shape[1:]))
-        probs = yield from _staged(predict_tiled(wrapped, view, patch, **common, normalisation=view_stats,
-                                                 context=(context, 0, 0)),
-                                   stage, len(axes), f"slices along {'zyx'[axis]}")
+        probs = yield from _staged(
+            predict_tiled(wrapped, view, patch, **common, normalisation=view_stats, context=(context, 0, 0)),
+            stage,
+            len(axes),
+            f"slices along {'zyx'[axis]}",
+        )
         if slice_smoothing:
             _smooth_across_slices(probs, slice_smoothing)
         total += np.moveaxis(probs, 1, axis + 1)
@@ -282,7 +318,7 @@ def _smooth_across_slices(probs: np.ndarray, sigma: float, chunk: int = 32) -> N
 
     for channel in probs:
         for j in range(0, channel.shape[-1], chunk):
-            block = channel[..., j:j + chunk]
+            block = channel[..., j : j + chunk]
             block[...] = gaussian_filter1d(np.asarray(block), sigma, axis=0, mode="nearest")
 
 
@@ -343,11 +379,23 @@ def segment_tomogram(
         check_model_classes(card, class_names)
     yield Progress(0, 1, f"loaded {card.name} ({', '.join(card.classes)})")
     info: dict = {"model": card.name}
-    probs = yield from predict_probabilities(net, card, volume, voxel_size_A, orthogonal or None, overlap,
-                                             batch_size, device, test_time_augmentation, slice_smoothing,
-                                             polarity, info)
-    result = SegmentationResult(probs, np.zeros(0, np.uint8), list(card.classes),
-                                voxel_size_A or card.voxel_size_A, info)
+    probs = yield from predict_probabilities(
+        net,
+        card,
+        volume,
+        voxel_size_A,
+        orthogonal or None,
+        overlap,
+        batch_size,
+        device,
+        test_time_augmentation,
+        slice_smoothing,
+        polarity,
+        info,
+    )
+    result = SegmentationResult(
+        probs, np.zeros(0, np.uint8), list(card.classes), voxel_size_A or card.voxel_size_A, info
+    )
     result = result.reapply(threshold, min_size_voxels, max_hole_voxels)
     yield Progress(1, 1, "labels ready")
     return result

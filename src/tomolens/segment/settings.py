@@ -15,24 +15,55 @@ from tomolens.segment.predict import DEFAULT_MODEL, model_kind_of
 
 #: Segmentation-only settings: ``tomolens train --task segment`` options and widget controls.
 SEGMENT_TRAIN_PARAMS = (
-    Param("segment_model", "2d", "2d: slice U-Net trained on painted slices (the default: painted labels are "
-          "sparse z-slices, in the widget and in label files); 3d: volumetric U-Net, for complete labels",
-          choices=("2d", "3d")),
-    Param("segment_dice_weight", 1.0, "Weight of the soft Dice term added to cross-entropy (0 = none)", min=0.0,
-          advanced=True),
-    Param("segment_slice_axes", "z", "2D only: learn from slices along z, or also from the orthogonal slices "
-          "through the painted voxels (zyx)", choices=("z", "zyx"), advanced=True),
-    Param("segment_context", 4, "2D only: neighbouring slices on each side that the slice U-Net reads with "
-          "each slice, as extra input channels (a 2.5D slab of 2n + 1 slices; they average the noise of "
-          "low-SNR tomograms; 0 = the slice alone)", min=0, max=16, advanced=True),
-    Param("segment_start_from", "none", "Fine-tune this model (a shipped name such as segment_default, or a .pt "
-          "file whose classes are the ones named; kind, width, depth and context are then the model's), or none "
-          "to train a new network", type=str),
-    Param("segment_hold_out", "auto", "Without separate validation data: 'strip' holds back the last quarter "
-          "(along y) of every painted slice to choose the best epoch and stop early; 'none' trains on every "
-          "painted voxel for the whole time/epochs and keeps the last (averaged) weights; 'auto' = none for a "
-          "new network, strip when fine-tuning (the starting model is kept unless the painting beats it)",
-          choices=("auto", "strip", "none"), advanced=True),
+    Param(
+        "segment_model",
+        "2d",
+        "2d: slice U-Net trained on painted slices (the default: painted labels are "
+        "sparse z-slices, in the widget and in label files); 3d: volumetric U-Net, for complete labels",
+        choices=("2d", "3d"),
+    ),
+    Param(
+        "segment_dice_weight",
+        1.0,
+        "Weight of the soft Dice term added to cross-entropy (0 = none)",
+        min=0.0,
+        advanced=True,
+    ),
+    Param(
+        "segment_slice_axes",
+        "z",
+        "2D only: learn from slices along z, or also from the orthogonal slices through the painted voxels (zyx)",
+        choices=("z", "zyx"),
+        advanced=True,
+    ),
+    Param(
+        "segment_context",
+        4,
+        "2D only: neighbouring slices on each side that the slice U-Net reads with "
+        "each slice, as extra input channels (a 2.5D slab of 2n + 1 slices; they average the noise of "
+        "low-SNR tomograms; 0 = the slice alone)",
+        min=0,
+        max=16,
+        advanced=True,
+    ),
+    Param(
+        "segment_start_from",
+        "none",
+        "Fine-tune this model (a shipped name such as segment_default, or a .pt "
+        "file whose classes are the ones named; kind, width, depth and context are then the model's), or none "
+        "to train a new network",
+        type=str,
+    ),
+    Param(
+        "segment_hold_out",
+        "auto",
+        "Without separate validation data: 'strip' holds back the last quarter "
+        "(along y) of every painted slice to choose the best epoch and stop early; 'none' trains on every "
+        "painted voxel for the whole time/epochs and keeps the last (averaged) weights; 'auto' = none for a "
+        "new network, strip when fine-tuning (the starting model is kept unless the painting beats it)",
+        choices=("auto", "strip", "none"),
+        advanced=True,
+    ),
 )
 
 #: ``segment_start_from`` value meaning "a new network".
@@ -46,11 +77,17 @@ TRAIN_PARAMS = (
     SEGMENT_TRAIN_PARAMS[4],
     SEGMENT_TRAIN_PARAMS[0],
     engine_param("epochs"),
-    engine_param("max_minutes", help="Stop training after this many minutes, keeping the best epoch (the last when "
-                 "nothing is held out; 0 = no limit)"),
+    engine_param(
+        "max_minutes",
+        help="Stop training after this many minutes, keeping the best epoch (the last when "
+        "nothing is held out; 0 = no limit)",
+    ),
     engine_param("steps_per_epoch"),
-    engine_param("patch", help="Patch edge in voxels (divisible by 2**depth; 3D patches are cubes; 2D models use "
-            "at least 96)", advanced=True),
+    engine_param(
+        "patch",
+        help="Patch edge in voxels (divisible by 2**depth; 3D patches are cubes; 2D models use at least 96)",
+        advanced=True,
+    ),
     engine_param("batch_size", advanced=True),
     engine_param("base_channels", advanced=True),
     engine_param("depth", advanced=True),
@@ -78,17 +115,28 @@ TRAIN_PARAMS = (
 #: gave 0.85 / 0.64 on 7100 against 0.85 / 0.65 with 8).  Depth applies to new networks only; a
 #: fine-tuned model keeps its own.  The widget also sets ``segment_start_from`` from the class
 #: names: the shipped ``segment_default`` when they are its classes, else a new network.
-WIDGET_TRAIN_VALUES = {"max_minutes": 5.0, "epochs": 200, "patience": 30, "depth": 3, "learning_rate": 2e-3,
-                       "batch_size": 8}
+WIDGET_TRAIN_VALUES = {
+    "max_minutes": 5.0,
+    "epochs": 200,
+    "patience": 30,
+    "depth": 3,
+    "learning_rate": 2e-3,
+    "batch_size": 8,
+}
 
 #: What the Train box shows when the widget opens (with the default class names, which are
 #: the shipped model's): :data:`WIDGET_TRAIN_VALUES` and fine-tuning ``segment_default``.
 WIDGET_START_VALUES = {**WIDGET_TRAIN_VALUES, "segment_start_from": DEFAULT_MODEL}
 
 #: Parameter names of :data:`TRAIN_PARAMS` that :func:`train_segmenter` calls otherwise.
-_KWARG_NAMES = {"segment_model": "model_kind", "segment_dice_weight": "dice_weight",
-                "segment_slice_axes": "slice_axes", "segment_start_from": "start_from",
-                "segment_context": "context", "segment_hold_out": "hold_out"}
+_KWARG_NAMES = {
+    "segment_model": "model_kind",
+    "segment_dice_weight": "dice_weight",
+    "segment_slice_axes": "slice_axes",
+    "segment_start_from": "start_from",
+    "segment_context": "context",
+    "segment_hold_out": "hold_out",
+}
 
 
 def start_model(value: str | Path | None) -> str | None:
@@ -137,8 +185,9 @@ def train_kwargs(values: dict[str, Any]) -> dict[str, Any]:
     if "max_minutes" in kwargs:
         kwargs["max_minutes"] = kwargs["max_minutes"] or None
     if "patch" in kwargs:
-        kwargs["patch"] = patch_for(trained_kind(kwargs.get("model_kind", "2d"), kwargs.get("start_from")),
-                                    kwargs["patch"])
+        kwargs["patch"] = patch_for(
+            trained_kind(kwargs.get("model_kind", "2d"), kwargs.get("start_from")), kwargs["patch"]
+        )
     return kwargs
 
 

@@ -49,9 +49,16 @@ class SegmentationSample:
     class_names: tuple[str, ...] = DEFAULT_CLASSES
 
 
-def simulate_sample(seed: int, shape_zyx: Sequence[int] = (64, 128, 128), snr: float = 0.05,
-                    voxel_size_A: float = 10.0, volume_fraction: float = 0.15, n_membranes: int = 2,
-                    n_filaments: int = 3, cache_dir: str | Path | None = None) -> SegmentationSample:
+def simulate_sample(
+    seed: int,
+    shape_zyx: Sequence[int] = (64, 128, 128),
+    snr: float = 0.05,
+    voxel_size_A: float = 10.0,
+    volume_fraction: float = 0.15,
+    n_membranes: int = 2,
+    n_filaments: int = 3,
+    cache_dir: str | Path | None = None,
+) -> SegmentationSample:
     """Simulate (or read from ``cache_dir``) one cell-like tomogram with segmentation truth.
 
     Parameters
@@ -77,10 +84,15 @@ def simulate_sample(seed: int, shape_zyx: Sequence[int] = (64, 128, 128), snr: f
     """
     from tomolens.simulate.tomogram import SimulationConfig, simulate_tomogram
 
-    settings = {"seed": int(seed), "shape_zyx": [int(s) for s in shape_zyx],
-                "snr": "inf" if math.isinf(snr) else float(snr), "voxel_size_A": float(voxel_size_A),
-                "volume_fraction": float(volume_fraction), "n_membranes": int(n_membranes),
-                "n_filaments": int(n_filaments)}
+    settings = {
+        "seed": int(seed),
+        "shape_zyx": [int(s) for s in shape_zyx],
+        "snr": "inf" if math.isinf(snr) else float(snr),
+        "voxel_size_A": float(voxel_size_A),
+        "volume_fraction": float(volume_fraction),
+        "n_membranes": int(n_membranes),
+        "n_filaments": int(n_filaments),
+    }
     cache = None
     if cache_dir is not None:
         key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
@@ -88,14 +100,21 @@ def simulate_sample(seed: int, shape_zyx: Sequence[int] = (64, 128, 128), snr: f
         if cache.is_file():
             with np.load(cache) as npz:
                 return SegmentationSample(npz["tomogram"], npz["classes"], float(voxel_size_A), int(seed), float(snr))
-    cfg = SimulationConfig(shape_zyx=tuple(int(s) for s in shape_zyx), voxel_size_A=voxel_size_A,
-                           volume_fraction=volume_fraction, snr=snr, n_membranes=n_membranes,
-                           n_filaments=n_filaments, seed=int(seed))
+    cfg = SimulationConfig(
+        shape_zyx=tuple(int(s) for s in shape_zyx),
+        voxel_size_A=voxel_size_A,
+        volume_fraction=volume_fraction,
+        snr=snr,
+        n_membranes=n_membranes,
+        n_filaments=n_filaments,
+        seed=int(seed),
+    )
     log.info("simulating tomogram seed %d, shape %s, SNR %s", seed, tuple(shape_zyx), snr)
     sim = run_job(simulate_tomogram(cfg))
     classes = semantic_to_classes(sim.semantic, sim.class_names)
-    sample = SegmentationSample(np.asarray(sim.tomogram, np.float32), classes, float(voxel_size_A), int(seed),
-                                float(snr))
+    sample = SegmentationSample(
+        np.asarray(sim.tomogram, np.float32), classes, float(voxel_size_A), int(seed), float(snr)
+    )
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache) as tmp:

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 #: (filaments 0.37–0.62 on one validation tomogram); the average's moved by about 0.01.
 EMA_DECAY = 0.99
 
+
 @dataclass
 class TrainedSegmenter:
     """A trained network with its (unsaved) card and training history."""
@@ -85,8 +86,7 @@ def slab(volume: np.ndarray, index: int, axis: int, context: int) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(np.take(volume, idx, axis=axis), axis, 0))
 
 
-def make_pairs(volume: np.ndarray, labels: np.ndarray, kind: str, slice_axes: str = "z", context: int = 0
-               ) -> list:
+def make_pairs(volume: np.ndarray, labels: np.ndarray, kind: str, slice_axes: str = "z", context: int = 0) -> list:
     """Training pairs of one (tomogram, painted labels) volume.
 
     3D: one pair (the volume).  2D: one pair per painted slice along each axis in
@@ -257,8 +257,13 @@ def train_segmenter(
         checked.append((data, check_painted_labels(lab, np.shape(vol), names)))
     hold_out = resolve_hold_out(hold_out, start_card is not None) if not val_volumes else "separate"
     if val_volumes:
-        val = [(to_model_polarity(v, polarity, net_polarity, voxel_size_A)[0],
-                check_painted_labels(lab, np.shape(v), names)) for v, lab in val_volumes]
+        val = [
+            (
+                to_model_polarity(v, polarity, net_polarity, voxel_size_A)[0],
+                check_painted_labels(lab, np.shape(v), names),
+            )
+            for v, lab in val_volumes
+        ]
         train = checked
     elif hold_out == "none":
         train, val = checked, checked  # every painted voxel trains; "validation" then shows the fit
@@ -280,20 +285,33 @@ def train_segmenter(
         import torch
 
         torch.manual_seed(seed)  # the initial weights follow the seed too (they drew from the global state)
-        net, architecture, arch_kwargs = build_segmentation_network(model_kind, len(names), base_channels, depth,
-                                                                      context)
+        net, architecture, arch_kwargs = build_segmentation_network(
+            model_kind, len(names), base_channels, depth, context
+        )
     else:
         net, architecture, arch_kwargs = start_net, start_card.architecture, dict(start_card.arch_kwargs)
     patch_size = (patch,) * (2 if model_kind == "2d" else 3)
     sparse = any(np.mean(lab > 0) < 0.5 for _, lab in train)
     config = TrainConfig(
-        patch_size=patch_size, batch_size=batch_size, epochs=epochs, steps_per_epoch=steps_per_epoch,
-        val_patches=val_patches, learning_rate=learning_rate, patience=patience, min_epochs=min_epochs,
+        patch_size=patch_size,
+        batch_size=batch_size,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        val_patches=val_patches,
+        learning_rate=learning_rate,
+        patience=patience,
+        min_epochs=min_epochs,
         stop_window=stop_window,
-        foreground_fraction=1.0 if sparse else 0.5, seed=seed, device=device,
-        checkpoint=checkpoint, resume=resume, max_minutes=max_minutes,
-        keep_start_if_best=start_card is not None and hold_out != "none", keep_last=hold_out == "none",
-        val_score=painted_dice_score, ema_decay=EMA_DECAY,
+        foreground_fraction=1.0 if sparse else 0.5,
+        seed=seed,
+        device=device,
+        checkpoint=checkpoint,
+        resume=resume,
+        max_minutes=max_minutes,
+        keep_start_if_best=start_card is not None and hold_out != "none",
+        keep_last=hold_out == "none",
+        val_score=painted_dice_score,
+        ema_decay=EMA_DECAY,
         rotate_any=model_kind == "2d" if rotate_any is None else bool(rotate_any),
         flip_channels=model_kind == "2d" and bool(context if flip_channels is None else flip_channels),
         balance_classes=sparse if balance_classes is None else bool(balance_classes),
@@ -306,30 +324,58 @@ def train_segmenter(
     # patch it was fine-tuned on is a training detail, kept in extra["training_patch"]
     card_patch = list(start_card.patch_size) if start_card is not None and start_card.patch_size else list(patch_size)
     card = ModelCard(
-        name=name, task="segment", architecture=architecture, arch_kwargs=arch_kwargs, classes=names,
-        voxel_size_A=None if voxel_size_A is None else float(voxel_size_A), patch_size=card_patch,
-        normalisation="zscore", polarity=net_polarity, training_command=training_command,
-        training_data=(training_data or (
-            f"{len(checked)} painted tomogram(s) {[tuple(v.shape) for v, _ in checked]}; painted voxels per "
-            f"class {painted_counts}; validation: "
-            + {"separate": "separate volumes", "strip": "last quarter along y of each tomogram",
-               "none": "none (every painted voxel trained; the last epoch kept)"}[hold_out]))
+        name=name,
+        task="segment",
+        architecture=architecture,
+        arch_kwargs=arch_kwargs,
+        classes=names,
+        voxel_size_A=None if voxel_size_A is None else float(voxel_size_A),
+        patch_size=card_patch,
+        normalisation="zscore",
+        polarity=net_polarity,
+        training_command=training_command,
+        training_data=(
+            training_data
+            or (
+                f"{len(checked)} painted tomogram(s) {[tuple(v.shape) for v, _ in checked]}; painted voxels per "
+                f"class {painted_counts}; validation: "
+                + {
+                    "separate": "separate volumes",
+                    "strip": "last quarter along y of each tomogram",
+                    "none": "none (every painted voxel trained; the last epoch kept)",
+                }[hold_out]
+            )
+        )
         + (f"; fine-tuned from {start_card.name} (sha256 {start_card.sha256[:12]}…)" if start_card else ""),
         seed=seed,
-        metrics=({"best_epoch": result.best_epoch, "best_val_loss": round(float(result.best_val_loss), 5),
-                  "best_val_dice": None if result.best_val_score is None else round(float(result.best_val_score), 4)}
-                 if hold_out != "none" else
-                 {"kept_epoch": result.best_epoch, "painted_fit_loss": round(float(result.best_val_loss), 5),
-                  "painted_fit_dice": None if result.best_val_score is None else round(float(result.best_val_score), 4)})
+        metrics=(
+            {
+                "best_epoch": result.best_epoch,
+                "best_val_loss": round(float(result.best_val_loss), 5),
+                "best_val_dice": None if result.best_val_score is None else round(float(result.best_val_score), 4),
+            }
+            if hold_out != "none"
+            else {
+                "kept_epoch": result.best_epoch,
+                "painted_fit_loss": round(float(result.best_val_loss), 5),
+                "painted_fit_dice": None if result.best_val_score is None else round(float(result.best_val_score), 4),
+            }
+        )
         | {"validation": hold_out, "epochs_run": len(result.history)}
         | ({"start_val_loss": round(float(result.start_val_loss), 5)} if result.start_val_loss is not None else {}),
-        extra={"model_kind": model_kind, "slice_axes": slice_axes if model_kind == "2d" else "zyx",
-               **({"context_slices": context} if model_kind == "2d" else {}),
-               "label_offset": LABEL_OFFSET, "dice_weight": dice_weight, "history": result.history,
-               "training_patch": list(patch_size), "training_precision": result.precision,
-               "training_budget": result.budget,
-               "training_polarity": decisions,
-               **({"start_from": {"name": start_card.name, "sha256": start_card.sha256}} if start_card else {})},
+        extra={
+            "model_kind": model_kind,
+            "slice_axes": slice_axes if model_kind == "2d" else "zyx",
+            **({"context_slices": context} if model_kind == "2d" else {}),
+            "label_offset": LABEL_OFFSET,
+            "dice_weight": dice_weight,
+            "history": result.history,
+            "training_patch": list(patch_size),
+            "training_precision": result.precision,
+            "training_budget": result.budget,
+            "training_polarity": decisions,
+            **({"start_from": {"name": start_card.name, "sha256": start_card.sha256}} if start_card else {}),
+        },
     )
     return TrainedSegmenter(result.model.cpu().eval(), card, result.history)
 

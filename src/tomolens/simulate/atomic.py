@@ -30,7 +30,7 @@ def atoms_from_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         import gemmi
     except ImportError as err:
         raise ValueError(
-            "PDB/mmCIF templates need gemmi, an optional extra: pip install \"napari-tomolens[pdb]\"."
+            'PDB/mmCIF templates need gemmi, an optional extra: pip install "napari-tomolens[pdb]".'
         ) from err
     path = Path(path)
     try:

@@ -50,10 +50,13 @@ MAX_SUPERSAMPLING = 2
 MIN_PSEUDO_VOXELS = 5
 
 SHIFTED_SETTINGS = {
-    "reconstruction": "sirt", "reconstruction_iterations": 15,
-    "tilt_range_deg": 35.0, "tilt_step_deg": 2.5,
+    "reconstruction": "sirt",
+    "reconstruction_iterations": 15,
+    "tilt_range_deg": 35.0,
+    "tilt_step_deg": 2.5,
     "voxel_size_A": 24.0,
-    "map_names": HELD_OUT_MAPS, "pseudo_families": HELD_OUT_FAMILIES,
+    "map_names": HELD_OUT_MAPS,
+    "pseudo_families": HELD_OUT_FAMILIES,
 }
 
 
@@ -75,13 +78,30 @@ def _range_ok(name: str, r, lo: float, hi: float) -> None:
 
 #: Physical limits of every (low, high) range of :class:`DomainRanges`.
 _LIMITS = {
-    "voxel_size_A": (1.0, 100.0), "binning": (1, 8), "tilt_range_deg": (1.0, 90.0), "tilt_step_deg": (0.1, 30.0),
-    "defocus_um": (0.0, 20.0), "snr": (1e-4, 1e4), "noise_exponent": (0.0, 3.0), "sirt_like_iterations": (1, 1000),
-    "lowpass_fraction": (0.05, 1.0), "tilt_axis_error_deg": (0.0, 10.0), "shift_jitter_px": (0.0, 10.0),
-    "ice_gradient": (0.0, 3.0), "gold_beads": (0, 100), "membrane_thickness_nm": (2.0, 10.0), "vesicles": (0, 50),
-    "vesicle_radius_nm": (5.0, 5000.0), "sheets": (0, 10), "sheet_curvature_radius_nm": (20.0, 1e5),
-    "microtubules": (0, 50), "actin": (0, 100), "macromolecule_fraction": (0.0, 0.4), "pseudo_templates": (0, 50),
-    "pseudo_size_nm": SIZE_RANGE_NM, "map_templates": (0, len(ALL_MAPS)),
+    "voxel_size_A": (1.0, 100.0),
+    "binning": (1, 8),
+    "tilt_range_deg": (1.0, 90.0),
+    "tilt_step_deg": (0.1, 30.0),
+    "defocus_um": (0.0, 20.0),
+    "snr": (1e-4, 1e4),
+    "noise_exponent": (0.0, 3.0),
+    "sirt_like_iterations": (1, 1000),
+    "lowpass_fraction": (0.05, 1.0),
+    "tilt_axis_error_deg": (0.0, 10.0),
+    "shift_jitter_px": (0.0, 10.0),
+    "ice_gradient": (0.0, 3.0),
+    "gold_beads": (0, 100),
+    "membrane_thickness_nm": (2.0, 10.0),
+    "vesicles": (0, 50),
+    "vesicle_radius_nm": (5.0, 5000.0),
+    "sheets": (0, 10),
+    "sheet_curvature_radius_nm": (20.0, 1e5),
+    "microtubules": (0, 50),
+    "actin": (0, 100),
+    "macromolecule_fraction": (0.0, 0.4),
+    "pseudo_templates": (0, 50),
+    "pseudo_size_nm": SIZE_RANGE_NM,
+    "map_templates": (0, len(ALL_MAPS)),
 }
 
 
@@ -137,8 +157,9 @@ class DomainRanges:
             if f.name.endswith("probability") and not 0 <= getattr(self, f.name) <= 1:
                 raise ValueError(f"{f.name} must be in [0, 1], got {getattr(self, f.name)}.")
         if not self.reconstructions or not set(self.reconstructions) <= set(RECONSTRUCTIONS):
-            raise ValueError(f"reconstructions must be a non-empty subset of {RECONSTRUCTIONS}, "
-                             f"got {self.reconstructions}.")
+            raise ValueError(
+                f"reconstructions must be a non-empty subset of {RECONSTRUCTIONS}, got {self.reconstructions}."
+            )
         if not set(self.pseudo_families) <= set(FAMILIES):
             raise ValueError(f"pseudo_families must be among {FAMILIES}, got {self.pseudo_families}.")
         if not set(self.map_names) <= set(ALL_MAPS):
@@ -275,8 +296,12 @@ def pseudo_size_range(size_range_nm, shape_zyx, voxel_size_A: float) -> tuple[fl
     return float(lo), float(max(lo, hi))
 
 
-def sample_domain_config(ranges: DomainRanges = TRAINING_RANGES, seed: int = 0,
-                         shape_zyx=(64, 256, 256), maps_dir: str | os.PathLike | None = "auto") -> DomainConfig:
+def sample_domain_config(
+    ranges: DomainRanges = TRAINING_RANGES,
+    seed: int = 0,
+    shape_zyx=(64, 256, 256),
+    maps_dir: str | os.PathLike | None = "auto",
+) -> DomainConfig:
     """Draw one tomogram's configuration from ``ranges`` (the same seed gives the same config).
 
     Parameters
@@ -301,8 +326,9 @@ def sample_domain_config(ranges: DomainRanges = TRAINING_RANGES, seed: int = 0,
     if maps_dir == "auto":
         maps_dir = default_maps_dir()
     elif maps_dir is not None and not Path(maps_dir).is_dir():
-        raise ValueError(f"maps_dir {maps_dir} is not a folder; give the maps_10A folder, or none for "
-                         "pseudo-proteins only.")
+        raise ValueError(
+            f"maps_dir {maps_dir} is not a folder; give the maps_10A folder, or none for pseudo-proteins only."
+        )
     maps_dir = None if maps_dir is None else str(maps_dir)
     rng = np.random.default_rng(seed)
     vox = _uniform(rng, ranges.voxel_size_A, 2)
@@ -310,67 +336,95 @@ def sample_domain_config(ranges: DomainRanges = TRAINING_RANGES, seed: int = 0,
     supersampling = max(1, min(binning, MAX_SUPERSAMPLING, int(vox // MIN_FINE_VOXEL_A)))
     shape = tuple(int(s) for s in shape_zyx)
     sizes = pseudo_size_range(ranges.pseudo_size_nm, shape, vox)
-    pseudo = tuple(sample_pseudoprotein(ranges.pseudo_families, rng, sizes)
-                   for _ in range(_integer(rng, ranges.pseudo_templates) if ranges.pseudo_families else 0))
+    pseudo = tuple(
+        sample_pseudoprotein(ranges.pseudo_families, rng, sizes)
+        for _ in range(_integer(rng, ranges.pseudo_templates) if ranges.pseudo_families else 0)
+    )
     # drawn with or without a maps folder, so that the other settings of a seed do not depend on it
     n_maps = min(_integer(rng, ranges.map_templates), len(ranges.map_names))
     order = rng.permutation(len(ranges.map_names))
     maps = tuple(str(ranges.map_names[i]) for i in order[:n_maps]) if maps_dir else ()
     if not pseudo and not maps:
-        raise ValueError("No macromolecule templates could be drawn: the ranges give no pseudo-protein "
-                         "families and no maps folder was found; give maps_dir or pseudo_families.")
+        raise ValueError(
+            "No macromolecule templates could be drawn: the ranges give no pseudo-protein "
+            "families and no maps folder was found; give maps_dir or pseudo_families."
+        )
     recon = str(ranges.reconstructions[int(rng.integers(len(ranges.reconstructions)))])
     cfg = DomainConfig(
-        seed=int(seed), shape_zyx=shape, voxel_size_A=vox, binning=binning, supersampling=supersampling,
+        seed=int(seed),
+        shape_zyx=shape,
+        voxel_size_A=vox,
+        binning=binning,
+        supersampling=supersampling,
         polarity="dark" if rng.random() < ranges.dark_probability else "bright",
-        tilt_range_deg=_uniform(rng, ranges.tilt_range_deg, 1), tilt_step_deg=_uniform(rng, ranges.tilt_step_deg, 1),
+        tilt_range_deg=_uniform(rng, ranges.tilt_range_deg, 1),
+        tilt_step_deg=_uniform(rng, ranges.tilt_step_deg, 1),
         defocus_um=_uniform(rng, ranges.defocus_um, 2),
         ctf_corrected=bool(rng.random() < ranges.ctf_corrected_probability),
         snr=float(np.round(math.exp(rng.uniform(*np.log(ranges.snr))), 4)),
-        noise_exponent=_uniform(rng, ranges.noise_exponent, 2), reconstruction=recon,
+        noise_exponent=_uniform(rng, ranges.noise_exponent, 2),
+        reconstruction=recon,
         reconstruction_iterations=_integer(rng, ranges.sirt_like_iterations) if recon != "wbp" else 0,
         lowpass_fraction=_uniform(rng, ranges.lowpass_fraction, 2),
         tilt_axis_error_deg=_uniform(rng, ranges.tilt_axis_error_deg, 2) * float(rng.choice([-1, 1])),
-        shift_jitter_px=_uniform(rng, ranges.shift_jitter_px, 2), ice_gradient=_uniform(rng, ranges.ice_gradient, 2),
-        ice_direction_deg=_uniform(rng, (0, 360), 1), n_gold=_integer(rng, ranges.gold_beads),
-        carbon=bool(rng.random() < ranges.carbon_probability), carbon_coverage=_uniform(rng, (0.1, 0.35), 2),
+        shift_jitter_px=_uniform(rng, ranges.shift_jitter_px, 2),
+        ice_gradient=_uniform(rng, ranges.ice_gradient, 2),
+        ice_direction_deg=_uniform(rng, (0, 360), 1),
+        n_gold=_integer(rng, ranges.gold_beads),
+        carbon=bool(rng.random() < ranges.carbon_probability),
+        carbon_coverage=_uniform(rng, (0.1, 0.35), 2),
         carbon_thickness_nm=_uniform(rng, (10.0, 20.0), 1),
         membrane_thickness_nm=_uniform(rng, ranges.membrane_thickness_nm, 2),
-        vesicle_radii_nm=tuple(_uniform(rng, ranges.vesicle_radius_nm, 1)
-                               for _ in range(_integer(rng, ranges.vesicles))),
+        vesicle_radii_nm=tuple(
+            _uniform(rng, ranges.vesicle_radius_nm, 1) for _ in range(_integer(rng, ranges.vesicles))
+        ),
         sheet_curvature_radii_nm=tuple(
-            _uniform(rng, ranges.sheet_curvature_radius_nm, 0) if rng.random() < ranges.curved_sheet_probability
-            else 0.0 for _ in range(_integer(rng, ranges.sheets))),
-        decorated_probability=ranges.decorated_probability, n_microtubules=_integer(rng, ranges.microtubules),
-        n_actin=_integer(rng, ranges.actin), curved_filament_probability=ranges.curved_filament_probability,
-        bundle_probability=ranges.bundle_probability, branch_probability=ranges.branch_probability,
-        macromolecule_fraction=_uniform(rng, ranges.macromolecule_fraction, 3), pseudoproteins=pseudo,
-        map_names=maps, maps_dir=maps_dir if maps else None,
+            _uniform(rng, ranges.sheet_curvature_radius_nm, 0)
+            if rng.random() < ranges.curved_sheet_probability
+            else 0.0
+            for _ in range(_integer(rng, ranges.sheets))
+        ),
+        decorated_probability=ranges.decorated_probability,
+        n_microtubules=_integer(rng, ranges.microtubules),
+        n_actin=_integer(rng, ranges.actin),
+        curved_filament_probability=ranges.curved_filament_probability,
+        bundle_probability=ranges.bundle_probability,
+        branch_probability=ranges.branch_probability,
+        macromolecule_fraction=_uniform(rng, ranges.macromolecule_fraction, 3),
+        pseudoproteins=pseudo,
+        map_names=maps,
+        maps_dir=maps_dir if maps else None,
     )
     cfg.check()
     return cfg
 
 
-def shifted_domain_config(seed: int = 0, shape_zyx=(64, 256, 256),
-                          maps_dir: str | os.PathLike | None = "auto") -> DomainConfig:
+def shifted_domain_config(
+    seed: int = 0, shape_zyx=(64, 256, 256), maps_dir: str | os.PathLike | None = "auto"
+) -> DomainConfig:
     """A shifted-domain test configuration: drawn from the training ranges, then the
     settings of :data:`SHIFTED_SETTINGS` replaced by values outside them (module docstring).
 
     The macromolecules are the held-out maps (when ``maps_dir`` has them) and 3-6
     ``branched`` pseudo-proteins.  Never use these tomograms for training or early stopping.
     """
-    held_out = DomainRanges(pseudo_families=SHIFTED_SETTINGS["pseudo_families"],
-                            map_names=SHIFTED_SETTINGS["map_names"])
+    held_out = DomainRanges(
+        pseudo_families=SHIFTED_SETTINGS["pseudo_families"], map_names=SHIFTED_SETTINGS["map_names"]
+    )
     cfg = sample_domain_config(held_out, seed, shape_zyx, maps_dir)
     vox = SHIFTED_SETTINGS["voxel_size_A"]
     lo, hi = pseudo_size_range(held_out.pseudo_size_nm, cfg.shape_zyx, vox)
     pseudo = tuple(replace(s, size_nm=float(np.clip(s.size_nm, lo, hi))) for s in cfg.pseudoproteins)
-    cfg = replace(cfg, voxel_size_A=vox, supersampling=max(1, min(cfg.binning, MAX_SUPERSAMPLING,
-                                                                  int(vox // MIN_FINE_VOXEL_A))),
-                  reconstruction=SHIFTED_SETTINGS["reconstruction"],
-                  reconstruction_iterations=SHIFTED_SETTINGS["reconstruction_iterations"],
-                  tilt_range_deg=SHIFTED_SETTINGS["tilt_range_deg"], tilt_step_deg=SHIFTED_SETTINGS["tilt_step_deg"],
-                  pseudoproteins=pseudo)
+    cfg = replace(
+        cfg,
+        voxel_size_A=vox,
+        supersampling=max(1, min(cfg.binning, MAX_SUPERSAMPLING, int(vox // MIN_FINE_VOXEL_A))),
+        reconstruction=SHIFTED_SETTINGS["reconstruction"],
+        reconstruction_iterations=SHIFTED_SETTINGS["reconstruction_iterations"],
+        tilt_range_deg=SHIFTED_SETTINGS["tilt_range_deg"],
+        tilt_step_deg=SHIFTED_SETTINGS["tilt_step_deg"],
+        pseudoproteins=pseudo,
+    )
     cfg.check()
     return cfg
 

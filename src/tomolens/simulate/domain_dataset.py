@@ -50,8 +50,14 @@ def domain_metadata(domain: str, cfg: DomainConfig) -> dict:
     return meta
 
 
-def write_domain_dataset(out_dir: str | os.PathLike, n: int, first_seed: int = 0, domain: str = "randomised",
-                         shape_zyx=(64, 256, 256), maps_dir="auto") -> Generator[Progress, None, Path]:
+def write_domain_dataset(
+    out_dir: str | os.PathLike,
+    n: int,
+    first_seed: int = 0,
+    domain: str = "randomised",
+    shape_zyx=(64, 256, 256),
+    maps_dir="auto",
+) -> Generator[Progress, None, Path]:
     """Simulate and write ``n`` domain tomograms with a manifest (job; module docstring).
 
     Returns
@@ -75,17 +81,25 @@ def write_domain_dataset(out_dir: str | os.PathLike, n: int, first_seed: int = 0
         raise ValueError(f"{manifest_path} exists; write a new dataset into an empty folder.")
     configs = [domain_config(domain, first_seed + i, shape_zyx, maps_dir) for i in range(n)]  # fail early
     out.mkdir(parents=True, exist_ok=True)
-    manifest = {"domain": domain, "n": n, "first_seed": first_seed, "shape_zyx": [int(s) for s in shape_zyx],
-                **domain_metadata(domain, configs[0]), "tomograms": []}
+    manifest = {
+        "domain": domain,
+        "n": n,
+        "first_seed": first_seed,
+        "shape_zyx": [int(s) for s in shape_zyx],
+        **domain_metadata(domain, configs[0]),
+        "tomograms": [],
+    }
     manifest.pop("outside_training", None)
     for i, cfg in enumerate(configs):
-        sim = yield from relay(simulate_domain_tomogram(cfg),
-                               lambda p, i=i: Progress(i * 1000 + int(1000 * p.fraction), n * 1000,
-                                                       f"tomogram {i + 1}/{n}: {p.message}"))
+        sim = yield from relay(
+            simulate_domain_tomogram(cfg),
+            lambda p, i=i: Progress(i * 1000 + int(1000 * p.fraction), n * 1000, f"tomogram {i + 1}/{n}: {p.message}"),
+        )
         folder = out / f"tomo_{cfg.seed:06d}"
         sim.save(folder, domain_metadata(domain, cfg), write_tilt_series=False)  # training data: no stacks
-        manifest["tomograms"].append({"seed": cfg.seed, "folder": folder.name, "n_particles": len(sim.particles),
-                                      "config": cfg.to_dict()})
+        manifest["tomograms"].append(
+            {"seed": cfg.seed, "folder": folder.name, "n_particles": len(sim.particles), "config": cfg.to_dict()}
+        )
         with atomic_path(manifest_path) as tmp:
             tmp.write_text(json.dumps(manifest, indent=2))
     return manifest_path

@@ -50,15 +50,23 @@ def ice_attenuation(shape_yx, angles_deg: np.ndarray, gradient: float, direction
     ramp ∈ [-1, 1] along ``direction_rad`` in the image, normalised to mean 1 per image."""
     ny, nx = shape_yx
     y, x = np.mgrid[:ny, :nx].astype(np.float32)
-    ramp = (np.sin(direction_rad) * (y - (ny - 1) / 2) / max(ny, 1) + np.cos(direction_rad) * (x - (nx - 1) / 2)
-            / max(nx, 1)) * 2
+    ramp = (
+        np.sin(direction_rad) * (y - (ny - 1) / 2) / max(ny, 1)
+        + np.cos(direction_rad) * (x - (nx - 1) / 2) / max(nx, 1)
+    ) * 2
     cos = np.cos(np.deg2rad(np.asarray(angles_deg, float)))[:, None, None]
     a = np.exp(-gradient * ramp[None] / cos).astype(np.float32)
     return a / a.mean(axis=(1, 2), keepdims=True)
 
 
-def add_dose_noise(signal: np.ndarray, snr: float, exponent: float, rng: np.random.Generator,
-                   attenuation: np.ndarray | None = None, noise_scale: float = 1.0) -> tuple[np.ndarray, float]:
+def add_dose_noise(
+    signal: np.ndarray,
+    snr: float,
+    exponent: float,
+    rng: np.random.Generator,
+    attenuation: np.ndarray | None = None,
+    noise_scale: float = 1.0,
+) -> tuple[np.ndarray, float]:
     """Attenuate ``signal`` (n, y, x) and add coloured noise so that var(signal)/var(noise)
     = ``snr`` before attenuation, times ``noise_scale`` in standard deviation.
 
@@ -85,8 +93,9 @@ def phase_flip(images: np.ndarray, pixel_A: float, ctf: CtfParams) -> np.ndarray
     return np.fft.irfft2(np.fft.rfft2(images) * sign, s=(ny, nx)).astype(np.float32)
 
 
-def misalign(volume: np.ndarray, projector: TiltProjector, axis_error_deg: float, shift_sigma_px: float,
-             rng: np.random.Generator) -> Generator[Progress, None, np.ndarray]:
+def misalign(
+    volume: np.ndarray, projector: TiltProjector, axis_error_deg: float, shift_sigma_px: float, rng: np.random.Generator
+) -> Generator[Progress, None, np.ndarray]:
     """Project ``volume`` about an axis rotated by ``axis_error_deg`` from y, as seen by a
     reconstruction that assumes y, with per-image random shifts (σ pixels) (job).
 
@@ -105,9 +114,9 @@ def misalign(volume: np.ndarray, projector: TiltProjector, axis_error_deg: float
 
 
 def _blocks(arr: np.ndarray, factor: int, axes: int) -> np.ndarray:
-    lead = arr.shape[:arr.ndim - axes]
+    lead = arr.shape[: arr.ndim - axes]
     shape = list(lead)
-    for n in arr.shape[arr.ndim - axes:]:
+    for n in arr.shape[arr.ndim - axes :]:
         shape += [n // factor, factor]
     return arr.reshape(shape)
 
@@ -150,8 +159,12 @@ def sirt_like_weights(n_pad: int, n: int, iterations: int) -> np.ndarray:
     return w
 
 
-def reconstruct(images: np.ndarray, projector: TiltProjector, method: str, iterations: int,
-                ) -> Generator[Progress, None, np.ndarray]:
+def reconstruct(
+    images: np.ndarray,
+    projector: TiltProjector,
+    method: str,
+    iterations: int,
+) -> Generator[Progress, None, np.ndarray]:
     """Reconstruct (nz, ny, nx) float32 from tilt images (n, ny, nx) by ``method`` (job)."""
     if method == "wbp":
         return (yield from projector.weighted_backproject(images))
@@ -175,8 +188,11 @@ def _backproject(projector: TiltProjector, images: np.ndarray) -> Generator[Prog
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def sirt(images: np.ndarray, projector: TiltProjector, iterations: int,
-         ) -> Generator[Progress, None, np.ndarray]:
+def sirt(
+    images: np.ndarray,
+    projector: TiltProjector,
+    iterations: int,
+) -> Generator[Progress, None, np.ndarray]:
     """``iterations`` SIRT updates x += C Aᵀ R (b - A x) from x = 0, with R and C the inverse
     row and column sums of the projector (job); returns (nz, ny, nx) float32."""
     nt, ny, nd = images.shape

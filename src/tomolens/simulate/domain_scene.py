@@ -102,11 +102,15 @@ def load_domain_templates(cfg: DomainConfig, voxel_A: float) -> list[Template]:
     side = min(cfg.shape_zyx) * cfg.supersampling  # fine voxels
     kept = [t for t in templates if 2 * t.radius_A / voxel_A + 4 <= side and _solid(t)]
     if len(kept) < len(templates):
-        log.warning("templates too large for the slab or too thin for the voxel size left out: %s",
-                    [t.name for t in templates if all(t is not k for k in kept)])
+        log.warning(
+            "templates too large for the slab or too thin for the voxel size left out: %s",
+            [t.name for t in templates if all(t is not k for k in kept)],
+        )
     if not kept:
-        raise ValueError(f"No template fits a slab of {side * voxel_A / 10:.0f} nm at {voxel_A:.1f} Å; use a "
-                         "thicker volume or other templates.")
+        raise ValueError(
+            f"No template fits a slab of {side * voxel_A / 10:.0f} nm at {voxel_A:.1f} Å; use a "
+            "thicker volume or other templates."
+        )
     return kept
 
 
@@ -125,8 +129,12 @@ def _add_membranes(scene: Scene, cfg: DomainConfig, rng, voxel_A: float) -> None
                 n = rng.standard_normal(3)
                 n /= np.linalg.norm(n)
                 a = np.cross(n, rng.standard_normal(3))
-                params = {"point_zyx": rng.uniform(0, shape - 1), "normal_zyx": n,
-                          "curvature_radius_A": r_nm * 10 or None, "axis_zyx": a / np.linalg.norm(a) if r_nm else None}
+                params = {
+                    "point_zyx": rng.uniform(0, shape - 1),
+                    "normal_zyx": n,
+                    "curvature_radius_A": r_nm * 10 or None,
+                    "axis_zyx": a / np.linalg.norm(a) if r_nm else None,
+                }
             if add_membrane(scene, kind, params, thickness, voxel_A):
                 scene.structures[-1]["decorated"] = bool(rng.random() < cfg.decorated_probability)
                 break
@@ -163,8 +171,16 @@ def _add_filaments(scene: Scene, cfg: DomainConfig, rng, voxel_A: float) -> None
                 mother_id, mother = placed[0]
                 start, direction = branch_start(mother, rng)
                 start = start + direction * r_A / voxel_A  # grows from the mother's surface, not its axis
-                child = filament_path(shape, rng, voxel_A, MIN_CURVATURE_RADIUS_A[kind] if curved else None, r_A,
-                                      start=start, direction=direction, one_way=True)
+                child = filament_path(
+                    shape,
+                    rng,
+                    voxel_A,
+                    MIN_CURVATURE_RADIUS_A[kind] if curved else None,
+                    r_A,
+                    start=start,
+                    direction=direction,
+                    one_way=True,
+                )
                 add_filament(scene, kind, child, voxel_A, ignore_id=mother_id, record={"branch_of": mother_id})
 
 
@@ -206,13 +222,23 @@ def _decorate(scene: Scene, templates: list[Template], cfg: DomainConfig, rng, v
             scene.density[sl] += cand.density
             free = cand.mask & (scene.instances[sl] == 0)
             scene.instances[sl][free] = inst
-            scene.particles.append({"template_index": ti, "centre_zyx": centre + cand.frac, "euler": cand.euler,
-                                    "instance_id": inst, "mask_voxels": int(free.sum()),
-                                    "anchored_to": mem["instance_id"]})
+            scene.particles.append(
+                {
+                    "template_index": ti,
+                    "centre_zyx": centre + cand.frac,
+                    "euler": cand.euler,
+                    "instance_id": inst,
+                    "mask_voxels": int(free.sum()),
+                    "anchored_to": mem["instance_id"],
+                }
+            )
 
 
-def build_domain_scene(cfg: DomainConfig, templates: list[Template], rng: np.random.Generator,
-                       ) -> Generator[Progress, None, Scene]:
+def build_domain_scene(
+    cfg: DomainConfig,
+    templates: list[Template],
+    rng: np.random.Generator,
+) -> Generator[Progress, None, Scene]:
     """The fine-voxel scene of ``cfg`` (job); instances renumbered particles first."""
     s = cfg.supersampling
     voxel_A = cfg.fine_voxel_A
@@ -228,8 +254,9 @@ def build_domain_scene(cfg: DomainConfig, templates: list[Template], rng: np.ran
     for _ in range(cfg.n_gold):
         add_gold_bead(scene, rng, voxel_A)
     pool = candidate_pool(templates, 6, rng)
-    yield from _stage(pack_particles(scene, templates, rng, None, cfg.macromolecule_fraction,
-                                     allow_partial=True, pool=pool), 5, 5, 10)
+    yield from _stage(
+        pack_particles(scene, templates, rng, None, cfg.macromolecule_fraction, allow_partial=True, pool=pool), 5, 5, 10
+    )
     renumber_particles_first(scene)
     return scene
 
@@ -250,12 +277,22 @@ def _particles(scene: Scene, templates: list[Template], factor: int, voxel_A: fl
         t = templates[p["template_index"]]
         family = t.name.split("_")[0] if "nm_s" in t.name else "map"
         rot, tilt, psi = (float(a) for a in p["euler"])
-        rows.append({"class": CLASS_INDEX["macromolecule"], "class_name": "macromolecule", "template": t.name,
-                     "family": family, "rot": rot, "tilt": tilt, "psi": psi, "instance_id": p["instance_id"],
-                     "radius_A": t.radius_A, "anchored_to": int(p.get("anchored_to", 0))})
+        rows.append(
+            {
+                "class": CLASS_INDEX["macromolecule"],
+                "class_name": "macromolecule",
+                "template": t.name,
+                "family": family,
+                "rot": rot,
+                "tilt": tilt,
+                "psi": psi,
+                "instance_id": p["instance_id"],
+                "radius_A": t.radius_A,
+                "anchored_to": int(p.get("anchored_to", 0)),
+            }
+        )
         coords.append((np.asarray(p["centre_zyx"], float) + 0.5) / factor - 0.5)
-    cols = ["class", "class_name", "template", "family", "rot", "tilt", "psi", "instance_id", "radius_A",
-            "anchored_to"]
+    cols = ["class", "class_name", "template", "family", "rot", "tilt", "psi", "instance_id", "radius_A", "anchored_to"]
     return ParticleTable(np.array(coords, float).reshape(-1, 3), pd.DataFrame(rows, columns=cols), voxel_A)
 
 
@@ -293,20 +330,27 @@ def simulate_domain_tomogram(cfg: DomainConfig) -> Generator[Progress, None, Sim
     angles = tilt_angles(cfg.tilt_range_deg, cfg.tilt_step_deg)
     nz, ny, nx = scene.density.shape
     yield Progress(300, 1000, "projecting the tilt series")
-    images = yield from _stage(misalign(scene.density, TiltProjector(nz, nx, angles), cfg.tilt_axis_error_deg,
-                                        cfg.shift_jitter_px * s, rng), 300, 250)
+    images = yield from _stage(
+        misalign(scene.density, TiltProjector(nz, nx, angles), cfg.tilt_axis_error_deg, cfg.shift_jitter_px * s, rng),
+        300,
+        250,
+    )
     ctf = CtfParams(cfg.defocus_um, cfg.voltage_kv, cfg.cs_mm, cfg.amplitude_contrast)
     images = apply_ctf_2d(images, fine_A, ctf)
     yield Progress(560, 1000, "ice, noise and CTF correction")
-    att = (ice_attenuation((ny, nx), angles, cfg.ice_gradient, np.deg2rad(cfg.ice_direction_deg))
-           if cfg.ice_gradient > 0 else None)
+    att = (
+        ice_attenuation((ny, nx), angles, cfg.ice_gradient, np.deg2rad(cfg.ice_direction_deg))
+        if cfg.ice_gradient > 0
+        else None
+    )
     images, measured = add_dose_noise(images, cfg.snr, cfg.noise_exponent, rng, att, s / cfg.binning)
     if cfg.ctf_corrected:
         images = phase_flip(images, fine_A, ctf)
     images = bin_images(images, s)
     projector = TiltProjector(cfg.shape_zyx[0], cfg.shape_zyx[2], angles)
-    tomo = yield from _stage(reconstruct(images, projector, cfg.reconstruction, cfg.reconstruction_iterations),
-                             600, 330)
+    tomo = yield from _stage(
+        reconstruct(images, projector, cfg.reconstruction, cfg.reconstruction_iterations), 600, 330
+    )
     tomo = butterworth_lowpass(tomo, cfg.lowpass_fraction)
     tomo -= np.float32(tomo.mean(dtype=np.float64))
     tomo /= np.float32(max(float(tomo.std(dtype=np.float64)), 1e-12))
@@ -316,13 +360,29 @@ def simulate_domain_tomogram(cfg: DomainConfig) -> Generator[Progress, None, Sim
     instances, semantic = _labels(scene, s)
     table = _particles(scene, templates, s, cfg.voxel_size_A)
     fraction = float(np.count_nonzero(semantic == CLASS_INDEX["macromolecule"])) / semantic.size
-    log.info("domain tomogram %s at %.1f Å: %d particles, %d structures, SNR %.3g (fine projections)",
-             cfg.shape_zyx, cfg.voxel_size_A, len(table), len(scene.structures), measured)
+    log.info(
+        "domain tomogram %s at %.1f Å: %d particles, %d structures, SNR %.3g (fine projections)",
+        cfg.shape_zyx,
+        cfg.voxel_size_A,
+        len(table),
+        len(scene.structures),
+        measured,
+    )
     yield Progress(1000, 1000, f"done: {len(table)} particles, {len(scene.structures)} structures")
     return SimulatedTomogram(
-        tomogram=tomo.astype(np.float32, copy=False), semantic=semantic, instances=instances, particles=table,
-        class_names=list(DOMAIN_CLASSES), voxel_size_A=float(cfg.voxel_size_A), config=cfg,
-        measured_snr=float(measured), snr_domain="projections", density=bin_volume(scene.density, s),
-        tilt_angles_deg=angles, tilt_series=images, structures=pd.DataFrame(scene.structures),
-        volume_fraction=fraction, template_radius_A={t.name: round(t.radius_A, 1) for t in templates},
+        tomogram=tomo.astype(np.float32, copy=False),
+        semantic=semantic,
+        instances=instances,
+        particles=table,
+        class_names=list(DOMAIN_CLASSES),
+        voxel_size_A=float(cfg.voxel_size_A),
+        config=cfg,
+        measured_snr=float(measured),
+        snr_domain="projections",
+        density=bin_volume(scene.density, s),
+        tilt_angles_deg=angles,
+        tilt_series=images,
+        structures=pd.DataFrame(scene.structures),
+        volume_fraction=fraction,
+        template_radius_A={t.name: round(t.radius_A, 1) for t in templates},
     )

@@ -34,8 +34,9 @@ def tilt_angles(range_deg: float, step_deg: float) -> np.ndarray:
         Range outside (0, 90] or a step that is not positive.
     """
     if not 0 < range_deg <= 90:
-        raise ValueError(f"tilt_range_deg must be in (0, 90] degrees (a tilt beyond ±90° is "
-                         f"impossible); got {range_deg}.")
+        raise ValueError(
+            f"tilt_range_deg must be in (0, 90] degrees (a tilt beyond ±90° is impossible); got {range_deg}."
+        )
     if not 0 < step_deg <= 2 * range_deg:
         raise ValueError(f"tilt_step_deg must be positive and at most twice the range; got {step_deg}.")
     n = int(np.floor(range_deg / step_deg + 1e-6))
@@ -212,8 +213,12 @@ def fourier_filter(shape_zyx, voxel_size_A: float, tilt_range_deg: float, ctf: C
     return filt
 
 
-def wedge_noise(signal: np.ndarray, wedge: np.ndarray, snr: float, rng: np.random.Generator,
-                ) -> tuple[np.ndarray, float]:
+def wedge_noise(
+    signal: np.ndarray,
+    wedge: np.ndarray,
+    snr: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, float]:
     """Add white noise restricted to the measured wedge so that var(signal)/var(noise) = snr.
 
     Returns the noisy volume (float32) and the SNR measured from the noise drawn.
@@ -230,8 +235,14 @@ def wedge_noise(signal: np.ndarray, wedge: np.ndarray, snr: float, rng: np.rando
     return signal + noise, measured
 
 
-def fourier_image(volume: np.ndarray, voxel_size_A: float, tilt_range_deg: float, ctf: CtfParams | None,
-                  snr: float, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+def fourier_image(
+    volume: np.ndarray,
+    voxel_size_A: float,
+    tilt_range_deg: float,
+    ctf: CtfParams | None,
+    snr: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, float]:
     """Fast tomogram approximation: missing wedge and CTF as one 3D Fourier filter, plus
     white noise restricted to the same wedge (seed 000's approach).
 

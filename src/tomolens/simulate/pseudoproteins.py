@@ -106,8 +106,10 @@ def _hollow(rng) -> tuple[list[Sdf], float]:
     if kind == 0:  # ring of beads
         n, bead = int(rng.integers(5, 10)), rng.uniform(0.28, 0.42)
         phase = rng.uniform(0, 2 * np.pi)
-        return [_sphere((np.cos(a), np.sin(a), rng.uniform(-0.08, 0.08)), bead)
-                for a in phase + 2 * np.pi * np.arange(n) / n], 1.6
+        return [
+            _sphere((np.cos(a), np.sin(a), rng.uniform(-0.08, 0.08)), bead)
+            for a in phase + 2 * np.pi * np.arange(n) / n
+        ], 1.6
     if kind == 1:  # barrel
         return [_cylinder((0, 0, 0), (0, 0, 1), 1.0, rng.uniform(0.5, 1.1), r_inner=rng.uniform(0.5, 0.7))], 1.6
     # open shell: a spherical shell with a cap cut away by a smaller sphere's complement
@@ -126,8 +128,10 @@ def _multilobe(rng) -> tuple[list[Sdf], float]:
         centres.append(centres[j] + _unit(rng) * 0.85 * (sizes[j] + r))
         sizes.append(r)
     centres = np.array(centres) - np.mean(centres, axis=0)
-    parts = [_ellipsoid(c, r * np.array([1.0, rng.uniform(0.65, 1.0), rng.uniform(0.65, 1.0)]))
-             for c, r in zip(centres, sizes)]
+    parts = [
+        _ellipsoid(c, r * np.array([1.0, rng.uniform(0.65, 1.0), rng.uniform(0.65, 1.0)]))
+        for c, r in zip(centres, sizes)
+    ]
     return parts, float(np.max(np.linalg.norm(centres, axis=1) + np.array(sizes)))
 
 
@@ -143,8 +147,13 @@ def _branched(rng) -> tuple[list[Sdf], float]:
     return parts, 2.55
 
 
-_BUILDERS = {"compact": _compact, "elongated": _elongated, "hollow": _hollow, "multilobe": _multilobe,
-             "branched": _branched}
+_BUILDERS = {
+    "compact": _compact,
+    "elongated": _elongated,
+    "hollow": _hollow,
+    "multilobe": _multilobe,
+    "branched": _branched,
+}
 
 
 def _largest_extent(mask: np.ndarray) -> float:
@@ -201,9 +210,10 @@ def render_pseudoprotein(spec: PseudoProteinSpec, voxel_size_A: float) -> Templa
     lo, hi = idx.min(0), idx.max(0) + 1
     half = int(np.max(np.maximum((density.shape[0] - 1) / 2 - lo, hi - 1 - (density.shape[0] - 1) / 2))) + 2
     c = (density.shape[0] - 1) // 2
-    density = density[c - half:c + half + 1, c - half:c + half + 1, c - half:c + half + 1]
-    texture = ndimage.gaussian_filter(rng.standard_normal(density.shape).astype(np.float32),
-                                      max(1.0, 15.0 / voxel_size_A))
+    density = density[c - half : c + half + 1, c - half : c + half + 1, c - half : c + half + 1]
+    texture = ndimage.gaussian_filter(
+        rng.standard_normal(density.shape).astype(np.float32), max(1.0, 15.0 / voxel_size_A)
+    )
     texture /= max(float(np.abs(texture).max()), 1e-6)
     inside = density >= 0.999
     density[inside] *= 1.0 + 0.15 * texture[inside]
@@ -217,5 +227,13 @@ def sample_pseudoprotein(families, rng: np.random.Generator, size_range_nm=SIZE_
     return PseudoProteinSpec(family, size, int(rng.integers(2**31 - 1)))
 
 
-__all__ = ["FAMILIES", "HELD_OUT_FAMILIES", "MASK_LEVEL", "PseudoProteinSpec", "SIZE_RANGE_NM",
-           "TRAINING_FAMILIES", "render_pseudoprotein", "sample_pseudoprotein"]
+__all__ = [
+    "FAMILIES",
+    "HELD_OUT_FAMILIES",
+    "MASK_LEVEL",
+    "PseudoProteinSpec",
+    "SIZE_RANGE_NM",
+    "TRAINING_FAMILIES",
+    "render_pseudoprotein",
+    "sample_pseudoprotein",
+]

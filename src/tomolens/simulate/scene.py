@@ -72,9 +72,17 @@ def renumber_particles_first(scene: Scene) -> None:
 
 
 # ----------------------------------------------------------------------------- membranes
-def add_vesicles(scene: Scene, n: int, voxel_size_A: float, class_index: int, rng: np.random.Generator,
-                 radius_range_A=(150.0, 400.0), bilayer_spacing_A: float = 40.0,
-                 leaflet_sigma_A: float = 10.0, max_attempts: int = 200) -> None:
+def add_vesicles(
+    scene: Scene,
+    n: int,
+    voxel_size_A: float,
+    class_index: int,
+    rng: np.random.Generator,
+    radius_range_A=(150.0, 400.0),
+    bilayer_spacing_A: float = 40.0,
+    leaflet_sigma_A: float = 10.0,
+    max_attempts: int = 200,
+) -> None:
     """Add ``n`` spherical vesicles, each a lipid bilayer shell (two Gaussian leaflets).
 
     The membrane mask (label) is the bilayer, ``|r - R| <= spacing/2 + 1.5 sigma``.
@@ -114,18 +122,27 @@ def add_vesicles(scene: Scene, n: int, voxel_size_A: float, class_index: int, rn
             wall = np.abs(dist_A - r_A) <= half_wall
             if np.any(scene.instances[sl][np.abs(dist_A - r_A) <= half_wall + 1.5 * voxel_size_A]):
                 continue
-            dens = sum(np.exp(-0.5 * ((dist_A - (r_A + s * bilayer_spacing_A / 2)) / leaflet_sigma_A) ** 2)
-                       for s in (-1, 1))
+            dens = sum(
+                np.exp(-0.5 * ((dist_A - (r_A + s * bilayer_spacing_A / 2)) / leaflet_sigma_A) ** 2) for s in (-1, 1)
+            )
             inst = len(scene.structures) + 1
             scene.density[sl] += dens.astype(np.float32)
             scene.semantic[sl][wall] = class_index
             scene.instances[sl][wall] = inst
-            scene.structures.append({"kind": "membrane", "instance_id": inst,
-                                     "centre_zyx": tuple(float(c) for c in centre), "radius_A": float(r_A)})
+            scene.structures.append(
+                {
+                    "kind": "membrane",
+                    "instance_id": inst,
+                    "centre_zyx": tuple(float(c) for c in centre),
+                    "radius_A": float(r_A),
+                }
+            )
             break
         else:
-            raise PackingError(f"Could not place vesicle {len(scene.structures) + 1} of {n} without "
-                               "overlap; ask for fewer membranes or a larger volume.")
+            raise PackingError(
+                f"Could not place vesicle {len(scene.structures) + 1} of {n} without "
+                "overlap; ask for fewer membranes or a larger volume."
+            )
 
 
 # ----------------------------------------------------------------------------- filaments
@@ -135,8 +152,9 @@ FILAMENT_KINDS = {  # outer radius, inner radius (Å)
 }
 
 
-def add_filaments(scene: Scene, n: int, voxel_size_A: float, class_index: int, rng: np.random.Generator,
-                  max_attempts: int = 100) -> None:
+def add_filaments(
+    scene: Scene, n: int, voxel_size_A: float, class_index: int, rng: np.random.Generator, max_attempts: int = 100
+) -> None:
     """Add ``n`` straight filaments crossing the volume, alternating microtubule-like hollow
     tubes (25 nm wide) and actin-like rods (7 nm), lying within ±20° of the x-y plane.
 
@@ -174,17 +192,25 @@ def add_filaments(scene: Scene, n: int, voxel_size_A: float, class_index: int, r
                 scene.density[sl] += dens
                 scene.semantic[sl][wall] = class_index
                 scene.instances[sl][wall] = inst
-            scene.structures.append({"kind": kind, "instance_id": inst,
-                                     "centre_zyx": tuple(float(c) for c in p0),
-                                     "direction_zyx": tuple(float(c) for c in d), "radius_A": float(r_out)})
+            scene.structures.append(
+                {
+                    "kind": kind,
+                    "instance_id": inst,
+                    "centre_zyx": tuple(float(c) for c in p0),
+                    "direction_zyx": tuple(float(c) for c in d),
+                    "radius_A": float(r_out),
+                }
+            )
             break
         else:
-            raise PackingError(f"Could not place filament {i + 1} of {n} without overlap; "
-                               "ask for fewer filaments or membranes.")
+            raise PackingError(
+                f"Could not place filament {i + 1} of {n} without overlap; ask for fewer filaments or membranes."
+            )
 
 
-def _tube_pieces(shape: np.ndarray, p0: np.ndarray, d: np.ndarray, r_out_v: float, r_in_v: float,
-                 step: float = 32.0) -> list[tuple]:
+def _tube_pieces(
+    shape: np.ndarray, p0: np.ndarray, d: np.ndarray, r_out_v: float, r_in_v: float, step: float = 32.0
+) -> list[tuple]:
     """Rasterise a straight tube through ``p0`` along unit ``d`` (voxels) piece by piece.
 
     Each piece covers a stretch of ``step`` voxels of the axis and only its bounding box, and
@@ -208,8 +234,10 @@ def _tube_pieces(shape: np.ndarray, p0: np.ndarray, d: np.ndarray, r_out_v: floa
         if np.any(b1 <= b0):
             continue
         sl = tuple(slice(int(a), int(b)) for a, b in zip(b0, b1))
-        rel = [(np.arange(a, b, dtype=np.float32) - np.float32(p)).reshape([-1 if i == j else 1 for j in range(3)])
-               for i, (a, b, p) in enumerate(zip(b0, b1, p0))]
+        rel = [
+            (np.arange(a, b, dtype=np.float32) - np.float32(p)).reshape([-1 if i == j else 1 for j in range(3)])
+            for i, (a, b, p) in enumerate(zip(b0, b1, p0))
+        ]
         t = rel[0] * np.float32(d[0]) + rel[1] * np.float32(d[1]) + rel[2] * np.float32(d[2])
         dist = np.sqrt(np.maximum(sum(r * r for r in rel) - t * t, 0.0))
         zc = np.float32(p0[0]) + t * np.float32(d[0])
@@ -279,8 +307,9 @@ class _FreeSpace:
         self.sorted_depth = depth[order]
         self.sorted_cells = np.stack(np.unravel_index(order, c.shape), axis=1)
 
-    def sample(self, rng: np.random.Generator, core_radius: float, lo: np.ndarray, hi: np.ndarray,
-               n: int) -> np.ndarray:
+    def sample(
+        self, rng: np.random.Generator, core_radius: float, lo: np.ndarray, hi: np.ndarray, n: int
+    ) -> np.ndarray:
         """``n`` integer centres in [lo, hi) favouring cells at least ``core_radius`` deep."""
         f = self.factor
         n_deep = int(np.searchsorted(-self.sorted_depth, -max(core_radius, f), side="right"))
@@ -310,11 +339,19 @@ def _paste(vol: np.ndarray, corner: np.ndarray, block: np.ndarray, where=None, v
         vol[dst][where[src]] = value
 
 
-def pack_particles(scene: Scene, templates: list[Template], rng: np.random.Generator,
-                   n_particles: int | None, volume_fraction: float | None, first_class: int = 1,
-                   gap_voxels: int = 1, max_trials: int = 400, max_failures: int = 150,
-                   allow_partial: bool = False, pool: list[_Candidate] | None = None,
-                   ) -> Generator[Progress, None, None]:
+def pack_particles(
+    scene: Scene,
+    templates: list[Template],
+    rng: np.random.Generator,
+    n_particles: int | None,
+    volume_fraction: float | None,
+    first_class: int = 1,
+    gap_voxels: int = 1,
+    max_trials: int = 400,
+    max_failures: int = 150,
+    allow_partial: bool = False,
+    pool: list[_Candidate] | None = None,
+) -> Generator[Progress, None, None]:
     """Place particles at uniformly random orientations without overlap (job).
 
     Parameters
@@ -358,8 +395,9 @@ def pack_particles(scene: Scene, templates: list[Template], rng: np.random.Gener
     free_map = None
     since_map = 0
     occupied_start = float(np.count_nonzero(scene.instances))
-    remap_every = max(10, int(goal if n_particles is not None else goal / max(
-        1.0, np.mean([t.mask.sum() for t in templates]))) // 25)
+    remap_every = max(
+        10, int(goal if n_particles is not None else goal / max(1.0, np.mean([t.mask.sum() for t in templates]))) // 25
+    )
     while True:
         done = len(scene.particles) if n_particles is not None else placed_voxels
         if done >= goal:
@@ -379,8 +417,10 @@ def pack_particles(scene: Scene, templates: list[Template], rng: np.random.Gener
         c_lo = half - cand.test_lo
         c_hi = shape - (cand.test_lo + np.array(cand.test.shape)) + half
         if np.any(c_hi <= c_lo):
-            raise PackingError(f"Template {templates[ti].name!r} does not fit in a volume of "
-                               f"{tuple(shape)} voxels; use a larger volume or a smaller template.")
+            raise PackingError(
+                f"Template {templates[ti].name!r} does not fit in a volume of "
+                f"{tuple(shape)} voxels; use a larger volume or a smaller template."
+            )
         if (occupied_start + placed_voxels) / total_voxels < 0.08 and failures < 3:
             cs = rng.integers(c_lo, c_hi, size=(max_trials, 3))  # sparse: uniform proposals succeed
         else:
@@ -395,8 +435,11 @@ def pack_particles(scene: Scene, templates: list[Template], rng: np.random.Gener
         ok_centre = None
         for c in cs[~hit]:
             t0 = c - half + cand.test_lo
-            region = scene.instances[t0[0]:t0[0] + cand.test.shape[0], t0[1]:t0[1] + cand.test.shape[1],
-                                     t0[2]:t0[2] + cand.test.shape[2]]
+            region = scene.instances[
+                t0[0] : t0[0] + cand.test.shape[0],
+                t0[1] : t0[1] + cand.test.shape[1],
+                t0[2] : t0[2] + cand.test.shape[2],
+            ]
             if not np.any(region[cand.test]):
                 ok_centre = c
                 break
@@ -406,8 +449,11 @@ def pack_particles(scene: Scene, templates: list[Template], rng: np.random.Gener
                 log.debug("packing stopped at %d particles", len(scene.particles))
                 break
             if failures >= max_failures:
-                reached = (f"{len(scene.particles)} of {n_particles} particles" if n_particles is not None
-                           else f"a volume fraction of {placed_voxels / total_voxels:.3f} of {volume_fraction}")
+                reached = (
+                    f"{len(scene.particles)} of {n_particles} particles"
+                    if n_particles is not None
+                    else f"a volume fraction of {placed_voxels / total_voxels:.3f} of {volume_fraction}"
+                )
                 raise PackingError(
                     f"Packing stalled after {len(scene.particles)} particles: reached {reached}. "
                     "Random packing of rigid molecules jams; ask for fewer particles or a lower "
@@ -423,21 +469,28 @@ def pack_particles(scene: Scene, templates: list[Template], rng: np.random.Gener
         _paste(scene.instances, corner, cand.mask, where=cand.mask, value=inst)
         n_vox = int(cand.mask.sum())
         placed_voxels += n_vox
-        scene.particles.append({
-            "template_index": ti, "centre_zyx": ok_centre + cand.frac, "euler": cand.euler,
-            "instance_id": inst, "mask_voxels": n_vox,
-        })
+        scene.particles.append(
+            {
+                "template_index": ti,
+                "centre_zyx": ok_centre + cand.frac,
+                "euler": cand.euler,
+                "instance_id": inst,
+                "mask_voxels": n_vox,
+            }
+        )
     yield Progress(1000, 1000, f"packing particles: {len(scene.particles)} placed")
 
 
-def candidate_pool(templates: list[Template], n_per_template: int, rng: np.random.Generator,
-                   gap_voxels: int = 1) -> list[_Candidate]:
+def candidate_pool(
+    templates: list[Template], n_per_template: int, rng: np.random.Generator, gap_voxels: int = 1
+) -> list[_Candidate]:
     """Pre-render ``n_per_template`` random orientations of every template for ``pool``."""
     return [_make_candidate(i, t, rng, gap_voxels) for i, t in enumerate(templates) for _ in range(n_per_template)]
 
 
-def place_particle(scene: Scene, templates: list[Template], template_index: int, euler_deg,
-                   centre_zyx, first_class: int = 1) -> dict:
+def place_particle(
+    scene: Scene, templates: list[Template], template_index: int, euler_deg, centre_zyx, first_class: int = 1
+) -> dict:
     """Place one particle at a given centre (voxels) and orientation, without an overlap
     test (for the first particle of a scene); returns its record."""
     centre = np.asarray(centre_zyx, float)
@@ -448,14 +501,20 @@ def place_particle(scene: Scene, templates: list[Template], template_index: int,
     _paste(scene.density, corner, cand.density)
     _paste(scene.semantic, corner, cand.mask, where=cand.mask, value=first_class + template_index)
     _paste(scene.instances, corner, cand.mask, where=cand.mask, value=inst)
-    record = {"template_index": template_index, "centre_zyx": centre, "euler": cand.euler,
-              "instance_id": inst, "mask_voxels": int(cand.mask.sum())}
+    record = {
+        "template_index": template_index,
+        "centre_zyx": centre,
+        "euler": cand.euler,
+        "instance_id": inst,
+        "mask_voxels": int(cand.mask.sum()),
+    }
     scene.particles.append(record)
     return record
 
 
-def check_packing_request(shape_zyx, templates: list[Template], n_particles: int | None,
-                          volume_fraction: float | None) -> None:
+def check_packing_request(
+    shape_zyx, templates: list[Template], n_particles: int | None, volume_fraction: float | None
+) -> None:
     """Refuse requests that cannot be packed, before any work is done.
 
     Raises
@@ -487,5 +546,7 @@ def check_packing_request(shape_zyx, templates: list[Template], n_particles: int
         if np.any(np.array(t.density.shape) - 2 > shape) and np.any(
             np.ptp(np.argwhere(t.mask), axis=0) + 1 > shape.min()
         ):
-            raise ValueError(f"Template {t.name!r} ({t.radius_A * 2:.0f} Å across) does not fit in "
-                             f"the {tuple(int(s) for s in shape)} volume.")
+            raise ValueError(
+                f"Template {t.name!r} ({t.radius_A * 2:.0f} Å across) does not fit in "
+                f"the {tuple(int(s) for s in shape)} volume."
+            )

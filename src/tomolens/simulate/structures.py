@@ -56,8 +56,10 @@ def _next_id(scene: Scene) -> int:
 
 def _grid(shape, lo, hi):
     """Open grids (z, y, x) of voxel coordinates for the box [lo, hi)."""
-    return [np.arange(a, b, dtype=np.float32).reshape([-1 if i == j else 1 for j in range(3)])
-            for i, (a, b) in enumerate(zip(lo, hi))]
+    return [
+        np.arange(a, b, dtype=np.float32).reshape([-1 if i == j else 1 for j in range(3)])
+        for i, (a, b) in enumerate(zip(lo, hi))
+    ]
 
 
 # ----------------------------------------------------------------------------- membranes
@@ -97,8 +99,15 @@ def _membrane_distance(shape_kind: str, params: dict, voxel_A: float) -> Callabl
     return dist
 
 
-def add_membrane(scene: Scene, shape_kind: str, params: dict, thickness_A: float, voxel_A: float,
-                 gap_A: float = 20.0, chunk: int = 16) -> bool:
+def add_membrane(
+    scene: Scene,
+    shape_kind: str,
+    params: dict,
+    thickness_A: float,
+    voxel_A: float,
+    gap_A: float = 20.0,
+    chunk: int = 16,
+) -> bool:
     """Draw one membrane (``shape_kind`` "vesicle" or "sheet"; see module docstring).
 
     Parameters
@@ -130,7 +139,7 @@ def add_membrane(scene: Scene, shape_kind: str, params: dict, thickness_A: float
         d = dist(g)
         near = np.abs(d) <= thickness_A / 2 + gap_A
         touched |= bool((np.abs(d) <= thickness_A / 2).any())
-        if np.any(scene.instances[z0:z1, lo[1]:hi[1], lo[2]:hi[2]][near]):
+        if np.any(scene.instances[z0:z1, lo[1] : hi[1], lo[2] : hi[2]][near]):
             return False
     if not touched:
         return False
@@ -142,10 +151,15 @@ def add_membrane(scene: Scene, shape_kind: str, params: dict, thickness_A: float
         sl = (slice(z0, z1), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
         scene.density[sl][band] += bilayer_profile(d[band], thickness_A)
         scene.instances[sl][np.abs(d) <= thickness_A / 2] = inst
-    scene.structures.append({"kind": "membrane", "shape": shape_kind, "instance_id": inst,
-                             "thickness_A": float(thickness_A),
-                             **{k: (tuple(float(x) for x in v) if np.ndim(v) else float(v))
-                                for k, v in params.items() if v is not None}})
+    scene.structures.append(
+        {
+            "kind": "membrane",
+            "shape": shape_kind,
+            "instance_id": inst,
+            "thickness_A": float(thickness_A),
+            **{k: (tuple(float(x) for x in v) if np.ndim(v) else float(v)) for k, v in params.items() if v is not None},
+        }
+    )
     return True
 
 
@@ -159,9 +173,17 @@ def membrane_surface_points(scene: Scene, instance_id: int, n: int, rng: np.rand
 
 
 # ----------------------------------------------------------------------------- filaments
-def filament_path(shape, rng: np.random.Generator, voxel_A: float, min_curvature_radius_A: float | None,
-                  radius_A: float, start=None, direction=None, one_way: bool = False,
-                  max_elevation_deg: float = 30.0) -> np.ndarray:
+def filament_path(
+    shape,
+    rng: np.random.Generator,
+    voxel_A: float,
+    min_curvature_radius_A: float | None,
+    radius_A: float,
+    start=None,
+    direction=None,
+    one_way: bool = False,
+    max_elevation_deg: float = 30.0,
+) -> np.ndarray:
     """A filament centre line (k, 3) in voxels crossing the volume, step ~1 voxel.
 
     Straight when ``min_curvature_radius_A`` is None, otherwise the tangent turns by a
@@ -172,8 +194,9 @@ def filament_path(shape, rng: np.random.Generator, voxel_A: float, min_curvature
     shape = np.asarray(shape, float)
     r_v = radius_A / voxel_A
     if start is None:
-        start = rng.uniform([min(r_v + 1, shape[0] / 2), 0, 0], [max(shape[0] - 1 - r_v - 1, shape[0] / 2),
-                                                                 shape[1] - 1, shape[2] - 1])
+        start = rng.uniform(
+            [min(r_v + 1, shape[0] / 2), 0, 0], [max(shape[0] - 1 - r_v - 1, shape[0] / 2), shape[1] - 1, shape[2] - 1]
+        )
     if direction is None:
         phi, elev = rng.uniform(0, 2 * np.pi), np.deg2rad(rng.uniform(-max_elevation_deg, max_elevation_deg))
         direction = np.array([np.sin(elev), np.cos(elev) * np.sin(phi), np.cos(elev) * np.cos(phi)])
@@ -181,7 +204,7 @@ def filament_path(shape, rng: np.random.Generator, voxel_A: float, min_curvature
     limit = np.sin(np.deg2rad(max_elevation_deg + 10))
     margin = r_v + 2
     branches = []
-    for sign in ((1.0,) if one_way else (1.0, -1.0)):
+    for sign in (1.0,) if one_way else (1.0, -1.0):
         p, d, pts = np.array(start, float), sign * np.asarray(direction, float), []
         bend = np.zeros(3)
         for _ in range(int(4 * shape.sum())):
@@ -230,8 +253,11 @@ def _filament_density(kind: str, dist_A, phi, s_A, n_pf: int):
     if kind == "microtubule":
         wall = np.clip((MT_OUTER_A - dist_A) / 4 + 0.5, 0, 1) * np.clip((dist_A - MT_INNER_A) / 4 + 0.5, 0, 1)
         lattice = s_A - phi * (3 * TUBULIN_MONOMER_A / (2 * np.pi))  # 3-start helix
-        texture = (0.55 + 0.45 * np.cos(n_pf * phi)) * (0.8 + 0.12 * np.cos(2 * np.pi * lattice / TUBULIN_MONOMER_A)
-                                                        + 0.08 * np.cos(np.pi * lattice / TUBULIN_MONOMER_A))
+        texture = (0.55 + 0.45 * np.cos(n_pf * phi)) * (
+            0.8
+            + 0.12 * np.cos(2 * np.pi * lattice / TUBULIN_MONOMER_A)
+            + 0.08 * np.cos(np.pi * lattice / TUBULIN_MONOMER_A)
+        )
         return (wall * texture).astype(np.float32), (dist_A <= MT_OUTER_A) & (dist_A >= MT_INNER_A)
     dens = np.zeros(np.shape(dist_A), np.float32)
     for k in (0, 1):
@@ -244,8 +270,17 @@ def _filament_density(kind: str, dist_A, phi, s_A, n_pf: int):
     return dens, dist_A <= ACTIN_RADIUS_A
 
 
-def add_filament(scene: Scene, kind: str, path: np.ndarray, voxel_A: float, n_pf: int = 13,
-                 gap_A: float = 10.0, ignore_id: int = 0, segment: int = 24, record: dict | None = None) -> bool:
+def add_filament(
+    scene: Scene,
+    kind: str,
+    path: np.ndarray,
+    voxel_A: float,
+    n_pf: int = 13,
+    gap_A: float = 10.0,
+    ignore_id: int = 0,
+    segment: int = 24,
+    record: dict | None = None,
+) -> bool:
     """Draw one microtubule or actin filament along ``path`` (k, 3 voxels; see module docstring).
 
     The path is cut into stretches of ``segment`` points; each stretch is rasterised in
@@ -289,8 +324,9 @@ def add_filament(scene: Scene, kind: str, path: np.ndarray, voxel_A: float, n_pf
         region = scene.instances[sl]
         if np.any((region[near] != 0) & (region[near] != ignore_id)):
             return False
-        phi = np.arctan2(sum(x * np.float32(c) for x, c in zip(rv, v[i0])),
-                         sum(x * np.float32(c) for x, c in zip(rv, u[i0])))
+        phi = np.arctan2(
+            sum(x * np.float32(c) for x, c in zip(rv, v[i0])), sum(x * np.float32(c) for x, c in zip(rv, u[i0]))
+        )
         dens, label = _filament_density(kind, dist_A, phi, np.float32(arc[i0]) + t * np.float32(voxel_A), n_pf)
         pieces.append((sl, dens * own, label & own))
     if not any(lab.any() for _, _, lab in pieces):
@@ -299,8 +335,14 @@ def add_filament(scene: Scene, kind: str, path: np.ndarray, voxel_A: float, n_pf
     for sl, dens, label in pieces:
         scene.density[sl] += dens
         scene.instances[sl][label & (scene.instances[sl] == 0)] = inst
-    entry = {"kind": kind, "instance_id": inst, "start_zyx": tuple(float(x) for x in path[0]),
-             "end_zyx": tuple(float(x) for x in path[-1]), "length_A": float(arc[-1]), "radius_A": r_A}
+    entry = {
+        "kind": kind,
+        "instance_id": inst,
+        "start_zyx": tuple(float(x) for x in path[0]),
+        "end_zyx": tuple(float(x) for x in path[-1]),
+        "length_A": float(arc[-1]),
+        "radius_A": r_A,
+    }
     if kind == "microtubule":
         entry["protofilaments"] = int(n_pf)
     scene.structures.append({**entry, **(record or {})})
@@ -338,14 +380,16 @@ def add_gold_bead(scene: Scene, rng: np.random.Generator, voxel_A: float, max_at
         inst = _next_id(scene)
         scene.density[sl] += GOLD_DENSITY * np.clip(r + 0.5 - dist, 0, 1)
         scene.instances[sl][dist <= r] = inst
-        scene.structures.append({"kind": "gold", "instance_id": inst, "centre_zyx": tuple(float(x) for x in c),
-                                 "radius_A": GOLD_RADIUS_A})
+        scene.structures.append(
+            {"kind": "gold", "instance_id": inst, "centre_zyx": tuple(float(x) for x in c), "radius_A": GOLD_RADIUS_A}
+        )
         return True
     return False
 
 
-def add_carbon_edge(scene: Scene, rng: np.random.Generator, voxel_A: float, coverage: float,
-                    thickness_A: float) -> bool:
+def add_carbon_edge(
+    scene: Scene, rng: np.random.Generator, voxel_A: float, coverage: float, thickness_A: float
+) -> bool:
     """A carbon film of ``thickness_A`` at the top or bottom covering about ``coverage`` of the
     field outside a 1.2 µm hole whose edge crosses the field; drawn first, so it never overlaps."""
     shape = np.array(scene.density.shape)
@@ -359,7 +403,7 @@ def add_carbon_edge(scene: Scene, rng: np.random.Generator, voxel_A: float, cove
     span = float(np.abs(n2) @ (shape[1:] - 1)) / 2
     edge = field + n2 * span * (1 - 2 * coverage)
     centre = edge - n2 * hole_r
-    y, x = np.ogrid[:shape[1], :shape[2]]
+    y, x = np.ogrid[: shape[1], : shape[2]]
     outside = np.sqrt((y - centre[0]) ** 2 + (x - centre[1]) ** 2) - hole_r  # voxels, > 0 on carbon
     top = rng.random() < 0.5
     z0 = int(shape[0] - 2 - t_v) if top else 1
@@ -371,6 +415,13 @@ def add_carbon_edge(scene: Scene, rng: np.random.Generator, voxel_A: float, cove
     inst = _next_id(scene)
     scene.density[zs] += (CARBON_DENSITY * slab * (1 + 0.25 * grain)).astype(np.float32)
     scene.instances[zs][slab >= 0.5] = inst
-    scene.structures.append({"kind": "carbon", "instance_id": inst, "top": bool(top),
-                             "thickness_A": float(thickness_A), "coverage": float(coverage)})
+    scene.structures.append(
+        {
+            "kind": "carbon",
+            "instance_id": inst,
+            "top": bool(top),
+            "thickness_A": float(thickness_A),
+            "coverage": float(coverage),
+        }
+    )
     return True

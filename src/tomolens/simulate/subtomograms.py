@@ -140,8 +140,10 @@ def check_templates_fit_box(templates, box: int, voxel_size_A: float, jitter_A: 
     if too_big:
         needed = 2.0 * (max(too_big.values()) + jitter_A) / voxel_size_A
         suggested = int(math.ceil(needed / 8.0) * 8)
-        listed = ", ".join(f"{name} (radius {r:g} Å: cropped by {r + jitter_A - half_A:.0f} Å)"
-                           for name, r in sorted(too_big.items(), key=lambda kv: -kv[1]))
+        listed = ", ".join(
+            f"{name} (radius {r:g} Å: cropped by {r + jitter_A - half_A:.0f} Å)"
+            for name, r in sorted(too_big.items(), key=lambda kv: -kv[1])
+        )
         raise ValueError(
             f"The {box}-voxel box at {voxel_size_A:g} Å (half-box {half_A:g} Å, particles shifted by up to "
             f"{jitter_A:g} Å) would crop {listed}. Use a box of at least {suggested} voxels "
@@ -155,11 +157,13 @@ def _split_indices(n: int, fractions, rng: np.random.Generator) -> list[np.ndarr
     n_val = max(1, int(round(fractions[1] * n))) if fractions[1] > 0 else 0
     n_test = max(1, int(round(fractions[2] * n))) if fractions[2] > 0 else 0
     n_train = n - n_val - n_test
-    return [order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:]]
+    return [order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :]]
 
 
-def simulate_subtomograms(cfg: SubtomogramConfig, out_dir: str | os.PathLike,
-                          ) -> Generator[Progress, None, dict[str, Path]]:
+def simulate_subtomograms(
+    cfg: SubtomogramConfig,
+    out_dir: str | os.PathLike,
+) -> Generator[Progress, None, dict[str, Path]]:
     """Simulate a labelled subtomogram dataset and write it (job).
 
     Parameters
@@ -204,8 +208,9 @@ def simulate_subtomograms(cfg: SubtomogramConfig, out_dir: str | os.PathLike,
         rec = place_particle(scene, templates, cls, euler, centre + shift)
         if cfg.crowding and cfg.crowding_fraction > 0:
             target = min(0.45, cfg.crowding_fraction + rec["mask_voxels"] / float(np.prod(shape)))
-            for _ in pack_particles(scene, templates, rng, None, target, max_trials=60, max_failures=8,
-                                    allow_partial=True, pool=pool):
+            for _ in pack_particles(
+                scene, templates, rng, None, target, max_trials=60, max_failures=8, allow_partial=True, pool=pool
+            ):
                 pass
         signal = np.fft.irfftn(np.fft.rfftn(scene.density) * filt, s=shape, axes=(0, 1, 2)).astype(np.float32)
         for s in cfg.snrs:
@@ -235,8 +240,14 @@ def simulate_subtomograms(cfg: SubtomogramConfig, out_dir: str | os.PathLike,
             path = folder / f"{name}.npz"
             with atomic_path(path) as tmp:
                 with open(tmp, "wb") as fh:
-                    np.savez(fh, x=x[key][idx], y=y[idx], class_names=np.array(names), angles=angles[idx],
-                             shifts_A=shifts[idx])
+                    np.savez(
+                        fh,
+                        x=x[key][idx],
+                        y=y[idx],
+                        class_names=np.array(names),
+                        angles=angles[idx],
+                        shifts_A=shifts[idx],
+                    )
             paths[f"{key}/{name}"] = path
     meta = {
         "config": cfg.to_dict(),
@@ -271,4 +282,8 @@ def load_subtomogram_split(path_npz: str | os.PathLike) -> tuple[np.ndarray, np.
         missing = {"x", "y", "class_names"} - set(data.files)
         if missing:
             raise ValueError(f"{path.name} is not a tomolens subtomogram split (missing {sorted(missing)}).")
-        return data["x"].astype(np.float32, copy=False), data["y"].astype(np.int64), [str(n) for n in data["class_names"]]
+        return (
+            data["x"].astype(np.float32, copy=False),
+            data["y"].astype(np.int64),
+            [str(n) for n in data["class_names"]],
+        )

@@ -161,20 +161,23 @@ def _phantoms() -> dict[str, tuple[Sdf, float]]:
         # proteasome-like barrel: hollow cylinder, 15 nm wide, 15 nm tall
         "barrel": (_cylinder((0, 0, 0), (0, 0, 1), 75, 75, r_inner=38), 110),
         # two globular domains joined by a thin stalk, ~21 nm long
-        "dumbbell": (_union(_sphere((0, 0, -62), 45), _sphere((0, 0, 62), 40),
-                            _rod((0, 0, -62), (0, 0, 62), 17)), 110),
+        "dumbbell": (_union(_sphere((0, 0, -62), 45), _sphere((0, 0, 62), 40), _rod((0, 0, -62), (0, 0, 62), 17)), 110),
         # four globules at tetrahedron vertices, ~17 nm
         "tetrahedron": (_union(*[_sphere(55 * v, 34) for v in tet]), 95),
         # asymmetric L: long arm along x, short arm along y, knob up z at the corner
-        "l_shape": (_union(_rod((-40, 0, 0), (110, 0, 0), 24), _rod((-40, 0, 0), (-40, 70, 0), 24),
-                           _sphere((-40, 0, 35), 22)), 125),
+        "l_shape": (
+            _union(_rod((-40, 0, 0), (110, 0, 0), 24), _rod((-40, 0, 0), (-40, 70, 0), 24), _sphere((-40, 0, 35), 22)),
+            125,
+        ),
         # virus-like hollow capsid, 26 nm across, 3 nm wall
         "shell": (_shell((0, 0, 0), 115, 30), 135),
         # small elongated globule, 9 nm long
         "globule": (_ellipsoid((0, 0, 0), (45, 32, 26)), 50),
         # GroEL-like double ring of 6+6 beads
-        "double_ring": (_union(*_ring_of_spheres(6, 52, 24, z=-26),
-                               *_ring_of_spheres(6, 52, 24, z=26, phase=np.pi / 6)), 85),
+        "double_ring": (
+            _union(*_ring_of_spheres(6, 52, 24, z=-26), *_ring_of_spheres(6, 52, 24, z=26, phase=np.pi / 6)),
+            85,
+        ),
         # right-handed helix of 11 beads, 23 nm long (chiral)
         "helix": (_union(*[_sphere(c, 22) for c in helix]), 130),
         # six globules on the axes, ~19 nm
@@ -182,8 +185,10 @@ def _phantoms() -> dict[str, tuple[Sdf, float]]:
         # smooth torus, 19 nm across
         "torus": (_torus((0, 0, 0), (0, 0, 1), 65, 28), 100),
         # ribosome-like two unequal subunits with a flat beak, ~25 nm
-        "two_subunit": (_union(_sphere((0, 0, -25), 80), _sphere((15, 0, 70), 55),
-                               _box((85, 0, 60), (35, 15, 15))), 135),
+        "two_subunit": (
+            _union(_sphere((0, 0, -25), 80), _sphere((15, 0, 70), 55), _box((85, 0, 60), (35, 15, 15))),
+            135,
+        ),
         # T-shaped cross of two boxes, ~20 nm
         "t_shape": (_union(_box((0, 0, 45), (95, 22, 20)), _box((0, 0, -30), (22, 22, 65))), 120),
     }
@@ -285,8 +290,7 @@ def load_template(name_or_path: str | os.PathLike, voxel_size_A: float) -> Templ
     path = Path(text)
     if not path.suffix:
         raise ValueError(
-            f"Unknown template {text!r}: not a built-in phantom ({', '.join(_phantoms())}) "
-            "and not a file path."
+            f"Unknown template {text!r}: not a built-in phantom ({', '.join(_phantoms())}) and not a file path."
         )
     from tomolens.simulate.atomic import ATOMIC_EXTENSIONS, template_from_atomic_model
 
@@ -338,8 +342,9 @@ def rotation_matrix_zyx(euler_rot_tilt_psi_deg) -> np.ndarray:
     return r_xyz.as_matrix()[::-1, ::-1]
 
 
-def rotate_density(density: np.ndarray, matrix_zyx: np.ndarray, centre_offset=(0.0, 0.0, 0.0),
-                   out_shape=None, order: int = 1) -> np.ndarray:
+def rotate_density(
+    density: np.ndarray, matrix_zyx: np.ndarray, centre_offset=(0.0, 0.0, 0.0), out_shape=None, order: int = 1
+) -> np.ndarray:
     """Rotate a template about its box centre (and shift by a sub-voxel offset).
 
     Parameters
@@ -365,8 +370,9 @@ def rotate_density(density: np.ndarray, matrix_zyx: np.ndarray, centre_offset=(0
     c_out = (np.asarray(out_shape) - 1) / 2.0 + np.asarray(centre_offset, float)
     inv = np.asarray(matrix_zyx).T
     offset = c_in - inv @ c_out
-    return ndimage.affine_transform(density, inv, offset=offset, output_shape=out_shape,
-                                    order=order, mode="constant", cval=0.0, prefilter=order > 1)
+    return ndimage.affine_transform(
+        density, inv, offset=offset, output_shape=out_shape, order=order, mode="constant", cval=0.0, prefilter=order > 1
+    )
 
 
 __all__ = [

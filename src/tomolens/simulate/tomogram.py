@@ -112,8 +112,9 @@ class SimulationConfig:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}.")
         if self.polarity not in POLARITIES:
-            raise ValueError(f"polarity must be one of {POLARITIES} (dense matter bright or dark), "
-                             f"got {self.polarity!r}.")
+            raise ValueError(
+                f"polarity must be one of {POLARITIES} (dense matter bright or dark), got {self.polarity!r}."
+            )
         if self.n_membranes < 0 or self.n_filaments < 0:
             raise ValueError("n_membranes and n_filaments must be 0 or more.")
         tilt_angles(self.tilt_range_deg, self.tilt_step_deg)
@@ -174,8 +175,9 @@ class SimulatedTomogram:
     #: Template name → radius in Å (largest distance of its mask from its centre).
     template_radius_A: dict[str, float] = field(default_factory=dict)
 
-    def save(self, out_dir: str | os.PathLike, extra_metadata: dict | None = None,
-             write_tilt_series: bool = True) -> dict[str, Path]:
+    def save(
+        self, out_dir: str | os.PathLike, extra_metadata: dict | None = None, write_tilt_series: bool = True
+    ) -> dict[str, Path]:
         """Write tomogram.mrc, semantic.mrc, instances.mrc (labels), particles.star,
         particles.csv and config.json (with ``extra_metadata`` merged in) into ``out_dir`` (and,
         in tilt-series mode with ``write_tilt_series``, the noisy tilt series as tilt_series.st
@@ -185,11 +187,17 @@ class SimulatedTomogram:
         vs = self.voxel_size_A
         paths = {
             "tomogram": write_mrc(out / "tomogram.mrc", self.tomogram, vs, labels=("tomolens simulate",)),
-            "semantic": write_mrc(out / "semantic.mrc", self.semantic, vs, is_labels=True,
-                                  labels=tuple(f"{i}={n}" for i, n in enumerate(self.class_names))[:9]),
+            "semantic": write_mrc(
+                out / "semantic.mrc",
+                self.semantic,
+                vs,
+                is_labels=True,
+                labels=tuple(f"{i}={n}" for i, n in enumerate(self.class_names))[:9],
+            ),
             "instances": write_mrc(out / "instances.mrc", self.instances, vs, is_labels=True),
-            "particles_star": write_coordinates(out / "particles.star", self.particles,
-                                                comment="tomolens simulate ground truth"),
+            "particles_star": write_coordinates(
+                out / "particles.star", self.particles, comment="tomolens simulate ground truth"
+            ),
             "particles_csv": write_coordinates(out / "particles.csv", self.particles),
         }
         meta = {
@@ -211,8 +219,9 @@ class SimulatedTomogram:
         if self.tilt_series is not None and write_tilt_series:  # for IMOD/AreTomo: the stack and its angles
             from tomolens.io.imod_io import write_tlt
 
-            paths["tilt_series"] = write_mrc(out / "tilt_series.st", self.tilt_series, vs,
-                                             labels=("tomolens simulate tilt series",))
+            paths["tilt_series"] = write_mrc(
+                out / "tilt_series.st", self.tilt_series, vs, labels=("tomolens simulate tilt series",)
+            )
             paths["tilt_angles"] = write_tlt(out / "tilt_series.tlt", self.tilt_angles_deg)
         return paths
 
@@ -222,8 +231,11 @@ def _stage(job, start: int, span: int, total: int = 1000):
     return (yield from relay(job, lambda p: Progress(start + int(span * p.fraction), total, p.message)))
 
 
-def build_scene(cfg: SimulationConfig, templates: list[Template], rng: np.random.Generator,
-                ) -> Generator[Progress, None, tuple[Scene, list[str]]]:
+def build_scene(
+    cfg: SimulationConfig,
+    templates: list[Template],
+    rng: np.random.Generator,
+) -> Generator[Progress, None, tuple[Scene, list[str]]]:
     """Vesicles, filaments and packed particles for ``cfg`` (job); returns (scene, class_names)."""
     class_names = ["background"] + [t.name for t in templates]
     membrane_class = filament_class = 0
@@ -235,16 +247,18 @@ def build_scene(cfg: SimulationConfig, templates: list[Template], rng: np.random
         class_names.append("filament")
     if len(class_names) > 255:
         raise ValueError(f"{len(class_names) - 1} classes do not fit in uint8 semantic labels (max 255).")
-    check_packing_request(cfg.shape_zyx, templates, cfg.n_particles,
-                          None if cfg.n_particles is not None else cfg.volume_fraction)
+    check_packing_request(
+        cfg.shape_zyx, templates, cfg.n_particles, None if cfg.n_particles is not None else cfg.volume_fraction
+    )
     scene = Scene.empty(cfg.shape_zyx)
     yield Progress(0, 10, "placing membranes and filaments")
     if cfg.n_membranes:
         add_vesicles(scene, cfg.n_membranes, cfg.voxel_size_A, membrane_class, rng)
     if cfg.n_filaments:
         add_filaments(scene, cfg.n_filaments, cfg.voxel_size_A, filament_class, rng)
-    yield from pack_particles(scene, templates, rng, cfg.n_particles,
-                              None if cfg.n_particles is not None else cfg.volume_fraction)
+    yield from pack_particles(
+        scene, templates, rng, cfg.n_particles, None if cfg.n_particles is not None else cfg.volume_fraction
+    )
     renumber_particles_first(scene)
     return scene, class_names
 
@@ -269,7 +283,9 @@ def warn_templates_tight(templates: list[Template], shape_zyx, voxel_size_A: flo
                 f"{across - thinnest_A:.0f} Å more than the volume's {thinnest_A:g} Å along {'zyx'[axis]} "
                 f"({shape[axis]} voxels): it fits only in some orientations, so its orientations are biased "
                 f"and packing may fall short. Use at least {needed} voxels along {'zyx'[axis]}.",
-                UserWarning, stacklevel=2)
+                UserWarning,
+                stacklevel=2,
+            )
     return radii
 
 
@@ -278,8 +294,17 @@ def _particle_table(scene: Scene, templates: list[Template], voxel_size_A: float
     for p in scene.particles:
         t = templates[p["template_index"]]
         rot, tilt, psi = (float(a) for a in p["euler"])
-        rows.append({"class": p["template_index"] + 1, "class_name": t.name, "rot": rot, "tilt": tilt,
-                     "psi": psi, "instance_id": p["instance_id"], "radius_A": t.radius_A})
+        rows.append(
+            {
+                "class": p["template_index"] + 1,
+                "class_name": t.name,
+                "rot": rot,
+                "tilt": tilt,
+                "psi": psi,
+                "instance_id": p["instance_id"],
+                "radius_A": t.radius_A,
+            }
+        )
     cols = ["class", "class_name", "rot", "tilt", "psi", "instance_id", "radius_A"]
     features = pd.DataFrame(rows, columns=cols)
     coords = np.array([p["centre_zyx"] for p in scene.particles], float).reshape(-1, 3)
@@ -335,14 +360,30 @@ def simulate_tomogram(cfg: SimulationConfig) -> Generator[Progress, None, Simula
         np.negative(tomo, out=tomo)
     table = _particle_table(scene, templates, cfg.voxel_size_A)
     fraction = float(sum(p["mask_voxels"] for p in scene.particles)) / float(np.prod(cfg.shape_zyx))
-    log.info("simulated %s: %d particles, volume fraction %.3f, SNR %.4g on the %s",
-             tuple(cfg.shape_zyx), len(table), fraction, measured, domain)
+    log.info(
+        "simulated %s: %d particles, volume fraction %.3f, SNR %.4g on the %s",
+        tuple(cfg.shape_zyx),
+        len(table),
+        fraction,
+        measured,
+        domain,
+    )
     yield Progress(1000, 1000, f"done: {len(table)} particles")
     return SimulatedTomogram(
-        tomogram=tomo.astype(np.float32, copy=False), semantic=scene.semantic, instances=scene.instances,
-        particles=table, class_names=class_names, voxel_size_A=float(cfg.voxel_size_A), config=cfg,
-        measured_snr=float(measured), snr_domain=domain, density=scene.density, tilt_angles_deg=angles,
-        tilt_series=tilt_series, tilt_series_clean=clean, structures=pd.DataFrame(scene.structures),
-        volume_fraction=fraction, template_radius_A=radii,
+        tomogram=tomo.astype(np.float32, copy=False),
+        semantic=scene.semantic,
+        instances=scene.instances,
+        particles=table,
+        class_names=class_names,
+        voxel_size_A=float(cfg.voxel_size_A),
+        config=cfg,
+        measured_snr=float(measured),
+        snr_domain=domain,
+        density=scene.density,
+        tilt_angles_deg=angles,
+        tilt_series=tilt_series,
+        tilt_series_clean=clean,
+        structures=pd.DataFrame(scene.structures),
+        volume_fraction=fraction,
+        template_radius_A=radii,
     )
-
