@@ -4,8 +4,12 @@
 
 - ``bench_detect.png``: detection F1 of the shipped network and of the tuned difference-of-Gaussians
   baseline per held-out condition (``detect.json``), with the F1 goal;
-- ``bench_classify.png``: test accuracy per SNR of the two classifiers, the seed paper's figure and
-  the goal (``classify.json``).
+- ``bench_classify.png``: test accuracy per SNR (mean ± spread over seeds), the seed paper's figure
+  (``classify.json``);
+- ``bench_shifted.png``: the shipped models in-domain and on the shifted domain, with the DoG baseline
+  (``shifted.json``);
+- ``bench_segment_domain.png``: Dice per class of each segmentation model on each simulated domain
+  (``segment_domain.json``).
 
 Needs matplotlib (the ``docs`` extra).
 """
@@ -65,30 +69,34 @@ def plot_detection(results: dict, out: Path) -> Path:
 
 
 def plot_classification(results: dict, out: Path) -> Path:
-    """Bars per SNR: our classifiers' test accuracy, the seed paper's, and the goal (``classify.json``)."""
+    """Bars per SNR: our classifier's test accuracy (mean ± spread over seeds), the seed paper's, and the goal."""
     import matplotlib.pyplot as plt
 
     snrs = list(results["classification"])
     x = np.arange(len(snrs))
-    series = [
-        (f"{arch} (ours)", [results["classification"][s][arch]["test"]["accuracy"] for s in snrs], colour)
-        for arch, colour in (("resnet", "#4c9be8"), ("seed", "#9b59b6"))
-        if all(arch in results["classification"][s] for s in snrs)
-    ]
-    series.append(("seed 000 paper", [results["seed_paper_accuracy"][s] for s in snrs], "#95a5a6"))
+    series = []
+    for arch, colour in (("resnet", "#4c9be8"), ("seed", "#9b59b6")):
+        if all(arch in results["classification"][s] for s in snrs):
+            acc = [results["classification"][s][arch]["accuracy"] for s in snrs]
+            n = acc[0].get("n_seeds", 1)
+            series.append((f"{arch} (ours, {n} seeds)", [a["mean"] for a in acc], [a["std"] for a in acc], colour))
+    paper = results.get("seed_paper_accuracy", {})
+    if all(s in paper for s in snrs):
+        series.append(("seed 000 paper", [paper[s] for s in snrs], None, "#95a5a6"))
     width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(7, 3.4), dpi=110)
-    for i, (name, values, colour) in enumerate(series):
-        ax.bar(x - 0.4 + width * (i + 0.5), values, width, label=name, color=colour)
-    ax.hlines(
-        [results["goals"][s] for s in snrs],
-        x - 0.42,
-        x + 0.42,
-        color="#2ecc71",
-        linestyles="--",
-        label="goal",
-        zorder=3,
-    )
+    for i, (name, values, spread, colour) in enumerate(series):
+        ax.bar(x - 0.4 + width * (i + 0.5), values, width, yerr=spread, capsize=3, label=name, color=colour)
+    if "goals" in results:
+        ax.hlines(
+            [results["goals"][s] for s in snrs],
+            x - 0.42,
+            x + 0.42,
+            color="#2ecc71",
+            linestyles="--",
+            label="goal",
+            zorder=3,
+        )
     ax.set_xticks(x, [f"SNR {s}" for s in snrs])
     return _save(
         fig,
@@ -98,6 +106,77 @@ def plot_classification(results: dict, out: Path) -> Path:
         f"Subtomogram classification, {results['machine']}",
         "lower right",
         out / "bench_classify.png",
+    )
+
+
+def plot_shifted(results: dict, out: Path) -> Path:
+    """In-domain vs shifted-domain side by side (``shifted.json``): detection F1 vs the DoG baseline, and Dice."""
+    import matplotlib.pyplot as plt
+
+    sets = [label for label in results["sets"] if "dark" in label]
+    keys = [
+        ("detect_f1", "detection F1"),
+        ("dog_f1", "DoG baseline F1"),
+        ("dice_membrane", "membrane Dice"),
+        ("dice_filament", "filament Dice"),
+        ("dice_particle", "particle Dice"),
+    ]
+    colours = ("#4c9be8", "#f39c12", "#1abc9c", "#9b59b6", "#e74c3c")
+    x = np.arange(len(sets))
+    width = 0.8 / len(keys)
+    fig, ax = plt.subplots(figsize=(8, 3.4), dpi=110)
+    for i, ((key, name), colour) in enumerate(zip(keys, colours)):
+        cells = [results["sets"][label].get(key) or {} for label in sets]
+        ax.bar(
+            x - 0.4 + width * (i + 0.5),
+            [c.get("mean") or 0 for c in cells],
+            width,
+            yerr=[c.get("std") or 0 for c in cells],
+            capsize=3,
+            label=name,
+            color=colour,
+        )
+    ax.set_xticks(x, sets)
+    return _save(
+        fig,
+        ax,
+        "score (mean ± sd, 3 seeds)",
+        1.05,
+        "Shipped models in-domain and on the shifted domain",
+        "upper right",
+        out / "bench_shifted.png",
+    )
+
+
+def plot_segment_domain(results: dict, out: Path) -> Path:
+    """Dice per class, model and set (``segment_domain.json``)."""
+    import matplotlib.pyplot as plt
+
+    groups = ("membrane", "microtubule", "actin", "filament", "macromolecule")
+    bars = [(model, kind) for model, sets in results["models"].items() for kind in sets if kind != "real"]
+    x = np.arange(len(groups))
+    width = 0.8 / max(len(bars), 1)
+    fig, ax = plt.subplots(figsize=(9, 3.6), dpi=110)
+    for i, (model, kind) in enumerate(bars):
+        row = results["models"][model][kind]
+        cells = [row.get(g) or {} for g in groups]
+        ax.bar(
+            x - 0.4 + width * (i + 0.5),
+            [c.get("mean") or 0 for c in cells],
+            width,
+            yerr=[c.get("std") or 0 for c in cells],
+            capsize=2,
+            label=f"{model}, {kind}",
+        )
+    ax.set_xticks(x, groups)
+    return _save(
+        fig,
+        ax,
+        "Dice (mean ± sd)",
+        1.05,
+        "Segmentation models on simulated domains (dark input)",
+        "upper right",
+        out / "bench_segment_domain.png",
     )
 
 
@@ -111,7 +190,13 @@ def main(argv: list[str] | None = None) -> int:
 
     matplotlib.use("Agg")
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, plot in (("detect.json", plot_detection), ("classify.json", plot_classification)):
+    plots = (
+        ("detect.json", plot_detection),
+        ("classify.json", plot_classification),
+        ("shifted.json", plot_shifted),
+        ("segment_domain.json", plot_segment_domain),
+    )
+    for name, plot in plots:
         results = json.loads((args.results / name).read_text())
         log.info("wrote %s", plot(results, args.out))
     return 0
