@@ -173,7 +173,7 @@ def plot_segment_domain(results: dict, out: Path) -> Path:
         fig,
         ax,
         "Dice (mean ± sd)",
-        1.05,
+        1.55,
         "Segmentation models on simulated domains (dark input)",
         "upper right",
         out / "bench_segment_domain.png",
