@@ -215,6 +215,8 @@ def run_train(args: argparse.Namespace) -> int:
             args.base_channels,
             args.depth,
             args.detect_centre_weight,
+            # dataset folders are brought to bright by their known polarity (load_domain_volumes): never guess it
+            polarity="bright" if domain_note else "auto",
         ),
         line=_epoch_line,
     )
