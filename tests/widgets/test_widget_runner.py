@@ -85,3 +85,23 @@ def test_status_line_wraps_and_moves_every_second_within_a_step(qtbot, qapp):
     # during the second step (1.6 s) the clock ticked: the stage time and the time left appeared
     assert any(s.startswith("predicting patches of a long tomogram (1/2) · ") and "s left" in s for s in seen), seen
     assert runner.status.value == "Done"
+
+
+def test_a_job_imports_napari_lazy_layer_modules_in_its_worker(qtbot, qapp, tmp_path, monkeypatch):
+    import sys
+    import threading
+
+    import tomolens._widgets._runner as module
+
+    # a probe module that records the thread importing it, standing in for pandas and friends
+    (tmp_path / "tomolens_warm_probe.py").write_text("import threading\nTHREAD = threading.current_thread()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tomolens_warm_probe", raising=False)
+    monkeypatch.setattr(module, "LAZY_LAYER_MODULES", ("tomolens_warm_probe", "tomolens_no_such_module"))
+    runner = JobRunner("Run")
+    got = []
+    runner.start(_job(7), got.append)
+    qtbot.waitUntil(lambda: not runner.running, timeout=10000)
+    assert got == [7] and runner.status.value == "Done"
+    probe = sys.modules["tomolens_warm_probe"]
+    assert probe.THREAD is not threading.main_thread()  # imported by the worker, not the GUI thread

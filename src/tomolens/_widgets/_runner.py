@@ -14,7 +14,9 @@ and the job counts as running until its last step.
 
 from __future__ import annotations
 
+import importlib
 import logging
+import sys
 import time
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
@@ -55,9 +57,27 @@ def status_text(progress: Progress, stage_seconds: float) -> str:
     return text
 
 
+#: Modules napari imports lazily when the first layer of a kind is created (pandas with pyarrow for layer
+#: features, scikit-image's colour and exposure helpers, scipy.linalg).  Imported on the GUI thread they froze the
+#: window for about 0.4 s when a first result layer was added (docs/file_safety.md); every job's worker imports
+#: them first, off the GUI thread, so the result's layers find them loaded.
+LAZY_LAYER_MODULES = ("pandas", "pyarrow", "skimage.color", "skimage.exposure", "scipy.linalg")
+
+
+def warm_layer_imports() -> None:
+    """Import :data:`LAZY_LAYER_MODULES` that are not loaded yet (in the calling thread; missing ones skipped)."""
+    for name in LAZY_LAYER_MODULES:
+        if name not in sys.modules:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                log.debug("%s is not installed: nothing to import ahead", name)
+
+
 def _closing(job: Generator[Progress, None, Any]) -> Generator[Progress, None, Any]:
-    """Delegate to ``job`` and close it when the worker stops early (Cancel)."""
+    """Delegate to ``job`` (after :func:`warm_layer_imports`) and close it when the worker stops early (Cancel)."""
     try:
+        warm_layer_imports()
         result = yield from job
     finally:
         job.close()
