@@ -94,6 +94,16 @@ def test_subdivide_widget_plot_and_layer_selection_are_linked(scene, qtbot, tiny
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
     clusters = points.features["cluster"].to_numpy()
     assert sorted(set(clusters)) == [0, 1, 2]
+    # the averages are a gallery in the dock, not layers, until asked for
+    assert not [layer for layer in viewer.layers if layer.name.startswith("picks cluster")]
+    assert sorted(widget.gallery.tiles) == [0, 1, 2]
+    n1 = int(np.sum(clusters == 1))
+    assert widget.gallery.tiles[1].text() == f"cluster 1 ({n1})" and not widget.gallery.tiles[1].icon().isNull()
+    widget.gallery.tiles[1].click()  # a tile selects its cluster's particles, and the plot follows
+    assert set(points.selected_data) == set(np.flatnonzero(clusters == 1).tolist())
+    assert set(widget.plot.selected_indices()) == set(points.selected_data)
+    points.selected_data = set()
+    widget.averages_button.native.click()
     averages = [layer for layer in viewer.layers if layer.name.startswith("picks cluster")]
     assert len(averages) == 3 and averages[0].data.shape == (16, 16, 16)
     assert widget.plot.n_points == len(points.data)
@@ -114,3 +124,19 @@ def test_subdivide_widget_plot_and_layer_selection_are_linked(scene, qtbot, tiny
     assert list(widget.plot.selected_indices()) == [3, 5, 7]
     points.selected_data = set()
     assert len(widget.plot.selected_indices()) == 0
+
+
+def test_gallery_thumbnails_show_the_central_slice_and_the_projection():
+    from tomolens._widgets.cluster_gallery import thumbnail_pair, to_uint8
+
+    cube = np.zeros((8, 10, 12))
+    cube[4, 2:5, 3:6] = 1.0  # only in the central slice
+    cube[0, 7, 9] = 5.0  # off-centre: only in the projection
+    pair = thumbnail_pair(cube)
+    assert pair.shape == (10, 12 + 2 + 12) and pair.dtype == np.uint8
+    central, projection = pair[:, :12], pair[:, 14:]
+    assert central[3, 4] == 255 and central[7, 9] == 0
+    assert projection[7, 9] == 255
+    assert np.all(to_uint8(np.full((3, 3), 2.0)) == 0)
+    with pytest.raises(ValueError, match="3D"):
+        thumbnail_pair(np.zeros((4, 4)))

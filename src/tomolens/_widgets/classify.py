@@ -5,9 +5,9 @@ Classify: run a classifier on a Points layer's particles (class, ``prob_<class>`
 points below a confidence), or train one — from a dataset folder or from a
 class-labelled Points layer — with live loss and validation accuracy.
 
-Subdivide: cluster particles by the classifier's learned features; a ``cluster``
-feature, one small Image layer per cluster average, and a 2D embedding plot linked
-both ways to the Points layer's selection.
+Subdivide: cluster particles by the classifier's learned features (or an embedding); a ``cluster``
+feature, a gallery of the cluster averages in the dock (click a tile to select its particles; a button
+adds them as Image layers), and a 2D embedding plot linked both ways to the Points layer's selection.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import napari
 import numpy as np
 import pandas as pd
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, LineEdit, create_widget
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, LineEdit, PushButton, create_widget
 from napari.utils.notifications import show_info, show_warning
 
 from tomolens._napari.layers import _CATEGORICAL, voxel_size_from_layer
@@ -27,6 +27,7 @@ from tomolens._widgets._painting import LossPlot
 from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner
 from tomolens._widgets.classify_scatter import ScatterPlot
+from tomolens._widgets.cluster_gallery import ClusterGallery
 from tomolens.classify.predict import CLASSIFY_PARAMS, classify_points
 from tomolens.classify.train import TRAIN_PARAMS
 from tomolens.cluster.subdivide import SUBDIVIDE_PARAMS, subdivide_points
@@ -290,12 +291,19 @@ class SubdivideWidget(Container):
         self.summary = Label(value="")
         self.summary.native.setWordWrap(True)
         self.plot = ScatterPlot()
+        self.gallery = ClusterGallery(self.select_cluster)
+        self.averages_button = PushButton(text="Add averages as layers", enabled=False)
+        self.averages_button.tooltip = "One Image layer per cluster average (to look at it in 3D)."
         super().__init__(widgets=[self.image_picker, self.points_picker, self.params, self.runner, self.summary])
+        self.native.layout().addWidget(self.gallery)
+        self.append(self.averages_button)
         self.native.layout().addWidget(self.plot)
+        self.averages_button.changed.connect(self.add_average_layers)
         self.runner.run_button.changed.connect(self.start)
         self.plot.selection_changed.connect(self._plot_selected)
         self.linked_layer = None
         self.result = None
+        self._result_layers = (None, None)
         self._syncing = False
 
     def start(self, *_) -> None:
@@ -327,10 +335,39 @@ class SubdivideWidget(Container):
         self.runner.start(job, lambda result: self.show_result(layer, image, result))
 
     def show_result(self, layer, image, result) -> None:
-        """Cluster feature and colours, average Image layers, embedding plot, selection link."""
+        """Cluster feature and colours, the gallery of averages, embedding plot, selection link."""
         self.result = result
+        self._result_layers = (layer, image)
         merge_features(layer, result.features[["cluster"]])
         colour_by(layer, "cluster")
+        clusters_all = result.features["cluster"].to_numpy()
+        self.gallery.set_averages(result.averages, {k: int(np.sum(clusters_all == k)) for k in result.averages})
+        self.averages_button.enabled = bool(result.averages)
+        clusters = result.features["cluster"].to_numpy()
+        colours = [_CATEGORICAL[c % len(_CATEGORICAL)] if c >= 0 else "#999999" for c in clusters]
+        tips = [f"particle {i}, cluster {c}" for i, c in enumerate(clusters)]
+        self.plot.set_data(result.embedding_2d, colours, tips)
+        self.link(layer)
+        sizes = np.bincount(clusters[clusters >= 0]) if np.any(clusters >= 0) else []
+        self.summary.value = (
+            f"{result.clustering.n_clusters} clusters ({result.clustering.method}): "
+            + ", ".join(f"{k}: {n}" for k, n in enumerate(sizes))
+            + (f"; noise {int(np.sum(clusters < 0))}" if np.any(clusters < 0) else "")
+        )
+
+    def select_cluster(self, cluster: int) -> None:
+        """Select the particles of one cluster in the linked layer (the plot follows)."""
+        if self.result is None or self.linked_layer is None:
+            return
+        members = np.flatnonzero(self.result.features["cluster"].to_numpy() == cluster)
+        self.linked_layer.selected_data = {int(i) for i in members}
+
+    def add_average_layers(self, *_) -> None:
+        """One (hidden) Image layer per cluster average, at the averages' voxel size."""
+        if self.result is None:
+            return
+        layer, image = self._result_layers
+        result = self.result
         scale = tuple(image.scale[-3:]) if image is not None else (1.0, 1.0, 1.0)
         model_vs, vs = result.info.get("model_voxel_size_A"), result.info.get("voxel_size_A")
         if model_vs and vs and result.info.get("resampled_by", 1.0) != 1.0:  # averages are on the model's grid
@@ -347,17 +384,6 @@ class SubdivideWidget(Container):
                 visible=False,
                 metadata={"cluster": k, "n": int(np.sum(result.features["cluster"] == k))},
             )
-        clusters = result.features["cluster"].to_numpy()
-        colours = [_CATEGORICAL[c % len(_CATEGORICAL)] if c >= 0 else "#999999" for c in clusters]
-        tips = [f"particle {i}, cluster {c}" for i, c in enumerate(clusters)]
-        self.plot.set_data(result.embedding_2d, colours, tips)
-        self.link(layer)
-        sizes = np.bincount(clusters[clusters >= 0]) if np.any(clusters >= 0) else []
-        self.summary.value = (
-            f"{result.clustering.n_clusters} clusters ({result.clustering.method}): "
-            + ", ".join(f"{k}: {n}" for k, n in enumerate(sizes))
-            + (f"; noise {int(np.sum(clusters < 0))}" if np.any(clusters < 0) else "")
-        )
 
     def link(self, layer) -> None:
         """Link the plot's selection with ``layer.selected_data`` both ways."""
