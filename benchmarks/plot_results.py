@@ -9,7 +9,9 @@
 - ``bench_shifted.png``: the shipped models in-domain and on the shifted domain, with the DoG baseline
   (``shifted.json``);
 - ``bench_segment_domain.png``: Dice per class of each segmentation model on each simulated domain
-  (``segment_domain.json``).
+  (``segment_domain.json``);
+- ``bench_orient_maps.png``: orientation error per map (mean ± spread over seeds, up to the map's symmetry)
+  before and after refinement (``orient_maps.json``).
 
 Needs matplotlib (the ``docs`` extra).
 """
@@ -180,6 +182,45 @@ def plot_segment_domain(results: dict, out: Path) -> Path:
     )
 
 
+def plot_orientation_maps(results: dict, out: Path) -> Path:
+    """Mean and median orientation error per map, before and after refinement (``orient_maps.json``)."""
+    import matplotlib.pyplot as plt
+
+    rows = results["summary"]
+    labels = [f"{r['map']} ({r['symmetry']})\n{r['condition']}" for r in rows]
+    keys = [
+        ("before_refinement_mean_deg", "mean, before refinement", "#95a5a6"),
+        ("mean_error_deg", "mean", "#4c9be8"),
+        ("median_error_deg", "median", "#1abc9c"),
+    ]
+    x = np.arange(len(rows))
+    width = 0.8 / len(keys)
+    fig, ax = plt.subplots(figsize=(7, 3.4), dpi=110)
+    for i, (key, name, colour) in enumerate(keys):
+        cells = [r.get(key) or {} for r in rows]
+        ax.bar(
+            x - 0.4 + width * (i + 0.5),
+            [c.get("mean") or 0 for c in cells],
+            width,
+            yerr=[c.get("std") or 0 for c in cells],
+            capsize=3,
+            label=name,
+            color=colour,
+        )
+    ax.axhline(5.0, color="#2ecc71", linestyle="--", linewidth=1, label="goal 5°")
+    ax.set_xticks(x, labels, fontsize=8)
+    top = max([(r.get("before_refinement_mean_deg") or {}).get("mean") or 0 for r in rows] + [10.0])
+    return _save(
+        fig,
+        ax,
+        "orientation error (°, up to symmetry)",
+        1.25 * top,
+        f"Orientation recovery on several maps ({len(rows[0]['seeds'])} seeds)",
+        "upper left",
+        out / "bench_orient_maps.png",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
@@ -195,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         ("classify.json", plot_classification),
         ("shifted.json", plot_shifted),
         ("segment_domain.json", plot_segment_domain),
+        ("orient_maps.json", plot_orientation_maps),
     )
     for name, plot in plots:
         results = json.loads((args.results / name).read_text())
