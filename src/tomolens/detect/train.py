@@ -275,21 +275,13 @@ def run_train(args: argparse.Namespace) -> int:
 def _domain_training_volumes(args: argparse.Namespace):
     """``--domain-data``/``--domain-val`` dataset folders → (train, val, card note): macromolecule instances at
     ``--sim-voxel-size-A``, bright (:func:`tomolens.models.domain_data.detection_volumes`)."""
-    from tomolens.models.domain_data import dataset_summary, detection_volumes
+    from tomolens.models.domain_data import check_domain_options, detection_volumes, domain_training_note
 
-    if args.tomograms or args.sim_train:
-        raise ValueError("--domain-data trains on dataset folders alone; leave out --tomograms and --sim-train.")
-    if not args.domain_val:
-        raise ValueError("Give --domain-val DIR (a validation dataset with other seeds) with --domain-data.")
+    check_domain_options(args)
     train, volumes = detection_volumes(args.domain_data, args.sim_voxel_size_A, args.domain_limit)
     val, val_volumes = detection_volumes(args.domain_val, args.sim_voxel_size_A)
-    if {v.seed for v in volumes} & {v.seed for v in val_volumes}:
-        raise ValueError("--domain-data and --domain-val share seeds; validation must be other tomograms.")
     note = (
-        dataset_summary(args.domain_data, volumes)
-        + "; validation "
-        + dataset_summary(args.domain_val, val_volumes)
-        + f"; macromolecule instances at {args.sim_voxel_size_A:g} Å"
+        domain_training_note(args, volumes, val_volumes) + f"; macromolecule instances at {args.sim_voxel_size_A:g} Å"
     )
     return train, val, note
 

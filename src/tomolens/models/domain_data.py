@@ -154,6 +154,23 @@ def detection_volumes(folders, voxel_size_A: float, limit: int = 0) -> tuple[lis
     return out, volumes
 
 
+def check_domain_options(args) -> None:
+    """``tomolens train --domain-data``'s rules, before any data is read: dataset folders alone, and a
+    validation dataset (``--domain-val``) beside them.  Raises ValueError saying what to change."""
+    if args.tomograms or args.sim_train:
+        raise ValueError("--domain-data trains on a dataset folder alone; leave out --tomograms and --sim-train.")
+    if not args.domain_val:
+        raise ValueError("Give --domain-val DIR (a validation dataset with other seeds) with --domain-data.")
+
+
+def domain_training_note(args, volumes: list[DomainVolume], val_volumes: list[DomainVolume]) -> str:
+    """The card's ``training_data`` line for ``--domain-data``/``--domain-val``; ValueError when the two share
+    seeds (validation must be other tomograms)."""
+    if {v.seed for v in volumes} & {v.seed for v in val_volumes}:
+        raise ValueError("--domain-data and --domain-val share seeds; validation must be other tomograms.")
+    return dataset_summary(args.domain_data, volumes) + "; validation " + dataset_summary(args.domain_val, val_volumes)
+
+
 def dataset_summary(folders, volumes: list[DomainVolume]) -> str:
     """One line for a model card's ``training_data`` (``folders``: one path or several)."""
     folders = [folders] if isinstance(folders, (str, os.PathLike)) else list(folders)

@@ -163,24 +163,16 @@ def run_train(args: argparse.Namespace) -> int:
     sim_data = ""
     domain_extra = {}
     if args.domain_data:
-        from tomolens.models.domain_data import dataset_summary, read_manifest
+        from tomolens.models.domain_data import check_domain_options, domain_training_note, read_manifest
 
-        if args.tomograms or args.sim_train:
-            raise ValueError("--domain-data trains on a dataset folder alone; leave out --tomograms and --sim-train.")
-        if not args.domain_val:
-            raise ValueError("Give --domain-val DIR (a validation dataset with other seeds) with --domain-data.")
+        check_domain_options(args)
         names = list(_domain_classes())
         slices = args.domain_slices if args.segment_model == "2d" else 0
         volumes, train = _domain_pairs(args.domain_data, args.sim_voxel_size_A, args.domain_limit, slices)
         val_volumes, val = _domain_pairs(args.domain_val, args.sim_voxel_size_A, 0, slices)
-        if {v.seed for v in volumes} & {v.seed for v in val_volumes}:
-            raise ValueError("--domain-data and --domain-val share seeds; validation must be other tomograms.")
         voxel.add(round(args.sim_voxel_size_A, 3))
-        sim_data = (
-            dataset_summary(args.domain_data, volumes)
-            + "; validation "
-            + dataset_summary(args.domain_val, val_volumes)
-            + (f"; truth of {slices} evenly spaced z-slices per tomogram" if slices else "; complete labels")
+        sim_data = domain_training_note(args, volumes, val_volumes) + (
+            f"; truth of {slices} evenly spaced z-slices per tomogram" if slices else "; complete labels"
         )
         domain_extra = {
             "training_ranges": read_manifest(args.domain_data[0]).get("training_ranges", {}),
