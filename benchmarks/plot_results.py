@@ -47,6 +47,22 @@ def _save(fig, ax, ylabel: str, ymax: float, title: str, legend_at: str, path: P
     return path
 
 
+def _mean_sd(cells) -> tuple[list[float], list[float]]:
+    """Means and spreads of seed summaries (``{"mean", "std"}``; a missing one counts 0)."""
+    cells = [c or {} for c in cells]
+    return [c.get("mean") or 0 for c in cells], [c.get("std") or 0 for c in cells]
+
+
+def _grouped_bars(ax, n_groups: int, series, capsize: int = 3) -> np.ndarray:
+    """One bar per series in each of ``n_groups`` groups; ``series``: (label, values, spreads or None, colour or
+    None).  Returns the groups' x positions."""
+    x = np.arange(n_groups)
+    width = 0.8 / max(len(series), 1)
+    for i, (label, values, spreads, colour) in enumerate(series):
+        ax.bar(x - 0.4 + width * (i + 0.5), values, width, yerr=spreads, capsize=capsize, label=label, color=colour)
+    return x
+
+
 def plot_detection(results: dict, out: Path) -> Path:
     """Grouped bars: network vs DoG F1 per condition of ``detect.json``."""
     import matplotlib.pyplot as plt
@@ -75,7 +91,6 @@ def plot_classification(results: dict, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     snrs = list(results["classification"])
-    x = np.arange(len(snrs))
     series = []
     for arch, colour in (("resnet", "#4c9be8"), ("seed", "#9b59b6")):
         if all(arch in results["classification"][s] for s in snrs):
@@ -85,10 +100,8 @@ def plot_classification(results: dict, out: Path) -> Path:
     paper = results.get("seed_paper_accuracy", {})
     if all(s in paper for s in snrs):
         series.append(("seed 000 paper", [paper[s] for s in snrs], None, "#95a5a6"))
-    width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(7, 3.4), dpi=110)
-    for i, (name, values, spread, colour) in enumerate(series):
-        ax.bar(x - 0.4 + width * (i + 0.5), values, width, yerr=spread, capsize=3, label=name, color=colour)
+    x = _grouped_bars(ax, len(snrs), series)
     if "goals" in results:
         ax.hlines(
             [results["goals"][s] for s in snrs],
@@ -124,20 +137,12 @@ def plot_shifted(results: dict, out: Path) -> Path:
         ("dice_particle", "particle Dice"),
     ]
     colours = ("#4c9be8", "#f39c12", "#1abc9c", "#9b59b6", "#e74c3c")
-    x = np.arange(len(sets))
-    width = 0.8 / len(keys)
     fig, ax = plt.subplots(figsize=(8, 3.4), dpi=110)
-    for i, ((key, name), colour) in enumerate(zip(keys, colours)):
-        cells = [results["sets"][label].get(key) or {} for label in sets]
-        ax.bar(
-            x - 0.4 + width * (i + 0.5),
-            [c.get("mean") or 0 for c in cells],
-            width,
-            yerr=[c.get("std") or 0 for c in cells],
-            capsize=3,
-            label=name,
-            color=colour,
-        )
+    series = [
+        (name, *_mean_sd(results["sets"][label].get(key) for label in sets), colour)
+        for (key, name), colour in zip(keys, colours)
+    ]
+    x = _grouped_bars(ax, len(sets), series)
     ax.set_xticks(x, sets)
     return _save(
         fig,
@@ -156,20 +161,12 @@ def plot_segment_domain(results: dict, out: Path) -> Path:
 
     groups = ("membrane", "microtubule", "actin", "filament", "macromolecule")
     bars = [(model, kind) for model, sets in results["models"].items() for kind in sets if kind != "real"]
-    x = np.arange(len(groups))
-    width = 0.8 / max(len(bars), 1)
     fig, ax = plt.subplots(figsize=(9, 3.6), dpi=110)
-    for i, (model, kind) in enumerate(bars):
-        row = results["models"][model][kind]
-        cells = [row.get(g) or {} for g in groups]
-        ax.bar(
-            x - 0.4 + width * (i + 0.5),
-            [c.get("mean") or 0 for c in cells],
-            width,
-            yerr=[c.get("std") or 0 for c in cells],
-            capsize=2,
-            label=f"{model}, {kind}",
-        )
+    series = [
+        (f"{model}, {kind}", *_mean_sd(results["models"][model][kind].get(g) for g in groups), None)
+        for model, kind in bars
+    ]
+    x = _grouped_bars(ax, len(groups), series, capsize=2)
     ax.set_xticks(x, groups)
     return _save(
         fig,
@@ -193,20 +190,10 @@ def plot_orientation_maps(results: dict, out: Path) -> Path:
         ("mean_error_deg", "mean", "#4c9be8"),
         ("median_error_deg", "median", "#1abc9c"),
     ]
-    x = np.arange(len(rows))
-    width = 0.8 / len(keys)
     fig, ax = plt.subplots(figsize=(7, 3.4), dpi=110)
-    for i, (key, name, colour) in enumerate(keys):
-        cells = [r.get(key) or {} for r in rows]
-        ax.bar(
-            x - 0.4 + width * (i + 0.5),
-            [c.get("mean") or 0 for c in cells],
-            width,
-            yerr=[c.get("std") or 0 for c in cells],
-            capsize=3,
-            label=name,
-            color=colour,
-        )
+    x = _grouped_bars(
+        ax, len(rows), [(name, *_mean_sd(r.get(key) for r in rows), colour) for key, name, colour in keys]
+    )
     ax.axhline(5.0, color="#2ecc71", linestyle="--", linewidth=1, label="goal 5°")
     ax.set_xticks(x, labels, fontsize=8)
     top = max([(r.get("before_refinement_mean_deg") or {}).get("mean") or 0 for r in rows] + [10.0])
