@@ -38,10 +38,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_shifted import SHARED, cached, dice, summary, tube_mask  # noqa: E402
+from bench_shifted import SHARED, cached, dice, segment_real, summary, truth_groups  # noqa: E402
 
 from tomolens.io.atomic import atomic_path  # noqa: E402
-from tomolens.io.mrc import read_mrc  # noqa: E402
 from tomolens.jobs import run_job  # noqa: E402
 from tomolens.segment.predict import segment_tomogram  # noqa: E402
 
@@ -58,28 +57,6 @@ PRED_CLASSES = {
 }
 
 
-def truth_groups(semantic: np.ndarray, class_names: list[str]) -> dict[str, np.ndarray | None]:
-    """Truth mask per group (None where the simulator has no such class)."""
-    idx = {n: i for i, n in enumerate(class_names)}
-    if "macromolecule" in idx:  # domain simulator
-        return {
-            "membrane": semantic == idx["membrane"],
-            "microtubule": semantic == idx["microtubule"],
-            "actin": semantic == idx["actin"],
-            "filament": np.isin(semantic, [idx["microtubule"], idx["actin"]]),
-            "macromolecule": semantic == idx["macromolecule"],
-        }
-    structure = {idx.get("membrane", -1), idx.get("filament", -1), 0}
-    templates = [i for i in range(1, len(class_names)) if i not in structure]
-    return {
-        "membrane": semantic == idx.get("membrane", -1),
-        "microtubule": None,
-        "actin": None,
-        "filament": semantic == idx.get("filament", -1),
-        "macromolecule": np.isin(semantic, templates),
-    }
-
-
 def predicted_group(classes: np.ndarray, names: list[str], group: str) -> np.ndarray | None:
     ids = [names.index(n) for n in PRED_CLASSES[group] if n in names]
     return np.isin(classes, ids) if ids else None
@@ -87,29 +64,8 @@ def predicted_group(classes: np.ndarray, names: list[str], group: str) -> np.nda
 
 def set_data(kind: str, seed: int, cache: Path | None):
     """(dark tomogram, semantic, class names, voxel size) of one set member."""
-    if kind == "randomised":
-        return randomised(seed, cache)
-    tomo, semantic, names, _, _, vs = cached("in-domain" if kind == "legacy" else "shifted", seed, cache)
+    tomo, semantic, names, _, _, vs = cached("in-domain" if kind == "legacy" else kind, seed, cache)
     return (-tomo if kind == "legacy" else tomo), semantic, names, vs
-
-
-def randomised(seed: int, cache: Path | None):
-    key = cache / f"randomised_{seed}.npz" if cache else None
-    if key is not None and key.is_file():
-        with np.load(key, allow_pickle=False) as f:
-            return f["tomogram"], f["semantic"], [str(n) for n in f["class_names"]], float(f["voxel"])
-    from dataclasses import replace
-
-    from tomolens.simulate.domain import sample_domain_config
-    from tomolens.simulate.domain_scene import simulate_domain_tomogram
-
-    sim = run_job(simulate_domain_tomogram(replace(sample_domain_config(seed=seed), polarity="dark")))
-    out = (sim.tomogram, sim.semantic, list(sim.class_names), float(sim.voxel_size_A))
-    if key is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-        with atomic_path(key) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, tomogram=out[0], semantic=out[1], class_names=np.array(out[2]), voxel=out[3])
-    return out
 
 
 def scores(model: str, tomogram, semantic, names, voxel: float, threads: int) -> dict:
@@ -124,13 +80,10 @@ def scores(model: str, tomogram, semantic, names, voxel: float, threads: int) ->
 
 
 def real_scores(model: str, threads: int) -> dict:
-    path = SHARED / "real" / "microtubule_14pf.mrc"
-    if not path.is_file():
-        return {"skipped": f"{path} not found"}
-    vol = read_mrc(path)
-    vs = float(vol.voxel_size_A[-1]) if vol.voxel_size_A else 10.52
-    res = run_job(segment_tomogram(np.asarray(vol.data), vs, model=model, device="cpu", threads=threads))
-    tube = tube_mask(vol.data.shape, vs / 10)
+    found = segment_real(threads, model)
+    if found is None:
+        return {"skipped": f"{SHARED / 'real' / 'microtubule_14pf.mrc'} not found"}
+    res, tube = found
     mt = predicted_group(res.classes, res.class_names, "microtubule")
     if mt is None:
         mt = predicted_group(res.classes, res.class_names, "filament")

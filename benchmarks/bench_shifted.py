@@ -77,17 +77,19 @@ def legacy(seed: int):
     return run_job(simulate_tomogram(SimulationConfig(seed=seed, **IN_DOMAIN)))
 
 
-def shifted(seed: int):
-    """A shifted-domain tomogram (dark)."""
-    from tomolens.simulate.domain import shifted_domain_config
+def shifted(seed: int, preset: str = "shifted"):
+    """A domain simulator's tomogram (dark): the shifted-domain test preset, or ``preset="randomised"`` a draw
+    from the training ranges."""
+    from tomolens.simulate.domain import sample_domain_config, shifted_domain_config
     from tomolens.simulate.domain_scene import simulate_domain_tomogram
 
-    cfg = replace(shifted_domain_config(seed), polarity="dark")
-    return run_job(simulate_domain_tomogram(cfg))
+    config = shifted_domain_config(seed) if preset == "shifted" else sample_domain_config(seed=seed)
+    return run_job(simulate_domain_tomogram(replace(config, polarity="dark")))
 
 
 def cached(kind: str, seed: int, cache: Path | None):
-    """(tomogram, semantic, class_names, particle centres zyx, radii Å, voxel size) of one set member."""
+    """(tomogram, semantic, class_names, particle centres zyx, radii Å, voxel size) of one set member
+    (``kind``: "in-domain", "shifted" or "randomised")."""
     key = cache / f"{kind}_{seed}.npz" if cache else None
     if key is not None and key.is_file():
         with np.load(key, allow_pickle=False) as f:
@@ -99,7 +101,7 @@ def cached(kind: str, seed: int, cache: Path | None):
                 f["radii"],
                 float(f["voxel"]),
             )
-    sim = legacy(seed) if kind == "in-domain" else shifted(seed)
+    sim = legacy(seed) if kind == "in-domain" else shifted(seed, kind)
     table = sim.particles
     keep = np.ones(len(table), bool)
     if "class_name" in table.features:
@@ -172,22 +174,33 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float | None:
     return None if int(truth.sum()) == 0 else 2.0 * int(np.logical_and(pred, truth).sum()) / total
 
 
-def truth_masks(semantic: np.ndarray, class_names: list[str]) -> dict[str, np.ndarray]:
-    """Truth per shipped segmentation class (membrane, filament, particle)."""
+def truth_groups(semantic: np.ndarray, class_names: list[str]) -> dict[str, np.ndarray | None]:
+    """Truth mask per structure group (membrane, microtubule, actin, filament = microtubule ∪ actin,
+    macromolecule = every template of the phantom simulator); None where the simulator has no such class."""
     idx = {n: i for i, n in enumerate(class_names)}
     if "macromolecule" in idx:  # domain simulator
         return {
             "membrane": semantic == idx["membrane"],
+            "microtubule": semantic == idx["microtubule"],
+            "actin": semantic == idx["actin"],
             "filament": np.isin(semantic, [idx["microtubule"], idx["actin"]]),
-            "particle": semantic == idx["macromolecule"],
+            "macromolecule": semantic == idx["macromolecule"],
         }
     structure = {idx.get("membrane", -1), idx.get("filament", -1), 0}
-    particle_ids = [i for i in range(1, len(class_names)) if i not in structure]
+    templates = [i for i in range(1, len(class_names)) if i not in structure]
     return {
         "membrane": semantic == idx.get("membrane", -1),
+        "microtubule": None,
+        "actin": None,
         "filament": semantic == idx.get("filament", -1),
-        "particle": np.isin(semantic, particle_ids),
+        "macromolecule": np.isin(semantic, templates),
     }
+
+
+def truth_masks(semantic: np.ndarray, class_names: list[str]) -> dict[str, np.ndarray]:
+    """Truth per shipped segmentation class (membrane, filament, particle)."""
+    groups = truth_groups(semantic, class_names)
+    return {"membrane": groups["membrane"], "filament": groups["filament"], "particle": groups["macromolecule"]}
 
 
 def segment_scores(tomogram: np.ndarray, voxel: float, semantic, class_names, threads: int) -> dict:
@@ -214,14 +227,23 @@ def tube_mask(shape, voxel_nm: float) -> np.ndarray:
     return dist <= MT_TUBE_RADIUS_NM
 
 
-def real_microtubule(threads: int) -> dict:
+def segment_real(threads: int, model: str | None = None):
+    """(segmentation result, tube mask) of the real microtubule, or None when the file is absent."""
     path = SHARED / "real" / "microtubule_14pf.mrc"
     if not path.is_file():
-        return {"skipped": f"{path} not found"}
+        return None
     vol = read_mrc(path)
     vs = float(vol.voxel_size_A[-1]) if vol.voxel_size_A else 10.52
-    res = run_job(segment_tomogram(np.asarray(vol.data), vs, device="cpu", threads=threads))
-    tube = tube_mask(vol.data.shape, vs / 10)
+    kwargs = {"model": model} if model else {}
+    res = run_job(segment_tomogram(np.asarray(vol.data), vs, device="cpu", threads=threads, **kwargs))
+    return res, tube_mask(vol.data.shape, vs / 10)
+
+
+def real_microtubule(threads: int) -> dict:
+    found = segment_real(threads)
+    if found is None:
+        return {"skipped": f"{SHARED / 'real' / 'microtubule_14pf.mrc'} not found"}
+    res, tube = found
     names = res.class_names
     return {
         "filament_dice_vs_tube": dice(res.classes == names.index("filament"), tube),
