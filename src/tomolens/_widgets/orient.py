@@ -212,8 +212,7 @@ class OrientationWidget(Container):
 
     # -- actions --------------------------------------------------------------------------
     def start_training(self, *_) -> None:
-        from tomolens.orient.network import train_distance_model
-        from tomolens.orient.pipeline import load_training_maps, network_pixel_size
+        from tomolens.orient.pipeline import load_training_maps, training_job
 
         paths = [p for p in (self.train_maps.value or []) if Path(p).is_file()]
         if not paths:
@@ -225,18 +224,7 @@ class OrientationWidget(Container):
         except ValueError as err:
             show_warning(str(err))
             return
-        job = train_distance_model(
-            maps,
-            pixel_size_A=network_pixel_size(maps, v["input_size"], v["pixel_size_A"]),
-            input_size=v["input_size"],
-            projections_per_map=v["projections_per_map"],
-            steps=v["train_steps"],
-            batch_size=v["batch_size"],
-            learning_rate=v["learning_rate"],
-            max_minutes=v["max_minutes"] or None,
-            seed=v["seed"],
-            name="orient_trained_in_napari",
-        )
+        job = training_job(maps, v, name="orient_trained_in_napari")
 
         def done(result) -> None:
             self.trained_model = result

@@ -61,27 +61,12 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from tomolens.models.card import save_model
-    from tomolens.orient.network import train_distance_model
-    from tomolens.orient.pipeline import TRAIN_PARAMS, load_training_maps, network_pixel_size
+    from tomolens.orient.pipeline import TRAIN_PARAMS, load_training_maps, training_job
 
     v = values_from_args(args, TRAIN_PARAMS)
     maps = load_training_maps(args.maps, v["symmetry"])
     val = load_training_maps(args.validation_maps or [])
-    model, card = run_cli_job(
-        train_distance_model(
-            maps,
-            val,
-            pixel_size_A=network_pixel_size(maps, v["input_size"], v["pixel_size_A"]),
-            input_size=v["input_size"],
-            projections_per_map=v["projections_per_map"],
-            steps=v["train_steps"],
-            batch_size=v["batch_size"],
-            learning_rate=v["learning_rate"],
-            max_minutes=v["max_minutes"] or None,
-            seed=v["seed"],
-            name=Path(args.out).stem,
-        )
-    )
+    model, card = run_cli_job(training_job(maps, v, val, name=Path(args.out).stem))
     card.training_command = "tomolens " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
     weights, card_path = save_model(model, card, args.out)
     print(f"wrote {weights} and {card_path}; held-out metrics: {json.dumps(card.metrics)}")

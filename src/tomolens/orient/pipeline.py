@@ -405,6 +405,25 @@ def recover_from_stack(
     return out
 
 
+def training_job(maps, values: dict, val_maps=(), name: str = "orient_distance"):
+    """The distance-training job for ``maps`` with the values of :data:`TRAIN_PARAMS` (CLI and widget alike)."""
+    from tomolens.orient.network import train_distance_model
+
+    return train_distance_model(
+        maps,
+        val_maps,
+        pixel_size_A=network_pixel_size(maps, values["input_size"], values["pixel_size_A"]),
+        input_size=values["input_size"],
+        projections_per_map=values["projections_per_map"],
+        steps=values["train_steps"],
+        batch_size=values["batch_size"],
+        learning_rate=values["learning_rate"],
+        max_minutes=values["max_minutes"] or None,
+        seed=values["seed"],
+        name=name,
+    )
+
+
 def network_pixel_size(maps, input_size: int, pixel_size_A: float = 0.0, margin: float = 1.15) -> float:
     """The distance network's input pixel size, Å: ``pixel_size_A`` when set, else from the maps.
 
