@@ -7,7 +7,9 @@ it, on the same line (an HTML comment, invisible in the rendered page)::
     F1 0.49<!-- bench:detect.json:accuracy/0/net_f1 --> on phantoms
 
 - ``classify.json`` is a file of ``benchmarks/results/``; the path after it walks the JSON
-  with ``/`` (dict keys as written, list indices as integers; keys may contain dots).
+  with ``/`` (dict keys as written, list indices as integers; keys may contain dots and
+  spaces, and a key that itself contains ``/``, such as ``in_domain/snr_0.03``, is found
+  by joining steps: ``results/in_domain/snr_0.03/classifier.ari_k_true/mean``).
 - A **string** value (such as the ``text`` of :func:`tomolens.evaluate.seed_summary`:
   ``"97.8 ± 0.9 % (3 seeds)"``) must be exactly the text that ends right before the marker.
 - A **number** must equal the last number before the marker, rounded to as many decimals
@@ -28,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-MARKER = re.compile(r"<!--\s*bench:(?P<file>[\w.\-]+\.json):(?P<path>[^\s*]+)(?:\*(?P<scale>[\d.]+))?\s*-->")
+MARKER = re.compile(r"<!--\s*bench:(?P<file>[\w.\-]+\.json):(?P<path>[^*>]+?)(?:\*(?P<scale>[\d.]+))?\s*-->")
 NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?")  # not the 1 of "F1"
 
 
@@ -39,17 +41,22 @@ def markdown_files(root: Path = ROOT) -> list[Path]:
 
 
 def lookup(data, path: str):
-    """The value at a ``/``-separated path; KeyError naming the first step that is missing."""
-    value = data
-    for step in path.split("/"):
+    """The value at a ``/``-separated path; KeyError naming the first step that is missing.
+
+    A dict key that contains ``/`` itself is matched by joining the fewest steps that name it.
+    """
+    value, steps = data, path.split("/")
+    while steps:
+        step = steps[0]
         if isinstance(value, list):
             if not step.isdigit() or int(step) >= len(value):
                 raise KeyError(f"{step!r} is not an index of a list of {len(value)}")
-            value = value[int(step)]
-        elif isinstance(value, dict) and step in value:
-            value = value[step]
-        else:
+            value, steps = value[int(step)], steps[1:]
+            continue
+        joined = [n for n in range(1, len(steps) + 1) if isinstance(value, dict) and "/".join(steps[:n]) in value]
+        if not joined:
             raise KeyError(f"no key {step!r}")
+        value, steps = value["/".join(steps[: joined[0]])], steps[joined[0] :]
     return value
 
 

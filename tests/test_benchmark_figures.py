@@ -26,7 +26,13 @@ def test_docs_quote_their_json(figures):
 @pytest.fixture
 def results(tmp_path):
     (tmp_path / "x.json").write_text(
-        json.dumps({"acc": {"0.05": {"text": "97.8 ± 0.9 % (3 seeds)", "mean": 0.97812}}, "rows": [{"f1": 0.4873}]})
+        json.dumps(
+            {
+                "acc": {"0.05": {"text": "97.8 ± 0.9 % (3 seeds)", "mean": 0.97812}},
+                "rows": [{"f1": 0.4873}],
+                "sets": {"in-domain (dark)": {"f1": 0.5386}, "in_domain/snr_0.03": {"ari": 0.336}},
+            }
+        )
     )
     return tmp_path
 
@@ -37,6 +43,8 @@ def results(tmp_path):
         "| 0.05 | 97.8 ± 0.9 % (3 seeds)<!-- bench:x.json:acc/0.05/text --> |",
         "accuracy 97.81 %<!-- bench:x.json:acc/0.05/mean*100 -->",
         "F1 0.49 <!-- bench:x.json:rows/0/f1 --> and 0.487<!-- bench:x.json:rows/0/f1 -->",
+        # keys with spaces, and a key that contains "/" itself
+        "F1 0.54<!-- bench:x.json:sets/in-domain (dark)/f1 -->, ARI 0.34<!-- bench:x.json:sets/in_domain/snr_0.03/ari -->",
     ],
 )
 def test_matching_figures_pass(figures, results, line):
@@ -55,6 +63,8 @@ def test_matching_figures_pass(figures, results, line):
         ("F1 0.50<!-- bench:x.json:rows/0/f1 -->", "shows 0.50 but the JSON gives 0.49"),
         ("F1 0.49<!-- bench:x.json:rows/1/f1 -->", "'1' is not an index of a list of 1"),
         ("F1 0.49<!-- bench:x.json:rows/0/f2 -->", "no key 'f2'"),
+        ("ARI 0.34<!-- bench:x.json:sets/in_domain/snr_0.05/ari -->", "no key 'in_domain'"),
+        ("F1 0.55<!-- bench:x.json:sets/in-domain (dark)/f1 -->", "shows 0.55 but the JSON gives 0.54"),
         ("F1 0.49<!-- bench:y.json:rows/0/f1 -->", "no results file y.json"),
         ("F1 0.49<!-- bench:x.json:acc -->", "not a figure"),
         ("the F1<!-- bench:x.json:rows/0/f1 -->", "no number before the marker"),
