@@ -95,6 +95,19 @@ def real_scores(model: str, threads: int) -> dict:
     }
 
 
+def write_results(path: Path, results: dict, script: str, argv, t0: float) -> None:
+    """Append this run's command and wall time to ``results["commands"]`` and write ``path`` atomically."""
+    results["commands"].append(
+        {
+            "command": f"python benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "wall_seconds": round(time.perf_counter() - t0, 1),
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(results, indent=2))
+
+
 def fmt(cell) -> str:
     if not isinstance(cell, dict) or cell.get("mean") is None:
         return "—"
@@ -164,16 +177,7 @@ def main(argv=None) -> int:
             per_set["real"] = real_scores(model, args.threads)
             print(f"{model} real: {per_set['real']}", flush=True)
         results["models"].setdefault(model, {}).update(per_set)
-    results["commands"].append(
-        {
-            "command": "python benchmarks/bench_segment_domain.py "
-            + " ".join(argv if argv is not None else sys.argv[1:]),
-            "wall_seconds": round(time.perf_counter() - t0, 1),
-        }
-    )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(RESULTS) as tmp:
-        Path(tmp).write_text(json.dumps(results, indent=2))
+    write_results(RESULTS, results, "bench_segment_domain.py", argv, t0)
     print(markdown_table(results))
     return 0
 
