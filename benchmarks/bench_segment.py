@@ -21,10 +21,21 @@ seed also seeds the training (initial weights, patches).  Every Dice is reported
 mean ± sample standard deviation over the tomograms of an SNR (``<kind>_summary``, with
 per-seed values; :func:`tomolens.evaluate.seed_summary`).  Speed: seconds to segment a 200×512×512 volume with the shipped model.
 
+Another start model (``--model segment_domain``): part (c) fine-tunes it on the same 5 painted slices of
+the first simulator's 4 classes, as the widget does (a new output layer: background, membrane copied,
+filament ← microtubule, particle ← macromolecule; :mod:`tomolens.segment.start`).  Its results are stored
+under keys of their own, ``<key>@<model>`` (``finetuned_5_slices@segment_domain``, ``epochs_run_finetuned@
+segment_domain``, ``z_slices@segment_domain`` …), so that they never overwrite ``segment_default``'s rows (the
+keys without a suffix).  Part (a) scores the model's own output against the 4 classes, so it is refused
+for a model with other classes; without ``--parts`` such a model runs ``finetune`` only.  The epochs of (c)
+follow the start model's kind unless ``--epochs-finetune`` is given: 14 for a 3D model (what the widget's 5
+minutes gave), 45 for a 2.5D slice model such as ``segment_domain`` (the same network as (b)'s, which ran
+41–47 epochs in the 5 minutes).
+
 Usage::
 
     python benchmarks/bench_segment.py [--parts shipped,scratch,scratch_wide,finetune,timing] [--cache DIR]
-        [--threads 1] [--snr 0.05,0.03]
+        [--threads 1] [--snr 0.05,0.03] [--model segment_default|segment_domain|MODEL.pt] [--epochs-finetune N]
 
 Writes ``benchmarks/results/segment.json`` (parts and tomograms not run are kept from an earlier run,
 merged when the file is written, so that two runs side by side, one core each, keep both results).
@@ -57,6 +68,12 @@ RESULTS = Path(__file__).parent / "results" / "segment.json"
 HELD_OUT = {0.05: (5008, 5009, 5012), 0.03: (5010, 5011, 5013)}
 #: epochs of the parts that train (no time limit), set from --epochs-scratch / --epochs-finetune
 EPOCHS = {"scratch": 45, "scratch_wide": 45, "finetune": 14}
+#: default epochs of fine-tuning per kind of start model: what the widget's 5 minutes gave on the
+#: project's 2-core CPU in bfloat16 (3D segment_default: 13–14; the 2.5D slice network of part (b),
+#: segment_domain's architecture: 41–47)
+FINETUNE_EPOCHS = {"3d": 14, "2d": 45}
+#: the model whose results are stored under keys without a suffix (the file's rows since the start)
+UNSUFFIXED_MODEL = "segment_default"
 SIM = dict(shape_zyx=(64, 128, 128), voxel_size_A=10.0, volume_fraction=0.15, n_membranes=2, n_filaments=3)
 #: (b') slices as wide as a user's tomogram's (512×512: the issue's timing volume; a 128×128 slice
 #: holds 1/16 of the painting one such slice gives), the same thickness and seeds.  24 vesicles
@@ -88,6 +105,45 @@ PAINTED = {
 SUFFIX = {"scratch": "5_slices", "scratch_wide": "wide", "finetune": "finetuned"}
 
 
+def model_suffix(model: str | Path) -> str:
+    """Suffix of a model's result keys: "" for :data:`UNSUFFIXED_MODEL`, else ``@<name>`` (a file's stem)."""
+    name = Path(str(model)).stem if str(model).endswith((".pt", ".json")) else str(model)
+    return "" if name == UNSUFFIXED_MODEL else f"@{name}"
+
+
+def base_kind(key: str) -> str:
+    """A result key without its model suffix (``finetuned_5_slices@segment_domain`` → ``finetuned_5_slices``)."""
+    return key.split("@", 1)[0]
+
+
+def model_classes(model: str) -> list[str]:
+    """The classes of a segmentation model (shipped name or file); ValueError if it cannot be read."""
+    from tomolens.models.card import read_card, resolve_model
+
+    card = read_card(resolve_model(model))
+    if card.task != "segment":
+        raise ValueError(f"{model} is a {card.task!r} model, not a segmentation model.")
+    return list(card.classes)
+
+
+def check_parts(model: str, parts: set[str], given: bool) -> set[str]:
+    """The parts to run for ``model``: a model with other classes than the 4 scored ones cannot run
+    ``shipped``/``shipped_tta`` (ValueError when asked for) and runs ``finetune`` when no parts were given."""
+    classes = model_classes(model)
+    if classes == list(DEFAULT_CLASSES):
+        return parts
+    if not given:
+        return {"finetune"}
+    own = parts & {"shipped", "shipped_tta"}
+    if own:
+        raise ValueError(
+            f"--parts {','.join(sorted(own))} scores the model's own output as {list(DEFAULT_CLASSES)}, but {model} "
+            f"segments {classes}: its Dice per class would be meaningless. Run --parts finetune (the painted "
+            "4 classes on top of it), or bench_segment_domain.py for its own classes."
+        )
+    return parts
+
+
 def _mean(scores: list[dict]) -> dict:
     return {n: round(float(np.nanmean([s[n] for s in scores])), 4) for n in DEFAULT_CLASSES}
 
@@ -104,8 +160,10 @@ def _unpainted_dice(trained, sample, keep: np.ndarray, tta: bool) -> dict:
 
 
 def accuracy(model: str, cache: str | None, parts: set[str], snrs: set[float], n_slices: int = 5) -> dict:
-    """Dice per class of the parts asked for: {"snr_<snr>": {seed: {result key: value}}} (new rows only)."""
+    """Dice per class of the parts asked for: {"snr_<snr>": {seed: {result key: value}}} (new rows only;
+    every key but ``seed`` and ``painted_slices`` ends in :func:`model_suffix`)."""
     out = {}
+    tag = model_suffix(model)
     for snr, seeds in HELD_OUT.items():
         if snr not in snrs:
             continue
@@ -126,9 +184,9 @@ def accuracy(model: str, cache: str | None, parts: set[str], snrs: set[float], n
                         test_time_augmentation=key == "shipped_tta",
                     )
                 )
-                row[key] = dice_per_class(res.classes, small.classes, DEFAULT_CLASSES)
-                row[f"seconds_{key}"] = round(time.time() - t0, 1)
-                print(f"SNR {snr} seed {seed}: {key} {row[key]}", flush=True)
+                row[key + tag] = dice_per_class(res.classes, small.classes, DEFAULT_CLASSES)
+                row[f"seconds_{key}{tag}"] = round(time.time() - t0, 1)
+                print(f"SNR {snr} seed {seed}: {key}{tag} {row[key + tag]}", flush=True)
             for part in sorted(parts & set(PAINTED)):
                 key, settings = PAINTED[part][0], PAINTED[part][1](model)
                 s = simulate_sample(seed, snr=snr, cache_dir=cache, **WIDE_SIM) if part == "scratch_wide" else small
@@ -143,11 +201,12 @@ def accuracy(model: str, cache: str | None, parts: set[str], snrs: set[float], n
                 )
                 keep = np.ones(s.classes.shape[0], bool)
                 keep[slices] = False  # score only the slices that were not "painted"
-                row[key] = _unpainted_dice(trained, s, keep, tta=False)
+                row[key + tag] = _unpainted_dice(trained, s, keep, tta=False)
                 seconds = round(time.time() - t0, 1)
                 if part == "scratch":  # fine-tuned 3D models: test-time augmentation is measured on the shipped one
-                    row[f"{key}_tta"] = _unpainted_dice(trained, s, keep, tta=True)
-                suffix = SUFFIX[part]
+                    row[f"{key}_tta{tag}"] = _unpainted_dice(trained, s, keep, tta=True)
+                suffix = SUFFIX[part] + tag
+                layer = (trained.card.extra.get("start_from") or {}).get("output_layer")
                 row.update(
                     {
                         "painted_slices": slices,
@@ -156,10 +215,11 @@ def accuracy(model: str, cache: str | None, parts: set[str], snrs: set[float], n
                         f"seconds_train_and_predict_{suffix}": seconds,
                         f"training_precision_{suffix}": trained.card.extra.get("training_precision"),
                     }
+                    | ({f"output_layer_{suffix}": layer} if layer else {})
                 )
                 print(
-                    f"SNR {snr} seed {seed}: {key} {row[key]}"
-                    + (f", with test-time augmentation {row[key + '_tta']}" if part == "scratch" else ""),
+                    f"SNR {snr} seed {seed}: {key}{tag} {row[key + tag]}"
+                    + (f", with test-time augmentation {row[f'{key}_tta{tag}']}" if part == "scratch" else ""),
                     flush=True,
                 )
     return out
@@ -175,6 +235,12 @@ RESULT_KINDS = (
 )
 
 
+def result_kinds(rows: list[dict]) -> list[str]:
+    """The Dice keys in ``rows``: :data:`RESULT_KINDS`, each model's with its suffix, in that order."""
+    keys = {k for r in rows for k in r if base_kind(k) in RESULT_KINDS}
+    return sorted(keys, key=lambda k: (RESULT_KINDS.index(base_kind(k)), k))
+
+
 def merge_rows(dice: dict, new_rows: dict) -> dict:
     """``dice`` (the results file's) with ``new_rows`` merged in, per tomogram, and the means recomputed.
 
@@ -187,7 +253,7 @@ def merge_rows(dice: dict, new_rows: dict) -> dict:
         for seed, row in rows.items():
             merged.setdefault(seed, {}).update(row)
         entry["tomograms"] = [merged[k] for k in sorted(merged)]
-        for kind in RESULT_KINDS:
+        for kind in result_kinds(entry["tomograms"]):
             scores = [r[kind] for r in entry["tomograms"] if kind in r]
             if scores:
                 entry[kind] = _mean(scores)
@@ -209,7 +275,7 @@ def timing(model: str, shape=(200, 512, 512)) -> dict:
         load = os.getloadavg()[0]
         t0, c0 = time.time(), time.process_time()
         run_job(segment_tomogram(data, 10.0, model=model, orthogonal=orthogonal, device="cpu", threads=THREADS[0]))
-        key = "3d_tiles" if kind == "3d" else ("zyx_averaged" if orthogonal else "z_slices")
+        key = ("3d_tiles" if kind == "3d" else ("zyx_averaged" if orthogonal else "z_slices")) + model_suffix(model)
         out[key] = {
             "wall_s": round(time.time() - t0, 1),
             "cpu_s": round(time.process_time() - c0, 1),
@@ -220,18 +286,83 @@ def timing(model: str, shape=(200, 512, 512)) -> dict:
     return {"shape_zyx": list(shape), "measured_at_full_size": True, **out}
 
 
+def record_run(
+    result: dict,
+    args: argparse.Namespace,
+    parts: set[str],
+    snrs: set[float],
+    new_rows: dict,
+    timed: dict | None,
+    load_at_start: list[float],
+) -> dict:
+    """``result`` (the results file's contents) with this run merged in, in place.
+
+    A model other than :data:`UNSUFFIXED_MODEL` writes only keys ending in its suffix
+    (:func:`model_suffix`): its Dice rows and means, its settings, its command, its timing and its
+    run's machine load (``run@<model>``), so that it never overwrites that model's results.
+    """
+    tag = model_suffix(args.model)
+    run = {
+        "load_average_at_start": load_at_start,
+        "cpu": platform.processor() or platform.machine(),
+        "torch_threads": args.threads,
+    }
+    result.update({"benchmark": "segment", "machine": "2-core CPU, no GPU"})
+    if tag:
+        result[f"run{tag}"] = run | {"model": args.model}
+    else:
+        result.update(run | ({"model": args.model} if new_rows else {}))
+    result.setdefault("commands", {})[
+        ",".join(sorted(parts)) + (f" snr {args.snr}" if snrs != set(HELD_OUT) else "") + tag
+    ] = (
+        f"python benchmarks/bench_segment.py --parts {args.parts} --threads {args.threads}"
+        + (f" --epochs-scratch {args.epochs_scratch}" if parts & {"scratch", "scratch_wide"} else "")
+        + (f" --epochs-finetune {args.epochs_finetune}" if "finetune" in parts else "")
+        + (f" --snr {args.snr}" if snrs != set(HELD_OUT) else "")
+        + (f" --cache {args.cache}" if args.cache else "")
+        + (f" --model {args.model}" if args.model != UNSUFFIXED_MODEL else "")
+    )
+    if new_rows:
+        result["dice"] = merge_rows(result.get("dice", {}), new_rows)
+        if parts & {"scratch", "scratch_wide"}:
+            result[f"from_5_slices_settings{tag}"] = FROM_SCRATCH | {
+                "threads": args.threads,
+                "epochs": EPOCHS["scratch"],
+                "seed": "the tomogram's",
+            }
+        if "finetune" in parts:
+            tuned = painted_settings(args.model) | {"epochs": EPOCHS["finetune"], "seed": "the tomogram's"}
+            result[f"finetuned_5_slices_settings{tag}"] = tuned | {
+                "threads": args.threads,
+                "model_kind": trained_kind(tuned["model_kind"], tuned["start_from"]),
+            }
+        result["held_out"] = {f"snr_{k:g}": list(v) for k, v in HELD_OUT.items()} | {
+            name: {k: list(v) if isinstance(v, tuple) else v for k, v in sim.items()}
+            for name, sim in (("simulation", SIM), ("simulation_wide", WIDE_SIM))
+        }
+    if timed is not None:  # one entry per kind of model (3D tiles, 2D slices) and model
+        result["timing"] = {**result.get("timing", {}), **timed}
+    return result
+
+
 def main() -> None:
     import torch
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="segment_default")
+    p.add_argument(
+        "--model",
+        default=UNSUFFIXED_MODEL,
+        help="the model of parts shipped, finetune and timing; another model's results are stored under "
+        "<key>@<model>; a model with other classes than background, membrane, filament, particle runs "
+        "finetune only (its output layer replaced, as the widget does)",
+    )
     p.add_argument("--cache", default=None, help="directory caching simulated tomograms")
     p.add_argument(
         "--parts",
-        default="shipped,scratch,finetune,timing",
+        default=None,
         help="comma-separated: shipped (a), shipped_tta (a with test-time augmentation), scratch (b: 5 "
         "slices), scratch_wide (b': 5 slices of 64x512x512 tomograms), finetune (c: shipped + 5 "
-        "slices), timing",
+        "slices), timing (default: shipped,scratch,finetune,timing; finetune for a model with other classes)",
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is faster on a shared 2-core box)")
     p.add_argument("--snr", default="0.05,0.03", help="comma-separated SNRs of the held-out tomograms to run")
@@ -244,12 +375,21 @@ def main() -> None:
     p.add_argument(
         "--epochs-finetune",
         type=int,
-        default=EPOCHS["finetune"],
-        help="epochs of fine-tuning the shipped model on 5 painted slices (part finetune)",
+        default=None,
+        help="epochs of fine-tuning the model on 5 painted slices (part finetune; default: what the widget's 5 "
+        f"minutes gave, {FINETUNE_EPOCHS['3d']} for a 3D model, {FINETUNE_EPOCHS['2d']} for a 2.5D slice model)",
     )
     args = p.parse_args()
+    given = args.parts is not None
+    args.parts = args.parts or "shipped,scratch,finetune,timing"
+    try:
+        parts = check_parts(args.model, {x.strip() for x in args.parts.split(",") if x.strip()}, given)
+    except ValueError as err:
+        p.error(str(err))
+    args.parts = ",".join(sorted(parts)) if not given else args.parts
+    if args.epochs_finetune is None:
+        args.epochs_finetune = FINETUNE_EPOCHS[trained_kind("3d", args.model)]
     EPOCHS.update(scratch=args.epochs_scratch, scratch_wide=args.epochs_scratch, finetune=args.epochs_finetune)
-    parts = {x.strip() for x in args.parts.split(",") if x.strip()}
     snrs = {float(x) for x in args.snr.split(",") if x.strip()}
     if not snrs <= set(HELD_OUT):
         p.error(f"--snr: the held-out tomograms are at SNR {', '.join(f'{k:g}' for k in HELD_OUT)}; got {args.snr}")
@@ -261,53 +401,14 @@ def main() -> None:
     )
     timed = timing(args.model) if "timing" in parts else None
     result = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}  # read now: merge with runs beside this one
-    result.update(
-        {
-            "benchmark": "segment",
-            "machine": "2-core CPU, no GPU",
-            "load_average_at_start": load_at_start,
-            "cpu": platform.processor() or platform.machine(),
-            "torch_threads": args.threads,
-        }
-        | ({"model": args.model} if new_rows else {})
-    )
-    result.setdefault("commands", {})[
-        ",".join(sorted(parts)) + (f" snr {args.snr}" if snrs != set(HELD_OUT) else "")
-    ] = (
-        f"python benchmarks/bench_segment.py --parts {args.parts} --threads {args.threads}"
-        + (f" --epochs-scratch {args.epochs_scratch}" if parts & {"scratch", "scratch_wide"} else "")
-        + (f" --epochs-finetune {args.epochs_finetune}" if "finetune" in parts else "")
-        + (f" --snr {args.snr}" if snrs != set(HELD_OUT) else "")
-        + (f" --cache {args.cache}" if args.cache else "")
-        + (f" --model {args.model}" if args.model != "segment_default" else "")
-    )
-    if new_rows:
-        result["dice"] = merge_rows(result.get("dice", {}), new_rows)
-        if parts & {"scratch", "scratch_wide"}:
-            result["from_5_slices_settings"] = FROM_SCRATCH | {
-                "threads": args.threads,
-                "epochs": EPOCHS["scratch"],
-                "seed": "the tomogram's",
-            }
-        if "finetune" in parts:
-            tuned = painted_settings(args.model) | {"epochs": EPOCHS["finetune"], "seed": "the tomogram's"}
-            result["finetuned_5_slices_settings"] = tuned | {
-                "threads": args.threads,
-                "model_kind": trained_kind(tuned["model_kind"], tuned["start_from"]),
-            }
-        result["held_out"] = {f"snr_{k:g}": list(v) for k, v in HELD_OUT.items()} | {
-            name: {k: list(v) if isinstance(v, tuple) else v for k, v in sim.items()}
-            for name, sim in (("simulation", SIM), ("simulation_wide", WIDE_SIM))
-        }
-    if timed is not None:  # one entry per kind of model (3D tiles, 2D slices)
-        result["timing"] = {**result.get("timing", {}), **timed}
+    record_run(result, args, parts, snrs, new_rows, timed, load_at_start)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(RESULTS) as tmp:
         tmp.write_text(json.dumps(result, indent=2))
-    print(f"\n{'SNR':>6} {'model':>18} " + " ".join(f"{n:>10}" for n in DEFAULT_CLASSES[1:]))
+    print(f"\n{'SNR':>6} {'model':>34} " + " ".join(f"{n:>10}" for n in DEFAULT_CLASSES[1:]))
     for snr, d in result.get("dice", {}).items():
-        for kind in (k for k in RESULT_KINDS if k in d):
-            print(f"{snr:>6} {kind:>18} " + " ".join(f"{d[kind][n]:>10.3f}" for n in DEFAULT_CLASSES[1:]))
+        for kind in result_kinds([d]):
+            print(f"{snr:>6} {kind:>34} " + " ".join(f"{d[kind][n]:>10.3f}" for n in DEFAULT_CLASSES[1:]))
     print(f"wrote {RESULTS}")
 
 

@@ -246,8 +246,9 @@ def test_fine_tuning_starts_from_the_given_model(tmp_path):
         if v.dtype.is_floating_point and v.ndim > 1
     )
     assert fresh.card.extra.get("start_from") is None
-    with pytest.raises(ValueError, match="Cannot start from source: it segments .*--segment-start-from none"):
-        run_job(train_segmenter([(tomo, painted)], ["background", "membrane"], 10.0, start_from=str(weights), **FAST))
+    # the model's own classes: its output layer is kept (other classes: tests/segment/test_segment_start.py)
+    assert tuned.card.extra["start_from"] == {"name": "source", "sha256": source.card.sha256}
+    assert "new output layer" not in tuned.card.training_data
 
 
 def test_start_model_sets_kind_patch_rule_voxel_size_and_resume_checks(tmp_path):
@@ -261,7 +262,9 @@ def test_start_model_sets_kind_patch_rule_voxel_size_and_resume_checks(tmp_path)
     painted = sparse_from_classes(classes, [3, 8, 12])
     source = run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 10.0, epochs=1, steps_per_epoch=2, **FAST))
     weights = save_segmenter(source, tmp_path / "src.pt")
-    with pytest.raises(ValueError, match="10 Å voxels\\) on a tomogram of 20 Å voxels: rescale"):
+    with pytest.raises(
+        ValueError, match="10 Å voxels\\) on a tomogram of 20 Å voxels: rescale.*--segment-start-from none"
+    ):
         run_job(train_segmenter([(tomo, painted)], TOY_CLASSES, 20.0, start_from=str(weights), **FAST))
     # resuming a checkpoint written by another network: a clear message, not a torch size mismatch
     ckpt = tmp_path / "run.ckpt"

@@ -11,6 +11,7 @@ from tomolens._widgets.segment import FROM_FILE, SegmentWidget
 from tomolens.segment.labels import sparse_from_classes
 
 SMALL = {
+    "segment_start_from": "none",  # a new network (the shipped default is fine-tuned unless told otherwise)
     "segment_model": "2d",
     "epochs": 2,
     "steps_per_epoch": 6,
@@ -125,17 +126,26 @@ def test_bad_input_messages(setup, qtbot):
     assert not widget.train_runner.running
 
 
-def test_start_from_follows_the_class_names(setup):
-    widget, viewer, classes, shown = setup
+def test_start_from_is_the_shipped_default_whatever_the_classes(make_napari_viewer):
+    from tomolens.segment.predict import DEFAULT_MODEL
+
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)
     start = widget.train_params.controls["segment_start_from"]
-    assert start.value == "none"  # the toy's classes are not the shipped model's
+    assert start.value == DEFAULT_MODEL and "Train:" not in widget.legend.value  # the model's own classes
+    widget.class_names.value = ", ".join(TOY_CLASSES)  # other classes: still fine-tuned, with a new output layer
+    assert start.value == DEFAULT_MODEL
+    assert f"Train: {DEFAULT_MODEL} segments background, membrane, filament, particle" in widget.legend.value
+    assert "copied from it: background, membrane, filament" in widget.legend.value
+    assert "training keeps its weights" in start.tooltip and start.tooltip.startswith("Fine-tune this model")
+    widget.class_names.value = "background, membrane, microtubule, ice"
+    assert (
+        "microtubule ← filament" in widget.legend.value and "learnt from your painting only: ice" in widget.legend.value
+    )
+    start.value = "none"  # a new network: nothing to explain, and the class names do not change it back
+    assert "Train:" not in widget.legend.value and "training keeps its weights" not in start.tooltip
     widget.class_names.value = "background, membrane, filament, particle"
-    assert start.value == "segment_default"  # fine-tune the shipped model by default
+    assert start.value == "none"
+    start.value = "/data/my_model.pt"  # a typed model is kept (unreadable: training will say why)
     widget.class_names.value = "background, membrane"
-    assert start.value == "none"
-    start.value = "/data/my_model.pt"  # a user's choice is kept
-    widget.class_names.value = "background, membrane, filament, particle"
-    assert start.value == "/data/my_model.pt"
-    start.value = "none"  # even "none" with the shipped classes
-    widget.class_names.value = "background, membrane, filament, particle "
-    assert start.value == "none"
+    assert start.value == "/data/my_model.pt" and "Train:" not in widget.legend.value

@@ -34,6 +34,7 @@ from tomolens.segment.predict import (
     segment_tomogram,
 )
 from tomolens.segment.settings import NEW_NETWORK, TRAIN_PARAMS, WIDGET_TRAIN_VALUES, train_kwargs
+from tomolens.segment.start import start_note
 from tomolens.segment.train import save_segmenter, train_segmenter
 
 log = logging.getLogger(__name__)
@@ -64,14 +65,11 @@ class SegmentWidget(Container):
             text="New painting layer", tooltip="Add an empty Labels layer of the tomogram's shape to paint in."
         )
         self.train_params = ParamPanel(TRAIN_PARAMS)
-        self.train_params.set_values(WIDGET_TRAIN_VALUES)
+        # fine-tune the shipped default whatever the class names (other classes: a new output layer)
+        start = DEFAULT_MODEL if DEFAULT_MODEL in shipped_models("segment") else NEW_NETWORK
+        self.train_params.set_values(WIDGET_TRAIN_VALUES | {"segment_start_from": start})
         self._start_from = self.train_params.controls["segment_start_from"]
-        self._start_chosen, self._setting_start = False, False
-        try:  # read once: the class names change at every keystroke
-            self._shipped_classes = list(read_card(resolve_model(DEFAULT_MODEL)).classes)
-        except ValueError:
-            self._shipped_classes = []
-        self._start_from.changed.connect(self._start_edited)
+        self._start_tooltip = self._start_from.tooltip or ""
         self.save_path = FileEdit(
             mode="w",
             filter="*.pt",
@@ -127,6 +125,7 @@ class SegmentWidget(Container):
             ]
         )
         self.class_names.changed.connect(self._update_legend)
+        self._start_from.changed.connect(self._update_legend)
         self.new_labels.changed.connect(self.add_painting_layer)
         self.train_runner.run_button.changed.connect(self.start_training)
         self.predict_runner.run_button.changed.connect(self.start_prediction)
@@ -151,26 +150,11 @@ class SegmentWidget(Container):
         self.legend.value = "paint: 0 = not painted, " + ", ".join(
             f"{label_value(k)} = {n}" for k, n in enumerate(names)
         )
-        self._default_start(names)
-
-    def _default_start(self, names: list[str]) -> None:
-        """Fine-tune the shipped model when the named classes are its classes, else a new network.
-
-        Changes only a value this method set itself: whatever the user typed (a model file,
-        or "none" with the shipped classes) stays.
-        """
-        if self._start_chosen:
-            return
-        self._setting_start = True
-        try:
-            self._start_from.value = DEFAULT_MODEL if list(names) == self._shipped_classes else NEW_NETWORK
-        finally:
-            self._setting_start = False
-
-    def _start_edited(self, value) -> None:
-        """A start value typed by the user is kept; clearing the field hands it back to the class names."""
-        if not self._setting_start:
-            self._start_chosen = bool(str(value).strip())
+        # fine-tuning a model whose classes differ: say which output channels start from it
+        note = start_note(self._start_from.value, names)
+        self._start_from.tooltip = self._start_tooltip + (f"\n\n{note}" if note else "")
+        if note:
+            self.legend.value += f"\nTrain: {note}"
 
     def add_painting_layer(self, *_) -> None:
         """An empty Labels layer with the tomogram's shape and scale, selected for painting."""

@@ -50,8 +50,9 @@ SEGMENT_TRAIN_PARAMS = (
         "segment_start_from",
         "none",
         "Fine-tune this model (a shipped name such as segment_default, or a .pt "
-        "file whose classes are the ones named; kind, width, depth and context are then the model's), or none "
-        "to train a new network",
+        "file; kind, width, depth and context are then the model's; for classes other than the model's it gets a "
+        "new output layer: a class named like one of its classes starts from it, the others are learnt from the "
+        "painting), or none to train a new network",
         type=str,
     ),
     Param(
@@ -113,8 +114,9 @@ TRAIN_PARAMS = (
 #: painted slices, membrane / filament Dice 0.69 / 0.54 and 0.63 / 0.42 with the engine's depth
 #: 2, 1e-3 and 4 → 0.76 / 0.65 and 0.75 / 0.48; later, batches of 4 with 96-voxel patches
 #: gave 0.85 / 0.64 on 7100 against 0.85 / 0.65 with 8).  Depth applies to new networks only; a
-#: fine-tuned model keeps its own.  The widget also sets ``segment_start_from`` from the class
-#: names: the shipped ``segment_default`` when they are its classes, else a new network.
+#: fine-tuned model keeps its own.  The widget's ``segment_start_from`` starts at the shipped
+#: default model whatever the class names (:data:`WIDGET_START_VALUES`; other classes than the
+#: model's get a new output layer, :mod:`tomolens.segment.start`).
 WIDGET_TRAIN_VALUES = {
     "max_minutes": 5.0,
     "epochs": 200,
@@ -124,8 +126,8 @@ WIDGET_TRAIN_VALUES = {
     "batch_size": 8,
 }
 
-#: What the Train box shows when the widget opens (with the default class names, which are
-#: the shipped model's): :data:`WIDGET_TRAIN_VALUES` and fine-tuning ``segment_default``.
+#: What the Train box shows when the widget opens: :data:`WIDGET_TRAIN_VALUES` and fine-tuning the
+#: shipped default model.
 WIDGET_START_VALUES = {**WIDGET_TRAIN_VALUES, "segment_start_from": DEFAULT_MODEL}
 
 #: Parameter names of :data:`TRAIN_PARAMS` that :func:`train_segmenter` calls otherwise.

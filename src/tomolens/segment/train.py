@@ -40,6 +40,7 @@ from tomolens.segment.labels import (
 )
 from tomolens.segment.predict import context_of, model_kind_of
 from tomolens.segment.settings import NEW_NETWORK, resolve_hold_out, start_model
+from tomolens.segment.start import load_start_model
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +176,11 @@ def train_segmenter(
     start_from : str or path, optional
         Fine-tune an existing segmentation model (a shipped name or a ``.pt``) instead of
         a fresh network: its architecture, kind and weights are used (``model_kind``,
-        ``base_channels``, ``depth`` and ``context`` are then ignored) and its classes must be
-        ``class_names`` in the same order.  Empty or None: train from scratch.
+        ``base_channels``, ``depth`` and ``context`` are then ignored).  When its classes are not
+        ``class_names`` in the same order, its output layer is replaced by one with a channel per
+        named class, copied from the model's channel of the same name (or a synonym) where it has
+        one (:mod:`tomolens.segment.start`); the card's ``extra["start_from"]`` records which.
+        Empty or None: train from scratch.
     threads : int
         CPU threads for torch, set in the thread that runs the job (0 = all cores but one).
     hold_out : {"auto", "strip", "none"}
@@ -228,7 +232,7 @@ def train_segmenter(
 
     names = check_class_names(class_names)
     start_from = start_model(start_from)
-    start_net, start_card = _starting_model(start_from, names) if start_from else (None, None)
+    start_net, start_card, new_head = load_start_model(start_from, names, seed) if start_from else (None, None, None)
     if start_card is not None:
         voxel_size_A = check_start_voxel_size(start_card, voxel_size_A)
         model_kind = model_kind_of(start_card)
@@ -290,6 +294,8 @@ def train_segmenter(
         )
     else:
         net, architecture, arch_kwargs = start_net, start_card.architecture, dict(start_card.arch_kwargs)
+        if new_head is not None:
+            arch_kwargs["out_channels"] = len(names)
     patch_size = (patch,) * (2 if model_kind == "2d" else 3)
     sparse = any(np.mean(lab > 0) < 0.5 for _, lab in train)
     config = TrainConfig(
@@ -346,7 +352,12 @@ def train_segmenter(
                 }[hold_out]
             )
         )
-        + (f"; fine-tuned from {start_card.name} (sha256 {start_card.sha256[:12]}…)" if start_card else ""),
+        + (f"; fine-tuned from {start_card.name} (sha256 {start_card.sha256[:12]}…)" if start_card else "")
+        + (
+            f" with a new output layer (copied from it: {new_head['copied']}; new: {new_head['new']})"
+            if new_head
+            else ""
+        ),
         seed=seed,
         metrics=(
             {
@@ -374,24 +385,19 @@ def train_segmenter(
             "training_precision": result.precision,
             "training_budget": result.budget,
             "training_polarity": decisions,
-            **({"start_from": {"name": start_card.name, "sha256": start_card.sha256}} if start_card else {}),
+            **({"start_from": start_record(start_card, new_head)} if start_card else {}),
         },
     )
     return TrainedSegmenter(result.model.cpu().eval(), card, result.history)
 
 
-def _starting_model(start_from: str | Path, names: list[str]):
-    """(network in training mode, card) of the model to fine-tune; its classes must be ``names``."""
-    from tomolens.models.card import load_model
-
-    net, card = load_model(start_from, expected_task="segment")
-    if list(card.classes) != list(names):
-        raise ValueError(
-            f"Cannot start from {card.name}: it segments {list(card.classes)}, but the classes named for "
-            f"this training are {list(names)}. Name the same classes in the same order, or train a new network "
-            f"(widget: 'segment start from' = {NEW_NETWORK}; CLI: --segment-start-from {NEW_NETWORK})."
-        )
-    return net.train(), card
+def start_record(start_card, new_head: dict | None) -> dict:
+    """``extra["start_from"]`` of a fine-tuned model's card: the start model's name and sha256; with a new
+    output layer also its classes and which channels were copied (``copied``: class → start class) or new."""
+    record = {"name": start_card.name, "sha256": start_card.sha256}
+    if new_head is not None:
+        record |= {"classes": list(start_card.classes), "output_layer": new_head}
+    return record
 
 
 def check_start_voxel_size(card, voxel_size_A: float | None) -> float:
@@ -406,7 +412,8 @@ def check_start_voxel_size(card, voxel_size_A: float | None) -> float:
     if abs(float(voxel_size_A) / float(model_vs) - 1) > 0.1:
         raise ValueError(
             f"Cannot fine-tune {card.name} ({float(model_vs):g} Å voxels) on a tomogram of {float(voxel_size_A):g} Å "
-            f"voxels: rescale (bin) the tomogram to {float(model_vs):g} Å first, or train a new network."
+            f"voxels: rescale (bin) the tomogram to {float(model_vs):g} Å first, or train a new network "
+            f"(widget: 'segment start from' = {NEW_NETWORK}; CLI: --segment-start-from {NEW_NETWORK})."
         )
     return float(voxel_size_A)
 

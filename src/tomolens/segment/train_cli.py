@@ -22,6 +22,7 @@ from tomolens.segment.labels import (
     sparse_from_classes,
 )
 from tomolens.segment.settings import SEGMENT_TRAIN_PARAMS, patch_for, start_model, trained_kind
+from tomolens.segment.start import start_note
 from tomolens.segment.train import TrainedSegmenter, save_segmenter, train_segmenter
 
 
@@ -210,6 +211,9 @@ def run_train(args: argparse.Namespace) -> int:
     voxel_size_A = float(voxel.pop())
     start_from = start_model(args.segment_start_from)
     patch = patch_for(trained_kind(args.segment_model, start_from), args.patch)
+    note = start_note(start_from, names)
+    if note:
+        print(note)
     job = train_segmenter(
         train,
         names,
