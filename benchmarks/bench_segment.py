@@ -7,8 +7,8 @@ either side) on 5 z-slices of ground truth of the tomogram itself (standing in f
 slices; Dice is measured on all the other slices); (b') the same on 5 slices of 64×512×512 held-out
 tomograms of the same seeds (slices as wide as a user's tomogram's, 24 vesicles, 16 filaments;
 no test-time augmentation); (c) the shipped model fine-tuned on the same 5
-slices with the widget's default settings (what Train does when the class names are the shipped
-model's: ``segment_start_from = segment_default``).  Held-out tomograms: simulator
+slices with the widget's default settings (what Train does by default:
+``segment_start_from = segment_default``).  Held-out tomograms: simulator
 seeds 5008, 5009, 5012 at SNR 0.05 and 5010, 5011, 5013 at SNR 0.03, never used for training or stopping (the
 shipped model trained on seeds 6000–6013 and stopped on 6014–6015) (64×128×128, 10 Å, 2
 vesicles, 3 filaments, volume fraction 0.15).
