@@ -92,7 +92,12 @@ def _precomputed_result(instances, centres):
 
     n = len(centres)
     features = pd.DataFrame(
-        {"score": np.linspace(0, 1, n), "volume_A3": np.full(n, 7.29e5), "instance_id": np.arange(1, n + 1)}
+        {
+            "score": np.linspace(0, 1, n),
+            "volume_A3": np.full(n, 7.29e5),
+            "instance_id": np.arange(1, n + 1),
+            "radius_A": np.full(n, 45.0),
+        }
     )
     return DetectionResult(
         np.zeros((2, 64, 128, 128), np.float32),

@@ -105,3 +105,36 @@ def test_a_job_imports_napari_lazy_layer_modules_in_its_worker(qtbot, qapp, tmp_
     assert got == [7] and runner.status.value == "Done"
     probe = sys.modules["tomolens_warm_probe"]
     assert probe.THREAD is not threading.main_thread()  # imported by the worker, not the GUI thread
+
+
+def test_prepare_runs_in_the_worker_and_its_value_reaches_the_handler(qtbot, qapp):
+    import threading
+
+    runner = JobRunner("Run")
+    threads, got = [], []
+
+    def prepare(result):
+        threads.append(threading.current_thread())
+        return result, result * 2
+
+    runner.start(_job(21), got.append, prepare=prepare)
+    qtbot.waitUntil(lambda: not runner.running, timeout=10000)
+    assert got == [(21, 42)] and runner.status.value == "Done"
+    assert threads and threads[0] is not threading.main_thread()
+
+
+def test_prepare_error_is_reported_as_a_failed_job(qtbot, qapp, monkeypatch):
+    import tomolens._widgets._runner as module
+
+    shown = []
+    monkeypatch.setattr(module, "show_error", shown.append)
+    runner = JobRunner("Run", title="Thing")
+    got = []
+
+    def prepare(result):
+        raise ValueError("cannot build the layer")
+
+    runner.start(_job(1), got.append, prepare=prepare)
+    qtbot.waitUntil(lambda: not runner.running, timeout=10000)
+    assert got == [] and shown == ["Thing failed: cannot build the layer"]
+    assert runner.run_button.enabled

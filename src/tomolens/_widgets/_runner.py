@@ -9,7 +9,9 @@ notifications, warnings become warning notifications, and the Run button is disa
 while the job runs.  Result handlers run on the GUI thread; a handler that is a generator
 function is run one step per event-loop turn (each ``yield`` hands the GUI back, for example
 between two layers, so that adding a result never blocks napari for the sum of its layers),
-and the job counts as running until its last step.
+and the job counts as running until its last step.  An optional ``prepare`` function runs in the
+worker on the job's result before it is delivered, so that work such as building napari layer
+objects (:mod:`tomolens._widgets._layers`) stays off the GUI thread.
 """
 
 from __future__ import annotations
@@ -74,14 +76,18 @@ def warm_layer_imports() -> None:
                 log.debug("%s is not installed: nothing to import ahead", name)
 
 
-def _closing(job: Generator[Progress, None, Any]) -> Generator[Progress, None, Any]:
-    """Delegate to ``job`` (after :func:`warm_layer_imports`) and close it when the worker stops early (Cancel)."""
+def _closing(
+    job: Generator[Progress, None, Any], prepare: Callable[[Any], Any] | None = None
+) -> Generator[Progress, None, Any]:
+    """Delegate to ``job`` (after :func:`warm_layer_imports`), then ``prepare`` its result, in the worker.
+
+    The job is closed when the worker stops early (Cancel)."""
     try:
         warm_layer_imports()
         result = yield from job
     finally:
         job.close()
-    return result
+    return result if prepare is None else prepare(result)
 
 
 class JobRunner(Container):
@@ -136,6 +142,7 @@ class JobRunner(Container):
         on_result: Callable[[Any], Iterator[None] | None],
         on_progress: Callable[[Progress], None] | None = None,
         on_finish: Callable[[], None] | None = None,
+        prepare: Callable[[Any], Any] | None = None,
     ):
         """Run ``job`` in a worker thread.
 
@@ -152,6 +159,10 @@ class JobRunner(Container):
             Called on the GUI thread with each Progress (live plots).
         on_finish : callable, optional
             Called on the GUI thread when the job ends in any way.
+        prepare : callable, optional
+            Called in the worker thread with the job's return value once the job has finished;
+            what it returns is given to ``on_result`` instead (for example the result together
+            with the napari layer objects built from it).  Its errors are reported like the job's.
 
         Returns
         -------
@@ -160,7 +171,7 @@ class JobRunner(Container):
         if self.worker is not None:
             show_warning(f"{self.title} is already running; wait for it or press Cancel.")
             return None
-        worker = create_worker(_closing, job, _start_thread=False, _ignore_errors=True)
+        worker = create_worker(_closing, job, prepare, _start_thread=False, _ignore_errors=True)
         self.worker = worker
         self.run_button.enabled = False
         self.cancel_button.enabled = True
