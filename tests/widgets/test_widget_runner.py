@@ -138,3 +138,14 @@ def test_prepare_error_is_reported_as_a_failed_job(qtbot, qapp, monkeypatch):
     qtbot.waitUntil(lambda: not runner.running, timeout=10000)
     assert got == [] and shown == ["Thing failed: cannot build the layer"]
     assert runner.run_button.enabled
+
+
+def test_warming_fills_vispys_dash_pattern_cache_off_the_gui_thread():
+    from vispy.visuals.line import dash_atlas
+
+    from tomolens._widgets._runner import warm_layer_imports
+
+    dash_atlas._make_pattern.cache_clear()
+    warm_layer_imports()  # what every job's worker runs first
+    # the 13 patterns the first Labels layer's polygon overlay would otherwise compute on the GUI thread
+    assert dash_atlas._make_pattern.cache_info().currsize == 13

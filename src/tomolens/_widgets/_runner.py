@@ -67,13 +67,25 @@ LAZY_LAYER_MODULES = ("pandas", "pyarrow", "skimage.color", "skimage.exposure", 
 
 
 def warm_layer_imports() -> None:
-    """Import :data:`LAZY_LAYER_MODULES` that are not loaded yet (in the calling thread; missing ones skipped)."""
+    """Import :data:`LAZY_LAYER_MODULES` that are not loaded yet and fill vispy's dash-pattern cache.
+
+    Runs in the calling thread (a job's worker); missing modules are skipped.  The first line visual of a
+    session (the polygon overlay napari creates with the first Labels layer) computes vispy's 13 dash patterns
+    in Python loops, 0.08-0.12 s on the development machine; they are cached per process (``lru_cache``), so
+    building one ``DashAtlas`` here (numpy only, no OpenGL) takes that off the GUI thread.
+    """
     for name in LAZY_LAYER_MODULES:
         if name not in sys.modules:
             try:
                 importlib.import_module(name)
             except ImportError:
                 log.debug("%s is not installed: nothing to import ahead", name)
+    try:
+        from vispy.visuals.line.dash_atlas import DashAtlas
+    except ImportError:  # another vispy layout: nothing to fill ahead
+        log.debug("vispy has no DashAtlas here: no dash patterns to build ahead")
+        return
+    DashAtlas()
 
 
 def _closing(
