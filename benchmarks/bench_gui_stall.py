@@ -187,6 +187,11 @@ def _returning(result):
     return result
 
 
+def _delivering(widget, runner, result, show, prepare) -> tuple:
+    """The widget, its runner and a start function that delivers ``result`` as its job would (prepare, show)."""
+    return widget, runner, lambda: runner.start(_returning(result), show, prepare=prepare)
+
+
 def _start(name: str, viewer, image, data) -> tuple:
     """Create the dock widget ``name`` in ``viewer``, and a function that starts it (as its Run button does)."""
     tomo, instances, centres = data
@@ -200,7 +205,7 @@ def _start(name: str, viewer, image, data) -> tuple:
         show = widget._show if name == "detect" else (lambda prepared: list(widget._show(prepared)) and None)
         result = _precomputed_result(instances, centres)
         prepare = lambda r: (r, detection_layers(r, image.name))  # noqa: E731  (as start_detection passes it)
-        return widget, widget.runner, lambda: widget.runner.start(_returning(result), show, prepare=prepare)
+        return _delivering(widget, widget.runner, result, show, prepare)
     if name in ("segment", "segment_job"):
         from tomolens._widgets.segment import SegmentWidget, class_voxels, segmentation_layers
 
@@ -210,11 +215,7 @@ def _start(name: str, viewer, image, data) -> tuple:
         widget._source = image.name
         result = _segmentation_result(instances)
         prepare = lambda r: (r, segmentation_layers(r, image.name), class_voxels(r))  # noqa: E731
-        return (
-            widget,
-            widget.predict_runner,
-            lambda: widget.predict_runner.start(_returning(result), widget._show, prepare=prepare),
-        )
+        return _delivering(widget, widget.predict_runner, result, widget._show, prepare)
     if name == "simulate":
         from tomolens._widgets.simulate import SimulateWidget
 
@@ -236,11 +237,7 @@ def _start(name: str, viewer, image, data) -> tuple:
         widget._result_meta = dict(meta)
         result = _orientation_result()
         prepare = lambda r: (r, orientation_layers(r, meta))  # noqa: E731  (as start_recovery passes it)
-        return (
-            widget,
-            widget.runner,
-            lambda: widget.runner.start(_returning(result), widget.show_result, prepare=prepare),
-        )
+        return _delivering(widget, widget.runner, result, widget.show_result, prepare)
     if name == "tomogram":
         from tomolens._widgets.tomogram import TomogramWidget
 
