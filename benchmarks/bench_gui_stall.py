@@ -52,16 +52,29 @@ JOBS = ("detect_job", "segment_job", "simulate", "classify", "tomogram")
 
 
 class GapMeter:
-    """Intervals between ticks of a 10 ms QTimer on the GUI thread, with the time each one ended."""
+    """Intervals between ticks of a 10 ms QTimer on the GUI thread, with the time each one ended, and the
+    pauses of Python's cyclic garbage collector (any thread) while it runs."""
 
     def __init__(self) -> None:
+        import gc
+
         from qtpy.QtCore import QTimer
 
+        self.gc_pauses: list[tuple[float, int, float]] = []  # (end time, generation, seconds)
+        self._gc_start = 0.0
+        gc.callbacks.append(self._gc)
         self.timer = QTimer()
         self.timer.setInterval(10)
         self.timer.timeout.connect(self._tick)
         self.gaps: list[tuple[float, float]] = []  # (end time, gap) in seconds
         self._last = None
+
+    def _gc(self, phase: str, info: dict) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._gc_start = now
+        elif self.timer.isActive():
+            self.gc_pauses.append((now, info["generation"], now - self._gc_start))
 
     def _tick(self) -> None:
         now = time.perf_counter()
@@ -70,11 +83,11 @@ class GapMeter:
         self._last = now
 
     def start(self) -> None:
-        self.gaps, self._last = [], time.perf_counter()
+        self.gaps, self.gc_pauses, self._last = [], [], time.perf_counter()
         self.timer.start()
 
     def dump_stalls(self, path: str) -> None:
-        """From now on, write every thread's stack to ``path`` whenever the GUI thread does not tick for 100 ms.
+        """From now on, write every thread's stack to ``path`` every 100 ms while the GUI thread does not tick.
 
         faulthandler's watchdog is a C thread: it reports even while a C call holds the GIL.
         """
@@ -83,7 +96,7 @@ class GapMeter:
         self._dump_file = open(path, "a")  # noqa: SIM115  (open until the process exits)
 
         def arm() -> None:
-            faulthandler.dump_traceback_later(0.1, repeat=False, file=self._dump_file)
+            faulthandler.dump_traceback_later(0.1, repeat=True, file=self._dump_file)
 
         self.timer.timeout.connect(arm)
 
@@ -97,9 +110,11 @@ class GapMeter:
     def summary(self, after: float = -np.inf, before: float = np.inf) -> dict:
         """Longest gap and the gaps over 100 ms among those ending in (after, before]."""
         gaps = [g for end, g in self.gaps if after < end <= before]
+        full = [p for end, generation, p in self.gc_pauses if after < end <= before and generation == 2]
         return {
             "longest_gap_s": round(max(gaps, default=0.0), 4),
             "gaps_over_100ms": [round(g, 3) for g in gaps if g > 0.1],
+            "full_gc_pauses_s": [round(p, 3) for p in full],
         }
 
 

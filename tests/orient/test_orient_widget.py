@@ -146,7 +146,9 @@ def test_result_layers_are_built_off_the_viewer_and_placed_one_per_step(orient_w
     next(steps)  # first turn: the orientations only
     assert "stack orientations" in viewer.layers and "stack reconstruction" not in viewer.layers
     assert widget.summary.value == ""
-    next(steps)  # second turn: the reconstruction
+    next(steps)  # second turn: the slab as thick as the sphere (24 pixels of 8 Å)
+    assert max(viewer.dims.thickness) >= 24 * 8.0 and "stack reconstruction" not in viewer.layers
+    next(steps)  # third turn: the reconstruction
     assert "stack reconstruction" in viewer.layers
     assert list(steps) == [] and "40 orientations" in widget.summary.value
     points, recon = viewer.layers["stack orientations"], viewer.layers["stack reconstruction"]

@@ -297,15 +297,16 @@ class OrientationWidget(Container):
         self.symmetry_runner.start(detect_symmetry(volume), done)
 
     def show_result(self, prepared: tuple) -> Iterator[None]:
-        """Place the orientations (Points on a sphere) and the reconstruction (Image), built in the worker, one
-        per event-loop turn (the runner advances this generator); then the summary and the FSC curve."""
+        """Place the orientations (Points on a sphere), widen the slab, and place the reconstruction (Image), built
+        in the worker, one per event-loop turn (the runner advances this generator); then the summary and FSC."""
         result, layers = prepared
         self.result = result
         for layer in layers:
             place_layer(self.viewer, layer)
-            if isinstance(layer, napari.layers.Points):
-                show_particles_in_slab(self.viewer, self._result_meta["n"] * self._result_meta["pixel"])
             yield
+            if isinstance(layer, napari.layers.Points):  # the slab re-slices every layer: a turn of its own
+                show_particles_in_slab(self.viewer, self._result_meta["n"] * self._result_meta["pixel"])
+                yield
         self.summary.value = result.summary()
         if result.fsc is not None:
             self.fsc_plot.set_curve(
