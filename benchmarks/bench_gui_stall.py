@@ -4,30 +4,34 @@ A 10 ms ``QTimer`` runs on the GUI thread and records the time between its ticks
 longest gap is the longest time the GUI was frozen.  Each measurement runs in a fresh viewer
 (a separate process) holding a 256×256×128 tomogram at 10 Å (spheres in noise).
 
-Per widget, two things are measured in the same process:
+Per widget, in the same process:
 
-- ``ours``: the widget's job run from its Run button (or, for ``detect`` and ``orient``, a
+- ``ours``: the widget's job run from its Run button (``detect_job``, ``segment_job``,
+  ``simulate``, ``classify``, ``tomogram``) or, for ``detect``, ``segment`` and ``orient``, a
   precomputed result delivered through the widget's own JobRunner, prepare function and
-  result handler), until its result is shown.  The gaps are split at the moment the result
+  result handler, until its result is shown.  The gaps are split at the moment the result
   reached the GUI thread: ``computing`` (while the worker runs) and ``showing`` (placing the
   result's layers);
 - ``napari``: napari's own cost of adding the same layers by hand — ``Layer.create`` of each
   layer's ``as_layer_data_tuple()`` (the same data and settings, under a new name) and
   ``viewer.add_layer``, both on the GUI thread, one layer per event-loop turn, as
-  ``viewer.add_labels`` etc. do.  It runs after the widget's layers are shown, so napari's
-  shaders and lazy imports are warm; with ``--napari-first`` (alternating repeats) it runs
-  first instead, for the cold case.
+  ``viewer.add_labels`` etc. do.  It runs after the widget's layers are shown (napari's lazy
+  imports and caches warm); with ``--napari-first`` every other repeat of the precomputed
+  widgets runs it first instead;
+- the full (generation 2) garbage collections during each phase and how long they took.
 
-``detect`` also has ``at_once``: the same precomputed result with all layers added in one
-call (the code before issue 22), and ``detect_job``: the shipped ``detect_default`` model run
-from the Detect button (11–12 s of CPU).
+``at_once``: the precomputed detection with all layers added in one call (the code before
+issue 22).  ``rethreshold_detect`` and ``rethreshold_segment``: after a result is shown,
+post-processing settings are changed one after the other (re-applied in the worker, the
+current code), then re-applied and placed on the GUI thread in one call (the code before).
+``--stack-dumps FILE`` writes every thread's stack every 100 ms of a stall (faulthandler).
 
 Usage::
 
     xvfb-run -a python benchmarks/bench_gui_stall.py [--widgets detect segment ...] [--repeats 2]
 
-Prints a table and writes ``benchmarks/results/gui_stall.json`` (rows of earlier runs of
-other widgets are kept).
+Prints a table and writes ``benchmarks/results/gui_stall.json`` (rows of the widgets not run
+are kept).
 """
 
 from __future__ import annotations
@@ -47,6 +51,12 @@ import pandas as pd
 SHAPE = (128, 256, 256)
 RESULTS = Path(__file__).parent / "results" / "gui_stall.json"
 WIDGETS = ("detect", "segment", "simulate", "classify", "orient", "tomogram", "detect_job", "segment_job")
+#: Re-applying post-processing settings to a shown result: the setting changes, one after the other as a user
+#: makes them, and (measured second) the code before this change, which computed and placed it on the GUI thread.
+RETHRESHOLD = {
+    "rethreshold_detect": ("detect_job", {"mask_threshold": 0.4, "centre_threshold": 0.5}),
+    "rethreshold_segment": ("segment", {"threshold": 0.5, "min_size_voxels": 20}),
+}
 #: Widgets run from their Run button on a real job (the others show a precomputed result).
 JOBS = ("detect_job", "segment_job", "simulate", "classify", "tomogram")
 
@@ -261,7 +271,7 @@ def _start(name: str, viewer, image, data) -> tuple:
     raise ValueError(f"unknown widget {name!r}; choose from {WIDGETS + ('at_once',)}")
 
 
-def _measure_ours(app, name, viewer, image, data, dump: str | None = None) -> tuple[dict, list]:
+def _measure_ours(app, name, viewer, image, data, dump: str | None = None, keep_widget: bool = False):
     """Run the widget ``name`` until its result is shown; the gaps while computing and while showing."""
     widget, runner, start = _start(name, viewer, image, data)
     viewer.window.add_dock_widget(widget)
@@ -295,6 +305,8 @@ def _measure_ours(app, name, viewer, image, data, dump: str | None = None) -> tu
         "job_s": round(arrived["t"] - t0, 3),
         "wall_s": round(time.perf_counter() - t0, 3),
     }
+    if keep_widget:
+        return widget, runner
     added = [layer for layer in viewer.layers if id(layer) not in before]
     if name == "classify":  # classify adds no layer: it colours the picks; napari's cost of adding them coloured
         added = [viewer.layers["picks"]]
@@ -324,6 +336,38 @@ def _measure_napari(app, viewer, specs: list) -> dict:
     return {**meter.summary(), "wall_s": round(time.perf_counter() - t0, 3)}
 
 
+def _measure_rethreshold(app, viewer, widget, runner, post: dict) -> dict:
+    """The longest gaps while ``post`` settings are re-applied: in the worker (now), then on the GUI thread."""
+    from tomolens._widgets._layers import place_layer
+
+    panel = widget.params if hasattr(widget, "runner") and runner is widget.runner else widget.predict_params
+    out = {}
+    for where in ("worker", "gui_thread_before"):
+        meter = GapMeter()
+        meter.start()
+        t0 = time.perf_counter()
+        if where == "worker":
+            for key, value in post.items():  # one change after the other, as a user makes them
+                panel.controls[key].value = value
+        else:  # what reapply did before: compute and place on the GUI thread, in one call
+            widget.result = widget.result.reapply(**post)
+            if hasattr(widget, "_source_name"):
+                from tomolens._widgets.detect import detection_layers
+
+                layers = detection_layers(widget.result, widget._source_name)
+            else:
+                from tomolens._widgets.segment import segmentation_layers
+
+                layers = segmentation_layers(widget.result, widget._source, probabilities=False)
+            for layer in layers:
+                place_layer(viewer, layer)
+        _wait(app, lambda: not runner.running, 600)
+        _pump(app, 0.3)
+        meter.stop()
+        out[where] = {**meter.summary(), "wall_s": round(time.perf_counter() - t0 - 0.3, 3)}
+    return out
+
+
 def measure(name: str, napari_first: bool, dump: str | None = None) -> None:
     """One measurement in a fresh viewer (this process); prints one JSON row."""
     import napari
@@ -332,6 +376,7 @@ def measure(name: str, napari_first: bool, dump: str | None = None) -> None:
 
     from tomolens._widgets._runner import warm_layer_imports
 
+    rethreshold_name, (name, post) = name, RETHRESHOLD.get(name, (name, None))
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     warm_layer_imports()  # as every job's worker does before the job; here also for the by-hand baseline
     data = _data()
@@ -352,6 +397,11 @@ def measure(name: str, napari_first: bool, dump: str | None = None) -> None:
         specs = _specs_without_gui(name, image, data)
         row["napari"] = _measure_napari(app, viewer, specs)
         _pump(app, 0.3)
+    if post is not None:
+        widget, runner = _measure_ours(app, name, viewer, image, data, dump, keep_widget=True)
+        row = {"widget": rethreshold_name, "settings": post, "load_average_1min": row["load_average_1min"]}
+        row.update(_measure_rethreshold(app, viewer, widget, runner, post))
+        os._exit(print(json.dumps(row), flush=True) or 0)
     ours, specs = _measure_ours(app, name, viewer, image, data, dump)
     row.update(ours)
     row["layers"] = [f"{kind} {tuple(np.shape(d))}" for d, _, kind in specs]
@@ -381,11 +431,17 @@ def _specs_without_gui(name: str, image, data) -> list:
 
 
 def _rows_table(rows: list[dict]) -> str:
-    lines = [f"{'widget':<11} {'napari 1st':<10} {'computing':>9} {'showing':>8} {'napari':>7}  load"]
+    lines = [f"{'widget':<20} {'napari 1st':<10} {'computing':>9} {'showing':>8} {'napari':>7}  load"]
     for r in rows:
+        if "worker" in r:  # a re-threshold row: now (worker) and before (GUI thread)
+            lines.append(
+                f"{r['widget']:<20} {'':<10} {'worker':>9} {r['worker']['longest_gap_s']:>8.3f} "
+                f"{r['gui_thread_before']['longest_gap_s']:>7.3f}  {r['load_average_1min']}  (last: GUI thread before)"
+            )
+            continue
         napari_gap = r.get("napari", {}).get("longest_gap_s", float("nan"))
         lines.append(
-            f"{r['widget']:<11} {str(r['napari_first']):<10} {r['computing']['longest_gap_s']:>9.3f} "
+            f"{r['widget']:<20} {str(r['napari_first']):<10} {r['computing']['longest_gap_s']:>9.3f} "
             f"{r['showing']['longest_gap_s']:>8.3f} {napari_gap:>7.3f}  {r['load_average_1min']}"
         )
     return "\n".join(lines)
@@ -393,7 +449,7 @@ def _rows_table(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--widgets", nargs="+", default=list(WIDGETS), choices=WIDGETS + ("at_once",))
+    parser.add_argument("--widgets", nargs="+", default=list(WIDGETS), choices=WIDGETS + ("at_once", *RETHRESHOLD))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument(
         "--napari-first", action="store_true", help="alternate: every other repeat adds napari's layers first"

@@ -149,3 +149,33 @@ def test_warming_fills_vispys_dash_pattern_cache_off_the_gui_thread():
     warm_layer_imports()  # what every job's worker runs first
     # the 13 patterns the first Labels layer's polygon overlay would otherwise compute on the GUI thread
     assert dash_atlas._make_pattern.cache_info().currsize == 13
+
+
+def test_start_latest_runs_now_or_after_the_running_job_and_keeps_only_the_last_request(qtbot, qapp):
+    from tomolens._widgets._runner import computing
+
+    runner = JobRunner("Run")
+    started, shown = [], []
+
+    def request(value):
+        def make_job():
+            started.append(value)
+            return computing(f"value {value}", lambda: value)
+
+        runner.start_latest(make_job, shown.append)
+
+    runner.start(_slow(1, 0.5), shown.append)  # a running job
+    for value in (1, 2, 3):  # three requests while it runs: only the last one waits
+        request(value)
+    assert started == []
+    qtbot.waitUntil(lambda: shown == [1, 3] and not runner.running, timeout=10000)
+    assert started == [3]
+    request(4)  # nothing running: starts at once
+    assert started == [3, 4] and runner.running
+    qtbot.waitUntil(lambda: not runner.running, timeout=10000)
+    assert shown == [1, 3, 4]
+    runner.start(_slow(1, 0.5), shown.append)
+    request(5)
+    runner.cancel()  # Cancel also drops the waiting request
+    qtbot.waitUntil(lambda: not runner.running, timeout=10000)
+    assert started == [3, 4] and shown == [1, 3, 4]

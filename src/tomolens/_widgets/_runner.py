@@ -88,6 +88,14 @@ def warm_layer_imports() -> None:
     DashAtlas()
 
 
+def computing(message: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Generator[Progress, None, Any]:
+    """A one-step job: ``function(*args, **kwargs)`` run in the worker, with ``message`` as its progress text."""
+    yield Progress(0, 1, message)
+    result = function(*args, **kwargs)
+    yield Progress(1, 1, message)
+    return result
+
+
 def _closing(
     job: Generator[Progress, None, Any], prepare: Callable[[Any], Any] | None = None
 ) -> Generator[Progress, None, Any]:
@@ -131,6 +139,7 @@ class JobRunner(Container):
         super().__init__(widgets=[buttons, self.progress, self.status], labels=False)
         self.worker = None
         self.last_progress: Progress | None = None
+        self._queued: tuple | None = None
         self.cancel_button.changed.connect(self.cancel)
 
     def _tick(self) -> None:
@@ -143,10 +152,35 @@ class JobRunner(Container):
 
     def cancel(self) -> None:
         """Ask the running job to stop at its next yield."""
+        self._queued = None
         if self.worker is not None:
             self._clock.stop()
             self.status.value = "Cancelling…"
             self.worker.quit()
+
+    def start_latest(
+        self,
+        make_job: Callable[[], Generator[Progress, None, Any]],
+        on_result: Callable[[Any], Iterator[None] | None],
+        prepare: Callable[[Any], Any] | None = None,
+    ) -> None:
+        """Start a job now or, if one is running, as soon as it ends; only the latest waiting request is kept.
+
+        For work that follows a setting (re-applying thresholds to kept maps): dragging a value
+        through many steps computes the one it ends on, in the worker, never on the GUI thread.
+        ``make_job`` is called when the job starts, so it sees the state left by the job before it
+        (for example a new result).  Cancel drops the waiting request.
+        """
+        self._queued = (make_job, on_result, prepare)
+        if self.worker is None:
+            self._start_queued()
+
+    def _start_queued(self) -> None:
+        if self._queued is None or self.worker is not None:
+            return
+        make_job, on_result, prepare = self._queued
+        self._queued = None
+        self.start(make_job(), on_result, prepare=prepare)
 
     def start(
         self,
@@ -260,6 +294,7 @@ class JobRunner(Container):
             self.cancel_button.enabled = False
             if on_finish is not None:
                 on_finish()
+            self._start_queued()  # a request made while this job ran
 
         worker.yielded.connect(_yielded)
         worker.returned.connect(_returned)

@@ -17,7 +17,7 @@ from tomolens._widgets._model import FROM_FILE, chosen_model
 from tomolens._widgets._fields import show_whole_path
 from tomolens._widgets._layers import build_layer, place_layer
 from tomolens._widgets._params import ParamPanel
-from tomolens._widgets._runner import JobRunner
+from tomolens._widgets._runner import JobRunner, computing
 from tomolens._widgets.pr_plot import PrecisionRecallPlot
 from tomolens.detect.detector import DEFAULT_MODEL, DETECT_PARAMS, DetectionResult, detect_particles
 from tomolens.detect.postprocess import POSTPROCESS_PARAMS, card_postprocess_defaults, card_radius_A
@@ -334,9 +334,10 @@ class DetectWidget(Container):
             f"{result.params.get('polarity_decision', {}).get('message', '')}"
         )
 
-    def _update_layers(self) -> None:
-        for _ in self._layer_steps(detection_layers(self.result, self._source_name)):
-            pass
+    def _show_reapplied(self, prepared: tuple[DetectionResult, list]) -> Iterator[None]:
+        """Update the layers with a re-applied result (built in the worker), one per event-loop turn."""
+        self.result, layers = prepared
+        yield from self._layer_steps(layers)
 
     def _layer_steps(self, layers: list) -> Iterator[None]:
         """Create or update the mask, instances and centres layers, yielding after each, then the slab and the
@@ -353,7 +354,7 @@ class DetectWidget(Container):
         self.update_evaluation()
 
     def reapply(self, *_) -> None:
-        """Re-run post-processing on the kept probability maps (no network)."""
+        """Re-run post-processing on the kept probability maps (no network), in the worker."""
         if self.result is None:
             return
         try:
@@ -361,8 +362,12 @@ class DetectWidget(Container):
         except ValueError as err:
             show_warning(str(err))
             return
-        self.result = self.result.reapply(**post)
-        self._update_layers()
+        name = self._source_name
+        self.runner.start_latest(
+            lambda: computing("re-applying the post-processing to the kept maps", self.result.reapply, **post),
+            self._show_reapplied,
+            prepare=lambda result: (result, detection_layers(result, name)),
+        )
 
     def update_evaluation(self, *_) -> None:
         """Precision/recall/F1 of the current centres against the ground-truth layer."""

@@ -23,7 +23,7 @@ from tomolens._widgets._fields import show_whole_path
 from tomolens._widgets._painting import LossPlot
 from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._layers import build_layer, place_layer
-from tomolens._widgets._runner import JobRunner
+from tomolens._widgets._runner import JobRunner, computing
 from tomolens.models.card import read_card, resolve_model, shipped_models
 from tomolens.segment.labels import DEFAULT_CLASSES, check_painted_labels, label_value, parse_class_names
 from tomolens.segment.predict import (
@@ -313,11 +313,8 @@ class SegmentWidget(Container):
         counts = ", ".join(f"{n} {int(voxels[k])}" for k, n in enumerate(result.class_names[1:], 1))
         show_info(f"Segmented {self._source}: voxels {counts}. {result.info.get('polarity', {}).get('message', '')}")
 
-    def _update_labels(self) -> None:
-        place_layer(self.viewer, segmentation_layers(self.result, self._source, probabilities=False)[0])
-
     def reapply(self, *_) -> None:
-        """Re-apply threshold and clean-up on the kept probabilities (no network)."""
+        """Re-apply threshold and clean-up on the kept probabilities (no network), in the worker."""
         if self.result is None:
             return
         try:
@@ -325,8 +322,20 @@ class SegmentWidget(Container):
         except ValueError as err:
             show_warning(str(err))
             return
-        self.result = self.result.reapply(**{p.name: values[p.name] for p in POSTPROCESS_PARAMS})
-        self._update_labels()
+        post = {p.name: values[p.name] for p in POSTPROCESS_PARAMS}
+        source = self._source
+        self.predict_runner.start_latest(
+            lambda: computing("re-applying the threshold and clean-up", self.result.reapply, **post),
+            self._show_reapplied,
+            prepare=lambda result: (result, segmentation_layers(result, source, probabilities=False)),
+        )
+
+    def _show_reapplied(self, prepared: tuple[SegmentationResult, list]) -> Iterator[None]:
+        """Update the segmentation layer with a re-applied result (built in the worker)."""
+        self.result, layers = prepared
+        for layer in layers:
+            place_layer(self.viewer, layer)
+            yield
 
 
 def class_voxels(result: SegmentationResult) -> np.ndarray:
