@@ -51,9 +51,10 @@ def build_layer(data: Any, kwargs: dict, kind: str) -> napari.layers.Layer:
 def place_layer(viewer: napari.viewer.Viewer, layer: napari.layers.Layer) -> tuple[napari.layers.Layer, bool]:
     """Show ``layer`` in ``viewer``: update a layer of the same name and type in place, else append it.
 
-    An update copies the data (and for Points the features, sizes and face colours, for Images the contrast limits) and the
-    metadata into the existing layer, keeping the user's display settings and avoiding napari's
-    remove-and-add crash (napari#6472, docs/file_safety.md).  Call on the GUI thread.
+    An update copies the data (and for Points the features, sizes and face colours, for Images
+    the contrast limits) and the metadata into the existing layer, keeping the user's other
+    display settings and avoiding napari's remove-and-add crash (napari#6472,
+    docs/file_safety.md).  Call on the GUI thread.
 
     Returns
     -------

@@ -11,7 +11,9 @@ function is run one step per event-loop turn (each ``yield`` hands the GUI back,
 between two layers, so that adding a result never blocks napari for the sum of its layers),
 and the job counts as running until its last step.  An optional ``prepare`` function runs in the
 worker on the job's result before it is delivered, so that work such as building napari layer
-objects (:mod:`tomolens._widgets._layers`) stays off the GUI thread.
+objects (:mod:`tomolens._widgets._layers`) stays off the GUI thread.  ``start_latest`` runs work
+that follows a setting (re-applying thresholds) in the worker too: now, or after the running
+job, keeping only the latest request.
 """
 
 from __future__ import annotations

@@ -354,7 +354,7 @@ def orientation_layers(result, meta: dict) -> list[napari.layers.Layer]:
 
     Parameters
     ----------
-    result : tomolens.orient.pipeline.RecoveryResult
+    result : tomolens.orient.pipeline.OrientationResult
         Quaternions (N, 4), errors in degrees (N,) or None, reconstruction (n, n, n) float32 or None.
     meta : dict
         ``name`` (the stack layer's), ``pixel`` (Å) and ``n`` (the image size in pixels).
