@@ -125,6 +125,9 @@ def test_subdivide_widget_plot_and_layer_selection_are_linked(scene, qtbot, tiny
     widget.averages_button.native.click()
     averages = [layer for layer in viewer.layers if layer.name.startswith("picks cluster")]
     assert len(averages) == 3 and averages[0].data.shape == (16, 16, 16)
+    widget.averages_button.native.click()  # again: the same layers, updated in place (no remove and re-add)
+    again = [layer for layer in viewer.layers if layer.name.startswith("picks cluster")]
+    assert len(again) == 3 and all(a is b for a, b in zip(again, averages))
     assert widget.plot.n_points == len(points.data)
 
     # plot → layer: a rubber band around the dots of particles 0 and 1 selects exactly them

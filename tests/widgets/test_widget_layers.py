@@ -44,10 +44,13 @@ def test_place_layer_appends_then_updates_in_place(make_napari_viewer):
     assert not updated and viewer.layers["r labels"] is labels
     labels.opacity = 0.8  # the user's display setting survives a re-run
     second = first * 2
-    again, updated = place_layer(viewer, build_layer(second, {"name": "r labels", "metadata": {"run": 2}}, "labels"))
+    spec = {"name": "r labels", "metadata": {"run": 2}, "scale": (2.0, 2.0, 2.0), "translate": (1.0, 0.0, 0.0)}
+    again, updated = place_layer(viewer, build_layer(second, spec, "labels"))
     assert updated and again is labels and len(viewer.layers) == 1
     np.testing.assert_array_equal(labels.data, second)
     assert labels.opacity == 0.8 and labels.metadata["run"] == 2
+    np.testing.assert_allclose(labels.scale, 2.0)  # the new result's grid
+    np.testing.assert_allclose(labels.translate, (1.0, 0.0, 0.0))
 
     features = pd.DataFrame({"score": [0.1, 0.9]})
     spec = {"name": "r points", "features": features, "size": 3.0, "face_color": "score", "face_colormap": "viridis"}

@@ -51,9 +51,9 @@ def build_layer(data: Any, kwargs: dict, kind: str) -> napari.layers.Layer:
 def place_layer(viewer: napari.viewer.Viewer, layer: napari.layers.Layer) -> tuple[napari.layers.Layer, bool]:
     """Show ``layer`` in ``viewer``: update a layer of the same name and type in place, else append it.
 
-    An update copies the data (and for Points the features, sizes and face colours, for Images
-    the contrast limits) and the metadata into the existing layer, keeping the user's other
-    display settings and avoiding napari's remove-and-add crash (napari#6472,
+    An update copies the scale, translation, units, data (and for Points the features, sizes and
+    face colours, for Images the contrast limits) and the metadata into the existing layer,
+    keeping the user's other display settings and avoiding napari's remove-and-add crash (napari#6472,
     docs/file_safety.md).  Call on the GUI thread.
 
     Returns
@@ -66,6 +66,9 @@ def place_layer(viewer: napari.viewer.Viewer, layer: napari.layers.Layer) -> tup
     if old is None or type(old) is not type(layer):
         viewer.layers.append(layer)
         return layer, False
+    for placement in ("scale", "translate", "units"):  # the new result's grid (a re-run may change it)
+        if tuple(getattr(old, placement)) != tuple(getattr(layer, placement)):
+            setattr(old, placement, getattr(layer, placement))
     old.data = layer.data
     if isinstance(layer, napari.layers.Points):
         old.features = layer.features

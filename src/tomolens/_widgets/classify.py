@@ -24,6 +24,7 @@ from napari.utils.notifications import show_info, show_warning
 
 from tomolens._napari.layers import _CATEGORICAL, voxel_size_from_layer
 from tomolens._widgets._fields import show_whole_path
+from tomolens._widgets._layers import build_layer, place_layer
 from tomolens._widgets._painting import LossPlot
 from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner
@@ -377,18 +378,15 @@ class SubdivideWidget(Container):
         model_vs, vs = result.info.get("model_voxel_size_A"), result.info.get("voxel_size_A")
         if model_vs and vs and result.info.get("resampled_by", 1.0) != 1.0:  # averages are on the model's grid
             scale = tuple(s * model_vs / vs for s in scale)
-        for k, cube in result.averages.items():
-            name = f"{layer.name} cluster {k} average"
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
-            self.viewer.add_image(
-                cube,
-                name=name,
-                scale=scale,
-                units=image.units if image else None,
-                visible=False,
-                metadata={"cluster": k, "n": int(np.sum(result.features["cluster"] == k))},
-            )
+        for k, cube in result.averages.items():  # small cubes: built here; an earlier average is updated in place
+            spec = {
+                "name": f"{layer.name} cluster {k} average",
+                "scale": scale,
+                "units": image.units if image else None,
+                "visible": False,
+                "metadata": {"cluster": k, "n": int(np.sum(result.features["cluster"] == k))},
+            }
+            place_layer(self.viewer, build_layer(cube, spec, "image"))
 
     def link(self, layer) -> None:
         """Link the plot's selection with ``layer.selected_data`` both ways."""
