@@ -57,6 +57,25 @@ def test_classify_widget_features_colours_and_confidence_filter(scene, qtbot, ti
     assert 0 < points.shown.sum() < len(points.data) or np.all(f["confidence"] == threshold)
 
 
+def test_classification_is_shown_over_two_event_loop_turns(scene, tiny_model):
+    from tomolens._widgets.classify import ClassifyWidget, _snapshot
+    from tomolens.classify.predict import classify_points
+
+    viewer, image, points, names = scene
+    widget = ClassifyWidget(viewer)
+    widget.image_picker.value, widget.points_picker.value = image, points
+    tomo, coords, voxel = _snapshot(image, points)
+    result = run_job(classify_points(tomo, coords, tiny_model, voxel, device="cpu"))
+    widget.min_confidence.value = 0.99  # no confidence feature yet: nothing is hidden
+    steps = widget.show_classification(points, result)  # what the runner advances, one step per turn
+    next(steps)  # first turn: the features and colours on the layer
+    assert {"class", "confidence"} <= set(points.features.columns) and widget.summary.value == ""
+    assert points.shown.all()
+    assert list(steps) == []  # second turn: the summary and the confidence filter
+    assert f"{len(result.indices)} classified" in widget.summary.value
+    np.testing.assert_array_equal(points.shown, points.features["confidence"].to_numpy() >= 0.99)
+
+
 def test_classify_widget_trains_from_labelled_points(scene, qtbot, tmp_path):
     from tomolens._widgets.classify import ClassifyWidget
     from tomolens.models.card import read_card
@@ -106,6 +125,9 @@ def test_subdivide_widget_plot_and_layer_selection_are_linked(scene, qtbot, tiny
     widget.averages_button.native.click()
     averages = [layer for layer in viewer.layers if layer.name.startswith("picks cluster")]
     assert len(averages) == 3 and averages[0].data.shape == (16, 16, 16)
+    widget.averages_button.native.click()  # again: the same layers, updated in place (no remove and re-add)
+    again = [layer for layer in viewer.layers if layer.name.startswith("picks cluster")]
+    assert len(again) == 3 and all(a is b for a, b in zip(again, averages))
     assert widget.plot.n_points == len(points.data)
 
     # plot → layer: a rubber band around the dots of particles 0 and 1 selects exactly them

@@ -77,15 +77,22 @@ def test_detect_with_model_file_adds_layers_and_reapplies(widget, tiny_model, qt
         assert f"median {median:.0f} Å in this run" in w.radius_note.value
         assert f"tolerance {median / 2:.0f} Å" in w.evaluation.value
     w.params.controls["particle_radius_A"].value = 80.0
-    assert "80 Å, typed" in w.radius_note.value and "tolerance 40 Å" in w.evaluation.value
+    assert "80 Å, typed" in w.radius_note.value
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60000)  # re-applied in the worker
+    assert "tolerance 40 Å" in w.evaluation.value
     assert np.all(viewer.layers["tomo centres"].features["radius_A"] == 80.0)
     assert max(len(line) for line in w.evaluation.value.splitlines()) < 60  # does not widen the dock
-    # thresholds re-apply live from the kept maps: no new job is started
-    maps = w.result.prob_maps
+    # thresholds re-apply from the kept maps (no network) in the worker; only the last of a
+    # quick series of changes is computed, and the same layers are updated
+    maps, centres = w.result.prob_maps, viewer.layers["tomo centres"]
+    w.params.controls["centre_threshold"].value = 0.9
+    assert w.runner.running  # the GUI thread did not compute it
     w.params.controls["centre_threshold"].value = 1.0
-    assert not w.runner.running and w.result.prob_maps is maps
-    assert len(viewer.layers["tomo centres"].data) <= n_before
-    assert len(viewer.layers["tomo centres"].data) == 0
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60000)
+    assert w.result.prob_maps is maps and w.result.params["centre_threshold"] == 1.0
+    assert viewer.layers["tomo centres"] is centres
+    assert len(centres.data) <= n_before
+    assert len(centres.data) == 0
 
 
 def test_cancel_leaves_no_partial_layers(widget, tiny_model, qtbot):

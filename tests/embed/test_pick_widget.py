@@ -29,6 +29,12 @@ def test_pick_by_example_widget_live_threshold(make_napari_viewer, qtbot, classi
     widget.params.controls["threshold"].value = top  # live: re-picked from the stored map
     assert len(picks.data) == int(np.sum(scores >= top)) and np.all(picks.features["score"] >= top)
     assert widget.summary.value.startswith(f"{len(picks.data)} picks")
+    # a re-run with a finer stride updates the similarity layer in place (no remove and re-add), on its new grid
+    widget.params.controls["stride"].value = 4
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    assert viewer.layers["tomo similarity"] is sim and viewer.layers["tomo picks by example"] is picks
+    assert sim.data.shape == (16, 32, 32) and tuple(sim.scale) == (40.0, 40.0, 40.0)
 
 
 def test_pick_widget_refuses_an_empty_examples_layer(make_napari_viewer, monkeypatch):

@@ -121,3 +121,41 @@ def test_symmetry_chooser_suggestion_and_fsc_plot(orient_widget, qtbot):
     widget.fsc_plot.set_curve(fsc.frequency_per_A, fsc.fsc, "test")
     freq, corr = widget.fsc_plot.curve
     assert len(freq) == 11 and corr[0] > 0.9 and len(widget.fsc_plot.scene().items()) > 5
+
+
+def test_result_layers_are_built_off_the_viewer_and_placed_one_per_step(orient_widget):
+    from tomolens._widgets.orient import orientation_layers
+    from tomolens.orient.pipeline import OrientationResult
+
+    widget, viewer, tmp_path, vol = orient_widget
+    rng = np.random.default_rng(5)
+
+    def result(seed_errors):
+        quats = rng.normal(size=(40, 4))
+        quats /= np.linalg.norm(quats, axis=1, keepdims=True)
+        return OrientationResult(quats, np.full(40, seed_errors), vol.copy() * seed_errors, warnings=[])
+
+    meta = {"name": "stack", "pixel": 8.0, "n": 24, "has_truth": True}
+    widget._result_meta = dict(meta)
+    first = result(1.0)
+    layers = orientation_layers(first, meta)  # no viewer needed: what the worker runs
+    assert [layer.name for layer in layers] == ["stack orientations", "stack reconstruction"]
+    assert layers[1].contrast_limits[1] > layers[1].contrast_limits[0]
+    n_before = len(viewer.layers)
+    steps = widget.show_result((first, layers))
+    next(steps)  # first turn: the orientations only
+    assert "stack orientations" in viewer.layers and "stack reconstruction" not in viewer.layers
+    assert widget.summary.value == ""
+    next(steps)  # second turn: the slab as thick as the sphere (24 pixels of 8 Å)
+    assert max(viewer.dims.thickness) >= 24 * 8.0 and "stack reconstruction" not in viewer.layers
+    next(steps)  # third turn: the reconstruction
+    assert "stack reconstruction" in viewer.layers
+    assert list(steps) == [] and "40 orientations" in widget.summary.value
+    points, recon = viewer.layers["stack orientations"], viewer.layers["stack reconstruction"]
+    # a second run updates the two layers in place instead of adding "stack orientations [1]"
+    second = result(2.0)
+    list(widget.show_result((second, orientation_layers(second, meta))))
+    assert len(viewer.layers) == n_before + 2
+    assert viewer.layers["stack orientations"] is points and viewer.layers["stack reconstruction"] is recon
+    np.testing.assert_allclose(recon.data, vol * 2.0)
+    np.testing.assert_allclose(points.features["error_deg"], 2.0)

@@ -83,9 +83,13 @@ def test_paint_train_predict_and_rethreshold(setup, qtbot, tmp_path):
         prob = viewer.layers[f"toy P({name})"]
         assert prob.data.shape == classes.shape and 0 <= prob.data.min() and prob.data.max() <= 1
     np.testing.assert_allclose(seg.scale, (10.0,) * 3)
-    widget.predict_params.controls["threshold"].value = 0.01  # live, no network
+    widget.predict_params.controls["threshold"].value = 0.01  # no network, in the worker
+    assert widget.predict_runner.running
+    qtbot.waitUntil(lambda: not widget.predict_runner.running, timeout=60000)
     low = int((viewer.layers["toy segmentation"].data > 0).sum())
     widget.predict_params.controls["threshold"].value = 0.99
+    qtbot.waitUntil(lambda: not widget.predict_runner.running, timeout=60000)
+    assert viewer.layers["toy segmentation"] is seg  # updated in place
     high = int((viewer.layers["toy segmentation"].data > 0).sum())
     assert low > high and low > 0
     widget.class_names.value = "background, membrane"  # the model has three classes

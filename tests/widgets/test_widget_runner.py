@@ -105,3 +105,77 @@ def test_a_job_imports_napari_lazy_layer_modules_in_its_worker(qtbot, qapp, tmp_
     assert got == [7] and runner.status.value == "Done"
     probe = sys.modules["tomolens_warm_probe"]
     assert probe.THREAD is not threading.main_thread()  # imported by the worker, not the GUI thread
+
+
+def test_prepare_runs_in_the_worker_and_its_value_reaches_the_handler(qtbot, qapp):
+    import threading
+
+    runner = JobRunner("Run")
+    threads, got = [], []
+
+    def prepare(result):
+        threads.append(threading.current_thread())
+        return result, result * 2
+
+    runner.start(_job(21), got.append, prepare=prepare)
+    qtbot.waitUntil(lambda: not runner.running, timeout=10000)
+    assert got == [(21, 42)] and runner.status.value == "Done"
+    assert threads and threads[0] is not threading.main_thread()
+
+
+def test_prepare_error_is_reported_as_a_failed_job(qtbot, qapp, monkeypatch):
+    import tomolens._widgets._runner as module
+
+    shown = []
+    monkeypatch.setattr(module, "show_error", shown.append)
+    runner = JobRunner("Run", title="Thing")
+    got = []
+
+    def prepare(result):
+        raise ValueError("cannot build the layer")
+
+    runner.start(_job(1), got.append, prepare=prepare)
+    qtbot.waitUntil(lambda: not runner.running, timeout=10000)
+    assert got == [] and shown == ["Thing failed: cannot build the layer"]
+    assert runner.run_button.enabled
+
+
+def test_warming_fills_vispys_dash_pattern_cache_off_the_gui_thread():
+    from vispy.visuals.line import dash_atlas
+
+    from tomolens._widgets._runner import warm_layer_imports
+
+    dash_atlas._make_pattern.cache_clear()
+    warm_layer_imports()  # what every job's worker runs first
+    # the 13 patterns the first Labels layer's polygon overlay would otherwise compute on the GUI thread
+    assert dash_atlas._make_pattern.cache_info().currsize == 13
+
+
+def test_start_latest_runs_now_or_after_the_running_job_and_keeps_only_the_last_request(qtbot, qapp):
+    from tomolens._widgets._runner import computing
+
+    runner = JobRunner("Run")
+    started, shown = [], []
+
+    def request(value):
+        def make_job():
+            started.append(value)
+            return computing(f"value {value}", lambda: value)
+
+        runner.start_latest(make_job, shown.append)
+
+    runner.start(_slow(1, 0.5), shown.append)  # a running job
+    for value in (1, 2, 3):  # three requests while it runs: only the last one waits
+        request(value)
+    assert started == []
+    qtbot.waitUntil(lambda: shown == [1, 3] and not runner.running, timeout=10000)
+    assert started == [3]
+    request(4)  # nothing running: starts at once
+    assert started == [3, 4] and runner.running
+    qtbot.waitUntil(lambda: not runner.running, timeout=10000)
+    assert shown == [1, 3, 4]
+    runner.start(_slow(1, 0.5), shown.append)
+    request(5)
+    runner.cancel()  # Cancel also drops the waiting request
+    qtbot.waitUntil(lambda: not runner.running, timeout=10000)
+    assert started == [3, 4] and shown == [1, 3, 4]

@@ -43,6 +43,14 @@ def test_binning_job_adds_binned_layer(widget_and_viewer, qtbot):
     np.testing.assert_allclose(binned.scale, (20.0, 20.0, 20.0))
     np.testing.assert_allclose(binned.data[0, 0, 0], layer.data[:2, :2, :2].mean(), rtol=1e-5)
     assert widget.runner.progress.value == 1000 and widget.runner.run_button.enabled
+    # binning again updates the binned layer in place (built in the worker, placed on the GUI thread)
+    n_layers = len(viewer.layers)
+    layer.data = layer.data * 2
+    widget.start_binning()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=20000)
+    assert len(viewer.layers) == n_layers and viewer.layers["tomo bin2"] is binned
+    np.testing.assert_allclose(binned.data[0, 0, 0], layer.data[:2, :2, :2].mean(), rtol=1e-5)
+    assert binned.contrast_limits[1] > binned.contrast_limits[0]
 
 
 def test_cancel_stops_binning_without_a_layer(widget_and_viewer, qtbot):
@@ -109,6 +117,13 @@ def test_display_filters_leave_the_data_alone(widget_and_viewer, qtbot):
     qtbot.waitUntil(lambda: not widget.filter_runner.running, timeout=20000)
     copy = viewer.layers["tomo display σ=20Å"]
     assert copy.metadata["display_only"] and copy.data.std() < 0.2 * layer.data.std()
+    n_layers, blurred = len(viewer.layers), copy.data.copy()
+    layer.data = layer.data * 3  # the data of the display copy only: restored below
+    widget.apply_display_filter()  # again: the copy is updated in place, not removed and added
+    qtbot.waitUntil(lambda: not widget.filter_runner.running, timeout=20000)
+    assert len(viewer.layers) == n_layers and viewer.layers["tomo display σ=20Å"] is copy
+    np.testing.assert_allclose(copy.data, blurred * 3, rtol=1e-4, atol=1e-6)
+    layer.data = before.copy()
     widget.display_filter.value = "none"
     widget.apply_display_filter()
     assert layer.projection_mode == "none"

@@ -9,7 +9,11 @@ notifications, warnings become warning notifications, and the Run button is disa
 while the job runs.  Result handlers run on the GUI thread; a handler that is a generator
 function is run one step per event-loop turn (each ``yield`` hands the GUI back, for example
 between two layers, so that adding a result never blocks napari for the sum of its layers),
-and the job counts as running until its last step.
+and the job counts as running until its last step.  An optional ``prepare`` function runs in the
+worker on the job's result before it is delivered, so that work such as building napari layer
+objects (:mod:`tomolens._widgets._layers`) stays off the GUI thread.  ``start_latest`` runs work
+that follows a setting (re-applying thresholds) in the worker too: now, or after the running
+job, keeping only the latest request.
 """
 
 from __future__ import annotations
@@ -65,23 +69,47 @@ LAZY_LAYER_MODULES = ("pandas", "pyarrow", "skimage.color", "skimage.exposure", 
 
 
 def warm_layer_imports() -> None:
-    """Import :data:`LAZY_LAYER_MODULES` that are not loaded yet (in the calling thread; missing ones skipped)."""
+    """Import :data:`LAZY_LAYER_MODULES` that are not loaded yet and fill vispy's dash-pattern cache.
+
+    Runs in the calling thread (a job's worker); missing modules are skipped.  The first line visual of a
+    session (the polygon overlay napari creates with the first Labels layer) computes vispy's 13 dash patterns
+    in Python loops, 0.08-0.12 s on the development machine; they are cached per process (``lru_cache``), so
+    building one ``DashAtlas`` here (numpy only, no OpenGL) takes that off the GUI thread.
+    """
     for name in LAZY_LAYER_MODULES:
         if name not in sys.modules:
             try:
                 importlib.import_module(name)
             except ImportError:
                 log.debug("%s is not installed: nothing to import ahead", name)
+    try:
+        from vispy.visuals.line.dash_atlas import DashAtlas
+    except ImportError:  # another vispy layout: nothing to fill ahead
+        log.debug("vispy has no DashAtlas here: no dash patterns to build ahead")
+        return
+    DashAtlas()
 
 
-def _closing(job: Generator[Progress, None, Any]) -> Generator[Progress, None, Any]:
-    """Delegate to ``job`` (after :func:`warm_layer_imports`) and close it when the worker stops early (Cancel)."""
+def computing(message: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Generator[Progress, None, Any]:
+    """A one-step job: ``function(*args, **kwargs)`` run in the worker, with ``message`` as its progress text."""
+    yield Progress(0, 1, message)
+    result = function(*args, **kwargs)
+    yield Progress(1, 1, message)
+    return result
+
+
+def _closing(
+    job: Generator[Progress, None, Any], prepare: Callable[[Any], Any] | None = None
+) -> Generator[Progress, None, Any]:
+    """Delegate to ``job`` (after :func:`warm_layer_imports`), then ``prepare`` its result, in the worker.
+
+    The job is closed when the worker stops early (Cancel)."""
     try:
         warm_layer_imports()
         result = yield from job
     finally:
         job.close()
-    return result
+    return result if prepare is None else prepare(result)
 
 
 class JobRunner(Container):
@@ -113,6 +141,7 @@ class JobRunner(Container):
         super().__init__(widgets=[buttons, self.progress, self.status], labels=False)
         self.worker = None
         self.last_progress: Progress | None = None
+        self._queued: tuple | None = None
         self.cancel_button.changed.connect(self.cancel)
 
     def _tick(self) -> None:
@@ -125,10 +154,35 @@ class JobRunner(Container):
 
     def cancel(self) -> None:
         """Ask the running job to stop at its next yield."""
+        self._queued = None
         if self.worker is not None:
             self._clock.stop()
             self.status.value = "Cancelling…"
             self.worker.quit()
+
+    def start_latest(
+        self,
+        make_job: Callable[[], Generator[Progress, None, Any]],
+        on_result: Callable[[Any], Iterator[None] | None],
+        prepare: Callable[[Any], Any] | None = None,
+    ) -> None:
+        """Start a job now or, if one is running, as soon as it ends; only the latest waiting request is kept.
+
+        For work that follows a setting (re-applying thresholds to kept maps): dragging a value
+        through many steps computes the one it ends on, in the worker, never on the GUI thread.
+        ``make_job`` is called when the job starts, so it sees the state left by the job before it
+        (for example a new result).  Cancel drops the waiting request.
+        """
+        self._queued = (make_job, on_result, prepare)
+        if self.worker is None:
+            self._start_queued()
+
+    def _start_queued(self) -> None:
+        if self._queued is None or self.worker is not None:
+            return
+        make_job, on_result, prepare = self._queued
+        self._queued = None
+        self.start(make_job(), on_result, prepare=prepare)
 
     def start(
         self,
@@ -136,6 +190,7 @@ class JobRunner(Container):
         on_result: Callable[[Any], Iterator[None] | None],
         on_progress: Callable[[Progress], None] | None = None,
         on_finish: Callable[[], None] | None = None,
+        prepare: Callable[[Any], Any] | None = None,
     ):
         """Run ``job`` in a worker thread.
 
@@ -152,6 +207,10 @@ class JobRunner(Container):
             Called on the GUI thread with each Progress (live plots).
         on_finish : callable, optional
             Called on the GUI thread when the job ends in any way.
+        prepare : callable, optional
+            Called in the worker thread with the job's return value once the job has finished;
+            what it returns is given to ``on_result`` instead (for example the result together
+            with the napari layer objects built from it).  Its errors are reported like the job's.
 
         Returns
         -------
@@ -160,7 +219,7 @@ class JobRunner(Container):
         if self.worker is not None:
             show_warning(f"{self.title} is already running; wait for it or press Cancel.")
             return None
-        worker = create_worker(_closing, job, _start_thread=False, _ignore_errors=True)
+        worker = create_worker(_closing, job, prepare, _start_thread=False, _ignore_errors=True)
         self.worker = worker
         self.run_button.enabled = False
         self.cancel_button.enabled = True
@@ -237,6 +296,7 @@ class JobRunner(Container):
             self.cancel_button.enabled = False
             if on_finish is not None:
                 on_finish()
+            self._start_queued()  # a request made while this job ran
 
         worker.yielded.connect(_yielded)
         worker.returned.connect(_returned)

@@ -13,6 +13,7 @@ adds them as Image layers), and a 2D embedding plot linked both ways to the Poin
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import napari
@@ -23,6 +24,7 @@ from napari.utils.notifications import show_info, show_warning
 
 from tomolens._napari.layers import _CATEGORICAL, voxel_size_from_layer
 from tomolens._widgets._fields import show_whole_path
+from tomolens._widgets._layers import build_layer, place_layer
 from tomolens._widgets._painting import LossPlot
 from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner
@@ -161,11 +163,13 @@ class ClassifyWidget(Container):
         )
         self.runner.start(job, lambda result: self.show_classification(layer, result))
 
-    def show_classification(self, layer, result) -> None:
-        """Put the classifier's output on the layer as features and colours."""
+    def show_classification(self, layer, result) -> Iterator[None]:
+        """Put the classifier's output on the layer as features and colours, then (next event-loop turn, the
+        runner advances this generator) the summary and the confidence filter."""
         merge_features(layer, result.features)
         layer.metadata["tomolens_classify"] = result.info
         colour_by(layer, "class")
+        yield
         counts = result.features["class"].astype(str).value_counts()
         self.summary.value = (
             f"{len(result.indices)} classified, {len(result.padded)} padded, "
@@ -334,16 +338,18 @@ class SubdivideWidget(Container):
         )
         self.runner.start(job, lambda result: self.show_result(layer, image, result))
 
-    def show_result(self, layer, image, result) -> None:
-        """Cluster feature and colours, the gallery of averages, embedding plot, selection link."""
+    def show_result(self, layer, image, result) -> Iterator[None]:
+        """Cluster feature and colours, the gallery of averages, embedding plot, selection link: one part per
+        event-loop turn (the runner advances this generator)."""
         self.result = result
         self._result_layers = (layer, image)
         merge_features(layer, result.features[["cluster"]])
         colour_by(layer, "cluster")
-        clusters_all = result.features["cluster"].to_numpy()
-        self.gallery.set_averages(result.averages, {k: int(np.sum(clusters_all == k)) for k in result.averages})
-        self.averages_button.enabled = bool(result.averages)
+        yield
         clusters = result.features["cluster"].to_numpy()
+        self.gallery.set_averages(result.averages, {k: int(np.sum(clusters == k)) for k in result.averages})
+        self.averages_button.enabled = bool(result.averages)
+        yield
         colours = [_CATEGORICAL[c % len(_CATEGORICAL)] if c >= 0 else "#999999" for c in clusters]
         tips = [f"particle {i}, cluster {c}" for i, c in enumerate(clusters)]
         self.plot.set_data(result.embedding_2d, colours, tips)
@@ -372,18 +378,15 @@ class SubdivideWidget(Container):
         model_vs, vs = result.info.get("model_voxel_size_A"), result.info.get("voxel_size_A")
         if model_vs and vs and result.info.get("resampled_by", 1.0) != 1.0:  # averages are on the model's grid
             scale = tuple(s * model_vs / vs for s in scale)
-        for k, cube in result.averages.items():
-            name = f"{layer.name} cluster {k} average"
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
-            self.viewer.add_image(
-                cube,
-                name=name,
-                scale=scale,
-                units=image.units if image else None,
-                visible=False,
-                metadata={"cluster": k, "n": int(np.sum(result.features["cluster"] == k))},
-            )
+        for k, cube in result.averages.items():  # small cubes: built here; an earlier average is updated in place
+            spec = {
+                "name": f"{layer.name} cluster {k} average",
+                "scale": scale,
+                "units": image.units if image else None,
+                "visible": False,
+                "metadata": {"cluster": k, "n": int(np.sum(result.features["cluster"] == k))},
+            }
+            place_layer(self.viewer, build_layer(cube, spec, "image"))
 
     def link(self, layer) -> None:
         """Link the plot's selection with ``layer.selected_data`` both ways."""

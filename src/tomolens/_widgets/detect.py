@@ -15,8 +15,9 @@ from napari.utils.notifications import show_info, show_warning
 from tomolens._napari.layers import points_layer_data, scale_kwargs, show_particles_in_slab, voxel_size_from_layer
 from tomolens._widgets._model import FROM_FILE, chosen_model
 from tomolens._widgets._fields import show_whole_path
+from tomolens._widgets._layers import build_layer, place_layer
 from tomolens._widgets._params import ParamPanel
-from tomolens._widgets._runner import JobRunner
+from tomolens._widgets._runner import JobRunner, computing
 from tomolens._widgets.pr_plot import PrecisionRecallPlot
 from tomolens.detect.detector import DEFAULT_MODEL, DETECT_PARAMS, DetectionResult, detect_particles
 from tomolens.detect.postprocess import POSTPROCESS_PARAMS, card_postprocess_defaults, card_radius_A
@@ -316,58 +317,44 @@ class DetectWidget(Container):
         self._source_in_A = vs is not None
         params = self.params.values()
         model = self.model_path()
-        self.runner.start(detect_particles(data, vs[-1] if vs else None, model=model, **params), self._show)
+        name = layer.name
+        self.runner.start(
+            detect_particles(data, vs[-1] if vs else None, model=model, **params),
+            self._show,
+            prepare=lambda result: (result, detection_layers(result, name)),
+        )
 
-    def _show(self, result: DetectionResult) -> Iterator[None]:
-        """Add the result's layers one per event-loop turn (the runner advances this generator)."""
+    def _show(self, prepared: tuple[DetectionResult, list]) -> Iterator[None]:
+        """Place the result's layers (built in the worker) one per event-loop turn (the runner advances this)."""
+        result, layers = prepared
         self.result = result
-        yield from self._layer_steps()
+        yield from self._layer_steps(layers)
         show_info(
             f"Detected {len(result.particles)} particles; "
             f"{result.params.get('polarity_decision', {}).get('message', '')}"
         )
 
-    def _update_layers(self) -> None:
-        for _ in self._layer_steps():
-            pass
+    def _show_reapplied(self, prepared: tuple[DetectionResult, list]) -> Iterator[None]:
+        """Update the layers with a re-applied result (built in the worker), one per event-loop turn."""
+        self.result, layers = prepared
+        yield from self._layer_steps(layers)
 
-    def _layer_steps(self) -> Iterator[None]:
-        """Create or update the mask, instances and centres layers, yielding after each."""
-        r = self.result
-        if r is None:
-            return
-        name = self._source_name
-        scale = scale_kwargs(r.voxel_size_A, 3)
-        for suffix, data in (("mask", r.mask), ("instances", r.instances)):
-            key = f"{name} {suffix}"
-            if key in self.viewer.layers:
-                self.viewer.layers[key].data = data
-            else:
-                self.viewer.add_labels(data, name=key, opacity=0.4, visible=suffix == "instances", **scale)
-            self.viewer.layers[key].metadata["tomolens"] = provenance(r.params)
+    def _layer_steps(self, layers: list) -> Iterator[None]:
+        """Create or update the mask, instances and centres layers, yielding after each, then the slab and the
+        evaluation."""
+        for layer in layers:
+            placed, updated = place_layer(self.viewer, layer)
+            if updated and isinstance(placed, napari.layers.Points) and len(placed.data):
+                placed.face_colormap = "viridis"  # the new features: colour them again
+                placed.face_color = "score"
             yield
-        data, kwargs, _ = points_layer_data(r.particles, name=f"{name} centres", color_by=None)
-        key = kwargs["name"]
-        kwargs.pop("face_color", None), kwargs.pop("face_colormap", None), kwargs.pop("face_color_cycle", None)
-        if key in self.viewer.layers:
-            # update in place: removing and re-adding Points after Labels can crash napari's OpenGL
-            # drawing (SIGSEGV in glDrawArrays, napari#6472; see docs/file_safety.md)
-            layer = self.viewer.layers[key]
-            layer.data = data
-            layer.features = kwargs["features"]
-        else:
-            layer = self.viewer.add_points(data, **kwargs)
-        layer.metadata["tomolens"] = provenance(r.params)
-        if len(data):
-            layer.face_colormap = "viridis"
-            layer.face_color = "score"
-            if self._source_in_A:  # the slab is in Å: only for layers scaled in Å
-                show_particles_in_slab(self.viewer, 2 * (self.radius_A() or 0))
+        if len(self.result.particles) and self._source_in_A:  # the slab is in Å: only for layers scaled in Å
+            show_particles_in_slab(self.viewer, 2 * (self.radius_A() or 0))
         self._show_radius_source()
         self.update_evaluation()
 
     def reapply(self, *_) -> None:
-        """Re-run post-processing on the kept probability maps (no network)."""
+        """Re-run post-processing on the kept probability maps (no network), in the worker."""
         if self.result is None:
             return
         try:
@@ -375,8 +362,12 @@ class DetectWidget(Container):
         except ValueError as err:
             show_warning(str(err))
             return
-        self.result = self.result.reapply(**post)
-        self._update_layers()
+        name = self._source_name
+        self.runner.start_latest(
+            lambda: computing("re-applying the post-processing to the kept maps", self.result.reapply, **post),
+            self._show_reapplied,
+            prepare=lambda result: (result, detection_layers(result, name)),
+        )
 
     def update_evaluation(self, *_) -> None:
         """Precision/recall/F1 of the current centres against the ground-truth layer."""
@@ -550,6 +541,30 @@ class DetectWidget(Container):
         self.model_file.value = str(path)
         self.model_choice.value = FROM_FILE
         show_info(f"Model saved to {path}; it is now selected for detection.")
+
+
+def detection_layers(result: DetectionResult, name: str) -> list[napari.layers.Layer]:
+    """The mask and instances Labels and the centres Points of a detection, named after the tomogram ``name``.
+
+    Built without a viewer (:func:`tomolens._widgets._layers.build_layer`), so a worker thread can build them;
+    the centres are coloured by score.
+    """
+    scale = scale_kwargs(result.voxel_size_A, 3)
+    meta = {"tomolens": provenance(result.params)}
+    layers = [
+        build_layer(
+            data,
+            {"name": f"{name} {suffix}", "opacity": 0.4, "visible": suffix == "instances", "metadata": meta, **scale},
+            "labels",
+        )
+        for suffix, data in (("mask", result.mask), ("instances", result.instances))
+    ]
+    data, kwargs, kind = points_layer_data(result.particles, name=f"{name} centres", color_by=None)
+    kwargs["metadata"] = {**kwargs["metadata"], **meta}
+    if len(data):
+        kwargs.update(face_colormap="viridis", face_color="score")
+    layers.append(build_layer(data, kwargs, kind))
+    return layers
 
 
 def layer_points_in_voxels(points, image) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import napari
@@ -16,9 +17,9 @@ from qtpy.QtWidgets import QGraphicsScene, QGraphicsView
 from tomolens._napari.layers import ANGSTROM, show_particles_in_slab, voxel_size_from_layer
 from tomolens._widgets._model import FROM_FILE, chosen_model
 from tomolens._widgets._fields import show_whole_path
+from tomolens._widgets._layers import build_layer, place_layer
 from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner
-from tomolens.io.mrc import contrast_limits
 from tomolens.models.card import shipped_models
 from tomolens.orient.pipeline import DEFAULT_MODEL, RECOVER_PARAMS, TRAIN_PARAMS
 
@@ -253,7 +254,12 @@ class OrientationWidget(Container):
             return
         values = {"model": "unused", **self.panel.values()}
         self._result_meta = {"name": name, "pixel": pixel, "n": images.shape[1], "has_truth": truth is not None}
-        self.runner.start(recover_from_stack(images, pixel, values, truth, reference, model=model), self.show_result)
+        meta = dict(self._result_meta)
+        self.runner.start(
+            recover_from_stack(images, pixel, values, truth, reference, model=model),
+            self.show_result,
+            prepare=lambda result: (result, orientation_layers(result, meta)),
+        )
 
     def suggest_symmetry(self, *_) -> None:
         """Measure the symmetry of the true map (or the last reconstruction) and set it (job)."""
@@ -290,43 +296,17 @@ class OrientationWidget(Container):
 
         self.symmetry_runner.start(detect_symmetry(volume), done)
 
-    def show_result(self, result) -> None:
-        """Add the orientations (Points on a sphere) and the reconstruction (Image)."""
-        from tomolens.orient.rotations import matrices
-
+    def show_result(self, prepared: tuple) -> Iterator[None]:
+        """Place the orientations (Points on a sphere), widen the slab, and place the reconstruction (Image), built
+        in the worker, one per event-loop turn (the runner advances this generator); then the summary and FSC."""
+        result, layers = prepared
         self.result = result
-        meta = self._result_meta
-        pixel, n = meta["pixel"], meta["n"]
-        radius = 0.5 * n
-        directions = matrices(result.quats)[:, 2, :]  # viewing directions Aᵀ e_z (x, y, z)
-        points = directions[:, ::-1] * radius + radius  # z, y, x in pixels around the box centre
-        features = {"index": np.arange(len(points))}
-        kwargs = {}
-        if result.errors_deg is not None:
-            features["error_deg"] = result.errors_deg
-            kwargs = {"face_color": "error_deg", "face_colormap": "viridis"}
-        # projection_mode "all" with a slab as thick as the sphere: in 2D every direction
-        # shows (the sphere seen along z); the 3D view (Ctrl+Y) shows the sphere itself.
-        self.viewer.add_points(
-            points,
-            name=f"{meta['name']} orientations",
-            features=features,
-            size=1.5,
-            scale=(pixel,) * 3,
-            units=(ANGSTROM,) * 3,
-            projection_mode="all",
-            **kwargs,
-        )
-        show_particles_in_slab(self.viewer, 2 * radius * pixel)
-        if result.reconstruction is not None:
-            self.viewer.add_image(
-                result.reconstruction,
-                name=f"{meta['name']} reconstruction",
-                scale=(pixel,) * 3,
-                units=(ANGSTROM,) * 3,
-                contrast_limits=contrast_limits(result.reconstruction),
-                projection_mode="none",
-            )
+        for layer in layers:
+            place_layer(self.viewer, layer)
+            yield
+            if isinstance(layer, napari.layers.Points):  # the slab re-slices every layer: a turn of its own
+                show_particles_in_slab(self.viewer, self._result_meta["n"] * self._result_meta["pixel"])
+                yield
         self.summary.value = result.summary()
         if result.fsc is not None:
             self.fsc_plot.set_curve(
@@ -367,3 +347,40 @@ class OrientationWidget(Container):
             show_info("Wrote " + ", ".join(written))
         else:
             show_warning("Choose where to write the STAR and/or the map.")
+
+
+def orientation_layers(result, meta: dict) -> list[napari.layers.Layer]:
+    """The viewing directions as Points on a sphere and, if there is one, the reconstruction as an Image.
+
+    Parameters
+    ----------
+    result : tomolens.orient.pipeline.OrientationResult
+        Quaternions (N, 4), errors in degrees (N,) or None, reconstruction (n, n, n) float32 or None.
+    meta : dict
+        ``name`` (the stack layer's), ``pixel`` (Å) and ``n`` (the image size in pixels).
+
+    Returns
+    -------
+    list of napari layers
+        Built without a viewer (:func:`tomolens._widgets._layers.build_layer`), for a worker thread.
+    """
+    from tomolens.orient.rotations import matrices
+
+    pixel, n = meta["pixel"], meta["n"]
+    radius = 0.5 * n
+    directions = matrices(result.quats)[:, 2, :]  # viewing directions Aᵀ e_z (x, y, z)
+    points = directions[:, ::-1] * radius + radius  # z, y, x in pixels around the box centre
+    features = {"index": np.arange(len(points))}
+    kwargs = {}
+    if result.errors_deg is not None:
+        features["error_deg"] = result.errors_deg
+        kwargs = {"face_color": "error_deg", "face_colormap": "viridis"}
+    # projection_mode "all" with a slab as thick as the sphere: in 2D every direction
+    # shows (the sphere seen along z); the 3D view (Ctrl+Y) shows the sphere itself.
+    scale = {"scale": (pixel,) * 3, "units": (ANGSTROM,) * 3}
+    spec = {"name": f"{meta['name']} orientations", "features": features, "size": 1.5, "projection_mode": "all"}
+    layers = [build_layer(points, {**spec, **scale, **kwargs}, "points")]
+    if result.reconstruction is not None:
+        image = {"name": f"{meta['name']} reconstruction", "projection_mode": "none", **scale}
+        layers.append(build_layer(result.reconstruction, image, "image"))
+    return layers

@@ -10,12 +10,14 @@ the similarity (first target) and a Points layer of the picks (features ``score`
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import napari
 import numpy as np
 from magicgui.widgets import Container, Label, create_widget
 from napari.utils.notifications import show_info, show_warning
 
+from tomolens._widgets._layers import build_layer, place_layer
 from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner
 from tomolens._widgets.classify import _snapshot, colour_by
@@ -65,7 +67,7 @@ class PickByExampleWidget(Container):
             return
         layer = self.examples_picker.value
         targets = layer.features["class"].astype(str).to_numpy() if "class" in layer.features else None
-        self._image = self.image_picker.value
+        self._image = image = self.image_picker.value
         job = similarity_to_examples(
             tomo,
             coords,
@@ -76,28 +78,27 @@ class PickByExampleWidget(Container):
             device=v["device"],
             polarity=v["polarity"],
         )
-        self.runner.start(job, self.show_result)
-
-    def show_result(self, result: SimilarityMap) -> None:
-        """Similarity Image layer and picks Points layer."""
-        self.result = result
-        image = self._image
-        scale = np.asarray(image.scale[-3:]) * result.step_voxels
-        name = f"{image.name} similarity"
-        if name in self.viewer.layers:
-            self.viewer.layers.remove(name)
-        self.viewer.add_image(
-            result.similarity[0],
-            name=name,
-            scale=tuple(scale),
-            translate=tuple(image.translate[-3:]),
-            units=image.units,
-            colormap="magma",
-            contrast_limits=(0.0, 1.0),
-            blending="additive",
-            opacity=0.6,
-            metadata={"tomolens": {"targets": result.targets, **result.info}},
+        spec = {
+            "name": f"{image.name} similarity",
+            "translate": tuple(image.translate[-3:]),
+            "units": image.units,
+            "colormap": "magma",
+            "contrast_limits": (0.0, 1.0),
+            "blending": "additive",
+            "opacity": 0.6,
+        }
+        image_scale = np.asarray(image.scale[-3:])
+        self.runner.start(
+            job, self.show_result, prepare=lambda result: (result, similarity_layer(result, image_scale, spec))
         )
+
+    def show_result(self, prepared: tuple) -> Iterator[None]:
+        """Similarity Image layer (built in the worker; updated in place on a re-run), then the picks Points
+        layer in the next event-loop turn (the runner advances this generator)."""
+        result, layer = prepared
+        self.result = result
+        place_layer(self.viewer, layer)
+        yield
         self.repick()
         agree = ", ".join(
             f"{t}: {a.min():.2f}-{a.max():.2f}" for t, a in zip(result.targets, result.example_similarity)
@@ -136,3 +137,14 @@ class PickByExampleWidget(Container):
         self.summary.value = f"{len(picks)} picks at similarity ≥ {v['threshold']:.2f}: " + ", ".join(
             f"{k}: {n}" for k, n in counts.items()
         )
+
+
+def similarity_layer(result: SimilarityMap, image_scale: np.ndarray, spec: dict) -> napari.layers.Image:
+    """The first target's similarity map as an Image layer on the tomogram's grid, without a viewer.
+
+    ``image_scale`` is the tomogram layer's (z, y, x) scale; the map has one voxel per
+    ``result.step_voxels`` tomogram voxels.  ``spec`` holds the name, colours and placement.
+    """
+    scale = tuple(np.asarray(image_scale, float) * result.step_voxels)
+    metadata = {"tomolens": {"targets": result.targets, **result.info}}
+    return build_layer(result.similarity[0], {**spec, "scale": scale, "metadata": metadata}, "image")

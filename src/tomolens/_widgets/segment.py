@@ -22,7 +22,8 @@ from tomolens._widgets._model import FROM_FILE, chosen_model
 from tomolens._widgets._fields import show_whole_path
 from tomolens._widgets._painting import LossPlot
 from tomolens._widgets._params import ParamPanel
-from tomolens._widgets._runner import JobRunner
+from tomolens._widgets._layers import build_layer, place_layer
+from tomolens._widgets._runner import JobRunner, computing
 from tomolens.models.card import read_card, resolve_model, shipped_models
 from tomolens.segment.labels import DEFAULT_CLASSES, check_painted_labels, label_value, parse_class_names
 from tomolens.segment.predict import (
@@ -279,50 +280,25 @@ class SegmentWidget(Container):
             return
         vs = voxel_size_from_layer(image.scale, image.units)
         self._source = image.name
+        source = image.name
         self.predict_runner.start(
-            segment_tomogram(image.data, vs[-1] if vs else None, model=model, class_names=names, **params), self._show
+            segment_tomogram(image.data, vs[-1] if vs else None, model=model, class_names=names, **params),
+            self._show,
+            prepare=lambda result: (result, segmentation_layers(result, source), class_voxels(result)),
         )
 
-    def _show(self, result: SegmentationResult) -> Iterator[None]:
-        """Add one layer per event-loop turn (the runner advances this generator)."""
+    def _show(self, prepared: tuple[SegmentationResult, list, np.ndarray]) -> Iterator[None]:
+        """Place one layer per event-loop turn (built in the worker; the runner advances this generator)."""
+        result, layers, voxels = prepared
         self.result = result
-        scale = scale_kwargs(result.voxel_size_A, 3)
-        for k, name in enumerate(result.class_names):
-            key = f"{self._source} P({name})"
-            if key in self.viewer.layers:
-                self.viewer.layers[key].data = result.probabilities[k]
-            else:
-                self.viewer.add_image(
-                    result.probabilities[k],
-                    name=key,
-                    colormap="inferno",
-                    blending="additive",
-                    contrast_limits=(0.0, 1.0),
-                    visible=False,
-                    **scale,
-                )
+        for layer in layers:
+            place_layer(self.viewer, layer)
             yield
-        self._update_labels()
-        yield
-        voxels = np.bincount(np.asarray(result.classes).ravel(), minlength=len(result.class_names))
         counts = ", ".join(f"{n} {int(voxels[k])}" for k, n in enumerate(result.class_names[1:], 1))
         show_info(f"Segmented {self._source}: voxels {counts}. {result.info.get('polarity', {}).get('message', '')}")
 
-    def _update_labels(self) -> None:
-        key = f"{self._source} segmentation"
-        if key in self.viewer.layers:
-            self.viewer.layers[key].data = self.result.labels
-        else:
-            self.viewer.add_labels(
-                self.result.labels,
-                name=key,
-                opacity=0.5,
-                colormap=class_colormap(),
-                **scale_kwargs(self.result.voxel_size_A, 3),
-            )
-
     def reapply(self, *_) -> None:
-        """Re-apply threshold and clean-up on the kept probabilities (no network)."""
+        """Re-apply threshold and clean-up on the kept probabilities (no network), in the worker."""
         if self.result is None:
             return
         try:
@@ -330,8 +306,43 @@ class SegmentWidget(Container):
         except ValueError as err:
             show_warning(str(err))
             return
-        self.result = self.result.reapply(**{p.name: values[p.name] for p in POSTPROCESS_PARAMS})
-        self._update_labels()
+        post = {p.name: values[p.name] for p in POSTPROCESS_PARAMS}
+        source = self._source
+        self.predict_runner.start_latest(
+            lambda: computing("re-applying the threshold and clean-up", self.result.reapply, **post),
+            self._show_reapplied,
+            prepare=lambda result: (result, segmentation_layers(result, source, probabilities=False)),
+        )
+
+    def _show_reapplied(self, prepared: tuple[SegmentationResult, list]) -> Iterator[None]:
+        """Update the segmentation layer with a re-applied result (built in the worker)."""
+        self.result, layers = prepared
+        for layer in layers:
+            place_layer(self.viewer, layer)
+            yield
+
+
+def class_voxels(result: SegmentationResult) -> np.ndarray:
+    """Voxels per class (int64, one per class name), counted in one ``bincount`` pass."""
+    return np.bincount(np.asarray(result.classes).ravel(), minlength=len(result.class_names))
+
+
+def segmentation_layers(
+    result: SegmentationResult, source: str, probabilities: bool = True
+) -> list[napari.layers.Layer]:
+    """One hidden Image per class probability (if ``probabilities``), then the segmentation Labels, named after
+    the tomogram ``source``; built without a viewer (:func:`tomolens._widgets._layers.build_layer`)."""
+    scale = scale_kwargs(result.voxel_size_A, 3)
+    layers = []
+    if probabilities:
+        style = {"colormap": "inferno", "blending": "additive", "contrast_limits": (0.0, 1.0), "visible": False}
+        for k, name in enumerate(result.class_names):
+            layers.append(
+                build_layer(result.probabilities[k], {"name": f"{source} P({name})", **style, **scale}, "image")
+            )
+    labels = {"name": f"{source} segmentation", "opacity": 0.5, "colormap": class_colormap(), **scale}
+    layers.append(build_layer(result.labels, labels, "labels"))
+    return layers
 
 
 __all__ = ["LossPlot", "SegmentWidget"]

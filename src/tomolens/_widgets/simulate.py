@@ -10,6 +10,7 @@ from napari.utils.notifications import show_error, show_info
 
 from tomolens._napari.layers import show_layer_particles
 from tomolens._napari.sample import simulation_layers
+from tomolens._widgets._layers import build_layer
 from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner
 from tomolens.simulate.cli import PARAMS, config_from_values
@@ -39,16 +40,22 @@ class SimulateWidget(Container):
             return
         n_runs = sum(1 for layer in self.viewer.layers if layer.name.startswith("simulated"))
         prefix = "simulated" if n_runs == 0 else f"simulated {n_runs // 4 + 1}"
-        self.runner.start(simulate_tomogram(cfg), lambda sim: self._add_layers(sim, prefix))
+        self.runner.start(
+            simulate_tomogram(cfg),
+            self._add_layers,
+            prepare=lambda sim: (sim, [build_layer(*spec) for spec in simulation_layers(sim, prefix=prefix)]),
+        )
 
-    def _add_layers(self, sim, prefix: str) -> Iterator[None]:
-        """Add the simulation's layers one per event-loop turn (the runner advances this generator)."""
+    def _add_layers(self, prepared: tuple) -> Iterator[None]:
+        """Add the simulation's layers (built in the worker) one per event-loop turn (the runner advances this)."""
+        sim, layers = prepared
         self.last_result = sim
-        for data, kwargs, kind in simulation_layers(sim, prefix=prefix):
-            layer = getattr(self.viewer, f"add_{kind}")(data, **kwargs)
-            if kind == "points":
-                show_layer_particles(self.viewer, layer)
+        for layer in layers:
+            self.viewer.layers.append(layer)
             yield
+            if isinstance(layer, napari.layers.Points):
+                show_layer_particles(self.viewer, layer)
+                yield
         text = (
             f"{len(sim.particles)} particles, volume fraction {sim.volume_fraction:.3f}, "
             f"SNR {sim.measured_snr:.3g} (on the {sim.snr_domain})"

@@ -19,6 +19,7 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButto
 from napari.utils.notifications import show_info, show_warning
 
 from tomolens._napari.layers import ANGSTROM, voxel_size_from_layer
+from tomolens._widgets._layers import build_layer, place_layer
 from tomolens._widgets._runner import JobRunner
 from tomolens.io.mrc import contrast_limits
 from tomolens.jobs import Progress
@@ -189,16 +190,13 @@ class TomogramWidget(Container):
         factor = int(self.bin_factor.value)
         data, scale, units, name = layer.data, tuple(layer.scale), layer.units, layer.name
 
-        def add_result(binned: np.ndarray) -> None:
-            self.viewer.add_image(
-                binned,
-                name=f"{name} bin{factor}",
-                scale=tuple(s * factor for s in scale),
-                units=units,
-                contrast_limits=contrast_limits(binned),
-            )
-
-        self.runner.start(bin_volume(data, factor), add_result)
+        spec = {"name": f"{name} bin{factor}", "scale": tuple(s * factor for s in scale), "units": units}
+        # the layer (with its contrast limits) is built in the worker; the GUI thread only places it
+        self.runner.start(
+            bin_volume(data, factor),
+            lambda layer: place_layer(self.viewer, layer),
+            prepare=lambda binned: build_layer(binned, spec, "image"),
+        )
 
     def reset_choices(self, *args) -> None:
         """Refresh the layer choices (napari calls this when layers change); measure a newly chosen tomogram."""
@@ -261,16 +259,10 @@ class TomogramWidget(Container):
         data, name, scale, units = layer.data, layer.name, tuple(layer.scale), layer.units
         key = f"{name} display σ={self.sigma_A.value:g}Å"
 
-        def add(filtered: np.ndarray) -> None:
-            if key in self.viewer.layers:
-                self.viewer.layers.remove(key)
-            self.viewer.add_image(
-                filtered,
-                name=key,
-                scale=scale,
-                units=units,
-                contrast_limits=contrast_limits(filtered),
-                metadata={"display_only": True, "source_layer": name},
-            )
-
-        self.filter_runner.start(low_pass(data, sigma), add)
+        spec = {"name": key, "scale": scale, "units": units, "metadata": {"display_only": True, "source_layer": name}}
+        # built in the worker; an earlier copy of the same name gets the new data in place
+        self.filter_runner.start(
+            low_pass(data, sigma),
+            lambda layer: place_layer(self.viewer, layer),
+            prepare=lambda filtered: build_layer(filtered, spec, "image"),
+        )
