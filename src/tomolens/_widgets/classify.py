@@ -30,9 +30,13 @@ from tomolens._widgets.classify_scatter import ScatterPlot
 from tomolens._widgets.cluster_gallery import ClusterGallery
 from tomolens.classify.predict import CLASSIFY_PARAMS, classify_points
 from tomolens.classify.train import TRAIN_PARAMS
+from tomolens.classify.unknown import UNKNOWN_CLASS
 from tomolens.cluster.subdivide import SUBDIVIDE_PARAMS, subdivide_points
 
 log = logging.getLogger(__name__)
+
+#: Colour of particles far from every training class (the plot's colour for unclustered ones).
+UNKNOWN_COLOUR = "#999999"
 
 
 def _points_voxel(points, image) -> float | None:
@@ -54,9 +58,19 @@ def _snapshot(image, points):
     return image.data, coords, _points_voxel(points, image)
 
 
-def colour_by(layer, column: str) -> None:
-    """Colour a Points layer by a categorical feature with the project's palette."""
-    layer.face_color_cycle = _CATEGORICAL
+def colour_by(layer, column: str, fixed: dict | None = None) -> None:
+    """Colour a Points layer by a categorical feature with the project's palette.
+
+    ``fixed`` maps values to their own colours (``{"unknown": UNKNOWN_COLOUR}``); the other
+    values take the palette in the order of the column's categories (or first appearance).
+    """
+    if fixed:
+        values = layer.features[column]
+        kinds = values.cat.categories if isinstance(values.dtype, pd.CategoricalDtype) else pd.unique(values)
+        others = [k for k in kinds if k not in fixed]
+        layer.face_color_cycle = {**{k: _CATEGORICAL[i % len(_CATEGORICAL)] for i, k in enumerate(others)}, **fixed}
+    else:
+        layer.face_color_cycle = _CATEGORICAL
     layer.face_color = column
     layer.refresh_colors(update_color_mapping=True)
 
@@ -158,6 +172,7 @@ class ClassifyWidget(Container):
             batch_size=values["batch_size"],
             device=values["device"],
             polarity=values["polarity"],
+            unknown_scale=values["unknown_scale"],
         )
         self.runner.start(job, lambda result: self.show_classification(layer, result))
 
@@ -165,12 +180,14 @@ class ClassifyWidget(Container):
         """Put the classifier's output on the layer as features and colours."""
         merge_features(layer, result.features)
         layer.metadata["tomolens_classify"] = result.info
-        colour_by(layer, "class")
+        colour_by(layer, "class", fixed={UNKNOWN_CLASS: UNKNOWN_COLOUR})
         counts = result.features["class"].astype(str).value_counts()
+        unknown = result.info["unknown"]
         self.summary.value = (
             f"{len(result.indices)} classified, {len(result.padded)} padded, "
-            f"{len(result.skipped)} skipped at the edge\n"
+            f"{len(result.skipped)} skipped at the edge, {unknown['n_unknown']} unknown\n"
             + ", ".join(f"{k or '(skipped)'}: {v}" for k, v in counts.items())
+            + f"\n{unknown['message']}"
             + f"\n{result.info['polarity']['message']}"
         )
         self.apply_confidence_filter()
@@ -329,6 +346,7 @@ class SubdivideWidget(Container):
             seed=v["seed"],
             device=v["device"],
             polarity=v["polarity"],
+            unknown_scale=v["unknown_scale"],
             features=v["features"],
             embed_model=v["embed_model"],
         )
@@ -344,7 +362,7 @@ class SubdivideWidget(Container):
         self.gallery.set_averages(result.averages, {k: int(np.sum(clusters_all == k)) for k in result.averages})
         self.averages_button.enabled = bool(result.averages)
         clusters = result.features["cluster"].to_numpy()
-        colours = [_CATEGORICAL[c % len(_CATEGORICAL)] if c >= 0 else "#999999" for c in clusters]
+        colours = [_CATEGORICAL[c % len(_CATEGORICAL)] if c >= 0 else UNKNOWN_COLOUR for c in clusters]
         tips = [f"particle {i}, cluster {c}" for i, c in enumerate(clusters)]
         self.plot.set_data(result.embedding_2d, colours, tips)
         self.link(layer)
