@@ -55,8 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data", default="", help="folder for the simulated datasets, reused (default: a temporary one)")
     p.add_argument("--unseen", default=",".join(UNSEEN), help="maps held out as never-seen structures")
     p.add_argument("--n-per-class", type=int, default=80, help="subtomograms per map")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--width", type=int, default=8, help="ResNet3DSmall width")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--width", type=int, default=16, help="ResNet3DSmall width")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--learning-rate", type=float, default=3e-3)
     p.add_argument("--threads", type=int, default=1)
@@ -107,12 +107,13 @@ def run_one(ds, unseen: list[str], args, seed: int, tmp: Path) -> dict:
     if stats is None:
         raise RuntimeError(note)
     seconds = time.monotonic() - t0
-    out = {}
-    for name, x in (("known", xte), ("unseen", x_unseen)):
-        logits, feats = predict_logits(model, x, 64, with_features=True)
-        out[name] = (softmax(logits.astype(np.float64)), stats.distances(feats))
+    out, feats = {}, {}
+    for name, x in (("train", xtr), ("val", xva), ("known", xte), ("unseen", x_unseen)):
+        logits, feats[name] = predict_logits(model, x, 64, with_features=True)
+        out[name] = (softmax(logits.astype(np.float64)), stats.distances(feats[name]))
     (p_known, d_known), (p_unseen, d_unseen) = out["known"], out["unseen"]
     flag_known, flag_unseen = d_known > stats.threshold, d_unseen > stats.threshold
+    q95 = float(np.quantile(out["val"][1], 0.95))  # a lower threshold a user can set with unknown_scale
     correct = p_known.argmax(1) == yte
     return {
         "seed": seed,
@@ -127,16 +128,56 @@ def run_one(ds, unseen: list[str], args, seed: int, tmp: Path) -> dict:
         "detection_rate": float(flag_unseen.mean()),
         "accuracy_known_all": float(correct.mean()),
         "accuracy_known_kept": float(correct[~flag_known].mean()) if (~flag_known).any() else math.nan,
+        "scale_at_val_q95": q95 / stats.threshold,
+        "false_alarm_rate_q95": float(np.mean(d_known > q95)),
+        "detection_rate_q95": float(np.mean(d_unseen > q95)),
         "auroc_distance": _auroc(d_known, d_unseen),
         "auroc_confidence": _auroc(-p_known.max(1), -p_unseen.max(1)),
         "median_confidence_unseen": float(np.median(p_unseen.max(1))),
+        "alternatives_auroc": alternatives(feats, ytr, yva, len(known), 4 * args.width),
         "card_floats": int(sum(np.asarray(v).size for v in card.extra["unknown"].values() if isinstance(v, list))),
     }
+
+
+def alternatives(feats: dict, y_train: np.ndarray, y_val: np.ndarray, n_classes: int, last: int) -> dict:
+    """Threshold-free AUROC (known test vs unseen) of other distances on the same features.
+
+    ``rank_K``: the shipped statistics with K leading eigenvectors (``rank_full``: the whole
+    shrunk covariance, too large for a card); ``last_stage``: only the ``last`` features of
+    the final stage (the classifier layer's input) instead of all three stages;
+    ``no_scales``: low rank without the per-feature scales; ``cosine``: 1 − the largest cosine
+    similarity to a class mean.
+    """
+    from tomolens.classify.unknown import fit_unknown_model
+
+    out = {}
+    dim = feats["train"].shape[1]
+    for name, rank, cols in (
+        ("rank_4", 4, slice(None)),
+        ("rank_16", 16, slice(None)),
+        ("rank_32", 32, slice(None)),
+        ("rank_full", dim, slice(None)),
+        ("last_stage", 16, slice(dim - last, None)),
+    ):
+        model = fit_unknown_model(feats["train"][:, cols], y_train, n_classes, feats["val"][:, cols], y_val, rank=rank)
+        out[name] = _auroc(model.distances(feats["known"][:, cols]), model.distances(feats["unseen"][:, cols]))
+    flat = fit_unknown_model(feats["train"], y_train, n_classes, feats["val"], y_val, scale_features=False)
+    out["no_scales"] = _auroc(flat.distances(feats["known"]), flat.distances(feats["unseen"]))
+    means = np.stack([feats["train"][y_train == c].mean(0) for c in range(n_classes)])
+    unit = means / np.linalg.norm(means, axis=1, keepdims=True)
+
+    def cosine(f):
+        return 1 - np.max(f @ unit.T / np.linalg.norm(f, axis=1, keepdims=True).clip(1e-12), axis=1)
+
+    out["cosine"] = _auroc(cosine(feats["known"]), cosine(feats["unseen"]))
+    return out
 
 
 FIGURES = {
     "false_alarm_rate": (100.0, " %", 1),
     "detection_rate": (100.0, " %", 1),
+    "false_alarm_rate_q95": (100.0, " %", 1),
+    "detection_rate_q95": (100.0, " %", 1),
     "accuracy_known_all": (100.0, " %", 1),
     "accuracy_known_kept": (100.0, " %", 1),
     "auroc_distance": (1.0, "", 3),

@@ -46,6 +46,7 @@ def test_train_classify_subdivide_cli(tmp_path, capsys):
     assert card.classes == sorted(kinds) and card.voxel_size_A == 10.0 and card.patch_size == [16] * 3
     assert card.metrics["test_n"] == 11 and card.metrics["test_accuracy"] >= 0.75
     assert card.training_command.startswith("tomolens")  # the engine records sys.argv
+    threshold = card.extra["unknown"]["threshold"]  # written by the training command itself
 
     unlabelled = tmp_path / "picks.star"
     write_coordinates(unlabelled, ParticleTable(centres, pd.DataFrame(index=range(len(centres))), 10.0))
@@ -66,8 +67,12 @@ def test_train_classify_subdivide_cli(tmp_path, capsys):
         == 0
     )
     out = read_coordinates(tmp_path / "cls.star")
-    assert {"class", "confidence", "prob_sphere", "prob_rod", "prob_ring"} <= set(out.features.columns)
+    assert {"class", "confidence", "prob_sphere", "prob_rod", "prob_ring", "ood_distance"} <= set(out.features.columns)
     assert np.mean(out.features["class"].astype(str).to_numpy() == names) >= 0.8
+    # the STAR file carries the unknown class exactly where the distance passes the card's threshold
+    far = out.features["ood_distance"].to_numpy(float) > threshold
+    np.testing.assert_array_equal(out.features["class"].astype(str).to_numpy() == "unknown", far)
+    assert f"{far.sum()} unknown: feature distance above" in capsys.readouterr().out
 
     assert (
         main(

@@ -271,7 +271,12 @@ class ClassifyWidget(Container):
             training_data=ds.source,
             metrics=metrics,
         )
-        return out, metrics
+        unknown = (
+            f"unknown detection: distance threshold {result.unknown['threshold']:.3g}"
+            if result.unknown
+            else result.unknown_note
+        )
+        return out, metrics, unknown
 
     def _show_epoch(self, progress) -> None:
         if not progress.info or "val_acc" not in progress.info:
@@ -285,10 +290,11 @@ class ClassifyWidget(Container):
         self.loss_plot.set_history(self.history)
 
     def _trained(self, result) -> None:
-        out, metrics = result
+        out, metrics, unknown = result
         self.last_training = result
         self.train_log.value += (
             f"\ntest accuracy {metrics['test_accuracy']:.3f} on {metrics['test_n']} held-out particles; saved {out}"
+            f"\n{unknown}"
         )
         self.params.controls["model"].value = str(Path(out).with_suffix(".pt"))
         show_info(f"Classifier saved to {out}")

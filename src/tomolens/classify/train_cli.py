@@ -253,6 +253,13 @@ def run_train(args: argparse.Namespace) -> int:
         metrics=metrics,
     )
     print(f"test accuracy {test['accuracy']:.3f} on {test['n']} held-out subtomograms")
+    if result.unknown:
+        print(
+            f"unknown detection: distance threshold {result.unknown['threshold']:.3g} "
+            f"({result.unknown['quantile']:g} quantile of {result.unknown['n_calibration']} validation subtomograms)"
+        )
+    else:
+        print(result.unknown_note)
     print(json.dumps({"confusion (rows true, columns predicted)": test["confusion"]}))
     print(f"wrote {weights} and {card}")
     return 0

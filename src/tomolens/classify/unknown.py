@@ -251,6 +251,7 @@ def fit_unknown_model(
     val_labels: np.ndarray,
     quantile: float = DEFAULT_QUANTILE,
     rank: int = DEFAULT_RANK,
+    scale_features: bool = True,
 ) -> UnknownModel:
     """Fit class means and a shrunk, low-rank shared covariance; calibrate the threshold.
 
@@ -270,6 +271,9 @@ def fit_unknown_model(
         Quantile of the validation distances that becomes the threshold (0 < q < 1).
     rank : int
         Leading eigenvectors kept (capped at F).
+    scale_features : bool
+        Divide every feature by its own within-class spread first (the default); False uses
+        one common scale, the plain probabilistic-PCA form (for comparison in benchmarks).
 
     Returns
     -------
@@ -299,6 +303,8 @@ def fit_unknown_model(
     means = np.stack([x[y == c].mean(axis=0) for c in range(n_classes)])
     centred = x - means[y]
     spread = np.sqrt(np.sum(centred**2, axis=0) / max(len(x) - n_classes, 1))
+    if not scale_features:
+        spread = np.full_like(spread, np.sqrt(np.mean(spread**2)))
     scales = np.maximum(spread, max(float(spread.max()) * 1e-6, 1e-12))  # a dead (always 0) feature
     cov, _ = ledoit_wolf(centred / scales, assume_centered=True)
     eigval, eigvec = np.linalg.eigh(cov)  # ascending
