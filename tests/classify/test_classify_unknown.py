@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from classify_phantoms import phantom_set
+from classify_phantoms import labelled_tomogram, phantom_set
 
 from tomolens.classify.predict import classify_points, features_table
 from tomolens.classify.unknown import (
@@ -118,39 +118,40 @@ def test_fit_refuses_too_little_data():
         fit_unknown_model(x, y, 3, np.zeros((20, 4)), np.zeros(20, int))
 
 
-def test_training_writes_statistics_that_prediction_reads(tmp_path, torch_one_thread):
+def test_training_writes_statistics_and_an_unseen_shape_is_called_unknown(tmp_path, torch_one_thread):
     from tomolens.classify.train import TrainConfig, save_classifier, train_classifier
 
-    names = ["sphere", "rod"]
-    xtr, ytr = phantom_set(names, 16, 16, seed=1)
-    xva, yva = phantom_set(names, 8, 16, seed=2)
-    cfg = TrainConfig(epochs=2, patience=2, batch_size=8, learning_rate=3e-3, device="cpu", arch_kwargs={"width": 4})
+    names = ["sphere", "rod", "ring"]
+    xtr, ytr = phantom_set(names, 20, 16, seed=11)
+    xva, yva = phantom_set(names, 5, 16, seed=12)
+    cfg = TrainConfig(epochs=5, patience=5, batch_size=8, learning_rate=3e-3, device="cpu", seed=11)
     result = run_job(train_classifier(xtr, ytr, xva, yva, names, cfg))
-    assert result.unknown["n_calibration"] == 16 and len(result.unknown["class_means"]) == 2
+    assert result.unknown["n_calibration"] == 15 and len(result.unknown["class_means"]) == 3
     save_classifier(result, str(tmp_path / "m.pt"), names, 10.0)
     _, card = load_model(tmp_path / "m.pt", expected_task="classify")
     stats, note = unknown_model_from_card(card)
-    assert note == "" and stats.feature_dim == 7 * 4 and stats.threshold > 0
+    assert note == "" and stats.feature_dim == 7 * 16 and stats.threshold > 0
 
-    tomo = np.zeros((16, 16, 48), np.float32)
-    tomo[:, :, :16], tomo[:, :, 16:32] = xva[0], xva[8]
-    tomo[:, :, 32:] = 50 * np.random.default_rng(0).standard_normal((16, 16, 16))  # nothing like the training
-    pts = np.array([[8, 8, 8], [8, 8, 24], [8, 8, 40]])
-    out = run_job(classify_points(tomo, pts, tmp_path / "m.pt", 10.0, polarity="bright", unknown_scale=1.0))
+    # a tomogram of the three trained shapes and a cross, a shape the classifier never saw
+    tomo, centres, truth = labelled_tomogram([*names, "cross"], 6, 16, seed=31)
+    out = run_job(classify_points(tomo, centres, tmp_path / "m.pt", 10.0, polarity="bright"))
     dist = out.features["ood_distance"].to_numpy()
+    called = out.features["class"].astype(str).to_numpy()
     assert out.info["unknown"]["available"] and np.all(np.isfinite(dist))
-    assert dist[2] > max(dist[:2])
-    expected = np.where(dist > stats.threshold, UNKNOWN_CLASS, out.features["class"].astype(str))
-    np.testing.assert_array_equal(out.features["class"].astype(str), expected)
+    np.testing.assert_array_equal(called == UNKNOWN_CLASS, dist > stats.threshold)
+    cross = truth == "cross"
+    # the crosses lie farther than the trained shapes (pairwise, as an AUROC) and the farthest pass the threshold
+    assert np.mean(dist[cross][:, None] > dist[~cross][None, :]) >= 0.9
+    assert np.sum(called[cross] == UNKNOWN_CLASS) >= 1 and np.sum(called[~cross] == UNKNOWN_CLASS) == 0
     with pytest.raises(ValueError, match="unknown_scale"):
-        run_job(classify_points(tomo, pts, tmp_path / "m.pt", 10.0, unknown_scale=-1.0))
+        run_job(classify_points(tomo, centres, tmp_path / "m.pt", 10.0, unknown_scale=-1.0))
 
     # a card whose statistics were tampered with: classification still works, without unknowns
     card_path = tmp_path / "m.json"
     raw = json.loads(card_path.read_text())
     raw["extra"][CARD_KEY]["class_means"] = [[1.0]]
     card_path.write_text(json.dumps(raw))
-    out = run_job(classify_points(tomo, pts, tmp_path / "m.pt", 10.0, polarity="bright"))
+    out = run_job(classify_points(tomo, centres, tmp_path / "m.pt", 10.0, polarity="bright"))
     assert not out.info["unknown"]["available"] and "invalid" in out.info["unknown"]["message"]
     assert "ood_distance" not in out.features and UNKNOWN_CLASS not in set(out.features["class"].astype(str))
     assert isinstance(out.features, pd.DataFrame)
