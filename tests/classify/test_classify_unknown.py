@@ -155,3 +155,16 @@ def test_training_writes_statistics_and_an_unseen_shape_is_called_unknown(tmp_pa
     assert not out.info["unknown"]["available"] and "invalid" in out.info["unknown"]["message"]
     assert "ood_distance" not in out.features and UNKNOWN_CLASS not in set(out.features["class"].astype(str))
     assert isinstance(out.features, pd.DataFrame)
+
+
+def test_a_classified_file_opens_with_unknown_particles_grey():
+    from tomolens._napari.layers import UNKNOWN_COLOUR, points_layer_data
+    from tomolens.io.coords import ParticleTable
+
+    classes = ["a", "b", UNKNOWN_CLASS] + [f"c{i}" for i in range(20)]  # more classes than the palette
+    table = ParticleTable(np.zeros((len(classes), 3)), pd.DataFrame({"class": classes}), 10.0)
+    _, kwargs, _ = points_layer_data(table)
+    cycle = kwargs["face_color_cycle"]
+    assert kwargs["face_color"] == "class" and cycle[UNKNOWN_CLASS] == UNKNOWN_COLOUR
+    assert UNKNOWN_COLOUR not in [cycle[c] for c in classes if c != UNKNOWN_CLASS]
+    assert not {"#7f7f7f", "#c7c7c7"} & set(cycle.values())  # no class looks like an unknown one

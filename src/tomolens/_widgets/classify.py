@@ -21,7 +21,7 @@ import pandas as pd
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, LineEdit, PushButton, create_widget
 from napari.utils.notifications import show_info, show_warning
 
-from tomolens._napari.layers import _CATEGORICAL, voxel_size_from_layer
+from tomolens._napari.layers import _CATEGORICAL, UNKNOWN_COLOUR, category_colours, voxel_size_from_layer
 from tomolens._widgets._fields import show_whole_path
 from tomolens._widgets._painting import LossPlot
 from tomolens._widgets._params import ParamPanel
@@ -34,9 +34,6 @@ from tomolens.classify.unknown import UNKNOWN_CLASS
 from tomolens.cluster.subdivide import SUBDIVIDE_PARAMS, subdivide_points
 
 log = logging.getLogger(__name__)
-
-#: Colour of particles far from every training class (the plot's colour for unclustered ones).
-UNKNOWN_COLOUR = "#999999"
 
 
 def _points_voxel(points, image) -> float | None:
@@ -62,13 +59,10 @@ def colour_by(layer, column: str, fixed: dict | None = None) -> None:
     """Colour a Points layer by a categorical feature with the project's palette.
 
     ``fixed`` maps values to their own colours (``{"unknown": UNKNOWN_COLOUR}``); the other
-    values take the palette in the order of the column's categories (or first appearance).
+    values take the palette without its greys (:func:`~tomolens._napari.layers.category_colours`).
     """
     if fixed:
-        values = layer.features[column]
-        kinds = values.cat.categories if isinstance(values.dtype, pd.CategoricalDtype) else pd.unique(values)
-        others = [k for k in kinds if k not in fixed]
-        layer.face_color_cycle = {**{k: _CATEGORICAL[i % len(_CATEGORICAL)] for i, k in enumerate(others)}, **fixed}
+        layer.face_color_cycle = category_colours(layer.features[column], fixed)
     else:
         layer.face_color_cycle = _CATEGORICAL
     layer.face_color = column
