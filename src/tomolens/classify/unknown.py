@@ -334,7 +334,7 @@ def unknown_model_from_card(card) -> tuple[UnknownModel | None, str]:
     if CARD_KEY not in extra:
         return None, (
             f"unknown detection unavailable: the card of {card.name!r} has no feature statistics "
-            "(retrain it with this version of tomolens train --task classify)"
+            "(add them with tomolens train --task classify --classify-calibrate, or retrain it)"
         )
     if UNKNOWN_CLASS in card.classes:
         return None, f"unknown detection unavailable: {card.name!r} has a class named {UNKNOWN_CLASS!r}"
