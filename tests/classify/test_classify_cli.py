@@ -135,6 +135,10 @@ def test_train_classify_subdivide_cli(tmp_path, capsys):
     assert again.extra["unknown"]["threshold"] == pytest.approx(written["threshold"], rel=1e-4)
     np.testing.assert_allclose(again.extra["unknown"]["class_means"], written["class_means"], rtol=1e-4, atol=1e-6)
     assert again.metrics == card.metrics and "--classify-calibrate" in again.extra["unknown_calibration"]
+    assert (tmp_path / "m2.pt").read_bytes() == (tmp_path / "m.pt").read_bytes() and again.sha256 == card.sha256
+    # in place: only the card changes
+    assert main([*calibrate, "--out", str(tmp_path / "m.pt")]) == 0
+    assert read_card(tmp_path / "m.json").extra["unknown"] == again.extra["unknown"]
     # other classes than the model's: one line, exit 2
     (tmp_path / "two.star").write_text((tmp_path / "lab.star").read_text().replace("ring", "rod"))
     bad = [a if a != str(tmp_path / "lab.star") else str(tmp_path / "two.star") for a in calibrate]

@@ -278,18 +278,22 @@ def run_train(args: argparse.Namespace) -> int:
 def calibrate(args: argparse.Namespace) -> int:
     """``--classify-calibrate MODEL``: an existing classifier's card gains the unknown-detection statistics.
 
-    The weights do not change.  The statistics come from the training split of the data
+    The weights are copied byte for byte (the card keeps their sha256; ``--out`` may be the
+    model itself, then only its card is rewritten).  The statistics come from the training split of the data
     given and the threshold from its validation split
     (:func:`tomolens.classify.train.unknown_statistics`): give the model's own training
     data options and ``--seed`` (its card's ``training_command``), so that the split is the
     one it was trained on and the validation particles are ones it never saw.
     """
+    import shutil
+
     from tomolens.classify.train import unknown_statistics
     from tomolens.classify.unknown import CARD_KEY
-    from tomolens.models.card import load_model, save_model
+    from tomolens.io.atomic import atomic_path
+    from tomolens.models.card import load_model, resolve_model
     from tomolens.models.cli import command_line
 
-    net, card = load_model(args.classify_calibrate, expected_task="classify")
+    net, card = load_model(args.classify_calibrate, expected_task="classify")  # checks the weights' sha256
     ds, described = _dataset(args)
     if list(ds.class_names) != list(card.classes):
         raise ValueError(
@@ -303,7 +307,15 @@ def calibrate(args: argparse.Namespace) -> int:
         raise ValueError(note)
     card.extra = {**card.extra, CARD_KEY: stats, "unknown_calibration": f"{command_line(args)} on {described}"}
     card.extra.pop("unknown_note", None)
-    weights, card_path = save_model(net, card, args.out)
+    source = resolve_model(args.classify_calibrate).with_suffix(".pt")
+    weights = Path(args.out).with_suffix(".pt")
+    if not weights.exists() or not weights.samefile(source):  # the same bytes: the card's sha256 still holds
+        with atomic_path(weights) as tmp:
+            shutil.copyfile(source, tmp)
+    card.name = weights.stem
+    card_path = weights.with_suffix(".json")
+    with atomic_path(card_path) as tmp:
+        tmp.write_text(card.to_json())
     print(
         f"unknown detection: distance threshold {stats['threshold']:.3g} "
         f"({stats['quantile']:g} quantile of {stats['n_calibration']} validation subtomograms); "
