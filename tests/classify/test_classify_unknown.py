@@ -168,3 +168,10 @@ def test_a_classified_file_opens_with_unknown_particles_grey():
     assert kwargs["face_color"] == "class" and cycle[UNKNOWN_CLASS] == UNKNOWN_COLOUR
     assert UNKNOWN_COLOUR not in [cycle[c] for c in classes if c != UNKNOWN_CLASS]
     assert not {"#7f7f7f", "#c7c7c7"} & set(cycle.values())  # no class looks like an unknown one
+
+
+def test_the_shipped_classifier_card_has_valid_statistics():
+    _, card = load_model("classify_phantoms_resnet", expected_task="classify")
+    stats, note = unknown_model_from_card(card)
+    assert note == "" and stats.class_means.shape == (13, 112) and stats.components.shape == (16, 112)
+    assert stats.n_calibration == 630 and "--classify-calibrate" in card.extra["unknown_calibration"]
