@@ -1,7 +1,10 @@
 """CLI: train --task classify on labelled particles, classify, subdivide."""
 
+import json
+
 import numpy as np
 import pandas as pd
+import pytest
 from classify_phantoms import labelled_tomogram
 
 from tomolens.cli import main
@@ -46,6 +49,7 @@ def test_train_classify_subdivide_cli(tmp_path, capsys):
     assert card.classes == sorted(kinds) and card.voxel_size_A == 10.0 and card.patch_size == [16] * 3
     assert card.metrics["test_n"] == 11 and card.metrics["test_accuracy"] >= 0.75
     assert card.training_command.startswith("tomolens")  # the engine records sys.argv
+    threshold = card.extra["unknown"]["threshold"]  # written by the training command itself
 
     unlabelled = tmp_path / "picks.star"
     write_coordinates(unlabelled, ParticleTable(centres, pd.DataFrame(index=range(len(centres))), 10.0))
@@ -66,8 +70,12 @@ def test_train_classify_subdivide_cli(tmp_path, capsys):
         == 0
     )
     out = read_coordinates(tmp_path / "cls.star")
-    assert {"class", "confidence", "prob_sphere", "prob_rod", "prob_ring"} <= set(out.features.columns)
+    assert {"class", "confidence", "prob_sphere", "prob_rod", "prob_ring", "ood_distance"} <= set(out.features.columns)
     assert np.mean(out.features["class"].astype(str).to_numpy() == names) >= 0.8
+    # the STAR file carries the unknown class exactly where the distance passes the card's threshold
+    far = out.features["ood_distance"].to_numpy(float) > threshold
+    np.testing.assert_array_equal(out.features["class"].astype(str).to_numpy() == "unknown", far)
+    assert f"{far.sum()} unknown: feature distance above" in capsys.readouterr().out
 
     assert (
         main(
@@ -112,6 +120,30 @@ def test_train_classify_subdivide_cli(tmp_path, capsys):
         == 2
     )
     assert "differs from the 160 Å" in capsys.readouterr().err
+
+    # a classifier whose card lacks the statistics (trained before them) gets them without retraining:
+    # the same data and seed give the same split, so the same statistics as training wrote
+    old = json.loads((tmp_path / "m.json").read_text())
+    written = old["extra"].pop("unknown")
+    (tmp_path / "m.json").write_text(json.dumps(old))
+    data = ["--classify-tomogram", str(tmp_path / "t.mrc"), "--classify-points", str(tmp_path / "lab.star")]
+    data += ["--classify-label-column", "kind", "--classify-box-A", "160", "--device", "cpu", "--threads", "1"]
+    calibrate = ["train", "--task", "classify", "--classify-calibrate", str(tmp_path / "m.pt"), *data]
+    assert main([*calibrate, "--out", str(tmp_path / "m2.pt")]) == 0
+    assert "unknown detection: distance threshold" in capsys.readouterr().out
+    again = read_card(tmp_path / "m2.json")
+    assert again.extra["unknown"]["threshold"] == pytest.approx(written["threshold"], rel=1e-4)
+    np.testing.assert_allclose(again.extra["unknown"]["class_means"], written["class_means"], rtol=1e-4, atol=1e-6)
+    assert again.metrics == card.metrics and "--classify-calibrate" in again.extra["unknown_calibration"]
+    assert (tmp_path / "m2.pt").read_bytes() == (tmp_path / "m.pt").read_bytes() and again.sha256 == card.sha256
+    # in place: only the card changes
+    assert main([*calibrate, "--out", str(tmp_path / "m.pt")]) == 0
+    assert read_card(tmp_path / "m.json").extra["unknown"] == again.extra["unknown"]
+    # other classes than the model's: one line, exit 2
+    (tmp_path / "two.star").write_text((tmp_path / "lab.star").read_text().replace("ring", "rod"))
+    bad = [a if a != str(tmp_path / "lab.star") else str(tmp_path / "two.star") for a in calibrate]
+    assert main([*bad, "--out", str(tmp_path / "m3.pt")]) == 2
+    assert "differ from the model's" in capsys.readouterr().err and not (tmp_path / "m3.json").exists()
 
 
 def test_training_pools_labelled_particles_of_several_tomograms(tmp_path, capsys):

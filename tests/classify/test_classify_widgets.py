@@ -76,6 +76,38 @@ def test_classification_is_shown_over_two_event_loop_turns(scene, tiny_model):
     np.testing.assert_array_equal(points.shown, points.features["confidence"].to_numpy() >= 0.99)
 
 
+def test_classify_widget_colours_unknown_points_grey_and_counts_them(scene, qtbot, tiny_model):
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    from tomolens._widgets.classify import UNKNOWN_COLOUR, ClassifyWidget
+    from tomolens.classify.unknown import unknown_model_from_card
+    from tomolens.models.card import read_card
+
+    viewer, image, points, _ = scene
+    widget = ClassifyWidget(viewer)
+    widget.image_picker.value, widget.points_picker.value = image, points
+    widget.params.controls["model"].value = tiny_model
+    widget.params.controls["device"].value = "cpu"
+    widget.params.controls["unknown_scale"].value = 0.0  # off: distances only
+    widget.start_classification()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+    dist = points.features["ood_distance"].to_numpy()
+    assert "unknown" not in set(points.features["class"].astype(str)) and "0 unknown" in widget.summary.value
+    assert points.metadata["tomolens_classify"]["unknown"]["available"]
+    # a scale that puts the threshold at the median distance: about half the particles become unknown
+    threshold = unknown_model_from_card(read_card(tiny_model))[0].threshold
+    widget.params.controls["unknown_scale"].value = round(float(np.median(dist)) / threshold, 2)
+    scale = widget.params.values()["unknown_scale"]
+    widget.start_classification()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+    unknown = points.features["class"].astype(str).to_numpy() == "unknown"
+    np.testing.assert_array_equal(unknown, dist > threshold * scale)
+    assert 0 < unknown.sum() < len(unknown)
+    grey = np.all(np.isclose(points.face_color, transform_color(UNKNOWN_COLOUR)[0]), axis=1)
+    np.testing.assert_array_equal(grey, unknown)
+    assert f"{unknown.sum()} unknown" in widget.summary.value
+
+
 def test_classify_widget_trains_from_labelled_points(scene, qtbot, tmp_path):
     from tomolens._widgets.classify import ClassifyWidget
     from tomolens.models.card import read_card
@@ -92,6 +124,8 @@ def test_classify_widget_trains_from_labelled_points(scene, qtbot, tmp_path):
     qtbot.waitUntil(lambda: not widget.train_runner.running, timeout=60000)
     assert len(widget.history) == 2 and {"loss", "val_loss", "val_acc"} <= set(widget.history[-1])
     assert "val acc" in widget.train_log.value and "test accuracy" in widget.train_log.value
+    # 24 particles leave too few validation ones to calibrate unknown detection: the log says so
+    assert "calibration needs at least 10 validation particles" in widget.train_log.value
     assert len(widget.loss_plot.series["loss"]) == len(widget.loss_plot.series["val_loss"]) == 2  # the live curve
     card = read_card(tmp_path / "trained.json")
     assert card.classes == sorted(KINDS) and card.metrics["test_n"] > 0

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tomolens.classify.unknown import UNKNOWN_CLASS
 from tomolens.io.coords import ParticleTable
 from tomolens.io.mrc import MrcVolume, contrast_limits
 
@@ -158,6 +159,8 @@ def points_layer_data(
         kwargs["face_color"] = color_by
         if pd.api.types.is_float_dtype(features[color_by]):
             kwargs["face_colormap"] = "viridis"
+        elif (features[color_by].astype(str) == UNKNOWN_CLASS).any():  # classified with unknown marking
+            kwargs["face_color_cycle"] = category_colours(features[color_by], {UNKNOWN_CLASS: UNKNOWN_COLOUR})
         else:
             kwargs["face_color_cycle"] = _CATEGORICAL
     return table.coords_zyx, kwargs, "points"
@@ -236,3 +239,18 @@ _CATEGORICAL = [  # matplotlib's tab20, strong colours first: the 13 built-in ph
     "#dbdb8d",
     "#9edae5",
 ]
+
+#: Colour of particles a classifier calls ``unknown`` (the palette's greys go to no class then).
+UNKNOWN_COLOUR = "#999999"
+
+
+def category_colours(values: pd.Series, fixed: dict[str, str]) -> dict:
+    """A colour per category of ``values``: ``fixed`` ones, the rest from the palette without its greys.
+
+    The other values take the palette in the order of the column's categories (or of first
+    appearance), so the same classes get the same colours run after run.
+    """
+    kinds = values.cat.categories if isinstance(values.dtype, pd.CategoricalDtype) else pd.unique(values)
+    palette = [c for c in _CATEGORICAL if c not in ("#7f7f7f", "#c7c7c7")]
+    others = [k for k in kinds if k not in fixed]
+    return {**{k: palette[i % len(palette)] for i, k in enumerate(others)}, **fixed}

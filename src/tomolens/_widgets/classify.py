@@ -22,7 +22,7 @@ import pandas as pd
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, LineEdit, PushButton, create_widget
 from napari.utils.notifications import show_info, show_warning
 
-from tomolens._napari.layers import _CATEGORICAL, voxel_size_from_layer
+from tomolens._napari.layers import _CATEGORICAL, UNKNOWN_COLOUR, category_colours, voxel_size_from_layer
 from tomolens._widgets._fields import show_whole_path
 from tomolens._widgets._layers import build_layer, place_layer
 from tomolens._widgets._painting import LossPlot
@@ -32,6 +32,7 @@ from tomolens._widgets.classify_scatter import ScatterPlot
 from tomolens._widgets.cluster_gallery import ClusterGallery
 from tomolens.classify.predict import CLASSIFY_PARAMS, classify_points
 from tomolens.classify.train import TRAIN_PARAMS
+from tomolens.classify.unknown import UNKNOWN_CLASS
 from tomolens.cluster.subdivide import SUBDIVIDE_PARAMS, subdivide_points
 
 log = logging.getLogger(__name__)
@@ -56,9 +57,16 @@ def _snapshot(image, points):
     return image.data, coords, _points_voxel(points, image)
 
 
-def colour_by(layer, column: str) -> None:
-    """Colour a Points layer by a categorical feature with the project's palette."""
-    layer.face_color_cycle = _CATEGORICAL
+def colour_by(layer, column: str, fixed: dict | None = None) -> None:
+    """Colour a Points layer by a categorical feature with the project's palette.
+
+    ``fixed`` maps values to their own colours (``{"unknown": UNKNOWN_COLOUR}``); the other
+    values take the palette without its greys (:func:`~tomolens._napari.layers.category_colours`).
+    """
+    if fixed:
+        layer.face_color_cycle = category_colours(layer.features[column], fixed)
+    else:
+        layer.face_color_cycle = _CATEGORICAL
     layer.face_color = column
     layer.refresh_colors(update_color_mapping=True)
 
@@ -160,6 +168,7 @@ class ClassifyWidget(Container):
             batch_size=values["batch_size"],
             device=values["device"],
             polarity=values["polarity"],
+            unknown_scale=values["unknown_scale"],
         )
         self.runner.start(job, lambda result: self.show_classification(layer, result))
 
@@ -168,13 +177,15 @@ class ClassifyWidget(Container):
         runner advances this generator) the summary and the confidence filter."""
         merge_features(layer, result.features)
         layer.metadata["tomolens_classify"] = result.info
-        colour_by(layer, "class")
+        colour_by(layer, "class", fixed={UNKNOWN_CLASS: UNKNOWN_COLOUR})
         yield
         counts = result.features["class"].astype(str).value_counts()
+        unknown = result.info["unknown"]
         self.summary.value = (
             f"{len(result.indices)} classified, {len(result.padded)} padded, "
-            f"{len(result.skipped)} skipped at the edge\n"
+            f"{len(result.skipped)} skipped at the edge, {unknown['n_unknown']} unknown\n"
             + ", ".join(f"{k or '(skipped)'}: {v}" for k, v in counts.items())
+            + f"\n{unknown['message']}"
             + f"\n{result.info['polarity']['message']}"
         )
         self.apply_confidence_filter()
@@ -258,7 +269,12 @@ class ClassifyWidget(Container):
             training_data=ds.source,
             metrics=metrics,
         )
-        return out, metrics
+        unknown = (
+            f"unknown detection: distance threshold {result.unknown['threshold']:.3g}"
+            if result.unknown
+            else result.unknown_note
+        )
+        return out, metrics, unknown
 
     def _show_epoch(self, progress) -> None:
         if not progress.info or "val_acc" not in progress.info:
@@ -272,10 +288,11 @@ class ClassifyWidget(Container):
         self.loss_plot.set_history(self.history)
 
     def _trained(self, result) -> None:
-        out, metrics = result
+        out, metrics, unknown = result
         self.last_training = result
         self.train_log.value += (
             f"\ntest accuracy {metrics['test_accuracy']:.3f} on {metrics['test_n']} held-out particles; saved {out}"
+            f"\n{unknown}"
         )
         self.params.controls["model"].value = str(Path(out).with_suffix(".pt"))
         show_info(f"Classifier saved to {out}")
@@ -333,6 +350,7 @@ class SubdivideWidget(Container):
             seed=v["seed"],
             device=v["device"],
             polarity=v["polarity"],
+            unknown_scale=v["unknown_scale"],
             features=v["features"],
             embed_model=v["embed_model"],
         )
@@ -350,7 +368,7 @@ class SubdivideWidget(Container):
         self.gallery.set_averages(result.averages, {k: int(np.sum(clusters == k)) for k in result.averages})
         self.averages_button.enabled = bool(result.averages)
         yield
-        colours = [_CATEGORICAL[c % len(_CATEGORICAL)] if c >= 0 else "#999999" for c in clusters]
+        colours = [_CATEGORICAL[c % len(_CATEGORICAL)] if c >= 0 else UNKNOWN_COLOUR for c in clusters]
         tips = [f"particle {i}, cluster {c}" for i, c in enumerate(clusters)]
         self.plot.set_data(result.embedding_2d, colours, tips)
         self.link(layer)

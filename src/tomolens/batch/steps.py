@@ -198,6 +198,7 @@ def run_classify(ctx: TomogramContext, params: dict[str, Any]) -> Generator[Prog
         batch_size=p["batch_size"],
         device=p["device"],
         polarity=p["polarity"],
+        unknown_scale=p["unknown_scale"],
     )
     ctx.particles = _merge_features(table, result.features)
     path = write_coordinates(ctx.output("_classified.star"), ctx.particles, comment=ctx.star_comment())
@@ -207,6 +208,7 @@ def run_classify(ctx: TomogramContext, params: dict[str, Any]) -> Generator[Prog
         {
             "classified": int(len(result.indices)),
             "polarity": result.info["polarity"],
+            "unknown": result.info["unknown"],
             "classes": {str(k or "(skipped)"): int(v) for k, v in counts.items()},
         },
     )

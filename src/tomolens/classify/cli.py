@@ -48,6 +48,7 @@ def _classify(args: argparse.Namespace) -> int:
             batch_size=params["batch_size"],
             device=params["device"],
             polarity=params["polarity"],
+            unknown_scale=params["unknown_scale"],
         )
     )
     write_coordinates(args.out, _table_with(table, result.features, voxel))
@@ -59,6 +60,7 @@ def _classify(args: argparse.Namespace) -> int:
     )
     for name, n in counts.items():
         print(f"  {name or '(skipped)'}: {n}")
+    print(result.info["unknown"]["message"])
     return 0
 
 
@@ -78,6 +80,7 @@ def _subdivide(args: argparse.Namespace) -> int:
             batch_size=cp["batch_size"],
             device=cp["device"],
             polarity=cp["polarity"],
+            unknown_scale=cp["unknown_scale"],
             **sp,
         )
     )

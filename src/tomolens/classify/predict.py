@@ -5,6 +5,11 @@ returns one feature row per input point — ``class`` (name), ``class_id``,
 ``prob_<class>`` per class, ``confidence`` (the highest probability) — plus the
 embedding (``forward_with_embedding``) used for subdivision.  Points whose box was skipped at the
 tomogram's edge get an empty class, NaN probabilities and confidence 0.
+
+When the model's card holds feature statistics (:mod:`tomolens.classify.unknown`), every
+point also gets ``ood_distance`` (Mahalanobis distance of its features to the nearest
+training class) and a point beyond the card's calibrated threshold × ``unknown_scale`` gets
+the class ``"unknown"`` and ``class_id`` −1 (its probabilities are kept).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from tomolens.classify.extract import extract_subtomograms
+from tomolens.classify.unknown import UNKNOWN_PARAM
 from tomolens.jobs import Progress
 from tomolens.params import Param
 from tomolens.polarity import POLARITY_PARAM
@@ -40,6 +46,7 @@ CLASSIFY_PARAMS = (
     Param("batch_size", 64, "Subtomograms per inference batch", min=1, max=4096, advanced=True),
     Param("device", "auto", "Torch device", choices=("auto", "cpu", "cuda", "mps"), advanced=True),
     POLARITY_PARAM,
+    UNKNOWN_PARAM,
 )
 
 
@@ -207,6 +214,7 @@ def classify_points(
     batch_size: int = 64,
     device: str = "cpu",
     polarity: str = "auto",
+    unknown_scale: float = 1.0,
 ) -> Generator[Progress, None, Classification]:
     """Classify the particle at every position (a job).
 
@@ -229,14 +237,22 @@ def classify_points(
     polarity : {"auto", "dark", "bright"}
         The tomogram's contrast (:mod:`tomolens.polarity`); subtomograms are inverted when it
         differs from the model's.
+    unknown_scale : float
+        Points whose ``ood_distance`` exceeds this × the card's threshold become
+        ``"unknown"``; 0 = mark none (the distance is still computed).  Ignored, with a note
+        in ``info["unknown"]["message"]``, when the card has no valid statistics.
 
     Returns
     -------
     Classification
+        ``info["unknown"]``: ``available``, ``threshold``, ``scale``, ``n_unknown``, ``message``.
     """
+    from tomolens.classify.unknown import mark_unknown, unknown_model_from_card
     from tomolens.models.card import load_model
     from tomolens.models.device import choose_device
 
+    if not unknown_scale >= 0:
+        raise ValueError(f"unknown_scale must be 0 (off) or positive; got {unknown_scale}.")
     device = choose_device(device)
     net, card = load_model(model, device=device, expected_task="classify")
     extraction, info = yield from model_subtomograms(
@@ -244,6 +260,8 @@ def classify_points(
     )
     probs, feats = yield from classify_subtomograms(net, extraction.subtomograms, batch_size, device)
     table = features_table(probs, extraction.indices, len(np.asarray(coords_zyx)), list(card.classes))
+    unknown_model, note = unknown_model_from_card(card)
+    info["unknown"] = mark_unknown(table, feats, extraction.indices, unknown_model, unknown_scale, note)
     return Classification(
         table,
         feats,

@@ -143,6 +143,11 @@ class TrainResult:
     budget : dict
         The step budget, what was run and why it ended
         (:func:`tomolens.models.stopping.training_budget`).
+    unknown : dict
+        Feature statistics and calibrated threshold for unknown detection
+        (:meth:`tomolens.classify.unknown.UnknownModel.to_dict`); empty when they could not
+        be fitted (``unknown_note`` says why).
+    unknown_note : str
     """
 
     model: object
@@ -151,6 +156,8 @@ class TrainResult:
     config: TrainConfig
     arch_kwargs: dict = field(default_factory=dict)
     budget: dict = field(default_factory=dict)
+    unknown: dict = field(default_factory=dict)
+    unknown_note: str = ""
 
 
 def augment_batch(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -361,7 +368,40 @@ def train_classifier(
     budget = training_budget(
         config.epochs, steps_per_epoch, len(history), step, stopped_by, stopping, config.max_minutes
     )
-    return TrainResult(model, history, best_epoch, config, dict(card.arch_kwargs), budget)
+    unknown, note = unknown_statistics(model, x_train, y_train, x_val, y_val, n_classes, config.batch_size * 2)
+    return TrainResult(model, history, best_epoch, config, dict(card.arch_kwargs), budget, unknown, note)
+
+
+def unknown_statistics(
+    model,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    n_classes: int,
+    batch_size: int,
+) -> tuple[dict, str]:
+    """Class means, shared covariance and threshold of the trained ``model``'s features, for its card.
+
+    Statistics from the training split, threshold from the validation split
+    (:func:`tomolens.classify.unknown.fit_unknown_model`); no augmentation.
+
+    Returns
+    -------
+    (dict, str)
+        ``UnknownModel.to_dict()`` and "", or ``{}`` and why they could not be fitted.
+    """
+    from tomolens.classify.unknown import fit_unknown_model
+
+    _, f_train = predict_logits(model, x_train, batch_size, with_features=True)
+    _, f_val = predict_logits(model, x_val, batch_size, with_features=True)
+    try:
+        stats = fit_unknown_model(f_train, y_train, n_classes, f_val, y_val)
+    except ValueError as err:
+        log.warning("no unknown-detection statistics: %s", err)
+        return {}, f"no unknown-detection statistics: {err}"
+    log.info("unknown detection: threshold %.3g from %d validation particles", stats.threshold, len(y_val))
+    return stats.to_dict(), ""
 
 
 def evaluate(model, x_test: np.ndarray, y_test: np.ndarray, class_names: list[str], batch_size: int = 64) -> dict:
@@ -411,6 +451,7 @@ def save_classifier(
     from pathlib import Path
 
     from tomolens.classify.networks import ARCHITECTURES
+    from tomolens.classify.unknown import CARD_KEY
     from tomolens.models.card import ModelCard, save_model
 
     arch_kwargs = dict(result.arch_kwargs)
@@ -435,6 +476,7 @@ def save_classifier(
             "history": result.history,
             "train_config": config_dict(result.config),
             "training_budget": result.budget,
+            **({CARD_KEY: result.unknown} if result.unknown else {"unknown_note": result.unknown_note}),
         },
     )
     return save_model(result.model, card, path)

@@ -95,6 +95,14 @@ def register_train_args(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--classify-dropout", type=float, default=None, help="dropout probability (default: 0.5 seed, 0.3 resnet)"
     )
+    group.add_argument(
+        "--classify-calibrate",
+        default="",
+        metavar="MODEL",
+        help="do not train: add unknown-detection statistics to the card of this classifier (shipped name or "
+        ".pt) from the data given (its training data and --seed, so that the validation split is one it never "
+        "trained on) and write weights + card to --out",
+    )
 
 
 def _dataset(args: argparse.Namespace):
@@ -197,6 +205,8 @@ def run_train(args: argparse.Namespace) -> int:
     from tomolens.models.device import prepare_device
 
     device = prepare_device(args.device, args.threads)
+    if args.classify_calibrate:
+        return calibrate(args)
     ds, described = _dataset(args)
     if args.voxel_size_A and not ds.voxel_size_A:
         ds.voxel_size_A = args.voxel_size_A
@@ -253,6 +263,62 @@ def run_train(args: argparse.Namespace) -> int:
         metrics=metrics,
     )
     print(f"test accuracy {test['accuracy']:.3f} on {test['n']} held-out subtomograms")
+    if result.unknown:
+        print(
+            f"unknown detection: distance threshold {result.unknown['threshold']:.3g} "
+            f"({result.unknown['quantile']:g} quantile of {result.unknown['n_calibration']} validation subtomograms)"
+        )
+    else:
+        print(result.unknown_note)
     print(json.dumps({"confusion (rows true, columns predicted)": test["confusion"]}))
     print(f"wrote {weights} and {card}")
+    return 0
+
+
+def calibrate(args: argparse.Namespace) -> int:
+    """``--classify-calibrate MODEL``: an existing classifier's card gains the unknown-detection statistics.
+
+    The weights are copied byte for byte (the card keeps their sha256; ``--out`` may be the
+    model itself, then only its card is rewritten).  The statistics come from the training split of the data
+    given and the threshold from its validation split
+    (:func:`tomolens.classify.train.unknown_statistics`): give the model's own training
+    data options and ``--seed`` (its card's ``training_command``), so that the split is the
+    one it was trained on and the validation particles are ones it never saw.
+    """
+    import shutil
+
+    from tomolens.classify.train import unknown_statistics
+    from tomolens.classify.unknown import CARD_KEY
+    from tomolens.io.atomic import atomic_path
+    from tomolens.models.card import load_model, resolve_model
+    from tomolens.models.cli import command_line
+
+    net, card = load_model(args.classify_calibrate, expected_task="classify")  # checks the weights' sha256
+    ds, described = _dataset(args)
+    if list(ds.class_names) != list(card.classes):
+        raise ValueError(
+            f"The data's classes {ds.class_names} differ from the model's {card.classes}; "
+            "calibrate with the data the model was trained on."
+        )
+    if card.patch_size and ds.box != int(card.patch_size[-1]):
+        raise ValueError(f"The data's boxes are {ds.box}³ voxels; the model takes {card.patch_size[-1]}³.")
+    stats, note = unknown_statistics(net, ds.train.x, ds.train.y, ds.val.x, ds.val.y, len(card.classes), 64)
+    if not stats:
+        raise ValueError(note)
+    card.extra = {**card.extra, CARD_KEY: stats, "unknown_calibration": f"{command_line(args)} on {described}"}
+    card.extra.pop("unknown_note", None)
+    source = resolve_model(args.classify_calibrate).with_suffix(".pt")
+    weights = Path(args.out).with_suffix(".pt")
+    if not weights.exists() or not weights.samefile(source):  # the same bytes: the card's sha256 still holds
+        with atomic_path(weights) as tmp:
+            shutil.copyfile(source, tmp)
+    card.name = weights.stem
+    card_path = weights.with_suffix(".json")
+    with atomic_path(card_path) as tmp:
+        tmp.write_text(card.to_json())
+    print(
+        f"unknown detection: distance threshold {stats['threshold']:.3g} "
+        f"({stats['quantile']:g} quantile of {stats['n_calibration']} validation subtomograms); "
+        f"wrote {weights} and {card_path}"
+    )
     return 0

@@ -266,6 +266,7 @@ def subdivide_points(
     polarity: str = "auto",
     features: str = "classifier",
     embed_model: str | os.PathLike = "embed_default",
+    unknown_scale: float = 1.0,
 ) -> Generator[Progress, None, Subdivision]:
     """Cluster particles by learned features (a job).
 
@@ -279,6 +280,10 @@ def subdivide_points(
         Cluster the general embedding (``embed_model``) or the classifier's features.
     embed_model : str or path
         Shipped embedding name or model path (``features="embedding"``).
+    unknown_scale : float
+        ``features="classifier"``: the classifier's unknown marking
+        (:func:`tomolens.classify.predict.classify_points`); it changes the ``class``
+        column only, never the clustering.
     Other parameters: see :func:`cluster_features` and
     :func:`tomolens.classify.predict.classify_points`.
 
@@ -305,6 +310,7 @@ def subdivide_points(
             batch_size=batch_size,
             device=device,
             polarity=polarity,
+            unknown_scale=unknown_scale,
         )
         table = result.features.copy()
     else:
