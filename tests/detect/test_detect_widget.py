@@ -212,9 +212,9 @@ def _train_from_truth_points(w, viewer, tmp_path, steps: int, out: str) -> None:
     w.model_file.value = save_small_detector(tmp_path / "start.pt")
     w.train_source.value = FROM_POINTS
     w.reset_choices()
-    w.train_points.value = viewer.layers["truth"]
-    w.radius.value = 40.0
-    w.steps.value = steps
+    w.points_box.clicks.value = [viewer.layers["truth"]]
+    w.points_box.radius.value = 40.0
+    w.points_box.steps.value = steps
     w.train_out.value = str(tmp_path / out)
     w.start_training()
 
@@ -233,22 +233,95 @@ def test_train_from_points_layer_then_detect_with_the_new_model(widget, qtbot, t
     card = read_card(tmp_path / "clicked.json")
     assert card.extra["points_training"]["start_from"]["name"] == "start"
     assert card.extra["points_training"]["clicks_source"] == "napari Points layer 'truth'"
+    assert card.extra["points_training"]["kinds"] == {"": {"clicks": 10, "source": "napari Points layer 'truth'"}}
     w.start_detection()
     qtbot.waitUntil(lambda: not w.runner.running, timeout=60000)
     assert "tomo centres" in viewer.layers and w.result.params["model"] == "clicked"
 
 
-def test_points_without_voxel_size_are_refused(widget, qtbot, tmp_path):
-    from tomolens._widgets.detect import FROM_POINTS
+def _refused(w, monkeypatch, tmp_path) -> str:
+    """Start training from points; assert it did not start nor write; the one warning shown."""
+    from tomolens._widgets import detect as module
 
-    w, viewer = widget
-    viewer.add_points(np.array([[5, 5, 5]] * 6, float), name="unscaled")
-    w.reset_choices()
-    w.train_source.value = FROM_POINTS
-    w.train_points.value = viewer.layers["unscaled"]
+    warnings = []
+    monkeypatch.setattr(module, "show_warning", warnings.append)
     w.train_out.value = str(tmp_path / "never.pt")
     w.start_training()
     assert not w.train_runner.running and not (tmp_path / "never.pt").exists()
+    assert len(warnings) == 1
+    return warnings[0]
+
+
+def _choose_points(w, viewer, *names) -> None:
+    from tomolens._widgets.detect import FROM_POINTS
+
+    w.reset_choices()
+    w.train_source.value = FROM_POINTS
+    w.points_box.clicks.value = [viewer.layers[n] for n in names]
+
+
+def test_points_without_voxel_size_are_refused(widget, monkeypatch, tmp_path):
+    w, viewer = widget
+    viewer.add_points(np.array([[5, 5, 5]] * 6, float), name="unscaled")
+    _choose_points(w, viewer, "unscaled")
+    message = _refused(w, monkeypatch, tmp_path)
+    assert "'unscaled' has no voxel size" in message
+
+
+def test_two_points_layers_of_two_kinds_train_with_their_own_radii(widget, qtbot, tmp_path):
+    from detect_helpers import save_small_detector
+    from tomolens.models.card import read_card
+
+    w, viewer = widget
+    truth = viewer.layers["truth"]
+    scale = {"scale": tuple(truth.scale), "units": ("angstrom",) * 3}
+    viewer.add_points(truth.data[:6], name="ribosome", **scale)
+    viewer.add_points(truth.data[6:], name="proteasome", **scale)
+    w.model_choice.value = FROM_FILE
+    w.model_file.value = save_small_detector(tmp_path / "start.pt")
+    _choose_points(w, viewer, "ribosome", "proteasome")
+    w.points_box.radius.value = 40.0
+    w.points_box.kind_radii.value = "proteasome=30"
+    w.points_box.steps.value = 10
+    w.train_out.value = str(tmp_path / "kinds.pt")
+    w.start_training()
+    qtbot.waitUntil(lambda: not w.train_runner.running, timeout=120000)
+    assert (tmp_path / "kinds.pt").is_file(), w.train_runner.status.value
+    info = read_card(tmp_path / "kinds.json").extra["points_training"]
+    assert info["radius_A"] == {"ribosome": 40.0, "proteasome": 30.0}
+    assert info["radius_source"] == {"ribosome": "typed", "proteasome": "typed"}
+    assert info["kinds"] == {
+        "ribosome": {"clicks": 6, "source": "napari Points layer 'ribosome'"},
+        "proteasome": {"clicks": 4, "source": "napari Points layer 'proteasome'"},
+    }
+    assert info["clicks_source"] == "napari Points layers 'ribosome', 'proteasome'"
+    assert "ribosome 40 Å (typed), proteasome 30 Å (typed)" in w.loss_text.value
+
+
+def test_points_layers_of_different_scales_are_refused(widget, monkeypatch, tmp_path):
+    w, viewer = widget
+    data = viewer.layers["truth"].data
+    viewer.add_points(data[:5], name="fine", scale=(10.0, 10.0, 10.0), units=("angstrom",) * 3)
+    viewer.add_points(data[5:] / 2, name="coarse", scale=(20.0, 20.0, 20.0), units=("angstrom",) * 3)
+    _choose_points(w, viewer, "fine", "coarse")
+    message = _refused(w, monkeypatch, tmp_path)
+    assert "scales differ" in message and "'fine' (10.0, 10.0, 10.0)" in message and "'coarse'" in message
+
+
+def test_points_layer_problems_name_the_layer(widget, monkeypatch, tmp_path):
+    w, viewer = widget
+    scale = {"scale": (10.0, 10.0, 10.0), "units": ("angstrom",) * 3}
+    viewer.add_points(np.array([[5, 5, 5], [6, 6, 300]], float), name="far", **scale)
+    viewer.add_points(np.array([[5, 5, 5], [9, 9, 9]], float), name="few", **scale)
+    _choose_points(w, viewer, "far")
+    assert "Points layer 'far': 1 of the 2 points lie outside the tomogram" in _refused(w, monkeypatch, tmp_path)
+    _choose_points(w, viewer, "few")
+    message = _refused(w, monkeypatch, tmp_path)
+    assert "at least 5 clicked particles; napari Points layer 'few' holds 2" in message
+    w.points_box.clicks.value = [viewer.layers["few"], viewer.layers["truth"]]
+    w.points_box.kind_radii.value = "ribosome=40"
+    message = _refused(w, monkeypatch, tmp_path)
+    assert "'ribosome', which no chosen layer holds" in message and "'few'" in message and "'truth'" in message
 
 
 def test_cancel_points_training_keeps_and_selects_the_best_so_far(widget, qtbot, tmp_path):

@@ -140,6 +140,10 @@ def test_one_pick_file_per_kind_with_its_own_radius(files):
     info = read_card(d / "kinds.json").extra["points_training"]
     assert info["radius_source"] == {"big": "typed", "small": "estimated"} and info["radius_A"]["big"] == 60.0
     assert info["clicks"] == 10
+    assert info["kinds"] == {
+        "big": {"clicks": 5, "source": str(d / "big.star")},
+        "small": {"clicks": 5, "source": str(d / "small.csv")},
+    }
 
 
 def test_points_with_another_task_is_refused(files, capsys):

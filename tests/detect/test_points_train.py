@@ -14,6 +14,7 @@ from tomolens.detect.points import (
     default_region,
     estimate_radius,
     masked_detection_loss,
+    parse_kind_radii,
     parse_region,
     point_targets,
 )
@@ -82,6 +83,13 @@ def test_masked_loss_ignores_an_unclicked_particle_outside_the_region():
     inside = logits.detach().clone()
     inside[:, :, 0:4, 0:4, 0:4] = 10.0  # the same inside the region costs
     assert float(masked_detection_loss(inside, target)) > float(loss)
+
+
+def test_per_kind_radii_parsing():
+    assert parse_kind_radii("ribosome=130, proteasome = 80") == {"ribosome": 130.0, "proteasome": 80.0}
+    for bad, msg in (("=30", "names no kind"), ("a=0", "positive"), ("a=x", "positive"), ("a", "positive")):
+        with pytest.raises(ValueError, match=msg):
+            parse_kind_radii(bad)
 
 
 def test_region_parsing_and_default_region():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, SpinBox, create_widget
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, create_widget
 from napari.utils.notifications import show_info, show_warning
 
 from tomolens._napari.layers import points_layer_data, scale_kwargs, show_particles_in_slab, voxel_size_from_layer
@@ -18,6 +18,7 @@ from tomolens._widgets._fields import show_whole_path
 from tomolens._widgets._layers import build_layer, place_layer
 from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner, computing
+from tomolens._widgets.detect_points import START_CURRENT, PointsTrainingBox
 from tomolens._widgets.pr_plot import PrecisionRecallPlot
 from tomolens.detect.detector import DEFAULT_MODEL, DETECT_PARAMS, DetectionResult, detect_particles
 from tomolens.detect.postprocess import POSTPROCESS_PARAMS, card_postprocess_defaults, card_radius_A
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 _SPARK = "▁▂▃▄▅▆▇█"
 #: Choices of the Train box's source.
 FROM_LABELS, FROM_POINTS = "instance Labels layer", "Points layer (clicks)"
-#: Choices of the model that training from points starts from.
-START_CURRENT, START_NEW = "the model above", "a new network"
 
 
 def sparkline(values: list[float], width: int = 30) -> str:
@@ -119,7 +118,7 @@ class DetectWidget(Container):
         self._labels_picked_by_hand = False
         self.train_labels.changed.connect(self._train_labels_chosen)
         self.train_params = ParamPanel(TRAIN_PARAMS)
-        self.points_box = self._points_controls()
+        self.points_box = PointsTrainingBox(viewer)
         self.train_out = FileEdit(
             mode="w",
             filter="*.pt",
@@ -174,66 +173,6 @@ class DetectWidget(Container):
         self.params.controls["particle_radius_A"].changed.connect(self._show_radius_source)
         self._model_changed()
         self._source_changed()
-
-    def _points_controls(self) -> Container:
-        """Controls of training from a Points layer (shown when the source is a Points layer)."""
-        self.train_points = create_widget(annotation=napari.layers.Points, label="clicked particles")
-        self.train_points.tooltip = (
-            "Points on particles of the tomogram (at least 5); a 'class' feature gives each "
-            "its kind. Pick every particle inside the region."
-        )
-        self.train_negatives = create_widget(
-            annotation=napari.layers.Points | None, label="negatives", options={"nullable": True}
-        )
-        self.train_negatives.tooltip = "Optional Points on things that are not particles (background around each)."
-        self.radius = FloatSpinBox(
-            value=0.0,
-            min=0.0,
-            max=5000.0,
-            step=5.0,
-            label="radius (Å)",
-            tooltip="Particle radius in Å; 0 = estimated from the clicks (blob scale).",
-        )
-        self.region = LineEdit(
-            value="",
-            label="picked region",
-            tooltip="z0:z1,y0:y1,x0:x1 in voxels: the box where every particle is clicked. "
-            "Empty = the clicks' bounding box grown by one radius.",
-        )
-        self.minutes = FloatSpinBox(
-            value=5.0,
-            min=0.1,
-            max=600.0,
-            step=1.0,
-            label="time limit (min)",
-            tooltip="Training stops after this time or the step budget, keeping the best.",
-        )
-        self.steps = SpinBox(
-            value=300,
-            min=10,
-            max=100_000,
-            step=10,
-            label="step budget",
-            tooltip="Most optimiser steps (validated every 10).",
-        )
-        self.start_choice = ComboBox(
-            choices=[START_CURRENT, START_NEW],
-            value=START_CURRENT,
-            label="start from",
-            tooltip="Fine-tune the model chosen above (after a round: that round's model), or train a new network.",
-        )
-        return Container(
-            widgets=[
-                self.train_points,
-                self.train_negatives,
-                self.radius,
-                self.region,
-                self.minutes,
-                self.steps,
-                self.start_choice,
-            ],
-            labels=True,
-        )
 
     def _source_changed(self, *_) -> None:
         points = self.train_source.value == FROM_POINTS
@@ -450,50 +389,29 @@ class DetectWidget(Container):
         )
 
     def start_points_training(self) -> None:
-        """Train (fine-tune) the detector from the clicked Points layer: snapshot on the GUI thread, job in a worker."""
+        """Train (fine-tune) the detector from the clicked Points layers: snapshot on the GUI thread, job in a
+        worker."""
         import time
 
-        from tomolens.detect.points import parse_region
         from tomolens.detect.points_train import train_from_points
 
-        image, points = self.image.value, self.train_points.value
-        if image is None or points is None:
-            show_warning("Choose a tomogram and a Points layer of clicked particles to train on.")
-            return
         try:
-            vs = voxel_size_from_layer(image.scale, image.units)
-            if not vs:
-                raise ValueError("Set the tomogram's voxel size (Tomogram widget) before training.")
-            clicks = layer_points_in_voxels(points, image)
-            negatives = (
-                layer_points_in_voxels(self.train_negatives.value, image) if self.train_negatives.value else None
-            )
-            region = parse_region(self.region.value, image.data.shape) if self.region.value.strip() else None
-            start = self.model_path() if self.start_choice.value == START_CURRENT else None
+            inputs = self.points_box.job_inputs(self.image.value)
+            start = self.model_path() if self.points_box.start_choice.value == START_CURRENT else None
         except ValueError as err:
             show_warning(str(err))
             return
-        kinds = points.features["class"].astype(str).tolist() if "class" in points.features else None
         out = Path(self.train_out.value)
         self._history = []
         self._train_started = time.time()
         self.loss_text.value = "training…"
         job = train_from_points(
-            np.asarray(image.data, np.float32),
-            float(vs[-1]),
-            clicks,
-            out,
-            radius_A=self.radius.value or None,
-            kinds=kinds,
-            region=region,
-            negatives_zyx=negatives,
+            out=out,
             start_from=start,
-            minutes=self.minutes.value,
-            steps=self.steps.value,
             polarity=self.params.values()["polarity"],
             device=self.params.values()["device"],
-            source=f"napari Points layer {points.name!r}",
-            command="napari 'Detect particles' widget: Train from Points layer",
+            command="napari 'Detect particles' widget: Train from Points layers",
+            **inputs,
         )
         self.train_runner.start(
             job,
@@ -565,24 +483,3 @@ def detection_layers(result: DetectionResult, name: str) -> list[napari.layers.L
         kwargs.update(face_colormap="viridis", face_color="score")
     layers.append(build_layer(data, kwargs, kind))
     return layers
-
-
-def layer_points_in_voxels(points, image) -> np.ndarray:
-    """A Points layer's positions in the voxels of the ``image`` layer (z, y, x), through world coordinates.
-
-    Raises
-    ------
-    ValueError
-        The Points layer has neither a voxel size in Å nor the tomogram's scale, so its positions
-        cannot be placed in the tomogram.
-    """
-    data = np.asarray(points.data, float)[:, -3:]
-    scale, image_scale = np.asarray(points.scale[-3:], float), np.asarray(image.scale[-3:], float)
-    if voxel_size_from_layer(points.scale, points.units) is None and not np.allclose(scale, image_scale):
-        raise ValueError(
-            f"The Points layer {points.name!r} has no voxel size (its scale is not in Å) and not the "
-            f"tomogram's scale: set its scale to {tuple(image_scale)} Å, or add the points while "
-            "the tomogram is shown."
-        )
-    world = data * scale + np.asarray(points.translate[-3:], float)
-    return (world - np.asarray(image.translate[-3:], float)) / image_scale

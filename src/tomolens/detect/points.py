@@ -62,6 +62,29 @@ def parse_region(text: str, shape: Sequence[int]) -> tuple[slice, slice, slice]:
     return tuple(out)  # type: ignore[return-value]
 
 
+def parse_kind_radii(text: str) -> dict[str, float]:
+    """``"ribosome=130, proteasome=80"`` → ``{"ribosome": 130.0, "proteasome": 80.0}`` (radii in Å per kind).
+
+    Raises
+    ------
+    ValueError
+        A part that names no kind, or a radius that is not a positive finite number.
+    """
+    out = {}
+    for part in str(text).split(","):
+        kind, _, value = part.partition("=")
+        if not kind.strip():
+            raise ValueError(f"{part.strip()!r} names no kind; write KIND=RADIUS, e.g. ribosome=120.")
+        try:
+            radius = float(value)
+        except ValueError:
+            radius = float("nan")
+        if not np.isfinite(radius) or radius <= 0:
+            raise ValueError(f"The radius of {kind.strip()!r} must be a positive number of Å; got {value.strip()!r}.")
+        out[kind.strip()] = radius
+    return out
+
+
 def default_region(centres_zyx: np.ndarray, radii_vox: np.ndarray, shape: Sequence[int]) -> tuple[slice, ...]:
     """The bounding box of the clicks grown by one radius (the largest), clipped to ``shape``."""
     grow = float(np.max(radii_vox))

@@ -27,15 +27,14 @@ def _radius(text: str) -> float:
 
 def radius_option(text: str) -> float | dict[str, float]:
     """``--radius-A``: one radius in Å, or ``KIND=R,KIND=R`` per kind."""
+    from tomolens.detect.points import parse_kind_radii
+
     if "=" not in text:
         return _radius(text)
-    out = {}
-    for part in text.split(","):
-        kind, _, value = part.partition("=")
-        if not kind.strip():
-            raise argparse.ArgumentTypeError(f"{part!r} names no kind; write KIND=RADIUS, e.g. ribosome=120.")
-        out[kind.strip()] = _radius(value)
-    return out
+    try:
+        return parse_kind_radii(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def register_points_args(group: argparse._ArgumentGroup) -> None:
@@ -104,22 +103,26 @@ def _voxels(table, voxel_size_A: float) -> np.ndarray:
     return coords
 
 
-def _read_kinds(paths: list[str], shape, voxel_size_A: float) -> tuple[np.ndarray, list[str] | None]:
-    """Centres (tomogram voxels) of all pick files and each one's kind: the ``class`` column, else the
-    file's name when there are several files (one file per kind), else None (one kind)."""
+def _read_kinds(paths: list[str], shape, voxel_size_A: float) -> tuple[np.ndarray, list[str] | None, dict]:
+    """Centres (tomogram voxels) of all pick files, each one's kind (the ``class`` column, else the
+    file's name when there are several files (one file per kind), else None: one kind) and the
+    file(s) each kind came from."""
     from pathlib import Path
 
     from tomolens.io.picks import read_picks
 
-    centres, kinds = [], []
+    centres, kinds, sources = [], [], {}
     for path in paths:
         picks = read_picks(path, tomogram_shape_zyx=shape)
         centres.append(_voxels(picks, voxel_size_A))
         if KIND_COLUMN in picks.features:
-            kinds += picks.features[KIND_COLUMN].astype(str).tolist()
+            found = picks.features[KIND_COLUMN].astype(str).tolist()
         else:
-            kinds += [Path(path).stem if len(paths) > 1 else ""] * len(picks)
-    return np.vstack(centres), (kinds if any(kinds) else None)
+            found = [Path(path).stem if len(paths) > 1 else ""] * len(picks)
+        kinds += found
+        for kind in dict.fromkeys(found):
+            sources.setdefault(kind, []).append(str(path))
+    return np.vstack(centres), (kinds if any(kinds) else None), {k: ", ".join(v) for k, v in sources.items()}
 
 
 def run_points_train(args: argparse.Namespace) -> int:
@@ -145,7 +148,7 @@ def run_points_train(args: argparse.Namespace) -> int:
     if not vs:
         raise ValueError(f"{args.tomogram} has no voxel size in its header; pass --voxel-size-A.")
     shape = vol.data.shape
-    centres, kinds = _read_kinds(args.points, shape, vs)
+    centres, kinds, kind_sources = _read_kinds(args.points, shape, vs)
     negatives = _voxels(read_picks(args.negatives, tomogram_shape_zyx=shape), vs) if args.negatives else None
     region = parse_region(args.region, shape) if args.region else None
     result = run_job(
@@ -167,6 +170,7 @@ def run_points_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             device=device,
             source=", ".join(args.points),
+            kind_sources=kind_sources,
             command=command_line(args),
         ),
         on_progress=_print_validation,

@@ -16,7 +16,7 @@
    or the time limit, keeping the best validation epoch (10 steps each); when fine-tuning, the
    starting weights are kept if no epoch beats them;
 5. post-processing thresholds are tuned on the held-out clicks and the model is saved with its
-   card (clicks' source, radii and how they were chosen, region, time, steps, polarity, start
+   card (clicks' source, each kind's clicks, source and radius and how it was chosen, region, time, steps, polarity, start
    model, and the rounds before it).
 
 Cancel (closing the job) saves the best weights so far, with the start model's thresholds,
@@ -123,6 +123,7 @@ def train_from_points(
     device: str = "cpu",
     source: str = "",
     command: str = "",
+    kind_sources: dict[str, str] | None = None,
 ) -> Generator[Progress, None, PointsTrainingResult]:
     """Train (fine-tune by default) the detector from clicked centres and save it with its card.
 
@@ -159,6 +160,9 @@ def train_from_points(
         Where the clicks came from (file or layer name), for the card.
     command : str
         How training was started (the command line), for the card.
+    kind_sources : dict {kind: str}, optional
+        Where each kind's clicks came from (its file or Points layer), for the card; kinds not
+        named there came from ``source``.
 
     Yields
     ------
@@ -286,6 +290,10 @@ def train_from_points(
         "negatives": int(len(negatives)),
         "radius_A": radii_by_kind,
         "radius_source": radius_source,
+        "kinds": {
+            k: {"clicks": int(np.sum(kinds == k)), "source": (kind_sources or {}).get(k, source or "points")}
+            for k in radii_by_kind
+        },
         "region_zyx_voxels": [[s.start, s.stop] for s in region],
         "tomogram_shape_zyx": list(volume.shape),
         "tomogram_voxel_size_A": vs,
