@@ -298,6 +298,30 @@ def test_two_points_layers_of_two_kinds_train_with_their_own_radii(widget, qtbot
     assert "ribosome 40 Å (typed), proteasome 30 Å (typed)" in w.loss_text.value
 
 
+def test_kinds_come_from_a_class_feature_else_the_layer_name(widget):
+    w, viewer = widget
+    data = viewer.layers["truth"].data
+    scale = {"scale": (10.0, 10.0, 10.0), "units": ("angstrom",) * 3}
+    viewer.add_points(data[:5], name="mixed", features={"class": ["a", "b", "a", "b", "a"]}, **scale)
+    viewer.add_points(data[5:7], name="ribosome", **scale)
+    _choose_points(w, viewer, "mixed", "ribosome")
+    w.points_box.kind_radii.value = "b=30"
+    inputs = w.points_box.job_inputs(viewer.layers["tomo"])
+    assert inputs["kinds"] == ["a", "b", "a", "b", "a", "ribosome", "ribosome"]
+    np.testing.assert_allclose(inputs["centres_zyx"], data[:7])
+    assert inputs["radius_A"] == {"a": None, "b": 30.0, "ribosome": None}
+    assert inputs["kind_sources"] == {
+        "a": "napari Points layer 'mixed'",
+        "b": "napari Points layer 'mixed'",
+        "ribosome": "napari Points layer 'ribosome'",
+    }
+    _choose_points(w, viewer, "mixed")
+    w.points_box.kind_radii.value = ""
+    w.points_box.radius.value = 50.0
+    inputs = w.points_box.job_inputs(viewer.layers["tomo"])
+    assert inputs["kinds"] == ["a", "b", "a", "b", "a"] and inputs["radius_A"] == 50.0
+
+
 def test_points_layers_of_different_scales_are_refused(widget, monkeypatch, tmp_path):
     w, viewer = widget
     data = viewer.layers["truth"].data
