@@ -42,8 +42,8 @@ class PointsTrainingBox(Container):
             "to choose several). Each layer is one kind named by the layer, unless its points have a "
             "'class' feature. Pick every particle inside the region.",
         )
-        row = self.clicks.native.sizeHintForRow(0) if hasattr(self.clicks.native, "sizeHintForRow") else -1
-        self.clicks.native.setMaximumHeight(max(row, 18) * _LIST_ROWS + 6)
+        line = self.clicks.native.fontMetrics().lineSpacing()
+        self.clicks.native.setMaximumHeight((line + 2) * _LIST_ROWS + 6)  # compact: the list scrolls beyond
         self.negatives = create_widget(
             annotation=napari.layers.Points | None, label="negatives", options={"nullable": True}
         )
