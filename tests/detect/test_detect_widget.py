@@ -322,6 +322,17 @@ def test_kinds_come_from_a_class_feature_else_the_layer_name(widget):
     assert inputs["kinds"] == ["a", "b", "a", "b", "a"] and inputs["radius_A"] == 50.0
 
 
+def test_the_only_points_layer_is_used_when_none_is_chosen(widget):
+    w, viewer = widget
+    _choose_points(w, viewer)  # nothing selected, one Points layer ("truth"): it is the one
+    inputs = w.points_box.job_inputs(viewer.layers["tomo"])
+    np.testing.assert_allclose(inputs["centres_zyx"], viewer.layers["truth"].data)
+    viewer.add_points(viewer.layers["truth"].data[:5], name="more", scale=(10.0, 10.0, 10.0), units=("angstrom",) * 3)
+    _choose_points(w, viewer)  # two and none selected: the user must choose
+    with pytest.raises(ValueError, match="at least one Points layer"):
+        w.points_box.job_inputs(viewer.layers["tomo"])
+
+
 def test_points_layers_of_different_scales_are_refused(widget, monkeypatch, tmp_path):
     w, viewer = widget
     data = viewer.layers["truth"].data

@@ -120,6 +120,9 @@ class PointsTrainingBox(Container):
             layer named), fewer than 5 points in all, or a malformed region or per-kind radius.
         """
         layers = list(self.clicks.value or [])
+        if not layers:  # nothing selected: the only Points layer there is (not the negatives), as a dropdown would
+            others = [c for c in self.clicks.choices if c is not self.negatives.value]
+            layers = others if len(others) == 1 else []
         if image is None or not layers:
             raise ValueError("Choose a tomogram and at least one Points layer of clicked particles to train on.")
         vs = voxel_size_from_layer(image.scale, image.units)
