@@ -67,6 +67,10 @@ def colour_by(layer, column: str, fixed: dict | None = None) -> None:
         layer.face_color_cycle = category_colours(layer.features[column], fixed)
     else:
         layer.face_color_cycle = _CATEGORICAL
+    # A layer coloured by a continuous feature (the detector's centres, by score) is in colormap mode, in which
+    # napari cannot take a text column: leave it (keeping the current colours) before switching to the categories.
+    if str(layer.face_color_mode) == "colormap":
+        layer.face_color_mode = "direct"
     layer.face_color = column
     layer.refresh_colors(update_color_mapping=True)
 
