@@ -226,3 +226,23 @@ def test_gallery_thumbnails_show_the_central_slice_and_the_projection():
     assert np.all(to_uint8(np.full((3, 3), 2.0)) == 0)
     with pytest.raises(ValueError, match="3D"):
         thumbnail_pair(np.zeros((4, 4)))
+
+
+def test_subdivide_after_classify_colours_the_layer_like_the_plot(scene, qtbot, tiny_model):
+    """Subdividing particles already coloured by class gives each point its cluster's colour in the plot, not a
+    colour left over from the class cycle."""
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    from tomolens._widgets.classify import SubdivideWidget, cluster_colour
+
+    viewer, image, points, _ = scene
+    classify_in_widget(viewer, image, points, tiny_model, qtbot)
+    widget = SubdivideWidget(viewer)
+    widget.image_picker.value, widget.points_picker.value = image, points
+    widget.params.set_values({"model": tiny_model, "device": "cpu", "n_clusters": 3})
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+    clusters = points.features["cluster"].to_numpy()
+    expected = transform_color([cluster_colour(int(c)) for c in clusters])
+    np.testing.assert_allclose(points.face_color, expected, atol=1e-6)
+    assert len(set(clusters)) == 3
