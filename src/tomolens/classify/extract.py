@@ -187,7 +187,7 @@ def extract_subtomograms(
     shape = np.asarray(tomogram.shape)
     if np.any(box > shape):
         raise ValueError(
-            f"The box of {box} voxels is larger than the tomogram of shape (z, y, x) {tuple(shape)}; "
+            f"The box of {box} voxels is larger than the tomogram ({' × '.join(str(int(n)) for n in shape)} voxels, z × y × x); "
             "use a smaller box (in Å) or check the voxel size."
         )
     centres = check_positions(coords_zyx, tomogram.shape)
