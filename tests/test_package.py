@@ -83,3 +83,16 @@ def test_npe2_validate_passes():
     out = subprocess.run([str(npe2), "validate", "napari-tomolens"], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "valid" in out.stdout
+
+
+@pytest.mark.parametrize("command", ["segment", "train"])
+def test_cli_command_help_has_no_docstring_markup(command, capsys):
+    """``tomolens COMMAND -h`` speaks to users: no reST markup or 'CLI:' left over from a module docstring."""
+    from tomolens.cli import main
+
+    with pytest.raises(SystemExit):
+        main([command, "-h"])
+    description = capsys.readouterr().out.split("\n\n")[1]
+    assert "``" not in description and not description.startswith("CLI:")
+    if command == "segment":
+        assert "STEM_labels.mrc" in description

@@ -94,6 +94,21 @@ class PolarityEstimate:
     n_blocks: int
     polarity: str | None
 
+    @property
+    def statistic(self) -> str:
+        """The measurement in words: the skewness and its standard error (or the number of samples, when too few
+        for an error)."""
+        if self.n_blocks < 2:
+            return f"band-passed skewness {self.skewness:+.3f} from {self.n_blocks} sample(s)"
+        return f"band-passed skewness {self.skewness:+.3f} ± {self.standard_error:.3f}"
+
+    @property
+    def why_undecided(self) -> str:
+        """Why the statistic cannot decide (meaningful when ``polarity`` is None)."""
+        if self.n_blocks < 2:
+            return "too few voxels to measure it: a small or mostly constant volume"
+        return "a flat, nearly empty or pure-noise volume"
+
 
 @dataclass(frozen=True)
 class PolarityDecision:
@@ -276,9 +291,9 @@ def decide_polarity(
         est = estimate_polarity(data, voxel_size_A)
         if est.polarity is None:
             warnings.warn(
-                f"The contrast polarity cannot be decided from the data (band-passed skewness {est.skewness:+.3f} "
-                f"± {est.standard_error:.3f}: a flat, nearly empty or pure-noise volume); assuming the model's "
-                f"({model}). Set the polarity (dark = raw cryo-ET, bright = inverted) if that is wrong.",
+                f"The contrast polarity cannot be decided from the data ({est.statistic}: {est.why_undecided}); "
+                f"assuming the model's ({model}). Set the polarity (dark = raw cryo-ET, bright = inverted) if that "
+                "is wrong.",
                 UserWarning,
                 stacklevel=2,
             )

@@ -226,3 +226,21 @@ def test_integer_and_float_labels_name_the_same_class():
     assert ds.class_names == ["1", "2"]
     with np.testing.assert_raises(ValueError):
         run_job(dataset_from_tomograms([], 16, 10.0))
+
+
+def test_classify_says_when_it_assumes_the_models_voxel_size(tmp_path, caplog, torch_one_thread):
+    """A tomogram without a voxel size (header 0): classify says it takes the model's voxel size, as detect and
+    segment do, instead of assuming it in silence; with --voxel-size it does not."""
+    tomo, centres, _ = labelled_tomogram(["sphere", "rod"], 2, 32, seed=5)  # the shipped model takes 32³ boxes
+    write_mrc(tmp_path / "tomo.mrc", tomo, None)
+    write_coordinates(tmp_path / "picks.star", ParticleTable(np.asarray(centres, float)))
+    args = ["classify", str(tmp_path / "tomo.mrc"), str(tmp_path / "picks.star"), "--device", "cpu"]
+    with caplog.at_level("WARNING"):
+        assert main([*args, "--out", str(tmp_path / "a.star")]) == 0
+    assert "Unknown voxel size: using the model's 10 Å" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert main([*args, "--voxel-size", "10", "--out", str(tmp_path / "b.star")]) == 0
+    assert "Unknown voxel size" not in caplog.text
+    a, b = read_coordinates(tmp_path / "a.star"), read_coordinates(tmp_path / "b.star")
+    assert list(a.features["class"]) == list(b.features["class"])

@@ -54,10 +54,13 @@ def test_normalisation_is_per_cube_zscore(ramp):
 
 
 def test_bad_input_messages(ramp):
-    with pytest.raises(ValueError, match="outside the tomogram"):
+    with pytest.raises(ValueError, match="outside the tomogram") as err:
         run_job(extract_subtomograms(ramp, np.array([[10, 15, 20], [25, 1, 1]]), box=6))
-    with pytest.raises(ValueError, match="larger than the tomogram"):
+    assert f"{tuple(ramp.shape)}; the first is point 1 at (z, y, x) (25.0, 1.0, 1.0)" in str(err.value)
+    with pytest.raises(ValueError, match="larger than the tomogram") as err:
         run_job(extract_subtomograms(ramp, np.array([[10, 15, 20]]), box=24))
+    shape = " × ".join(str(n) for n in ramp.shape)
+    assert f"({shape} voxels, z × y × x)" in str(err.value) and "np.int64" not in str(err.value)
     with pytest.raises(ValueError, match="edge must be"):
         run_job(extract_subtomograms(ramp, np.array([[10, 15, 20]]), box=6, edge="wrap"))
     assert box_in_voxels(320, 10) == 32

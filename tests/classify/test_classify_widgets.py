@@ -35,16 +35,23 @@ def scene(make_napari_viewer):
     return viewer, image, points, names
 
 
-def test_classify_widget_features_colours_and_confidence_filter(scene, qtbot, tiny_model):
+def classify_in_widget(viewer, image, points, model: str, qtbot):
+    """A Classify dock on ``viewer`` that has classified ``points`` on ``image`` with ``model`` (on the CPU)."""
     from tomolens._widgets.classify import ClassifyWidget
 
-    viewer, image, points, names = scene
     widget = ClassifyWidget(viewer)
     widget.image_picker.value, widget.points_picker.value = image, points
-    widget.params.controls["model"].value = tiny_model
+    widget.params.controls["model"].value = model
     widget.params.controls["device"].value = "cpu"
     widget.start_classification()
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+    return widget
+
+
+def test_classify_widget_features_colours_and_confidence_filter(scene, qtbot, tiny_model):
+
+    viewer, image, points, names = scene
+    widget = classify_in_widget(viewer, image, points, tiny_model, qtbot)
     f = points.features
     assert {"class", "confidence", "prob_sphere", "prob_rod", "prob_ring"} <= set(f.columns)
     assert np.mean(f["class"].astype(str).to_numpy() == names) >= 0.8
@@ -74,6 +81,29 @@ def test_classification_is_shown_over_two_event_loop_turns(scene, tiny_model):
     assert list(steps) == []  # second turn: the summary and the confidence filter
     assert f"{len(result.indices)} classified" in widget.summary.value
     np.testing.assert_array_equal(points.shown, points.features["confidence"].to_numpy() >= 0.99)
+
+
+def test_classify_widget_recolours_picks_coloured_by_score(make_napari_viewer, qtbot, tiny_model):
+    """The Detect dock's centres come coloured by their score (colormap mode): classifying them recolours them
+    by class instead of failing with 'could not show the result'."""
+    import pandas as pd
+
+    viewer = make_napari_viewer()
+    tomo, centres, _ = labelled_tomogram(KINDS, 8, 16, seed=21)
+    image = viewer.add_image(tomo, scale=(10, 10, 10), units=("angstrom",) * 3, name="tomo")
+    score = pd.DataFrame({"score": np.linspace(0.1, 0.9, len(centres))})
+    points = viewer.add_points(
+        centres, scale=(10, 10, 10), features=score, face_color="score", face_colormap="viridis", name="centres"
+    )
+    widget = classify_in_widget(viewer, image, points, tiny_model, qtbot)
+    assert "classified" in widget.summary.value
+    assert str(points.face_color_mode) == "cycle"
+    classes = points.features["class"].astype(str).to_numpy()
+    colours = [tuple(np.round(c, 3)) for c in points.face_color]
+    assert len(set(colours)) == len(set(classes))
+    for name in set(classes):  # one colour per class
+        assert len({c for c, k in zip(colours, classes, strict=True) if k == name}) == 1
+    np.testing.assert_allclose(points.features["score"], score["score"])  # the detector's features are kept
 
 
 def test_classify_widget_colours_unknown_points_grey_and_counts_them(scene, qtbot, tiny_model):
@@ -196,3 +226,23 @@ def test_gallery_thumbnails_show_the_central_slice_and_the_projection():
     assert np.all(to_uint8(np.full((3, 3), 2.0)) == 0)
     with pytest.raises(ValueError, match="3D"):
         thumbnail_pair(np.zeros((4, 4)))
+
+
+def test_subdivide_after_classify_colours_the_layer_like_the_plot(scene, qtbot, tiny_model):
+    """Subdividing particles already coloured by class gives each point its cluster's colour in the plot, not a
+    colour left over from the class cycle."""
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    from tomolens._widgets.classify import SubdivideWidget, cluster_colour
+
+    viewer, image, points, _ = scene
+    classify_in_widget(viewer, image, points, tiny_model, qtbot)
+    widget = SubdivideWidget(viewer)
+    widget.image_picker.value, widget.points_picker.value = image, points
+    widget.params.set_values({"model": tiny_model, "device": "cpu", "n_clusters": 3})
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+    clusters = points.features["cluster"].to_numpy()
+    expected = transform_color([cluster_colour(int(c)) for c in clusters])
+    np.testing.assert_allclose(points.face_color, expected, atol=1e-6)
+    assert len(set(clusters)) == 3

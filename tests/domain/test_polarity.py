@@ -70,6 +70,20 @@ def test_decisions_say_where_they_come_from(blobs):
     assert decision.invert
 
 
+def test_a_volume_too_small_to_measure_says_so_not_plus_or_minus_inf(blobs):
+    """An 8×16×16 crop gives one sample: the warning says the volume is too small, not '± inf: … pure-noise'."""
+    tiny = blobs(seed=3)[:8, :16, :16]
+    est = estimate_polarity(tiny, 10.0)
+    assert est.n_blocks < 2 and est.polarity is None
+    with pytest.warns(UserWarning, match="cannot be decided") as caught:
+        decide_polarity(tiny, "auto", "bright", 10.0)
+    text = str(caught[0].message)
+    assert "inf" not in text and "pure-noise" not in text and "too few voxels" in text
+    noise = np.random.default_rng(4).normal(size=(48, 64, 64)).astype(np.float32)
+    assert "±" in estimate_polarity(noise, 10.0).statistic  # enough samples: the error is given
+    assert estimate_polarity(noise, 10.0).why_undecided.startswith("a flat")
+
+
 def test_bad_settings_and_cards_are_clear():
     with pytest.raises(ValueError, match="Unknown polarity 'inverted'"):
         decide_polarity(np.zeros((8, 8, 8)), "inverted")

@@ -118,3 +118,23 @@ def test_convert_to_relion5_names_the_tomogram(tmp_path, capsys):
     assert list(df["rlnTomoName"]) == ["TS_01", "TS_01"]
     # RELION 5 centred Å: (x - size_x / 2) * pixel size
     np.testing.assert_allclose(df["rlnCenteredCoordinateXAngst"], (coords[:, 2] - 32) * 10, atol=1e-3)
+
+
+def test_info_on_an_mrc_speaks_like_the_tomogram_dock(tmp_path, capsys):
+    """Voxel size without float32 noise (10.52, not 10.520000110973012), the real value range of the sample (not
+    a display window: a constant volume is 'all 0', not '0 .. 1')."""
+    import mrcfile
+
+    data = np.random.default_rng(0).uniform(49, 190, (6, 10, 8)).astype(np.float32)
+    with mrcfile.new(tmp_path / "t.mrc") as mrc:
+        mrc.set_data(data)
+        mrc.voxel_size = 10.52  # stored as float32 cell lengths / sizes: 10.520000110973012 when read back
+    assert main(["info", str(tmp_path / "t.mrc")]) == 0
+    out = capsys.readouterr().out
+    assert "shape:       6 × 10 × 8 (z, y, x)" in out and "voxel size:  10.52 × 10.52 × 10.52 Å (z, y, x)" in out
+    assert f"values:      {data.min():.4g} .. {data.max():.4g} (sampled)" in out
+    with mrcfile.new(tmp_path / "c.mrc") as mrc:
+        mrc.set_data(np.zeros((4, 4, 4), np.float32))
+        mrc.voxel_size = 10.0
+    assert main(["info", str(tmp_path / "c.mrc")]) == 0
+    assert "values:      all 0 (sampled)" in capsys.readouterr().out

@@ -141,3 +141,27 @@ def test_train_from_painted_files_without_validation_files(tmp_path, capsys):
         assert card["metrics"]["validation"] == fit
     printed = capsys.readouterr().out
     assert " fit " in printed and " val " in printed
+
+
+def test_segment_says_when_it_assumes_the_models_voxel_size(tmp_path, capsys, caplog):
+    """A header voxel size of 0 (unknown): segmenting says that the model's voxel size is assumed, as detection
+    does, instead of assuming it in silence; with --voxel-size it does not."""
+    import mrcfile
+
+    torch.set_num_threads(1)
+    tomo, _ = make_toy(0)
+    path = tmp_path / "no_voxel_size.mrc"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(np.ascontiguousarray(tomo[:16, :32, :32], np.float32))
+        mrc.voxel_size = 0.0
+    with caplog.at_level("WARNING"):
+        assert main(["segment", str(path), "--model", "segment_domain", "--out", str(tmp_path / "a")]) == 0
+    assert "Unknown voxel size: using the model's 10 Å" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        rc = main(
+            ["segment", str(path), "--model", "segment_domain", "--voxel-size", "10", "--out", str(tmp_path / "b")]
+        )
+        assert rc == 0
+    assert "Unknown voxel size" not in caplog.text
+    np.testing.assert_array_equal(read_mrc(tmp_path / "a_labels.mrc").data, read_mrc(tmp_path / "b_labels.mrc").data)

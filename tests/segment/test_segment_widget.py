@@ -153,3 +153,28 @@ def test_start_from_is_the_shipped_default_whatever_the_classes(make_napari_view
     start.value = "/data/my_model.pt"  # a typed model is kept (unreadable: training will say why)
     widget.class_names.value = "background, membrane"
     assert start.value == "/data/my_model.pt" and "Train:" not in widget.legend.value
+
+
+def test_segmentation_of_a_tomogram_without_voxel_size_lies_on_it(make_napari_viewer, qtbot):
+    """A tomogram layer in pixels (header voxel size 0): the shipped model assumes its own 10 Å, but the
+    segmentation and probability layers are placed in the tomogram's pixels, not scaled by the assumed Å (which
+    drew them 10× too large), also after re-thresholding."""
+    torch.set_num_threads(1)
+    viewer = make_napari_viewer()
+    tomo, _ = make_toy(0)
+    pixels = viewer.add_image(tomo[:16, :32, :32], name="pixels")  # scale 1, units pixel
+    widget = SegmentWidget(viewer)
+    widget.reset_choices()
+    widget.image.value = pixels
+    widget.predict_params.controls["device"].value = "cpu"
+    widget.start_prediction()
+    qtbot.waitUntil(lambda: not widget.predict_runner.running, timeout=120000)
+    assert widget.result is not None, widget.predict_runner.status.value
+    made = [layer for layer in viewer.layers if layer.name.startswith("pixels ")]
+    assert "pixels segmentation" in [layer.name for layer in made] and len(made) > 1
+    for layer in made:
+        np.testing.assert_allclose(layer.scale, (1.0, 1.0, 1.0), err_msg=layer.name)
+        assert tuple(str(u) for u in layer.units) == tuple(str(u) for u in pixels.units)
+    widget.predict_params.controls["threshold"].value = 0.5  # re-applied on the kept probabilities
+    qtbot.waitUntil(lambda: not widget.predict_runner.running, timeout=60000)
+    np.testing.assert_allclose(viewer.layers["pixels segmentation"].scale, (1.0, 1.0, 1.0))

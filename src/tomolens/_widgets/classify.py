@@ -57,14 +57,27 @@ def _snapshot(image, points):
     return image.data, coords, _points_voxel(points, image)
 
 
+def cluster_colour(cluster: int) -> str:
+    """The colour of a cluster number, on the layer and in the plot alike (-1, no cluster: grey)."""
+    return _CATEGORICAL[cluster % len(_CATEGORICAL)] if cluster >= 0 else UNKNOWN_COLOUR
+
+
 def colour_by(layer, column: str, fixed: dict | None = None) -> None:
     """Colour a Points layer by a categorical feature with the project's palette.
 
     ``fixed`` maps values to their own colours (``{"unknown": UNKNOWN_COLOUR}``); the other
     values take the palette without its greys (:func:`~tomolens._napari.layers.category_colours`).
+    Integer columns (cluster numbers) take :func:`cluster_colour`, the subdivision plot's colours.
+    A layer coloured before (by score, by class) keeps no colours of the earlier column.
     """
+    values = layer.features[column]
+    # Leave the layer's colour mode first: in colormap mode (the detector's centres, coloured by score) napari
+    # cannot take a text column, and in cycle mode a new cycle is spent on the earlier column's values.
+    layer.face_color_mode = "direct"
     if fixed:
-        layer.face_color_cycle = category_colours(layer.features[column], fixed)
+        layer.face_color_cycle = category_colours(values, fixed)
+    elif pd.api.types.is_integer_dtype(values):  # napari gives a list cycle's colours in order of first appearance
+        layer.face_color_cycle = [cluster_colour(int(v)) for v in pd.unique(values)]
     else:
         layer.face_color_cycle = _CATEGORICAL
     layer.face_color = column
@@ -368,7 +381,7 @@ class SubdivideWidget(Container):
         self.gallery.set_averages(result.averages, {k: int(np.sum(clusters == k)) for k in result.averages})
         self.averages_button.enabled = bool(result.averages)
         yield
-        colours = [_CATEGORICAL[c % len(_CATEGORICAL)] if c >= 0 else UNKNOWN_COLOUR for c in clusters]
+        colours = [cluster_colour(int(c)) for c in clusters]
         tips = [f"particle {i}, cluster {c}" for i, c in enumerate(clusters)]
         self.plot.set_data(result.embedding_2d, colours, tips)
         self.link(layer)

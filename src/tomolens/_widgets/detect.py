@@ -256,11 +256,11 @@ class DetectWidget(Container):
         self._source_in_A = vs is not None
         params = self.params.values()
         model = self.model_path()
-        name = layer.name
+        name, in_A = layer.name, self._source_in_A
         self.runner.start(
             detect_particles(data, vs[-1] if vs else None, model=model, **params),
             self._show,
-            prepare=lambda result: (result, detection_layers(result, name)),
+            prepare=lambda result: (result, detection_layers(result, name, in_A)),
         )
 
     def _show(self, prepared: tuple[DetectionResult, list]) -> Iterator[None]:
@@ -301,11 +301,11 @@ class DetectWidget(Container):
         except ValueError as err:
             show_warning(str(err))
             return
-        name = self._source_name
+        name, in_A = self._source_name, self._source_in_A
         self.runner.start_latest(
             lambda: computing("re-applying the post-processing to the kept maps", self.result.reapply, **post),
             self._show_reapplied,
-            prepare=lambda result: (result, detection_layers(result, name)),
+            prepare=lambda result: (result, detection_layers(result, name, in_A)),
         )
 
     def update_evaluation(self, *_) -> None:
@@ -461,13 +461,14 @@ class DetectWidget(Container):
         show_info(f"Model saved to {path}; it is now selected for detection.")
 
 
-def detection_layers(result: DetectionResult, name: str) -> list[napari.layers.Layer]:
+def detection_layers(result: DetectionResult, name: str, in_A: bool = True) -> list[napari.layers.Layer]:
     """The mask and instances Labels and the centres Points of a detection, named after the tomogram ``name``.
 
     Built without a viewer (:func:`tomolens._widgets._layers.build_layer`), so a worker thread can build them;
-    the centres are coloured by score.
+    the centres are coloured by score.  ``in_A=False``: the tomogram layer has no voxel size (pixel units; the
+    detector assumed the model's), so the layers are scaled in pixels like it, not in the assumed Å.
     """
-    scale = scale_kwargs(result.voxel_size_A, 3)
+    scale = scale_kwargs(result.voxel_size_A if in_A else None, 3)
     meta = {"tomolens": provenance(result.params)}
     layers = [
         build_layer(
@@ -478,6 +479,7 @@ def detection_layers(result: DetectionResult, name: str) -> list[napari.layers.L
         for suffix, data in (("mask", result.mask), ("instances", result.instances))
     ]
     data, kwargs, kind = points_layer_data(result.particles, name=f"{name} centres", color_by=None)
+    kwargs.update(scale)
     kwargs["metadata"] = {**kwargs["metadata"], **meta}
     if len(data):
         kwargs.update(face_colormap="viridis", face_color="score")

@@ -52,7 +52,7 @@ class SegmentWidget(Container):
         self.viewer = viewer
         self.result: SegmentationResult | None = None
         self.trained = None
-        self._source = ""
+        self._source, self._source_in_A = "", True
         self._history: list[dict] = []
         self.image = create_widget(annotation=napari.layers.Image, label="tomogram")
         self.image.tooltip = "The tomogram to paint on and segment (3D, protein bright)."
@@ -279,12 +279,12 @@ class SegmentWidget(Container):
             show_warning(str(err))
             return
         vs = voxel_size_from_layer(image.scale, image.units)
-        self._source = image.name
-        source = image.name
+        self._source, self._source_in_A = image.name, vs is not None
+        source, in_A = image.name, vs is not None
         self.predict_runner.start(
             segment_tomogram(image.data, vs[-1] if vs else None, model=model, class_names=names, **params),
             self._show,
-            prepare=lambda result: (result, segmentation_layers(result, source), class_voxels(result)),
+            prepare=lambda result: (result, segmentation_layers(result, source, in_A=in_A), class_voxels(result)),
         )
 
     def _show(self, prepared: tuple[SegmentationResult, list, np.ndarray]) -> Iterator[None]:
@@ -307,11 +307,11 @@ class SegmentWidget(Container):
             show_warning(str(err))
             return
         post = {p.name: values[p.name] for p in POSTPROCESS_PARAMS}
-        source = self._source
+        source, in_A = self._source, self._source_in_A
         self.predict_runner.start_latest(
             lambda: computing("re-applying the threshold and clean-up", self.result.reapply, **post),
             self._show_reapplied,
-            prepare=lambda result: (result, segmentation_layers(result, source, probabilities=False)),
+            prepare=lambda result: (result, segmentation_layers(result, source, probabilities=False, in_A=in_A)),
         )
 
     def _show_reapplied(self, prepared: tuple[SegmentationResult, list]) -> Iterator[None]:
@@ -328,11 +328,13 @@ def class_voxels(result: SegmentationResult) -> np.ndarray:
 
 
 def segmentation_layers(
-    result: SegmentationResult, source: str, probabilities: bool = True
+    result: SegmentationResult, source: str, probabilities: bool = True, in_A: bool = True
 ) -> list[napari.layers.Layer]:
     """One hidden Image per class probability (if ``probabilities``), then the segmentation Labels, named after
-    the tomogram ``source``; built without a viewer (:func:`tomolens._widgets._layers.build_layer`)."""
-    scale = scale_kwargs(result.voxel_size_A, 3)
+    the tomogram ``source``; built without a viewer (:func:`tomolens._widgets._layers.build_layer`).
+    ``in_A=False``: the tomogram layer has no voxel size (pixels; the model's was assumed), so the layers are in
+    pixels like it, not scaled by the assumed Å."""
+    scale = scale_kwargs(result.voxel_size_A if in_A else None, 3)
     layers = []
     if probabilities:
         style = {"colormap": "inferno", "blending": "additive", "contrast_limits": (0.0, 1.0), "visible": False}

@@ -40,9 +40,9 @@ def measure_polarity(data, voxel_size_A: float | None) -> Generator[Progress, No
 
 def describe_polarity(estimate: PolarityEstimate) -> str:
     """One line for the Tomogram widget."""
-    stat = f"band-passed skewness {estimate.skewness:+.3f} ± {estimate.standard_error:.3f}"
+    stat = estimate.statistic
     if estimate.polarity is None:
-        return f"contrast: undecided ({stat}); models assume their own — set the polarity if needed"
+        return f"contrast: undecided ({stat}; {estimate.why_undecided}); models assume their own — set the polarity if needed"
     meaning = "dense matter dark, raw cryo-ET" if estimate.polarity == "dark" else "dense matter bright, inverted"
     return f"contrast: {estimate.polarity} ({meaning}; {stat}); models with polarity 'auto' use this"
 

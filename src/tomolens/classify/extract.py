@@ -118,7 +118,8 @@ def check_positions(coords_zyx: np.ndarray, shape_zyx: tuple[int, ...]) -> np.nd
         first = outside[0]
         raise ValueError(
             f"{len(outside)} of {len(coords)} points lie outside the tomogram of shape (z, y, x) "
-            f"{tuple(shape_zyx)}; the first is point {first} at (z, y, x) {tuple(np.round(coords[first], 1))}. "
+            f"{tuple(int(n) for n in shape_zyx)}; the first is point {first} at (z, y, x) "
+            f"{tuple(round(float(v), 1) for v in coords[first])}. "
             "Are the points in the tomogram's voxels (same binning, same voxel size)?"
         )
     return centres
@@ -187,7 +188,7 @@ def extract_subtomograms(
     shape = np.asarray(tomogram.shape)
     if np.any(box > shape):
         raise ValueError(
-            f"The box of {box} voxels is larger than the tomogram of shape (z, y, x) {tuple(shape)}; "
+            f"The box of {box} voxels is larger than the tomogram ({' × '.join(str(int(n)) for n in shape)} voxels, z × y × x); "
             "use a smaller box (in Å) or check the voxel size."
         )
     centres = check_positions(coords_zyx, tomogram.shape)

@@ -24,6 +24,7 @@ import pandas as pd
 
 from tomolens.classify.extract import extract_subtomograms
 from tomolens.classify.unknown import UNKNOWN_PARAM
+from tomolens.io.checks import warn_if_voxel_size_assumed
 from tomolens.jobs import Progress
 from tomolens.params import Param
 from tomolens.polarity import POLARITY_PARAM
@@ -185,6 +186,7 @@ def model_subtomograms(
     from tomolens.polarity import decide_polarity, model_polarity
 
     box, ratio = model_box(card, voxel_size_A, box_A)
+    warn_if_voxel_size_assumed(voxel_size_A, card.voxel_size_A)
     decision = decide_polarity(tomogram, polarity, model_polarity(card), voxel_size_A)
     yield Progress(0, 1, decision.message)
     if ratio != 1.0:

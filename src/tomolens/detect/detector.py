@@ -15,7 +15,6 @@ re-applies thresholds and size limits without re-running the network.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from tomolens.detect.postprocess import POSTPROCESS_PARAMS, card_postprocess_defaults, postprocess
-from tomolens.io.checks import check_voxel_size
+from tomolens.io.checks import check_voxel_size, warn_if_voxel_size_assumed
 from tomolens.io.coords import ParticleTable
 from tomolens.jobs import Progress
 from tomolens.params import Param, validate_values
@@ -173,11 +172,7 @@ def detect_particles(
     if voxel_size_A is None or voxel_size_A == 0:
         if not card.voxel_size_A:
             raise ValueError("The voxel size is unknown and the model does not state one; give it in Å.")
-        warnings.warn(
-            f"Unknown voxel size: using the model's {card.voxel_size_A:g} Å. Set the voxel size if it differs.",
-            UserWarning,
-            stacklevel=2,
-        )
+        warn_if_voxel_size_assumed(None, card.voxel_size_A)
         voxel_size_A = float(card.voxel_size_A)
     edge = p["patch"] or 2 * int(card.patch_size[0] if card.patch_size else 32)
     multiple = getattr(net, "size_multiple", 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import stat
+import warnings
 from pathlib import Path
 
 #: The largest voxel or pixel size accepted, Å (larger values are header garbage, not data).
@@ -74,6 +75,19 @@ def check_voxel_size(value: float | None, name: str = "voxel size") -> float | N
     if not is_valid_length(value):
         raise ValueError(f"The {name} must be a positive number of Å up to {MAX_VOXEL_SIZE_A:g}; got {value!r}.")
     return float(value)  # type: ignore[arg-type]
+
+
+def warn_if_voxel_size_assumed(voxel_size_A: float | None, model_voxel_size_A: float | None) -> None:
+    """Warn (UserWarning) that a model's voxel size is taken for a tomogram whose voxel size is unknown.
+
+    Every model command says so alike (detect, segment, classify, subdivide) instead of assuming in silence.
+    """
+    if not voxel_size_A and model_voxel_size_A:
+        warnings.warn(
+            f"Unknown voxel size: using the model's {model_voxel_size_A:g} Å. Set the voxel size if it differs.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 #: The most voxels a tomogram may have after rescaling to a model's voxel size.

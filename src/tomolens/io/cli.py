@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from tomolens.cli_args import length_A
-from tomolens.io.formats_cli import CopickTarget, describe_path, read_any_picks, write_any_picks
-from tomolens.io.mrc import MRC_EXTENSIONS, contrast_limits, read_mrc
+from tomolens.io.formats_cli import CopickTarget, volume_lines, describe_path, read_any_picks, write_any_picks
+from tomolens.io.mrc import MRC_EXTENSIONS, read_mrc, subsample
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -15,13 +17,11 @@ def _info(args: argparse.Namespace) -> int:
         print("\n".join(describe_path(args.path)))
         return 0
     vol = read_mrc(args.path)
-    lo, hi = contrast_limits(vol.data)
+    sample = subsample(vol.data)
+    lo, hi = (float(np.min(sample)), float(np.max(sample))) if sample.size else (0.0, 0.0)
     print(f"file:        {vol.path}")
-    print(f"kind:        {vol.kind}{' (labels)' if vol.is_labels else ''}")
-    print(f"shape (zyx): {vol.data.shape}")
-    print(f"dtype:       {vol.data.dtype}")
-    print(f"voxel (Å):   {vol.voxel_size_A if vol.voxel_size_A else 'unknown'}")
-    print(f"range (sub): {lo:.4g} .. {hi:.4g}")
+    print("\n".join(volume_lines(vol.data, vol.voxel_size_A, vol.kind + (" (labels)" if vol.is_labels else ""))))
+    print(f"values:      {lo:.4g} .. {hi:.4g} (sampled)" if hi > lo else f"values:      all {lo:.4g} (sampled)")
     return 0
 
 

@@ -24,13 +24,15 @@ def _is_copick(path: Path) -> bool:
     return path.suffix.lower() == ".json"
 
 
-def _volume_lines(data, voxel_size_A, kind: str) -> list[str]:
-    vs = " × ".join(f"{v:g}" for v in voxel_size_A) + " Å (z, y, x)" if voxel_size_A else "unknown"
+def volume_lines(data, voxel_size_A, kind: str) -> list[str]:
+    """Kind, shape, dtype and voxel size (4 significant digits: no float32 noise such as 10.520000110973012)."""
+    axes = "(z, y, x)" if data.ndim == 3 else "(y, x)" if data.ndim == 2 else "(c, z, y, x)"
+    vs = " × ".join(f"{v:.4g}" for v in voxel_size_A) + f" Å {axes}" if voxel_size_A else "unknown"
     return [
         f"kind:        {kind}",
-        f"shape (zyx): {tuple(data.shape)}",
+        f"shape:       {' × '.join(str(n) for n in data.shape)} {axes}",
         f"dtype:       {data.dtype}",
-        f"voxel:       {vs}",
+        f"voxel size:  {vs}",
     ]
 
 
@@ -38,7 +40,7 @@ def _zarr_lines(path: Path) -> list[str]:
     from tomolens.io.zarr_io import read_ome_zarr
 
     vol = read_ome_zarr(path)
-    lines = _volume_lines(vol.data, vol.voxel_size_A, "OME-Zarr " + ("labels" if vol.is_labels else "image"))
+    lines = volume_lines(vol.data, vol.voxel_size_A, "OME-Zarr " + ("labels" if vol.is_labels else "image"))
     lines.append(f"levels:      {len(vol.levels)}: " + ", ".join(str(tuple(lv.shape)) for lv in vol.levels))
     lines.append(f"chunks:      {tuple(c[0] for c in vol.data.chunks)}")
     return lines
@@ -105,12 +107,12 @@ def describe_path(path: str | Path) -> list[str]:
         from tomolens.io.tiff_io import read_tiff
 
         vol = read_tiff(path)
-        return head + _volume_lines(vol.data, vol.voxel_size_A, "TIFF stack" + (" (labels)" if vol.is_labels else ""))
+        return head + volume_lines(vol.data, vol.voxel_size_A, "TIFF stack" + (" (labels)" if vol.is_labels else ""))
     if suffix in PICK_EXTENSIONS:
         return head + _pick_lines(path)
     if suffix in MRC_EXTENSIONS:
         vol = read_mrc(path)
-        return head + _volume_lines(vol.data, vol.voxel_size_A, vol.kind + (" (labels)" if vol.is_labels else ""))
+        return head + volume_lines(vol.data, vol.voxel_size_A, vol.kind + (" (labels)" if vol.is_labels else ""))
     raise ValueError(
         f"{path.name}: tomolens reads MRC, TIFF, OME-Zarr, copick configs (.json) and pick files "
         f"({', '.join(PICK_EXTENSIONS)})."

@@ -130,7 +130,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a model (--task " + "|".join(tasks) + ") and write it with its model card",
-        description=__doc__.split("\n\n")[0],
+        description=__doc__.split("\n\n")[0].replace("``", ""),
     )
     p.add_argument("--task", required=True, choices=tasks, help="what the model is for")
     p.add_argument("--tomograms", nargs="*", default=[], metavar="MRC", help="training tomograms")

@@ -73,10 +73,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "segment",
         help="semantic segmentation: labels MRC (+ probabilities, instances)",
-        description=__doc__.split("\n\n")[0],
+        description="Segment a tomogram with a model (shipped name or file). Writes STEM_labels.mrc (label "
+        "values: 0 background, class k as k + 1), and on request STEM_probabilities_<class>.mrc (float32, one per "
+        "class) and STEM_instances.mrc + STEM_instances.csv (connected components per class).",
     )
     p.add_argument("tomogram", help="tomogram MRC, either contrast (see --polarity)")
-    p.add_argument("--out", required=True, type=output_stem, help="output stem: writes STEM_labels.mrc (…)")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=output_stem,
+        help="output stem: writes STEM_labels.mrc (and the files asked for below)",
+    )
     p.add_argument("--voxel-size", type=length_A, default=None, help="voxel size in Å if the header lacks it")
     p.add_argument(
         "--classes", default="", help="expected class names, comma-separated (refuses a model with other classes)"

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tomolens.io.checks import warn_if_voxel_size_assumed
 from tomolens.jobs import Progress, relay
 from tomolens.params import Param
 from tomolens.polarity import POLARITY_PARAM
@@ -237,6 +238,7 @@ def predict_probabilities(
         raise ValueError(f"Segmentation needs a 3D tomogram; got shape {np.shape(volume)}.")
     if slice_smoothing < 0:
         raise ValueError(f"slice_smoothing must be 0 (off) or a positive sigma in slices; got {slice_smoothing}.")
+    warn_if_voxel_size_assumed(voxel_size_A, card.voxel_size_A)
     # once: every view of the tomogram is normalised alike
     stats, decision = model_input_normalisation(volume, polarity, card, voxel_size_A)
     yield Progress(0, 1, decision.message)
