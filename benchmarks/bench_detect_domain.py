@@ -34,8 +34,6 @@ standard deviation over the seeds.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -43,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_segment_domain import FIRST_SEED, write_results  # noqa: E402
+from bench_segment_domain import FIRST_SEED, start_results, write_results  # noqa: E402
 from bench_shifted import DOG_GRID, cached, dog_centres, f1_of, summary, tune_dog  # noqa: E402
 
 from tomolens.detect import detect_particles  # noqa: E402
@@ -133,20 +131,9 @@ def main(argv=None) -> int:
     unknown = set(sets) - set(FIRST_SEED)
     if unknown:
         parser.error(f"--sets: unknown {sorted(unknown)}; choose from {', '.join(FIRST_SEED)}")
-    results = {
-        "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads, no GPU",
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "match_rule": "one-to-one within 0.5 x the particle's radius; gold beads excluded",
-        "score_grid": list(SCORE_GRID),
-        "models": {},
-        "commands": [],
-    }
-    if args.merge and RESULTS.is_file():
-        previous = json.loads(RESULTS.read_text())
-        results["models"] = previous.get("models", {})
-        results["commands"] = previous.get("commands", [])
-        results.update({k: previous[k] for k in ("dog_params",) if k in previous})
+    results = start_results(RESULTS, args.threads, args.merge, keep=("dog_params",))
+    results["match_rule"] = "one-to-one within 0.5 x the particle's radius; gold beads excluded"
+    results["score_grid"] = list(SCORE_GRID)
     seeds = {kind: range(FIRST_SEED[kind], FIRST_SEED[kind] + args.seeds) for kind in sets}
     if not args.no_baseline:
         dog = tune_dog(args.cache)

@@ -95,6 +95,25 @@ def real_scores(model: str, threads: int) -> dict:
     }
 
 
+def start_results(path: Path, threads: int, merge: bool, keep: tuple[str, ...] = ()) -> dict:
+    """A results dict naming the machine; with ``merge``, the models, commands and ``keep`` keys of ``path``."""
+    import torch
+
+    results = {
+        "machine": f"{platform.processor() or platform.machine()}, {threads} threads, no GPU",
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "models": {},
+        "commands": [],
+    }
+    if merge and path.is_file():
+        previous = json.loads(path.read_text())
+        results["models"] = previous.get("models", {})
+        results["commands"] = previous.get("commands", [])
+        results.update({k: previous[k] for k in keep if k in previous})
+    return results
+
+
 def write_results(path: Path, results: dict, script: str, argv, t0: float) -> None:
     """Append this run's command and wall time to ``results["commands"]`` and write ``path`` atomically."""
     results["commands"].append(
@@ -148,17 +167,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     sets = args.sets.split(",")
-    results = {
-        "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads, no GPU",
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "models": {},
-        "commands": [],
-    }
-    if args.merge and RESULTS.is_file():
-        previous = json.loads(RESULTS.read_text())
-        results["models"] = previous.get("models", {})
-        results["commands"] = previous.get("commands", [])
+    results = start_results(RESULTS, args.threads, args.merge)
     for model in args.models.split(","):
         per_set: dict = {}
         for kind in [s for s in sets if s != "real"]:
