@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "tomolens.simulate.cli",
     "tomolens.models.cli",
     "tomolens.detect.cli",
+    "tomolens.detect.calibrate_cli",
     "tomolens.classify.cli",
     "tomolens.batch.cli",
     "tomolens.segment.cli",

@@ -79,6 +79,8 @@ class DetectionResult:
         Voxel size of ``prob_maps``, Å (the model's).
     params : dict
         The settings used.
+    calibration : dict or None
+        The model card's checked score calibration (:mod:`tomolens.detect.calibrate`), if any.
     """
 
     prob_maps: np.ndarray
@@ -88,16 +90,26 @@ class DetectionResult:
     voxel_size_A: float
     map_voxel_size_A: float
     params: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None
 
     def reapply(self, **changes: Any) -> DetectionResult:
         """A new result with changed post-processing settings, from the kept maps."""
         params = {**self.params, **changes}
         post = {k: v for k, v in params.items() if k in {p.name for p in POSTPROCESS_PARAMS}}
         mask, instances, particles = to_image_grid(
-            *postprocess(self.prob_maps, self.map_voxel_size_A, post), self.mask.shape, self.voxel_size_A
+            *postprocess(self.prob_maps, self.map_voxel_size_A, post, self.calibration),
+            self.mask.shape,
+            self.voxel_size_A,
         )
         return DetectionResult(
-            self.prob_maps, mask, instances, particles, self.voxel_size_A, self.map_voxel_size_A, params
+            self.prob_maps,
+            mask,
+            instances,
+            particles,
+            self.voxel_size_A,
+            self.map_voxel_size_A,
+            params,
+            self.calibration,
         )
 
 
@@ -167,6 +179,7 @@ def detect_particles(
         net, card = model
     else:
         net, card = load_model(model, device=device, expected_task="detect")
+    calibration = card_calibration(card)  # checked before the network runs: a bad card fails at once
     if voxel_size_A is not None and voxel_size_A != 0:
         voxel_size_A = check_voxel_size(voxel_size_A)
     if voxel_size_A is None or voxel_size_A == 0:
@@ -202,7 +215,9 @@ def detect_particles(
     for key, value in card_postprocess_defaults(card).items():
         if key not in params:
             post[key] = value
-    mask, instances, particles = to_image_grid(*postprocess(prob_maps, map_vs, post), volume.shape, voxel_size_A)
+    mask, instances, particles = to_image_grid(
+        *postprocess(prob_maps, map_vs, post, calibration), volume.shape, voxel_size_A
+    )
     yield Progress(1, 1, f"found {len(particles)} particles")
     return DetectionResult(
         np.asarray(prob_maps),
@@ -211,5 +226,23 @@ def detect_particles(
         particles,
         float(voxel_size_A),
         float(map_vs),
-        {**p, **post, "model": card.name, "polarity_decision": decision.to_dict(), "normalisation": norm.to_dict()},
+        {
+            **p,
+            **post,
+            "model": card.name,
+            "score": "calibrated" if calibration is not None else "raw",
+            "polarity_decision": decision.to_dict(),
+            "normalisation": norm.to_dict(),
+        },
+        calibration,
     )
+
+
+def card_calibration(card) -> dict[str, Any] | None:
+    """The card's checked score calibration (``extra["score_calibration"]``), or None when it has none."""
+    from tomolens.detect.calibrate import check_calibration
+
+    extra = card.extra if isinstance(getattr(card, "extra", None), dict) else {}
+    if "score_calibration" not in extra:
+        return None
+    return check_calibration(extra["score_calibration"], f"the card of model '{card.name}'")

@@ -29,7 +29,9 @@ Steps (scikit-image and scipy throughout):
    suppressed peaks of step 4 included, so two equally strong lobes give the point between
    them), or "mass": the instance's centre of mass weighted by the mask probability (hollow and
    multi-lobe particles whose lobes the network sees unequally); volume in Å³; ``radius_A``
-   (step 3); score = mean mask probability × peak centre value.
+   (step 3); score = mean mask probability × peak centre value — or, when the model card has a
+   score calibration (:mod:`tomolens.detect.calibrate`), the calibrated probability that the
+   candidate is a true particle (the raw score kept as ``raw_score``); ``min_score`` applies to it.
 
 Defaults chosen on data no benchmark scores (the shipped detector on the in-domain training
 seeds 500–503, dark; F1 at half the true radius): card radius 53.8 Å with fraction 0.7 (the
@@ -52,6 +54,7 @@ from skimage.feature import peak_local_max
 from skimage.measure import regionprops
 from skimage.segmentation import relabel_sequential, watershed
 
+from tomolens.detect.calibrate import calibrated_scores
 from tomolens.io.coords import ParticleTable
 from tomolens.params import Param, validate_values
 
@@ -227,7 +230,10 @@ def suppress(peaks: np.ndarray, heights: np.ndarray, radius_of, fraction: float)
 
 
 def postprocess(
-    prob_maps: np.ndarray, voxel_size_A: float, params: dict[str, Any] | None = None
+    prob_maps: np.ndarray,
+    voxel_size_A: float,
+    params: dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, ParticleTable]:
     """Turn mask and centre probability maps into instances and centres.
 
@@ -239,6 +245,10 @@ def postprocess(
         Voxel size in Å (for volumes and the minimum distance).
     params : dict, optional
         Values for :data:`POSTPROCESS_PARAMS`; missing ones take their defaults.
+    calibration : dict, optional
+        A checked score calibration (:func:`tomolens.detect.calibrate.check_calibration`): the
+        score becomes the probability of a true particle, the raw score is kept as ``raw_score``,
+        and ``min_score`` applies to the calibrated score.
 
     Returns
     -------
@@ -248,7 +258,8 @@ def postprocess(
         Kept particles labelled 1..N (sequential), 0 elsewhere.
     particles : ParticleTable
         N centres (voxels, z, y, x) with features ``score``, ``volume_A3``,
-        ``instance_id``, ``radius_A``, ``centre_value``, ``mask_probability``.
+        ``instance_id``, ``radius_A``, ``centre_value``, ``mask_probability`` (and ``raw_score``
+        with a calibration).
     """
     p = validate_values(params or {}, POSTPROCESS_PARAMS)
     prob_maps = np.asarray(prob_maps)
@@ -303,26 +314,34 @@ def postprocess(
             continue
         centre_value = float(peak_of[r.label])
         mask_mean = float(r.intensity_mean)
-        score = mask_mean * centre_value
-        if score < p["min_score"]:
-            continue
         keep_ids.append(r.label)
         coords.append(np.asarray(props[r.label].centroid_weighted))
         rows.append(
             {
-                "score": score,
+                "score": mask_mean * centre_value,
                 "volume_A3": vol,
                 "radius_A": float(radius_of[r.label]),
                 "centre_value": centre_value,
                 "mask_probability": mask_mean,
             }
         )
+    features = pd.DataFrame(rows, columns=["score", "volume_A3", "radius_A", "centre_value", "mask_probability"])
+    if calibration is not None and len(features):  # the probability of a true particle replaces the raw score
+        features.insert(1, "raw_score", features["score"].to_numpy())
+        features["score"] = calibrated_scores(features, calibration)
+    chosen = features["score"].to_numpy(float) >= p["min_score"] if len(features) else np.zeros(0, bool)
+    keep_ids = [k for k, c in zip(keep_ids, chosen) if c]
+    coords = [c for c, ok in zip(coords, chosen) if ok]
+    features = features[chosen].reset_index(drop=True)
     kept = np.zeros(int(instances.max()) + 1, np.int32)
     kept[keep_ids] = keep_ids
     instances = kept[instances]
     instances, fw, _ = relabel_sequential(instances)
-    features = pd.DataFrame(rows, columns=["score", "volume_A3", "radius_A", "centre_value", "mask_probability"])
-    features.insert(2, "instance_id", np.asarray(fw[np.asarray(keep_ids, int)], int) if keep_ids else [])
+    features.insert(
+        2 if calibration is None else 3,
+        "instance_id",
+        np.asarray(fw[np.asarray(keep_ids, int)], int) if keep_ids else [],
+    )
     table = ParticleTable(np.asarray(coords, float).reshape(-1, 3), features, float(voxel_size_A))
     log.info(
         "post-processing: %d peaks → %d candidates after suppression → %d particles (radius %s)",

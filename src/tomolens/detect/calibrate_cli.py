@@ -1,0 +1,127 @@
+"""CLI: ``tomolens detect-calibrate`` — fit a detector's score calibration on tomograms with known particles.
+
+::
+
+    tomolens detect-calibrate --model runs/detect_domain.pt --data DATASET [DATASET …] --out detect_cal.pt
+
+Each ``DATASET`` is a ``tomolens simulate-dataset`` folder (or any folder of the same layout:
+``manifest.json`` and per tomogram ``tomogram.mrc`` + ``particles.csv`` with ``class_name`` and
+``radius_A``).  Every tomogram is detected as a user would run it (its own voxel size and
+contrast, polarity ``auto``, radius auto, ``min_score`` 0); its candidates are matched one to one
+to the macromolecules within half of each one's radius; the calibration and its default
+``min_score`` (:func:`tomolens.detect.calibrate.fit_calibration`) go onto a copy of the model,
+with the leave-one-tomogram-out figures on its card.  The source model is never modified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from tomolens.cli_progress import run_cli_job
+
+log = logging.getLogger(__name__)
+
+
+def dataset_runs(model, folders, limit: int = 0, device: str = "cpu"):
+    """Yield (name, candidates DataFrame, hits, n_true) for every tomogram of the dataset folders.
+
+    ``model`` is a loaded (network, card) pair whose card has no calibration (raw scores).
+    """
+    from tomolens.detect.detector import detect_particles
+    from tomolens.evaluate import match_centres
+    from tomolens.io.coords import read_coordinates
+    from tomolens.io.mrc import read_mrc
+    from tomolens.models.domain_data import read_manifest
+
+    for folder in folders:
+        entries = read_manifest(folder)["tomograms"]
+        for entry in entries[:limit] if limit else entries:
+            sub = Path(folder) / str(entry["folder"])
+            vol = read_mrc(sub / "tomogram.mrc")
+            if not vol.voxel_size_A:
+                raise ValueError(f"{sub / 'tomogram.mrc'} has no voxel size in its header; calibration needs it.")
+            voxel = float(vol.voxel_size_A[-1])
+            truth = read_coordinates(sub / "particles.csv", pixel_size_A=voxel)
+            names = truth.features.get("class_name")
+            keep = np.ones(len(truth), bool) if names is None else (names.astype(str) == "macromolecule").to_numpy()
+            if "radius_A" not in truth.features:
+                raise ValueError(f"{sub / 'particles.csv'} has no radius_A column; calibration needs each radius.")
+            true_A = truth.coords_zyx[keep] * voxel
+            tol = np.asarray(truth.features["radius_A"], float)[keep] / 2
+            result = run_cli_job(
+                detect_particles(np.asarray(vol.data, np.float32), voxel, model=model, device=device, min_score=0.0)
+            )
+            found = result.particles
+            hits = np.zeros(len(found), bool)
+            if len(found) and len(true_A):
+                match = match_centres(found.coords_zyx * voxel, true_A, tol)
+                hits[[i for i, _ in match.pairs]] = True
+            log.info("%s: %s candidates, %s hits, %s particles", sub.name, len(found), int(hits.sum()), len(true_A))
+            yield sub.name, found.features.reset_index(drop=True), hits, int(len(true_A))
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from tomolens.detect.calibrate import fit_calibration
+    from tomolens.models.card import load_model, save_model
+    from tomolens.models.device import prepare_device
+
+    from tomolens.models.card import resolve_model
+
+    out = Path(args.out).with_suffix(".pt")
+    if out.resolve() == resolve_model(args.model).with_suffix(".pt").resolve():
+        raise ValueError(f"--out {args.out} is the model itself; give a new file name (the source model stays).")
+    device = prepare_device(args.device, args.threads)
+    net, card = load_model(args.model, device=device, expected_task="detect")
+    raw_card = copy.deepcopy(card)
+    raw_card.extra = {k: v for k, v in (card.extra or {}).items() if k != "score_calibration"}
+    runs = list(dataset_runs((net, raw_card), args.data, args.limit, device))
+    fit = fit_calibration([(t, h, m) for _, t, h, m in runs])
+    loo = fit.pop("leave_one_out")
+    for (name, _, hits, n_true), row in zip(runs, loo):
+        row.update({"tomogram": name, "n_true": n_true, "n_hits_at_0": int(hits.sum())})
+    new = copy.deepcopy(raw_card)
+    new.name = Path(args.out).stem
+    min_score = fit.pop("min_score")
+    new.extra = {
+        **new.extra,
+        "score_calibration": {k: fit[k] for k in ("features", "mean", "scale", "coef", "intercept")},
+        "score_calibration_fit": {
+            "data": [str(Path(d)) for d in args.data],
+            "n_runs": fit["n_runs"],
+            "n_candidates": fit["n_candidates"],
+            "fit_f1": fit["fit_f1"],
+            "min_score": min_score,
+            "leave_one_out": loo,
+        },
+        "postprocess": {**(new.extra.get("postprocess") or {}), "min_score": min_score},
+    }
+    weights, card_path = save_model(net.cpu(), new, args.out)
+    cal = np.mean([r["calibrated_f1"] for r in loo])
+    raw = np.mean([r["raw_f1"] for r in loo])
+    print(
+        f"calibrated on {fit['n_runs']} tomograms ({fit['n_candidates']} candidates): default min_score "
+        f"{min_score:.2f}; leave-one-tomogram-out mean F1 {cal:.3f} calibrated vs {raw:.3f} raw score; "
+        f"wrote {weights} and {card_path}"
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "detect-calibrate",
+        help="fit a detector's score calibration (one default min_score for any SNR) on tomograms with known particles",
+    )
+    p.add_argument("--model", required=True, help="detection model: shipped name or .pt file (left unchanged)")
+    p.add_argument(
+        "--data", nargs="+", required=True, help="dataset folders (tomolens simulate-dataset) with known particles"
+    )
+    p.add_argument("--out", required=True, help="the calibrated copy of the model (.pt; its card beside it)")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N tomograms of each folder (0 = all)")
+    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"), help="torch device")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = all cores but one)")
+    p.set_defaults(func=_calibrate)
