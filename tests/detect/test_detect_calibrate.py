@@ -140,3 +140,19 @@ def test_cli_calibrates_a_copy_of_the_model_and_detect_uses_it(tmp_path, capsys)
     out.with_suffix(".json").write_text(json.dumps(card))
     assert main(["detect", str(tmp_path / "t.mrc"), "--model", str(out), "--out", str(tmp_path / "r2")]) == 2
     assert "score calibration" in capsys.readouterr().err
+
+
+def test_calibration_runs_detect_the_central_part_and_count_its_particles(tmp_path):
+    from tomolens.detect.calibrate_cli import dataset_runs
+    from tomolens.io.coords import read_coordinates
+    from tomolens.models.card import load_model
+
+    _dataset(tmp_path / "set", [(1, 1.0)])
+    truth = read_coordinates(tmp_path / "set" / "tomo_0" / "particles.csv")
+    model = load_model("detect_default")  # 20 Å: 8×24×24 of its voxels are 16×48×48 of the 10 Å tomogram
+    ((_, whole, _, n_all),) = dataset_runs(model, [tmp_path / "set"], max_shape=None)
+    ((_, part, hits, n_part),) = dataset_runs(model, [tmp_path / "set"], max_shape=(8, 24, 24))
+    lo, hi = np.array([8, 24, 24]), np.array([24, 72, 72])
+    inside = np.all((truth.coords_zyx >= lo - 0.5) & (truth.coords_zyx < hi - 0.5), axis=1)
+    assert n_all == len(truth) and n_part == int(inside.sum()) < n_all
+    assert len(part) < len(whole) and len(hits) == len(part)

@@ -27,10 +27,13 @@ from tomolens.cli_progress import run_cli_job
 log = logging.getLogger(__name__)
 
 
-def dataset_runs(model, folders, limit: int = 0, device: str = "cpu"):
+def dataset_runs(model, folders, limit: int = 0, device: str = "cpu", max_shape=(64, 256, 256)):
     """Yield (name, candidates DataFrame, hits, n_true) for every tomogram of the dataset folders.
 
     ``model`` is a loaded (network, card) pair whose card has no calibration (raw scores).
+    ``max_shape``: the largest part of a tomogram detected, in voxels of the model's size (its
+    centre, particles whose centre lies in it; the training data's
+    :data:`tomolens.models.domain_data.MAX_SHAPE`), or None for whole tomograms.
     """
     from tomolens.detect.detector import detect_particles
     from tomolens.evaluate import match_centres
@@ -51,11 +54,18 @@ def dataset_runs(model, folders, limit: int = 0, device: str = "cpu"):
             keep = np.ones(len(truth), bool) if names is None else (names.astype(str) == "macromolecule").to_numpy()
             if "radius_A" not in truth.features:
                 raise ValueError(f"{sub / 'particles.csv'} has no radius_A column; calibration needs each radius.")
-            true_A = truth.coords_zyx[keep] * voxel
+            data = np.asarray(vol.data, np.float32)
+            start = np.zeros(3, int)
+            if max_shape is not None:  # the central part of at most max_shape voxels of the model's size
+                model_vs = float(model[1].voxel_size_A or voxel)
+                size = [min(n, int(np.ceil(m * model_vs / voxel))) for n, m in zip(data.shape, max_shape)]
+                start = np.array([(n - m) // 2 for n, m in zip(data.shape, size)])
+                data = np.array(data[tuple(slice(a, a + m) for a, m in zip(start, size))], np.float32)
+                inside = np.all((truth.coords_zyx >= start - 0.5) & (truth.coords_zyx < start + size - 0.5), axis=1)
+                keep = keep & inside
+            true_A = (truth.coords_zyx[keep] - start) * voxel
             tol = np.asarray(truth.features["radius_A"], float)[keep] / 2
-            result = run_cli_job(
-                detect_particles(np.asarray(vol.data, np.float32), voxel, model=model, device=device, min_score=0.0)
-            )
+            result = run_cli_job(detect_particles(data, voxel, model=model, device=device, min_score=0.0))
             found = result.particles
             hits = np.zeros(len(found), bool)
             if len(found) and len(true_A):
@@ -75,11 +85,14 @@ def _calibrate(args: argparse.Namespace) -> int:
     out = Path(args.out).with_suffix(".pt")
     if out.resolve() == resolve_model(args.model).with_suffix(".pt").resolve():
         raise ValueError(f"--out {args.out} is the model itself; give a new file name (the source model stays).")
+    max_shape = tuple(args.max_shape) if any(args.max_shape) else None
+    if max_shape is not None and min(max_shape) < 8:
+        raise ValueError(f"--max-shape must be at least 8 voxels per axis (or 0 0 0); got {list(args.max_shape)}.")
     device = prepare_device(args.device, args.threads)
     net, card = load_model(args.model, device=device, expected_task="detect")
     raw_card = copy.deepcopy(card)
     raw_card.extra = {k: v for k, v in (card.extra or {}).items() if k != "score_calibration"}
-    runs = list(dataset_runs((net, raw_card), args.data, args.limit, device))
+    runs = list(dataset_runs((net, raw_card), args.data, args.limit, device, max_shape))
     fit = fit_calibration([(t, h, m) for _, t, h, m in runs])
     loo = fit.pop("leave_one_out")
     for (name, _, hits, n_true), row in zip(runs, loo):
@@ -92,6 +105,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         "score_calibration": {k: fit[k] for k in ("features", "mean", "scale", "coef", "intercept")},
         "score_calibration_fit": {
             "data": [str(Path(d)) for d in args.data],
+            "max_shape": list(max_shape) if max_shape else None,
             "n_runs": fit["n_runs"],
             "n_candidates": fit["n_candidates"],
             "fit_f1": fit["fit_f1"],
@@ -122,6 +136,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="the calibrated copy of the model (.pt; its card beside it)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N tomograms of each folder (0 = all)")
+    p.add_argument(
+        "--max-shape",
+        type=int,
+        nargs=3,
+        default=[64, 256, 256],
+        metavar=("Z", "Y", "X"),
+        help="detect only the central part of each tomogram of at most this size in the model's voxels "
+        "(as the training data; particles whose centre lies in it count); 0 0 0 = whole tomograms",
+    )
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"), help="torch device")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = all cores but one)")
     p.set_defaults(func=_calibrate)
