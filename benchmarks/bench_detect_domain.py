@@ -18,7 +18,8 @@ simulator's training seeds 500–503).
 
 **Calibration.**  Scores are calibrated when one threshold works everywhere.  For every model and
 tomogram the picks are re-scored at each ``min_score`` of :data:`SCORE_GRID` (post hoc, on the
-picks of the default run, whose ``min_score`` is 0): the JSON keeps precision, recall and F1 at
+picks of a run at ``min_score`` 0; the default is the card's ``min_score``, 0 for an uncalibrated
+card, applied the same way): the JSON keeps precision, recall and F1 at
 the default and at every threshold, and the threshold that would have been best per set — a
 spread of best thresholds across sets means no single default serves them all.
 
@@ -48,7 +49,7 @@ from tomolens.detect import detect_particles  # noqa: E402
 from tomolens.jobs import run_job  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "detect_domain.json"
-SCORE_GRID = tuple(round(x, 2) for x in np.arange(0.0, 0.65, 0.05))
+SCORE_GRID = tuple(round(x, 2) for x in np.arange(0.0, 0.95, 0.05))
 METRICS = ("f1", "precision", "recall")
 
 
@@ -58,22 +59,36 @@ def set_data(kind: str, seed: int, cache: Path | None):
     return (-tomo if kind == "legacy" else tomo), coords, radii, vs
 
 
+def default_min_score(model: str) -> float:
+    """The ``min_score`` a run of ``model`` uses by default (its card's tuned or calibrated one, else 0)."""
+    from tomolens.detect.postprocess import card_postprocess_defaults
+    from tomolens.models.card import read_card, resolve_model
+
+    return float(card_postprocess_defaults(read_card(resolve_model(model))).get("min_score", 0.0))
+
+
 def model_scores(model: str, tomogram, coords, radii, voxel: float) -> dict:
-    """F1, precision, recall at the default settings, and F1 per ``min_score`` of SCORE_GRID."""
-    res = run_job(detect_particles(tomogram, voxel, model=model, device="cpu"))
+    """F1, precision, recall at the default settings, and F1 per ``min_score`` of SCORE_GRID.
+
+    The run keeps every candidate (``min_score`` 0); the default is the card's ``min_score``
+    applied to those picks, as the post-processing would (calibrated scores included)."""
+    res = run_job(detect_particles(tomogram, voxel, model=model, device="cpu", min_score=0.0))
     found = np.asarray(res.particles.coords_zyx)
     score = np.asarray(res.particles.features["score"], float) if len(found) else np.zeros(0)
-    out = f1_of(found, coords, radii, voxel)
+    default = default_min_score(model)
+    out = f1_of(found[score >= default], coords, radii, voxel)
     out["sweep"] = {f"{t:g}": f1_of(found[score >= t], coords, radii, voxel) for t in SCORE_GRID}
     out["polarity"] = res.params["polarity_decision"]["tomogram"]
+    out["score"] = res.params.get("score", "raw")
+    out["default_min_score"] = default
     return out
 
 
-def best_threshold(sweeps: list[dict]) -> dict:
-    """The ``min_score`` with the best mean F1 over a set's tomograms, and that F1."""
+def best_threshold(sweeps: list[dict], default: float = 0.0) -> dict:
+    """The ``min_score`` with the best mean F1 over a set's tomograms, that F1, and the F1 at ``default``."""
     mean_f1 = {t: float(np.mean([s[t]["f1"] for s in sweeps])) for t in sweeps[0]}
     t = max(mean_f1, key=mean_f1.get)
-    return {"min_score": float(t), "f1": mean_f1[t], "f1_at_default": mean_f1["0"]}
+    return {"min_score": float(t), "f1": mean_f1[t], "f1_at_default": mean_f1.get(f"{default:g}")}
 
 
 def run_set(name: str, kind: str, seeds: range, cache: Path | None, scorer) -> dict:
@@ -86,9 +101,11 @@ def run_set(name: str, kind: str, seeds: range, cache: Path | None, scorer) -> d
         print(f"{name} {kind} seed {seed}: " + ", ".join(f"{k} {sc[k]:.3f}" for k in METRICS), flush=True)
     out = {k: summary(rows[k]) for k in METRICS} | {"n_true": rows["n_true"], "n_found": rows["n_found"]}
     if "sweep" in rows:
-        out["best_threshold"] = best_threshold(rows["sweep"])
+        out["best_threshold"] = best_threshold(rows["sweep"], rows["default_min_score"][0])
         out["sweep"] = rows["sweep"]
         out["polarity"] = rows["polarity"]
+        out["score"] = rows["score"][0]
+        out["default_min_score"] = rows["default_min_score"][0]
     return out
 
 
@@ -139,17 +156,22 @@ def main(argv=None) -> int:
         dog = tune_dog(args.cache)
         params = {k: dog[k] for k in DOG_GRID}
         results["dog_params"] = dog
-        results["models"]["DoG (tuned on legacy training seeds)"] = {
-            kind: run_set(
-                "DoG", kind, seeds[kind], args.cache, lambda t, c, r, v: f1_of(dog_centres(t, v, **params), c, r, v)
-            )
-            for kind in sets
-        }
+        results["models"].setdefault("DoG (tuned on legacy training seeds)", {}).update(
+            {
+                kind: run_set(
+                    "DoG", kind, seeds[kind], args.cache, lambda t, c, r, v: f1_of(dog_centres(t, v, **params), c, r, v)
+                )
+                for kind in sets
+            }
+        )
     for model in [m for m in args.models.split(",") if m]:
-        results["models"][model] = {
-            kind: run_set(model, kind, seeds[kind], args.cache, lambda t, c, r, v: model_scores(model, t, c, r, v))
-            for kind in sets
-        }
+        # with --merge, a model's other sets stay as they were
+        results["models"].setdefault(model, {}).update(
+            {
+                kind: run_set(model, kind, seeds[kind], args.cache, lambda t, c, r, v: model_scores(model, t, c, r, v))
+                for kind in sets
+            }
+        )
     write_results(RESULTS, results, "bench_detect_domain.py", argv, t0)
     print(markdown_table(results))
     return 0
