@@ -519,3 +519,55 @@ def test_same_seed_same_weights_and_the_budget_on_record():
     assert not _state_dicts_equal(first.model.state_dict(), other.model.state_dict())
     assert first.budget["max_steps"] == 9 and first.budget["steps_run"] == 9
     assert first.budget["stopped_by"] == "epoch budget" and first.budget["early_stopping"]["window"] == 3
+
+
+_RUN_IN_A_NEW_PROCESS = """
+import sys
+import numpy as np, torch, torch.nn.functional as F
+from tomolens.jobs import run_job
+from tomolens.models.sampling import TrainingPair
+from tomolens.models.training import TrainConfig, train_model
+from tomolens.models.unet import UNet3D
+
+def pair(seed, shape=(16, 24, 24)):
+    rng = np.random.default_rng(seed)
+    target = np.zeros(shape, np.float32)
+    target[4:12, 6:14, 8:18] = 1
+    return TrainingPair(target + rng.normal(0, 0.3, shape).astype(np.float32), target[None])
+
+torch.set_num_threads(1)
+torch.manual_seed(int(sys.argv[3]))  # a different initial network: resume must replace it
+cfg = TrainConfig(patch_size=(8, 16, 16), batch_size=2, epochs=int(sys.argv[2]), steps_per_epoch=3, val_patches=4,
+                  learning_rate=1e-2, patience=10, seed=0, checkpoint=sys.argv[1], resume=sys.argv[4] == "resume",
+                  cpu_bf16=False)
+run_job(train_model(UNet3D(1, 1, base_channels=4, depth=1), [pair(0)], [pair(1)],
+                    lambda a, b: F.binary_cross_entropy_with_logits(a, b), cfg))
+"""
+
+
+def test_resume_in_another_process_continues_the_same_optimiser_state(tmp_path):
+    """4 epochs in one process equal 2 epochs, then 2 more resumed in a new process: same weights,
+    same Adam moments and step counts, same history (the sampler's random state is restored too)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "run.py"
+    script.write_text(_RUN_IN_A_NEW_PROCESS)
+
+    def run(ckpt, epochs, seed, mode):
+        subprocess.run([sys.executable, str(script), str(ckpt), str(epochs), str(seed), mode], check=True, timeout=300)
+
+    run(tmp_path / "straight.ckpt", 4, 0, "new")
+    run(tmp_path / "split.ckpt", 2, 0, "new")
+    run(tmp_path / "split.ckpt", 4, 7, "resume")
+    a = torch.load(tmp_path / "straight.ckpt", weights_only=False)
+    b = torch.load(tmp_path / "split.ckpt", weights_only=False)
+    assert a["epoch"] == b["epoch"] and [h["epoch"] for h in b["history"]] == [1, 2, 3, 4]
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-5, atol=1e-6)
+    sa, sb = a["optimiser"]["state"], b["optimiser"]["state"]
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert float(sa[k]["step"]) == float(sb[k]["step"]) == 12
+        torch.testing.assert_close(sa[k]["exp_avg_sq"], sb[k]["exp_avg_sq"], rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose([h["val_loss"] for h in a["history"]], [h["val_loss"] for h in b["history"]], 1e-5)
