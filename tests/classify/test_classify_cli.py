@@ -228,19 +228,23 @@ def test_integer_and_float_labels_name_the_same_class():
         run_job(dataset_from_tomograms([], 16, 10.0))
 
 
-def test_classify_says_when_it_assumes_the_models_voxel_size(tmp_path, caplog, torch_one_thread):
-    """A tomogram without a voxel size (header 0): classify says it takes the model's voxel size, as detect and
-    segment do, instead of assuming it in silence; with --voxel-size it does not."""
+def test_classify_refuses_an_unknown_voxel_size_the_python_api_warns(tmp_path, capsys, torch_one_thread):
+    """A tomogram without a voxel size (header 0): classify refuses (exit 2, one line naming the file and
+    --voxel-size-A) instead of assuming the model's; with --voxel-size-A it runs; the Python function still
+    takes None and says that it uses the model's voxel size."""
+    from tomolens.classify.predict import classify_points
+    from tomolens.jobs import run_job
+
     tomo, centres, _ = labelled_tomogram(["sphere", "rod"], 2, 32, seed=5)  # the shipped model takes 32³ boxes
     write_mrc(tmp_path / "tomo.mrc", tomo, None)
     write_coordinates(tmp_path / "picks.star", ParticleTable(np.asarray(centres, float)))
     args = ["classify", str(tmp_path / "tomo.mrc"), str(tmp_path / "picks.star"), "--device", "cpu"]
-    with caplog.at_level("WARNING"):
-        assert main([*args, "--out", str(tmp_path / "a.star")]) == 0
-    assert "Unknown voxel size: using the model's 10 Å" in caplog.text
-    caplog.clear()
-    with caplog.at_level("WARNING"):
-        assert main([*args, "--voxel-size", "10", "--out", str(tmp_path / "b.star")]) == 0
-    assert "Unknown voxel size" not in caplog.text
-    a, b = read_coordinates(tmp_path / "a.star"), read_coordinates(tmp_path / "b.star")
-    assert list(a.features["class"]) == list(b.features["class"])
+    assert main([*args, "--out", str(tmp_path / "a.star")]) == 2
+    err = capsys.readouterr().err
+    assert "tomo.mrc: the voxel size is unknown" in err and "--voxel-size-A" in err
+    assert not (tmp_path / "a.star").exists()
+    assert main([*args, "--voxel-size-A", "10", "--out", str(tmp_path / "b.star")]) == 0
+    with pytest.warns(UserWarning, match="Unknown voxel size: using the model's 10 Å"):
+        result = run_job(classify_points(tomo, np.asarray(centres, float), "classify_phantoms_resnet", None))
+    b = read_coordinates(tmp_path / "b.star")
+    assert list(result.features["class"].astype(str)) == list(b.features["class"])

@@ -155,26 +155,29 @@ def test_start_from_is_the_shipped_default_whatever_the_classes(make_napari_view
     assert start.value == "/data/my_model.pt" and "Train:" not in widget.legend.value
 
 
-def test_segmentation_of_a_tomogram_without_voxel_size_lies_on_it(make_napari_viewer, qtbot):
-    """A tomogram layer in pixels (header voxel size 0): the shipped model assumes its own 10 Å, but the
-    segmentation and probability layers are placed in the tomogram's pixels, not scaled by the assumed Å (which
-    drew them 10× too large), also after re-thresholding."""
+def test_segmentation_of_a_tomogram_without_voxel_size_is_refused(make_napari_viewer, qtbot, monkeypatch):
+    """A tomogram layer in pixels (header voxel size 0): Predict and Train refuse with a notification naming the
+    Tomogram dock's 'Set voxel size' instead of running the model at its own voxel size; with the voxel size set
+    the segmentation lies on the tomogram."""
+    import tomolens._widgets.segment as segment_module
+
     torch.set_num_threads(1)
     viewer = make_napari_viewer()
     tomo, _ = make_toy(0)
     pixels = viewer.add_image(tomo[:16, :32, :32], name="pixels")  # scale 1, units pixel
+    painted = viewer.add_labels(np.zeros(pixels.data.shape, np.uint8), name="painting")
     widget = SegmentWidget(viewer)
     widget.reset_choices()
-    widget.image.value = pixels
+    widget.image.value, widget.painted.value = pixels, painted
     widget.predict_params.controls["device"].value = "cpu"
+    said = []
+    monkeypatch.setattr(segment_module, "show_warning", said.append)
+    widget.start_prediction()
+    widget.start_training()
+    assert not widget.predict_runner.running and not widget.train_runner.running and widget.result is None
+    assert len(said) == 2 and all("The voxel size of 'pixels' is unknown" in m and "Set voxel size" in m for m in said)
+    pixels.scale, pixels.units = (10.0,) * 3, ("angstrom",) * 3  # what the Tomogram dock's 'Set voxel size' does
     widget.start_prediction()
     qtbot.waitUntil(lambda: not widget.predict_runner.running, timeout=120000)
     assert widget.result is not None, widget.predict_runner.status.value
-    made = [layer for layer in viewer.layers if layer.name.startswith("pixels ")]
-    assert "pixels segmentation" in [layer.name for layer in made] and len(made) > 1
-    for layer in made:
-        np.testing.assert_allclose(layer.scale, (1.0, 1.0, 1.0), err_msg=layer.name)
-        assert tuple(str(u) for u in layer.units) == tuple(str(u) for u in pixels.units)
-    widget.predict_params.controls["threshold"].value = 0.5  # re-applied on the kept probabilities
-    qtbot.waitUntil(lambda: not widget.predict_runner.running, timeout=60000)
-    np.testing.assert_allclose(viewer.layers["pixels segmentation"].scale, (1.0, 1.0, 1.0))
+    np.testing.assert_allclose(viewer.layers["pixels segmentation"].scale, pixels.scale)

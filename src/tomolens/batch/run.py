@@ -20,6 +20,7 @@ import glob
 import json
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -29,6 +30,7 @@ from typing import Any
 from tomolens.batch.pipeline import Pipeline
 from tomolens.batch.process import finished_record, fingerprint, process_tomogram, step_models
 from tomolens.io.atomic import atomic_path
+from tomolens.io.checks import tomogram_voxel_size
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +132,39 @@ def find_tomograms(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     return unique
 
 
+def check_voxel_sizes(paths: Sequence[Path], pipeline: Pipeline) -> None:
+    """Refuse, before any work, a batch in which a tomogram's voxel size is unknown.
+
+    Every pipeline step with a model needs it; neither the preset's ``voxel_size_A`` nor the
+    header (0 or 1 Å) gives it.  Only headers are read; files that cannot be read are left to
+    the run, which reports them per tomogram.
+
+    Raises
+    ------
+    ValueError
+        Naming the first such tomogram (and how many more) and saying to pass ``--voxel-size-A``.
+    """
+    from tomolens.io.mrc import read_mrc
+
+    if pipeline.voxel_size_A or not any(step_models(pipeline)):
+        return
+    unknown: list[tuple[Path, ValueError]] = []
+    for path in paths:
+        try:
+            with warnings.catch_warnings():  # the refusal below says it once, for every file
+                warnings.simplefilter("ignore", UserWarning)
+                header_A = read_mrc(path, check_finite=False).voxel_size_A
+        except (OSError, ValueError):
+            continue
+        try:
+            tomogram_voxel_size(None, header_A, path)
+        except ValueError as err:
+            unknown.append((path, err))
+    if unknown:
+        more = f" Also {', '.join(p.name for p, _ in unknown[1:])}." if len(unknown) > 1 else ""
+        raise ValueError(f"{unknown[0][1]}{more} Nothing was run.")
+
+
 def _result(path: Path, record: dict[str, Any], attempts: int) -> TomogramResult:
     particles = None
     for step in record.get("steps", []):
@@ -203,6 +238,7 @@ def run_batch(
     from tqdm.auto import tqdm
 
     paths = find_tomograms(tomograms)
+    check_voxel_sizes(paths, pipeline)
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     results: dict[Path, TomogramResult] = {}

@@ -10,18 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
-from tomolens.cli_args import length_A, output_file
+from tomolens.cli_args import add_voxel_size_option, output_file, read_tomogram
 from tomolens.classify.predict import CLASSIFY_PARAMS, classify_points
 from tomolens.io.coords import ParticleTable, read_coordinates, write_coordinates
 from tomolens.io.provenance import write_provenance
-from tomolens.io.mrc import read_mrc, write_mrc
+from tomolens.io.mrc import write_mrc
 from tomolens.cli_progress import run_cli_job
 from tomolens.params import add_arguments, values_from_args
 
 
 def _inputs(args: argparse.Namespace):
-    vol = read_mrc(args.tomogram)
-    voxel = args.voxel_size or (vol.voxel_size_A[-1] if vol.voxel_size_A else None)
+    vol, voxel = read_tomogram(args.tomogram, args.voxel_size)
     table = read_coordinates(args.coords, pixel_size_A=voxel, tomogram_shape_zyx=vol.data.shape)
     return vol, voxel, table
 
@@ -107,7 +106,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", required=True, type=output_file, help="output coordinates (.star/.csv) with the new feature columns"
     )
-    p.add_argument("--voxel-size", type=length_A, default=None, help="voxel size in Å if the header lacks it")
+    add_voxel_size_option(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

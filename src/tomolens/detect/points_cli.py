@@ -12,7 +12,7 @@ import argparse
 
 import numpy as np
 
-from tomolens.io.checks import check_voxel_size
+from tomolens.io.checks import check_voxel_size, tomogram_voxel_size
 
 #: Feature (column) of the picks that names each particle's kind.
 KIND_COLUMN = "class"
@@ -144,9 +144,7 @@ def run_points_train(args: argparse.Namespace) -> int:
         raise ValueError(f"--val-fraction must lie between 0 and 1; got {args.val_fraction}.")
     device = prepare_device(args.device, args.threads)
     vol = read_mrc(args.tomogram)
-    vs = args.voxel_size_A or (vol.voxel_size_A[-1] if vol.voxel_size_A else None)
-    if not vs:
-        raise ValueError(f"{args.tomogram} has no voxel size in its header; pass --voxel-size-A.")
+    vs = tomogram_voxel_size(args.voxel_size_A, vol.voxel_size_A, args.tomogram)
     shape = vol.data.shape
     centres, kinds, kind_sources = _read_kinds(args.points, shape, vs)
     negatives = _voxels(read_picks(args.negatives, tomogram_shape_zyx=shape), vs) if args.negatives else None
