@@ -248,3 +248,30 @@ def test_classify_refuses_an_unknown_voxel_size_the_python_api_warns(tmp_path, c
         result = run_job(classify_points(tomo, np.asarray(centres, float), "classify_phantoms_resnet", None))
     b = read_coordinates(tmp_path / "b.star")
     assert list(result.features["class"].astype(str)) == list(b.features["class"])
+
+
+def test_classify_converts_picks_made_at_another_binning(tmp_path, capsys, caplog, torch_one_thread):
+    """Picks made on the bin-1 tomogram (their STAR says rlnImagePixelSize 10) classified on the tomogram binned ×2
+    (20 Å): converted to its voxels with a log line, as the Classify dock does through world coordinates — not
+    refused as 'outside the tomogram'. A file without a pixel size takes --coords-pixel-size-A."""
+    tomo, centres, _ = labelled_tomogram(["sphere", "rod"], 2, 32, seed=5)
+    z, y, x = (s // 2 for s in tomo.shape)
+    binned = tomo[: 2 * z, : 2 * y, : 2 * x].reshape(z, 2, y, 2, x, 2).mean((1, 3, 5))
+    write_mrc(tmp_path / "bin2.mrc", binned, 20.0)
+    write_coordinates(tmp_path / "bin1.star", ParticleTable(centres, pixel_size_A=10.0))
+    np.savetxt(tmp_path / "bin1.txt", centres[:, ::-1])  # x y z in bin-1 pixels, no pixel size
+    common = [str(tmp_path / "bin2.mrc"), "--device", "cpu"]
+    with caplog.at_level("INFO"):
+        assert (
+            main(["classify", common[0], str(tmp_path / "bin1.star"), *common[1:], "--out", str(tmp_path / "a.star")])
+            == 0
+        )
+    assert "bin1.star: coordinates at 10 Å per pixel converted to the tomogram's 20 Å voxels" in caplog.text
+    a = read_coordinates(tmp_path / "a.star")
+    np.testing.assert_allclose(a.coords_zyx, centres / 2)
+    assert a.pixel_size_A == 20.0 and len(a.features["class"]) == len(centres)
+    txt = ["classify", common[0], str(tmp_path / "bin1.txt"), *common[1:]]
+    assert main([*txt, "--coords-pixel-size-A", "10", "--out", str(tmp_path / "b.star")]) == 0
+    b = read_coordinates(tmp_path / "b.star")
+    np.testing.assert_allclose(b.coords_zyx, a.coords_zyx)
+    assert list(b.features["class"]) == list(a.features["class"])

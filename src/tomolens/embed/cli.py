@@ -14,12 +14,13 @@ from tomolens.params import add_arguments, values_from_args
 
 
 def _pick(args: argparse.Namespace) -> int:
-    from tomolens.io.coords import ParticleTable, read_coordinates, write_coordinates
+    from tomolens.io.coords import ParticleTable, write_coordinates
+    from tomolens.io.picks import read_picks_on_tomogram
     from tomolens.io.mrc import write_mrc
     from tomolens.io.provenance import write_provenance
 
     vol, voxel = read_tomogram(args.tomogram, args.voxel_size)
-    examples = read_coordinates(args.examples, pixel_size_A=voxel, tomogram_shape_zyx=vol.data.shape)
+    examples = read_picks_on_tomogram(args.examples, voxel, vol.data.shape)  # other binning: converted
     targets = None
     if args.target_column:
         if args.target_column not in examples.features:
