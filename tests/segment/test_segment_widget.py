@@ -181,3 +181,31 @@ def test_segmentation_of_a_tomogram_without_voxel_size_is_refused(make_napari_vi
     qtbot.waitUntil(lambda: not widget.predict_runner.running, timeout=120000)
     assert widget.result is not None, widget.predict_runner.status.value
     np.testing.assert_allclose(viewer.layers["pixels segmentation"].scale, pixels.scale)
+
+
+def test_painted_labels_are_not_preselected_from_detect_or_segment_results(make_napari_viewer):
+    """The Detect dock's mask (a tomolens result) is not offered as 'painted labels' by default (Train would refuse
+    it); a Labels layer of the user's, or one made with 'New painting layer', is."""
+    from tomolens._widgets.detect import detection_layers
+    from tomolens.detect.detector import DetectionResult
+    from tomolens.io.coords import ParticleTable
+
+    viewer = make_napari_viewer()
+    tomo, classes = make_toy(0)
+    scale = {"scale": (10.0,) * 3, "units": ("angstrom",) * 3}
+    image = viewer.add_image(tomo, name="tomo", **scale)
+    empty = np.zeros(tomo.shape, np.int32)
+    result = DetectionResult(np.zeros((2, 1, 1, 1)), empty > 0, empty, ParticleTable(np.empty((0, 3))), 10.0, 10.0)
+    for layer in detection_layers(result, "tomo"):  # "tomo mask", "tomo instances", "tomo centres"
+        viewer.add_layer(layer)
+    widget = SegmentWidget(viewer)
+    widget.reset_choices()
+    widget.image.value = image
+    assert viewer.layers["tomo mask"] in widget.painted.choices  # still choosable by hand
+    assert widget.painted.value is None
+    mine = viewer.add_labels(np.zeros(tomo.shape, np.uint8), name="my painting", **scale)
+    widget.reset_choices()
+    assert widget.painted.value is mine
+    widget.painted.value = None
+    widget.add_painting_layer()
+    assert widget.painted.value is viewer.layers["tomo painted"]

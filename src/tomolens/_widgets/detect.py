@@ -13,6 +13,7 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label,
 from napari.utils.notifications import show_info, show_warning
 
 from tomolens._napari.layers import (
+    RESULT_KEY,
     layer_voxel_size_A,
     points_layer_data,
     scale_kwargs,
@@ -477,7 +478,7 @@ def detection_layers(result: DetectionResult, name: str) -> list[napari.layers.L
     the centres are coloured by score.  The docks run a model only on a tomogram with a voxel size (in Å).
     """
     scale = scale_kwargs(result.voxel_size_A, 3)
-    meta = {"tomolens": provenance(result.params)}
+    meta = {"tomolens": provenance(result.params), RESULT_KEY: "detect"}
     layers = [
         build_layer(
             data,

@@ -11,13 +11,21 @@ import logging
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Optional
 
 import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, create_widget
 from napari.utils.notifications import show_info, show_warning
 
-from tomolens._napari.layers import class_colormap, layer_voxel_size_A, scale_kwargs
+from tomolens._napari.layers import (
+    PAINTING_KEY,
+    RESULT_KEY,
+    class_colormap,
+    is_plausibly_painted,
+    layer_voxel_size_A,
+    scale_kwargs,
+)
 from tomolens._widgets._model import FROM_FILE, chosen_model
 from tomolens._widgets._fields import show_whole_path
 from tomolens._widgets._painting import LossPlot
@@ -60,8 +68,12 @@ class SegmentWidget(Container):
             value=", ".join(DEFAULT_CLASSES), label="classes", tooltip="Class names, background first, comma-separated."
         )
         self.legend = Label(value="")
-        self.painted = create_widget(annotation=napari.layers.Labels, label="painted labels")
-        self.painted.tooltip = "A Labels layer of the tomogram's shape with a few painted slices."
+        # nullable: pre-selected only when a Labels layer looks painted (never a detect/segment result)
+        self.painted = create_widget(annotation=Optional[napari.layers.Labels], label="painted labels")
+        self.painted.tooltip = (
+            "A Labels layer of the tomogram's shape with a few painted slices ('New painting layer' makes one). "
+            "Results of Detect / Segment are not pre-selected."
+        )
         self.new_labels = PushButton(
             text="New painting layer", tooltip="Add an empty Labels layer of the tomogram's shape to paint in."
         )
@@ -136,6 +148,27 @@ class SegmentWidget(Container):
             self.predict_params.controls[p.name].changed.connect(self.reapply)
         self._update_legend()
         self._model_changed()
+        self._preselect_painted()
+
+    def reset_choices(self, *args) -> None:
+        """Refresh the layer choices (napari calls this when layers change); pre-select a painted layer."""
+        super().reset_choices(*args)
+        self._preselect_painted()
+
+    def _preselect_painted(self) -> None:
+        """With no painted layer chosen, choose the newest plausibly painted one of the tomogram's shape."""
+        if self.painted.value is not None:
+            return
+        image = self.image.value
+        for layer in reversed(self.viewer.layers):
+            if (
+                isinstance(layer, napari.layers.Labels)
+                and layer in self.painted.choices
+                and is_plausibly_painted(layer)
+                and (image is None or layer.data.shape == image.data.shape)
+            ):
+                self.painted.value = layer
+                return
 
     # ---------------------------------------------------------------- classes
     def names(self) -> list[str]:
@@ -166,6 +199,7 @@ class SegmentWidget(Container):
         layer = self.viewer.add_labels(
             np.zeros(image.data.shape, np.uint8),
             name=f"{image.name} painted",
+            metadata={PAINTING_KEY: True},
             scale=image.scale,
             units=image.units,
             axis_labels=image.axis_labels,
@@ -330,7 +364,8 @@ def segmentation_layers(
     result: SegmentationResult, source: str, probabilities: bool = True
 ) -> list[napari.layers.Layer]:
     """One hidden Image per class probability (if ``probabilities``), then the segmentation Labels, named after
-    the tomogram ``source``; built without a viewer (:func:`tomolens._widgets._layers.build_layer`). The docks run a model only on a tomogram with a voxel size (in Å)."""
+    the tomogram ``source``; built without a viewer (:func:`tomolens._widgets._layers.build_layer`).
+    The docks run a model only on a tomogram with a voxel size (in Å)."""
     scale = scale_kwargs(result.voxel_size_A, 3)
     layers = []
     if probabilities:
@@ -339,7 +374,13 @@ def segmentation_layers(
             layers.append(
                 build_layer(result.probabilities[k], {"name": f"{source} P({name})", **style, **scale}, "image")
             )
-    labels = {"name": f"{source} segmentation", "opacity": 0.5, "colormap": class_colormap(), **scale}
+    labels = {
+        "name": f"{source} segmentation",
+        "opacity": 0.5,
+        "colormap": class_colormap(),
+        "metadata": {RESULT_KEY: "segment"},
+        **scale,
+    }
     layers.append(build_layer(result.labels, labels, "labels"))
     return layers
 
