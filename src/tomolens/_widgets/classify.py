@@ -23,6 +23,7 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, 
 from napari.utils.notifications import show_info, show_warning
 
 from tomolens._napari.layers import _CATEGORICAL, UNKNOWN_COLOUR, category_colours, layer_voxel_size_A
+from tomolens._widgets._docking import tabify_when_docked
 from tomolens._widgets._fields import show_whole_path
 from tomolens._widgets._layers import build_layer, place_layer
 from tomolens._widgets._painting import LossPlot
@@ -154,6 +155,7 @@ class ClassifyWidget(Container):
                 train_box,
             ]
         )
+        tabify_when_docked(self)  # from the Plugins menu: a tab beside the open tomolens docks
         self.runner.run_button.changed.connect(self.start_classification)
         self.min_confidence.changed.connect(self.apply_confidence_filter)
         self.train_runner.run_button.changed.connect(self.start_training)
@@ -325,6 +327,7 @@ class SubdivideWidget(Container):
         self.averages_button = PushButton(text="Add averages as layers", enabled=False)
         self.averages_button.tooltip = "One Image layer per cluster average (to look at it in 3D)."
         super().__init__(widgets=[self.image_picker, self.points_picker, self.params, self.runner, self.summary])
+        tabify_when_docked(self)  # from the Plugins menu: a tab beside the open tomolens docks
         self.native.layout().addWidget(self.gallery)
         self.append(self.averages_button)
         self.native.layout().addWidget(self.plot)

@@ -20,6 +20,7 @@ from tomolens._napari.layers import (
     show_particles_in_slab,
     voxel_size_from_layer,
 )
+from tomolens._widgets._docking import tabify_when_docked
 from tomolens._widgets._model import FROM_FILE, chosen_model
 from tomolens._widgets._fields import show_whole_path
 from tomolens._widgets._layers import build_layer, place_layer
@@ -168,6 +169,7 @@ class DetectWidget(Container):
                 train_box,
             ]
         )
+        tabify_when_docked(self)  # from the Plugins menu: a tab beside the open tomolens docks
         self.runner.run_button.changed.connect(self.start_detection)
         self.train_runner.run_button.changed.connect(self.start_training)
         self.model_choice.changed.connect(self._model_changed)

@@ -26,6 +26,7 @@ from tomolens._napari.layers import (
     layer_voxel_size_A,
     scale_kwargs,
 )
+from tomolens._widgets._docking import tabify_when_docked
 from tomolens._widgets._model import FROM_FILE, chosen_model
 from tomolens._widgets._fields import show_whole_path
 from tomolens._widgets._painting import LossPlot
@@ -137,6 +138,7 @@ class SegmentWidget(Container):
                 self.predict_runner,
             ]
         )
+        tabify_when_docked(self)  # from the Plugins menu: a tab beside the open tomolens docks
         self.class_names.changed.connect(self._update_legend)
         self._start_from.changed.connect(self._update_legend)
         self.new_labels.changed.connect(self.add_painting_layer)

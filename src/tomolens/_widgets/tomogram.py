@@ -19,6 +19,7 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButto
 from napari.utils.notifications import show_info, show_warning
 
 from tomolens._napari.layers import ANGSTROM, voxel_size_from_layer
+from tomolens._widgets._docking import tabify_when_docked
 from tomolens._widgets._layers import build_layer, place_layer
 from tomolens._widgets._runner import JobRunner
 from tomolens.io.mrc import contrast_limits
@@ -147,6 +148,7 @@ class TomogramWidget(Container):
                 self.runner,
             ]
         )
+        tabify_when_docked(self)  # from the Plugins menu: a tab beside the open tomolens docks
         self.layer_picker.changed.connect(self._refresh)
         self.layer_picker.changed.connect(self.start_contrast)
         self.apply_voxel.changed.connect(self.set_voxel_size)
