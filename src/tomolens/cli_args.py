@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 from pathlib import Path
 
 from tomolens.io.atomic import check_writable_target
-from tomolens.io.checks import check_voxel_size
+from tomolens.io.checks import check_voxel_size, tomogram_voxel_size
 
 
 def _argument_error(err: Exception) -> argparse.ArgumentTypeError:
@@ -28,6 +29,29 @@ def length_A(text: str) -> float:
         return check_voxel_size(value, "size")  # type: ignore[return-value]
     except ValueError as err:
         raise _argument_error(err) from None
+
+
+#: Help of ``--voxel-size-A`` (alias ``--voxel-size``) on the commands that run a model on a tomogram.
+VOXEL_SIZE_HELP = "voxel size of the tomogram in Å; required when its header has none (0 or 1)"
+
+
+def add_voxel_size_option(parser: argparse.ArgumentParser, help: str = VOXEL_SIZE_HELP) -> None:
+    """``--voxel-size-A`` (alias ``--voxel-size``, stored as ``args.voxel_size``), in Å."""
+    parser.add_argument("--voxel-size-A", "--voxel-size", dest="voxel_size", type=length_A, default=None, help=help)
+
+
+def read_tomogram(path: str, voxel_size_A: float | None):
+    """The tomogram (:class:`~tomolens.io.mrc.MrcVolume`) and the voxel size (Å) a model command uses.
+
+    The reader's "voxel size unknown" warning is not repeated: either ``voxel_size_A`` (the option) gives it, or
+    :func:`~tomolens.io.checks.tomogram_voxel_size` refuses with one line saying what to do.
+    """
+    from tomolens.io.mrc import UnknownVoxelSizeWarning, read_mrc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownVoxelSizeWarning)
+        vol = read_mrc(path)
+    return vol, tomogram_voxel_size(voxel_size_A, vol.voxel_size_A, path)
 
 
 def output_file(text: str) -> str:

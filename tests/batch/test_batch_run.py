@@ -136,7 +136,10 @@ def read_centres_from(coords: np.ndarray) -> np.ndarray:
     return coords[np.lexsort(coords.T[::-1])] if len(coords) else coords
 
 
-def test_failed_tomogram_is_retried_once_and_reported(batch_data, tmp_path, monkeypatch):
+def test_transient_failure_is_retried_bad_input_is_not_and_both_are_reported(batch_data, tmp_path, monkeypatch):
+    """A transient error (RuntimeError) is tried again and passes; a file that is not an MRC (MrcReadError, a
+    ValueError: the input's fault) fails once, is not retried (it would fail the same way), and the summary says
+    so and why."""
     model = batch_data["model"]
     broken = tmp_path / "in" / "broken.mrc"
     broken.parent.mkdir()
@@ -155,13 +158,17 @@ def test_failed_tomogram_is_retried_once_and_reported(batch_data, tmp_path, monk
     summary = run_batch(_pipeline(model), [batch_data["paths"][2], broken], out, progress=False)
     by_name = {r.tomogram: r for r in summary.results}
     assert (by_name["tomo_2.mrc"].status, by_name["tomo_2.mrc"].attempts) == ("done", 2)
-    assert (by_name["broken.mrc"].status, by_name["broken.mrc"].attempts) == ("failed", 2)
+    assert (by_name["broken.mrc"].status, by_name["broken.mrc"].attempts) == ("failed", 1)
+    assert by_name["broken.mrc"].not_retried.startswith("MrcReadError is the input's fault")
+    assert not by_name["tomo_2.mrc"].not_retried
     assert "MrcReadError" in by_name["broken.mrc"].error or "mrc" in by_name["broken.mrc"].error.lower()
     assert "broken.mrc failed" in (out / "broken" / "broken.log").read_text()
     assert not sidecar_path(broken, out).exists()
     saved = json.loads((out / "batch_summary.json").read_text())
     assert [row["status"] for row in saved] == ["done", "failed"]
     assert "1 done, 0 skipped (already finished), 1 failed" in summary.table()
+    assert "broken.mrc: not retried: MrcReadError is the input's fault (fix it and run again)" in summary.table()
+    assert saved[1]["not_retried"] == by_name["broken.mrc"].not_retried
 
 
 def test_batch_on_local_cluster_of_two_workers_matches_in_process(batch_data, tmp_path):

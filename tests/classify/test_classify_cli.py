@@ -228,19 +228,50 @@ def test_integer_and_float_labels_name_the_same_class():
         run_job(dataset_from_tomograms([], 16, 10.0))
 
 
-def test_classify_says_when_it_assumes_the_models_voxel_size(tmp_path, caplog, torch_one_thread):
-    """A tomogram without a voxel size (header 0): classify says it takes the model's voxel size, as detect and
-    segment do, instead of assuming it in silence; with --voxel-size it does not."""
+def test_classify_refuses_an_unknown_voxel_size_the_python_api_warns(tmp_path, capsys, torch_one_thread):
+    """A tomogram without a voxel size (header 0): classify refuses (exit 2, one line naming the file and
+    --voxel-size-A) instead of assuming the model's; with --voxel-size-A it runs; the Python function still
+    takes None and says that it uses the model's voxel size."""
+    from tomolens.classify.predict import classify_points
+    from tomolens.jobs import run_job
+
     tomo, centres, _ = labelled_tomogram(["sphere", "rod"], 2, 32, seed=5)  # the shipped model takes 32³ boxes
     write_mrc(tmp_path / "tomo.mrc", tomo, None)
     write_coordinates(tmp_path / "picks.star", ParticleTable(np.asarray(centres, float)))
     args = ["classify", str(tmp_path / "tomo.mrc"), str(tmp_path / "picks.star"), "--device", "cpu"]
-    with caplog.at_level("WARNING"):
-        assert main([*args, "--out", str(tmp_path / "a.star")]) == 0
-    assert "Unknown voxel size: using the model's 10 Å" in caplog.text
-    caplog.clear()
-    with caplog.at_level("WARNING"):
-        assert main([*args, "--voxel-size", "10", "--out", str(tmp_path / "b.star")]) == 0
-    assert "Unknown voxel size" not in caplog.text
-    a, b = read_coordinates(tmp_path / "a.star"), read_coordinates(tmp_path / "b.star")
-    assert list(a.features["class"]) == list(b.features["class"])
+    assert main([*args, "--out", str(tmp_path / "a.star")]) == 2
+    err = capsys.readouterr().err
+    assert "tomo.mrc: the voxel size is unknown" in err and "--voxel-size-A" in err
+    assert not (tmp_path / "a.star").exists()
+    assert main([*args, "--voxel-size-A", "10", "--out", str(tmp_path / "b.star")]) == 0
+    with pytest.warns(UserWarning, match="Unknown voxel size: using the model's 10 Å"):
+        result = run_job(classify_points(tomo, np.asarray(centres, float), "classify_phantoms_resnet", None))
+    b = read_coordinates(tmp_path / "b.star")
+    assert list(result.features["class"].astype(str)) == list(b.features["class"])
+
+
+def test_classify_converts_picks_made_at_another_binning(tmp_path, capsys, caplog, torch_one_thread):
+    """Picks made on the bin-1 tomogram (their STAR says rlnImagePixelSize 10) classified on the tomogram binned ×2
+    (20 Å): converted to its voxels with a log line, as the Classify dock does through world coordinates — not
+    refused as 'outside the tomogram'. A file without a pixel size takes --coords-pixel-size-A."""
+    tomo, centres, _ = labelled_tomogram(["sphere", "rod"], 2, 32, seed=5)
+    z, y, x = (s // 2 for s in tomo.shape)
+    binned = tomo[: 2 * z, : 2 * y, : 2 * x].reshape(z, 2, y, 2, x, 2).mean((1, 3, 5))
+    write_mrc(tmp_path / "bin2.mrc", binned, 20.0)
+    write_coordinates(tmp_path / "bin1.star", ParticleTable(centres, pixel_size_A=10.0))
+    np.savetxt(tmp_path / "bin1.txt", centres[:, ::-1])  # x y z in bin-1 pixels, no pixel size
+    common = [str(tmp_path / "bin2.mrc"), "--device", "cpu"]
+    with caplog.at_level("INFO"):
+        assert (
+            main(["classify", common[0], str(tmp_path / "bin1.star"), *common[1:], "--out", str(tmp_path / "a.star")])
+            == 0
+        )
+    assert "bin1.star: coordinates at 10 Å per pixel converted to the tomogram's 20 Å voxels" in caplog.text
+    a = read_coordinates(tmp_path / "a.star")
+    np.testing.assert_allclose(a.coords_zyx, centres / 2)
+    assert a.pixel_size_A == 20.0 and len(a.features["class"]) == len(centres)
+    txt = ["classify", common[0], str(tmp_path / "bin1.txt"), *common[1:]]
+    assert main([*txt, "--coords-pixel-size-A", "10", "--out", str(tmp_path / "b.star")]) == 0
+    b = read_coordinates(tmp_path / "b.star")
+    np.testing.assert_allclose(b.coords_zyx, a.coords_zyx)
+    assert list(b.features["class"]) == list(a.features["class"])

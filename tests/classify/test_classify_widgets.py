@@ -246,3 +246,29 @@ def test_subdivide_after_classify_colours_the_layer_like_the_plot(scene, qtbot, 
     expected = transform_color([cluster_colour(int(c)) for c in clusters])
     np.testing.assert_allclose(points.face_color, expected, atol=1e-6)
     assert len(set(clusters)) == 3
+
+
+def test_docks_refuse_a_tomogram_without_voxel_size(make_napari_viewer, monkeypatch):
+    """A tomogram in pixels (header voxel size 0): Classify, Subdivide and Pick by example refuse with a
+    notification naming 'Set voxel size' instead of running the model at its own voxel size."""
+    import tomolens._widgets.classify as classify_module
+    import tomolens._widgets.pick_example as pick_module
+    from tomolens._widgets.classify import ClassifyWidget, SubdivideWidget
+    from tomolens._widgets.pick_example import PickByExampleWidget
+
+    viewer = make_napari_viewer()
+    tomo, centres, _ = labelled_tomogram(KINDS, 2, 16, seed=21)
+    image, points = viewer.add_image(tomo, name="pixels"), viewer.add_points(centres, name="picks")
+    said = []
+    monkeypatch.setattr(classify_module, "show_warning", said.append)
+    monkeypatch.setattr(pick_module, "show_warning", said.append)
+    classify, subdivide = ClassifyWidget(viewer), SubdivideWidget(viewer)
+    pick = PickByExampleWidget(viewer)
+    for widget, start in ((classify, classify.start_classification), (subdivide, subdivide.start)):
+        widget.image_picker.value, widget.points_picker.value = image, points
+        start()
+    pick.image_picker.value, pick.examples_picker.value = image, points
+    pick.start()
+    assert not any(w.runner.running for w in (classify, subdivide, pick))
+    assert len(said) == 3 and all("The voxel size of 'pixels' is unknown" in m for m in said), said
+    assert "Set voxel size" in said[0] and list(points.features.columns) == []

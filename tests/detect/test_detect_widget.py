@@ -95,23 +95,32 @@ def test_detect_with_model_file_adds_layers_and_reapplies(widget, tiny_model, qt
     assert len(centres.data) == 0
 
 
-def test_detection_on_a_tomogram_without_voxel_size_lies_on_it(widget, tiny_model, qtbot):
-    """A tomogram layer in pixels (header voxel size 0): the detector assumes the model's 10 Å, but the mask,
-    instances and centres are placed in the tomogram's pixels, not scaled by the assumed Å (which drew them 10×
-    too large, off the tomogram), and napari warns of no inconsistent units."""
+def test_detection_on_a_tomogram_without_voxel_size_is_refused_until_it_is_set(widget, tiny_model, qtbot, monkeypatch):
+    """A tomogram layer in pixels (header voxel size 0): the dock refuses with a notification instead of running
+    the detector on the model's voxel size (1421 nonsense picks on the real microtubule); once 'Set voxel size'
+    is pressed in the Tomogram dock it runs, and the results lie on the tomogram."""
+    import tomolens._widgets.detect as detect_module
+    from tomolens._widgets.tomogram import TomogramWidget
+
     w, viewer = widget
     pixels = viewer.add_image(viewer.layers["tomo"].data, name="pixels")  # scale 1, units pixel
     w.reset_choices()
     w.image.value = pixels
-    detect_with(w, tiny_model, qtbot)  # the worker's warning is a notification: "Unknown voxel size: using …"
+    said = []
+    monkeypatch.setattr(detect_module, "show_warning", said.append)
+    detect_with(w, tiny_model, qtbot)
+    assert w.result is None and "pixels mask" not in viewer.layers
+    assert len(said) == 1 and "The voxel size of 'pixels' is unknown" in said[0] and "Set voxel size" in said[0]
+    tomogram_dock = TomogramWidget(viewer)
+    tomogram_dock.reset_choices()
+    tomogram_dock.layer_picker.value = pixels
+    tomogram_dock.voxel_size.value = 10.0
+    tomogram_dock.set_voxel_size()
+    detect_with(w, tiny_model, qtbot)
     assert w.result is not None and w.result.voxel_size_A == 10.0, w.runner.status.value
     for suffix in ("mask", "instances", "centres"):
-        layer = viewer.layers[f"pixels {suffix}"]
-        np.testing.assert_allclose(layer.scale, (1.0, 1.0, 1.0))
-        assert tuple(str(u) for u in layer.units) == tuple(str(u) for u in pixels.units)
-    w.params.controls["centre_threshold"].value = 0.5  # re-applied from the kept maps: still in pixels
-    qtbot.waitUntil(lambda: not w.runner.running, timeout=60000)
-    np.testing.assert_allclose(viewer.layers["pixels centres"].scale, (1.0, 1.0, 1.0))
+        np.testing.assert_allclose(viewer.layers[f"pixels {suffix}"].scale, pixels.scale)
+    qtbot.waitUntil(lambda: not tomogram_dock.contrast_runner.running, timeout=20000)
 
 
 def test_cancel_leaves_no_partial_layers(widget, tiny_model, qtbot):

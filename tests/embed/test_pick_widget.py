@@ -41,8 +41,9 @@ def test_pick_widget_refuses_an_empty_examples_layer(make_napari_viewer, monkeyp
     import tomolens._widgets.pick_example as mod
 
     viewer = make_napari_viewer()
-    image = viewer.add_image(np.zeros((16, 32, 32), np.float32), name="tomo")
-    examples = viewer.add_points(np.empty((0, 3)), name="ex", ndim=3)
+    scale = {"scale": (10.0,) * 3, "units": ("angstrom",) * 3}  # a voxel size: the examples are what is wrong
+    image = viewer.add_image(np.zeros((16, 32, 32), np.float32), name="tomo", **scale)
+    examples = viewer.add_points(np.empty((0, 3)), name="ex", ndim=3, **scale)
     warnings = []
     monkeypatch.setattr(mod, "show_warning", warnings.append)
     widget = mod.PickByExampleWidget(viewer)

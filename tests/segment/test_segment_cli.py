@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from segment_toy import TOY_CLASSES, make_toy
 
@@ -143,10 +144,14 @@ def test_train_from_painted_files_without_validation_files(tmp_path, capsys):
     assert " fit " in printed and " val " in printed
 
 
-def test_segment_says_when_it_assumes_the_models_voxel_size(tmp_path, capsys, caplog):
-    """A header voxel size of 0 (unknown): segmenting says that the model's voxel size is assumed, as detection
-    does, instead of assuming it in silence; with --voxel-size it does not."""
+def test_segment_refuses_an_unknown_voxel_size_the_python_api_warns(tmp_path, capsys):
+    """A header voxel size of 0 (unknown): the command refuses (exit 2, one line, nothing written) instead of
+    segmenting at a guessed voxel size; --voxel-size-A runs it; the Python function still takes None and says
+    that it uses the model's voxel size."""
     import mrcfile
+
+    from tomolens.jobs import run_job
+    from tomolens.segment.predict import segment_tomogram
 
     torch.set_num_threads(1)
     tomo, _ = make_toy(0)
@@ -154,14 +159,12 @@ def test_segment_says_when_it_assumes_the_models_voxel_size(tmp_path, capsys, ca
     with mrcfile.new(path) as mrc:
         mrc.set_data(np.ascontiguousarray(tomo[:16, :32, :32], np.float32))
         mrc.voxel_size = 0.0
-    with caplog.at_level("WARNING"):
-        assert main(["segment", str(path), "--model", "segment_domain", "--out", str(tmp_path / "a")]) == 0
-    assert "Unknown voxel size: using the model's 10 Å" in caplog.text
-    caplog.clear()
-    with caplog.at_level("WARNING"):
-        rc = main(
-            ["segment", str(path), "--model", "segment_domain", "--voxel-size", "10", "--out", str(tmp_path / "b")]
-        )
-        assert rc == 0
-    assert "Unknown voxel size" not in caplog.text
-    np.testing.assert_array_equal(read_mrc(tmp_path / "a_labels.mrc").data, read_mrc(tmp_path / "b_labels.mrc").data)
+    assert main(["segment", str(path), "--model", "segment_domain", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "no_voxel_size.mrc: the voxel size is unknown" in err and "--voxel-size-A" in err
+    assert not list(tmp_path.glob("a_*"))
+    rc = main(["segment", str(path), "--model", "segment_domain", "--voxel-size-A", "10", "--out", str(tmp_path / "b")])
+    assert rc == 0
+    with pytest.warns(UserWarning, match="Unknown voxel size: using the model's 10 Å"):
+        result = run_job(segment_tomogram(read_mrc(path).data, None, model="segment_domain"))
+    np.testing.assert_array_equal(result.labels, read_mrc(tmp_path / "b_labels.mrc").data)

@@ -155,26 +155,57 @@ def test_start_from_is_the_shipped_default_whatever_the_classes(make_napari_view
     assert start.value == "/data/my_model.pt" and "Train:" not in widget.legend.value
 
 
-def test_segmentation_of_a_tomogram_without_voxel_size_lies_on_it(make_napari_viewer, qtbot):
-    """A tomogram layer in pixels (header voxel size 0): the shipped model assumes its own 10 Å, but the
-    segmentation and probability layers are placed in the tomogram's pixels, not scaled by the assumed Å (which
-    drew them 10× too large), also after re-thresholding."""
+def test_segmentation_of_a_tomogram_without_voxel_size_is_refused(make_napari_viewer, qtbot, monkeypatch):
+    """A tomogram layer in pixels (header voxel size 0): Predict and Train refuse with a notification naming the
+    Tomogram dock's 'Set voxel size' instead of running the model at its own voxel size; with the voxel size set
+    the segmentation lies on the tomogram."""
+    import tomolens._widgets.segment as segment_module
+
     torch.set_num_threads(1)
     viewer = make_napari_viewer()
     tomo, _ = make_toy(0)
     pixels = viewer.add_image(tomo[:16, :32, :32], name="pixels")  # scale 1, units pixel
+    painted = viewer.add_labels(np.zeros(pixels.data.shape, np.uint8), name="painting")
     widget = SegmentWidget(viewer)
     widget.reset_choices()
-    widget.image.value = pixels
+    widget.image.value, widget.painted.value = pixels, painted
     widget.predict_params.controls["device"].value = "cpu"
+    said = []
+    monkeypatch.setattr(segment_module, "show_warning", said.append)
+    widget.start_prediction()
+    widget.start_training()
+    assert not widget.predict_runner.running and not widget.train_runner.running and widget.result is None
+    assert len(said) == 2 and all("The voxel size of 'pixels' is unknown" in m and "Set voxel size" in m for m in said)
+    pixels.scale, pixels.units = (10.0,) * 3, ("angstrom",) * 3  # what the Tomogram dock's 'Set voxel size' does
     widget.start_prediction()
     qtbot.waitUntil(lambda: not widget.predict_runner.running, timeout=120000)
     assert widget.result is not None, widget.predict_runner.status.value
-    made = [layer for layer in viewer.layers if layer.name.startswith("pixels ")]
-    assert "pixels segmentation" in [layer.name for layer in made] and len(made) > 1
-    for layer in made:
-        np.testing.assert_allclose(layer.scale, (1.0, 1.0, 1.0), err_msg=layer.name)
-        assert tuple(str(u) for u in layer.units) == tuple(str(u) for u in pixels.units)
-    widget.predict_params.controls["threshold"].value = 0.5  # re-applied on the kept probabilities
-    qtbot.waitUntil(lambda: not widget.predict_runner.running, timeout=60000)
-    np.testing.assert_allclose(viewer.layers["pixels segmentation"].scale, (1.0, 1.0, 1.0))
+    np.testing.assert_allclose(viewer.layers["pixels segmentation"].scale, pixels.scale)
+
+
+def test_painted_labels_are_not_preselected_from_detect_or_segment_results(make_napari_viewer):
+    """The Detect dock's mask (a tomolens result) is not offered as 'painted labels' by default (Train would refuse
+    it); a Labels layer of the user's, or one made with 'New painting layer', is."""
+    from tomolens._widgets.detect import detection_layers
+    from tomolens.detect.detector import DetectionResult
+    from tomolens.io.coords import ParticleTable
+
+    viewer = make_napari_viewer()
+    tomo, classes = make_toy(0)
+    scale = {"scale": (10.0,) * 3, "units": ("angstrom",) * 3}
+    image = viewer.add_image(tomo, name="tomo", **scale)
+    empty = np.zeros(tomo.shape, np.int32)
+    result = DetectionResult(np.zeros((2, 1, 1, 1)), empty > 0, empty, ParticleTable(np.empty((0, 3))), 10.0, 10.0)
+    for layer in detection_layers(result, "tomo"):  # "tomo mask", "tomo instances", "tomo centres"
+        viewer.add_layer(layer)
+    widget = SegmentWidget(viewer)
+    widget.reset_choices()
+    widget.image.value = image
+    assert viewer.layers["tomo mask"] in widget.painted.choices  # still choosable by hand
+    assert widget.painted.value is None
+    mine = viewer.add_labels(np.zeros(tomo.shape, np.uint8), name="my painting", **scale)
+    widget.reset_choices()
+    assert widget.painted.value is mine
+    widget.painted.value = None
+    widget.add_painting_layer()
+    assert widget.painted.value is viewer.layers["tomo painted"]

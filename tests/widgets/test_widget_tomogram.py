@@ -22,13 +22,25 @@ def widget_and_viewer(make_napari_viewer, qtbot):
     return widget, viewer, layer
 
 
-def test_info_and_voxel_size(widget_and_viewer):
+def test_info_and_voxel_size(widget_and_viewer, monkeypatch):
+    import tomolens._widgets.tomogram as tomogram_module
+
     widget, viewer, layer = widget_and_viewer
     assert "(64, 64, 64)" in widget.info.value and "unknown" in widget.info.value
+    # unknown: the box says so (no made-up 10.00), and 'Set voxel size' without a typed value sets nothing
+    assert widget.voxel_size.value == 0 and widget.voxel_size.native.text() == "unknown"
+    said = []
+    monkeypatch.setattr(tomogram_module, "show_warning", said.append)
+    widget.set_voxel_size()
+    assert said and "Type the voxel size" in said[0]
+    np.testing.assert_allclose(layer.scale, (1.0,) * 3)
     widget.voxel_size.value = 13.5
     widget.set_voxel_size()
     np.testing.assert_allclose(layer.scale, (13.5,) * 3)
     assert "13.5" in widget.info.value
+    layer.scale, layer.units = (1.0,) * 3, ("pixel",) * 3  # a tomogram without a voxel size again
+    widget._refresh()
+    assert widget.voxel_size.native.text() == "unknown"  # not the 13.5 it showed before
 
 
 def test_binning_job_adds_binned_layer(widget_and_viewer, qtbot):

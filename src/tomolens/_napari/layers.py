@@ -68,6 +68,37 @@ def voxel_size_from_layer(scale, units) -> tuple[float, ...] | None:
     return tuple(float(s) for s in scale)
 
 
+#: Metadata key of the layers a tomolens dock makes as a result (value: the task, e.g. "detect", "segment").
+RESULT_KEY = "tomolens_result"
+#: Metadata key of the Labels layers made for painting (the Segment dock's "New painting layer").
+PAINTING_KEY = "tomolens_painting"
+
+
+def is_plausibly_painted(layer) -> bool:
+    """Whether a Labels layer may hold painted training labels: made for painting, or anything but a tomolens
+    result (a detection mask or instances, a segmentation), which the Segment dock must not offer by default."""
+    meta = layer.metadata or {}
+    return bool(meta.get(PAINTING_KEY)) or not (meta.get(RESULT_KEY) or "tomolens" in meta)
+
+
+def layer_voxel_size_A(layer) -> float:
+    """The (x) voxel size in Å of a tomogram layer, for a model to run on it.
+
+    Raises
+    ------
+    ValueError
+        When the layer has none (pixel units: the file's header said 0 or 1): the docks refuse, as the
+        command line does, rather than run the model on a guessed voxel size.
+    """
+    vs = voxel_size_from_layer(layer.scale, layer.units)
+    if not vs:
+        raise ValueError(
+            f"The voxel size of {layer.name!r} is unknown and the models need it: type it in the Tomogram dock's "
+            "'voxel size (Å)' box and press 'Set voxel size' (or fix the file's header)."
+        )
+    return float(vs[-1])
+
+
 def volume_layer_data(vol: MrcVolume, name: str | None = None) -> tuple[Any, dict, str]:
     """A napari layer-data tuple for an MRC volume (Image, or Labels when tagged)."""
     meta = {

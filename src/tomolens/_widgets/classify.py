@@ -22,7 +22,8 @@ import pandas as pd
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, LineEdit, PushButton, create_widget
 from napari.utils.notifications import show_info, show_warning
 
-from tomolens._napari.layers import _CATEGORICAL, UNKNOWN_COLOUR, category_colours, voxel_size_from_layer
+from tomolens._napari.layers import _CATEGORICAL, UNKNOWN_COLOUR, category_colours, layer_voxel_size_A
+from tomolens._widgets._docking import tabify_when_docked
 from tomolens._widgets._fields import show_whole_path
 from tomolens._widgets._layers import build_layer, place_layer
 from tomolens._widgets._painting import LossPlot
@@ -38,23 +39,21 @@ from tomolens.cluster.subdivide import SUBDIVIDE_PARAMS, subdivide_points
 log = logging.getLogger(__name__)
 
 
-def _points_voxel(points, image) -> float | None:
-    vs = voxel_size_from_layer(image.scale, image.units) if image is not None else None
-    if vs is None and points is not None:
-        vs = voxel_size_from_layer(points.scale, points.units)
-    return float(vs[-1]) if vs else None
-
-
 def _snapshot(image, points):
-    """Tomogram array, point positions in the tomogram's voxels (z, y, x), voxel size."""
+    """Tomogram array, point positions in the tomogram's voxels (z, y, x), voxel size (Å).
+
+    Raises ValueError (shown as a notification) without both layers, or when the tomogram's voxel size is
+    unknown (the models need it; :func:`tomolens._napari.layers.layer_voxel_size_A`).
+    """
     if image is None or points is None:
         raise ValueError("Choose a tomogram (Image) and a particles (Points) layer.")
     if image.ndim != 3:
         raise ValueError(f"The tomogram must be 3D; {image.name!r} has {image.ndim} dimensions.")
+    voxel = layer_voxel_size_A(image)
     data = np.asarray(points.data, float).reshape(-1, points.ndim)[:, -3:]
     world = data * np.asarray(points.scale[-3:]) + np.asarray(points.translate[-3:])
     coords = (world - np.asarray(image.translate[-3:])) / np.asarray(image.scale[-3:])
-    return image.data, coords, _points_voxel(points, image)
+    return image.data, coords, voxel
 
 
 def cluster_colour(cluster: int) -> str:
@@ -156,6 +155,7 @@ class ClassifyWidget(Container):
                 train_box,
             ]
         )
+        tabify_when_docked(self)  # from the Plugins menu: a tab beside the open tomolens docks
         self.runner.run_button.changed.connect(self.start_classification)
         self.min_confidence.changed.connect(self.apply_confidence_filter)
         self.train_runner.run_button.changed.connect(self.start_training)
@@ -227,8 +227,6 @@ class ClassifyWidget(Container):
                 f"The layer {layer.name!r} has no feature {column!r}; label the particles first "
                 f"(features: {list(layer.features.columns)})."
             )
-        if voxel is None:
-            raise ValueError("The tomogram's voxel size is unknown; set it in the Tomogram widget.")
         labels = layer.features[column].to_numpy()
         return None, dataset_from_points(tomo, coords, labels, box_in_voxels(values["classify_box_A"], voxel), voxel)
 
@@ -329,6 +327,7 @@ class SubdivideWidget(Container):
         self.averages_button = PushButton(text="Add averages as layers", enabled=False)
         self.averages_button.tooltip = "One Image layer per cluster average (to look at it in 3D)."
         super().__init__(widgets=[self.image_picker, self.points_picker, self.params, self.runner, self.summary])
+        tabify_when_docked(self)  # from the Plugins menu: a tab beside the open tomolens docks
         self.native.layout().addWidget(self.gallery)
         self.append(self.averages_button)
         self.native.layout().addWidget(self.plot)

@@ -12,7 +12,15 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, create_widget
 from napari.utils.notifications import show_info, show_warning
 
-from tomolens._napari.layers import points_layer_data, scale_kwargs, show_particles_in_slab, voxel_size_from_layer
+from tomolens._napari.layers import (
+    RESULT_KEY,
+    layer_voxel_size_A,
+    points_layer_data,
+    scale_kwargs,
+    show_particles_in_slab,
+    voxel_size_from_layer,
+)
+from tomolens._widgets._docking import tabify_when_docked
 from tomolens._widgets._model import FROM_FILE, chosen_model
 from tomolens._widgets._fields import show_whole_path
 from tomolens._widgets._layers import build_layer, place_layer
@@ -67,7 +75,6 @@ class DetectWidget(Container):
         self.viewer = viewer
         self.result: DetectionResult | None = None
         self._source_name = ""
-        self._source_in_A = False
         self.image = create_widget(annotation=napari.layers.Image, label="tomogram")
         self.image.tooltip = "Tomogram to analyse (particles bright; 3D)."
         names = list(shipped_models("detect")) + [FROM_FILE]
@@ -162,6 +169,7 @@ class DetectWidget(Container):
                 train_box,
             ]
         )
+        tabify_when_docked(self)  # from the Plugins menu: a tab beside the open tomolens docks
         self.runner.run_button.changed.connect(self.start_detection)
         self.train_runner.run_button.changed.connect(self.start_training)
         self.model_choice.changed.connect(self._model_changed)
@@ -250,17 +258,20 @@ class DetectWidget(Container):
         if layer.ndim != 3:
             show_warning(f"Detection needs a 3D tomogram; {layer.name!r} has {layer.ndim} dimensions.")
             return
-        vs = voxel_size_from_layer(layer.scale, layer.units)
+        try:
+            voxel = layer_voxel_size_A(layer)
+        except ValueError as err:
+            show_warning(str(err))
+            return
         data = layer.data
         self._source_name = layer.name
-        self._source_in_A = vs is not None
         params = self.params.values()
         model = self.model_path()
-        name, in_A = layer.name, self._source_in_A
+        name = layer.name
         self.runner.start(
-            detect_particles(data, vs[-1] if vs else None, model=model, **params),
+            detect_particles(data, voxel, model=model, **params),
             self._show,
-            prepare=lambda result: (result, detection_layers(result, name, in_A)),
+            prepare=lambda result: (result, detection_layers(result, name)),
         )
 
     def _show(self, prepared: tuple[DetectionResult, list]) -> Iterator[None]:
@@ -287,7 +298,7 @@ class DetectWidget(Container):
                 placed.face_colormap = "viridis"  # the new features: colour them again
                 placed.face_color = "score"
             yield
-        if len(self.result.particles) and self._source_in_A:  # the slab is in Å: only for layers scaled in Å
+        if len(self.result.particles):
             show_particles_in_slab(self.viewer, 2 * (self.radius_A() or 0))
         self._show_radius_source()
         self.update_evaluation()
@@ -301,11 +312,11 @@ class DetectWidget(Container):
         except ValueError as err:
             show_warning(str(err))
             return
-        name, in_A = self._source_name, self._source_in_A
+        name = self._source_name
         self.runner.start_latest(
             lambda: computing("re-applying the post-processing to the kept maps", self.result.reapply, **post),
             self._show_reapplied,
-            prepare=lambda result: (result, detection_layers(result, name, in_A)),
+            prepare=lambda result: (result, detection_layers(result, name)),
         )
 
     def update_evaluation(self, *_) -> None:
@@ -364,16 +375,17 @@ class DetectWidget(Container):
                 "integer per particle — choose an '… instances' layer or paint each particle its own value."
             )
             return
-        vs = voxel_size_from_layer(image.scale, image.units)
-        if not vs:
-            show_warning("Set the tomogram's voxel size (Tomogram widget) before training.")
+        try:
+            voxel = layer_voxel_size_A(image)
+        except ValueError as err:
+            show_warning(str(err))
             return
         volume, instances = np.asarray(image.data, np.float32), np.asarray(labels.data)
         out = Path(self.train_out.value)
         self._history = []
         self.loss_text.value = "training…"
         job = train_and_save(
-            volume, instances, float(vs[-1]), out, device=self.params.values()["device"], **self.train_params.values()
+            volume, instances, voxel, out, device=self.params.values()["device"], **self.train_params.values()
         )
         self.train_runner.start(job, self._trained, on_progress=self._train_progress)
 
@@ -461,15 +473,14 @@ class DetectWidget(Container):
         show_info(f"Model saved to {path}; it is now selected for detection.")
 
 
-def detection_layers(result: DetectionResult, name: str, in_A: bool = True) -> list[napari.layers.Layer]:
+def detection_layers(result: DetectionResult, name: str) -> list[napari.layers.Layer]:
     """The mask and instances Labels and the centres Points of a detection, named after the tomogram ``name``.
 
     Built without a viewer (:func:`tomolens._widgets._layers.build_layer`), so a worker thread can build them;
-    the centres are coloured by score.  ``in_A=False``: the tomogram layer has no voxel size (pixel units; the
-    detector assumed the model's), so the layers are scaled in pixels like it, not in the assumed Å.
+    the centres are coloured by score.  The docks run a model only on a tomogram with a voxel size (in Å).
     """
-    scale = scale_kwargs(result.voxel_size_A if in_A else None, 3)
-    meta = {"tomolens": provenance(result.params)}
+    scale = scale_kwargs(result.voxel_size_A, 3)
+    meta = {"tomolens": provenance(result.params), RESULT_KEY: "detect"}
     layers = [
         build_layer(
             data,

@@ -13,7 +13,7 @@ import napari
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, LineEdit, Select, SpinBox, create_widget
 
-from tomolens._napari.layers import voxel_size_from_layer
+from tomolens._napari.layers import layer_voxel_size_A, voxel_size_from_layer
 from tomolens.detect.points import check_points, parse_kind_radii, parse_region
 from tomolens.detect.points_train import MIN_CLICKS
 
@@ -125,14 +125,12 @@ class PointsTrainingBox(Container):
             layers = others if len(others) == 1 else []
         if image is None or not layers:
             raise ValueError("Choose a tomogram and at least one Points layer of clicked particles to train on.")
-        vs = voxel_size_from_layer(image.scale, image.units)
-        if not vs:
-            raise ValueError("Set the tomogram's voxel size (Tomogram widget) before training.")
+        voxel = layer_voxel_size_A(image)
         centres, kinds, kind_sources = clicks_of_layers(layers, image)
         negatives = self.negatives.value
         return {
             "volume": np.asarray(image.data, np.float32),
-            "voxel_size_A": float(vs[-1]),
+            "voxel_size_A": voxel,
             "centres_zyx": centres,
             "radius_A": self.radii_A(kinds),
             "kinds": kinds,

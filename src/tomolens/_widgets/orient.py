@@ -15,6 +15,7 @@ from qtpy.QtGui import QColor, QPainter, QPainterPath, QPen
 from qtpy.QtWidgets import QGraphicsScene, QGraphicsView
 
 from tomolens._napari.layers import ANGSTROM, show_particles_in_slab, voxel_size_from_layer
+from tomolens._widgets._docking import tabify_when_docked
 from tomolens._widgets._model import FROM_FILE, chosen_model
 from tomolens._widgets._fields import show_whole_path
 from tomolens._widgets._layers import build_layer, place_layer
@@ -161,6 +162,7 @@ class OrientationWidget(Container):
                 self.export_button,
             ]
         )
+        tabify_when_docked(self)  # from the Plugins menu: a tab beside the open tomolens docks
         self.native.layout().addWidget(self.fsc_plot)
         self.symmetry_report = None
         self.trained_model = None

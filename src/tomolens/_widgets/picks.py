@@ -19,6 +19,7 @@ from napari.utils.notifications import show_error, show_info
 from tomolens._napari.format_layers import copick_run_layers
 from tomolens._napari.layers import table_from_points, voxel_size_from_layer
 from tomolens._napari.pick_layers import pick_layers, tomogram_pick_layers
+from tomolens._widgets._docking import tabify_when_docked
 
 PER_TOMOGRAM = "one layer per tomogram"
 ONE_TOMOGRAM = "only the chosen tomogram's rows"
@@ -92,6 +93,7 @@ class PicksWidget(Container):
                 self.save_seg,
             ]
         )
+        tabify_when_docked(self)  # from the Plugins menu: a tab beside the open tomolens docks
         self.open_file.changed.connect(self.open_picks)
         self.config.changed.connect(self.load_project)
         self.run.changed.connect(self._refresh_spacings)

@@ -11,13 +11,22 @@ import logging
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Optional
 
 import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, create_widget
 from napari.utils.notifications import show_info, show_warning
 
-from tomolens._napari.layers import class_colormap, scale_kwargs, voxel_size_from_layer
+from tomolens._napari.layers import (
+    PAINTING_KEY,
+    RESULT_KEY,
+    class_colormap,
+    is_plausibly_painted,
+    layer_voxel_size_A,
+    scale_kwargs,
+)
+from tomolens._widgets._docking import tabify_when_docked
 from tomolens._widgets._model import FROM_FILE, chosen_model
 from tomolens._widgets._fields import show_whole_path
 from tomolens._widgets._painting import LossPlot
@@ -52,7 +61,7 @@ class SegmentWidget(Container):
         self.viewer = viewer
         self.result: SegmentationResult | None = None
         self.trained = None
-        self._source, self._source_in_A = "", True
+        self._source = ""
         self._history: list[dict] = []
         self.image = create_widget(annotation=napari.layers.Image, label="tomogram")
         self.image.tooltip = "The tomogram to paint on and segment (3D, protein bright)."
@@ -60,8 +69,12 @@ class SegmentWidget(Container):
             value=", ".join(DEFAULT_CLASSES), label="classes", tooltip="Class names, background first, comma-separated."
         )
         self.legend = Label(value="")
-        self.painted = create_widget(annotation=napari.layers.Labels, label="painted labels")
-        self.painted.tooltip = "A Labels layer of the tomogram's shape with a few painted slices."
+        # nullable: pre-selected only when a Labels layer looks painted (never a detect/segment result)
+        self.painted = create_widget(annotation=Optional[napari.layers.Labels], label="painted labels")
+        self.painted.tooltip = (
+            "A Labels layer of the tomogram's shape with a few painted slices ('New painting layer' makes one). "
+            "Results of Detect / Segment are not pre-selected."
+        )
         self.new_labels = PushButton(
             text="New painting layer", tooltip="Add an empty Labels layer of the tomogram's shape to paint in."
         )
@@ -125,6 +138,7 @@ class SegmentWidget(Container):
                 self.predict_runner,
             ]
         )
+        tabify_when_docked(self)  # from the Plugins menu: a tab beside the open tomolens docks
         self.class_names.changed.connect(self._update_legend)
         self._start_from.changed.connect(self._update_legend)
         self.new_labels.changed.connect(self.add_painting_layer)
@@ -136,6 +150,27 @@ class SegmentWidget(Container):
             self.predict_params.controls[p.name].changed.connect(self.reapply)
         self._update_legend()
         self._model_changed()
+        self._preselect_painted()
+
+    def reset_choices(self, *args) -> None:
+        """Refresh the layer choices (napari calls this when layers change); pre-select a painted layer."""
+        super().reset_choices(*args)
+        self._preselect_painted()
+
+    def _preselect_painted(self) -> None:
+        """With no painted layer chosen, choose the newest plausibly painted one of the tomogram's shape."""
+        if self.painted.value is not None:
+            return
+        image = self.image.value
+        for layer in reversed(self.viewer.layers):
+            if (
+                isinstance(layer, napari.layers.Labels)
+                and layer in self.painted.choices
+                and is_plausibly_painted(layer)
+                and (image is None or layer.data.shape == image.data.shape)
+            ):
+                self.painted.value = layer
+                return
 
     # ---------------------------------------------------------------- classes
     def names(self) -> list[str]:
@@ -166,6 +201,7 @@ class SegmentWidget(Container):
         layer = self.viewer.add_labels(
             np.zeros(image.data.shape, np.uint8),
             name=f"{image.name} painted",
+            metadata={PAINTING_KEY: True},
             scale=image.scale,
             units=image.units,
             axis_labels=image.axis_labels,
@@ -210,13 +246,13 @@ class SegmentWidget(Container):
             show_warning("Choose a tomogram and a painted Labels layer (or press 'New painting layer').")
             return
         try:
+            voxel = layer_voxel_size_A(image)
             names = self.names()
             labels = check_painted_labels(np.asarray(painted.data), image.data.shape, names)
             params = self.train_params.values()
         except ValueError as err:
             show_warning(str(err))
             return
-        vs = voxel_size_from_layer(image.scale, image.units)
         volume = np.asarray(image.data, np.float32)
         out = Path(self.save_path.value).with_suffix(".pt")
         self._history = []
@@ -226,7 +262,7 @@ class SegmentWidget(Container):
         job = train_segmenter(
             [(volume, labels)],
             names,
-            vs[-1] if vs else None,
+            voxel,
             checkpoint=out.with_suffix(".ckpt"),
             resume=bool(self.resume.value),
             name=out.stem,
@@ -271,6 +307,7 @@ class SegmentWidget(Container):
             show_warning(f"Segmentation needs a 3D tomogram; {image.name!r} has {image.ndim} dimensions.")
             return
         try:
+            voxel = layer_voxel_size_A(image)
             names = self.names()
             model = self.model_path()
             check_model_classes(read_card(resolve_model(model)), names)
@@ -278,13 +315,11 @@ class SegmentWidget(Container):
         except ValueError as err:
             show_warning(str(err))
             return
-        vs = voxel_size_from_layer(image.scale, image.units)
-        self._source, self._source_in_A = image.name, vs is not None
-        source, in_A = image.name, vs is not None
+        self._source = source = image.name
         self.predict_runner.start(
-            segment_tomogram(image.data, vs[-1] if vs else None, model=model, class_names=names, **params),
+            segment_tomogram(image.data, voxel, model=model, class_names=names, **params),
             self._show,
-            prepare=lambda result: (result, segmentation_layers(result, source, in_A=in_A), class_voxels(result)),
+            prepare=lambda result: (result, segmentation_layers(result, source), class_voxels(result)),
         )
 
     def _show(self, prepared: tuple[SegmentationResult, list, np.ndarray]) -> Iterator[None]:
@@ -307,11 +342,11 @@ class SegmentWidget(Container):
             show_warning(str(err))
             return
         post = {p.name: values[p.name] for p in POSTPROCESS_PARAMS}
-        source, in_A = self._source, self._source_in_A
+        source = self._source
         self.predict_runner.start_latest(
             lambda: computing("re-applying the threshold and clean-up", self.result.reapply, **post),
             self._show_reapplied,
-            prepare=lambda result: (result, segmentation_layers(result, source, probabilities=False, in_A=in_A)),
+            prepare=lambda result: (result, segmentation_layers(result, source, probabilities=False)),
         )
 
     def _show_reapplied(self, prepared: tuple[SegmentationResult, list]) -> Iterator[None]:
@@ -328,13 +363,12 @@ def class_voxels(result: SegmentationResult) -> np.ndarray:
 
 
 def segmentation_layers(
-    result: SegmentationResult, source: str, probabilities: bool = True, in_A: bool = True
+    result: SegmentationResult, source: str, probabilities: bool = True
 ) -> list[napari.layers.Layer]:
     """One hidden Image per class probability (if ``probabilities``), then the segmentation Labels, named after
     the tomogram ``source``; built without a viewer (:func:`tomolens._widgets._layers.build_layer`).
-    ``in_A=False``: the tomogram layer has no voxel size (pixels; the model's was assumed), so the layers are in
-    pixels like it, not scaled by the assumed Å."""
-    scale = scale_kwargs(result.voxel_size_A if in_A else None, 3)
+    The docks run a model only on a tomogram with a voxel size (in Å)."""
+    scale = scale_kwargs(result.voxel_size_A, 3)
     layers = []
     if probabilities:
         style = {"colormap": "inferno", "blending": "additive", "contrast_limits": (0.0, 1.0), "visible": False}
@@ -342,7 +376,13 @@ def segmentation_layers(
             layers.append(
                 build_layer(result.probabilities[k], {"name": f"{source} P({name})", **style, **scale}, "image")
             )
-    labels = {"name": f"{source} segmentation", "opacity": 0.5, "colormap": class_colormap(), **scale}
+    labels = {
+        "name": f"{source} segmentation",
+        "opacity": 0.5,
+        "colormap": class_colormap(),
+        "metadata": {RESULT_KEY: "segment"},
+        **scale,
+    }
     layers.append(build_layer(result.labels, labels, "labels"))
     return layers
 

@@ -10,6 +10,7 @@ from napari.utils.notifications import show_error, show_info
 
 from tomolens._napari.layers import show_layer_particles
 from tomolens._napari.sample import simulation_layers
+from tomolens._widgets._docking import tabify_when_docked
 from tomolens._widgets._layers import build_layer
 from tomolens._widgets._params import ParamPanel
 from tomolens._widgets._runner import JobRunner
@@ -28,6 +29,7 @@ class SimulateWidget(Container):
         self.runner = JobRunner("Simulate", title="Simulation")
         self.last_result = None
         super().__init__(widgets=[self.panel, self.runner, self.summary])
+        tabify_when_docked(self)  # from the Plugins menu: a tab beside the open tomolens docks
         self.runner.run_button.changed.connect(self.start)
 
     def start(self, *_) -> None:

@@ -19,6 +19,7 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButto
 from napari.utils.notifications import show_info, show_warning
 
 from tomolens._napari.layers import ANGSTROM, voxel_size_from_layer
+from tomolens._widgets._docking import tabify_when_docked
 from tomolens._widgets._layers import build_layer, place_layer
 from tomolens._widgets._runner import JobRunner
 from tomolens.io.mrc import contrast_limits
@@ -58,6 +59,10 @@ def low_pass(data, sigma_voxels: float) -> Generator[Progress, None, np.ndarray]
     return out
 
 
+#: What the voxel-size box shows while the voxel size is unknown (its value 0).
+UNKNOWN_VOXEL_SIZE = "unknown"
+
+
 def describe_layer(layer) -> str:
     """A few lines on the layer's file, shape, voxel size, dtype and value range."""
     if layer is None:
@@ -82,13 +87,15 @@ class TomogramWidget(Container):
         self.layer_picker.tooltip = "The tomogram to describe, rescale or bin."
         self.info = Label(value="")
         self.voxel_size = FloatSpinBox(
-            value=10.0,
-            min=0.01,
+            value=0.0,
+            min=0.0,
             max=1000.0,
             step=0.1,
             label="voxel size (Å)",
-            tooltip="Voxel size in Å, for files whose header does not say (0 or 1).",
+            tooltip="Voxel size in Å, for files whose header does not say (0 or 1); 'unknown' until you type it.",
         )
+        # 0 = unknown: shown as "unknown", never as a made-up value that 'Set voxel size' would apply
+        self.voxel_size.native.setSpecialValueText(UNKNOWN_VOXEL_SIZE)
         self.apply_voxel = PushButton(text="Set voxel size", tooltip="Scale the layer to this voxel size (Å)")
         self.bin_factor = ComboBox(
             choices=[2, 4], value=2, label="bin by", tooltip="Average 2×2×2 or 4×4×4 voxels into one."
@@ -141,6 +148,7 @@ class TomogramWidget(Container):
                 self.runner,
             ]
         )
+        tabify_when_docked(self)  # from the Plugins menu: a tab beside the open tomolens docks
         self.layer_picker.changed.connect(self._refresh)
         self.layer_picker.changed.connect(self.start_contrast)
         self.apply_voxel.changed.connect(self.set_voxel_size)
@@ -155,8 +163,7 @@ class TomogramWidget(Container):
         self.info.value = describe_layer(layer)
         if layer is not None:
             vs = voxel_size_from_layer(layer.scale, layer.units)
-            if vs:
-                self.voxel_size.value = float(vs[-1])
+            self.voxel_size.value = float(vs[-1]) if vs else 0.0
 
     def set_voxel_size(self, *_) -> None:
         """Apply the voxel size to the selected layer and to layers of the same shape."""
@@ -165,6 +172,9 @@ class TomogramWidget(Container):
             show_warning("Choose a tomogram layer first.")
             return
         vs = float(self.voxel_size.value)
+        if vs <= 0:
+            show_warning("Type the voxel size in Å in the 'voxel size (Å)' box first (it is unknown).")
+            return
         targets = [
             other
             for other in self.viewer.layers

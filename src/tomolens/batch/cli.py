@@ -57,7 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "batch",
         help="run a pipeline preset on many tomograms (resumable; dask.distributed optional)",
         description="Run the pipeline of PRESET on every tomogram. Finished tomograms (a matching "
-        f"OUT/<name>/<name>.tomolens.json) are skipped; a failure is retried once. Tasks: {tasks}.",
+        "OUT/<name>/<name>.tomolens.json) are skipped; a failure is retried once, unless the input is at fault "
+        f"(a ValueError: constant volume, NaNs, a bad file…). Tasks: {tasks}.",
     )
     p.add_argument(
         "preset",
@@ -72,7 +73,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="'' = in this process, one by one (default); local:N = a "
         "dask LocalCluster of N single-thread workers; tcp://HOST:PORT = an existing dask scheduler",
     )
-    p.add_argument("--retries", type=int, default=1, help="extra attempts for a failed tomogram (default: 1)")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        help="extra attempts for a failed tomogram (default: 1); bad input (ValueError) is not retried",
+    )
     p.add_argument("--force", action="store_true", help="run finished tomograms again")
     p.add_argument(
         "--voxel-size-A",

@@ -9,8 +9,10 @@
   scheduler, e.g. one started by dask-jobqueue on SLURM;
 - a ``distributed.Client``: used as is (tests pass one with ``processes=False``).
 
-A tomogram that fails is logged, reported and tried again once (``retries``); the
-batch carries on with the others.  Finished tomograms are skipped
+A tomogram that fails is logged, reported and tried again once (``retries``) — unless the
+error is the input's fault (:func:`is_input_error`: a ``ValueError`` such as a constant volume,
+NaNs, a bad coordinate file), which would fail again the same way; the summary says which were
+not retried and why.  The batch carries on with the others.  Finished tomograms are skipped
 (:func:`tomolens.batch.process.process_tomogram`).
 """
 
@@ -20,6 +22,7 @@ import glob
 import json
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -29,6 +32,7 @@ from typing import Any
 from tomolens.batch.pipeline import Pipeline
 from tomolens.batch.process import finished_record, fingerprint, process_tomogram, step_models
 from tomolens.io.atomic import atomic_path
+from tomolens.io.checks import tomogram_voxel_size
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,7 @@ class TomogramResult:
     seconds: float = 0.0
     particles: int | None = None
     error: str = ""
+    not_retried: str = ""  # why a failure was not tried again (empty: retried, or no retry left)
 
 
 @dataclass
@@ -85,6 +90,9 @@ class BatchSummary:
             f"{self.count('done')} done, {self.count('skipped')} skipped (already finished), "
             f"{self.count('failed')} failed"
         )
+        for r in self.results:
+            if r.not_retried:
+                lines.append(f"{r.tomogram}: not retried: {r.not_retried}")
         return "\n".join(lines)
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -130,6 +138,39 @@ def find_tomograms(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     return unique
 
 
+def check_voxel_sizes(paths: Sequence[Path], pipeline: Pipeline) -> None:
+    """Refuse, before any work, a batch in which a tomogram's voxel size is unknown.
+
+    Every pipeline step with a model needs it; neither the preset's ``voxel_size_A`` nor the
+    header (0 or 1 Å) gives it.  Only headers are read; files that cannot be read are left to
+    the run, which reports them per tomogram.
+
+    Raises
+    ------
+    ValueError
+        Naming the first such tomogram (and how many more) and saying to pass ``--voxel-size-A``.
+    """
+    from tomolens.io.mrc import read_mrc
+
+    if pipeline.voxel_size_A or not any(step_models(pipeline)):
+        return
+    unknown: list[tuple[Path, ValueError]] = []
+    for path in paths:
+        try:
+            with warnings.catch_warnings():  # the refusal below says it once, for every file
+                warnings.simplefilter("ignore", UserWarning)
+                header_A = read_mrc(path, check_finite=False).voxel_size_A
+        except (OSError, ValueError):
+            continue
+        try:
+            tomogram_voxel_size(None, header_A, path)
+        except ValueError as err:
+            unknown.append((path, err))
+    if unknown:
+        more = f" Also {', '.join(p.name for p, _ in unknown[1:])}." if len(unknown) > 1 else ""
+        raise ValueError(f"{unknown[0][1]}{more} Nothing was run.")
+
+
 def _result(path: Path, record: dict[str, Any], attempts: int) -> TomogramResult:
     particles = None
     for step in record.get("steps", []):
@@ -141,8 +182,21 @@ def _result(path: Path, record: dict[str, Any], attempts: int) -> TomogramResult
     return TomogramResult(path.name, record["status"], tries, float(record.get("seconds", 0.0)), particles)
 
 
-def _failure(path: Path, err: BaseException, attempts: int) -> TomogramResult:
-    return TomogramResult(path.name, "failed", attempts, 0.0, None, f"{type(err).__name__}: {err}")
+def is_input_error(err: BaseException) -> bool:
+    """Whether a failure is the input's (or the settings') fault, so that a retry would fail the same way.
+
+    tomolens raises ``ValueError`` — and its subclasses :class:`~tomolens.io.mrc.MrcReadError`,
+    :class:`~tomolens.io.coords.CoordinateFileError`, :class:`~tomolens.models.card.ModelFileError` … — for bad
+    input: a constant volume, NaN voxels, a box larger than the tomogram, a malformed file.  Anything else (an
+    ``OSError`` of a network file system, memory, a lost dask worker) may pass on a second try.
+    """
+    return isinstance(err, ValueError)
+
+
+def _failure(path: Path, err: BaseException, attempts: int, retries: int = 0) -> TomogramResult:
+    skipped = is_input_error(err) and attempts <= retries
+    why = f"{type(err).__name__} is the input's fault (fix it and run again)" if skipped else ""
+    return TomogramResult(path.name, "failed", attempts, 0.0, None, f"{type(err).__name__}: {err}", why)
 
 
 def _open_client(scheduler: Any, stack: ExitStack):
@@ -203,6 +257,7 @@ def run_batch(
     from tqdm.auto import tqdm
 
     paths = find_tomograms(tomograms)
+    check_voxel_sizes(paths, pipeline)
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     results: dict[Path, TomogramResult] = {}
@@ -212,7 +267,8 @@ def run_batch(
     def finish(path: Path, result: TomogramResult) -> None:
         results[path] = result
         if result.status == "failed":
-            log.error("%s failed after %d attempts: %s", path.name, result.attempts, result.error)
+            tries = f"{result.attempts} attempt{'s' if result.attempts != 1 else ''}"
+            log.error("%s failed after %s: %s", path.name, tries, result.error)
         bar.set_postfix_str(f"{path.name}: {result.status}")
         bar.update(1)
 
@@ -240,8 +296,9 @@ def run_batch(
                         record = process_tomogram(path, pipeline, out_root, force=force)
                     except Exception as err:  # reported in the summary; the batch goes on
                         log.warning("%s: attempt %d failed: %s", path.name, attempt, err)
-                        if attempt == retries + 1:
-                            finish(path, _failure(path, err, attempt))
+                        if attempt == retries + 1 or is_input_error(err):
+                            finish(path, _failure(path, err, attempt, retries))
+                            break
                     else:
                         finish(path, _result(path, record, attempt))
                         break
@@ -281,7 +338,7 @@ def _run_distributed(client, paths, pipeline, out_root, retries, force, finish) 
             continue
         err = future.exception() if future.status == "error" else RuntimeError(f"dask task {future.status}")
         log.warning("%s: attempt %d failed: %s", path.name, attempts[path], err)
-        if attempts[path] <= retries:
+        if attempts[path] <= retries and not is_input_error(err):
             queue.add(submit(path))
         else:
-            finish(path, _failure(path, err, attempts[path]))
+            finish(path, _failure(path, err, attempts[path], retries))

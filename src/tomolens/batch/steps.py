@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from tomolens import __version__
+from tomolens.io.checks import tomogram_voxel_size
 from tomolens.io.coords import ParticleTable, write_coordinates
 from tomolens.io.mrc import MrcVolume, read_mrc, write_mrc
 from tomolens.jobs import Progress
@@ -84,12 +85,15 @@ class TomogramContext:
             self._volume = read_mrc(self.path)
         return self._volume
 
-    def voxel(self) -> float | None:
-        """Voxel size in Å: the override, else the header's x voxel size."""
-        if self.voxel_size_A:
-            return float(self.voxel_size_A)
-        vs = self.volume.voxel_size_A
-        return float(vs[-1]) if vs else None
+    def voxel(self) -> float:
+        """Voxel size in Å: the override, else the header's x voxel size.
+
+        Raises
+        ------
+        ValueError
+            When neither is known (the models would run on a guessed voxel size).
+        """
+        return tomogram_voxel_size(self.voxel_size_A, self.volume.voxel_size_A, self.path)
 
     def output(self, suffix: str) -> Path:
         """``out_dir / (stem + suffix)``."""

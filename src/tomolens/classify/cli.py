@@ -10,19 +10,20 @@ from pathlib import Path
 
 import numpy as np
 
-from tomolens.cli_args import length_A, output_file
+from tomolens.cli_args import add_voxel_size_option, length_A, output_file, read_tomogram
 from tomolens.classify.predict import CLASSIFY_PARAMS, classify_points
-from tomolens.io.coords import ParticleTable, read_coordinates, write_coordinates
+from tomolens.io.coords import ParticleTable, write_coordinates
+from tomolens.io.picks import read_picks_on_tomogram
 from tomolens.io.provenance import write_provenance
-from tomolens.io.mrc import read_mrc, write_mrc
+from tomolens.io.mrc import write_mrc
 from tomolens.cli_progress import run_cli_job
 from tomolens.params import add_arguments, values_from_args
 
 
 def _inputs(args: argparse.Namespace):
-    vol = read_mrc(args.tomogram)
-    voxel = args.voxel_size or (vol.voxel_size_A[-1] if vol.voxel_size_A else None)
-    table = read_coordinates(args.coords, pixel_size_A=voxel, tomogram_shape_zyx=vol.data.shape)
+    vol, voxel = read_tomogram(args.tomogram, args.voxel_size)
+    # picks made at another binning are converted with their own pixel size (as the docks do), with a log line
+    table = read_picks_on_tomogram(args.coords, voxel, vol.data.shape, args.coords_pixel_size)
     return vol, voxel, table
 
 
@@ -107,7 +108,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", required=True, type=output_file, help="output coordinates (.star/.csv) with the new feature columns"
     )
-    p.add_argument("--voxel-size", type=length_A, default=None, help="voxel size in Å if the header lacks it")
+    add_voxel_size_option(p)
+    p.add_argument(
+        "--coords-pixel-size-A",
+        dest="coords_pixel_size",
+        type=length_A,
+        default=None,
+        help="pixel size in Å of the coordinates, if the file does not say (STAR rlnImagePixelSize, CSV "
+        "pixel_size_A); picks at another binning than the tomogram are converted to its voxels",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:

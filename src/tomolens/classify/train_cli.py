@@ -151,14 +151,13 @@ def _dataset(args: argparse.Namespace):
     from tomolens.classify.data import dataset_from_tomograms
     from tomolens.classify.extract import box_in_voxels
     from tomolens.io.coords import read_coordinates
+    from tomolens.io.checks import tomogram_voxel_size
     from tomolens.io.mrc import read_mrc
 
     items, voxels, n_points = [], set(), 0
     for tomo_path, points_path in zip(args.classify_tomogram, args.classify_points):
         vol = read_mrc(tomo_path)
-        voxel = args.voxel_size_A or (vol.voxel_size_A[-1] if vol.voxel_size_A else None)
-        if voxel is None:
-            raise ValueError(f"{tomo_path} has no voxel size in its header; pass --voxel-size-A.")
+        voxel = tomogram_voxel_size(args.voxel_size_A, vol.voxel_size_A, tomo_path)
         voxels.add(round(float(voxel), 3))
         table = read_coordinates(points_path, pixel_size_A=voxel, tomogram_shape_zyx=vol.data.shape)
         if args.classify_label_column not in table.features:

@@ -6,19 +6,18 @@ import argparse
 import json
 from pathlib import Path
 
-from tomolens.cli_args import length_A, output_stem
+from tomolens.cli_args import add_voxel_size_option, length_A, output_stem, read_tomogram
 from tomolens.detect.detector import DEFAULT_MODEL, DETECT_PARAMS, detect_particles
 from tomolens.evaluate import evaluate_tables
 from tomolens.io.coords import read_coordinates, write_coordinates
-from tomolens.io.mrc import read_mrc, write_mrc
+from tomolens.io.mrc import write_mrc
 from tomolens.io.provenance import write_provenance
 from tomolens.cli_progress import run_cli_job
 from tomolens.params import add_arguments, explicit_values
 
 
 def _detect(args: argparse.Namespace) -> int:
-    vol = read_mrc(args.tomogram)
-    voxel = args.voxel_size or (vol.voxel_size_A[-1] if vol.voxel_size_A else None)
+    vol, voxel = read_tomogram(args.tomogram, args.voxel_size)
     # options not typed (or set by a preset) fall back to the model card's tuned values
     params = explicit_values(args, DETECT_PARAMS)
     params.pop("model", None)
@@ -89,7 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--out", required=True, type=output_stem, help="output stem: writes STEM_instances.mrc and STEM_centres.star"
     )
     p.add_argument("--format", choices=("star", "csv"), default="star", help="centres file format")
-    p.add_argument("--voxel-size", type=length_A, default=None, help="voxel size in Å if the header lacks it")
+    add_voxel_size_option(p)
     add_arguments(p, DETECT_PARAMS)
     _show_card_defaults(p)
     p.set_defaults(func=_detect)

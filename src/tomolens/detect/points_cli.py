@@ -12,7 +12,7 @@ import argparse
 
 import numpy as np
 
-from tomolens.io.checks import check_voxel_size
+from tomolens.io.checks import check_voxel_size, tomogram_voxel_size
 
 #: Feature (column) of the picks that names each particle's kind.
 KIND_COLUMN = "class"
@@ -95,26 +95,18 @@ def register_points_args(group: argparse._ArgumentGroup) -> None:
     )
 
 
-def _voxels(table, voxel_size_A: float) -> np.ndarray:
-    """Coordinates of a pick table in the tomogram's voxels (rescaled when the file's pixel size differs)."""
-    coords = table.coords_zyx
-    if table.pixel_size_A and abs(table.pixel_size_A - voxel_size_A) > 1e-3 * voxel_size_A:
-        coords = coords * table.pixel_size_A / voxel_size_A
-    return coords
-
-
 def _read_kinds(paths: list[str], shape, voxel_size_A: float) -> tuple[np.ndarray, list[str] | None, dict]:
     """Centres (tomogram voxels) of all pick files, each one's kind (the ``class`` column, else the
     file's name when there are several files (one file per kind), else None: one kind) and the
     file(s) each kind came from."""
     from pathlib import Path
 
-    from tomolens.io.picks import read_picks
+    from tomolens.io.picks import in_voxels_of, read_picks
 
     centres, kinds, sources = [], [], {}
     for path in paths:
         picks = read_picks(path, tomogram_shape_zyx=shape)
-        centres.append(_voxels(picks, voxel_size_A))
+        centres.append(in_voxels_of(picks, voxel_size_A, Path(path).name).coords_zyx)
         if KIND_COLUMN in picks.features:
             found = picks.features[KIND_COLUMN].astype(str).tolist()
         else:
@@ -131,7 +123,7 @@ def run_points_train(args: argparse.Namespace) -> int:
     from tomolens.detect.points import parse_region
     from tomolens.detect.points_train import train_from_points
     from tomolens.io.mrc import read_mrc
-    from tomolens.io.picks import read_picks
+    from tomolens.io.picks import in_voxels_of, read_picks
     from tomolens.jobs import run_job
     from tomolens.models.cli import command_line
     from tomolens.models.device import prepare_device
@@ -144,12 +136,14 @@ def run_points_train(args: argparse.Namespace) -> int:
         raise ValueError(f"--val-fraction must lie between 0 and 1; got {args.val_fraction}.")
     device = prepare_device(args.device, args.threads)
     vol = read_mrc(args.tomogram)
-    vs = args.voxel_size_A or (vol.voxel_size_A[-1] if vol.voxel_size_A else None)
-    if not vs:
-        raise ValueError(f"{args.tomogram} has no voxel size in its header; pass --voxel-size-A.")
+    vs = tomogram_voxel_size(args.voxel_size_A, vol.voxel_size_A, args.tomogram)
     shape = vol.data.shape
     centres, kinds, kind_sources = _read_kinds(args.points, shape, vs)
-    negatives = _voxels(read_picks(args.negatives, tomogram_shape_zyx=shape), vs) if args.negatives else None
+    negatives = (
+        in_voxels_of(read_picks(args.negatives, tomogram_shape_zyx=shape), vs, args.negatives).coords_zyx
+        if args.negatives
+        else None
+    )
     region = parse_region(args.region, shape) if args.region else None
     result = run_job(
         train_from_points(

@@ -7,20 +7,20 @@ from __future__ import annotations
 
 import argparse
 
-from tomolens.cli_args import length_A, output_file
+from tomolens.cli_args import add_voxel_size_option, output_file, read_tomogram
 from tomolens.embed.pick import PICK_PARAMS, pick_peaks, similarity_to_examples
 from tomolens.jobs import log_progress, run_job
 from tomolens.params import add_arguments, values_from_args
 
 
 def _pick(args: argparse.Namespace) -> int:
-    from tomolens.io.coords import ParticleTable, read_coordinates, write_coordinates
-    from tomolens.io.mrc import read_mrc, write_mrc
+    from tomolens.io.coords import ParticleTable, write_coordinates
+    from tomolens.io.picks import read_picks_on_tomogram
+    from tomolens.io.mrc import write_mrc
     from tomolens.io.provenance import write_provenance
 
-    vol = read_mrc(args.tomogram)
-    voxel = args.voxel_size or (vol.voxel_size_A[-1] if vol.voxel_size_A else None)
-    examples = read_coordinates(args.examples, pixel_size_A=voxel, tomogram_shape_zyx=vol.data.shape)
+    vol, voxel = read_tomogram(args.tomogram, args.voxel_size)
+    examples = read_picks_on_tomogram(args.examples, voxel, vol.data.shape)  # other binning: converted
     targets = None
     if args.target_column:
         if args.target_column not in examples.features:
@@ -86,6 +86,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="MRC",
         help="also write the (first target's) similarity map, voxel = the map's grid step",
     )
-    p.add_argument("--voxel-size", type=length_A, default=None, help="voxel size in Å if the header lacks it")
+    add_voxel_size_option(p)
     add_arguments(p, PICK_PARAMS)
     p.set_defaults(func=_pick)

@@ -77,6 +77,34 @@ def check_voxel_size(value: float | None, name: str = "voxel size") -> float | N
     return float(value)  # type: ignore[arg-type]
 
 
+def tomogram_voxel_size(given_A: float | None, header_A, path) -> float:
+    """The voxel size a model command uses: the option's, else the header's x voxel size.
+
+    Parameters
+    ----------
+    given_A : float or None
+        ``--voxel-size-A``, Å.
+    header_A : tuple of float or None
+        The file's (z, y, x) voxel size in Å, None when its header has none (0 or 1).
+    path : path-like
+        The tomogram, named in the message.
+
+    Raises
+    ------
+    ValueError
+        When neither is known: a model run on a guessed voxel size gives plausible-looking nonsense (on the
+        real microtubule with its header zeroed, 1421 picks instead of 74), so the command refuses.
+    """
+    if given_A:
+        return float(given_A)
+    if header_A:
+        return float(header_A[-1])
+    raise ValueError(
+        f"{Path(path).name}: the voxel size is unknown (the header says 0 or 1 Å) and the models need it; "
+        "pass --voxel-size-A (Å), or fix the header (check with 'tomolens info', set with IMOD's alterheader)."
+    )
+
+
 def warn_if_voxel_size_assumed(voxel_size_A: float | None, model_voxel_size_A: float | None) -> None:
     """Warn (UserWarning) that a model's voxel size is taken for a tomogram whose voxel size is unknown.
 

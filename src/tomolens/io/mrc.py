@@ -109,7 +109,7 @@ def _voxel_size_from_header(vs_xyz: np.ndarray, ndim: int, kind: str, path: Path
     if not all(is_valid_length(v) for v in in_plane) or np.allclose(in_plane, 1.0):
         warnings.warn(
             f"{path.name}: the header voxel size is {tuple(float(v) for v in vs_xyz)} Å, which tomolens "
-            "treats as unknown. Set the voxel size in the Tomogram widget (or pass --voxel-size).",
+            "treats as unknown. Set the voxel size in the Tomogram widget (or pass --voxel-size-A).",
             UnknownVoxelSizeWarning,
             stacklevel=3,
         )

@@ -228,6 +228,7 @@ def simulated_volumes(
 
 
 def _file_volumes(tomos: Sequence[str], labels: Sequence[str], voxel_size_A: float):
+    from tomolens.io.checks import tomogram_voxel_size
     from tomolens.io.mrc import read_mrc
 
     if len(tomos) != len(labels):
@@ -237,9 +238,7 @@ def _file_volumes(tomos: Sequence[str], labels: Sequence[str], voxel_size_A: flo
         vol, lab_vol = read_mrc(t), read_mrc(lab)
         if vol.data.shape != lab_vol.data.shape:
             raise ValueError(f"{lab} has shape {lab_vol.data.shape}, but {t} has {vol.data.shape}.")
-        vs = voxel_size_A or (vol.voxel_size_A[-1] if vol.voxel_size_A else None)
-        if vs is None:
-            raise ValueError(f"{t} has no voxel size in its header; pass --voxel-size-A.")
+        vs = tomogram_voxel_size(voxel_size_A, vol.voxel_size_A, t)
         out.append((np.asarray(vol.data, np.float32), np.asarray(lab_vol.data), float(vs)))
     return out
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tomolens.cli_args import length_A, output_stem
-from tomolens.io.mrc import read_mrc, write_mrc
+from tomolens.cli_args import add_voxel_size_option, output_stem, read_tomogram
+from tomolens.io.mrc import write_mrc
 from tomolens.io.provenance import write_provenance
 from tomolens.cli_progress import run_cli_job
 from tomolens.params import add_arguments, values_from_args
@@ -23,8 +23,7 @@ def _segment(args: argparse.Namespace) -> int:
     from tomolens.segment.cleanup import instances_from_classes
     from tomolens.segment.labels import parse_class_names
 
-    vol = read_mrc(args.tomogram)
-    voxel = args.voxel_size or (vol.voxel_size_A[-1] if vol.voxel_size_A else None)
+    vol, voxel = read_tomogram(args.tomogram, args.voxel_size)
     params = values_from_args(args, PREDICT_PARAMS)
     classes = parse_class_names(args.classes) if args.classes else None
     result = run_cli_job(segment_tomogram(vol.data, voxel, class_names=classes, **params))
@@ -84,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=output_stem,
         help="output stem: writes STEM_labels.mrc (and the files asked for below)",
     )
-    p.add_argument("--voxel-size", type=length_A, default=None, help="voxel size in Å if the header lacks it")
+    add_voxel_size_option(p)
     p.add_argument(
         "--classes", default="", help="expected class names, comma-separated (refuses a model with other classes)"
     )
