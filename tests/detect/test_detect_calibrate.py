@@ -119,13 +119,20 @@ def _dataset(folder, seeds_noise):
 def test_cli_calibrates_a_copy_of_the_model_and_detect_uses_it(tmp_path, capsys):
     _dataset(tmp_path / "set", [(1, 1.5), (2, 2.0)])
     out = tmp_path / "cal.pt"
-    rc = main(["detect-calibrate", "--model", "detect_default", "--data", str(tmp_path / "set"), "--out", str(out)])
-    assert rc == 0
-    assert "default min_score" in capsys.readouterr().out
+    data = ["--data", str(tmp_path / "set")]
+    assert main(["detect-calibrate", "--model", "detect_default", *data, "--out", str(out), "--mode", "calibrate"]) == 0
+    assert "calibrated scores, default min_score" in capsys.readouterr().out
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["extra"]["score_calibration"]["features"] == list(FEATURES)
     fit = card["extra"]["score_calibration_fit"]
     assert len(fit["leave_one_out"]) == 2 and fit["min_score"] == card["extra"]["postprocess"]["min_score"]
+    assert fit["score"] == "calibrated" and set(fit["leave_one_out_mean_f1"]) == {"calibrated", "raw"}
+    # threshold only: raw scores, the card gets the best raw min_score and no calibration
+    raw = tmp_path / "raw.pt"
+    assert main(["detect-calibrate", "--model", "detect_default", *data, "--out", str(raw), "--mode", "threshold"]) == 0
+    raw_card = json.loads(raw.with_suffix(".json").read_text())["extra"]
+    assert "score_calibration" not in raw_card and raw_card["score_calibration_fit"]["score"] == "raw"
+    assert raw_card["postprocess"]["min_score"] == raw_card["score_calibration_fit"]["min_score"]
     tomo, _, _ = make_spheres(shape=(32, 96, 96), radius=5, n=40, noise=1.5, seed=3)
     write_mrc(tmp_path / "t.mrc", tomo, 10.0)
     assert (

@@ -34,6 +34,8 @@ FEATURES = ("raw_score", "centre_value", "mask_probability", "log_relative_score
 
 #: ``min_score`` values tried when choosing the default threshold of calibrated scores.
 THRESHOLDS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
+#: ``min_score`` values tried for raw scores (mean mask probability × centre peak).
+RAW_THRESHOLDS = tuple(np.round(np.arange(0.0, 0.9, 0.05), 2))
 
 
 def candidate_features(table: pd.DataFrame) -> np.ndarray:
@@ -157,7 +159,8 @@ def fit_calibration(runs: Sequence[tuple[pd.DataFrame, np.ndarray, int]]) -> dic
     dict
         ``features``, ``mean``, ``scale``, ``coef``, ``intercept`` (lists, for the card),
         ``min_score`` (the threshold of calibrated scores with the best mean F1 over the runs),
-        ``fit_f1`` (that F1), ``n_runs`` and ``n_candidates``; and ``leave_one_out``: per run, the
+        ``fit_f1`` (that F1), ``raw_min_score`` and ``raw_fit_f1`` (the same for the raw score),
+        ``n_runs`` and ``n_candidates``; and ``leave_one_out``: per run, the
         F1 at the threshold chosen without it, calibrated and — for comparison — with the raw score
         and its own best threshold chosen the same way.
     """
@@ -172,7 +175,6 @@ def fit_calibration(runs: Sequence[tuple[pd.DataFrame, np.ndarray, int]]) -> dic
     calibration = _fit(x, y)
     probs = [calibrated_scores(t, calibration) for t, _, _ in runs]
     t, f1 = best_threshold(probs, ys, n_true)
-    raw_grid = tuple(np.round(np.arange(0.0, 0.9, 0.05), 2))
     loo = []
     for i in range(len(runs)):
         rest = [j for j in range(len(runs)) if j != i]
@@ -181,7 +183,7 @@ def fit_calibration(runs: Sequence[tuple[pd.DataFrame, np.ndarray, int]]) -> dic
         t_i, _ = best_threshold(p_rest, [ys[j] for j in rest], [n_true[j] for j in rest])
         p_i = calibrated_scores(runs[i][0], cal_i)
         raw_rest = [np.asarray(runs[j][0]["score"], float) for j in rest]
-        r_i, _ = best_threshold(raw_rest, [ys[j] for j in rest], [n_true[j] for j in rest], raw_grid)
+        r_i, _ = best_threshold(raw_rest, [ys[j] for j in rest], [n_true[j] for j in rest], RAW_THRESHOLDS)
         loo.append(
             {
                 "calibrated_f1": mean_f1_at([p_i], [ys[i]], [n_true[i]], t_i),
@@ -190,11 +192,14 @@ def fit_calibration(runs: Sequence[tuple[pd.DataFrame, np.ndarray, int]]) -> dic
                 "raw_threshold": r_i,
             }
         )
+    raw_t, raw_f1 = best_threshold([np.asarray(t_["score"], float) for t_, _, _ in runs], ys, n_true, RAW_THRESHOLDS)
     log.info("calibration: min_score %.2f, mean F1 %.3f on %d runs (%d candidates)", t, f1, len(runs), len(y))
     return {
         **{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in calibration.items()},
         "min_score": t,
         "fit_f1": round(f1, 4),
+        "raw_min_score": raw_t,
+        "raw_fit_f1": round(raw_f1, 4),
         "n_runs": len(runs),
         "n_candidates": int(len(y)),
         "leave_one_out": loo,

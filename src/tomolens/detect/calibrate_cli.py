@@ -97,30 +97,36 @@ def _calibrate(args: argparse.Namespace) -> int:
     loo = fit.pop("leave_one_out")
     for (name, _, hits, n_true), row in zip(runs, loo):
         row.update({"tomogram": name, "n_true": n_true, "n_hits_at_0": int(hits.sum())})
+    cal = float(np.mean([r["calibrated_f1"] for r in loo]))
+    raw = float(np.mean([r["raw_f1"] for r in loo]))
+    # auto: the calibration only when it beats the raw score with its own threshold, left out tomogram by tomogram
+    calibrated = args.mode == "calibrate" or (args.mode == "auto" and cal > raw)
+    min_score = fit["min_score"] if calibrated else fit["raw_min_score"]
     new = copy.deepcopy(raw_card)
     new.name = Path(args.out).stem
-    min_score = fit.pop("min_score")
     new.extra = {
         **new.extra,
-        "score_calibration": {k: fit[k] for k in ("features", "mean", "scale", "coef", "intercept")},
         "score_calibration_fit": {
             "data": [str(Path(d)) for d in args.data],
             "max_shape": list(max_shape) if max_shape else None,
+            "mode": args.mode,
+            "score": "calibrated" if calibrated else "raw",
             "n_runs": fit["n_runs"],
             "n_candidates": fit["n_candidates"],
-            "fit_f1": fit["fit_f1"],
             "min_score": min_score,
+            "fit_f1": fit["fit_f1"] if calibrated else fit["raw_fit_f1"],
+            "leave_one_out_mean_f1": {"calibrated": round(cal, 4), "raw": round(raw, 4)},
             "leave_one_out": loo,
         },
         "postprocess": {**(new.extra.get("postprocess") or {}), "min_score": min_score},
     }
+    if calibrated:
+        new.extra["score_calibration"] = {k: fit[k] for k in ("features", "mean", "scale", "coef", "intercept")}
     weights, card_path = save_model(net.cpu(), new, args.out)
-    cal = np.mean([r["calibrated_f1"] for r in loo])
-    raw = np.mean([r["raw_f1"] for r in loo])
     print(
-        f"calibrated on {fit['n_runs']} tomograms ({fit['n_candidates']} candidates): default min_score "
-        f"{min_score:.2f}; leave-one-tomogram-out mean F1 {cal:.3f} calibrated vs {raw:.3f} raw score; "
-        f"wrote {weights} and {card_path}"
+        f"{fit['n_runs']} tomograms ({fit['n_candidates']} candidates); leave-one-tomogram-out mean F1 {cal:.3f} "
+        f"calibrated vs {raw:.3f} raw score with its own threshold: {'calibrated' if calibrated else 'raw'} scores, "
+        f"default min_score {min_score:.2f}; wrote {weights} and {card_path}"
     )
     return 0
 
@@ -135,6 +141,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--data", nargs="+", required=True, help="dataset folders (tomolens simulate-dataset) with known particles"
     )
     p.add_argument("--out", required=True, help="the calibrated copy of the model (.pt; its card beside it)")
+    p.add_argument(
+        "--mode",
+        choices=("auto", "calibrate", "threshold"),
+        default="auto",
+        help="calibrate: calibrated scores and their best min_score; threshold: raw scores, only the best min_score; "
+        "auto (default): calibrated when that beats the raw score left out tomogram by tomogram",
+    )
     p.add_argument("--limit", type=int, default=0, help="use only the first N tomograms of each folder (0 = all)")
     p.add_argument(
         "--max-shape",
