@@ -268,25 +268,28 @@ def test_distance_training_on_a_symmetric_map_records_its_group_and_axes():
     assert "c3blob C3" in card.training_data
 
 
-def test_recovery_fits_distances_up_to_the_group():
-    """From exact D7 distances, the symmetric loss recovers a set that reproduces them; the plain loss cannot."""
+def recover_exact(name: str, n: int, seed: int, **kwargs):
+    """Recovery from exact distances up to ``name`` (in a tilted frame): its settings and the mean misfit (°)."""
     from tomolens.orient.recover import ExactDistances, recover_orientations
     from tomolens.orient.symmetry import symmetric_distance
 
     torch.set_num_threads(1)
-    sym = Symmetry("D7", tilted())
-    truth = random_orientations(300, seed=6)
-    i, j = np.triu_indices(300, 1)
-    target = symmetric_distance(truth[i], truth[j], sym)
+    sym = Symmetry(name, tilted())
+    truth = random_orientations(n, seed=seed)
+    i, j = np.triu_indices(n, 1)
+    res = run_job(recover_orientations(ExactDistances(truth, sym), **kwargs))
+    misfit = symmetric_distance(res.quats[i], res.quats[j], name) - symmetric_distance(truth[i], truth[j], sym)
+    return res.settings, float(np.degrees(np.abs(misfit).mean()))
+
+
+def test_recovery_fits_distances_up_to_the_group():
+    """From exact D7 distances, the symmetric loss recovers a set that reproduces them; the plain loss cannot."""
     misfit = {}
     for loss in ("C1", "D7"):
-        res = run_job(
-            recover_orientations(
-                ExactDistances(truth, sym), steps=600, pairs_per_step=10000, n_anchors=300, symmetry=loss
-            )
+        settings, misfit[loss] = recover_exact(
+            "D7", 300, 6, steps=600, pairs_per_step=10000, n_anchors=300, symmetry=loss, starts=1
         )
-        assert res.settings["symmetry"] == loss
-        misfit[loss] = np.degrees(np.abs(symmetric_distance(res.quats[i], res.quats[j], "D7") - target).mean())
+        assert settings["symmetry"] == loss
     assert misfit["D7"] < 1.0 and misfit["C1"] > 5.0
 
 
@@ -296,3 +299,22 @@ def test_training_with_a_symmetry_the_map_lacks_warns_with_its_score(caplog):
     with caplog.at_level("WARNING", logger="tomolens.orient.network"):
         sym = map_symmetry(TrainingMap(blob_map(), 8.0, "plain", "D7"))
     assert sym.score < 0.9 and f"plain scores {sym.score:.2f} for D7 symmetry" in caplog.text
+
+
+def test_restarts_leave_the_basin_where_a_single_d3_recovery_stalls():
+    """Exact D3 distances: one run from the spectral start stalls (~8° misfit); the annealed restarts fit them."""
+    from tomolens.orient.recover import ExactDistances, recover_orientations
+
+    budget = {"steps": 800, "pairs_per_step": 4000, "symmetry": "D3"}
+    single_settings, single = recover_exact("D3", 150, 0, starts=1, **budget)
+    assert single_settings["starts"] == 1 and single > 5.0  # the stall
+    settings, restarted = recover_exact("D3", 150, 0, starts=2, **budget)  # the default with a symmetry is 3
+    assert settings["starts"] == 2 and settings["kept_run"] == 1 and restarted < 0.5
+    assert settings["misfits"][settings["kept_run"]] == min(settings["misfits"]) < settings["misfits"][0]
+    truth = random_orientations(150, seed=0)
+    defaults = [
+        run_job(recover_orientations(ExactDistances(truth), steps=2, symmetry=g)).settings for g in ("D3", None)
+    ]
+    assert [d["starts"] for d in defaults] == [3, 1] and defaults[1]["anneal_rad"] == 0.0
+    with pytest.raises(ValueError, match="starts must be at least 1"):
+        run_job(recover_orientations(ExactDistances(truth), steps=2, starts=0))
