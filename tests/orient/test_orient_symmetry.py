@@ -318,3 +318,35 @@ def test_restarts_leave_the_basin_where_a_single_d3_recovery_stalls():
     assert [d["starts"] for d in defaults] == [3, 1] and defaults[1]["anneal_rad"] == 0.0
     with pytest.raises(ValueError, match="starts must be at least 1"):
         run_job(recover_orientations(ExactDistances(truth), steps=2, starts=0))
+
+
+def test_global_search_over_the_asymmetric_unit_matches_the_full_search(monkeypatch):
+    """On a D2 map the global pass over the asymmetric unit finds what the full grid finds, with ~1/4 the slices."""
+    import tomolens.orient.matching as matching
+    from tomolens.orient.project import centred_fft2, centred_fft3, fourier_plane
+    from tomolens.orient.rotations import global_grid, matrices
+    from tomolens.orient.symmetry import asymmetric_unit_grid, symmetric_distance
+
+    torch.set_num_threads(1)
+    vol = symmetrise_volume(blob_map(n=24, seed=3), "D2")
+    pset = run_job(simulate_projections(vol, 5.0, 40, seed=1))
+    _, _, disc, plane = fourier_plane(24, 8.0, matching.LOW_CUT)
+    ft = centred_fft2(matching.zero_mean(pset.images), 24)[:, disc].astype(np.complex64)
+    spectrum = centred_fft3(vol, 1.0)
+    spec = torch.from_numpy(np.stack([spectrum.real, spectrum.imag])[None])
+    start = matrices(random_orientations(40, seed=9))  # far off: the grid's best beats them
+    slices = []
+    real = matching.central_slices
+    monkeypatch.setattr(matching, "central_slices", lambda s, m, p: slices.append(len(m)) or real(s, m, p))
+    found, evaluations = {}, {}
+    for label, grid in (("full", global_grid(12.0)), ("unit", asymmetric_unit_grid(12.0, "D2"))):
+        slices.clear()
+        mats, moved = run_job(matching.global_pass(ft, start, spec, plane, grid, 100))
+        found[label] = Rotation.from_matrix(mats).as_quat()
+        evaluations[label] = sum(slices) - len(start)  # reference slices (the rest: the current orientations')
+        assert moved >= 35
+    assert 3.4 < evaluations["full"] / evaluations["unit"] < 4.6  # D2 has order 4
+    for label in found:  # both within the grid step of the truth up to the group
+        assert np.median(np.degrees(symmetric_distance(found[label], pset.quats, "D2"))) < 8.0
+    apart = np.degrees(symmetric_distance(found["unit"], found["full"], "D2"))
+    assert np.mean(apart < 12.0) >= 0.9

@@ -278,6 +278,40 @@ def symmetric_errors_deg(
     return np.degrees(symmetric_distance(aligned, canonical(truth), sym)), aligned
 
 
+#: A direction on no symmetry axis of any group used here: the centre of the asymmetric unit of viewing directions.
+_UNIT_CENTRE = np.array([0.1234, 0.3456, 0.9301]) / np.linalg.norm([0.1234, 0.3456, 0.9301])
+
+
+def asymmetric_unit_grid(step_deg: float, symmetry: Symmetry | str | None) -> np.ndarray:
+    """The orientations of :func:`~tomolens.orient.rotations.global_grid` in the group's asymmetric unit.
+
+    On a map with the group's symmetry ``A`` and ``A g`` give the same projection, and the
+    viewing direction of ``A g`` is ``gᵀ v`` (``v = Aᵀ e_z``).  A grid point is kept when its
+    viewing direction lies in the Dirichlet cell of a generic direction ``w`` under the group
+    (``v·w ≥ v·(g w)`` for every ``g``): every orientation is still within about ``step_deg``
+    of a kept point up to the group, and about 1/order of the points are kept.
+
+    Parameters
+    ----------
+    step_deg : float
+        Grid spacing, degrees.
+    symmetry : Symmetry or str
+        The group in the frame of the map that is searched.
+
+    Returns
+    -------
+    ndarray, float64, shape (K, 3, 3)
+    """
+    grid = global_grid(step_deg)
+    sym = as_symmetry(symmetry)
+    if sym.name == "C1":
+        return grid
+    orbit = sym.matrices() @ _UNIT_CENTRE  # (K, 3): g w
+    views = grid[:, 2, :]  # viewing directions Aᵀ e_z
+    closeness = views @ orbit.T  # (G, K)
+    return grid[closeness[:, 0] >= closeness.max(axis=1) - 1e-12]
+
+
 # -- maps ---------------------------------------------------------------------------------------
 
 
