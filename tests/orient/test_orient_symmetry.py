@@ -39,9 +39,45 @@ def test_groups_follow_relion_conventions():
     np.testing.assert_allclose(np.abs(rotvecs[:, 2]), np.linalg.norm(rotvecs, axis=1), atol=1e-12)
     half_turn_x = Rotation.from_euler("x", 180, degrees=True).as_matrix()
     assert min(np.abs(m - half_turn_x).max() for m in group_rotations("D7").as_matrix()) < 1e-12
-    for bad in ("C0", "D1", "X3", "C", "I2"):
+    for bad in ("C0", "D1", "X3", "C", "I5", "T2"):
         with pytest.raises(ValueError, match="Unknown symmetry"):
             parse_symmetry(bad)
+
+
+#: RELION's generators (fold, axis) of T, O and I1…I4 (its symmetries.cpp), to check our settings against.
+RELION_GENERATORS = {
+    "T": ((3, (0, 0, 1)), (2, (0, 0.816496, 0.577350))),
+    "O": ((3, (1, 1, 1)), (4, (0, 0, 1))),
+    "I1": ((2, (1, 0, 0)), (5, (0.850651, 0, -0.525731)), (3, (0.934172, 0.356822, 0))),
+    "I2": ((2, (0, 0, 1)), (5, (0.525731, 0, 0.850651)), (3, (0, 0.356822, 0.934172))),
+    "I3": ((2, (-0.525731, 0, 0.850651)), (5, (0, 0, 1)), (3, (-0.491123, 0.356822, 0.794654))),
+    "I4": ((2, (0.525731, 0, 0.850651)), (5, (0.894427, 0, 0.447214)), (3, (0.491123, 0.356822, 0.794654))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RELION_GENERATORS))
+def test_relion_settings_of_t_o_and_i(name):
+    group = group_rotations(name)
+    mats = group.as_matrix()
+    assert len(mats) == {"T": 12, "O": 24}.get(name, 60) and parse_symmetry(name.lower()) == name
+    for fold, axis in RELION_GENERATORS[name]:  # each RELION generator is an element of our group
+        turn = Rotation.from_rotvec(np.asarray(axis) / np.linalg.norm(axis) * 2 * np.pi / fold).as_matrix()
+        assert np.abs(mats - turn).max(axis=(1, 2)).min() < 1e-5, (name, fold, axis)
+    products = np.einsum("aij,bjk->abik", mats, mats).reshape(-1, 1, 3, 3)  # closed under products
+    assert np.abs(products - mats[None]).max(axis=(2, 3)).min(axis=1).max() < 1e-9
+    if name == "I2":  # RELION's I is I2, not scipy's setting (which is I1)
+        np.testing.assert_allclose(group_rotations("I").as_matrix(), mats)
+        scipy_i = Rotation.create_group("I").as_matrix()[:, None]
+        assert np.abs(scipy_i - group_rotations("I1").as_matrix()[None]).max(axis=(2, 3)).min(axis=1).max() < 1e-9
+
+
+def test_a_map_in_another_relion_setting_of_i_is_recognised():
+    """A map symmetric in I1 asked for as I (= I2): the frame found turns I2 into I1."""
+    vol = symmetrise_volume(blob_map(n=24, seed=4), "I1")
+    found = find_symmetry_frame(vol, "I")
+    assert found.score > 0.95 and symmetry_score(vol, "I") < 0.9
+    in_i1 = group_rotations("I1").as_matrix()
+    assert np.abs(found.matrices()[:, None] - in_i1[None]).max(axis=(2, 3)).min(axis=1).max() < 1e-9
 
 
 @pytest.mark.parametrize("name", ["C7", "D7", "I"])

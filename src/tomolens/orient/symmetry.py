@@ -3,10 +3,13 @@
 Groups
 ------
 A point group is named as in RELION: ``C1`` (none), ``Cn`` (n-fold axis), ``Dn`` (n-fold axis
-and n perpendicular 2-fold axes), ``T``, ``O``, ``I``.  Its rotations come from
-:meth:`scipy.spatial.transform.Rotation.create_group` in the *canonical setting*: Cn and Dn
-have the n-fold axis along z and Dn a 2-fold axis along x (RELION's convention); T, O and I
-have 2-fold axes along x, y and z (for I, a 5-fold axis in the xz plane, the "222" setting).
+and n perpendicular 2-fold axes), ``T``, ``O``, ``I`` (= ``I2``), ``I1``…``I4``.  Its rotations
+come from :meth:`scipy.spatial.transform.Rotation.create_group`, turned into RELION's setting
+(the *canonical setting*, :data:`RELION_SETTINGS`): Cn and Dn have the n-fold axis along z and
+Dn a 2-fold axis along x; T a 3-fold axis along z and a 2-fold axis in the yz plane; O 4-fold
+axes along x, y and z; I1 and I2 2-fold axes along x, y and z with a 5-fold axis in the xz plane
+(I1: 31.7° from x; I2, RELION's ``I``: 31.7° from z); I3 and I4 a 5-fold axis along z and a
+2-fold axis in the xz plane (I3 at −31.7°, I4 at +31.7° from z towards x).
 
 A map in its own frame may have its axes elsewhere: :class:`Symmetry` carries a ``frame``
 rotation ``F`` (3×3) and stands for the group ``F G Fᵀ``, i.e. the canonical axes moved by
@@ -49,10 +52,42 @@ SUGGEST_MARGIN = 0.05
 
 #: Choices offered by the widget and listed in errors (any Cn/Dn with n ≤ 60 is accepted).
 COMMON_GROUPS: tuple[str, ...] = (
-    ("C1",) + tuple(f"C{n}" for n in range(2, 13)) + tuple(f"D{n}" for n in range(2, 13)) + ("T", "O", "I")
+    ("C1",)
+    + tuple(f"C{n}" for n in range(2, 13))
+    + tuple(f"D{n}" for n in range(2, 13))
+    + ("T", "O", "I", "I1", "I2", "I3", "I4")
 )
 
-_PATTERN = re.compile(r"^(?:([CD])(\d+)|([TOI]))$")
+_PATTERN = re.compile(r"^(?:([CD])(\d+)|([TO])|(I[1-4]?))$")
+
+#: Angle between a 5-fold axis of the icosahedron and its nearest 2-fold axis, degrees (atan(1/φ)).
+_ICOSAHEDRAL_TILT = float(np.degrees(np.arctan(2.0 / (1.0 + np.sqrt(5.0)))))
+
+
+def _frame_t() -> np.ndarray:
+    """RELION's T from scipy's: the 3-fold axis (1, 1, 1)/√3 to z, the 2-fold axis z to (0, √(2/3), √(1/3))."""
+    rot, _ = Rotation.align_vectors(
+        [[0.0, 0.0, 1.0], [0.0, np.sqrt(2.0 / 3.0), np.sqrt(1.0 / 3.0)]],
+        [np.ones(3) / np.sqrt(3.0), [0.0, 0.0, 1.0]],
+    )
+    return rot.as_matrix()
+
+
+def _rotation_y(angle_deg: float) -> np.ndarray:
+    return Rotation.from_euler("y", angle_deg, degrees=True).as_matrix()
+
+
+#: RELION's settings of T, O and I as (scipy's group, F): the group is ``F G Fᵀ`` with ``G`` from
+#: :meth:`Rotation.create_group` (scipy's I is RELION's I1; scipy's O is RELION's O).
+RELION_SETTINGS: dict[str, tuple[str, np.ndarray]] = {
+    "T": ("T", _frame_t()),
+    "O": ("O", np.eye(3)),
+    "I1": ("I", np.eye(3)),
+    "I2": ("I", _rotation_y(90.0)),
+    "I3": ("I", _rotation_y(90.0 - _ICOSAHEDRAL_TILT)),
+    "I4": ("I", _rotation_y(90.0 + _ICOSAHEDRAL_TILT)),
+}
+RELION_SETTINGS["I"] = RELION_SETTINGS["I2"]  # RELION's default icosahedral setting
 
 
 def parse_symmetry(name: str | None) -> str:
@@ -61,14 +96,14 @@ def parse_symmetry(name: str | None) -> str:
     Raises
     ------
     ValueError
-        For anything but Cn, Dn (1 ≤ n ≤ 60; D needs n ≥ 2), T, O or I.
+        For anything but Cn, Dn (1 ≤ n ≤ 60; D needs n ≥ 2), T, O, I or I1…I4.
     """
     text = (name or "C1").strip().upper()
     match = _PATTERN.match(text)
     if match is None or (match.group(2) and not 1 <= int(match.group(2)) <= 60) or text == "D1":
         raise ValueError(
             f"Unknown symmetry {name!r}: give a point group as RELION names them, Cn or Dn (n-fold axis "
-            "along z, n ≤ 60; Dn with n ≥ 2), T, O or I; C1 for none."
+            "along z, n ≤ 60; Dn with n ≥ 2), T, O, I (= I2) or I1…I4 (RELION's settings); C1 for none."
         )
     return text
 
@@ -78,7 +113,11 @@ def group_rotations(name: str | None) -> Rotation:
     text = parse_symmetry(name)
     if text == "C1":
         return Rotation.identity(1)
-    group = Rotation.create_group(text)
+    if text in RELION_SETTINGS:
+        base, frame = RELION_SETTINGS[text]
+        group = Rotation.from_matrix(frame[None] @ Rotation.create_group(base).as_matrix() @ frame.T[None])
+    else:
+        group = Rotation.create_group(text)
     angles = group.magnitude()
     return group[np.argsort(angles, kind="stable")]  # the identity (angle 0) first
 
@@ -90,7 +129,7 @@ class Symmetry:
     Attributes
     ----------
     name : str
-        ``C1``, ``Cn``, ``Dn``, ``T``, ``O`` or ``I``.
+        ``C1``, ``Cn``, ``Dn``, ``T``, ``O``, ``I`` or ``I1``…``I4``.
     frame : ndarray, float64, shape (3, 3)
         Rotation ``F`` moving the canonical axes to the map's (identity: RELION's setting).
     score : float or None
@@ -398,12 +437,27 @@ def _axis_frame(axis: np.ndarray, angle: float = 0.0) -> np.ndarray:
     return rot.as_matrix() @ Rotation.from_euler("z", angle).as_matrix()
 
 
+def _best_setting(small: np.ndarray, name: str) -> np.ndarray:
+    """The frame, relative to RELION's setting of ``name``, of the setting of its group that fits the map best.
+
+    Candidates are RELION's settings of the same group and scipy's (``create_group``); a map in
+    the setting named gets the identity.
+    """
+    base, own = RELION_SETTINGS[name]
+    settings = [own] + [frame for b, frame in RELION_SETTINGS.values() if b == base] + [np.eye(3)]
+    frames = [frame @ own.T for frame in settings]
+    scores = [symmetry_score(small, Symmetry(name, frame), n_random=4) for frame in frames]
+    return frames[int(np.argmax(scores))]
+
+
 def find_symmetry_frame(volume: np.ndarray, symmetry: Symmetry | str | None, n_directions: int = 300) -> Symmetry:
     """Where a map's symmetry axes are: the frame ``F`` of highest :func:`symmetry_score`.
 
     For Cn/Dn the n-fold axis is searched over a hemisphere of directions (on a ≤ 32³ copy of
-    the map), refined locally, then for Dn the 2-fold axis around it.  T, O and I are assumed in
-    the canonical setting (a map aligned as RELION expects) and only scored.
+    the map), refined locally, then for Dn the 2-fold axis around it.  T, O and I are not
+    searched: the map is scored in each of RELION's settings of its group (T and scipy's T;
+    I1…I4; see :data:`RELION_SETTINGS`) and the best setting is returned as a frame relative to
+    the one named.
 
     Parameters
     ----------
@@ -423,8 +477,10 @@ def find_symmetry_frame(volume: np.ndarray, symmetry: Symmetry | str | None, n_d
     vol = np.asarray(volume, np.float32)
     if vol.ndim != 3 or len(set(vol.shape)) != 1:
         raise ValueError(f"Finding symmetry axes needs a cubic map; got shape {vol.shape}.")
-    if sym.name == "C1" or sym.name in "TOI":
-        frame = np.eye(3)
+    if sym.name == "C1":
+        return Symmetry("C1", np.eye(3), 1.0)
+    if sym.name[0] in "TOI":
+        frame = _best_setting(_search_volume(vol), sym.name)
         return Symmetry(sym.name, frame, symmetry_score(vol, Symmetry(sym.name, frame)))
     n_fold = int(sym.name[1:])
     small = _search_volume(vol)
