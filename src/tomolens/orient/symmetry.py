@@ -444,8 +444,12 @@ def _best_setting(small: np.ndarray, name: str) -> np.ndarray:
     the setting named gets the identity.
     """
     base, own = RELION_SETTINGS[name]
-    settings = [own] + [frame for b, frame in RELION_SETTINGS.values() if b == base] + [np.eye(3)]
-    frames = [frame @ own.T for frame in settings]
+    frames: list[np.ndarray] = []
+    for frame in [own] + [f for b, f in RELION_SETTINGS.values() if b == base] + [np.eye(3)]:
+        if not any(np.allclose(frame @ own.T, seen) for seen in frames):  # O (and I = I2) appear twice
+            frames.append(frame @ own.T)
+    if len(frames) == 1:
+        return frames[0]
     scores = [symmetry_score(small, Symmetry(name, frame), n_random=4) for frame in frames]
     return frames[int(np.argmax(scores))]
 
