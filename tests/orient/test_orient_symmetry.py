@@ -386,3 +386,11 @@ def test_global_search_over_the_asymmetric_unit_matches_the_full_search(monkeypa
         assert np.median(np.degrees(symmetric_distance(found[label], pset.quats, "D2"))) < 8.0
     apart = np.degrees(symmetric_distance(found["unit"], found["full"], "D2"))
     assert np.mean(apart < 12.0) >= 0.9
+
+
+def test_detection_suggests_an_icosahedral_map_in_relions_setting():
+    vol = symmetrise_volume(blob_map(n=24, seed=4), "I")
+    report = run_job(detect_symmetry(vol, candidates=("C3", "C5", "D5", "I")))
+    assert report.suggested.name == "I" and report.scores["I"] > 0.9 and report.scores["D5"] > 0.9
+    plain = run_job(detect_symmetry(blob_map(n=24, seed=4), candidates=("C5", "I")))
+    assert plain.suggested.name == "C1" and "I" not in plain.scores  # C5 fails: I is not tried

@@ -41,7 +41,12 @@ from tomolens.orient.rotations import _random_o4, canonical, fibonacci_sphere, g
 log = logging.getLogger(__name__)
 
 #: Groups that :func:`detect_symmetry` tries, lowest order first.
-DETECT_CANDIDATES: tuple[str, ...] = tuple(f"C{n}" for n in range(2, 9)) + tuple(f"D{n}" for n in range(2, 9))
+DETECT_CANDIDATES: tuple[str, ...] = (
+    tuple(f"C{n}" for n in range(2, 9)) + tuple(f"D{n}" for n in range(2, 9)) + ("T", "O", "I")
+)
+
+#: The cyclic subgroup a candidate is tried after: Dn after Cn, T after C3, O after C4, I after C5.
+_DETECT_AFTER = {"T": "C3", "O": "C4", "I": "C5"}
 
 #: A map whose symmetry score (see :func:`symmetry_score`) is below this does not have the symmetry:
 #: interpolation alone keeps a truly symmetric map above ~0.95.
@@ -554,8 +559,9 @@ def detect_symmetry(
 ) -> Generator[Progress, None, SymmetryReport]:
     """Suggest a point group for a map from its symmetry scores (job).
 
-    Each candidate's axes are searched (:func:`find_symmetry_frame`); a dihedral group is tried
-    only when its cyclic subgroup scores at least ``threshold``.  The suggestion is the
+    Each candidate's axes are searched (:func:`find_symmetry_frame`; T, O and I are only scored in
+    RELION's settings); Dn is tried only when Cn scores at least ``threshold``, and T, O and I only
+    when C3, C4 and C5 do (a map without those is spared their cost).  The suggestion is the
     candidate of highest order at or above ``threshold`` and within :data:`SUGGEST_MARGIN` of the
     best score (C1 when none is).
 
@@ -577,7 +583,8 @@ def detect_symmetry(
     found: dict[str, Symmetry] = {}
     names = [parse_symmetry(c) for c in candidates]
     for i, name in enumerate(names):
-        if not (name.startswith("D") and scores.get("C" + name[1:], 1.0) < threshold):
+        after = "C" + name[1:] if name.startswith("D") else _DETECT_AFTER.get(name)
+        if after is None or scores.get(after, 1.0) >= threshold:
             found[name] = find_symmetry_frame(vol, name)
             scores[name] = float(found[name].score)
         yield Progress(i + 1, len(names), f"symmetry: {name}")
