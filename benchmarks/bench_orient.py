@@ -410,7 +410,7 @@ def many_maps(args: argparse.Namespace, argv: list[str] | None) -> int:
             info["training_min"][str(seed)] = training_min
             info.setdefault("training_cpu_min", {})[str(seed)] = (time.process_time() - cpu) / 60
             for label in conditions:
-                row = _map_row(path.stem, truth_sym, cube, voxel, label, seed, training_min, model, args)
+                row = _map_row(path.stem, truth_sym, cube, voxel, label, seed, training_min, model, args, steps)
                 result["rows"].append(row)
                 save()
     _print_summary(result["summary"])
@@ -437,6 +437,7 @@ def _map_row(
     training_min: float,
     model,
     args: argparse.Namespace,
+    steps: int,
 ) -> dict:
     """One map, noise condition and seed: simulate, recover with default settings, measure."""
     from tomolens.jobs import run_job
@@ -463,6 +464,8 @@ def _map_row(
         "symmetry": symmetry,
         "condition": label,
         "seed": seed,
+        "n_projections": args.n,
+        "train_steps": steps,
         "noise_variance": pset.noise_variance,
         "snr": pset.info.get("snr"),
         "mean_error_deg": float(err.mean()),
@@ -521,15 +524,18 @@ SUMMARY_KEYS = (
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """Per map and condition: every seed's values and their mean ± standard deviation (ddof 1)."""
-    groups: dict[tuple[str, str], list[dict]] = {}
+    """Per map, condition and budget (projections, training steps): every seed's values and their mean ± sd (ddof 1)."""
+    groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["map"], row["condition"]), []).append(row)
+        key = (row["map"], row["condition"], row.get("n_projections"), row.get("train_steps"))
+        groups.setdefault(key, []).append(row)
     out = []
-    for (name, condition), group in groups.items():
+    for (name, condition, n_projections, train_steps), group in groups.items():
         entry = {
             "map": name,
             "condition": condition,
+            "n_projections": n_projections,
+            "train_steps": train_steps,
             "symmetry": group[0]["symmetry"],
             "seeds": [r.get("seed", 0) for r in group],
             "refinement_kept_start": [r["refinement_kept_start"] for r in group],
@@ -553,12 +559,15 @@ def _print_summary(summary: list[dict]) -> None:
         return f"{stat['mean']:.{digits}f}{spread}"
 
     print(
-        "\n| map | symmetry | condition | seeds | mean error (°) | median (°) | < 10° | before refinement (°) "
-        "| distance MAE (°) | FSC 0.5 (Å) | true orient. FSC 0.5 (Å) | min per run |\n" + "|---" * 12 + "|"
+        "\n| map | symmetry | condition | projections | training steps | seeds | mean error (°) | median (°) | < 10° "
+        "| before refinement (°) | distance MAE (°) | FSC 0.5 (Å) | true orient. FSC 0.5 (Å) | min per run |\n"
+        + "|---" * 14
+        + "|"
     )
     for e in summary:
         print(
-            f"| {e['map']} | {e['symmetry']} | {e['condition']} | {len(e['seeds'])} | {pm(e['mean_error_deg'])} | "
+            f"| {e['map']} | {e['symmetry']} | {e['condition']} | {e.get('n_projections')} | {e.get('train_steps')} | "
+            f"{len(e['seeds'])} | {pm(e['mean_error_deg'])} | "
             f"{pm(e['median_error_deg'])} | {pm(e['within_10deg'], 2)} | {pm(e['before_refinement_mean_deg'])} | "
             f"{pm(e['distance_mae_deg'])} | {pm(e['fsc05_A'])} | {pm(e['fsc05_true_orientations_A'])} | "
             f"{pm(e['total_min'])} |"
@@ -575,12 +584,29 @@ def merge_results(paths: list[str], out: str) -> int:
     parts = [json.loads(Path(p).read_text()) for p in paths if Path(p).is_file()]
     if not parts:
         raise SystemExit("nothing to merge: no result file exists")
+    for part in parts:  # rows and maps of older files lack their budget: it is the file's
+        budget = {"n_projections": part["n_projections"], "train_steps": part["train_steps"]}
+        for entry in part["rows"] + part["maps"]:
+            for key, value in budget.items():
+                entry.setdefault(key, value)
     merged = dict(parts[0])
-    merged["maps"] = list({m["map"]: m for part in parts for m in part["maps"]}.values())
+    merged["maps"] = list(
+        {(m["map"], m["n_projections"], m["train_steps"]): m for part in parts for m in part["maps"]}.values()
+    )
     merged["rows"] = [r for part in parts for r in part["rows"]]
+    merged["n_projections"] = sorted({part["n_projections"] for part in parts})
+    merged["train_steps"] = sorted({part["train_steps"] for part in parts})
+    merged["seeds"] = sorted({s for part in parts for s in part["seeds"]})
     merged["summary"] = summarise(merged["rows"])
     merged["conditions"] = sorted({c for part in parts for c in part["conditions"]})
     merged["reduced"] = {k: any(part["reduced"][k] for part in parts) for k in parts[0]["reduced"]}
+    merged["parts"] = [
+        {
+            k: part.get(k)
+            for k in ("command", "n_projections", "train_steps", "seeds", "threads", "load_average_at_start")
+        }
+        for part in parts
+    ]
     merged["reduced"]["maps"] = len(merged["maps"]) < len(DEFAULT_MAPS)
     merged["reduced"]["conditions"] = set(merged["conditions"]) != {"var16", "clean"}
     merged["missing_parts"] = missing

@@ -184,7 +184,12 @@ def plot_orientation_maps(results: dict, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     rows = results["summary"]
-    labels = [f"{r['map']} ({r['symmetry']})\n{r['condition']}" for r in rows]
+    labels = [
+        f"{r['map']} ({r['symmetry']})\n{r['condition']}"
+        + (f", {r['n_projections']} / {r['train_steps']}" if r.get("n_projections") else "")
+        + f"\n{len(r['seeds'])} seed{'s' * (len(r['seeds']) > 1)}"
+        for r in rows
+    ]
     keys = [
         ("before_refinement_mean_deg", "mean, before refinement", "#95a5a6"),
         ("mean_error_deg", "mean", "#4c9be8"),
@@ -202,7 +207,7 @@ def plot_orientation_maps(results: dict, out: Path) -> Path:
         ax,
         "orientation error (°, up to symmetry)",
         1.25 * top,
-        f"Orientation recovery on several maps ({len(rows[0]['seeds'])} seeds)",
+        "Orientation recovery on several maps (projections / training steps)",
         "upper left",
         out / "bench_orient_maps.png",
     )

@@ -125,6 +125,24 @@ def test_simulation_noise_variance_and_files(tmp_path):
     assert x_of(moved) - x_of(centred) == pytest.approx(2.0, abs=0.2)
 
 
+def test_noise_as_an_snr_is_relative_to_the_map_and_the_absolute_variance_stays_an_option():
+    vol = blob_map(20)
+    clean = run_job(simulate_projections(vol, 5.0, 60, seed=3))
+    signal = np.mean(np.var(clean.images, axis=(1, 2)))
+    for scale in (1.0, 100.0):  # the same SNR on a map in other density units
+        noisy = run_job(simulate_projections(scale * vol, 5.0, 60, seed=3, snr=0.5))
+        noise = noisy.images - scale * clean.images
+        assert noisy.info["snr"] == pytest.approx(0.5)
+        assert scale**2 * signal / np.var(noise) == pytest.approx(0.5, rel=0.05)
+        assert noisy.noise_variance == pytest.approx(scale**2 * signal / 0.5, rel=1e-3)
+    absolute = run_job(simulate_projections(100.0 * vol, 5.0, 60, seed=3, noise_variance=16.0))
+    assert absolute.noise_variance == 16.0 and absolute.info["snr"] == pytest.approx(1e4 * signal / 16.0, rel=1e-3)
+    with pytest.raises(ValueError, match="either noise_variance or snr"):
+        run_job(simulate_projections(vol, 5.0, 60, snr=0.5, noise_variance=16.0))
+    with pytest.raises(ValueError, match="SNR must be positive"):
+        run_job(simulate_projections(vol, 5.0, 60, snr=0.0))
+
+
 def test_bad_input_messages(tmp_path):
     with pytest.raises(ValueError, match="3D map"):
         run_job(simulate_projections(np.zeros((10, 10)), 1.0, 5))

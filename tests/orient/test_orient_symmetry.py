@@ -39,9 +39,45 @@ def test_groups_follow_relion_conventions():
     np.testing.assert_allclose(np.abs(rotvecs[:, 2]), np.linalg.norm(rotvecs, axis=1), atol=1e-12)
     half_turn_x = Rotation.from_euler("x", 180, degrees=True).as_matrix()
     assert min(np.abs(m - half_turn_x).max() for m in group_rotations("D7").as_matrix()) < 1e-12
-    for bad in ("C0", "D1", "X3", "C", "I2"):
+    for bad in ("C0", "D1", "X3", "C", "I5", "T2"):
         with pytest.raises(ValueError, match="Unknown symmetry"):
             parse_symmetry(bad)
+
+
+#: RELION's generators (fold, axis) of T, O and I1…I4 (its symmetries.cpp), to check our settings against.
+RELION_GENERATORS = {
+    "T": ((3, (0, 0, 1)), (2, (0, 0.816496, 0.577350))),
+    "O": ((3, (1, 1, 1)), (4, (0, 0, 1))),
+    "I1": ((2, (1, 0, 0)), (5, (0.850651, 0, -0.525731)), (3, (0.934172, 0.356822, 0))),
+    "I2": ((2, (0, 0, 1)), (5, (0.525731, 0, 0.850651)), (3, (0, 0.356822, 0.934172))),
+    "I3": ((2, (-0.525731, 0, 0.850651)), (5, (0, 0, 1)), (3, (-0.491123, 0.356822, 0.794654))),
+    "I4": ((2, (0.525731, 0, 0.850651)), (5, (0.894427, 0, 0.447214)), (3, (0.491123, 0.356822, 0.794654))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RELION_GENERATORS))
+def test_relion_settings_of_t_o_and_i(name):
+    group = group_rotations(name)
+    mats = group.as_matrix()
+    assert len(mats) == {"T": 12, "O": 24}.get(name, 60) and parse_symmetry(name.lower()) == name
+    for fold, axis in RELION_GENERATORS[name]:  # each RELION generator is an element of our group
+        turn = Rotation.from_rotvec(np.asarray(axis) / np.linalg.norm(axis) * 2 * np.pi / fold).as_matrix()
+        assert np.abs(mats - turn).max(axis=(1, 2)).min() < 1e-5, (name, fold, axis)
+    products = np.einsum("aij,bjk->abik", mats, mats).reshape(-1, 1, 3, 3)  # closed under products
+    assert np.abs(products - mats[None]).max(axis=(2, 3)).min(axis=1).max() < 1e-9
+    if name == "I2":  # RELION's I is I2, not scipy's setting (which is I1)
+        np.testing.assert_allclose(group_rotations("I").as_matrix(), mats)
+        scipy_i = Rotation.create_group("I").as_matrix()[:, None]
+        assert np.abs(scipy_i - group_rotations("I1").as_matrix()[None]).max(axis=(2, 3)).min(axis=1).max() < 1e-9
+
+
+def test_a_map_in_another_relion_setting_of_i_is_recognised():
+    """A map symmetric in I1 asked for as I (= I2): the frame found turns I2 into I1."""
+    vol = symmetrise_volume(blob_map(n=24, seed=4), "I1")
+    found = find_symmetry_frame(vol, "I")
+    assert found.score > 0.95 and symmetry_score(vol, "I") < 0.9
+    in_i1 = group_rotations("I1").as_matrix()
+    assert np.abs(found.matrices()[:, None] - in_i1[None]).max(axis=(2, 3)).min(axis=1).max() < 1e-9
 
 
 @pytest.mark.parametrize("name", ["C7", "D7", "I"])
@@ -268,25 +304,28 @@ def test_distance_training_on_a_symmetric_map_records_its_group_and_axes():
     assert "c3blob C3" in card.training_data
 
 
-def test_recovery_fits_distances_up_to_the_group():
-    """From exact D7 distances, the symmetric loss recovers a set that reproduces them; the plain loss cannot."""
+def recover_exact(name: str, n: int, seed: int, **kwargs):
+    """Recovery from exact distances up to ``name`` (in a tilted frame): its settings and the mean misfit (°)."""
     from tomolens.orient.recover import ExactDistances, recover_orientations
     from tomolens.orient.symmetry import symmetric_distance
 
     torch.set_num_threads(1)
-    sym = Symmetry("D7", tilted())
-    truth = random_orientations(300, seed=6)
-    i, j = np.triu_indices(300, 1)
-    target = symmetric_distance(truth[i], truth[j], sym)
+    sym = Symmetry(name, tilted())
+    truth = random_orientations(n, seed=seed)
+    i, j = np.triu_indices(n, 1)
+    res = run_job(recover_orientations(ExactDistances(truth, sym), **kwargs))
+    misfit = symmetric_distance(res.quats[i], res.quats[j], name) - symmetric_distance(truth[i], truth[j], sym)
+    return res.settings, float(np.degrees(np.abs(misfit).mean()))
+
+
+def test_recovery_fits_distances_up_to_the_group():
+    """From exact D7 distances, the symmetric loss recovers a set that reproduces them; the plain loss cannot."""
     misfit = {}
     for loss in ("C1", "D7"):
-        res = run_job(
-            recover_orientations(
-                ExactDistances(truth, sym), steps=600, pairs_per_step=10000, n_anchors=300, symmetry=loss
-            )
+        settings, misfit[loss] = recover_exact(
+            "D7", 300, 6, steps=600, pairs_per_step=10000, n_anchors=300, symmetry=loss, starts=1
         )
-        assert res.settings["symmetry"] == loss
-        misfit[loss] = np.degrees(np.abs(symmetric_distance(res.quats[i], res.quats[j], "D7") - target).mean())
+        assert settings["symmetry"] == loss
     assert misfit["D7"] < 1.0 and misfit["C1"] > 5.0
 
 
@@ -296,3 +335,62 @@ def test_training_with_a_symmetry_the_map_lacks_warns_with_its_score(caplog):
     with caplog.at_level("WARNING", logger="tomolens.orient.network"):
         sym = map_symmetry(TrainingMap(blob_map(), 8.0, "plain", "D7"))
     assert sym.score < 0.9 and f"plain scores {sym.score:.2f} for D7 symmetry" in caplog.text
+
+
+def test_restarts_leave_the_basin_where_a_single_d3_recovery_stalls():
+    """Exact D3 distances: one run from the spectral start stalls (~8° misfit); the annealed restarts fit them."""
+    from tomolens.orient.recover import ExactDistances, recover_orientations
+
+    budget = {"steps": 800, "pairs_per_step": 4000, "symmetry": "D3"}
+    single_settings, single = recover_exact("D3", 150, 0, starts=1, **budget)
+    assert single_settings["starts"] == 1 and single > 5.0  # the stall
+    settings, restarted = recover_exact("D3", 150, 0, starts=2, **budget)  # the default with a symmetry is 3
+    assert settings["starts"] == 2 and settings["kept_run"] == 1 and restarted < 0.5
+    assert settings["misfits"][settings["kept_run"]] == min(settings["misfits"]) < settings["misfits"][0]
+    truth = random_orientations(150, seed=0)
+    defaults = [
+        run_job(recover_orientations(ExactDistances(truth), steps=2, symmetry=g)).settings for g in ("D3", None)
+    ]
+    assert [d["starts"] for d in defaults] == [3, 1] and defaults[1]["anneal_rad"] == 0.0
+    with pytest.raises(ValueError, match="starts must be at least 1"):
+        run_job(recover_orientations(ExactDistances(truth), steps=2, starts=0))
+
+
+def test_global_search_over_the_asymmetric_unit_matches_the_full_search(monkeypatch):
+    """On a D2 map the global pass over the asymmetric unit finds what the full grid finds, with ~1/4 the slices."""
+    import tomolens.orient.matching as matching
+    from tomolens.orient.project import centred_fft2, centred_fft3, fourier_plane
+    from tomolens.orient.rotations import global_grid, matrices
+    from tomolens.orient.symmetry import asymmetric_unit_grid, symmetric_distance
+
+    torch.set_num_threads(1)
+    vol = symmetrise_volume(blob_map(n=24, seed=3), "D2")
+    pset = run_job(simulate_projections(vol, 5.0, 40, seed=1))
+    _, _, disc, plane = fourier_plane(24, 8.0, matching.LOW_CUT)
+    ft = centred_fft2(matching.zero_mean(pset.images), 24)[:, disc].astype(np.complex64)
+    spectrum = centred_fft3(vol, 1.0)
+    spec = torch.from_numpy(np.stack([spectrum.real, spectrum.imag])[None])
+    start = matrices(random_orientations(40, seed=9))  # far off: the grid's best beats them
+    slices = []
+    real = matching.central_slices
+    monkeypatch.setattr(matching, "central_slices", lambda s, m, p: slices.append(len(m)) or real(s, m, p))
+    found, evaluations = {}, {}
+    for label, grid in (("full", global_grid(12.0)), ("unit", asymmetric_unit_grid(12.0, "D2"))):
+        slices.clear()
+        mats, moved = run_job(matching.global_pass(ft, start, spec, plane, grid, 100))
+        found[label] = Rotation.from_matrix(mats).as_quat()
+        evaluations[label] = sum(slices) - len(start)  # reference slices (the rest: the current orientations')
+        assert moved >= 35
+    assert 3.4 < evaluations["full"] / evaluations["unit"] < 4.6  # D2 has order 4
+    for label in found:  # both within the grid step of the truth up to the group
+        assert np.median(np.degrees(symmetric_distance(found[label], pset.quats, "D2"))) < 8.0
+    apart = np.degrees(symmetric_distance(found["unit"], found["full"], "D2"))
+    assert np.mean(apart < 12.0) >= 0.9
+
+
+def test_detection_suggests_an_icosahedral_map_in_relions_setting():
+    vol = symmetrise_volume(blob_map(n=24, seed=4), "I")
+    report = run_job(detect_symmetry(vol, candidates=("C3", "C5", "D5", "I")))
+    assert report.suggested.name == "I" and report.scores["I"] > 0.9 and report.scores["D5"] > 0.9
+    plain = run_job(detect_symmetry(blob_map(n=24, seed=4), candidates=("C5", "I")))
+    assert plain.suggested.name == "C1" and "I" not in plain.scores  # C5 fails: I is not tried

@@ -239,5 +239,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reconstruction", default=None, help="output reconstruction (.mrc)")
     p.add_argument("--fsc-csv", default=None, help="output FSC curve (.csv)")
     p.add_argument("--pixel-size", type=length_A, default=None, help="pixel size in Å (default: stack header)")
-    p.add_argument("--symmetry", default="C1", help="point group (C1, Cn, Dn, T, O, I; default C1)")
+    p.add_argument(
+        "--symmetry",
+        default="C1",
+        help="point group in RELION's settings (C1, Cn, Dn, T, O, I = I2, I1…I4; default C1)",
+    )
     p.set_defaults(func=_evaluate)

@@ -139,7 +139,7 @@ RECOVER_PARAMS = (
     Param(
         "symmetry",
         "C1",
-        "point group of the particle (RELION's: Cn/Dn with the n-fold axis along z, T, O, I; "
+        "point group of the particle (RELION's: Cn/Dn with the n-fold axis along z, T, O, I = I2, I1…I4; "
         "C1: none): refinement and reconstruction average over it and errors are measured up to it",
         str,
         choices=COMMON_GROUPS,

@@ -91,6 +91,21 @@ class RecoveryResult:
     settings: dict = field(default_factory=dict)
 
 
+def _implied_distances(qa: "torch.Tensor", qb: "torch.Tensor", group: "torch.Tensor | None", tau: float = 0.0):
+    """Distances (radians) of rows (P, 4) to rows (P, 4): plain, ``min_g d(qa, qb g)``, or a soft minimum (τ > 0)."""
+    import torch
+
+    from tomolens.orient.symmetry import _quat_multiply
+
+    if group is None:
+        return 2.0 * torch.arccos(torch.abs((qa * qb).sum(-1)).clamp(max=1.0 - 1e-9))
+    copies = _quat_multiply(qb[:, None, :], group[None])  # (P, K, 4)
+    dots = torch.einsum("pd,pkd->pk", qa, copies).abs().clamp(max=1.0 - 1e-9)
+    if tau > 0:
+        return -tau * torch.logsumexp(-2.0 * torch.arccos(dots) / tau, dim=-1)
+    return 2.0 * torch.arccos(dots.amax(dim=-1))
+
+
 def _optimise(
     distances: Callable,
     index: "torch.Tensor",
@@ -105,16 +120,17 @@ def _optimise(
     log_every: int,
     history: list[float],
     group: "torch.Tensor | None" = None,
+    anneal_rad: float = 0.0,
 ) -> Generator[Progress, None, "torch.Tensor"]:
     """Adam on the quaternions ``q0`` of images ``index``; ``fixed`` (anchors) stay put.
 
     Pairs are (free, free) when ``fixed`` is None, else (free, random fixed).  With ``group``
     (quaternions (K, 4) of a point group in its canonical frame) the implied distance is
-    ``min_g d(q_i, q_j g)``.
+    ``min_g d(q_i, q_j g)``; with ``anneal_rad`` > 0 the minimum is a soft one,
+    ``−τ log Σ_g exp(−d(q_i, q_j g) / τ)``, with τ falling linearly from ``anneal_rad`` to 0 over
+    the first half of the steps (a smoother loss early on, the exact one after).
     """
     import torch
-
-    from tomolens.orient.symmetry import _quat_multiply
 
     q = torch.nn.Parameter(q0.clone())
     opt = torch.optim.Adam([q], lr=learning_rate)
@@ -134,12 +150,8 @@ def _optimise(
             weight = None if local_scale is None else torch.exp(-target / local_scale)
         unit = q / q.norm(dim=1, keepdim=True)
         other = unit[b] if fixed is None else fixed[1][b]
-        if group is None:
-            dot = torch.abs((unit[a] * other).sum(-1)).clamp(max=1.0 - 1e-9)
-        else:
-            copies = _quat_multiply(other[:, None, :], group[None])  # (P, K, 4)
-            dot = torch.einsum("pd,pkd->pk", unit[a], copies).abs().amax(dim=-1).clamp(max=1.0 - 1e-9)
-        err = (2.0 * torch.arccos(dot) - target) ** 2
+        tau = anneal_rad * max(0.0, 1.0 - 2.0 * step / steps)
+        err = (_implied_distances(unit[a], other, group, tau) - target) ** 2
         loss = err.mean() if weight is None else (weight * err).sum() / weight.sum()
         opt.zero_grad()
         loss.backward()
@@ -253,6 +265,8 @@ def recover_orientations(
     seed: int = 0,
     log_every: int = 50,
     symmetry=None,
+    starts: int | None = None,
+    anneal_rad: float = 0.6,
 ) -> Generator[Progress, None, RecoveryResult]:
     """Optimise unit quaternions to match estimated pairwise distances (job).
 
@@ -297,6 +311,16 @@ def recover_orientations(
         Point group of the particle, when the distances are up to it (a network trained with
         that symmetry): Adam then fits ``min_g d(q_i, q_j g)`` with the group in its canonical
         frame (the spectral start still treats the distances as plain ones).
+    starts : int, optional
+        Independent runs (start and Adam; run k uses seed ``seed + k``); the one whose
+        orientations fit the distances best (mean squared misfit on a fixed sample of pairs,
+        with the exact minimum over the group) is kept.  Default: 3 with a symmetry (where one
+        run can stall in a wrong basin: D3 from the spectral start), 1 without.
+    anneal_rad : float
+        With a symmetry, runs after the first start Adam on a soft minimum over the group,
+        ``−τ log Σ_g exp(−d_g / τ)``, with τ falling from ``anneal_rad`` (radians) to 0 over the
+        first half of the steps (a smoother loss that leaves wrong basins); the first run uses
+        the exact minimum throughout, so the result never fits worse than a single plain run.
 
     Returns
     -------
@@ -315,41 +339,51 @@ def recover_orientations(
 
     sym = as_symmetry(symmetry)
     group = None if sym.name == "C1" else torch.as_tensor(as_symmetry(sym.name).quats())
-    gen = torch.Generator().manual_seed(int(seed))
-    history: list[float] = []
-    total = steps + (2 if initialisation == "spectral" else 0)
-    if initialisation == "random":
-        start = torch.randn(n, 4, generator=gen, dtype=torch.float64)
-    else:
-        n_anchor = min(n, int(n_anchors))
-        perm = torch.randperm(n, generator=gen)
-        anchors, others = perm[:n_anchor], perm[n_anchor:]
-        yield Progress(0, total, f"spectral start from {n_anchor} anchors")
-        anchor_q = spectral_orientations(_distance_block(distances, anchors, anchors), seed=seed)
-        quats = np.empty((n, 4))
-        quats[anchors.numpy()] = anchor_q
-        yield Progress(1, total, "placing images by their distances to the anchors")
-        if len(others):
-            quats[others.numpy()] = place_by_anchors(anchor_q, _distance_block(distances, others, anchors))
-        start = torch.as_tensor(quats)
-    full = torch.arange(n)
-    offset = total - steps
-    job = _optimise(
-        distances,
-        full,
-        start,
-        None,
-        steps,
-        pairs_per_step,
-        learning_rate,
-        local_scale,
-        gen,
-        "recovering orientations (Adam)",
-        log_every,
-        history,
-        group,
-    )
-    quats = yield from relay(job, lambda p: Progress(offset + p.done, total, p.message, p.info))
+    n_starts = (1 if group is None else 3) if starts is None else int(starts)
+    if n_starts < 1:
+        raise ValueError(f"starts must be at least 1; got {starts}.")
+    per_start = steps + (2 if initialisation == "spectral" else 0)
+    total = n_starts * per_start
+    # the runs are compared on the same pairs, with the exact minimum over the group
+    check_gen = torch.Generator().manual_seed(int(seed) + 7919)
+    check_i = torch.randint(0, n, (min(200_000, 50 * n),), generator=check_gen)
+    check_j = (check_i + torch.randint(1, n, check_i.shape, generator=check_gen)) % n
+    with torch.no_grad():
+        check_target = distances(check_i, check_j).to(torch.float64)
+    best = None  # (misfit, quats, history, run)
+    misfits = []
+    for run in range(n_starts):
+        offset = run * per_start
+        gen = torch.Generator().manual_seed(int(seed) + run)
+        history: list[float] = []
+        start = yield from relay(
+            _initial_quats(distances, n, initialisation, n_anchors, gen, int(seed) + run),
+            lambda p, offset=offset: Progress(offset + p.done, total, p.message, p.info),
+        )
+        job = _optimise(
+            distances,
+            torch.arange(n),
+            start,
+            None,
+            steps,
+            pairs_per_step,
+            learning_rate,
+            local_scale,
+            gen,
+            "recovering orientations (Adam)" + (f", start {run + 1} of {n_starts}" if n_starts > 1 else ""),
+            log_every,
+            history,
+            group,
+            anneal_rad if group is not None and run > 0 else 0.0,  # the first run: the exact minimum
+        )
+        offset += per_start - steps
+        quats = yield from relay(job, lambda p, offset=offset: Progress(offset + p.done, total, p.message, p.info))
+        with torch.no_grad():
+            misfit = float(((_implied_distances(quats[check_i], quats[check_j], group) - check_target) ** 2).mean())
+        misfits.append(misfit)
+        if best is None or misfit < best[0]:
+            best = (misfit, quats, history, run)
+    _, quats, history, kept = best
     settings = {
         "initialisation": initialisation,
         "steps": steps,
@@ -359,6 +393,37 @@ def recover_orientations(
         "local_scale": local_scale,
         "seed": seed,
         "symmetry": sym.name,
+        "starts": n_starts,
+        "anneal_rad": anneal_rad if group is not None else 0.0,
+        "misfits": misfits,
+        "kept_run": kept,
     }
-    log.info("recovery finished, final loss %.3g", history[-1] if history else float("nan"))
+    log.info(
+        "recovery finished, misfit %.3g rad² (run %d of %d; all: %s)",
+        misfits[kept],
+        kept + 1,
+        n_starts,
+        ", ".join(f"{m:.3g}" for m in misfits),
+    )
     return RecoveryResult(canonical(quats.numpy()), history, settings)
+
+
+def _initial_quats(
+    distances: Callable, n: int, initialisation: str, n_anchors: int, gen: "torch.Generator", seed: int
+) -> Generator[Progress, None, "torch.Tensor"]:
+    """Starting quaternions (job): random, or spectral from anchors and placement of the others."""
+    import torch
+
+    if initialisation == "random":
+        return torch.randn(n, 4, generator=gen, dtype=torch.float64)
+    n_anchor = min(n, int(n_anchors))
+    perm = torch.randperm(n, generator=gen)
+    anchors, others = perm[:n_anchor], perm[n_anchor:]
+    yield Progress(0, 2, f"spectral start from {n_anchor} anchors")
+    anchor_q = spectral_orientations(_distance_block(distances, anchors, anchors), seed=seed)
+    quats = np.empty((n, 4))
+    quats[anchors.numpy()] = anchor_q
+    yield Progress(1, 2, "placing images by their distances to the anchors")
+    if len(others):
+        quats[others.numpy()] = place_by_anchors(anchor_q, _distance_block(distances, others, anchors))
+    return torch.as_tensor(quats)

@@ -5,7 +5,7 @@ After the recovery from distances and the common-line frame (:mod:`tomolens.orie
 analysis: reconstruct from the current orientations, then score candidate orientations by the
 normalised correlation of each image's Fourier transform with the map's central slice within a
 resolution limit (:mod:`tomolens.orient.matching`).  *Global* passes try a grid over all of SO(3)
-and move an orientation only when the grid's best beats it (this brings back orientations too far
+(with a point group, over its asymmetric unit) and move an orientation only when the grid's best beats it (this brings back orientations too far
 off for small steps); *local* passes move each orientation to the best of 27 small rotations
 around it (a 3×3×3 grid of rotation vectors of step ``δ``; it stays unless another scores strictly
 higher).  δ shrinks and the resolution limit rises over the passes (:data:`REFINE_SCHEDULE`).
@@ -60,6 +60,7 @@ from tomolens.orient.symmetry import (
     Symmetry,
     _rotate_volume,
     as_symmetry,
+    asymmetric_unit_grid,
     find_symmetry_frame,
     symmetrise_volume,
 )
@@ -109,7 +110,9 @@ def refine_orientations(
         ``"local"``: every orientation moves to the best of the 27 rotations ``Δ A`` with
         ``Δ`` on a grid of rotation vectors of spacing ``step_deg``.  ``"global"``: an
         orientation moves to the best of :func:`global_grid` (``step_deg`` apart over all of
-        SO(3)) when that beats it, which brings back orientations too far off for local steps.
+        SO(3); with a symmetry only its asymmetric unit,
+        :func:`tomolens.orient.symmetry.asymmetric_unit_grid`, about 1/order of the points) when
+        that beats it, which brings back orientations too far off for local steps.
     pad_factor : float
         Zero padding of reconstruction and slices (1 is enough for matching).
     batch : int
@@ -233,7 +236,7 @@ def refine_orientations(
             spectrum = centred_fft3(volume, pad_factor)
             spec = torch.from_numpy(np.stack([spectrum.real, spectrum.imag])[None])
             match = (
-                global_pass(ft[rows], mats[rows], spec, plane, global_grid(step), 5 * batch)
+                global_pass(ft[rows], mats[rows], spec, plane, asymmetric_unit_grid(step, sym), 5 * batch)
                 if mode == "global"
                 else local_pass(ft[rows], mats[rows], spec, plane, rotation_grid(np.radians(step)), batch)
             )

@@ -3,10 +3,13 @@
 Groups
 ------
 A point group is named as in RELION: ``C1`` (none), ``Cn`` (n-fold axis), ``Dn`` (n-fold axis
-and n perpendicular 2-fold axes), ``T``, ``O``, ``I``.  Its rotations come from
-:meth:`scipy.spatial.transform.Rotation.create_group` in the *canonical setting*: Cn and Dn
-have the n-fold axis along z and Dn a 2-fold axis along x (RELION's convention); T, O and I
-have 2-fold axes along x, y and z (for I, a 5-fold axis in the xz plane, the "222" setting).
+and n perpendicular 2-fold axes), ``T``, ``O``, ``I`` (= ``I2``), ``I1``…``I4``.  Its rotations
+come from :meth:`scipy.spatial.transform.Rotation.create_group`, turned into RELION's setting
+(the *canonical setting*, :data:`RELION_SETTINGS`): Cn and Dn have the n-fold axis along z and
+Dn a 2-fold axis along x; T a 3-fold axis along z and a 2-fold axis in the yz plane; O 4-fold
+axes along x, y and z; I1 and I2 2-fold axes along x, y and z with a 5-fold axis in the xz plane
+(I1: 31.7° from x; I2, RELION's ``I``: 31.7° from z); I3 and I4 a 5-fold axis along z and a
+2-fold axis in the xz plane (I3 at −31.7°, I4 at +31.7° from z towards x).
 
 A map in its own frame may have its axes elsewhere: :class:`Symmetry` carries a ``frame``
 rotation ``F`` (3×3) and stands for the group ``F G Fᵀ``, i.e. the canonical axes moved by
@@ -38,7 +41,12 @@ from tomolens.orient.rotations import _random_o4, canonical, fibonacci_sphere, g
 log = logging.getLogger(__name__)
 
 #: Groups that :func:`detect_symmetry` tries, lowest order first.
-DETECT_CANDIDATES: tuple[str, ...] = tuple(f"C{n}" for n in range(2, 9)) + tuple(f"D{n}" for n in range(2, 9))
+DETECT_CANDIDATES: tuple[str, ...] = (
+    tuple(f"C{n}" for n in range(2, 9)) + tuple(f"D{n}" for n in range(2, 9)) + ("T", "O", "I")
+)
+
+#: The cyclic subgroup a candidate is tried after: Dn after Cn, T after C3, O after C4, I after C5.
+_DETECT_AFTER = {"T": "C3", "O": "C4", "I": "C5"}
 
 #: A map whose symmetry score (see :func:`symmetry_score`) is below this does not have the symmetry:
 #: interpolation alone keeps a truly symmetric map above ~0.95.
@@ -49,10 +57,42 @@ SUGGEST_MARGIN = 0.05
 
 #: Choices offered by the widget and listed in errors (any Cn/Dn with n ≤ 60 is accepted).
 COMMON_GROUPS: tuple[str, ...] = (
-    ("C1",) + tuple(f"C{n}" for n in range(2, 13)) + tuple(f"D{n}" for n in range(2, 13)) + ("T", "O", "I")
+    ("C1",)
+    + tuple(f"C{n}" for n in range(2, 13))
+    + tuple(f"D{n}" for n in range(2, 13))
+    + ("T", "O", "I", "I1", "I2", "I3", "I4")
 )
 
-_PATTERN = re.compile(r"^(?:([CD])(\d+)|([TOI]))$")
+_PATTERN = re.compile(r"^(?:([CD])(\d+)|([TO])|(I[1-4]?))$")
+
+#: Angle between a 5-fold axis of the icosahedron and its nearest 2-fold axis, degrees (atan(1/φ)).
+_ICOSAHEDRAL_TILT = float(np.degrees(np.arctan(2.0 / (1.0 + np.sqrt(5.0)))))
+
+
+def _frame_t() -> np.ndarray:
+    """RELION's T from scipy's: the 3-fold axis (1, 1, 1)/√3 to z, the 2-fold axis z to (0, √(2/3), √(1/3))."""
+    rot, _ = Rotation.align_vectors(
+        [[0.0, 0.0, 1.0], [0.0, np.sqrt(2.0 / 3.0), np.sqrt(1.0 / 3.0)]],
+        [np.ones(3) / np.sqrt(3.0), [0.0, 0.0, 1.0]],
+    )
+    return rot.as_matrix()
+
+
+def _rotation_y(angle_deg: float) -> np.ndarray:
+    return Rotation.from_euler("y", angle_deg, degrees=True).as_matrix()
+
+
+#: RELION's settings of T, O and I as (scipy's group, F): the group is ``F G Fᵀ`` with ``G`` from
+#: :meth:`Rotation.create_group` (scipy's I is RELION's I1; scipy's O is RELION's O).
+RELION_SETTINGS: dict[str, tuple[str, np.ndarray]] = {
+    "T": ("T", _frame_t()),
+    "O": ("O", np.eye(3)),
+    "I1": ("I", np.eye(3)),
+    "I2": ("I", _rotation_y(90.0)),
+    "I3": ("I", _rotation_y(90.0 - _ICOSAHEDRAL_TILT)),
+    "I4": ("I", _rotation_y(90.0 + _ICOSAHEDRAL_TILT)),
+}
+RELION_SETTINGS["I"] = RELION_SETTINGS["I2"]  # RELION's default icosahedral setting
 
 
 def parse_symmetry(name: str | None) -> str:
@@ -61,14 +101,14 @@ def parse_symmetry(name: str | None) -> str:
     Raises
     ------
     ValueError
-        For anything but Cn, Dn (1 ≤ n ≤ 60; D needs n ≥ 2), T, O or I.
+        For anything but Cn, Dn (1 ≤ n ≤ 60; D needs n ≥ 2), T, O, I or I1…I4.
     """
     text = (name or "C1").strip().upper()
     match = _PATTERN.match(text)
     if match is None or (match.group(2) and not 1 <= int(match.group(2)) <= 60) or text == "D1":
         raise ValueError(
             f"Unknown symmetry {name!r}: give a point group as RELION names them, Cn or Dn (n-fold axis "
-            "along z, n ≤ 60; Dn with n ≥ 2), T, O or I; C1 for none."
+            "along z, n ≤ 60; Dn with n ≥ 2), T, O, I (= I2) or I1…I4 (RELION's settings); C1 for none."
         )
     return text
 
@@ -78,7 +118,11 @@ def group_rotations(name: str | None) -> Rotation:
     text = parse_symmetry(name)
     if text == "C1":
         return Rotation.identity(1)
-    group = Rotation.create_group(text)
+    if text in RELION_SETTINGS:
+        base, frame = RELION_SETTINGS[text]
+        group = Rotation.from_matrix(frame[None] @ Rotation.create_group(base).as_matrix() @ frame.T[None])
+    else:
+        group = Rotation.create_group(text)
     angles = group.magnitude()
     return group[np.argsort(angles, kind="stable")]  # the identity (angle 0) first
 
@@ -90,7 +134,7 @@ class Symmetry:
     Attributes
     ----------
     name : str
-        ``C1``, ``Cn``, ``Dn``, ``T``, ``O`` or ``I``.
+        ``C1``, ``Cn``, ``Dn``, ``T``, ``O``, ``I`` or ``I1``…``I4``.
     frame : ndarray, float64, shape (3, 3)
         Rotation ``F`` moving the canonical axes to the map's (identity: RELION's setting).
     score : float or None
@@ -278,6 +322,40 @@ def symmetric_errors_deg(
     return np.degrees(symmetric_distance(aligned, canonical(truth), sym)), aligned
 
 
+#: A direction on no symmetry axis of any group used here: the centre of the asymmetric unit of viewing directions.
+_UNIT_CENTRE = np.array([0.1234, 0.3456, 0.9301]) / np.linalg.norm([0.1234, 0.3456, 0.9301])
+
+
+def asymmetric_unit_grid(step_deg: float, symmetry: Symmetry | str | None) -> np.ndarray:
+    """The orientations of :func:`~tomolens.orient.rotations.global_grid` in the group's asymmetric unit.
+
+    On a map with the group's symmetry ``A`` and ``A g`` give the same projection, and the
+    viewing direction of ``A g`` is ``gᵀ v`` (``v = Aᵀ e_z``).  A grid point is kept when its
+    viewing direction lies in the Dirichlet cell of a generic direction ``w`` under the group
+    (``v·w ≥ v·(g w)`` for every ``g``): every orientation is still within about ``step_deg``
+    of a kept point up to the group, and about 1/order of the points are kept.
+
+    Parameters
+    ----------
+    step_deg : float
+        Grid spacing, degrees.
+    symmetry : Symmetry or str
+        The group in the frame of the map that is searched.
+
+    Returns
+    -------
+    ndarray, float64, shape (K, 3, 3)
+    """
+    grid = global_grid(step_deg)
+    sym = as_symmetry(symmetry)
+    if sym.name == "C1":
+        return grid
+    orbit = sym.matrices() @ _UNIT_CENTRE  # (K, 3): g w
+    views = grid[:, 2, :]  # viewing directions Aᵀ e_z
+    closeness = views @ orbit.T  # (G, K)
+    return grid[closeness[:, 0] >= closeness.max(axis=1) - 1e-12]
+
+
 # -- maps ---------------------------------------------------------------------------------------
 
 
@@ -364,12 +442,31 @@ def _axis_frame(axis: np.ndarray, angle: float = 0.0) -> np.ndarray:
     return rot.as_matrix() @ Rotation.from_euler("z", angle).as_matrix()
 
 
+def _best_setting(small: np.ndarray, name: str) -> np.ndarray:
+    """The frame, relative to RELION's setting of ``name``, of the setting of its group that fits the map best.
+
+    Candidates are RELION's settings of the same group and scipy's (``create_group``); a map in
+    the setting named gets the identity.
+    """
+    base, own = RELION_SETTINGS[name]
+    frames: list[np.ndarray] = []
+    for frame in [own] + [f for b, f in RELION_SETTINGS.values() if b == base] + [np.eye(3)]:
+        if not any(np.allclose(frame @ own.T, seen) for seen in frames):  # O (and I = I2) appear twice
+            frames.append(frame @ own.T)
+    if len(frames) == 1:
+        return frames[0]
+    scores = [symmetry_score(small, Symmetry(name, frame), n_random=4) for frame in frames]
+    return frames[int(np.argmax(scores))]
+
+
 def find_symmetry_frame(volume: np.ndarray, symmetry: Symmetry | str | None, n_directions: int = 300) -> Symmetry:
     """Where a map's symmetry axes are: the frame ``F`` of highest :func:`symmetry_score`.
 
     For Cn/Dn the n-fold axis is searched over a hemisphere of directions (on a ≤ 32³ copy of
-    the map), refined locally, then for Dn the 2-fold axis around it.  T, O and I are assumed in
-    the canonical setting (a map aligned as RELION expects) and only scored.
+    the map), refined locally, then for Dn the 2-fold axis around it.  T, O and I are not
+    searched: the map is scored in each of RELION's settings of its group (T and scipy's T;
+    I1…I4; see :data:`RELION_SETTINGS`) and the best setting is returned as a frame relative to
+    the one named.
 
     Parameters
     ----------
@@ -389,8 +486,10 @@ def find_symmetry_frame(volume: np.ndarray, symmetry: Symmetry | str | None, n_d
     vol = np.asarray(volume, np.float32)
     if vol.ndim != 3 or len(set(vol.shape)) != 1:
         raise ValueError(f"Finding symmetry axes needs a cubic map; got shape {vol.shape}.")
-    if sym.name == "C1" or sym.name in "TOI":
-        frame = np.eye(3)
+    if sym.name == "C1":
+        return Symmetry("C1", np.eye(3), 1.0)
+    if sym.name[0] in "TOI":
+        frame = _best_setting(_search_volume(vol), sym.name)
         return Symmetry(sym.name, frame, symmetry_score(vol, Symmetry(sym.name, frame)))
     n_fold = int(sym.name[1:])
     small = _search_volume(vol)
@@ -460,8 +559,9 @@ def detect_symmetry(
 ) -> Generator[Progress, None, SymmetryReport]:
     """Suggest a point group for a map from its symmetry scores (job).
 
-    Each candidate's axes are searched (:func:`find_symmetry_frame`); a dihedral group is tried
-    only when its cyclic subgroup scores at least ``threshold``.  The suggestion is the
+    Each candidate's axes are searched (:func:`find_symmetry_frame`; T, O and I are only scored in
+    RELION's settings); Dn is tried only when Cn scores at least ``threshold``, and T, O and I only
+    when C3, C4 and C5 do (a map without those is spared their cost).  The suggestion is the
     candidate of highest order at or above ``threshold`` and within :data:`SUGGEST_MARGIN` of the
     best score (C1 when none is).
 
@@ -483,7 +583,8 @@ def detect_symmetry(
     found: dict[str, Symmetry] = {}
     names = [parse_symmetry(c) for c in candidates]
     for i, name in enumerate(names):
-        if not (name.startswith("D") and scores.get("C" + name[1:], 1.0) < threshold):
+        after = "C" + name[1:] if name.startswith("D") else _DETECT_AFTER.get(name)
+        if after is None or scores.get(after, 1.0) >= threshold:
             found[name] = find_symmetry_frame(vol, name)
             scores[name] = float(found[name].score)
         yield Progress(i + 1, len(names), f"symmetry: {name}")
