@@ -1,0 +1,240 @@
+"""Benchmark pick by example with template matching (issue 20, use 2), on shifted-domain tomograms, dark input.
+
+Data: the shifted-domain set of ``bench_shifted.py`` (64×256×256 voxels of 24 Å, true SIRT,
+±35°, held-out maps 1qvr/3cf3/3qm1/5mrc and held-out ``branched`` pseudo-proteins, crowded:
+about 300-440 copies of each of 7-10 structures), seeds 9100-9102, forced dark.  Which
+structure each particle is comes from rebuilding the simulator's scene with the same seed
+(cheap; the centres are checked to equal the cached ones).
+
+Per tomogram, targets: the structure with the most copies, plus the map with the most copies
+when that structure is not a map (so the reference-map case is measured on every tomogram).
+Per target:
+
+- **clicks**: 5 true centres of the target (seeded choice); the radius is typed (the true
+  radius) and the minimum distance set to it; all other settings default (polarity auto,
+  angular step, combine, threshold);
+- **reference**: the map of ``../shared/data/maps_10A`` (10 Å) instead of clicks, when the
+  target is a map; same radius for the minimum distance;
+- **each** (first target per tomogram only): the clicks with ``combine="each"`` (max over the 5
+  examples instead of their aligned average);
+- **DoG**: a size-matched difference-of-Gaussians picker (``bench_shifted``'s ``blob_dog``
+  baseline and threshold, σ range 0.7-1.4 × r/√3 of the target's radius) — it cannot tell
+  structures apart, so its precision is bounded by the target's share of particles.
+
+Score: F1 at 0.5 × radius (one-to-one, ``bench_shifted.f1_of``) against the target's copies on
+the **whole tomogram**, the 5 clicked examples included (5 of about 400).  Also the F1 at the best
+threshold of the same map (an oracle: shows the map's quality apart from the threshold).
+
+Timing: one full template run per tomogram (wall, 1 torch thread, on the shared CPU) and, in a
+child process, a 200×512×512 random volume with a few rotations: seconds per rotation, peak
+resident memory, and the time for the default grid computed from them.
+
+Usage::
+
+    OMP_NUM_THREADS=1 nice python benchmarks/bench_pick_example.py --cache /work/scratch/cache
+
+Prints a Markdown table and writes ``benchmarks/results/pick_example.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tomolens.embed.pick import PICK_PARAMS, find_similar, pick_peaks
+from tomolens.io.atomic import atomic_path
+from tomolens.jobs import run_job
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_segment_domain import start_results, write_results  # noqa: E402
+from bench_shifted import cached, dog_centres, f1_of  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "pick_example.json"
+MAPS = ROOT.parent / "shared" / "data" / "maps_10A"
+N_EXAMPLES = 5
+DEFAULTS = {p.name: p.default for p in PICK_PARAMS}
+SWEEP = np.round(np.arange(0.05, 0.6, 0.025), 3)
+log = logging.getLogger("bench_pick_example")
+
+
+def template_names(kind: str, seed: int, coords: np.ndarray, cache: Path | None) -> np.ndarray:
+    """Template name of every cached particle, from the rebuilt scene of the same seed."""
+    key = cache / f"{kind}_{seed}_templates.npz" if cache else None
+    if key is not None and key.is_file():
+        with np.load(key) as f:
+            return f["names"]
+    from tomolens.simulate.domain import sample_domain_config, shifted_domain_config
+    from tomolens.simulate.domain_scene import _particles, build_domain_scene, load_domain_templates
+
+    cfg = shifted_domain_config(seed) if kind == "shifted" else sample_domain_config(seed=seed)
+    templates = load_domain_templates(cfg, cfg.fine_voxel_A)
+    scene = run_job(build_domain_scene(cfg, templates, np.random.default_rng([cfg.seed, 1])))
+    table = _particles(scene, templates, cfg.supersampling, cfg.voxel_size_A)
+    if table.coords_zyx.shape != coords.shape or not np.allclose(table.coords_zyx, coords):
+        raise RuntimeError(f"the rebuilt scene of {kind} {seed} does not match the cached tomogram")
+    names = table.features["template"].astype(str).to_numpy()
+    if key is not None:
+        with atomic_path(key) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, names=names)
+    return names
+
+
+def choose_targets(names: np.ndarray) -> list[str]:
+    counts = {n: int((names == n).sum()) for n in np.unique(names)}
+    top = max(counts, key=counts.get)
+    maps = [n for n in counts if (MAPS / f"{n}.mrc").is_file()]
+    targets = [top]
+    if top not in maps and maps:
+        targets.append(max(maps, key=counts.get))
+    return targets
+
+
+def score_map(sim, truth, radii, voxel, threshold, min_distance_A) -> dict:
+    picks = pick_peaks(sim, threshold, min_distance_A)
+    out = f1_of(picks[["z", "y", "x"]].to_numpy(), truth, radii, voxel)
+    sweep = [f1_of(pick_peaks(sim, t, min_distance_A)[["z", "y", "x"]].to_numpy(), truth, radii, voxel) for t in SWEEP]
+    best = int(np.argmax([s["f1"] for s in sweep]))
+    out.update(best_threshold=float(SWEEP[best]), f1_best_threshold=sweep[best]["f1"])
+    out["example_score"] = [round(float(a), 3) for a in np.concatenate(sim.example_similarity)]
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
+
+
+def run_target(tomo, voxel, coords, radii, names, target, rng, with_each: bool) -> dict:
+    sel = names == target
+    truth, r_true = coords[sel], radii[sel]
+    radius = float(r_true[0])
+    clicks = truth[rng.choice(len(truth), N_EXAMPLES, replace=False)]
+    settings = {"radius_A": radius}
+    row = {"target": target, "copies": int(sel.sum()), "radius_A": round(radius, 1), "share": round(sel.mean(), 3)}
+    t0 = time.monotonic()
+    sim = run_job(find_similar(tomo, clicks, None, voxel, "template", **settings))
+    row["clicks_wall_s"] = round(time.monotonic() - t0, 1)
+    row["clicks"] = score_map(sim, truth, r_true, voxel, DEFAULTS["threshold"], radius)
+    row["polarity"] = sim.info["polarity"]["tomogram"]
+    if with_each:
+        sim = run_job(find_similar(tomo, clicks, None, voxel, "template", combine="each", **settings))
+        row["each"] = score_map(sim, truth, r_true, voxel, DEFAULTS["threshold"], radius)
+    ref = MAPS / f"{target}.mrc"
+    if ref.is_file():
+        sim = run_job(find_similar(tomo, np.empty((0, 3)), None, voxel, "template", reference=ref, **settings))
+        row["reference"] = score_map(sim, truth, r_true, voxel, DEFAULTS["threshold"], radius)
+        row["reference_notes"] = sim.info["notes"]
+    dog = json.loads((ROOT / "benchmarks" / "results" / "shifted.json").read_text())["dog_baseline"]
+    sigma = radius / np.sqrt(3)
+    found = dog_centres(tomo, voxel, 0.7 * sigma, 1.4 * sigma, dog["threshold"])
+    row["dog"] = {
+        k: (round(v, 4) if isinstance(v, float) else v) for k, v in f1_of(found, truth, r_true, voxel).items()
+    }
+    log.warning("%s", row)
+    return row
+
+
+def timing_child(n_rot: int) -> None:
+    """Child process: template matching of a 200×512×512 random volume over ``n_rot`` rotations."""
+    import torch
+
+    from tomolens.embed.template_match import cut_box, match_templates, rotation_grid, template_box
+
+    torch.set_num_threads(1)
+    vol = np.random.default_rng(0).standard_normal((200, 512, 512)).astype(np.float32)
+    radius = 100.0 / 24.0
+    rots = rotation_grid(DEFAULTS["angular_step_deg"])[:n_rot]
+    t0 = time.monotonic()
+    job = match_templates(vol, [cut_box(vol, (100, 256, 256), template_box(radius))], radius, rots)
+    first = None
+    for p in job:
+        if p.done == 1 and p.total == n_rot:
+            first = time.monotonic()
+    end = time.monotonic()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    print(json.dumps({"setup_s": first - t0, "per_rotation_s": (end - first) / max(n_rot - 1, 1), "peak_rss_GiB": rss}))
+
+
+def summary(values) -> dict:
+    v = [float(x) for x in values]
+    return {"mean": round(float(np.mean(v)), 4), "std": round(float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, 4)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="9100,9101,9102")
+    parser.add_argument("--kind", default="shifted", choices=("shifted", "randomised"))
+    parser.add_argument("--cache", type=Path, default=None)
+    parser.add_argument("--timing-rotations", type=int, default=12, help="rotations timed on 200x512x512 (0: skip)")
+    parser.add_argument("--timing-child", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.timing_child:
+        timing_child(args.timing_child)
+        return 0
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import torch
+
+    torch.set_num_threads(1)
+    t_start = time.perf_counter()
+    rows = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        tomo, _, _, coords, radii, voxel = cached(args.kind, seed, args.cache)
+        names = template_names(args.kind, seed, coords, args.cache)
+        rng = np.random.default_rng(seed)
+        for i, target in enumerate(choose_targets(names)):
+            rows.append({"seed": seed, **run_target(tomo, voxel, coords, radii, names, target, rng, i == 0)})
+    per_tomo = {}
+    for method in ("clicks", "each", "reference", "dog"):
+        for key in ("f1", "f1_best_threshold"):
+            vals = [r[method][key] for r in rows if method in r and key in r[method]]
+            if vals:
+                per_tomo[f"{method}.{key}"] = {**summary(vals), "n": len(vals), "values": vals}
+    timing = None
+    if args.timing_rotations:
+        out = subprocess.run(
+            [sys.executable, __file__, "--timing-child", str(args.timing_rotations)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        timing = json.loads(out.stdout.strip().splitlines()[-1])
+        n_default = len(
+            __import__("tomolens.embed.template_match", fromlist=["x"]).rotation_grid(DEFAULTS["angular_step_deg"])
+        )
+        timing.update(
+            rotations_timed=args.timing_rotations,
+            default_rotations=n_default,
+            default_total_s=timing["setup_s"] + n_default * timing["per_rotation_s"],
+        )
+        timing = {k: round(v, 3) if isinstance(v, float) else v for k, v in timing.items()}
+    result = start_results(args.out, threads=1, merge=False)
+    result.update(
+        benchmark="pick_example",
+        date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        data=f"{args.kind} domain seeds {args.seeds}, 64x256x256 at 24 A, dark",
+        defaults={k: DEFAULTS[k] for k in ("threshold", "angular_step_deg", "combine", "polarity")},
+        examples=N_EXAMPLES,
+        scored_on="whole tomogram, the 5 clicked examples included",
+        summary=per_tomo,
+        rows=rows,
+        timing_200x512x512=timing,
+    )
+    write_results(args.out, result, "bench_pick_example.py", None, t_start)
+    print("| seed | target | copies | clicks F1 (best thr) | each | reference | DoG |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        cell = lambda m: f"{r[m]['f1']:.2f} ({r[m]['f1_best_threshold']:.2f})" if m in r else "-"  # noqa: E731
+        print(
+            f"| {r['seed']} | {r['target']} | {r['copies']} | {cell('clicks')} | {cell('each')} | {cell('reference')} | {r['dog']['f1']:.2f} |"
+        )
+    print(json.dumps(per_tomo, indent=1), json.dumps(timing))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
