@@ -105,3 +105,4 @@ def test_cli_template_by_default_and_one_line_errors(tmp_path, capsys):
     rc = main([*common, "--out", str(tmp_path / "q.star")])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "--reference" in err
+    assert not (tmp_path / "q.star").exists()

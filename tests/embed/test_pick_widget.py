@@ -26,7 +26,8 @@ def test_pick_by_example_widget_live_threshold(make_napari_viewer, qtbot, classi
     assert np.all(picks.features["score"] >= 0.5)
     scores = picks.features["score"].to_numpy()
     top = float(np.sort(scores)[-2])
-    widget.params.controls["threshold"].value = top  # live: re-picked from the stored map
+    widget.params.controls["threshold"].value = top  # live: re-picked from the stored map (in the worker)
+    qtbot.waitUntil(lambda: not widget.runner.running and f"≥ {top:.2f}:" in widget.summary.value, timeout=30000)
     assert len(picks.data) == int(np.sum(scores >= top)) and np.all(picks.features["score"] >= top)
     assert widget.summary.value.startswith(f"{len(picks.data)} picks")
     # a re-run with a finer stride updates the similarity layer in place (no remove and re-add), on its new grid

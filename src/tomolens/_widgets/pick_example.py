@@ -22,7 +22,7 @@ from napari.utils.notifications import show_info, show_warning
 from tomolens._widgets._fields import show_whole_path
 from tomolens._widgets._layers import build_layer, place_layer
 from tomolens._widgets._params import ParamPanel
-from tomolens._widgets._runner import JobRunner
+from tomolens._widgets._runner import JobRunner, computing
 from tomolens._widgets.classify import _points_voxel, _snapshot, colour_by
 from tomolens.embed.pick import (
     PICK_PARAMS,
@@ -132,11 +132,25 @@ class PickByExampleWidget(Container):
         show_info(f"Similarity map ready; the examples' similarity: {agree or 'no examples'}{notes}")
 
     def repick(self, *_) -> None:
-        """Picks from the stored similarity map at the current threshold and minimum distance."""
+        """Picks from the stored similarity map at the current threshold and minimum distance, in the worker
+        (a full-resolution template map takes longer than a GUI frame); only the latest request runs."""
         if self.result is None or self._image is None:
             return
-        v = self.params.values()
-        picks = pick_peaks(self.result, v["threshold"], v["min_distance_A"])
+        try:
+            v = self.params.values()
+        except ValueError as err:
+            show_warning(str(err))
+            return
+        result = self.result
+        self.runner.start_latest(
+            lambda: computing(
+                "picking the similarity map's peaks", pick_peaks, result, v["threshold"], v["min_distance_A"]
+            ),
+            lambda picks: self.show_picks(picks, v["threshold"]),
+        )
+
+    def show_picks(self, picks, threshold: float) -> None:
+        """Create or update the picks Points layer and the summary line."""
         image = self._image
         name = f"{image.name} picks by example"
         data = picks[["z", "y", "x"]].to_numpy()
@@ -160,7 +174,7 @@ class PickByExampleWidget(Container):
         if len(picks):
             colour_by(layer, "class")
         counts = picks["class"].value_counts()
-        self.summary.value = f"{len(picks)} picks at similarity ≥ {v['threshold']:.2f}: " + ", ".join(
+        self.summary.value = f"{len(picks)} picks at similarity ≥ {threshold:.2f}: " + ", ".join(
             f"{k}: {n}" for k, n in counts.items()
         )
 

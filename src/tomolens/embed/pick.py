@@ -1,5 +1,10 @@
 """Pick by example: a similarity map of the whole tomogram to a few clicked examples, and its peaks.
 
+:func:`find_similar` runs one of two methods: ``template`` (the default, no network: rotation-searched
+template matching of the examples or of a reference map, :mod:`tomolens.embed.pick_template`) or
+``embedding`` (:func:`similarity_to_examples`, below).  Both give a :class:`SimilarityMap` whose
+peaks :func:`pick_peaks` picks.
+
 The embedding network's body is convolutional and its embedding is the *global average*
 of its three stages' feature maps followed by a small head.  Run on the whole tomogram at
 once, the window averages of the feature maps (``avg_pool3d`` with the box as kernel) give
@@ -60,7 +65,7 @@ PICK_PARAMS = (
     ),
     Param(
         "threshold",
-        0.3,
+        0.55,
         "Similarity a peak must reach: normalised cross-correlation (template) or cosine (embedding, about 0.8)",
         min=-1.0,
         max=1.0,
@@ -77,8 +82,8 @@ PICK_PARAMS = (
     ),
     Param(
         "combine",
-        "average",
-        "Template method: align and average the examples into one template, or match each example",
+        "each",
+        "Template method: match each example (best of them) or align and average them into one template (faster)",
         choices=COMBINE_CHOICES,
         advanced=True,
     ),

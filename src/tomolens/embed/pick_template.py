@@ -97,7 +97,7 @@ def template_similarity(
     voxel_size_A: float | None,
     radius_A: float = 100.0,
     angular_step_deg: float = 40.0,
-    combine: str = "average",
+    combine: str = "each",
     reference: str | os.PathLike | None = None,
     polarity: str = "auto",
 ) -> Generator[Progress, None, tuple]:

@@ -107,6 +107,7 @@ class _Correlator:
         self.shape = volume.shape
         self.pad = pad
         self.fshape = tuple(sfft.next_fast_len(n + 2 * pad, real=True) for n in volume.shape)
+        self._buffer = np.zeros(self.fshape, np.float32)
         self.fvol = self.spectrum(volume)
 
     def spectrum(self, volume: np.ndarray):
@@ -119,10 +120,11 @@ class _Correlator:
         """Σ_m kernel(m) V(x + m - c) on the volume's grid (c the kernel's centre), as a torch tensor."""
         torch = self.torch
         box = kernel.shape[0]
-        k = np.zeros(self.fshape, np.float32)
-        k[:box, :box, :box] = kernel
-        k = np.roll(k, (-(box // 2),) * 3, axis=(0, 1, 2))
-        fk = torch.fft.rfftn(torch.from_numpy(k))
+        # the kernel's centre at the origin, wrapped around (written into one reused buffer)
+        at = np.ix_(*((np.arange(box) - box // 2) % n for n in self.fshape))
+        self._buffer[at] = kernel
+        fk = torch.fft.rfftn(torch.from_numpy(self._buffer))
+        self._buffer[at] = 0.0
         out = torch.fft.irfftn((self.fvol if fvol is None else fvol) * fk.conj(), s=self.fshape)
         p = self.pad
         return out[p : p + self.shape[0], p : p + self.shape[1], p : p + self.shape[2]]
@@ -134,7 +136,8 @@ def match_templates(
     radius_vox: float,
     rotations: Rotation,
     label: str = "template matching",
-) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray]]:
+    keep_best: bool = False,
+) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray | None]]:
     """Locally normalised cross-correlation of ``templates`` over ``rotations`` (a job).
 
     Parameters
@@ -152,8 +155,9 @@ def match_templates(
     -------
     score : ndarray, float32, shape (z, y, x)
         Maximum over templates and rotations of the masked Pearson correlation (−1…1).
-    best : ndarray, int32, shape (z, y, x)
-        Index ``template × len(rotations) + rotation`` of the best match per voxel.
+    best : ndarray, int32, shape (z, y, x), or None
+        With ``keep_best``: index ``template × len(rotations) + rotation`` of the best match
+        per voxel.
     """
     import torch
 
@@ -173,18 +177,19 @@ def match_templates(
     inv_norm = 1.0 / (torch.clamp(sigma, min=floor) * n_mask)
     del sigma
     score = torch.full(vol.shape, -1.0)
-    best = torch.zeros(vol.shape, dtype=torch.int32)
+    best = torch.zeros(vol.shape, dtype=torch.int32) if keep_best else None
     total, done = len(templates) * len(rotations), 0
     for ti, template in enumerate(templates):
         for ri in range(len(rotations)):
             kernel = normalise_in_mask(rotate_box(template, rotations[ri]), mask)
-            cc = corr.correlate(kernel) * inv_norm
-            better = cc > score
-            score = torch.where(better, cc, score)
-            best[better] = ti * len(rotations) + ri
+            cc = corr.correlate(kernel).mul_(inv_norm)
+            if best is not None:
+                best[cc > score] = ti * len(rotations) + ri
+            torch.maximum(score, cc, out=score)
+            del cc
             done += 1
             yield Progress(done, total, f"{label}: rotation {done}/{total}")
-    return score.numpy().astype(np.float32), best.numpy()
+    return score.numpy(), (best.numpy() if best is not None else None)
 
 
 def align_and_average(
@@ -208,7 +213,7 @@ def align_and_average(
     total = (len(cubes) - 1) * len(rotations)
     aligned = [first]
     for k, cube in enumerate(cubes[1:]):
-        job = match_templates(search, [cube], radius_vox, rotations, f"aligning example {k + 2}")
+        job = match_templates(search, [cube], radius_vox, rotations, f"aligning example {k + 2}", keep_best=True)
         while True:
             try:
                 p = next(job)
