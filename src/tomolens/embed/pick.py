@@ -390,7 +390,12 @@ def find_similar(
     data = np.asarray(tomogram)
     if data.ndim != 3:
         raise ValueError(f"The tomogram must be 3D (z, y, x); got shape {data.shape}.")
-    if reference and not len(np.asarray(examples_zyx)):
+    if not len(np.asarray(examples_zyx)):
+        if not reference:
+            raise ValueError(
+                "Pick by example needs at least 1 example or a reference map: click one or more particles in "
+                "a Points layer (or give a coordinates file with at least one row), or give a map."
+            )
         groups = {}
     else:
         groups = _group_examples(examples_zyx, targets)
