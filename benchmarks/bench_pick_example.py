@@ -164,9 +164,11 @@ def run_target(tomo, voxel, coords, radii, names, target, rng, with_average: boo
     return row
 
 
-def timing_child(n_rot: int) -> None:
-    """Child process: template matching of a 200×512×512 random volume over ``n_rot`` rotations."""
+def timing_child(n_rot: int, bin_factor: int = 1) -> None:
+    """Child process: template matching of a 200×512×512 random volume over ``n_rot`` rotations, binned
+    by ``bin_factor`` first (the binning counts in the setup time)."""
     import torch
+    from skimage.transform import downscale_local_mean
 
     from tomolens.embed.template_match import cut_box, match_templates, rotation_grid, template_box
 
@@ -175,7 +177,10 @@ def timing_child(n_rot: int) -> None:
     radius = 100.0 / 24.0
     rots = rotation_grid(DEFAULTS["angular_step_deg"])[:n_rot]
     t0 = time.monotonic()
-    job = match_templates(vol, [cut_box(vol, (100, 256, 256), template_box(radius))], radius, rots)
+    if bin_factor > 1:
+        vol = downscale_local_mean(vol, (bin_factor,) * 3).astype(np.float32)
+        radius /= bin_factor
+    job = match_templates(vol, [cut_box(vol, np.array(vol.shape) // 2, template_box(radius))], radius, rots)
     first = None
     for p in job:
         if p.done == 1 and p.total == n_rot:
@@ -183,6 +188,28 @@ def timing_child(n_rot: int) -> None:
     end = time.monotonic()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     print(json.dumps({"setup_s": first - t0, "per_rotation_s": (end - first) / max(n_rot - 1, 1), "peak_rss_GiB": rss}))
+
+
+def measure_timing(n_rot: int, bin_factor: int = 1) -> dict:
+    """:func:`timing_child` in a fresh process (its own peak memory), and the default grid's totals from it."""
+    from tomolens.embed.template_match import rotation_grid
+
+    out = subprocess.run(
+        [sys.executable, __file__, "--timing-child", str(n_rot), "--timing-bin", str(bin_factor)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    timing = json.loads(out.stdout.strip().splitlines()[-1])
+    n_default = len(rotation_grid(DEFAULTS["angular_step_deg"]))
+    timing.update(
+        bin=bin_factor,
+        rotations_timed=n_rot,
+        default_rotations=n_default,
+        each_5_examples_total_s=timing["setup_s"] + N_EXAMPLES * n_default * timing["per_rotation_s"],
+        average_total_s=timing["setup_s"] + n_default * timing["per_rotation_s"],
+    )
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in timing.items()}
 
 
 def summary(values) -> dict:
@@ -215,6 +242,14 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=None)
     parser.add_argument("--timing-rotations", type=int, default=12, help="rotations timed on 200x512x512 (0: skip)")
     parser.add_argument("--timing-child", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--timing-bin", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--timing-only",
+        type=int,
+        default=0,
+        metavar="BIN",
+        help="only time the 200x512x512 volume binned by BIN and add it to --out as timing_200x512x512_binBIN",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
         "--resummarise", action="store_true", help="recompute the summary of the rows already in --out, and stop"
@@ -227,7 +262,13 @@ def main() -> int:
             tmp.write_text(json.dumps(result, indent=2))
         return 0
     if args.timing_child:
-        timing_child(args.timing_child)
+        timing_child(args.timing_child, args.timing_bin)
+        return 0
+    if args.timing_only:
+        t0 = time.perf_counter()
+        result = json.loads(args.out.read_text())
+        result[f"timing_200x512x512_bin{args.timing_only}"] = measure_timing(args.timing_rotations, args.timing_only)
+        write_results(args.out, result, "bench_pick_example.py", None, t0)
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import torch
@@ -244,23 +285,7 @@ def main() -> int:
     per_tomo = summarise(rows)
     timing = None
     if args.timing_rotations:
-        out = subprocess.run(
-            [sys.executable, __file__, "--timing-child", str(args.timing_rotations)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        timing = json.loads(out.stdout.strip().splitlines()[-1])
-        n_default = len(
-            __import__("tomolens.embed.template_match", fromlist=["x"]).rotation_grid(DEFAULTS["angular_step_deg"])
-        )
-        timing.update(
-            rotations_timed=args.timing_rotations,
-            default_rotations=n_default,
-            each_5_examples_total_s=timing["setup_s"] + N_EXAMPLES * n_default * timing["per_rotation_s"],
-            average_total_s=timing["setup_s"] + n_default * timing["per_rotation_s"],
-        )
-        timing = {k: round(v, 3) if isinstance(v, float) else v for k, v in timing.items()}
+        timing = measure_timing(args.timing_rotations)
     result = start_results(args.out, threads=1, merge=False)
     result.update(
         benchmark="pick_example",

@@ -106,3 +106,15 @@ def test_cli_template_by_default_and_one_line_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "--reference" in err
     assert not (tmp_path / "q.star").exists()
+
+
+def test_binning_matches_on_a_coarser_grid_and_picks_in_tomogram_voxels():
+    vol, target, distractor = planted_tomogram(n_each=6, noise=0.3, seed=1, rotate=True)
+    sim = run_job(find_similar(vol, target[:2], None, 10.0, "template", bin=2, **FAST))
+    assert sim.similarity.shape == (1, 32, 64, 64) and sim.step_voxels == 2.0
+    assert sim.info["origin_voxels"] == 0.5 and any("binned by 2" in n for n in sim.info["notes"])
+    picks = pick_peaks(sim, 0.5, 80.0)  # fewer voxels under the mask: the background correlates higher
+    assert f1(picks, target) >= 0.9
+    assert match_centres(picks[["z", "y", "x"]].to_numpy(), distractor, 4.0).true_positives == 0
+    with pytest.raises(ValueError, match="after binning by 4"):
+        run_job(find_similar(vol, target[:2], None, 10.0, "template", bin=4, **{**FAST, "radius_A": 50.0}))

@@ -186,5 +186,8 @@ def similarity_layer(result: SimilarityMap, image_scale: np.ndarray, spec: dict)
     ``result.step_voxels`` tomogram voxels.  ``spec`` holds the name, colours and placement.
     """
     scale = tuple(np.asarray(image_scale, float) * result.step_voxels)
+    # a binned map's voxel g is centred on tomogram voxel g × step + origin
+    origin = float(result.info.get("origin_voxels", 0.0)) * np.asarray(image_scale, float)
+    spec = {**spec, "translate": tuple(np.asarray(spec.get("translate", (0.0,) * 3), float) + origin)}
     metadata = {"tomolens": {"targets": result.targets, **result.info}}
     return build_layer(result.similarity[0], {**spec, "scale": scale, "metadata": metadata}, "image")

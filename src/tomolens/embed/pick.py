@@ -81,6 +81,14 @@ PICK_PARAMS = (
         max=90.0,
     ),
     Param(
+        "bin",
+        1,
+        "Template method: match on the tomogram binned by 1-4 (2: 8 times fewer voxels; the radius must stay "
+        ">= 1.5 binned voxels)",
+        min=1,
+        max=4,
+    ),
+    Param(
         "combine",
         "each",
         "Template method: match each example (best of them) or align and average them into one template (faster)",
@@ -358,7 +366,7 @@ def find_similar(
     Returns
     -------
     SimilarityMap
-        For the template method, on the tomogram's own grid (``step_voxels`` 1).
+        For the template method, on the tomogram's grid binned by ``bin`` (``step_voxels`` = bin).
 
     Raises
     ------
@@ -401,10 +409,16 @@ def find_similar(
         groups = _group_examples(examples_zyx, targets)
         check_positions(np.concatenate(list(groups.values())), data.shape)
     keys = ("radius_A", "angular_step_deg", "combine", "polarity")
+    bin_factor = int(settings.get("bin", 1))
     maps, names, agreement, info = yield from template_similarity(
-        data, groups, voxel_size_A, reference=reference, **{k: settings[k] for k in keys if k in settings}
+        data,
+        groups,
+        voxel_size_A,
+        reference=reference,
+        bin_factor=bin_factor,
+        **{k: settings[k] for k in keys if k in settings},
     )
-    return SimilarityMap(maps, names, 1.0, voxel_size_A, agreement, info)
+    return SimilarityMap(maps, names, float(bin_factor), voxel_size_A, agreement, info)
 
 
 def pick_peaks(sim: SimilarityMap, threshold: float = 0.8, min_distance_A: float = 100.0) -> pd.DataFrame:
@@ -443,7 +457,7 @@ def pick_peaks(sim: SimilarityMap, threshold: float = 0.8, min_distance_A: float
             w = np.clip(block - block.min(), 0, None)
             idx = np.stack(np.meshgrid(*(np.arange(a, b) for a, b in zip(lo, hi)), indexing="ij"), -1)
             centre = (idx * w[..., None]).sum((0, 1, 2)) / w.sum() if w.sum() > 0 else p.astype(float)
-            z, y, x = centre * sim.step_voxels
+            z, y, x = centre * sim.step_voxels + float(sim.info.get("origin_voxels", 0.0))
             rows.append({"z": z, "y": y, "x": x, "score": float(m[tuple(p)]), "class": name})
     table = pd.DataFrame(rows, columns=["z", "y", "x", "score", "class"])
     return table.sort_values("score", ascending=False, ignore_index=True)

@@ -100,6 +100,7 @@ def template_similarity(
     combine: str = "each",
     reference: str | os.PathLike | None = None,
     polarity: str = "auto",
+    bin_factor: int = 1,
 ) -> Generator[Progress, None, tuple]:
     """Template-matching similarity per target (a job).
 
@@ -119,6 +120,9 @@ def template_similarity(
     reference : path, optional
         Reference map MRC used as the only template (target named after the file).
     polarity : {"auto", "dark", "bright"}
+    bin_factor : int, 1-4
+        Match on the tomogram binned by this factor (block means; 2: 8 times fewer voxels);
+        the maps are then on the binned grid.
 
     Returns
     -------
@@ -138,22 +142,29 @@ def template_similarity(
     data = np.asarray(tomogram)
     rotations = rotation_grid(angular_step_deg)
     notes: list[str] = []
+    if int(bin_factor) != bin_factor or not 1 <= bin_factor <= 4:
+        raise ValueError(f"bin must be a whole number from 1 to 4; got {bin_factor!r}.")
+    bin_factor = int(bin_factor)
+    binned_shape = tuple(-(-n // bin_factor) for n in data.shape)
+    work_voxel = voxel_size_A * bin_factor if voxel_size_A else None
     if reference:
-        cube, radius, ref_name, ref_notes = reference_template(reference, voxel_size_A, data.shape)
+        cube, radius, ref_name, ref_notes = reference_template(reference, work_voxel, binned_shape)
         notes += ref_notes
         for n in ref_notes:
             log.info(n)
     else:
-        radius = float(radius_A) / float(voxel_size_A or 1.0)
-        if template_box(radius) > min(data.shape):
+        radius = float(radius_A) / float(voxel_size_A or 1.0) / bin_factor
+        if template_box(radius) > min(binned_shape):
             raise ValueError(
                 f"A particle radius of {radius_A:g} Å ({radius:.1f} voxels) does not fit in the tomogram "
-                f"{data.shape}; give the particle's radius in Å."
+                f"{binned_shape}; give the particle's radius in Å."
             )
         if radius < 1.5:
             raise ValueError(
-                f"A particle radius of {radius_A:g} Å is only {radius:.1f} voxels; template matching needs at "
-                "least 1.5 voxels (give the radius in Å and check the voxel size)."
+                f"A particle radius of {radius_A:g} Å is only {radius:.1f} voxels"
+                + (f" after binning by {bin_factor}" if bin_factor > 1 else "")
+                + "; template matching needs at least 1.5 voxels (give the radius in Å, check the voxel size"
+                + (", bin less)." if bin_factor > 1 else ").")
             )
     decision = decide_polarity(data, polarity, "bright", voxel_size_A)
     yield Progress(0, 1, decision.message)
@@ -162,6 +173,21 @@ def template_similarity(
     vol /= float(vol.std()) or 1.0
     if decision.invert:
         np.negative(vol, out=vol)
+    if bin_factor > 1:
+        from skimage.transform import downscale_local_mean
+
+        vol = downscale_local_mean(vol, (bin_factor,) * 3).astype(np.float32)
+        notes.append(
+            f"matched on the tomogram binned by {bin_factor} ({work_voxel:g} Å/voxel)"
+            if work_voxel
+            else f"matched on the tomogram binned by {bin_factor}"
+        )
+    # binned voxel g is the block mean of tomogram voxels g·b … g·b + b − 1, centred on g·b + origin
+    origin = (bin_factor - 1) / 2
+
+    def binned(coords: np.ndarray) -> np.ndarray:
+        return (np.asarray(coords, float) - origin) / bin_factor
+
     box = template_box(radius)
     maps, names, agreement = [], [], []
     targets = {ref_name: np.concatenate([np.empty((0, 3)), *groups.values()])} if reference else groups
@@ -169,7 +195,7 @@ def template_similarity(
         if reference:
             templates = [cube]
         else:
-            cubes = [cut_box(vol, c, box) for c in coords]
+            cubes = [cut_box(vol, c, box) for c in binned(coords)]
             if combine == "average" and len(cubes) > 1:
                 templates = [(yield from align_and_average(cubes, radius, rotations))]
             else:
@@ -177,7 +203,7 @@ def template_similarity(
         score, _ = yield from match_templates(vol, templates, radius, rotations, f"matching {name}")
         maps.append(score)
         names.append(name)
-        at = np.rint(coords).astype(int)
+        at = np.clip(np.rint(binned(coords)).astype(int), 0, np.array(vol.shape) - 1)
         agreement.append(score[at[:, 0], at[:, 1], at[:, 2]].astype(np.float32))
     info = {
         "method": "template",
@@ -185,6 +211,8 @@ def template_similarity(
         "radius_voxels": round(radius, 2),
         "box": box,
         "stride_model_voxels": 1,
+        "bin": bin_factor,
+        "origin_voxels": origin,
         "angular_step_deg": angular_step_deg,
         "rotations": len(rotations),
         "combine": combine,
