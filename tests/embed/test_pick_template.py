@@ -70,6 +70,8 @@ def test_bad_input_gives_clear_errors(tmp_path):
         run_job(find_similar(vol, np.empty((0, 3)), None, 10.0, **FAST))
     with pytest.raises(ValueError, match="outside the tomogram"):
         run_job(find_similar(vol, np.array([[5.0, 40.0, 5.0]]), None, 10.0, **FAST))
+    with pytest.raises(ValueError, match="no voxel size, so 1 Å per voxel was assumed"):
+        run_job(find_similar(vol, np.array([[5.0, 5.0, 5.0]]), None, None, radius_A=100.0))
     with pytest.raises(ValueError, match="method must be one of"):
         run_job(find_similar(vol, np.array([[5.0, 5.0, 5.0]]), None, 10.0, "templates"))
     big = np.zeros((40, 40, 40), np.float32)

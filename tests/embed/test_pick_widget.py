@@ -3,6 +3,8 @@
 import numpy as np
 from planted import planted_tomogram
 
+from tomolens.jobs import Progress
+
 
 def test_pick_by_example_widget_live_threshold(make_napari_viewer, qtbot, classifier_embedding):
     from tomolens._widgets.pick_example import PickByExampleWidget
@@ -88,3 +90,23 @@ def test_pick_widget_template_method_from_clicks_and_from_a_reference_map(
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
     assert match_centres(picks.data, target, 4.0).f1 >= 0.9 and set(picks.features["class"]) == {"ref"}
     assert any("resampled from 5" in m for m in infos)
+
+
+def test_pick_widget_cancel_stops_the_rotation_search(make_napari_viewer, qtbot):
+    from tomolens._widgets.pick_example import PickByExampleWidget
+
+    viewer = make_napari_viewer()
+    vol, target, _ = planted_tomogram(rotate=True)
+    image = viewer.add_image(vol, scale=(10, 10, 10), units=("angstrom",) * 3, name="tomo")
+    examples = viewer.add_points(target[:2], scale=(10, 10, 10), units=("angstrom",) * 3, name="ex")
+    widget = PickByExampleWidget(viewer)
+    widget.image_picker.value, widget.examples_picker.value = image, examples
+    widget.params.controls["angular_step_deg"].value = 10.0  # thousands of rotations: minutes if not cancelled
+    widget.params.controls["polarity"].value = "bright"
+    n_layers = len(viewer.layers)
+    widget.start()
+    qtbot.waitUntil(lambda: (widget.runner.last_progress or Progress(0, 0)).total > 1000, timeout=30000)
+    widget.runner.cancel()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=10000)
+    assert widget.runner.status.value == "Cancelled"
+    assert len(viewer.layers) == n_layers and widget.result is None

@@ -157,7 +157,12 @@ def template_similarity(
         if template_box(radius) > min(binned_shape):
             raise ValueError(
                 f"A particle radius of {radius_A:g} Å ({radius:.1f} voxels) does not fit in the tomogram "
-                f"{binned_shape}; give the particle's radius in Å."
+                f"{binned_shape}; "
+                + (
+                    "the tomogram has no voxel size, so 1 Å per voxel was assumed: set its voxel size."
+                    if not voxel_size_A
+                    else "give the particle's radius in Å."
+                )
             )
         if radius < 1.5:
             raise ValueError(
