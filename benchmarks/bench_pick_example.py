@@ -128,12 +128,12 @@ def score_map(sim, truth, radii, voxel, threshold, min_distance_A, clicks) -> di
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
 
 
-def run_target(tomo, voxel, coords, radii, names, target, rng, with_average: bool) -> dict:
+def run_target(tomo, voxel, coords, radii, names, target, rng, with_average: bool, tilt_range_deg: float = 0.0) -> dict:
     sel = names == target
     truth, r_true = coords[sel], radii[sel]
     radius = float(r_true[0])
     clicks = truth[rng.choice(len(truth), N_EXAMPLES, replace=False)]
-    settings = {"radius_A": radius}
+    settings = {"radius_A": radius, "tilt_range_deg": tilt_range_deg}
     row = {
         "target": target,
         "copies": int(sel.sum()),
@@ -241,6 +241,12 @@ def main() -> int:
     parser.add_argument("--kind", default="shifted", choices=("shifted", "randomised"))
     parser.add_argument("--cache", type=Path, default=None)
     parser.add_argument("--timing-rotations", type=int, default=12, help="rotations timed on 200x512x512 (0: skip)")
+    parser.add_argument(
+        "--tilt-range",
+        type=float,
+        default=0.0,
+        help="typed tilt range (± degrees) for the templates' missing wedge (default 0: off, the default setting)",
+    )
     parser.add_argument("--timing-child", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--timing-bin", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument(
@@ -281,7 +287,8 @@ def main() -> int:
         names = template_names(args.kind, seed, coords, args.cache)
         rng = np.random.default_rng(seed)
         for i, target in enumerate(choose_targets(names)):
-            rows.append({"seed": seed, **run_target(tomo, voxel, coords, radii, names, target, rng, i == 0)})
+            row = run_target(tomo, voxel, coords, radii, names, target, rng, i == 0, args.tilt_range)
+            rows.append({"seed": seed, **row})
     per_tomo = summarise(rows)
     timing = None
     if args.timing_rotations:
@@ -293,6 +300,7 @@ def main() -> int:
         data=f"{args.kind} domain seeds {args.seeds}, 64x256x256, dark",
         voxel_size_A=sorted({r["voxel_size_A"] for r in rows}),
         defaults={k: DEFAULTS[k] for k in ("threshold", "angular_step_deg", "combine", "polarity")},
+        tilt_range_deg=args.tilt_range,
         examples=N_EXAMPLES,
         scored_on="whole tomogram, the 5 clicked examples left out (of the truth, and picks within 0.5 x radius of one)",
         summary=per_tomo,

@@ -120,3 +120,18 @@ def test_binning_matches_on_a_coarser_grid_and_picks_in_tomogram_voxels():
     assert match_centres(picks[["z", "y", "x"]].to_numpy(), distractor, 4.0).true_positives == 0
     with pytest.raises(ValueError, match="after binning by 4"):
         run_job(find_similar(vol, target[:2], None, 10.0, "template", bin=4, **{**FAST, "radius_A": 50.0}))
+
+
+def test_wedge_filter_removes_what_a_tilt_series_about_y_misses():
+    from tomolens.embed.template_match import wedge_filter
+
+    g = np.indices((16, 16, 16))[0].astype(np.float32)
+    along_z = np.cos(2 * np.pi * g / 8)  # varies along z only: inside the missing wedge
+    along_x = np.cos(2 * np.pi * np.indices((16, 16, 16))[2] / 8).astype(np.float32)  # kept
+    inner = (slice(4, 12),) * 3
+    assert np.abs(wedge_filter(along_z, 35.0)[inner]).max() < 0.1
+    assert np.corrcoef(wedge_filter(along_x, 35.0)[inner].ravel(), along_x[inner].ravel())[0, 1] > 0.9
+    sim = run_job(
+        find_similar(*planted_tomogram(n_each=2, seed=3, rotate=True)[:2], None, 10.0, tilt_range_deg=60.0, **FAST)
+    )
+    assert sim.info["tilt_range_deg"] == 60.0

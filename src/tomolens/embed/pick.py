@@ -89,6 +89,15 @@ PICK_PARAMS = (
         max=4,
     ),
     Param(
+        "tilt_range_deg",
+        0.0,
+        "Template method: tilt range of the tilt series, ± degrees about y, to give the rotated templates the "
+        "tomogram's missing wedge (0: off)",
+        min=0.0,
+        max=90.0,
+        advanced=True,
+    ),
+    Param(
         "combine",
         "each",
         "Template method: match each example (best of them) or align and average them into one template (faster)",
@@ -408,7 +417,7 @@ def find_similar(
     else:
         groups = _group_examples(examples_zyx, targets)
         check_positions(np.concatenate(list(groups.values())), data.shape)
-    keys = ("radius_A", "angular_step_deg", "combine", "polarity")
+    keys = ("radius_A", "angular_step_deg", "combine", "polarity", "tilt_range_deg")
     bin_factor = int(settings.get("bin", 1))
     maps, names, agreement, info = yield from template_similarity(
         data,

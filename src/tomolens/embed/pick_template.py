@@ -101,6 +101,7 @@ def template_similarity(
     reference: str | os.PathLike | None = None,
     polarity: str = "auto",
     bin_factor: int = 1,
+    tilt_range_deg: float = 0.0,
 ) -> Generator[Progress, None, tuple]:
     """Template-matching similarity per target (a job).
 
@@ -123,6 +124,8 @@ def template_similarity(
     bin_factor : int, 1-4
         Match on the tomogram binned by this factor (block means; 2: 8 times fewer voxels);
         the maps are then on the binned grid.
+    tilt_range_deg : float
+        When > 0, the rotated templates get the missing wedge of a ±tilt range series about y.
 
     Returns
     -------
@@ -205,7 +208,9 @@ def template_similarity(
                 templates = [(yield from align_and_average(cubes, radius, rotations))]
             else:
                 templates = cubes
-        score, _ = yield from match_templates(vol, templates, radius, rotations, f"matching {name}")
+        score, _ = yield from match_templates(
+            vol, templates, radius, rotations, f"matching {name}", tilt_range_deg=tilt_range_deg
+        )
         maps.append(score)
         names.append(name)
         at = np.clip(np.rint(binned(coords)).astype(int), 0, np.array(vol.shape) - 1)
@@ -217,6 +222,7 @@ def template_similarity(
         "box": box,
         "stride_model_voxels": 1,
         "bin": bin_factor,
+        "tilt_range_deg": tilt_range_deg,
         "origin_voxels": origin,
         "angular_step_deg": angular_step_deg,
         "rotations": len(rotations),

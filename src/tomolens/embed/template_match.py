@@ -97,6 +97,22 @@ def normalise_in_mask(cube: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def wedge_filter(cube: np.ndarray, tilt_range_deg: float) -> np.ndarray:
+    """``cube`` with the missing wedge of a ±``tilt_range_deg`` tilt series about y removed (float32).
+
+    Fourier components with ``|k_z| > tan(tilt_range) |k_x|`` are zeroed (on a grid padded
+    to twice the cube, to keep the filter from wrapping around).
+    """
+    n = cube.shape[0]
+    padded = np.zeros((2 * n,) * 3, np.float32)
+    padded[:n, :n, :n] = cube
+    kz = sfft.fftfreq(2 * n)[:, None, None]
+    kx = sfft.rfftfreq(2 * n)[None, None, :]
+    keep = np.abs(kz) <= np.tan(np.deg2rad(tilt_range_deg)) * np.abs(kx) + 1e-9
+    out = sfft.irfftn(sfft.rfftn(padded) * keep, s=padded.shape)
+    return out[:n, :n, :n].astype(np.float32)
+
+
 class _Correlator:
     """FFT correlation of one padded volume with small centred kernels (torch.fft)."""
 
@@ -137,6 +153,7 @@ def match_templates(
     rotations: Rotation,
     label: str = "template matching",
     keep_best: bool = False,
+    tilt_range_deg: float = 0.0,
 ) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray | None]]:
     """Locally normalised cross-correlation of ``templates`` over ``rotations`` (a job).
 
@@ -150,6 +167,9 @@ def match_templates(
         Radius of the spherical mask, voxels (at most ``(b - 1) / 2``).
     rotations : Rotation
         Rotations tried for every template.
+    tilt_range_deg : float
+        When > 0, every rotated template gets the missing wedge of a ±tilt range tilt series
+        about y (:func:`wedge_filter`), as the particles in the tomogram have it.
 
     Returns
     -------
@@ -181,7 +201,10 @@ def match_templates(
     total, done = len(templates) * len(rotations), 0
     for ti, template in enumerate(templates):
         for ri in range(len(rotations)):
-            kernel = normalise_in_mask(rotate_box(template, rotations[ri]), mask)
+            turned = rotate_box(template, rotations[ri])
+            if tilt_range_deg:
+                turned = wedge_filter(turned, tilt_range_deg)
+            kernel = normalise_in_mask(turned, mask)
             cc = corr.correlate(kernel).mul_(inv_norm)
             if best is not None:
                 best[cc > score] = ti * len(rotations) + ri
