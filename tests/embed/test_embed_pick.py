@@ -80,6 +80,8 @@ def test_pick_by_example_cli(tmp_path, capsys, classifier_embedding):
                 "0.5",
                 "--polarity",
                 "bright",
+                "--method",
+                "embedding",
                 "--embed-model",
                 classifier_embedding,
             ]
@@ -102,6 +104,8 @@ def test_pick_by_example_cli(tmp_path, capsys, classifier_embedding):
             str(empty),
             "--out",
             str(tmp_path / "p2.star"),
+            "--method",
+            "embedding",
             "--embed-model",
             classifier_embedding,
         ]

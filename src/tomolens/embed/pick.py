@@ -1,5 +1,10 @@
 """Pick by example: a similarity map of the whole tomogram to a few clicked examples, and its peaks.
 
+:func:`find_similar` runs one of two methods: ``template`` (the default, no network: rotation-searched
+template matching of the examples or of a reference map, :mod:`tomolens.embed.pick_template`) or
+``embedding`` (:func:`similarity_to_examples`, below).  Both give a :class:`SimilarityMap` whose
+peaks :func:`pick_peaks` picks.
+
 The embedding network's body is convolutional and its embedding is the *global average*
 of its three stages' feature maps followed by a small head.  Run on the whole tomogram at
 once, the window averages of the feature maps (``avg_pool3d`` with the box as kernel) give
@@ -33,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from tomolens.embed.pick_template import COMBINE_CHOICES, template_similarity
 from tomolens.embed.predict import DEFAULT_EMBED_MODEL
 from tomolens.jobs import Progress
 from tomolens.params import Param
@@ -45,28 +51,76 @@ BASE_STRIDE = 8
 #: Output grid rows per slab (memory bound: about slab × 8 + box input slices at a time).
 SLAB_ROWS = 12
 
+#: Pick-by-example methods: classical template matching (no network) or an embedding network.
+METHODS = ("template", "embedding")
+
 #: User settings of pick by example (CLI options and widget controls).
 PICK_PARAMS = (
     Param(
+        "method",
+        "template",
+        "template: rotation-searched template matching of the examples (no network); "
+        "embedding: similarity of a trained embedding (needs an embedding model)",
+        choices=METHODS,
+    ),
+    Param(
         "threshold",
-        0.8,
-        "Cosine similarity to the examples a peak must reach to be picked",
+        0.55,
+        "Similarity a peak must reach: normalised cross-correlation (template) or cosine (embedding, about 0.8)",
         min=-1.0,
         max=1.0,
         step=0.01,
     ),
     Param("min_distance_A", 100.0, "Smallest distance between two picks, Å (about a particle's radius)", min=0.0),
+    Param("radius_A", 100.0, "Particle radius, Å (template method: box and mask of the examples)", min=1.0),
     Param(
-        "stride", 8, "Similarity-map grid step in model voxels: 8 (fast) or 4 (finer, 8x slower)", min=4, max=8, step=4
+        "angular_step_deg",
+        40.0,
+        "Template method: rotation grid step, degrees (smaller is finer and slower: about 8π²/step³ rotations)",
+        min=10.0,
+        max=90.0,
+    ),
+    Param(
+        "bin",
+        1,
+        "Template method: match on the tomogram binned by 1-4 (2: 8 times fewer voxels; the radius must stay "
+        ">= 1.5 binned voxels)",
+        min=1,
+        max=4,
+    ),
+    Param(
+        "tilt_range_deg",
+        0.0,
+        "Template method: tilt range of the tilt series, ± degrees about y, to give the rotated templates the "
+        "tomogram's missing wedge (0: off)",
+        min=0.0,
+        max=90.0,
+        advanced=True,
+    ),
+    Param(
+        "combine",
+        "each",
+        "Template method: match each example (best of them) or align and average them into one template (faster)",
+        choices=COMBINE_CHOICES,
+        advanced=True,
+    ),
+    Param(
+        "stride",
+        8,
+        "Embedding method: similarity-map grid step in model voxels: 8 (fast) or 4 (finer, 8x slower)",
+        min=4,
+        max=8,
+        step=4,
+        advanced=True,
     ),
     Param(
         "embed_model",
         DEFAULT_EMBED_MODEL,
-        "Shipped embedding name or a .pt/.json embedding model file",
+        "Embedding method: shipped embedding name or a .pt/.json embedding model file",
         type=str,
         advanced=True,
     ),
-    Param("device", "auto", "Torch device", choices=("auto", "cpu", "cuda", "mps"), advanced=True),
+    Param("device", "auto", "Torch device (embedding method)", choices=("auto", "cpu", "cuda", "mps"), advanced=True),
     POLARITY_PARAM,
 )
 
@@ -293,6 +347,89 @@ def similarity_to_examples(
     return SimilarityMap(np.stack(maps), list(groups), stride * ratio, voxel_size_A, agreement, info)
 
 
+def find_similar(
+    tomogram: np.ndarray,
+    examples_zyx: np.ndarray,
+    targets: Sequence[str] | None = None,
+    voxel_size_A: float | None = None,
+    method: str = "template",
+    reference: str | os.PathLike | None = None,
+    **settings,
+) -> Generator[Progress, None, SimilarityMap]:
+    """Similarity map of a tomogram to examples (or a reference map) by ``method`` (a job).
+
+    Parameters
+    ----------
+    tomogram : array, shape (z, y, x)
+    examples_zyx : array, shape (N, 3)
+        Example positions, tomogram voxels; N ≥ 1 unless a ``reference`` is given.
+    targets : sequence of str, optional
+        Target name per example (default: one target).
+    voxel_size_A : float, optional
+    method : {"template", "embedding"}
+    reference : path, optional
+        Template method only: a reference map MRC used as the template.
+    **settings
+        Values of :data:`PICK_PARAMS` (those of the other method are ignored).
+
+    Returns
+    -------
+    SimilarityMap
+        For the template method, on the tomogram's grid binned by ``bin`` (``step_voxels`` = bin).
+
+    Raises
+    ------
+    ValueError
+        Unknown method, no example, examples outside the tomogram, bad reference map.
+    """
+    from tomolens.classify.extract import check_positions
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}; got {method!r}.")
+    known = {p.name for p in PICK_PARAMS}
+    unknown = set(settings) - known
+    if unknown:
+        raise ValueError(f"Unknown pick-by-example settings: {sorted(unknown)}.")
+    if method == "embedding":
+        if reference:
+            raise ValueError("A reference map works with the template method only; use --method template.")
+        keys = ("stride", "device", "polarity")
+        return (
+            yield from similarity_to_examples(
+                tomogram,
+                examples_zyx,
+                targets,
+                settings.get("embed_model", DEFAULT_EMBED_MODEL),
+                voxel_size_A,
+                **{k: settings[k] for k in keys if k in settings},
+            )
+        )
+    data = np.asarray(tomogram)
+    if data.ndim != 3:
+        raise ValueError(f"The tomogram must be 3D (z, y, x); got shape {data.shape}.")
+    if not len(np.asarray(examples_zyx)):
+        if not reference:
+            raise ValueError(
+                "Pick by example needs at least 1 example or a reference map: click one or more particles in "
+                "a Points layer (or give a coordinates file with at least one row), or give a map."
+            )
+        groups = {}
+    else:
+        groups = _group_examples(examples_zyx, targets)
+        check_positions(np.concatenate(list(groups.values())), data.shape)
+    keys = ("radius_A", "angular_step_deg", "combine", "polarity", "tilt_range_deg")
+    bin_factor = int(settings.get("bin", 1))
+    maps, names, agreement, info = yield from template_similarity(
+        data,
+        groups,
+        voxel_size_A,
+        reference=reference,
+        bin_factor=bin_factor,
+        **{k: settings[k] for k in keys if k in settings},
+    )
+    return SimilarityMap(maps, names, float(bin_factor), voxel_size_A, agreement, info)
+
+
 def pick_peaks(sim: SimilarityMap, threshold: float = 0.8, min_distance_A: float = 100.0) -> pd.DataFrame:
     """Local maxima of each target's similarity map above ``threshold``, ``min_distance_A`` apart.
 
@@ -329,7 +466,7 @@ def pick_peaks(sim: SimilarityMap, threshold: float = 0.8, min_distance_A: float
             w = np.clip(block - block.min(), 0, None)
             idx = np.stack(np.meshgrid(*(np.arange(a, b) for a, b in zip(lo, hi)), indexing="ij"), -1)
             centre = (idx * w[..., None]).sum((0, 1, 2)) / w.sum() if w.sum() > 0 else p.astype(float)
-            z, y, x = centre * sim.step_voxels
+            z, y, x = centre * sim.step_voxels + float(sim.info.get("origin_voxels", 0.0))
             rows.append({"z": z, "y": y, "x": x, "score": float(m[tuple(p)]), "class": name})
     table = pd.DataFrame(rows, columns=["z", "y", "x", "score", "class"])
     return table.sort_values("score", ascending=False, ignore_index=True)
