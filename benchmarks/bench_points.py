@@ -28,7 +28,7 @@ Protocol per tomogram and click count N (10, 20, 50):
 
 Usage::
 
-    nice python benchmarks/bench_points.py [--steps 100] [--seeds 9100,9101,9102] [--cache DIR]
+    nice python benchmarks/bench_points.py [--steps 100] [--seeds 9100,9101,9102] [--cache DIR] [--start-from detect_domain --out FILE]
 
 Prints a Markdown table and writes ``benchmarks/results/points.json``.
 """
@@ -134,6 +134,7 @@ def write(args, rows: dict, per_run: list, dog: dict, t_start: float) -> dict:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "data": "shifted_domain_config seeds " + args.seeds + ", simulated at 64x256x256 voxels of 10 A, dark",
         "steps": args.steps,
+        "start_from": args.start_from,
         "max_radius_A": MAX_RADIUS_A,
         "dog_params": dog,
         "f1_by_clicks": table,
@@ -152,6 +153,11 @@ def main() -> int:
     parser.add_argument("--clicks", default=",".join(map(str, CLICKS)), help="click counts")
     parser.add_argument("--cache", type=Path, default=None, help="folder caching the simulated tomograms")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--start-from",
+        default="detect_default",
+        help="detector to fine-tune and to score untouched (shipped name or .pt; default: detect_default)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import torch
@@ -168,7 +174,7 @@ def main() -> int:
         t0 = time.monotonic()
         tomo, coords, radii = tomogram(seed, args.cache)
         sim_s = time.monotonic() - t0
-        shipped = run_job(detect_particles(tomo, VOXEL_A, device="cpu")).particles.coords_zyx
+        shipped = run_job(detect_particles(tomo, VOXEL_A, model=args.start_from, device="cpu")).particles.coords_zyx
         dog_found = dog_centres(tomo, VOXEL_A, **dog)
         for n in clicks:
             box = click_box(coords, tomo.shape, n)
@@ -187,6 +193,7 @@ def main() -> int:
                         steps=args.steps,
                         minutes=60,
                         seed=0,
+                        start_from=args.start_from,
                         source=f"shifted seed {seed}, {n} true centres",
                     )
                 )
