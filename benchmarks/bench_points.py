@@ -121,7 +121,7 @@ def summary(values: list[float]) -> dict:
     }
 
 
-def write(args, rows: dict, per_run: list, dog: dict, t_start: float) -> dict:
+def write(args, rows: dict, per_run: list, dog: dict, t_start: float, max_radius: float) -> dict:
     """Write the JSON (after every run, so that an interrupted benchmark keeps what it measured)."""
     import torch
 
@@ -135,7 +135,7 @@ def write(args, rows: dict, per_run: list, dog: dict, t_start: float) -> dict:
         "data": "shifted_domain_config seeds " + args.seeds + ", simulated at 64x256x256 voxels of 10 A, dark",
         "steps": args.steps,
         "start_from": args.start_from,
-        "max_radius_A": MAX_RADIUS_A,
+        "max_radius_A": max_radius,
         "dog_params": dog,
         "f1_by_clicks": table,
         "runs": per_run,
@@ -163,6 +163,11 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
+    from tomolens.models.card import read_card, resolve_model
+
+    card = read_card(resolve_model(args.start_from))
+    # the largest radius the start model's patch takes (a quarter of it), at most MAX_RADIUS_A
+    max_radius = min(MAX_RADIUS_A, 0.25 * card.patch_size[0] * (card.voxel_size_A or VOXEL_A))
     seeds = [int(s) for s in args.seeds.split(",")]
     clicks = [int(n) for n in args.clicks.split(",")]
     dog = json.loads((ROOT / "benchmarks" / "results" / "shifted.json").read_text())["dog_baseline"]
@@ -179,7 +184,7 @@ def main() -> int:
         for n in clicks:
             box = click_box(coords, tomo.shape, n)
             inside = np.all([(coords[:, i] >= s.start) & (coords[:, i] < s.stop) for i, s in enumerate(box)], axis=0)
-            clicked, radius = coords[inside], min(float(np.median(radii[inside])), MAX_RADIUS_A)
+            clicked, radius = coords[inside], min(float(np.median(radii[inside])), max_radius)
             with tempfile.TemporaryDirectory() as tmp:
                 t1 = time.monotonic()
                 res = run_job(
@@ -215,13 +220,13 @@ def main() -> int:
             per_run.append(entry)
             for method in ("trained", "shipped", "dog"):
                 rows.setdefault(f"{n}", {}).setdefault(method, []).append(entry[method]["f1"])
-            write(args, rows, per_run, dog, t_start)
+            write(args, rows, per_run, dog, t_start, max_radius)
             print(
                 f"seed {seed} N={n}: trained {entry['trained']['f1']:.3f} shipped {entry['shipped']['f1']:.3f} "
                 f"dog {entry['dog']['f1']:.3f} ({train_s:.0f} s training)",
                 flush=True,
             )
-    result = write(args, rows, per_run, dog, t_start)
+    result = write(args, rows, per_run, dog, t_start, max_radius)
     table = result["f1_by_clicks"]
     print("\n| clicks | trained (mean ± sd) | shipped untouched | DoG |\n|---|---|---|---|")
     for n, methods in table.items():
