@@ -32,7 +32,7 @@ def length_A(text: str) -> float:
 
 
 #: Help of ``--voxel-size-A`` (alias ``--voxel-size``) on the commands that run a model on a tomogram.
-VOXEL_SIZE_HELP = "voxel size of the tomogram in Å; required when its header has none (0 or 1)"
+VOXEL_SIZE_HELP = "voxel size of the tomogram in Å (overrides the header's); required when its header has none (0 or 1)"
 
 
 def add_voxel_size_option(parser: argparse.ArgumentParser, help: str = VOXEL_SIZE_HELP) -> None:

@@ -84,7 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--voxel-size-A",
         type=length_A,
         default=None,
-        help="voxel size in Å for tomograms whose header lacks it (overrides the preset's)",
+        help="voxel size in Å of every tomogram (overrides their headers and the preset's); required for tomograms "
+        "whose header has none",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_batch)
