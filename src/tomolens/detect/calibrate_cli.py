@@ -39,7 +39,7 @@ def dataset_runs(model, folders, limit: int = 0, device: str = "cpu", max_shape=
     from tomolens.evaluate import match_centres
     from tomolens.io.coords import read_coordinates
     from tomolens.io.mrc import read_mrc
-    from tomolens.models.domain_data import read_manifest
+    from tomolens.models.domain_data import central_slices, read_manifest
 
     for folder in folders:
         entries = read_manifest(folder)["tomograms"]
@@ -58,10 +58,11 @@ def dataset_runs(model, folders, limit: int = 0, device: str = "cpu", max_shape=
             start = np.zeros(3, int)
             if max_shape is not None:  # the central part of at most max_shape voxels of the model's size
                 model_vs = float(model[1].voxel_size_A or voxel)
-                size = [min(n, int(np.ceil(m * model_vs / voxel))) for n, m in zip(data.shape, max_shape)]
-                start = np.array([(n - m) // 2 for n, m in zip(data.shape, size)])
-                data = np.array(data[tuple(slice(a, a + m) for a, m in zip(start, size))], np.float32)
-                inside = np.all((truth.coords_zyx >= start - 0.5) & (truth.coords_zyx < start + size - 0.5), axis=1)
+                part = central_slices(data.shape, [int(np.ceil(m * model_vs / voxel)) for m in max_shape])
+                start = np.array([p.start for p in part])
+                stop = np.array([p.stop for p in part])
+                data = np.array(data[part], np.float32)
+                inside = np.all((truth.coords_zyx >= start - 0.5) & (truth.coords_zyx < stop - 0.5), axis=1)
                 keep = keep & inside
             true_A = (truth.coords_zyx[keep] - start) * voxel
             tol = np.asarray(truth.features["radius_A"], float)[keep] / 2

@@ -39,7 +39,7 @@ def reference_template(path: str | os.PathLike, voxel_size_A: float | None, shap
         Unreadable map, no voxel size (map or tomogram), no positive density, or a map
         larger than the tomogram.
     """
-    from tomolens.embed.template_match import template_box
+    from tomolens.embed.template_match import cut_box, template_box
     from tomolens.io.mrc import MrcReadError, read_mrc
     from tomolens.simulate.domain_imaging import butterworth_lowpass
     from tomolens.simulate.templates import template_from_map
@@ -81,14 +81,8 @@ def reference_template(path: str | os.PathLike, voxel_size_A: float | None, shap
             f"The reference map {name} ({2 * t.radius_A:.0f} Å across) is larger than the tomogram "
             f"({min(shape_zyx) * voxel_size_A:.0f} Å along its shortest side); check the voxel sizes."
         )
-    n = t.density.shape[0]
-    c = n // 2
-    cube = np.zeros((box,) * 3, np.float32)
-    h = min(box // 2, c)
-    cube[box // 2 - h : box // 2 + h + 1, box // 2 - h : box // 2 + h + 1, box // 2 - h : box // 2 + h + 1] = t.density[
-        c - h : c + h + 1, c - h : c + h + 1, c - h : c + h + 1
-    ]
-    return cube, radius, os.path.splitext(name)[0], notes
+    c = t.density.shape[0] // 2
+    return cut_box(t.density, (c, c, c), box), radius, os.path.splitext(name)[0], notes
 
 
 def template_similarity(

@@ -68,10 +68,15 @@ def read_manifest(folder: str | os.PathLike) -> dict:
 MAX_SHAPE = (64, 256, 256)
 
 
+def central_slices(volume_shape, shape) -> tuple[slice, ...]:
+    """The slices of the central part of at most ``shape`` of a volume of ``volume_shape``."""
+    starts = [max(0, (n - m) // 2) for n, m in zip(volume_shape, shape)]
+    return tuple(slice(s, s + min(n, m)) for s, n, m in zip(starts, volume_shape, shape))
+
+
 def central_crop(volume: np.ndarray, shape) -> np.ndarray:
     """The central part of ``volume`` of at most ``shape`` (a view)."""
-    starts = [max(0, (n - m) // 2) for n, m in zip(volume.shape, shape)]
-    return volume[tuple(slice(s, s + min(n, m)) for s, n, m in zip(starts, volume.shape, shape))]
+    return volume[central_slices(volume.shape, shape)]
 
 
 def load_domain_volumes(
