@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -101,16 +101,7 @@ class DetectionResult:
             self.mask.shape,
             self.voxel_size_A,
         )
-        return DetectionResult(
-            self.prob_maps,
-            mask,
-            instances,
-            particles,
-            self.voxel_size_A,
-            self.map_voxel_size_A,
-            params,
-            self.calibration,
-        )
+        return replace(self, mask=mask, instances=instances, particles=particles, params=params)
 
 
 def to_image_grid(
