@@ -163,11 +163,11 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
+    from tomolens.detect.points_train import largest_radius_A
     from tomolens.models.card import read_card, resolve_model
 
-    card = read_card(resolve_model(args.start_from))
     # the largest radius the start model's patch takes (a quarter of it), at most MAX_RADIUS_A
-    max_radius = min(MAX_RADIUS_A, 0.25 * card.patch_size[0] * (card.voxel_size_A or VOXEL_A))
+    max_radius = min(MAX_RADIUS_A, largest_radius_A(read_card(resolve_model(args.start_from))))
     seeds = [int(s) for s in args.seeds.split(",")]
     clicks = [int(n) for n in args.clicks.split(",")]
     dog = json.loads((ROOT / "benchmarks" / "results" / "shifted.json").read_text())["dog_baseline"]

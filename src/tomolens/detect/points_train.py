@@ -103,6 +103,12 @@ def _crop_box(boxes: Sequence[tuple[np.ndarray, np.ndarray]], shape, margin: flo
     return tuple(slice(int(max(0, np.floor(a))), int(min(n, np.ceil(b)))) for a, b, n in zip(lo, hi, shape))
 
 
+def largest_radius_A(card) -> float:
+    """The largest particle radius (Å) a start model is fine-tuned for: a quarter of its patch at its voxel size."""
+    patch = int(card.patch_size[0]) if card.patch_size else 32
+    return patch / 4 * float(card.voxel_size_A)
+
+
 def train_from_points(
     volume: np.ndarray,
     voxel_size_A: float | None,
@@ -211,7 +217,7 @@ def train_from_points(
 
     patch = int(start_card.patch_size[0]) if start_card is not None and start_card.patch_size else 32
     # the largest radius the estimate may return (tomogram voxels): what the start model's patch takes
-    max_vox = patch / 4 * float(start_card.voxel_size_A) / vs if start_card is not None else 16.0
+    max_vox = largest_radius_A(start_card) / vs if start_card is not None else 16.0
 
     def estimate(which: np.ndarray) -> float:
         c = centres[which]
